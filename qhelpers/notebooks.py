@@ -1,0 +1,95 @@
+"""Tooling for the course's notebooks: execute them cleanly, and check their hygiene.
+
+``python -m qhelpers.notebooks execute notebooks/01_*.ipynb`` runs each
+notebook from a clean kernel, top to bottom, writes it back with its outputs
+(through a temporary file, so an interrupted run leaves the old notebook) and
+prints each notebook's run time. ``python -m qhelpers.notebooks check``
+reports what the tests also check: every code cell executed, counts 1..N in
+order, no machine paths, no unexpected tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from .data import atomic_write_bytes, repo_dir
+
+__all__ = ["execute_notebook", "hygiene_problems", "notebook_paths"]
+
+MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
+
+
+def notebook_paths() -> list[Path]:
+    """The course notebooks, in order (``notebooks/NN_*.ipynb``)."""
+    return sorted((repo_dir() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute_notebook(path: Path, timeout: int = 600) -> float:
+    """Execute ``path`` in place from a clean kernel; returns the wall time in seconds."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    atomic_write_bytes(path, (nbformat.writes(nb) + "\n").encode())
+    return seconds
+
+
+def hygiene_problems(path: Path) -> list[str]:
+    """What is wrong with a committed notebook (empty list when it is clean)."""
+    problems = []
+    try:
+        nb = json.loads(Path(path).read_text())
+    except Exception as exc:
+        return [f"{path}: not valid JSON ({exc})"]
+    cells = nb.get("cells", [])
+    counts = [c.get("execution_count") for c in cells if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]
+    if counts and any(n is None for n in counts):
+        problems.append(f"{path}: {sum(n is None for n in counts)} code cells not executed")
+    numbered = [n for n in counts if n is not None]
+    if numbered and numbered != list(range(1, len(numbered) + 1)):
+        problems.append(f"{path}: execution counts are not 1..N in order (run Restart & Run All)")
+    for i, cell in enumerate(cells):
+        source = "".join(cell.get("source", ""))
+        for out in cell.get("outputs", []):
+            text = json.dumps(out)
+            if out.get("output_type") == "error" and "NBVAL_RAISES_EXCEPTION" not in source:
+                problems.append(f"{path} cell {i}: committed traceback ({out.get('ename')})")
+            m = MACHINE_PATH.search(text)
+            if m:
+                problems.append(f"{path} cell {i}: output shows a machine path ({m.group(0)}...)")
+    return problems
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qhelpers.notebooks", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("execute", help="execute notebooks in place from a clean kernel")
+    ex.add_argument("paths", nargs="*", type=Path)
+    ch = sub.add_parser("check", help="report hygiene problems")
+    ch.add_argument("paths", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    paths = args.paths or notebook_paths()
+    if args.command == "execute":
+        for p in paths:
+            seconds = execute_notebook(p)
+            print(f"{p.name}: executed in {seconds:.1f} s")
+        return 0
+    problems = [msg for p in paths for msg in hygiene_problems(p)]
+    for msg in problems:
+        print(msg)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
