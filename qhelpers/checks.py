@@ -13,7 +13,7 @@ import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
 
 
 def report(name: str, ok: bool, detail: str = "") -> bool:
@@ -22,15 +22,39 @@ def report(name: str, ok: bool, detail: str = "") -> bool:
     return bool(ok)
 
 
+def _blank_safe(check):
+    """Turn a blank answer (``...``) into a printed "not filled in yet" instead of an exception."""
+    import functools
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except NotFilledIn as blank:
+            return report(str(blank), False, "not filled in yet: replace ... with your answer and run the cell again")
+
+    return wrapper
+
+
+class NotFilledIn(Exception):
+    """The learner has not replaced ``...`` with an answer yet."""
+
+
+def not_filled(*values: Any) -> bool:
+    """True when any value is still ``...`` or ``None`` (an exercise left blank in a student copy)."""
+    return any(v is None or v is Ellipsis for v in values)
+
+
 def _as_tensor(value: Any, name: str) -> torch.Tensor:
-    if value is None or value is Ellipsis:
-        raise TypeError(f"{name} is not filled in yet (got {value!r})")
+    if not_filled(value):
+        raise NotFilledIn(name)
     try:
         return torch.as_tensor(value).detach()
     except Exception as exc:
         raise TypeError(f"{name} must be a number or tensor, got {type(value).__name__}") from exc
 
 
+@_blank_safe
 def check_close(name: str, answer: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
     """Generic check: ``answer`` equals ``expected`` within ``rtol``/``atol`` (same shape)."""
     a, e = _as_tensor(answer, name).double(), _as_tensor(expected, "expected").double()
@@ -43,6 +67,7 @@ def check_close(name: str, answer: Any, expected: Any, rtol: float = 1e-5, atol:
     return report(name, False, f"entry {int(worst)} is {a.flatten()[worst].item():.6g}, expected {e.flatten()[worst].item():.6g}")
 
 
+@_blank_safe
 def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed: bool = False) -> bool:
     """Exercise: the affine 8-bit scale and zero point for ``x`` (unsigned by default)."""
     qp = qparams_from_tensor(x, 8, signed, "affine")
@@ -54,6 +79,7 @@ def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed:
     return ok_scale and ok_zp
 
 
+@_blank_safe
 def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, signed: bool = False) -> bool:
     """Exercise: the integer codes of ``x`` for the given scale and zero point (8 bits)."""
     c = _as_tensor(codes, "codes")
@@ -73,6 +99,7 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
     )
 
 
+@_blank_safe
 def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
     """Exercise: symmetric signed 8-bit per-channel scales of ``weight`` along axis 0."""
     expected = qparams_from_tensor(weight, 8, True, "symmetric", axis=0).scale
