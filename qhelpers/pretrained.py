@@ -1,0 +1,352 @@
+"""Pre-quantized models: torchvision's weights enums offline, and the course's own INT8 model in the same API shape.
+
+Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+
+* ``CourseNet_QuantizedWeights`` / ``course_net(weights=..., quantize=True)``
+  mirror ``torchvision.models.quantization`` (``ResNet18_QuantizedWeights`` /
+  ``resnet18(weights=..., quantize=True)``): ``.DEFAULT``, ``.transforms()``,
+  ``.meta``. The INT8 artifact ships as ``data/course_model_int8.pt`` (the
+  ``state_dict`` of the converted model) with ``data/course_model_int8.json``
+  (sha256, test accuracy, backend, file size). Rebuild both with
+  ``python -m qhelpers.pretrained --rebuild``.
+* ``hub_checkpoint_path`` / ``weights_cached`` look for torchvision's weights
+  in the torch hub cache without any network call.
+* ``quantized_modules`` / ``is_quantized`` tell a converted model from a float
+  one (torchvision's ``quantize=True, backend="x86"`` silently returns float).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision.models import Weights, WeightsEnum
+
+from . import data as _data
+from .metrics import accuracy, model_size_bytes
+from .models import CourseNet, load_course_model
+
+__all__ = [
+    "DigitsClassification",
+    "CourseNet_QuantizedWeights",
+    "course_net",
+    "quantize_course_model",
+    "rebuild_course_int8",
+    "course_int8_metadata",
+    "quantized_modules",
+    "is_quantized",
+    "hub_checkpoint_path",
+    "weights_cached",
+    "cached_hash_matches",
+    "photo_path",
+    "INT8_CHECKPOINT_NAME",
+    "INT8_METADATA_NAME",
+    "REBUILD_INT8_COMMAND",
+    "PHOTO_NAME",
+]
+
+INT8_CHECKPOINT_NAME = "course_model_int8.pt"
+INT8_METADATA_NAME = "course_model_int8.json"
+REBUILD_INT8_COMMAND = "python -m qhelpers.pretrained --rebuild"
+PHOTO_NAME = "grace_hopper.jpg"
+DEFAULT_ENGINE = "x86"
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+class DigitsClassification(nn.Module):
+    """The course model's preprocessing, in the role of torchvision's ``ImageClassification``.
+
+    Takes uint8 images (H, W), (1, H, W) or (N, 1, H, W) (or a grayscale PIL
+    image), resizes to 28x28 if needed and returns float32 (…, 1, 28, 28)
+    normalized with the MNIST mean and std.
+    """
+
+    def __init__(self, size: int = 28, mean: float = _data.MNIST_MEAN, std: float = _data.MNIST_STD) -> None:
+        super().__init__()
+        self.size, self.mean, self.std = size, mean, std
+
+    def forward(self, img: Any) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        if not isinstance(img, torch.Tensor):
+            img = F.pil_to_tensor(img.convert("L"))
+        if img.dtype != torch.uint8:
+            raise TypeError(f"img must be uint8 pixels 0..255, got dtype {img.dtype}")
+        if img.ndim == 2:
+            img = img.unsqueeze(0)
+        if img.ndim not in (3, 4) or img.shape[-3] != 1:
+            raise ValueError(f"img must be (H, W), (1, H, W) or (N, 1, H, W), got shape {tuple(img.shape)}")
+        if tuple(img.shape[-2:]) != (self.size, self.size):
+            img = F.resize(img, [self.size, self.size], antialias=True)
+        return (img.float() / 255.0 - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"DigitsClassification(size={self.size}, mean={self.mean}, std={self.std})"
+
+
+# --------------------------------------------------------------------------- the course's INT8 model
+
+
+def _check_engine(engine: str) -> str:
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be a string, got {type(engine).__name__}")
+    supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if engine not in supported:
+        raise ValueError(f"engine must be one of this build's quantized engines {supported}, got {engine!r}")
+    return engine
+
+
+def quantize_course_model(
+    model: nn.Module, calibration: Optional[Iterable] = None, engine: str = DEFAULT_ENGINE
+) -> nn.Module:
+    """Post-training static quantization of a ``CourseNet`` with torch's eager API; returns a converted copy.
+
+    copy -> eval -> ``fuse_model()`` -> ``qconfig = get_default_qconfig(engine)``
+    -> ``prepare`` -> calibrate on ``calibration`` (batches of ``(images, labels)``;
+    one all-zeros image when None, which gives a skeleton to load a state dict
+    into) -> ``convert``. The engine is made active first, because the weights
+    are packed for the engine in force at ``convert``.
+    """
+    if not isinstance(model, CourseNet):
+        raise TypeError(f"model must be a qhelpers.CourseNet, got {type(model).__name__}")
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+
+    torch.backends.quantized.engine = _check_engine(engine)
+    m = copy.deepcopy(model).eval()
+    m.fuse_model()
+    m.qconfig = get_default_qconfig(engine)
+    prepare(m, inplace=True)
+    with torch.inference_mode():
+        if calibration is None:
+            m(torch.zeros(1, 1, 28, 28))
+        else:
+            for x, _ in calibration:
+                m(x)
+    convert(m, inplace=True)
+    return m.eval()
+
+
+def course_int8_metadata(data_dir: Optional[Path] = None) -> dict:
+    """The metadata beside the INT8 artifact (sha256, test accuracy, backend, file size)."""
+    directory = Path(data_dir) if data_dir is not None else _data.data_dir()
+    return _data._read_meta(directory / INT8_METADATA_NAME, REBUILD_INT8_COMMAND)
+
+
+def _load_int8_state_dict(data_dir: Optional[Path] = None) -> dict:
+    directory = Path(data_dir) if data_dir is not None else _data.data_dir()
+    path = directory / INT8_CHECKPOINT_NAME
+    meta = course_int8_metadata(directory)
+    _data.verify_file(path, meta.get("sha256"), REBUILD_INT8_COMMAND)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {REBUILD_INT8_COMMAND}") from exc
+
+
+def rebuild_course_int8(engine: str = DEFAULT_ENGINE, data_dir: Optional[Path] = None) -> dict:
+    """Quantize the trained course model (calibration split), evaluate it on the test split, write artifact + metadata."""
+    torch.set_num_threads(2)
+    directory = Path(data_dir) if data_dir is not None else _data.data_dir()
+    float_model = load_course_model()
+    qmodel = quantize_course_model(float_model, _data.digits_loader("calib"), engine)
+    buf = io.BytesIO()
+    torch.save(qmodel.state_dict(), buf)
+    path = directory / INT8_CHECKPOINT_NAME
+    _data.atomic_write_bytes(path, buf.getvalue())
+    # Evaluate what a user gets: the file loaded back into a fresh skeleton.
+    reloaded = _int8_from_state_dict(torch.load(path, map_location="cpu", weights_only=True), engine)
+    test = _data.digits_loader("test")
+    meta = {
+        "model": "qhelpers.models.CourseNet, INT8 (eager post-training static quantization)",
+        "backend": engine,
+        "qconfig": f"torch.ao.quantization.get_default_qconfig({engine!r})",
+        "calibration": f"calib split, {len(_data.digits_dataset('calib'))} images",
+        "test_accuracy": round(accuracy(reloaded, test), 2),
+        "float_test_accuracy": round(accuracy(float_model, test), 2),
+        "test_images": len(_data.digits_dataset("test")),
+        "file_size_bytes": path.stat().st_size,
+        "float_file_size_bytes": (_data.data_dir() / "course_model.pt").stat().st_size,
+        "rebuild_command": REBUILD_INT8_COMMAND,
+        "torch": torch.__version__,
+        "sha256": _data.sha256_file(path),
+    }
+    _data.atomic_write_bytes(directory / INT8_METADATA_NAME, (json.dumps(meta, indent=2) + "\n").encode())
+    return meta
+
+
+def _int8_from_state_dict(state: dict, engine: str) -> nn.Module:
+    skeleton = quantize_course_model(CourseNet(), None, engine)
+    skeleton.load_state_dict(state)
+    return skeleton.eval()
+
+
+_CATEGORIES = [str(d) for d in range(10)]
+
+
+class CourseNet_QuantizedWeights(WeightsEnum):
+    """The course model's INT8 weights, shaped like torchvision's ``ResNet18_QuantizedWeights``.
+
+    ``url`` is a file name in ``qh.data_dir()``, not a web address. ``meta``
+    reads the measured values (test accuracy, file size, backend) from the
+    artifact's metadata file each time it is accessed, so it cannot drift
+    from the artifact.
+    """
+
+    DIGITS_X86_V1 = Weights(
+        url=INT8_CHECKPOINT_NAME,
+        transforms=DigitsClassification,
+        meta={
+            "categories": _CATEGORIES,
+            "min_size": (28, 28),
+            "recipe": REBUILD_INT8_COMMAND,
+            "unquantized": "data/course_model.pt (qh.load_course_model())",
+        },
+    )
+    DEFAULT = DIGITS_X86_V1
+
+    @property
+    def meta(self) -> dict:
+        static = self.value.meta
+        m = course_int8_metadata()
+        return {
+            **static,
+            "backend": m["backend"],
+            "num_params": sum(p.numel() for p in CourseNet().parameters()),
+            "_metrics": {"digits test split": {"acc@1": m["test_accuracy"]}},
+            "_file_size": round(m["file_size_bytes"] / 1e6, 3),
+            "_docs": f"Post-training static quantization ({m['qconfig']}) calibrated on the {m['calibration']}.",
+        }
+
+    def get_state_dict(self, *args: Any, **kwargs: Any) -> dict:
+        """The converted model's state dict from ``data/``, checksum verified, loaded with ``weights_only=True``."""
+        return _load_int8_state_dict()
+
+
+def course_net(
+    weights: Optional[CourseNet_QuantizedWeights | str] = None, quantize: bool = False, **kwargs: Any
+) -> nn.Module:
+    """Build the course model like torchvision's quantized builders, in eval mode.
+
+    * ``weights=DEFAULT, quantize=True``: the shipped INT8 model (sets
+      ``torch.backends.quantized.engine`` to ``weights.meta["backend"]``, as
+      torchvision does).
+    * ``weights=DEFAULT, quantize=False``: the trained float model.
+    * ``weights=None``: the untrained architecture, converted to INT8 when
+      ``quantize=True`` (with ``backend=`` in kwargs, default ``x86``).
+    """
+    weights = CourseNet_QuantizedWeights.verify(weights)
+    if not isinstance(quantize, bool):
+        raise TypeError(f"quantize must be True or False, got {quantize!r}")
+    unknown = set(kwargs) - {"backend"}
+    if unknown:
+        raise TypeError(f"course_net got unexpected keyword arguments {sorted(unknown)}; only 'backend' is accepted")
+    if weights is None:
+        model = CourseNet().eval()
+        return quantize_course_model(model, None, kwargs.get("backend", DEFAULT_ENGINE)) if quantize else model
+    if not quantize:
+        return load_course_model()
+    backend = weights.meta["backend"]
+    if kwargs.get("backend", backend) != backend:
+        raise ValueError(f"backend {kwargs['backend']!r} differs from the weights' backend {backend!r}")
+    return _int8_from_state_dict(weights.get_state_dict(), backend)
+
+
+# --------------------------------------------------------------------------- is it really quantized?
+
+_QUANTIZED_NAMESPACES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized")
+_NOT_QUANTIZED = ("FloatFunctional", "FXFloatFunctional")
+
+
+def quantized_modules(model: nn.Module) -> list[str]:
+    """Names of the modules that run quantized kernels (converted Conv/Linear/Quantize/QFunctional, dynamic Linear ...).
+
+    ``FloatFunctional`` lives in the same namespace but is the float
+    placeholder, so it does not count.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return [
+        name
+        for name, mod in model.named_modules()
+        if type(mod).__module__.startswith(_QUANTIZED_NAMESPACES) and type(mod).__name__ not in _NOT_QUANTIZED
+    ]
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True when ``model`` contains at least one quantized module (see ``quantized_modules``)."""
+    return bool(quantized_modules(model))
+
+
+# --------------------------------------------------------------------------- torchvision's weights offline
+
+
+def _weights_url(weights: Any) -> str:
+    url = getattr(weights, "url", None)
+    if not isinstance(url, str):
+        raise TypeError(f"weights must be a torchvision weights enum member (with a .url), got {weights!r}")
+    return url
+
+
+def hub_checkpoint_path(weights: Any) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` keeps ``weights``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``.
+
+    No network call; honours ``TORCH_HOME``.
+    """
+    name = os.path.basename(urlparse(_weights_url(weights)).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def weights_cached(weights: Any) -> bool:
+    """True when the weights file is already in the torch hub cache (so ``weights=...`` will not download)."""
+    return hub_checkpoint_path(weights).is_file()
+
+
+def cached_hash_matches(weights: Any) -> Optional[bool]:
+    """Does the cached file's sha256 start with the hash prefix in its name (``resnet18_fbgemm_16fa66dd.pth``)?
+
+    torch checks that prefix only while downloading (``check_hash=True``); a
+    file already in the cache is loaded without any check. None when the name
+    carries no prefix; ``FileNotFoundError`` when the file is not cached.
+    """
+    path = hub_checkpoint_path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} is not in the torch hub cache {path.parent}")
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match is None:
+        return None
+    return _data.sha256_file(path).startswith(match.group(1))
+
+
+def photo_path() -> Path:
+    """``data/grace_hopper.jpg``: a public-domain US Navy photo (via matplotlib's sample data) for ImageNet inference."""
+    path = _data.data_dir() / PHOTO_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; copy matplotlib's mpl-data/sample_data/{PHOTO_NAME} there")
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qhelpers.pretrained", description=__doc__.splitlines()[0])
+    parser.add_argument("--rebuild", action="store_true", help="rebuild data/course_model_int8.pt and its metadata")
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, help="quantized engine to quantize for (default: x86)")
+    args = parser.parse_args(argv)
+    if not args.rebuild:
+        print(json.dumps(course_int8_metadata(), indent=2))
+        return 0
+    print(json.dumps(rebuild_course_int8(args.engine), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
