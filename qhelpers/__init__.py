@@ -13,6 +13,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``plotting``    histograms with the quantization grid, per-channel error (01)
 * ``checks``      self-checks for the exercises (01 onwards)
 * ``widgets``     the explorer and the chooser (00, 01)
+* ``pretrained``  pre-quantized models: torchvision offline, the course's INT8 weights enum (02);
+  the benchmark command is ``python -m qhelpers.bench`` (02)
 
 Each helper's docstring names the notebook that introduced it.
 """
@@ -31,5 +33,6 @@ from .widgets import *  # noqa: F401,F403
 
 # Modules added by later notebooks (one line each, in course order):
 # --- later modules below ---
+from .pretrained import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
