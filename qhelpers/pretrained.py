@@ -265,14 +265,15 @@ def course_net(
 # --------------------------------------------------------------------------- is it really quantized?
 
 _QUANTIZED_NAMESPACES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized")
-_NOT_QUANTIZED = ("FloatFunctional", "FXFloatFunctional")
+_NOT_QUANTIZED = ("FloatFunctional", "FXFloatFunctional", "LinearPackedParams", "EmbeddingPackedParams")
 
 
 def quantized_modules(model: nn.Module) -> list[str]:
     """Names of the modules that run quantized kernels (converted Conv/Linear/Quantize/QFunctional, dynamic Linear ...).
 
     ``FloatFunctional`` lives in the same namespace but is the float
-    placeholder, so it does not count.
+    placeholder, so it does not count; nor do the ``_packed_params`` holders
+    inside a quantized Linear (their parent is already listed).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -313,11 +314,14 @@ def weights_cached(weights: Any) -> bool:
 
 
 def cached_hash_matches(weights: Any) -> Optional[bool]:
-    """Does the cached file's sha256 start with the hash prefix in its name (``resnet18_fbgemm_16fa66dd.pth``)?
+    """Does the cached file's sha256 start with the hash prefix in its name (``resnet18-f37072fd.pth``)?
 
-    torch checks that prefix only while downloading (``check_hash=True``); a
-    file already in the cache is loaded without any check. None when the name
-    carries no prefix; ``FileNotFoundError`` when the file is not cached.
+    Uses torch's own pattern (``torch.hub.HASH_REGEX``, ``-<hex>.``). torch
+    checks that prefix only while downloading (``check_hash=True``); a file
+    already in the cache is loaded without any check. None when the name carries
+    no prefix torch recognises (torchvision's quantized files, e.g.
+    ``resnet18_fbgemm_16fa66dd.pth``, use an underscore, so they are never
+    checked); ``FileNotFoundError`` when the file is not cached.
     """
     path = hub_checkpoint_path(weights)
     if not path.is_file():
