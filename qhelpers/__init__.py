@@ -16,7 +16,9 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``pretrained``  pre-quantized models: torchvision offline, the course's INT8 weights enum (02);
   the benchmark command is ``python -m qhelpers.bench`` (02)
 
-Each helper's docstring names the notebook that introduced it.
+Each helper's docstring names the notebook that introduced it. Tooling that is not
+imported here: ``qhelpers.notebooks`` (execute notebooks, hygiene checks, student copies)
+and ``qhelpers.rebuild`` (rebuild ``data/``).
 """
 
 from .environment import *  # noqa: F401,F403

@@ -13,7 +13,7 @@ import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_recommendation", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
 
 
 def report(name: str, ok: bool, detail: str = "") -> bool:
@@ -104,3 +104,23 @@ def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
     """Exercise: symmetric signed 8-bit per-channel scales of ``weight`` along axis 0."""
     expected = qparams_from_tensor(weight, 8, True, "symmetric", axis=0).scale
     return check_close("per-channel scales", scales, expected, rtol=1e-5)
+
+
+@_blank_safe
+def check_recommendation(scenario: str, answer: Any) -> bool:
+    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``."""
+    from .decision import SCENARIOS, Recommendation, recommend
+
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
+    if not_filled(answer):
+        raise NotFilledIn(f"scenario {scenario!r}")
+    if not isinstance(answer, Recommendation):
+        return report(f"scenario {scenario!r}", False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
+    expected = recommend(**SCENARIOS[scenario][1])
+    if (answer.method, answer.engine) == (expected.method, expected.engine):
+        return report(f"scenario {scenario!r}", True)
+    hint = "re-read the story: which of the four questions did you answer differently?"
+    if answer.engine != expected.engine:
+        hint = "the method may be right, but where does the model run?"
+    return report(f"scenario {scenario!r}", False, f"you got {answer.method} on {answer.engine}; {hint}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Recommendation", "recommend", "DECISION_TREE_TEXT"]
+__all__ = ["Recommendation", "recommend", "DECISION_TREE_TEXT", "SCENARIOS"]
 
 DECISION_TREE_TEXT = """\
 1. Is there a pre-quantized model for your task (torchvision *_QuantizedWeights)?  -> use it (notebook 02).
@@ -69,3 +69,22 @@ def recommend(
         "notebook 03",
         "no data at all: quantize weights ahead of time and activations at run time (best for Linear/LSTM-heavy models)",
     )
+
+
+# Exercise scenarios of notebooks/00_start_here.ipynb: the story a learner reads, and the answers
+# to the four questions that the story implies (the self-check compares the learner's recommendation
+# with the one these answers give).
+SCENARIOS: dict[str, tuple[str, dict]] = {
+    "camera": (
+        "A server team has 500 unlabelled frames from the production camera and must ship tomorrow on x86 servers.",
+        dict(has_calibration_data=True, can_train=False, ptq_drop_acceptable=None, arm_device=False),
+    ),
+    "phone": (
+        "A phone app's model lost 4 accuracy points with PTQ; the team has the training set and a week of GPU time.",
+        dict(has_calibration_data=True, can_train=True, ptq_drop_acceptable=False, arm_device=True),
+    ),
+    "no_data": (
+        "A vendor's LSTM model arrives with no data at all, to be served on an x86 CPU, with no way to retrain.",
+        dict(has_calibration_data=False, can_train=False, ptq_drop_acceptable=None, arm_device=False),
+    ),
+}

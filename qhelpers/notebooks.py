@@ -20,14 +20,26 @@ from typing import Optional
 
 from .data import atomic_write_bytes, repo_dir
 
-__all__ = ["execute_notebook", "hygiene_problems", "notebook_paths"]
+__all__ = ["execute_notebook", "hygiene_problems", "notebook_paths", "notebook_title"]
 
+NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION", "NBVAL_SKIP"}
 MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
 
 
 def notebook_paths() -> list[Path]:
     """The course notebooks, in order (``notebooks/NN_*.ipynb``)."""
     return sorted((repo_dir() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook_title(path: Path) -> str:
+    """The first ``# heading`` of a notebook's first markdown cell."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    raise ValueError(f"{path} has no '# title' line in a markdown cell")
 
 
 def execute_notebook(path: Path, timeout: int = 600) -> float:
@@ -37,6 +49,11 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:  # a cell that fails on purpose for nbval is allowed to fail here too
+        if cell.cell_type == "code" and "NBVAL_RAISES_EXCEPTION" in cell.source.split("\n", 1)[0]:
+            tags = cell.metadata.setdefault("tags", [])
+            if "raises-exception" not in tags:
+                tags.append("raises-exception")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
@@ -61,6 +78,10 @@ def hygiene_problems(path: Path) -> list[str]:
         problems.append(f"{path}: execution counts are not 1..N in order (run Restart & Run All)")
     for i, cell in enumerate(cells):
         source = "".join(cell.get("source", ""))
+        for line in source.splitlines():
+            marker = line.strip().lstrip("#").strip()
+            if line.strip().startswith("#") and marker.startswith("NBVAL_") and marker not in NBVAL_MARKERS:
+                problems.append(f"{path} cell {i}: nbval marker must stand alone on its line, got {line.strip()!r}")
         for out in cell.get("outputs", []):
             text = json.dumps(out)
             if out.get("output_type") == "error" and "NBVAL_RAISES_EXCEPTION" not in source:

@@ -1,0 +1,124 @@
+"""The decision tree, the exercise self-checks, the explorer's logic and the plots."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+import qhelpers as qh
+
+
+@pytest.mark.parametrize(
+    "calib, train, drop, arm, method, engine",
+    [
+        (True, False, None, False, "PTQ", "x86"),
+        (True, False, True, True, "PTQ", "qnnpack"),
+        (True, True, False, False, "QAT", "x86"),
+        (True, False, False, False, "PTQ, tuned", "x86"),
+        (False, True, None, True, "QAT", "qnnpack"),
+        (False, False, None, False, "dynamic quantization", "x86"),
+    ],
+)
+def test_recommend_walks_the_tree(calib, train, drop, arm, method, engine):
+    r = qh.recommend(calib, train, drop, arm)
+    assert (r.method, r.engine) == (method, engine)
+    assert r.notebook.startswith("notebook 0")
+
+
+def test_recommend_refuses_non_booleans():
+    with pytest.raises(TypeError, match="has_calibration_data"):
+        qh.recommend("yes", False)
+    with pytest.raises(TypeError, match="ptq_drop_acceptable"):
+        qh.recommend(True, False, "maybe")
+
+
+def test_checks_accept_right_and_reject_wrong_answers(capsys):
+    x = torch.randn(50, generator=torch.Generator().manual_seed(1))
+    qp = qh.qparams_from_tensor(x, 8, signed=False)
+    assert qh.check_scale_zero_point(qp.scale.item(), int(qp.zero_point), x) is True
+    assert qh.check_scale_zero_point(qp.scale.item() * 1.01, int(qp.zero_point), x) is False
+    assert qh.check_scale_zero_point(qp.scale.item(), int(qp.zero_point) + 0.5, x) is False
+    codes = qh.quantize(x, qp)
+    assert qh.check_codes(codes, x, qp.scale.item(), int(qp.zero_point)) is True
+    assert qh.check_codes(codes.float(), x, qp.scale.item(), int(qp.zero_point)) is False
+    assert qh.check_codes(codes[:-1], x, qp.scale.item(), int(qp.zero_point)) is False
+    w = torch.randn(4, 3)
+    assert qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric", axis=0).scale, w) is True
+    assert qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric").scale.expand(4), w) is False
+    out = capsys.readouterr().out
+    assert out.count("✅") == 6 and out.count("❌") == 5
+
+
+def test_blank_answers_print_not_filled_in(capsys):
+    assert qh.check_close("answer", ..., 1.0) is False
+    assert qh.check_codes(..., torch.ones(2), 0.1, 0) is False
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+def test_explore_clipping_trades_range_for_resolution():
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(20_000, generator=g)
+    sign = torch.where(torch.rand(20_000, generator=g) < 0.5, -1.0, 1.0)
+    x = -torch.log(u) * sign  # Laplace: heavy tails, as weights and activations have
+    full = qh.explore(x, bits=4, clip_percentile=100.0)
+    clipped = qh.explore(x, bits=4, clip_percentile=99.9)
+    assert clipped["sqnr_db"] > full["sqnr_db"] + 1.0  # at 4 bits clipping the tails wins
+    assert 0 < clipped["clipped_percent"] < 0.5 and full["clipped_percent"] == 0.0
+    at8 = qh.explore(x, bits=8, clip_percentile=99.0)
+    assert at8["sqnr_db"] < qh.explore(x, bits=8)["sqnr_db"]  # at 8 bits the grid is fine enough; clipping costs
+    assert full["levels"] == 16
+    with pytest.raises(ValueError, match="clip_percentile"):
+        qh.explore(x, clip_percentile=20)
+
+
+def test_plots_draw_grid_and_lines():
+    x = torch.randn(1000)
+    qp = qh.qparams_from_tensor(x, 3)
+    ax = qh.plot_histogram_with_grid(x, qp)
+    assert len(ax.lines) == 8 + 2  # every level plus the two red range edges
+    ax2 = qh.plot_per_channel_error({"a": [1.0, 2.0], "b": [0.5, 0.1]})
+    assert len(ax2.lines) == 2
+    with pytest.raises(ValueError):
+        qh.plot_per_channel_error({})
+    with pytest.raises(ValueError):
+        qh.plot_histogram_with_grid(torch.randn(3, 2), qh.qparams_from_tensor(torch.randn(3, 2), axis=0))
+    w = torch.randn(4, 5)
+    errs = qh.per_channel_max_error(w, qh.qparams_from_tensor(w, axis=0))
+    assert len(errs) == 4
+
+
+def test_widgets_build_without_a_browser():
+    box = qh.quantization_explorer(torch.randn(200))
+    bits = box.children[0].children[0]
+    before = box.children[1].value
+    bits.value = 3
+    assert box.children[1].value != before and "SQNR" in box.children[1].value
+    chooser = qh.decision_chooser()
+    calib, train, drop, arm, answer = chooser.children
+    train.value, drop.value = True, False
+    assert "QAT" in answer.value
+
+
+def test_random_shift_moves_pixels_within_bounds():
+    x = torch.zeros(4, 1, 6, 6)
+    x[:, :, 3, 3] = 1.0
+    shifted = qh.random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == x.shape
+    assert torch.all(shifted.sum(dim=(1, 2, 3)) == 1.0)
+    assert qh.random_shift(x, 0) is x
+
+
+def test_check_recommendation_for_every_scenario(capsys):
+    for name, (story, answers) in qh.SCENARIOS.items():
+        assert story
+        assert qh.check_recommendation(name, qh.recommend(**answers)) is True
+        wrong = qh.recommend(**{**answers, "arm_device": not answers["arm_device"]})
+        assert qh.check_recommendation(name, wrong) is False
+    assert qh.check_recommendation("camera", ...) is False
+    assert qh.check_recommendation("camera", "PTQ") is False
+    with pytest.raises(ValueError, match="unknown scenario"):
+        qh.check_recommendation("moon", None)
+    out = capsys.readouterr().out
+    assert "where does the model run" in out and "not filled in yet" in out

@@ -1,0 +1,82 @@
+"""setup, env_report, engines, and the handling of torch 2.13+ deprecation warnings."""
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import qhelpers as qh
+
+
+def test_setup_fixes_seed_threads_and_engine():
+    info = qh.setup(seed=5, threads=1, engine="qnnpack")
+    a = torch.rand(3)
+    qh.setup(seed=5, threads=1)
+    assert torch.equal(a, torch.rand(3))
+    assert info == {"seed": 5, "threads": 1, "engine": "qnnpack", "deterministic": False}
+    assert qh.setup(seed=5, threads=1, deterministic=True)["deterministic"] is True
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == 1
+    qh.setup(threads=2, engine="x86")
+
+
+def test_unknown_engine_is_refused_with_the_supported_list():
+    with pytest.raises(ValueError, match=r"unknown or unsupported quantized engine 'tpu'.*supports"):
+        qh.set_engine("tpu")
+    with pytest.raises(TypeError):
+        qh.set_engine(None)
+    with pytest.raises(ValueError):
+        qh.setup(threads=0)
+
+
+def test_env_report_has_what_results_depend_on(capsys):
+    r = qh.env_report()
+    assert r["torch"].startswith("2.14.1") and r["torchvision"].startswith("0.29.1")
+    assert r["active_engine"] in r["quantized_engines"]
+    assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "cpu_capability" in capsys.readouterr().out
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_show_warnings_prints_the_quantized_dtype_deprecation_once_without_paths():
+    out = _run(
+        "import qhelpers as qh, torch\n"
+        "with qh.show_warnings():\n"
+        "    torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)\n"
+        "    torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)\n"
+    )
+    lines = [l for l in out.splitlines() if l]
+    assert len(lines) == 1 and lines[0].startswith("UserWarning: torch.quantize_per_tensor")
+    assert "Triggered internally" not in lines[0] and "/__w/" not in lines[0] and ".py:" not in lines[0]
+
+
+def test_silence_known_deprecations_is_narrow():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qh.silence_known_deprecations("torch.ao.quantization")
+        torch.ao.quantization.prepare(torch.nn.Sequential(torch.nn.Linear(2, 2)).eval())
+        warnings.warn("something else is deprecated", DeprecationWarning)
+    messages = [str(w.message) for w in caught]
+    assert not any("torch.ao.quantization is deprecated" in m for m in messages)
+    assert "something else is deprecated" in messages
+    with pytest.raises(ValueError, match="unknown deprecation"):
+        qh.silence_known_deprecations("everything")
+
+
+def test_prepare_warns_without_the_filter():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.ao.quantization.prepare(torch.nn.Sequential(torch.nn.Linear(2, 2)).eval())
+    assert any("torch.ao.quantization is deprecated" in str(w.message) for w in caught)
+
+
+def test_fast_mode_reads_the_environment(monkeypatch):
+    monkeypatch.delenv("QHELPERS_FAST", raising=False)
+    assert qh.fast_mode() is False
+    monkeypatch.setenv("QHELPERS_FAST", "1")
+    assert qh.fast_mode() is True
