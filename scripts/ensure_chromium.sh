@@ -4,7 +4,7 @@
 # otherwise (needs root and a reachable Debian mirror), and fails with a clear message when it cannot.
 set -euo pipefail
 
-CHROMIUM=/usr/bin/chromium
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}  # overridable only to exercise this script
 
 if [ -x "$CHROMIUM" ]; then
     exit 0
