@@ -34,7 +34,7 @@ from . import data as _data
 from .benchmark import measure_latency
 from .metrics import model_size_bytes
 from .models import load_course_model
-from .pretrained import CourseNet_QuantizedWeights, course_net, is_quantized, quantize_course_model
+from .pretrained import CourseNet_QuantizedWeights, _quiet_torch_internals, course_net, is_quantized, quantize_course_model
 
 __all__ = ["MODELS", "build_float", "build_int8", "example_input", "run_bench", "markdown_table", "plot_bench", "write_results", "machine_info"]
 
@@ -84,7 +84,8 @@ def build_int8(name: str, engine: str) -> nn.Module:
     else:
         from torchvision.models import quantization as qmodels
 
-        model = getattr(qmodels, name)(weights=None, quantize=True, backend=engine).eval()
+        with _quiet_torch_internals():
+            model = getattr(qmodels, name)(weights=None, quantize=True, backend=engine).eval()
     if not is_quantized(model):
         raise RuntimeError(f"{name} built for engine {engine!r} has no quantized modules")
     return model
