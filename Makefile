@@ -17,8 +17,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+# Jupyter refuses to run as root without --allow-root (containers, CI machines); added only for root.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
