@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+NOT_SOURCE = (".git", ".venv", "build", "wheelhouse", "student", "results", "*.egg-info", "__pycache__", ".hypothesis")
 OFFLINE_INSTALL = "pip install --no-index --find-links {wheelhouse} -r {requirements}"
 
 
@@ -79,7 +82,11 @@ def build_wheelhouse(requirements: Path, out: Path, pip_args: list[str] = ()) ->
         # One resolve for the pins and the build backends, so the versions fit together.
         _pip(["download", "--dest", str(out), *pip_args, *remote, *build_reqs])
     for project in local:
-        _pip(["wheel", "--no-deps", "--wheel-dir", str(out), *pip_args, str(project)])
+        # Built from a clean copy: setuptools reuses an in-tree build/lib, which can carry deleted modules.
+        with tempfile.TemporaryDirectory() as tmp:
+            clean = Path(tmp) / Path(project).resolve().name
+            shutil.copytree(project, clean, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+            _pip(["wheel", "--no-deps", "--wheel-dir", str(out.resolve()), *pip_args, str(clean)])
     # A dependency with no wheel on PyPI arrives as a source archive: build it here, where the internet is.
     for sdist in sorted(p for p in out.iterdir() if p.is_file() and p.suffix != ".whl"):
         _pip(["wheel", "--no-deps", "--wheel-dir", str(out), str(sdist)])
