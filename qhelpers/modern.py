@@ -1,0 +1,536 @@
+"""Beyond eager mode: the deprecation map, INT8 inference on plain ``torch.int8`` tensors, and deployment files.
+
+Introduced in notebooks/05_beyond_eager_mode.ipynb.
+
+* ``deprecation_map`` calls every quantization API the course used in
+  notebooks 01-04 and records what the installed torch says about it (the
+  warnings are caught from the calls, not typed by hand); the replacement
+  column is the course's advice.
+* ``int8_conv2d`` and ``plain_int8_forward`` run the eager INT8 course model
+  with plain integer tensors and explicit scales (int32 accumulation, float
+  requantization), the way the dtype deprecation says code should keep them.
+* ``count_quant_ops`` counts the quantize/dequantize nodes of a PT2E graph.
+* ``save_torchscript`` / ``save_exported`` write deployment files atomically.
+* ``silence_pt2e_noise`` hides, by message, three lines that torch and
+  torchao print on the PT2E path and that teach nothing (listed in
+  ``PT2E_NOISE``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .data import atomic_write_bytes
+from .quantmath import QParams, int8_linear
+
+__all__ = [
+    "PT2E_NOISE",
+    "silence_pt2e_noise",
+    "ApiProbe",
+    "COURSE_APIS",
+    "probe_api",
+    "deprecation_map",
+    "print_table",
+    "int8_conv2d",
+    "plain_int8_forward",
+    "count_quant_ops",
+    "graph_accuracy",
+    "strip_unused_weights",
+    "save_torchscript",
+    "save_exported",
+    "check_requant_multiplier",
+    "check_size_ratio",
+    "check_op_count",
+]
+
+
+# --------------------------------------------------------------------------- noise on the PT2E path
+
+# What ``silence_pt2e_noise`` hides, each by its message and nothing else:
+PT2E_NOISE: dict[str, str] = {
+    # Logged (with a timestamp and process id) by torch.utils._pytree when torchao is imported: torchao
+    # registers an Enum with an API torch 2.14 deprecates for Enums. A torchao internal; nothing to act on.
+    "torchao enum registration log": r"<enum '\w+'> is an Enum subclass and is now natively supported",
+    # UserWarning from torch/_inductor/mkldnn_lowerings.py while torch.compile lowers quantized convolutions
+    # (torch copies a tensor with torch.tensor(t)). A torch internal; nothing to act on.
+    "inductor tensor copy": r"To copy construct from a tensor, it is recommended to use sourceTensor",
+    # UserWarning from torch.ao observers built with reduce_range=True (the x86/fbgemm default qconfig).
+    # Notebook 03 explains reduce_range; the hint itself asks for an API change the course does not need.
+    "observer reduce_range hint": r"Please use quant_min and quant_max to specify the range for observers",
+}
+
+
+class _DropByMessage(logging.Filter):
+    """A logging filter that drops records whose message matches ``pattern`` (and keeps everything else)."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
+def silence_pt2e_noise() -> list[str]:
+    """Hide exactly the messages in ``PT2E_NOISE``; every other warning and log line still shows.
+
+    Call it before importing torchao (the first import logs the Enum line).
+    Returns the names hidden. Calling it twice adds nothing twice.
+    """
+    logger = logging.getLogger("torch.utils._pytree")
+    pattern = PT2E_NOISE["torchao enum registration log"]
+    if not any(isinstance(f, _DropByMessage) and f.pattern.pattern == pattern for f in logger.filters):
+        logger.addFilter(_DropByMessage(pattern))
+    warnings.filterwarnings("ignore", message=PT2E_NOISE["inductor tensor copy"], category=UserWarning)
+    warnings.filterwarnings("ignore", message=PT2E_NOISE["observer reduce_range hint"], category=UserWarning)
+    return list(PT2E_NOISE)
+
+
+# --------------------------------------------------------------------------- deprecation map
+
+
+@dataclass(frozen=True)
+class ApiProbe:
+    """One API the course used: a call that exercises it, where the course met it, and what replaces it."""
+
+    name: str
+    notebook: str
+    call: Callable[[], Any]
+    replacement: str
+    warns_once: bool = False  # torch's C++ side warns once per process: probe with torch.set_warn_always(True)
+
+
+def _tiny_eager_model() -> nn.Module:
+    from torch.ao.quantization import DeQuantStub, QuantStub
+
+    return nn.Sequential(QuantStub(), nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), DeQuantStub()).eval()
+
+
+def _probe_prepare_convert() -> None:
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+
+    m = _tiny_eager_model()
+    m.qconfig = get_default_qconfig("x86")
+    prepare(m, inplace=True)
+    m(torch.randn(1, 1, 5, 5))
+    convert(m, inplace=True)
+
+
+def _probe_fuse() -> None:
+    from torch.ao.quantization import fuse_modules
+
+    fuse_modules(_tiny_eager_model(), [["1", "2", "3"]])
+
+
+def _probe_prepare_qat() -> None:
+    from torch.ao.quantization import get_default_qat_qconfig, prepare_qat
+
+    m = _tiny_eager_model().train()
+    m.qconfig = get_default_qat_qconfig("x86")
+    prepare_qat(m, inplace=True)
+
+
+def _probe_quantize_dynamic() -> None:
+    from torch.ao.quantization import quantize_dynamic
+
+    quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.qint8)
+
+
+def _probe_ns() -> None:
+    import torch.ao.ns._numeric_suite as ns
+
+    ns.compare_weights({"w": torch.ones(1)}, {"w": torch.ones(1)})
+
+
+def _probe_jit_script() -> None:
+    torch.jit.script(nn.Linear(2, 2))
+
+
+def _probe_pt2e() -> None:
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    example = (torch.randn(1, 1, 5, 5),)
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(torch.export.export(m, example).module(), quantizer)
+    prepared(*example)
+    convert_pt2e(prepared)
+
+
+def _probe_quantize_() -> None:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantize_(nn.Sequential(nn.Linear(32, 32)), Int8DynamicActivationInt8WeightConfig())
+
+
+COURSE_APIS: tuple[ApiProbe, ...] = (
+    ApiProbe("torch.quantize_per_tensor / per_channel (qint8, quint8)", "01",
+             lambda: torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.quint8),
+             "plain torch.int8/uint8 tensors + scale, zero point (qh.quantize)", warns_once=True),
+    ApiProbe("torch.ao.quantization.fuse_modules", "03", _probe_fuse,
+             "none needed: PT2E quantizers match Conv-BN-ReLU patterns"),
+    ApiProbe("torch.ao.quantization prepare / convert", "03", _probe_prepare_convert,
+             "torchao prepare_pt2e / convert_pt2e"),
+    ApiProbe("torch.ao.quantization.prepare_qat", "04", _probe_prepare_qat,
+             "torchao prepare_qat_pt2e"),
+    ApiProbe("torch.ao.quantization.quantize_dynamic", "02", _probe_quantize_dynamic,
+             "torchao quantize_(model, Int8DynamicActivationInt8WeightConfig())"),
+    ApiProbe("torch.ao.ns._numeric_suite.compare_weights", "03", _probe_ns,
+             "torchao.quantization.pt2e numeric debugger (compare_results)"),
+    ApiProbe("torch.jit.script (TorchScript deployment)", "05", _probe_jit_script,
+             "torch.export.save / load (+ torch.compile or AOTInductor)"),
+    ApiProbe("torchao prepare_pt2e / convert_pt2e", "05", _probe_pt2e, "(this is the replacement)"),
+    ApiProbe("torchao quantize_", "05", _probe_quantize_, "(this is the replacement)"),
+)
+
+
+def _first_line(message: str) -> str:
+    text = re.sub(r"\s*\(Triggered internally at [^)]*\)", "", message).strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+def probe_api(probe: ApiProbe) -> dict:
+    """Call ``probe.call`` once and report what the installed torch says.
+
+    Returns a row ``{"api", "notebook", "status", "warning", "replacement"}``:
+    status ``"works"`` (no deprecation warning), ``"warns"`` (a
+    ``DeprecationWarning``/``FutureWarning``, or a ``UserWarning`` whose text
+    says "deprecated"), or ``"removed"`` (the call raises ``AttributeError``/
+    ``ImportError``). For a probe marked ``warns_once`` (torch's C++ side warns
+    about the quantized dtypes only once per process),
+    ``torch.set_warn_always(True)`` is on during the call, so that the map
+    does not depend on what ran before it.
+    """
+    if not isinstance(probe, ApiProbe):
+        raise TypeError(f"probe must be an ApiProbe, got {type(probe).__name__}")
+    was_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(probe.warns_once or was_always)
+    status, text = "works", ""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                probe.call()
+            except (AttributeError, ImportError) as exc:
+                status, text = "removed", f"{type(exc).__name__}: {exc}"
+    finally:
+        torch.set_warn_always(was_always)
+    if status != "removed":
+        for w in caught:
+            msg = str(w.message)
+            deprecation = issubclass(w.category, (DeprecationWarning, FutureWarning)) or "deprecated" in msg.lower()
+            if deprecation:
+                status, text = "warns", f"{w.category.__name__}: {_first_line(msg)}"
+                break
+    return {"api": probe.name, "notebook": probe.notebook, "status": status, "warning": text, "replacement": probe.replacement}
+
+
+def deprecation_map(probes: Optional[tuple[ApiProbe, ...] | list[ApiProbe]] = None) -> list[dict]:
+    """One row per API (default ``COURSE_APIS``), each produced by ``probe_api`` on the installed torch."""
+    chosen = COURSE_APIS if probes is None else probes
+    if not isinstance(chosen, (list, tuple)) or not chosen:
+        raise ValueError(f"probes must be a non-empty list of ApiProbe, got {chosen!r}")
+    return [probe_api(p) for p in chosen]
+
+
+def print_table(rows: list[dict], columns: Optional[list[str]] = None, max_width: int = 60) -> None:
+    """Print ``rows`` (dicts) as an aligned text table; cells longer than ``max_width`` are cut with '...'."""
+    if not rows:
+        raise ValueError("rows is empty; nothing to print")
+    columns = columns or list(rows[0])
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the rows (they have {list(rows[0])})")
+
+    def cell(v: Any) -> str:
+        s = f"{v:.1f}" if isinstance(v, float) else str(v)
+        return s if len(s) <= max_width else s[: max_width - 3] + "..."
+
+    table = [[cell(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# --------------------------------------------------------------------------- plain int8 inference
+
+
+def _check_codes(t: object, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.is_quantized or t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be a plain integer tensor of codes, got {getattr(t, 'dtype', type(t).__name__)}")
+    return t
+
+
+def _requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams) -> torch.Tensor:
+    """int32 accumulator (scale ``acc_scale`` per output channel, dim 1) -> codes of ``out_qparams``."""
+    shape = [1, -1] + [1] * (acc.dim() - 2)
+    multiplier = (acc_scale / out_qparams.scale.to(torch.float32).reshape(())).reshape(shape)
+    y = torch.round(acc.to(torch.float32) * multiplier) + out_qparams.zero_point.reshape(())
+    return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
+
+
+def int8_conv2d(
+    x_q: torch.Tensor,
+    x_qparams: QParams,
+    w_q: torch.Tensor,
+    w_qparams: QParams,
+    bias: Optional[torch.Tensor],
+    out_qparams: QParams,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    relu: bool = False,
+) -> torch.Tensor:
+    """A 2-D convolution (groups=1) on integer codes, the way an INT8 kernel does it.
+
+    Shapes: ``x_q`` (N, C, H, W) codes with per-tensor ``x_qparams``; ``w_q``
+    (O, C, kH, kW) codes, per-tensor or per-channel along axis 0; ``bias``
+    float (O,) or None. Steps: subtract zero points; unfold the patches
+    (zero padding in real numbers is padding with the zero point in codes,
+    i.e. 0 after the subtraction); multiply-accumulate in int32; add the bias
+    quantized to int32 at scale ``x_scale * w_scale``; requantize to
+    ``out_qparams``. ``relu=True`` clamps at the output zero point (a fused
+    ConvReLU). Returns (N, O, H', W') codes of ``out_qparams.dtype``.
+    """
+    x_q, w_q = _check_codes(x_q, "x_q"), _check_codes(w_q, "w_q")
+    if x_q.dim() != 4 or w_q.dim() != 4:
+        raise ValueError(f"x_q and w_q must be 4-D (N, C, H, W) and (O, C, kH, kW), got {tuple(x_q.shape)} and {tuple(w_q.shape)}")
+    if x_q.shape[1] != w_q.shape[1]:
+        raise ValueError(f"x_q has {x_q.shape[1]} channels but w_q expects {w_q.shape[1]} (groups other than 1 are not supported)")
+    if x_qparams.per_channel or out_qparams.per_channel:
+        raise ValueError("x_qparams and out_qparams must be per-tensor (activations use one scale)")
+    if w_qparams.per_channel and w_qparams.axis != 0:
+        raise ValueError(f"per-channel weight qparams must be along axis 0 (output channels), got axis {w_qparams.axis}")
+    n_out, _, kh, kw = w_q.shape
+    if w_qparams.scale.numel() not in (1, n_out):
+        raise ValueError(f"w_qparams hold {w_qparams.scale.numel()} scales but w_q has {n_out} output channels")
+
+    x_i = x_q.to(torch.int32) - x_qparams.zero_point.to(torch.int32).reshape(())
+    w_zp = w_qparams.zero_point.to(torch.int32).reshape(-1, 1, 1, 1) if w_qparams.per_channel else w_qparams.zero_point.to(torch.int32).reshape(())
+    w_i = (w_q.to(torch.int32) - w_zp).reshape(n_out, -1)
+    # unfold works on floats; small integers are exact in float32, so this is only a reshuffle
+    cols = F.unfold(x_i.to(torch.float32), (kh, kw), padding=padding, stride=stride).to(torch.int32)
+    acc = w_i @ cols  # (N, O, L) int32
+    acc_scale = x_qparams.scale.to(torch.float32).reshape(()) * w_qparams.scale.to(torch.float32).reshape(-1)
+    if acc_scale.numel() == 1:
+        acc_scale = acc_scale.expand(n_out)
+    if bias is not None:
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias must have shape ({n_out},), got {tuple(bias.shape)}")
+        acc = acc + torch.round(bias.detach().float() / acc_scale).to(torch.int32).reshape(1, -1, 1)
+    y = _requantize(acc, acc_scale, out_qparams)
+    if relu:
+        y = torch.maximum(y, out_qparams.zero_point.to(y.dtype).reshape(()))
+    s = (stride, stride) if isinstance(stride, int) else stride
+    p = (padding, padding) if isinstance(padding, int) else padding
+    h_out = (x_q.shape[2] + 2 * p[0] - kh) // s[0] + 1
+    w_out = (x_q.shape[3] + 2 * p[1] - kw) // s[1] + 1
+    return y.reshape(x_q.shape[0], n_out, h_out, w_out)
+
+
+def _uint8_qparams(scale: float, zero_point: int) -> QParams:
+    """Per-tensor quint8 activation qparams as plain numbers (the kernel clamps to the whole 0..255)."""
+    return QParams(torch.tensor([float(scale)]), torch.tensor([int(zero_point)]), 0, 255, 8, False, "affine")
+
+
+def _weight(module: nn.Module) -> tuple[torch.Tensor, QParams]:
+    """The int8 codes and qparams of a quantized Conv/Linear module's weight (per-channel or per-tensor)."""
+    w = module.weight()
+    if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        qp = QParams(w.q_per_channel_scales().float(), w.q_per_channel_zero_points().long(), -128, 127, 8, True, "symmetric", 0)
+    else:
+        qp = QParams(torch.tensor([w.q_scale()]), torch.tensor([w.q_zero_point()]), -128, 127, 8, True, "symmetric")
+    return w.int_repr(), qp
+
+
+def _conv(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tuple[torch.Tensor, QParams]:
+    w_q, w_qp = _weight(module)
+    out_qp = _uint8_qparams(module.scale, module.zero_point)
+    y = int8_conv2d(x_q, x_qp, w_q, w_qp, module.bias(), out_qp, module.stride, module.padding, relu)
+    return y, out_qp
+
+
+def _linear(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tuple[torch.Tensor, QParams]:
+    w_q, w_qp = _weight(module)
+    out_qp = _uint8_qparams(module.scale, module.zero_point)
+    y = int8_linear(x_q, x_qp, w_q, w_qp, module.bias(), out_qp)
+    if relu:
+        y = torch.maximum(y, out_qp.zero_point.to(y.dtype).reshape(()))
+    return y, out_qp
+
+
+def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The eager INT8 ``CourseNet``'s forward pass on plain ``torch.uint8``/``int8`` tensors; returns float logits (N, 10).
+
+    ``qmodel`` is a converted eager INT8 course model (from
+    ``qh.quantize_course_model``). Only its numbers are read (scales, zero
+    points, int8 weight codes, float biases); every activation between the
+    quantize at the input and the dequantize at the output is a plain
+    ``torch.uint8`` tensor. Matches ``qmodel(x)`` to within a few output codes
+    (rounding of the requantization differs from the kernels' fixed-point
+    arithmetic by at most one code per layer).
+    """
+    from .quantmath import dequantize, quantize
+
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1:] != (1, 28, 28):
+        raise ValueError(f"x must be a float tensor (N, 1, 28, 28), got {getattr(x, 'shape', type(x).__name__)}")
+    if not hasattr(qmodel, "quant") or not hasattr(qmodel.stem[0], "weight") or not callable(qmodel.stem[0].weight):
+        raise TypeError("qmodel must be a converted eager INT8 CourseNet (see qh.quantize_course_model)")
+    qp = _uint8_qparams(float(qmodel.quant.scale), int(qmodel.quant.zero_point))
+    h = quantize(x, qp)
+    h, qp = _conv(qmodel.stem[0], h, qp, relu=True)
+    h, qp = _conv(qmodel.down1[0], h, qp, relu=True)
+    skip, skip_qp = h, qp
+    h, qp = _conv(qmodel.res.conv1[0], h, qp, relu=True)
+    h, qp = _conv(qmodel.res.conv2[0], h, qp, relu=False)
+    # quantized add: both inputs rescaled to the output scale, summed, rounded once
+    add_qp = _uint8_qparams(qmodel.res.skip_add.scale, qmodel.res.skip_add.zero_point)
+    s = add_qp.scale.reshape(())
+    total = (h.to(torch.int32) - qp.zero_point) * (qp.scale / s) + (skip.to(torch.int32) - skip_qp.zero_point) * (skip_qp.scale / s)
+    h = torch.clamp(torch.round(total) + add_qp.zero_point, 0, 255).to(torch.uint8)
+    h = torch.maximum(h, add_qp.zero_point.to(torch.uint8).reshape(()))  # ReLU on codes: clamp at the zero point
+    qp = add_qp
+    h, qp = _conv(qmodel.down2[0], h, qp, relu=True)
+    # global average pool: same scale in and out, so average the codes
+    h = torch.round(h.to(torch.float32).mean(dim=(2, 3))).to(torch.uint8)
+    h, qp = _linear(qmodel.fc1, h, qp, relu=True)
+    h, qp = _linear(qmodel.fc2, h, qp, relu=False)
+    return dequantize(h, qp)
+
+
+# --------------------------------------------------------------------------- PT2E graphs and deployment
+
+
+def count_quant_ops(graph_module: torch.fx.GraphModule) -> Counter:
+    """How many quantize / dequantize calls a PT2E graph holds, by op name (e.g. ``'quantize_per_tensor'``)."""
+    if not isinstance(graph_module, torch.fx.GraphModule):
+        raise TypeError(f"graph_module must be a torch.fx.GraphModule (from convert_pt2e), got {type(graph_module).__name__}")
+    counts: Counter = Counter()
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if name.startswith(("quantize_per", "dequantize_per")):
+            counts[name] += 1
+    return counts
+
+
+def graph_accuracy(graph_module: torch.fx.GraphModule, loader: Any) -> float:
+    """Top-1 accuracy in percent of an exported (PT2E) graph over a loader of ``(images, labels)``.
+
+    ``qh.accuracy`` refuses a model whose ``.training`` flag is set; an exported
+    graph keeps that flag at True and refuses ``.eval()``, because its train/eval
+    behaviour was fixed at export (``move_exported_model_to_eval`` switches it).
+    """
+    from .metrics import predict
+
+    if not isinstance(graph_module, torch.fx.GraphModule):
+        raise TypeError(f"graph_module must be a torch.fx.GraphModule (from torch.export / convert_pt2e), got {type(graph_module).__name__}")
+    preds, labels = predict(graph_module, loader)
+    return 100.0 * int((preds == labels).sum()) / len(labels)
+
+
+def strip_unused_weights(graph_module: torch.fx.GraphModule) -> int:
+    """Delete parameters and buffers that no node of the graph reads; returns the bytes removed.
+
+    ``convert_pt2e`` adds the int8 weights as new constants but leaves the
+    original float weights attached to the module, unused; saved as they are,
+    the "INT8" file would hold both. Changes ``graph_module`` in place.
+    """
+    if not isinstance(graph_module, torch.fx.GraphModule):
+        raise TypeError(f"graph_module must be a torch.fx.GraphModule, got {type(graph_module).__name__}")
+    used = {str(n.target) for n in graph_module.graph.nodes if n.op == "get_attr"}
+    removed = 0
+    named = list(graph_module.named_parameters(remove_duplicate=False)) + list(graph_module.named_buffers(remove_duplicate=False))
+    for name, tensor in named:
+        if name in used:
+            continue
+        owner_name, _, attr = name.rpartition(".")
+        owner = graph_module.get_submodule(owner_name) if owner_name else graph_module
+        if hasattr(owner, attr):
+            delattr(owner, attr)
+            removed += tensor.numel() * tensor.element_size()
+    return removed
+
+
+def save_torchscript(model: nn.Module, path: Path | str) -> int:
+    """Script ``model`` with ``torch.jit.script`` and write it as TorchScript to ``path`` atomically; returns the file size in bytes.
+
+    ``torch.jit.script`` and ``torch.jit.save`` are deprecated in torch 2.14
+    (they warn) but remain the only single-file format for an eager INT8 model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    scripted = torch.jit.script(model)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return len(buf.getvalue())
+
+
+def save_exported(program: torch.export.ExportedProgram, path: Path | str) -> int:
+    """Write an ``ExportedProgram`` (``torch.export.export``) to ``path`` atomically; returns the file size in bytes."""
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise TypeError(f"program must be a torch.export.ExportedProgram (re-export the converted model), got {type(program).__name__}")
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return len(buf.getvalue())
+
+
+# --------------------------------------------------------------------------- self-checks
+
+
+def _number(value: Any, name: str) -> float:
+    if not_filled(value):
+        raise NotFilledIn(name)
+    try:
+        return float(torch.as_tensor(value).reshape(()))
+    except Exception as exc:
+        raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
+
+
+@_blank_safe
+def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, out_scale: float) -> bool:
+    """Exercise: the requantization multiplier ``x_scale * w_scale / out_scale`` of one output channel."""
+    got = _number(multiplier, "multiplier")
+    expected = x_scale * w_scale / out_scale
+    if abs(got - expected) <= 1e-6 * abs(expected):
+        return report("multiplier", True)
+    if abs(got - x_scale * w_scale) <= 1e-6 * abs(x_scale * w_scale):
+        return report("multiplier", False, "that is the accumulator's scale; divide by the output scale as well")
+    return report("multiplier", False, f"got {got:.6g}; the int32 sum has scale x_scale * w_scale and must land on out_scale")
+
+
+@_blank_safe
+def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
+    """Exercise: float file size divided by INT8 file size (within 1%)."""
+    got = _number(ratio, "size ratio")
+    expected = float_bytes / int8_bytes
+    if abs(got - expected) <= 0.01 * expected:
+        return report("size ratio", True)
+    if abs(got - 1 / expected) <= 0.01 / expected:
+        return report("size ratio", False, "upside down: divide the float size by the INT8 size")
+    return report("size ratio", False, f"got {got:.3g}, expected about {expected:.3g}")
+
+
+@_blank_safe
+def check_op_count(count: Any, graph_module: torch.fx.GraphModule, op: str = "quantize_per_tensor") -> bool:
+    """Exercise: how many ``op`` nodes the PT2E graph holds."""
+    got = _number(count, f"number of {op}")
+    expected = count_quant_ops(graph_module)[op]
+    return report(f"number of {op}", int(got) == expected and got == int(got), f"got {got:g}; count the nodes whose target's name starts with {op!r}")
