@@ -247,7 +247,7 @@ def deprecation_map(probes: Optional[tuple[ApiProbe, ...] | list[ApiProbe]] = No
 
 
 def print_table(rows: list[dict], columns: Optional[list[str]] = None, max_width: int = 60) -> None:
-    """Print ``rows`` (dicts) as an aligned text table; cells longer than ``max_width`` are cut with '...'."""
+    """Print ``rows`` (dicts) as an aligned text table; floats with 4 significant digits, cells longer than ``max_width`` cut with '...'."""
     if not rows:
         raise ValueError("rows is empty; nothing to print")
     columns = columns or list(rows[0])
@@ -256,7 +256,7 @@ def print_table(rows: list[dict], columns: Optional[list[str]] = None, max_width
         raise ValueError(f"columns {missing} are not in the rows (they have {list(rows[0])})")
 
     def cell(v: Any) -> str:
-        s = f"{v:.1f}" if isinstance(v, float) else str(v)
+        s = f"{v:.4g}" if isinstance(v, float) else str(v)
         return s if len(s) <= max_width else s[: max_width - 3] + "..."
 
     table = [[cell(r[c]) for c in columns] for r in rows]

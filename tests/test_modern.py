@@ -98,7 +98,7 @@ def test_deprecation_map_bad_input():
 def test_print_table(capsys):
     qh.print_table([{"a": 1.234, "b": "x" * 100}], max_width=10)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["a", "b"] and out[2].split() == ["1.2", "xxxxxxx..."]
+    assert out[0].split() == ["a", "b"] and out[2].split() == ["1.234", "xxxxxxx..."]
     with pytest.raises(ValueError, match="columns"):
         qh.print_table([{"a": 1}], ["b"])
 
