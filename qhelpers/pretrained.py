@@ -337,9 +337,9 @@ def cached_hash_matches(weights: Any) -> Optional[bool]:
     Uses torch's own pattern (``torch.hub.HASH_REGEX``, ``-<hex>.``). torch
     checks that prefix only while downloading (``check_hash=True``); a file
     already in the cache is loaded without any check. None when the name carries
-    no prefix torch recognises (torchvision's quantized files, e.g.
+    no prefix torch recognises (some of torchvision's quantized files, e.g.
     ``resnet18_fbgemm_16fa66dd.pth``, use an underscore, so they are never
-    checked); ``FileNotFoundError`` when the file is not cached.
+    checked, even on download); ``FileNotFoundError`` when the file is not cached.
     """
     path = hub_checkpoint_path(weights)
     if not path.is_file():
