@@ -5,7 +5,7 @@
 
 Each notebook is converted as committed (with its outputs, nothing is re-run) by nbconvert's "lab"
 template; exercise solutions (cells whose source is hidden in Jupyter) stay folded behind a
-"Solution" toggle, as in JupyterLab. ``index.html`` links the pages in course order with their titles.
+"Solution" toggle, as in JupyterLab, and links between notebooks point to their pages. ``index.html`` links the pages in course order with their titles.
 Interactive widgets show as static snapshots at best: they need a running kernel.
 """
 
@@ -35,6 +35,7 @@ TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- endif -%}
 {% endblock input_group %}
 """
+NOTEBOOK_LINK = re.compile(r'href="(\d\d_[\w-]+)\.ipynb(#[^"]*)?"')
 STYLE = "details.qh-solution > summary { cursor: pointer; color: #1a5fb4; margin: 4px 0 4px 100px; }"
 
 
@@ -60,6 +61,7 @@ def convert(path: Path, out_dir: Path) -> tuple[Path, str]:
     exporter.template_file = "qh_course.html.j2"
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     body = body.replace("</head>", f"<style>{STYLE}</style>\n</head>", 1)
+    body = NOTEBOOK_LINK.sub(r'href="\1.html\2"', body)  # links between notebooks -> between pages
     page = out_dir / f"{path.stem}.html"
     page.write_text(body, encoding="utf-8")
     return page, title

@@ -40,6 +40,9 @@ def test_one_notebook_builds_with_title_index_and_folded_solutions(tmp_path):
     assert html.escape(title) in page.split("</head>", 1)[1]  # in the body too, as the notebook's heading
     # Exercise solutions stay folded, one <details> per hidden cell, as they are in JupyterLab.
     assert page.count('<details class="qh-solution">') == hidden
+    # "Next: 01 ..." links to the next page, not to a notebook file that is not in the site.
+    assert 'href="01_manual_tensor_quantization.html"' in page
+    assert not re.search(r'href="\d\d_\w+\.ipynb', page)
     index = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert re.search(rf'<li><a href="00_start_here.html">{re.escape(html.escape(title))}</a></li>', index)
 
