@@ -15,6 +15,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``widgets``     the explorer and the chooser (00, 01)
 * ``pretrained``  pre-quantized models: torchvision offline, the course's INT8 weights enum (02);
   the benchmark command is ``python -m qhelpers.bench`` (02)
+* ``ptq``         static PTQ: fusion finder, qconfig variants, the recipe, sensitivity with torch.ao.ns;
+  the depthwise model of ``models_depthwise`` is re-exported here (03)
 * ``modern``      beyond eager mode: the deprecation map, plain-int8 inference, PT2E op counts, deployment files (05)
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
@@ -37,6 +39,7 @@ from .widgets import *  # noqa: F401,F403
 # Modules added by later notebooks (one line each, in course order):
 # --- later modules below ---
 from .pretrained import *  # noqa: F401,F403
+from .ptq import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

@@ -1,0 +1,146 @@
+"""A small MobileNet-style digits model: the classic case where per-tensor weight quantization loses.
+
+Introduced in notebooks/03_post_training_quantization.ipynb.
+
+Depthwise 3x3 convolutions have one filter per channel; once BatchNorm is
+folded into them (``w * gamma / sqrt(var + eps)``) the channels' weight ranges
+can differ by orders of magnitude, so one per-tensor scale is far too coarse
+for most channels. Per-channel scales fix it. The trained checkpoint ships in
+``data/depthwise_model.pt``; rebuild it (seeded, under a minute on two cores)
+with ``python -m qhelpers.models_depthwise``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, fuse_modules_qat
+
+from . import data as _data
+from .models import ConvBNReLU
+
+__all__ = [
+    "DepthwiseNet",
+    "load_depthwise_model",
+    "depthwise_model_metadata",
+    "train_depthwise_model",
+    "DEPTHWISE_CHECKPOINT_NAME",
+    "DEPTHWISE_METADATA_NAME",
+    "DEPTHWISE_RECIPE",
+    "DEPTHWISE_RETRAIN_COMMAND",
+]
+
+DEPTHWISE_CHECKPOINT_NAME = "depthwise_model.pt"
+DEPTHWISE_METADATA_NAME = "depthwise_model.json"
+DEPTHWISE_RETRAIN_COMMAND = "python -m qhelpers.models_depthwise"
+DEPTHWISE_RECIPE = {"seed": 0, "epochs": 6, "batch_size": 64, "max_lr": 1e-2, "weight_decay": 0.0, "shift_pixels": 1}
+
+
+class DepthwiseNet(nn.Module):
+    """Digits classifier built from depthwise-separable blocks, input (N, 1, 28, 28), output (N, 10) logits.
+
+    stem 3x3 conv 28x28x16 -> [depthwise 3x3 stride 2 -> pointwise 1x1] 14x14x32
+    -> [depthwise 3x3 stride 2 -> pointwise 1x1] 7x7x64 -> global average pool -> Linear (10).
+    Every conv is followed by BatchNorm and ReLU (fusable).
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.quant = QuantStub()
+        self.stem = ConvBNReLU(1, 16)
+        self.dw1 = ConvBNReLU(16, 16, stride=2, groups=16)
+        self.pw1 = ConvBNReLU(16, 32, kernel_size=1)
+        self.dw2 = ConvBNReLU(32, 32, stride=2, groups=32)
+        self.pw2 = ConvBNReLU(32, 64, kernel_size=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quant(x)
+        x = self.pw2(self.dw2(self.pw1(self.dw1(self.stem(x)))))
+        x = self.fc(torch.flatten(self.pool(x), 1))
+        return self.dequant(x)
+
+    def fuse_model(self, is_qat: bool = False) -> None:
+        """Fuse every Conv+BN+ReLU in place (eval mode for PTQ, train mode with ``is_qat=True``)."""
+        fuse = fuse_modules_qat if is_qat else fuse_modules
+        for block in (self.stem, self.dw1, self.pw1, self.dw2, self.pw2):
+            fuse(block, [["0", "1", "2"]], inplace=True)
+
+
+def train_depthwise_model(progress: bool = False) -> DepthwiseNet:
+    """Train ``DepthwiseNet`` from scratch on the train split with ``DEPTHWISE_RECIPE``; returns it in eval mode."""
+    from .training import train_one_epoch
+
+    recipe = DEPTHWISE_RECIPE
+    torch.manual_seed(recipe["seed"])
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    model = DepthwiseNet()
+    loader = _data.digits_loader("train", batch_size=recipe["batch_size"], shuffle=True, seed=recipe["seed"])
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["max_lr"], weight_decay=recipe["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["max_lr"], total_steps=recipe["epochs"] * len(loader))
+    for epoch in range(recipe["epochs"]):
+        train_one_epoch(model, loader, opt, sched, recipe["shift_pixels"], gen, f"epoch {epoch + 1}", progress)
+    return model.eval()
+
+
+def depthwise_model_metadata(data_dir: Optional[Path] = None) -> dict:
+    """The metadata beside the depthwise checkpoint (test accuracy, command, seed, sha256)."""
+    directory = data_dir or _data.data_dir()
+    return _data._read_meta(directory / DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND)
+
+
+def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
+    """The trained float ``DepthwiseNet`` in eval mode, checksum verified, loaded with ``weights_only=True``."""
+    directory = data_dir or _data.data_dir()
+    path = directory / DEPTHWISE_CHECKPOINT_NAME
+    meta = depthwise_model_metadata(directory)
+    _data.verify_file(path, meta.get("sha256"), DEPTHWISE_RETRAIN_COMMAND)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {DEPTHWISE_RETRAIN_COMMAND}") from exc
+    model = DepthwiseNet()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def rebuild_depthwise_model() -> dict:
+    """Retrain, evaluate on the test split, write checkpoint and metadata atomically; returns the metadata."""
+    from .metrics import accuracy
+
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    model = train_depthwise_model()
+    seconds = time.perf_counter() - start
+    acc = accuracy(model, _data.digits_loader("test"))
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    directory = _data.data_dir()
+    path = directory / DEPTHWISE_CHECKPOINT_NAME
+    _data.atomic_write_bytes(path, buf.getvalue())
+    meta = {
+        "model": "qhelpers.models_depthwise.DepthwiseNet",
+        "test_accuracy": round(acc, 2),
+        "test_images": len(_data.digits_dataset("test")),
+        "training_command": DEPTHWISE_RETRAIN_COMMAND,
+        "recipe": dict(DEPTHWISE_RECIPE),
+        "training_seconds_when_built": round(seconds, 1),
+        "torch": torch.__version__,
+        "sha256": _data.sha256_file(path),
+    }
+    _data.atomic_write_bytes(directory / DEPTHWISE_METADATA_NAME, (json.dumps(meta, indent=2) + "\n").encode())
+    return meta
+
+
+if __name__ == "__main__":
+    print(json.dumps(rebuild_depthwise_model(), indent=2))
+    sys.exit(0)

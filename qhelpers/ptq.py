@@ -1,0 +1,431 @@
+"""Post-training static quantization (eager mode): fusion, qconfigs, calibration, sensitivity.
+
+Introduced in notebooks/03_post_training_quantization.ipynb.
+
+* ``find_fusable_groups`` traces a model with ``torch.fx`` and lists the
+  Conv+BN(+ReLU), Conv+ReLU, Linear+BN, Linear+ReLU and BN+ReLU chains that
+  ``torch.ao.quantization.fuse_modules`` can merge (only chains where each
+  intermediate result feeds the next module alone, and no module is reused).
+* ``make_qconfig`` / ``qconfig_variants`` build qconfigs that differ in one
+  thing at a time (activation observer, weight granularity, ``reduce_range``).
+* ``post_training_quantize`` is the recipe: fuse, set qconfig, prepare,
+  calibrate, convert.
+* ``sensitivity_table`` compares a float and a quantized model layer by layer
+  with ``torch.ao.ns`` (SQNR in dB of weights and of each layer's output);
+  ``keep_in_float`` leaves chosen layers in float.
+
+All of it uses ``torch.ao.quantization``, deprecated in torch 2.13+ (it warns;
+see the "API status" in the course's reference numbers).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+import torch.ao.nn.intrinsic as nni
+import torch.ao.nn.intrinsic.quantized as nniq
+from torch import nn
+from torch.ao.quantization import (
+    DeQuantStub,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QuantStub,
+    convert,
+    fuse_modules,
+    fuse_modules_qat,
+    prepare,
+)
+
+from .checks import _blank_safe, NotFilledIn, not_filled, report
+from .models_depthwise import DepthwiseNet, depthwise_model_metadata, load_depthwise_model
+
+__all__ = [
+    "find_fusable_groups",
+    "fuse",
+    "is_fused",
+    "supported_engines",
+    "ACTIVATION_OBSERVERS",
+    "make_qconfig",
+    "qconfig_variants",
+    "describe_qconfig",
+    "calibrate",
+    "post_training_quantize",
+    "keep_in_float",
+    "sqnr_db",
+    "sensitivity_table",
+    "check_fusable_groups",
+    "check_qconfig",
+    "DepthwiseNet",
+    "load_depthwise_model",
+    "depthwise_model_metadata",
+]
+
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+# --------------------------------------------------------------------------- fusion
+
+
+def _chain_next(node: Any, users_of: dict, count_of: dict) -> Optional[Any]:
+    """The single call_module user of ``node``, if ``node``'s output goes nowhere else."""
+    users = users_of.get(node, [])
+    if len(users) != 1:
+        return None
+    user = users[0]
+    if user.op != "call_module" or count_of[user.target] != 1:
+        return None
+    return user
+
+
+def find_fusable_groups(model: nn.Module) -> list[list[str]]:
+    """Module-name groups that ``fuse_modules`` can fuse, in execution order, e.g. ``[["stem.0", "stem.1", "stem.2"]]``.
+
+    Traces ``model`` with ``torch.fx.symbolic_trace`` (the model is not run
+    and not changed). A chain qualifies when each module's output is used
+    only by the next one and no module of the chain is called twice
+    (fusing a shared ReLU would remove it from its other uses). Patterns:
+    Conv{1,2,3}d+BatchNorm(+ReLU), Conv+ReLU, Linear+BatchNorm1d, Linear+ReLU,
+    BatchNorm+ReLU. Raises ``TypeError`` for a non-module and ``ValueError``
+    when the model cannot be traced.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:
+        raise ValueError(
+            f"model could not be traced with torch.fx ({type(exc).__name__}: {exc}); list its fusable groups by hand"
+        ) from exc
+    modules = dict(model.named_modules())
+    count_of: dict[str, int] = {}
+    users_of: dict = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            count_of[node.target] = count_of.get(node.target, 0) + 1
+        for inp in node.all_input_nodes:
+            users_of.setdefault(inp, []).append(node)
+    groups: list[list[str]] = []
+    taken: set[str] = set()
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target in taken or count_of[node.target] != 1:
+            continue
+        first = modules[node.target]
+        group = [node.target]
+        nxt = _chain_next(node, users_of, count_of)
+        nxt_mod = modules[nxt.target] if nxt is not None else None
+        if type(first) in _CONV_BN or type(first) is nn.Linear:
+            bn_type = _CONV_BN.get(type(first), nn.BatchNorm1d)
+            if nxt_mod is not None and type(nxt_mod) is bn_type:
+                group.append(nxt.target)
+                nxt = _chain_next(nxt, users_of, count_of)
+                nxt_mod = modules[nxt.target] if nxt is not None else None
+                if type(first) is nn.Linear:  # Linear+BN1d has no ReLU variant
+                    nxt_mod = None
+            if nxt_mod is not None and type(nxt_mod) is nn.ReLU:
+                group.append(nxt.target)
+        elif type(first) in _BNS and nxt_mod is not None and type(nxt_mod) is nn.ReLU:
+            group.append(nxt.target)
+        if len(group) > 1:
+            groups.append(group)
+            taken.update(group)
+    return groups
+
+
+def is_fused(model: nn.Module) -> bool:
+    """True when ``model`` already contains fused modules (``torch.ao.nn.intrinsic``)."""
+    return any(isinstance(m, nni._FusedModule) for m in model.modules())
+
+
+def fuse(model: nn.Module, is_qat: bool = False, inplace: bool = False) -> nn.Module:
+    """Fuse ``model`` (eval mode, or train mode with ``is_qat=True``); already-fused models are returned as they are.
+
+    Uses the model's own ``fuse_model(is_qat)`` when it has one (torchvision's
+    quantizable models and the course models do), else ``find_fusable_groups``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not is_qat and model.training:
+        raise ValueError("model is in training mode; call model.eval() before fusing for PTQ (or pass is_qat=True)")
+    if is_qat and not model.training:
+        raise ValueError("is_qat=True needs the model in training mode (model.train()); for PTQ use is_qat=False")
+    target = model if inplace else copy.deepcopy(model)
+    if is_fused(target):
+        return target
+    if hasattr(target, "fuse_model"):
+        target.fuse_model(is_qat=is_qat)
+    else:
+        groups = find_fusable_groups(target)
+        if groups:
+            (fuse_modules_qat if is_qat else fuse_modules)(target, groups, inplace=True)
+    return target
+
+
+# --------------------------------------------------------------------------- qconfigs
+
+
+def supported_engines() -> list[str]:
+    """Quantized engines this torch build offers (e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']``)."""
+    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+
+
+def _check_engine(engine: object) -> str:
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be a string, got {type(engine).__name__}")
+    if engine not in supported_engines():
+        raise ValueError(f"engine {engine!r} is unknown or not in this torch build; valid: {supported_engines()}")
+    return engine
+
+
+ACTIVATION_OBSERVERS = {
+    "minmax": MinMaxObserver,
+    "moving_average": MovingAverageMinMaxObserver,
+    "histogram": HistogramObserver,
+}
+
+
+def make_qconfig(activation: str = "histogram", per_channel: bool = True, reduce_range: bool = False) -> QConfig:
+    """A static-quantization ``QConfig``: quint8 affine activations, qint8 symmetric weights.
+
+    ``activation``: ``'minmax'`` (range of everything seen), ``'moving_average'``
+    (exponential average of each batch's min/max), ``'histogram'`` (range
+    chosen to minimise the quantization error of the collected histogram).
+    ``per_channel``: one weight scale per output channel, else one per tensor.
+    ``reduce_range``: activations use 7 bits (0..127), which avoids an
+    overflow in the x86 (fbgemm) kernels on CPUs without VNNI.
+    """
+    if activation not in ACTIVATION_OBSERVERS:
+        raise ValueError(f"activation must be one of {list(ACTIVATION_OBSERVERS)}, got {activation!r}")
+    for name, value in (("per_channel", per_channel), ("reduce_range", reduce_range)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    act = ACTIVATION_OBSERVERS[activation].with_args(dtype=torch.quint8, reduce_range=reduce_range)
+    if per_channel:
+        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    else:
+        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    return QConfig(activation=act, weight=weight)
+
+
+def qconfig_variants(engine: str = "x86") -> "OrderedDict[str, QConfig]":
+    """Qconfigs that each change ONE thing from the baseline (MinMax activations, per-tensor weights, 8-bit range).
+
+    The last entry is the engine's default (``get_default_qconfig(engine)``),
+    which changes several things at once.
+    """
+    from torch.ao.quantization import get_default_qconfig
+
+    _check_engine(engine)
+    return OrderedDict(
+        [
+            ("baseline: minmax, per-tensor", make_qconfig("minmax", per_channel=False)),
+            ("activations: moving average", make_qconfig("moving_average", per_channel=False)),
+            ("activations: histogram", make_qconfig("histogram", per_channel=False)),
+            ("weights: per-channel", make_qconfig("minmax", per_channel=True)),
+            ("reduce_range=True", make_qconfig("minmax", per_channel=False, reduce_range=True)),
+            (f"{engine} default qconfig", get_default_qconfig(engine)),
+        ]
+    )
+
+
+def describe_qconfig(qconfig: QConfig) -> str:
+    """One line: activation observer (+ reduce_range) / weight observer and qscheme."""
+    act, w = qconfig.activation(), qconfig.weight()
+    rr = ", reduce_range" if getattr(act, "reduce_range", False) else ""
+    return f"act {type(act).__name__}{rr} / weight {type(w).__name__} {str(w.qscheme).replace('torch.', '')}"
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+def _inputs(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def calibrate(prepared: nn.Module, loader: Iterable, num_batches: Optional[int] = None) -> int:
+    """Run ``prepared`` over the loader's inputs (batches ``x`` or ``(x, y)``) so its observers see them; returns images seen."""
+    if num_batches is not None and (isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1):
+        raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}")
+    seen = 0
+    for i, batch in enumerate(loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        x = _inputs(batch)
+        prepared(x)
+        seen += len(x)
+    if seen == 0:
+        raise ValueError("calibration_loader yielded no data; give it at least one batch of representative inputs")
+    return seen
+
+
+def post_training_quantize(
+    model: nn.Module,
+    calibration_loader: Iterable,
+    engine: str = "x86",
+    per_channel: bool = True,
+    qconfig: Optional[QConfig] = None,
+    float_modules: Sequence[str] = (),
+    num_batches: Optional[int] = None,
+) -> nn.Module:
+    """Static PTQ of an eager-mode model with QuantStub/DeQuantStub; returns a new converted INT8 model.
+
+    Steps: copy, fuse, set the qconfig, ``prepare`` (observers), calibrate on
+    ``calibration_loader``, ``convert``. The qconfig is ``qconfig`` if given,
+    else histogram activations with per-channel (``per_channel=True``) or
+    per-tensor symmetric weights, ``reduce_range`` as the engine needs it.
+    ``float_modules`` names modules of the *fused* model to leave in float
+    (see ``keep_in_float``). Sets ``torch.backends.quantized.engine``; run the
+    result on the same engine. ``model`` itself is not changed.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ValueError("model is in training mode; call model.eval() first (PTQ folds BatchNorm running statistics)")
+    _check_engine(engine)
+    if qconfig is not None and not isinstance(qconfig, QConfig):
+        raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig or None, got {type(qconfig).__name__}")
+    if qconfig is None:
+        qconfig = make_qconfig("histogram", per_channel=per_channel, reduce_range=engine in ("x86", "fbgemm"))
+    torch.backends.quantized.engine = engine
+    q = fuse(model)
+    q.qconfig = qconfig
+    if float_modules:
+        keep_in_float(q, float_modules)
+    prepare(q, inplace=True)
+    calibrate(q, calibration_loader, num_batches)
+    convert(q, inplace=True)
+    return q
+
+
+def keep_in_float(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """Wrap each named module as ``DeQuantStub -> module (qconfig None) -> QuantStub``, in place, before ``prepare``.
+
+    In eager mode a float module between quantized ones needs its input
+    dequantized and its output quantized again; the wrapper does that.
+    """
+    if isinstance(names, str):
+        names = [names]
+    available = dict(model.named_modules())
+    for name in names:
+        if name not in available or name == "":
+            raise ValueError(f"no module named {name!r} in the model; valid names include {list(available)[1:12]} ...")
+        parent_name, _, child = name.rpartition(".")
+        parent = available[parent_name] if parent_name else model
+        module = available[name]
+        module.qconfig = None
+        setattr(parent, child, nn.Sequential(DeQuantStub(), module, QuantStub()))
+    return model
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio ``20 log10(||ref|| / ||ref - approx||)`` in dB (inf when equal)."""
+    ref = (reference.dequantize() if reference.is_quantized else reference).detach()
+    app = (approximation.dequantize() if approximation.is_quantized else approximation).detach()
+    if ref.shape != app.shape:
+        raise ValueError(f"reference and approximation shapes differ: {tuple(ref.shape)} vs {tuple(app.shape)}")
+    noise = torch.linalg.vector_norm((ref - app).double())
+    if noise == 0:
+        return math.inf
+    return float(20 * torch.log10(torch.linalg.vector_norm(ref.double()) / noise))
+
+
+def _layer_name(key: str) -> str:
+    for suffix in (".stats", "._packed_params._packed_params", ".weight"):
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
+def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, example: torch.Tensor) -> list[dict]:
+    """Per-layer comparison with ``torch.ao.ns._numeric_suite``: rows ``{"layer", "weight_sqnr_db", "output_sqnr_db"}``.
+
+    ``weight_sqnr_db``: float weights (after fusion, BN folded) vs their INT8
+    version (``compare_weights``); nan for layers without weights.
+    ``output_sqnr_db``: each layer's output in the float model vs the
+    quantized model on ``example`` (``compare_model_outputs``); the error
+    accumulates along the network, so a sudden drop marks a sensitive layer.
+    Rows in the order the layers are registered. Neither model is changed.
+    """
+    import torch.ao.ns._numeric_suite as ns
+    from torch.ao.quantization.quantization_mappings import get_default_compare_output_module_list
+
+    for name, value in (("float_model", float_model), ("quantized_model", quantized_model)):
+        if not isinstance(value, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a torch.Tensor batch, got {type(example).__name__}")
+    fused = fuse(float_model)
+    weights = ns.compare_weights(fused.state_dict(), quantized_model.state_dict())
+    allow = get_default_compare_output_module_list() | {nni.LinearReLU, nniq.LinearReLU}
+    outputs = ns.compare_model_outputs(copy.deepcopy(fused), copy.deepcopy(quantized_model), example, allow_list=allow)
+    rows: dict[str, dict] = {}
+    for key, pair in weights.items():
+        rows.setdefault(_layer_name(key), {})["weight_sqnr_db"] = sqnr_db(pair["float"], pair["quantized"])
+    for key, pair in outputs.items():
+        rows.setdefault(_layer_name(key), {})["output_sqnr_db"] = sqnr_db(pair["float"][0], pair["quantized"][0])
+    order = [n for n, _ in quantized_model.named_modules()]
+    result = []
+    for layer in sorted(rows, key=lambda n: order.index(n) if n in order else len(order)):
+        result.append(
+            {
+                "layer": layer,
+                "weight_sqnr_db": rows[layer].get("weight_sqnr_db", math.nan),
+                "output_sqnr_db": rows[layer].get("output_sqnr_db", math.nan),
+            }
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- exercise checks
+
+
+@_blank_safe
+def check_fusable_groups(groups: Any, model: nn.Module) -> bool:
+    """Exercise: the fusable groups of ``model`` (any order of groups; names in execution order within a group)."""
+    if not_filled(groups):
+        raise NotFilledIn("fusable groups")
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
+        raise TypeError(f"groups must be a list of lists of module names, got {groups!r}")
+    expected = {tuple(g) for g in find_fusable_groups(model)}
+    given = {tuple(g) for g in groups}
+    if given == expected:
+        return report("fusable groups", True)
+    missing, extra = expected - given, given - expected
+    detail = []
+    if missing:
+        detail.append(f"missing {sorted(list(g) for g in missing)}")
+    if extra:
+        detail.append(f"not fusable or wrong {sorted(list(g) for g in extra)}")
+    return report("fusable groups", False, "; ".join(detail))
+
+
+@_blank_safe
+def check_qconfig(qconfig: Any, activation: str, per_channel: bool, reduce_range: bool = False) -> bool:
+    """Exercise: ``qconfig`` has the named activation observer, weight granularity and ``reduce_range``."""
+    if not_filled(qconfig):
+        raise NotFilledIn("qconfig")
+    if not isinstance(qconfig, QConfig):
+        raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig, got {type(qconfig).__name__}")
+    act, w = qconfig.activation(), qconfig.weight()
+    want_act = ACTIVATION_OBSERVERS[activation]
+    if type(act) is not want_act:
+        return report("qconfig", False, f"activation observer is {type(act).__name__}, expected {want_act.__name__}")
+    if bool(act.reduce_range) != reduce_range:
+        return report("qconfig", False, f"activation reduce_range is {act.reduce_range}, expected {reduce_range}")
+    is_pc = w.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
+    if is_pc != per_channel:
+        return report("qconfig", False, f"weight qscheme is {w.qscheme}, expected {'per-channel' if per_channel else 'per-tensor'}")
+    if w.dtype != torch.qint8:
+        return report("qconfig", False, f"weights should be torch.qint8, got {w.dtype}")
+    return report("qconfig", True)
