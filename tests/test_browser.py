@@ -134,6 +134,8 @@ def lab(tmp_path_factory):
 def page(lab):
     """A headless Chromium page (fresh profile) logged in to the JupyterLab server."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for stale in [*SCREENSHOTS.glob("*_stopped.png"), *SCREENSHOTS.glob("*_timeout.png")]:
+        stale.unlink()  # failure screenshots of an earlier run
     with playwright_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(lab["profile"]),
