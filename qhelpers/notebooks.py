@@ -147,6 +147,9 @@ def hygiene_problems(path: Path) -> list[str]:
             marker = line.strip().lstrip("#").strip()
             if line.strip().startswith("#") and marker.startswith("NBVAL_") and marker not in NBVAL_MARKERS:
                 problems.append(f"{path} cell {i}: nbval marker must stand alone on its line, got {line.strip()!r}")
+        first = source.split("\n", 1)[0].strip()
+        if first == "# NBVAL_RAISES_EXCEPTION" and "raises-exception" not in cell.get("metadata", {}).get("tags", []):
+            problems.append(f"{path} cell {i}: a cell that fails on purpose needs the 'raises-exception' tag too (or Run All stops there)")
         for out in cell.get("outputs", []):
             text = json.dumps(out)
             if out.get("output_type") == "error" and "NBVAL_RAISES_EXCEPTION" not in source:
