@@ -17,6 +17,7 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
   the benchmark command is ``python -m qhelpers.bench`` (02)
 * ``ptq``         static PTQ: fusion finder, qconfig variants, the recipe, sensitivity with torch.ao.ns;
   the depthwise model of ``models_depthwise`` is re-exported here (03)
+* ``qat``         quantization-aware training: low-bit fake-quant qconfigs, the STE, the QAT recipe (04)
 * ``modern``      beyond eager mode: the deprecation map, plain-int8 inference, PT2E op counts, deployment files (05)
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
@@ -40,6 +41,7 @@ from .widgets import *  # noqa: F401,F403
 # --- later modules below ---
 from .pretrained import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
+from .qat import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

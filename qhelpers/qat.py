@@ -1,0 +1,538 @@
+"""Quantization-aware training (QAT): fake quantization, the straight-through estimator, the training recipe.
+
+Introduced in notebooks/04_quantization_aware_training.ipynb.
+
+QAT inserts ``FakeQuantize`` modules (quantize then dequantize, in float) on
+the weights and activations of a fused model, trains it so that the weights
+adapt to the rounding, then converts it to a real INT8 model. Below 8 bits
+(e.g. 4-bit weights and activations) the PyTorch CPU kernels cannot run the
+result, so the trained fake-quant model, evaluated in eval mode, *is* the
+low-bit model: a simulation of what low-bit hardware would compute.
+
+The recipe follows torchvision's reference (``references/classification/
+train_quantization.py``): a low learning rate, observers frozen after some
+epochs (``disable_observer``), BatchNorm statistics frozen after some epochs
+(``freeze_bn_stats``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import nn
+from torch.ao.nn.intrinsic.qat import freeze_bn_stats
+from torch.ao.quantization import (
+    FakeQuantizeBase,
+    FakeQuantize,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    QConfig,
+    convert,
+    disable_observer,
+    enable_observer,
+    get_default_qat_qconfig,
+    prepare_qat,
+)
+
+from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .metrics import accuracy
+from .training import train_one_epoch
+
+__all__ = [
+    "low_bit_qconfig",
+    "qat_qconfig",
+    "fake_quant_modules",
+    "fake_quant_range",
+    "prepare_qat_model",
+    "calibrate_fake_quant",
+    "fake_quant_ptq",
+    "observers_frozen",
+    "QATResult",
+    "quantization_aware_training",
+    "convert_qat_model",
+    "SteDemo",
+    "ste_demo",
+    "plot_ste",
+    "plot_qat_history",
+    "check_ste",
+    "check_low_bit_qconfig",
+    "check_frozen",
+]
+
+_ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")
+
+
+# --------------------------------------------------------------------------- qconfigs
+
+
+def _check_bits(bits: object, name: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"{name} must be an int from 2 to 8, got {bits!r}")
+    return bits
+
+
+def _check_engine(engine: object) -> str:
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    return str(engine)
+
+
+def low_bit_qconfig(bits: int = 4, per_channel: bool = False, activation_bits: Optional[int] = None) -> QConfig:
+    """A QAT qconfig that simulates ``bits``-bit weights and ``activation_bits``-bit activations (default: same).
+
+    Weights: symmetric signed codes in ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``
+    (e.g. -7..7 for 4 bits), per tensor or per output channel. Activations:
+    affine unsigned codes in ``[0, 2**activation_bits - 1]`` (0..15 for 4 bits).
+    Both are plain ``FakeQuantize`` modules with moving-average min/max
+    observers; the storage dtypes stay ``qint8``/``quint8``, only the range
+    narrows. (``get_default_qat_qconfig`` uses ``FusedMovingAvgObsFakeQuantize``,
+    one op for both; with a narrowed symmetric range its scale disagrees with
+    its own observer's ``calculate_qparams``, so it is not used here.)
+    """
+    _check_bits(bits)
+    activation_bits = bits if activation_bits is None else _check_bits(activation_bits, "activation_bits")
+    if not isinstance(per_channel, bool):
+        raise TypeError(f"per_channel must be True or False, got {per_channel!r}")
+    activation = FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=2**activation_bits - 1,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
+    )
+    limit = 2 ** (bits - 1) - 1
+    if per_channel:
+        weight_kind = dict(observer=MovingAveragePerChannelMinMaxObserver, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    else:
+        weight_kind = dict(observer=MovingAverageMinMaxObserver, qscheme=torch.per_tensor_symmetric)
+    weight = FakeQuantize.with_args(quant_min=-limit, quant_max=limit, dtype=torch.qint8, **weight_kind)
+    return QConfig(activation=activation, weight=weight)
+
+
+def qat_qconfig(engine: str = "x86", bits: int = 8, per_channel: bool = False) -> QConfig:
+    """``get_default_qat_qconfig(engine)`` at 8 bits (convertible to INT8 kernels), else ``low_bit_qconfig``."""
+    _check_engine(engine)
+    if _check_bits(bits) == 8:
+        return get_default_qat_qconfig(engine)
+    return low_bit_qconfig(bits, per_channel)
+
+
+# --------------------------------------------------------------------------- inspecting a prepared model
+
+
+def fake_quant_modules(model: nn.Module) -> dict[str, FakeQuantizeBase]:
+    """Every ``FakeQuantize`` module of a QAT-prepared model, by qualified name."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizeBase)}
+
+
+def fake_quant_range(fake_quant: FakeQuantizeBase) -> tuple[float, float]:
+    """The float interval a per-tensor ``FakeQuantize`` can represent: ``((qmin - zp) * s, (qmax - zp) * s)``."""
+    scale, zero_point = fake_quant.calculate_qparams()
+    if scale.numel() != 1:
+        raise ValueError(f"fake_quant must be per-tensor, it has {scale.numel()} scales (per-channel)")
+    s, z = float(scale), int(zero_point)
+    return (fake_quant.quant_min - z) * s, (fake_quant.quant_max - z) * s
+
+
+def observers_frozen(model: nn.Module) -> bool:
+    """True when every ``FakeQuantize`` of ``model`` has its observer disabled."""
+    fqs = fake_quant_modules(model)
+    if not fqs:
+        raise ValueError("model has no FakeQuantize modules; prepare it with prepare_qat_model first")
+    return all(int(fq.observer_enabled[0]) == 0 for fq in fqs.values())
+
+
+def _never_observed(model: nn.Module) -> list[str]:
+    """Names of fake quants whose observer has not seen a single batch (their scale is still the default 1.0)."""
+    names = []
+    for name, fq in fake_quant_modules(model).items():
+        obs = getattr(fq, "activation_post_process", None)
+        min_val = getattr(obs, "min_val", None)
+        if isinstance(min_val, torch.Tensor) and (min_val.numel() == 0 or torch.isinf(min_val).any()):
+            names.append(name)
+    return names
+
+
+# --------------------------------------------------------------------------- prepare, calibrate, train
+
+
+def prepare_qat_model(model: nn.Module, qconfig: QConfig, inplace: bool = False) -> nn.Module:
+    """Fuse (``model.fuse_model(is_qat=True)`` when the model has it), attach ``qconfig``, ``prepare_qat``.
+
+    ``model`` must be in training mode: QAT fusion keeps BatchNorm as a
+    separate, trainable part of ``ConvBn*`` modules, which only makes sense in
+    training (an eval-mode model should be quantized with PTQ instead).
+    Returns the prepared model (a copy unless ``inplace``), in training mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(qconfig, QConfig):
+        raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig, got {type(qconfig).__name__}")
+    if not model.training:
+        raise ValueError(
+            "model is in eval mode, but prepare_qat needs a model in training mode: call model.train() first "
+            "(for a model you will not train, use post-training quantization instead)"
+        )
+    if fake_quant_modules(model):
+        raise ValueError("model already has FakeQuantize modules (it was prepared before); start from the float model")
+    if not inplace:
+        model = copy.deepcopy(model)
+    if hasattr(model, "fuse_model"):
+        model.fuse_model(is_qat=True)
+    model.qconfig = qconfig
+    prepare_qat(model, inplace=True)
+    return model
+
+
+def _inputs(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def calibrate_fake_quant(prepared: nn.Module, loader: Iterable, num_batches: Optional[int] = None) -> nn.Module:
+    """Run ``loader`` through a QAT-prepared model in eval mode with observers on, then freeze the observers.
+
+    This sets each fake quant's range from data without changing a weight:
+    the starting point of QAT, and on its own a post-training quantization
+    simulated in fake quant. Returns ``prepared`` (eval mode, observers off).
+    """
+    if not fake_quant_modules(prepared):
+        raise ValueError("prepared has no FakeQuantize modules; prepare it with prepare_qat_model first")
+    prepared.eval()
+    prepared.apply(enable_observer)
+    seen = 0
+    for i, batch in enumerate(loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        prepared(_inputs(batch))
+        seen += 1
+    if seen == 0:
+        raise ValueError("the calibration loader yielded no batches")
+    prepared.apply(disable_observer)
+    return prepared
+
+
+def fake_quant_ptq(model: nn.Module, calib_loader: Iterable, qconfig: QConfig) -> nn.Module:
+    """Post-training quantization simulated with fake quant: prepare a copy, calibrate, no training.
+
+    The float ``model`` is left untouched (its mode does not matter). Use it
+    to measure PTQ at bit widths the INT8 kernels cannot run; at 8 bits it
+    matches a converted model up to rounding details.
+    """
+    float_copy = copy.deepcopy(model).train()
+    return calibrate_fake_quant(prepare_qat_model(float_copy, qconfig, inplace=True), calib_loader)
+
+
+@torch.no_grad()
+def _evaluate(prepared: nn.Module, loader: Iterable) -> float:
+    """Accuracy of a prepared model without letting its observers see the evaluation data."""
+    was_enabled = {n: int(fq.observer_enabled[0]) for n, fq in fake_quant_modules(prepared).items()}
+    prepared.eval()
+    prepared.apply(disable_observer)
+    try:
+        return accuracy(prepared, loader)
+    finally:
+        for name, fq in fake_quant_modules(prepared).items():
+            if was_enabled[name]:
+                fq.enable_observer()
+
+
+@dataclass
+class QATResult:
+    """What ``quantization_aware_training`` returns.
+
+    ``model`` is the trained fake-quant model in eval mode with observers
+    frozen (convert it with ``convert_qat_model`` at 8 bits). ``history`` has
+    one dict per epoch: ``epoch`` (0 = after calibration, before training),
+    ``loss`` (mean training loss, None at 0), ``accuracy`` (percent, None
+    without ``eval_loader``), ``observers_frozen``, ``bn_frozen``.
+    ``seconds`` is the wall time of the training epochs.
+    """
+
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def accuracies(self) -> list[float]:
+        return [h["accuracy"] for h in self.history]
+
+
+def _check_epochs_param(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a number of epochs >= 0 (may be fractional), got {value!r}")
+    return float(value)
+
+
+def quantization_aware_training(
+    model: nn.Module,
+    train_loader: Iterable,
+    epochs: int,
+    engine: str = "x86",
+    lr: float = 1e-4,
+    freeze_observers_after: float = 2,
+    freeze_bn_after: float = 1,
+    bits: int = 8,
+    per_channel: bool = False,
+    qconfig: Optional[QConfig] = None,
+    calib_loader: Optional[Iterable] = None,
+    eval_loader: Optional[Iterable] = None,
+    weight_decay: float = 0.0,
+    lr_schedule: str = "cosine",
+    progress: bool = True,
+) -> QATResult:
+    """Quantization-aware fine-tuning of a trained float model; the float ``model`` itself is not changed.
+
+    1. ``prepare_qat_model`` on a copy (``model`` must be in training mode),
+       with ``qconfig`` or ``qat_qconfig(engine, bits, per_channel)``;
+    2. optionally ``calibrate_fake_quant`` on ``calib_loader`` so that training
+       starts from data-based ranges (epoch 0 of the history is then PTQ);
+    3. ``epochs`` passes of ``train_one_epoch`` with AdamW at ``lr`` (``lr_schedule``
+       ``"cosine"`` decays it to 0 over the run, ``"constant"`` keeps it); after
+       ``freeze_observers_after`` epochs the observers stop moving the ranges,
+       after ``freeze_bn_after`` epochs BatchNorm uses its running statistics
+       (both may be fractional: they are applied after that many steps);
+    4. the accuracy on ``eval_loader`` after each epoch, with observers
+       disabled while measuring (``model.eval()`` alone does not stop them).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive float (QAT fine-tunes: 1e-4 to 1e-3 is typical), got {lr!r}")
+    freeze_obs = _check_epochs_param(freeze_observers_after, "freeze_observers_after")
+    freeze_bn = _check_epochs_param(freeze_bn_after, "freeze_bn_after")
+    _check_engine(engine)
+    if lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+    if qconfig is None:
+        qconfig = qat_qconfig(engine, bits, per_channel)
+    prepared = prepare_qat_model(model, qconfig)
+    result = QATResult(prepared)
+    if calib_loader is not None:
+        calibrate_fake_quant(prepared, calib_loader)
+        prepared.apply(enable_observer)
+    acc0 = _evaluate(prepared, eval_loader) if eval_loader is not None and calib_loader is not None else None
+    if calib_loader is not None:
+        result.history.append({"epoch": 0, "loss": None, "accuracy": acc0, "observers_frozen": False, "bn_frozen": False})
+
+    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    if steps_per_epoch == 0:
+        raise ValueError("train_loader yielded no batches")
+    obs_step, bn_step = round(freeze_obs * steps_per_epoch), round(freeze_bn * steps_per_epoch)
+    state = {"step": 0, "obs": False, "bn": False}
+
+    def apply_freezes() -> None:
+        if not state["obs"] and state["step"] >= obs_step:
+            prepared.apply(disable_observer)
+            state["obs"] = True
+        if not state["bn"] and state["step"] >= bn_step:
+            prepared.apply(freeze_bn_stats)
+            state["bn"] = True
+
+    def after_step() -> None:
+        state["step"] += 1
+        apply_freezes()
+
+    optimizer = torch.optim.AdamW(prepared.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = None
+    if lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        apply_freezes()  # freezes due at step 0 (or left over after evaluation)
+        loss = train_one_epoch(
+            prepared, train_loader, optimizer, scheduler, desc=f"QAT epoch {epoch}/{epochs}", progress=progress, after_step=after_step
+        )
+        acc = _evaluate(prepared, eval_loader) if eval_loader is not None else None
+        result.history.append(
+            {"epoch": epoch, "loss": loss, "accuracy": acc, "observers_frozen": state["obs"], "bn_frozen": state["bn"]}
+        )
+    result.seconds = time.perf_counter() - start
+    prepared.eval()
+    prepared.apply(disable_observer)
+    return result
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def convert_qat_model(prepared: nn.Module, engine: str = "x86") -> nn.Module:
+    """The INT8 model of a trained 8-bit QAT model (``convert`` on an eval-mode copy, for ``engine``).
+
+    Refuses models that were never prepared, whose observers never saw data
+    (their scale would still be the default 1.0 and the INT8 model would be
+    silently wrong), or that simulate fewer than 8 bits (no INT8 kernel runs
+    them: evaluate the fake-quant model in eval mode instead).
+    """
+    _check_engine(engine)
+    fqs = fake_quant_modules(prepared)
+    if not fqs:
+        raise ValueError("prepared has no FakeQuantize modules: prepare it with prepare_qat_model and train it before convert")
+    missing = _never_observed(prepared)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} fake quant(s) never saw data (e.g. {missing[0]!r}): their scale is still the default 1.0; "
+            "train the model (or run calibrate_fake_quant) before convert"
+        )
+    # 7-bit activations (reduce_range=True, 0..127) are the x86 default; anything narrower is a low-bit simulation
+    narrow = [n for n, fq in fqs.items() if fq.quant_max - fq.quant_min < 127]
+    if narrow:
+        fq = fqs[narrow[0]]
+        raise ValueError(
+            f"{narrow[0]!r} simulates a narrower range [{fq.quant_min}, {fq.quant_max}] than 8 bits; INT8 kernels would not "
+            "run it at that width (no smaller weights, activations clamped at 8 bits instead): evaluate the fake-quant model in eval mode instead of converting"
+        )
+    torch.backends.quantized.engine = engine
+    model = copy.deepcopy(prepared).eval()
+    return convert(model, inplace=False)
+
+
+# --------------------------------------------------------------------------- the straight-through estimator
+
+
+@dataclass(frozen=True)
+class SteDemo:
+    """Forward and backward of one per-tensor ``FakeQuantize`` on a 1-D tensor.
+
+    ``x`` input (float32 (N,)), ``y`` its fake-quantized values, ``grad`` the
+    gradient of ``y.sum()`` with respect to ``x``: 1 where ``round(x / scale) +
+    zero_point`` lies in ``[quant_min, quant_max]`` (the representable range
+    ``[low, high]`` widened by half a step), 0 where it was clamped.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    grad: torch.Tensor
+    low: float
+    high: float
+    scale: float
+    zero_point: int
+
+
+def ste_demo(x: torch.Tensor, fake_quant: FakeQuantizeBase) -> SteDemo:
+    """Run ``x`` (float 1-D) forward and backward through ``fake_quant`` (its observer state is used as is)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 1:
+        raise TypeError(f"x must be a 1-D float tensor, got {type(x).__name__} {getattr(x, 'shape', '')}")
+    if not isinstance(fake_quant, FakeQuantizeBase):
+        raise TypeError(f"fake_quant must be a torch.ao.quantization FakeQuantize module, got {type(fake_quant).__name__}")
+    xr = x.detach().clone().requires_grad_(True)
+    y = fake_quant(xr)
+    y.sum().backward()
+    scale, zero_point = fake_quant.calculate_qparams()
+    low, high = fake_quant_range(fake_quant)
+    return SteDemo(x.detach(), y.detach(), xr.grad.detach(), low, high, float(scale), int(zero_point))
+
+
+def plot_ste(demo: SteDemo, axes: Optional[Any] = None) -> Any:
+    """Two panels: the staircase ``y(x)`` with the identity line, and the STE gradient ``dy/dx``."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 3))
+    order = torch.argsort(demo.x)
+    x, y, g = demo.x[order].numpy(), demo.y[order].numpy(), demo.grad[order].numpy()
+    axes[0].plot(x, x, color="0.6", lw=1, ls="--", label="identity (float)")
+    axes[0].step(x, y, where="mid", color="tab:blue", label="fake quantized")
+    axes[0].set_title(f"forward: scale {demo.scale:.3g}, zero point {demo.zero_point}")
+    axes[0].set_xlabel("x")
+    axes[0].legend()
+    axes[1].plot(x, g, color="tab:orange")
+    axes[1].set_ylim(-0.1, 1.1)
+    axes[1].set_title("backward: straight-through gradient dy/dx")
+    axes[1].set_xlabel("x")
+    for ax in axes:
+        for edge in (demo.low, demo.high):
+            ax.axvline(edge, color="tab:red", lw=1)
+    return axes
+
+
+def plot_qat_history(
+    curves: dict[str, list[float]], lines: dict[str, float], ax: Optional[Any] = None, title: str = ""
+) -> Any:
+    """Accuracy per epoch (one curve per run) against horizontal reference lines (float, PTQ ...)."""
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("curves is empty; give at least one run's accuracy per epoch")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    for name, values in curves.items():
+        ax.plot(range(len(values)), values, marker="o", label=name)
+    styles = iter([("--", "tab:green"), (":", "0.3"), ("-.", "tab:red"), ((0, (5, 1)), "tab:purple")])
+    for name, value in lines.items():
+        ls, color = next(styles, ("--", "0.5"))
+        ax.axhline(value, ls=ls, color=color, lw=1.3, label=f"{name} ({value:.1f}%)")
+    ax.set_xticks(range(max(len(v) for v in curves.values())))
+    ax.set_xlabel("QAT epoch (0 = calibrated, before training)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
+# --------------------------------------------------------------------------- exercise self-checks
+
+
+def _tensor_answer(value: Any, name: str) -> torch.Tensor:
+    if not_filled(value):
+        raise NotFilledIn(name)
+    try:
+        return torch.as_tensor(value).detach().double()
+    except Exception as exc:
+        raise TypeError(f"{name} must be a tensor or a list of numbers, got {type(value).__name__}") from exc
+
+
+@_blank_safe
+def check_ste(y: Any, grad: Any, x: torch.Tensor, scale: float, zero_point: int, quant_min: int, quant_max: int) -> bool:
+    """Exercise: fake-quantized values ``y`` and STE gradient ``grad`` of ``x`` by hand, against torch's op."""
+    xr = x.detach().double().clone().requires_grad_(True)
+    expected = torch.fake_quantize_per_tensor_affine(xr.float(), scale, zero_point, quant_min, quant_max)
+    expected.sum().backward()
+    ya, ga = _tensor_answer(y, "y"), _tensor_answer(grad, "grad")
+    ok_y = ya.shape == expected.shape and torch.allclose(ya, expected.detach().double(), atol=1e-6)
+    ok = report("fake-quantized values", ok_y, "round(x / scale) + zero_point, clamp to [quant_min, quant_max], then back: (q - zero_point) * scale")
+    ok_g = ga.shape == xr.grad.shape and torch.equal(ga, xr.grad.double())
+    return report("STE gradient", ok_g, "1 where x falls inside the representable range, 0 where it was clamped") and ok
+
+
+@_blank_safe
+def check_low_bit_qconfig(qconfig: Any, bits: int) -> bool:
+    """Exercise: a QConfig whose weight fake quant uses signed ``bits``-bit codes and activations unsigned ones."""
+    if not_filled(qconfig):
+        raise NotFilledIn("qconfig")
+    if not isinstance(qconfig, QConfig):
+        return report("qconfig", False, f"expected a torch.ao.quantization.QConfig, got {type(qconfig).__name__}")
+    weight, act = qconfig.weight(), qconfig.activation()
+    limit = 2 ** (bits - 1) - 1
+    ok_w = report(
+        "weight range", (weight.quant_min, weight.quant_max) in ((-limit, limit), (-limit - 1, limit)),
+        f"got [{weight.quant_min}, {weight.quant_max}], expected [{-limit}, {limit}] for {bits}-bit signed weights",
+    )
+    ok_a = report(
+        "activation range", (act.quant_min, act.quant_max) == (0, 2**bits - 1),
+        f"got [{act.quant_min}, {act.quant_max}], expected [0, {2**bits - 1}] for {bits}-bit unsigned activations",
+    )
+    return ok_w and ok_a
+
+
+@_blank_safe
+def check_frozen(model: Any) -> bool:
+    """Exercise: every observer of a prepared model disabled and every fused Conv-BN using frozen statistics."""
+    if not_filled(model):
+        raise NotFilledIn("model")
+    if not isinstance(model, nn.Module) or not fake_quant_modules(model):
+        return report("frozen model", False, "expected the QAT-prepared model (with FakeQuantize modules)")
+    ok_obs = report("observers frozen", observers_frozen(model), "some FakeQuantize still has its observer enabled: model.apply(disable_observer)")
+    bns = [m for m in model.modules() if hasattr(m, "freeze_bn")]
+    ok_bn = report(
+        "BatchNorm frozen", bool(bns) and all(m.freeze_bn for m in bns),
+        "some fused Conv-BN still updates its statistics: model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)",
+    )
+    return ok_obs and ok_bn
