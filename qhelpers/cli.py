@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
+import math
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -49,6 +52,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _QUIET_WARNINGS = (
     (r"`torch\.jit\.(script|save|load|trace)` is deprecated", FutureWarning),
     (r"Please use quant_min and quant_max to specify the range for observers", UserWarning),
+    (r"TypedStorage is deprecated", UserWarning),
 )
 
 
@@ -178,8 +182,10 @@ def _read_image(path: Path, mode: str) -> "Any":
     try:
         return decode_image(str(path), mode=ImageReadMode.GRAY if mode == "gray" else ImageReadMode.RGB)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"cannot read image {path}: {first}") from exc
+        text = str(exc).strip()
+        if "Unsupported image file" in text or not text:
+            text = "not a PNG or JPEG image"
+        raise CLIError(f"cannot read image {path}: {text.splitlines()[0]}") from exc
 
 
 # --------------------------------------------------------------------------- tensor
@@ -230,10 +236,10 @@ def _cmd_tensor(args: argparse.Namespace) -> int:
         "dequantized": x_hat.tolist(),
         "max_abs_error": qm.max_abs_error(x, x_hat),
         "mse": qm.mse(x, x_hat),
-        "sqnr_db": qm.sqnr_db(x, x_hat),
+        "sqnr_db": _finite_or_none(qm.sqnr_db(x, x_hat)),  # None: no error at all (infinite SQNR)
     }
     if args.json:
-        _out(json.dumps(result, indent=2))
+        _out(_json(result))
         return EXIT_OK
     torch.set_printoptions(precision=4, sci_mode=False, linewidth=100)
     per = "per-tensor" if args.axis is None else f"per-channel along axis {args.axis}"
@@ -246,8 +252,17 @@ def _cmd_tensor(args: argparse.Namespace) -> int:
     _out(f"integer codes:\n{q}")
     _out(f"dequantized:\n{x_hat}")
     _out(f"max abs error: {result['max_abs_error']:.6g} (scale/2 = {_fmt_list([s / 2 for s in result['scale']], '.6g')})")
-    _out(f"SQNR: {result['sqnr_db']:.2f} dB")
+    _out("SQNR: infinite (no error)" if result["sqnr_db"] is None else f"SQNR: {result['sqnr_db']:.2f} dB")
     return EXIT_OK
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
+
+
+def _json(obj: Any) -> str:
+    """Strict JSON (no NaN/Infinity, which JavaScript's JSON.parse rejects)."""
+    return json.dumps(obj, indent=2, allow_nan=False)
 
 
 def _fmt_list(values: list, spec: str) -> str:
@@ -304,7 +319,7 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
         "versions": _versions(),
     }
     if args.json:
-        _out(json.dumps(result, indent=2))
+        _out(_json(result))
         return EXIT_OK
     _out(f"model: {label}")
     _out(f"engine: {result['engine']} (INT8 modules: {'yes' if result['quantized'] else 'NO, float model'})")
@@ -334,12 +349,13 @@ def _build_float_model(args: argparse.Namespace) -> tuple[Any, dict]:
     """The float model in eval mode and what the report says about where its weights came from."""
     from torch import nn
 
-    from . import models
+    from . import data, models
 
     if args.arch == "course":
         if args.checkpoint is None:
             try:
-                return models.load_course_model(), {"checkpoint": str(models._data.data_dir() / models.CHECKPOINT_NAME), "weights": "trained course model"}
+                checkpoint = str(data.data_dir() / models.CHECKPOINT_NAME)
+                return models.load_course_model(), {"checkpoint": checkpoint, "weights": "trained course model"}
             except (FileNotFoundError, ValueError) as exc:
                 raise CLIError(str(exc)) from exc
         model: nn.Module = models.CourseNet()
@@ -431,37 +447,14 @@ def _folder_loader(folder: Path, limit: Optional[int], batch_size: int, prep: _P
     return DataLoader(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), batch_size=batch_size), len(files)
 
 
-def _qconfig(engine: str, weight_quant: str) -> Any:
-    """The engine's default activation observer with per-channel or per-tensor weights."""
-    from torch.ao.quantization import (
-        QConfig,
-        default_per_channel_weight_observer,
-        default_weight_observer,
-        get_default_qconfig,
-    )
-
-    base = get_default_qconfig(engine)
-    weight = default_per_channel_weight_observer if weight_quant == "per-channel" else default_weight_observer
-    return QConfig(activation=base.activation, weight=weight)
-
-
-def _quantize_model(float_model: Any, calib: Any, engine: str, weight_quant: str, progress: bool) -> Any:
-    """copy -> fuse -> qconfig -> prepare -> calibrate (with a tqdm bar) -> convert."""
-    import copy
-
-    import torch
-    from torch.ao.quantization import convert, prepare
+def _quantize_model(float_model: Any, calib: Any, engine: str, qconfig: Any, progress: bool) -> Any:
+    """``qh.post_training_quantize`` (notebook 03's recipe), its calibration loop wrapped in a tqdm bar on stderr."""
     from tqdm import tqdm
 
-    model = copy.deepcopy(float_model).eval()
-    model.fuse_model()
-    model.qconfig = _qconfig(engine, weight_quant)
-    prepare(model, inplace=True)
-    with torch.inference_mode():
-        for x, _ in tqdm(calib, desc="calibrating", unit="batch", file=sys.stderr, disable=not progress):
-            model(x)
-    convert(model, inplace=True)
-    return model.eval()
+    from .ptq import post_training_quantize
+
+    bar = tqdm(calib, desc="calibrating", unit="batch", file=sys.stderr, disable=not progress)
+    return post_training_quantize(float_model, bar, engine, qconfig=qconfig).eval()
 
 
 def _report_path(output: Path, report: Optional[Path]) -> Path:
@@ -477,6 +470,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     from . import data, metrics
     from .benchmark import measure_latency
+    from .ptq import describe_qconfig, make_qconfig
 
     started = time.perf_counter()
     output: Path = args.output
@@ -503,7 +497,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if origin["checkpoint"] is None:
         _out(f"note: {origin['weights']}")
 
-    qmodel = _quantize_model(float_model, calib, engine, args.weight_quant, progress=not args.no_progress)
+    # notebook 03's default: histogram activations (7-bit on x86/fbgemm), symmetric per-channel or per-tensor weights
+    qconfig = make_qconfig("histogram", per_channel=args.weight_quant == "per-channel", reduce_range=engine in ("x86", "fbgemm"))
+    qmodel = _quantize_model(float_model, calib, engine, qconfig, progress=not args.no_progress)
     scripted = torch.jit.script(qmodel)
     buf = io.BytesIO()
     torch.jit.save(scripted, buf)
@@ -531,7 +527,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if args.latency_seconds > 0:
         example = next(iter(calib))[0][:1]
         _out(f"measuring latency (batch 1, {args.threads} thread{'s' if args.threads > 1 else ''}, {args.latency_seconds:g} s each)")
-        lat_f = measure_latency(float_model, example, threads=args.threads, min_run_time=args.latency_seconds)
+        # both as TorchScript, so that the ratio is INT8 vs float and not TorchScript vs Python overhead
+        lat_f = measure_latency(torch.jit.script(float_model), example, threads=args.threads, min_run_time=args.latency_seconds)
         lat_q = measure_latency(artifact, example, threads=args.threads, min_run_time=args.latency_seconds)
         latency = {
             "batch": 1,
@@ -541,7 +538,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
             "int8_ms": round(lat_q.median_ms, 4),
             "int8_iqr_ms": round(lat_q.iqr_ms, 4),
             "speedup": round(lat_f.median_ms / lat_q.median_ms, 3),
-            "measured": "torch.utils.benchmark median after warm-up; float eager model vs the TorchScript INT8 file",
+            "measured": "qh.measure_latency (torch.utils.benchmark median after warm-up); the float model scripted vs the INT8 TorchScript file",
         }
     else:
         latency = {"skipped": "--latency-seconds 0"}
@@ -554,12 +551,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         **origin,
         "engine": engine,
         "weight_quantization": args.weight_quant,
-        "qconfig": f"activation: default of get_default_qconfig({engine!r}); weight: "
-        + ("default_per_channel_weight_observer" if args.weight_quant == "per-channel" else "default_weight_observer"),
+        "qconfig": describe_qconfig(qconfig),
         "calibration": {**calib_info, "batch_size": args.batch_size},
         "input_shape": list(next(iter(calib))[0].shape[1:]),
         "torchscript": str(output.resolve()),
-        "torchscript_sha256": __import__("hashlib").sha256(ts_bytes).hexdigest(),
+        "torchscript_sha256": hashlib.sha256(ts_bytes).hexdigest(),
         "size_bytes": {
             "float_state_dict": float_sd,
             "int8_state_dict": int8_sd,
@@ -573,7 +569,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - started, 2),
     }
     data.atomic_write_bytes(output, ts_bytes)
-    data.atomic_write_bytes(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    data.atomic_write_bytes(report_path, (_json(report) + "\n").encode())
 
     _out(f"wrote {output} ({len(ts_bytes):,} bytes, TorchScript) and {report_path}")
     _out(f"size: float {float_sd:,} B -> INT8 {int8_sd:,} B state dict ({report['size_bytes']['ratio_state_dict']:.2f}x smaller)")
@@ -592,7 +588,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    code = bench.main(list(args.bench_args))
+    try:
+        code = bench.main(list(args.bench_args))
+    except SystemExit as exc:  # its --help (0) and usage errors (2), already printed by its argparse
+        code = exc.code if isinstance(exc.code, int) or exc.code is None else EXIT_USAGE
     return EXIT_OK if code is None else int(code)
 
 
@@ -681,8 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="float vs INT8 speed and size benchmark (python -m qhelpers.bench); `qhelpers bench --help` for its options",
         description="The benchmark command; every argument is passed to python -m qhelpers.bench.",
     )
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(func=_cmd_bench, bench_args=[])  # main() hands it the arguments it does not know
     return parser
 
 
@@ -703,6 +701,19 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _one_line(exc: BaseException, verbose: bool) -> str:
+    """The line that says what went wrong (TorchScript puts its own traceback between its headline and the error)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
+        lines = lines[-1:]
+    message = lines[0] if lines else type(exc).__name__
+    if not isinstance(exc, (CLIError, OSError, ValueError)) and not re.match(r"\w+(Error|Exception)\b", message):
+        message = f"{type(exc).__name__}: {message}"
+    if not isinstance(exc, CLIError) and not verbose:
+        message += " (--verbose shows the traceback)"
+    return message
+
+
 def _error(command: Optional[str], message: str) -> None:
     where = f"{PROG} {command}" if command else PROG
     print(f"{where}: error: {message}", file=sys.stderr, flush=True)
@@ -713,7 +724,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if args.command == "bench":
+            args.bench_args = unknown
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     verbose = getattr(args, "verbose", False)
@@ -726,6 +741,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for message, category in _QUIET_WARNINGS:
                     warnings.filterwarnings("ignore", message=message, category=category)
             return args.func(args)
+    except BrokenPipeError:  # `qhelpers tensor | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         _error(args.command, "interrupted (no partial output files are left)")
         return EXIT_SIGINT
@@ -736,10 +755,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if verbose:
             traceback.print_exc()
         code = exc.exit_code if isinstance(exc, CLIError) else EXIT_FAILURE
-        message = str(exc).strip() or type(exc).__name__
-        if not isinstance(exc, (CLIError, OSError, ValueError)):
-            message = f"{type(exc).__name__}: {message}"
-        if not verbose:
-            message = message.splitlines()[0] + ("" if isinstance(exc, CLIError) else " (--verbose shows the traceback)")
-        _error(args.command, message)
+        _error(args.command, _one_line(exc, verbose))
         return code
