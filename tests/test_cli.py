@@ -32,6 +32,14 @@ PY = sys.executable
 QUICK = ["--calib-limit", "64", "--batch-size", "64", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _restore_engine():
+    """The CLI sets torch.backends.quantized.engine (as torchvision's builders do); give other tests theirs back."""
+    engine = torch.backends.quantized.engine
+    yield
+    torch.backends.quantized.engine = engine
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -265,7 +273,6 @@ def test_quantize_folder_per_tensor_qnnpack(capsys, tmp_path, digit_pngs):
     assert r["accuracy"]["int8_percent"] == qh.accuracy(artifact, qh.digits_loader("test", limit=100))
     weight, _ = getattr(artifact.stem, "0")._weight_bias()  # the first conv's INT8 weight, as written
     assert weight.qscheme() == torch.per_tensor_affine and weight.q_zero_point() == 0
-    torch.backends.quantized.engine = "x86"
 
 
 def test_quantize_torchvision_arch_offline(capsys, tmp_path):
