@@ -24,10 +24,14 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_chromium.sh
+	node --test scripts/qhelpers.test.js
 	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
+
+node-test: $(STAMP)
+	node --test scripts/qhelpers.test.js
 
 nbval: $(STAMP)
 	$(PY) -m pytest -q $(NBVAL) $(NOTEBOOKS)
