@@ -34,6 +34,7 @@ from torch.ao.quantization import (
     convert,
     disable_observer,
     enable_observer,
+    fuse_modules_qat,
     get_default_qat_qconfig,
     prepare_qat,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "QATResult",
     "quantization_aware_training",
     "convert_qat_model",
+    "qat_finetune",
     "SteDemo",
     "ste_demo",
     "plot_ste",
@@ -162,8 +164,14 @@ def _never_observed(model: nn.Module) -> list[str]:
 # --------------------------------------------------------------------------- prepare, calibrate, train
 
 
-def prepare_qat_model(model: nn.Module, qconfig: QConfig, inplace: bool = False) -> nn.Module:
-    """Fuse (``model.fuse_model(is_qat=True)`` when the model has it), attach ``qconfig``, ``prepare_qat``.
+def prepare_qat_model(
+    model: nn.Module, qconfig: QConfig, inplace: bool = False, fuse_groups: Optional[list[list[str]]] = None
+) -> nn.Module:
+    """Fuse, attach ``qconfig``, ``prepare_qat``.
+
+    Fusion uses ``fuse_modules_qat(model, fuse_groups)`` when ``fuse_groups``
+    is given (e.g. ``[["conv", "bn", "relu"]]``), else ``model.fuse_model(is_qat=True)``
+    when the model has that method.
 
     ``model`` must be in training mode: QAT fusion keeps BatchNorm as a
     separate, trainable part of ``ConvBn*`` modules, which only makes sense in
@@ -183,7 +191,9 @@ def prepare_qat_model(model: nn.Module, qconfig: QConfig, inplace: bool = False)
         raise ValueError("model already has FakeQuantize modules (it was prepared before); start from the float model")
     if not inplace:
         model = copy.deepcopy(model)
-    if hasattr(model, "fuse_model"):
+    if fuse_groups is not None:
+        fuse_modules_qat(model, fuse_groups, inplace=True)
+    elif hasattr(model, "fuse_model"):
         model.fuse_model(is_qat=True)
     model.qconfig = qconfig
     prepare_qat(model, inplace=True)
@@ -284,6 +294,7 @@ def quantization_aware_training(
     eval_loader: Optional[Iterable] = None,
     weight_decay: float = 0.0,
     lr_schedule: str = "cosine",
+    fuse_groups: Optional[list[list[str]]] = None,
     progress: bool = True,
 ) -> QATResult:
     """Quantization-aware fine-tuning of a trained float model; the float ``model`` itself is not changed.
@@ -313,7 +324,7 @@ def quantization_aware_training(
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if qconfig is None:
         qconfig = qat_qconfig(engine, bits, per_channel)
-    prepared = prepare_qat_model(model, qconfig)
+    prepared = prepare_qat_model(model, qconfig, fuse_groups=fuse_groups)
     result = QATResult(prepared)
     if calib_loader is not None:
         calibrate_fake_quant(prepared, calib_loader)
@@ -392,6 +403,31 @@ def convert_qat_model(prepared: nn.Module, engine: str = "x86") -> nn.Module:
     torch.backends.quantized.engine = engine
     model = copy.deepcopy(prepared).eval()
     return convert(model, inplace=False)
+
+
+def qat_finetune(
+    model: nn.Module,
+    train_loader: Iterable,
+    epochs: int = 3,
+    lr: float = 1e-4,
+    freeze_observers_after: int = 2,
+    freeze_bn_after: int = 1,
+    engine: str = "x86",
+    fuse_groups: Optional[list[list[str]]] = None,
+) -> nn.Module:
+    """The recipe cell of notebook 04 built from the helpers above: QAT at 8 bits, then the INT8 model.
+
+    Same arguments and same result as the notebook's self-contained
+    ``qat_finetune`` (constant ``lr``, freezes at epoch boundaries, the
+    engine's default QAT qconfig); the tests check that the two agree.
+    Unlike the copyable cell it accepts the model in any mode.
+    """
+    result = quantization_aware_training(
+        copy.deepcopy(model).train(), train_loader, epochs, engine=engine, lr=lr,
+        freeze_observers_after=freeze_observers_after, freeze_bn_after=freeze_bn_after,
+        lr_schedule="constant", fuse_groups=fuse_groups, progress=False,
+    )
+    return convert_qat_model(result.model, engine)
 
 
 # --------------------------------------------------------------------------- the straight-through estimator

@@ -277,3 +277,28 @@ def test_low_bit_qat_beats_low_bit_ptq_on_the_course_model(course_setup):
     model.eval()
     assert result.history[0]["accuracy"] == pytest.approx(ptq)  # epoch 0 is the calibrated, untrained model
     assert result.history[-1]["accuracy"] >= ptq + 10, (ptq, result.accuracies())  # measured: about 74 -> 94
+
+
+def _notebook_recipe():
+    """The ``qat_finetune`` defined by the recipe cell of notebook 04, executed on its own."""
+    import json
+
+    nb = json.loads((qh.repo_dir() / "notebooks" / "04_quantization_aware_training.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "recipe" in c["metadata"].get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)
+    return namespace["qat_finetune"]
+
+
+def test_helper_gives_the_same_int8_model_as_the_notebook_recipe():
+    recipe = _notebook_recipe()
+    torch.manual_seed(1)
+    x = torch.randn(128, 1, 6, 6)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    loader = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    kwargs = dict(epochs=2, lr=1e-2, freeze_observers_after=1, freeze_bn_after=1, fuse_groups=[["conv", "bn", "relu"]])
+    from_notebook = recipe(tiny_net(), loader, **kwargs)
+    from_helper = qh.qat_finetune(tiny_net(), loader, **kwargs)
+    assert isinstance(from_helper.conv, torch.ao.nn.intrinsic.quantized.ConvReLU2d)
+    with torch.no_grad():
+        assert torch.equal(from_notebook(x), from_helper(x))
