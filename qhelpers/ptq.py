@@ -11,7 +11,7 @@ Introduced in notebooks/03_post_training_quantization.ipynb.
 * ``post_training_quantize`` is the recipe: fuse, set qconfig, prepare,
   calibrate, convert.
 * ``sensitivity_table`` compares a float and a quantized model layer by layer
-  with ``torch.ao.ns`` (SQNR in dB of weights and of each layer's output);
+  with ``torch.ao.ns`` (``quantmath.sqnr_db`` of weights and of each layer's output);
   ``keep_in_float`` leaves chosen layers in float.
 
 All of it uses ``torch.ao.quantization``, deprecated in torch 2.13+ (it warns;
@@ -45,6 +45,7 @@ from torch.ao.quantization import (
 
 from .checks import _blank_safe, NotFilledIn, not_filled, report
 from .models_depthwise import DepthwiseNet, depthwise_model_metadata, load_depthwise_model
+from .quantmath import sqnr_db
 
 __all__ = [
     "find_fusable_groups",
@@ -58,7 +59,6 @@ __all__ = [
     "calibrate",
     "post_training_quantize",
     "keep_in_float",
-    "sqnr_db",
     "sensitivity_table",
     "check_fusable_groups",
     "check_qconfig",
@@ -326,18 +326,6 @@ def keep_in_float(model: nn.Module, names: Sequence[str]) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- sensitivity
-
-
-def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio ``20 log10(||ref|| / ||ref - approx||)`` in dB (inf when equal)."""
-    ref = (reference.dequantize() if reference.is_quantized else reference).detach()
-    app = (approximation.dequantize() if approximation.is_quantized else approximation).detach()
-    if ref.shape != app.shape:
-        raise ValueError(f"reference and approximation shapes differ: {tuple(ref.shape)} vs {tuple(app.shape)}")
-    noise = torch.linalg.vector_norm((ref - app).double())
-    if noise == 0:
-        return math.inf
-    return float(20 * torch.log10(torch.linalg.vector_norm(ref.double()) / noise))
 
 
 def _layer_name(key: str) -> str:

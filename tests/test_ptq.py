@@ -204,17 +204,14 @@ def test_qconfig_variants_change_one_thing():
 # ---------------------------------------------------------------- sensitivity
 
 
-def test_sqnr_db_against_definition():
-    x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
-    noise = 0.01 * torch.randn(1000, generator=torch.Generator().manual_seed(1))
-    expected = 10 * math.log10(float((x**2).sum() / (noise**2).sum()))
-    assert ptq.sqnr_db(x, x + noise) == pytest.approx(expected, rel=1e-6)
-    assert ptq.sqnr_db(x, x) == math.inf
+def test_sqnr_used_by_sensitivity_matches_torch_ao_ns():
     from torch.ao.ns.fx.utils import compute_sqnr
 
-    assert ptq.sqnr_db(x, x + noise) == pytest.approx(float(compute_sqnr(x, x + noise)), rel=1e-4)
-    with pytest.raises(ValueError, match="shapes differ"):
-        ptq.sqnr_db(x, x[:10])
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    noise = 0.01 * torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    assert qh.sqnr_db(x, x + noise) == pytest.approx(float(compute_sqnr(x, x + noise)), rel=1e-4)
+    xq = torch.quantize_per_tensor(x, 0.05, 0, torch.qint8)
+    assert qh.sqnr_db(x, xq) == pytest.approx(float(compute_sqnr(x, xq.dequantize())), rel=1e-4)
 
 
 def test_sensitivity_table(course_model, quantized):
