@@ -54,6 +54,9 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
         UserWarning,
     ),
     "torch.ao.quantization": (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
+    # 3. notebooks/03: observers built with reduce_range=True (the x86/fbgemm default qconfig) suggest
+    #    quant_min/quant_max instead.
+    "reduce_range": (r"Please use quant_min and quant_max to specify the range for observers", UserWarning),
 }
 
 
