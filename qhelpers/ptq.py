@@ -336,14 +336,19 @@ def _layer_name(key: str) -> str:
 
 
 def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, example: torch.Tensor) -> list[dict]:
-    """Per-layer comparison with ``torch.ao.ns._numeric_suite``: rows ``{"layer", "weight_sqnr_db", "output_sqnr_db"}``.
+    """Per-layer comparison with ``torch.ao.ns._numeric_suite``: rows ``{"layer", "weight_sqnr_db", "output_sqnr_db", "output_drop_db"}``.
 
     ``weight_sqnr_db``: float weights (after fusion, BN folded) vs their INT8
     version (``compare_weights``); nan for layers without weights.
     ``output_sqnr_db``: each layer's output in the float model vs the
     quantized model on ``example`` (``compare_model_outputs``); the error
     accumulates along the network, so a sudden drop marks a sensitive layer.
-    Rows in the order the layers are registered. Neither model is changed.
+    ``output_drop_db``: how much the output SQNR fell at this layer (from the
+    previous row with an output SQNR; nan without one). A layer whose
+    weights have a few huge channels can keep a good *weight* SQNR (the big
+    channels dominate the norm) while its output collapses: rank by the drop.
+    Rows in the order the layers are registered. ``float_model`` must be the
+    model ``quantized_model`` was made from. Neither model is changed.
     """
     import torch.ao.ns._numeric_suite as ns
     from torch.ao.quantization.quantization_mappings import get_default_compare_output_module_list
@@ -364,14 +369,19 @@ def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, exampl
         rows.setdefault(_layer_name(key), {})["output_sqnr_db"] = sqnr_db(pair["float"][0], pair["quantized"][0])
     order = [n for n, _ in quantized_model.named_modules()]
     result = []
+    previous = math.nan
     for layer in sorted(rows, key=lambda n: order.index(n) if n in order else len(order)):
+        out = rows[layer].get("output_sqnr_db", math.nan)
         result.append(
             {
                 "layer": layer,
                 "weight_sqnr_db": rows[layer].get("weight_sqnr_db", math.nan),
-                "output_sqnr_db": rows[layer].get("output_sqnr_db", math.nan),
+                "output_sqnr_db": out,
+                "output_drop_db": previous - out,
             }
         )
+        if not math.isnan(out):
+            previous = out
     return result
 
 

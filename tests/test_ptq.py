@@ -232,6 +232,9 @@ def test_sensitivity_table(course_model, quantized):
     bad = {r["layer"]: r for r in ptq.sensitivity_table(course_model, broken, x)}
     assert bad["down1.0"]["weight_sqnr_db"] == pytest.approx(0.0, abs=1e-6)
     assert bad["down1.0"]["output_sqnr_db"] < 5
+    assert max(bad.values(), key=lambda r: -math.inf if math.isnan(r["output_drop_db"]) else r["output_drop_db"])["layer"] == "down1.0"
+    assert math.isnan(rows[0]["output_drop_db"])
+    assert rows[2]["output_drop_db"] == pytest.approx(rows[1]["output_sqnr_db"] - rows[2]["output_sqnr_db"])
     with pytest.raises(TypeError, match="example must be"):
         ptq.sensitivity_table(course_model, quantized, [x])
 
