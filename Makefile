@@ -41,9 +41,10 @@ NB ?= $(NOTEBOOKS)
 execute: $(STAMP)
 	$(PY) -m qhelpers.notebooks execute $(NB)
 
-# Float vs INT8 speed and size, measured in one run on this machine (results/ is git-ignored).
+# Float vs INT8 speed and size, measured in one run on this machine (results/ is git-ignored);
+# the full run also rewrites the results section of README.md.
 bench: $(STAMP)
-	$(PY) -m qhelpers.bench
+	$(PY) -m qhelpers.bench --update-readme
 
 bench-quick: $(STAMP)
 	$(PY) -m qhelpers.bench --quick

@@ -269,12 +269,33 @@ def write_results(result: dict, out_dir: Path, stem: str = "bench") -> dict[str,
     return paths
 
 
+README_START = "<!-- bench:start (written by `make bench`; do not edit by hand) -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(table: str, readme: Path) -> None:
+    """Replace the text between the bench markers in ``readme`` with ``table`` (atomically).
+
+    This is how the README's results section gets its numbers: from one
+    benchmark run on one machine, never copied by hand.
+    """
+    text = Path(readme).read_text()
+    if text.count(README_START) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"{readme} must contain the markers {README_START!r} and {README_END!r} once each")
+    head, rest = text.split(README_START)
+    _, tail = rest.split(README_END)
+    _data.atomic_write_bytes(Path(readme), f"{head}{README_START}\n{table.strip()}\n{README_END}{tail}".encode())
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qhelpers.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"models {list(QUICK_MODELS)}, larger batch {QUICK_LARGER_BATCH}, shorter timing (under 2 minutes)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="measure only these models")
     parser.add_argument("--out", type=Path, default=_data.repo_dir() / "results", help="output folder (default: results/)")
+    parser.add_argument("--update-readme", action="store_true", help="also write the tables into README.md's results section (full runs only)")
     args = parser.parse_args(argv)
+    if args.update_readme and (args.quick or args.models):
+        parser.error("--update-readme needs a full run (no --quick, no --models)")
     from .environment import silence_known_deprecations
 
     silence_known_deprecations()
@@ -286,6 +307,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     paths = write_results(result, args.out, "bench_quick" if args.quick else "bench")
     print(markdown_table(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {result['seconds']} s")
+    if args.update_readme:
+        update_readme(markdown_table(result), _data.repo_dir() / "README.md")
+        print("updated the results section of README.md")
     return 0
 
 

@@ -77,3 +77,25 @@ def test_example_input_shapes():
     assert bench.example_input("course", 3).shape == (3, 1, 28, 28)
     assert bench.example_input("resnet18", 2).shape == (2, 3, 224, 224)
     assert torch.equal(bench.example_input("course", 2), bench.example_input("course", 2))
+
+
+def test_update_readme_replaces_only_the_marked_section(tmp_path):
+    from qhelpers.bench import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+    update_readme("| a | b |\n|---|---|", readme)
+    assert readme.read_text() == f"intro\n{README_START}\n| a | b |\n|---|---|\n{README_END}\noutro\n"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme("x", readme)
+    assert readme.read_text() == "no markers"
+
+
+def test_committed_readme_has_the_bench_section():
+    from qhelpers.bench import README_END, README_START
+    from qhelpers.data import repo_dir
+
+    text = (repo_dir() / "README.md").read_text()
+    section = text.split(README_START)[1].split(README_END)[0]
+    assert "INT8 speedup" in section and "size ratio" in section, "run: make bench"
