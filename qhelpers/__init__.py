@@ -21,8 +21,9 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``modern``      beyond eager mode: the deprecation map, plain-int8 inference, PT2E op counts, deployment files (05)
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
-imported here: ``qhelpers.notebooks`` (execute notebooks, hygiene checks, student copies)
-and ``qhelpers.rebuild`` (rebuild ``data/``).
+imported here: ``qhelpers.cli`` (the command-line tool, ``python -m qhelpers``),
+``qhelpers.bench`` (the benchmark command), ``qhelpers.notebooks`` (execute notebooks,
+hygiene checks, student copies) and ``qhelpers.rebuild`` (rebuild ``data/``).
 """
 
 from .environment import *  # noqa: F401,F403

@@ -12,10 +12,8 @@ with ``python -m qhelpers.models_depthwise``.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -115,30 +113,16 @@ def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
 
 def rebuild_depthwise_model() -> dict:
     """Retrain, evaluate on the test split, write checkpoint and metadata atomically; returns the metadata."""
-    from .metrics import accuracy
+    from .rebuild import train_and_save
 
-    torch.set_num_threads(2)
-    start = time.perf_counter()
-    model = train_depthwise_model()
-    seconds = time.perf_counter() - start
-    acc = accuracy(model, _data.digits_loader("test"))
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    directory = _data.data_dir()
-    path = directory / DEPTHWISE_CHECKPOINT_NAME
-    _data.atomic_write_bytes(path, buf.getvalue())
-    meta = {
-        "model": "qhelpers.models_depthwise.DepthwiseNet",
-        "test_accuracy": round(acc, 2),
-        "test_images": len(_data.digits_dataset("test")),
-        "training_command": DEPTHWISE_RETRAIN_COMMAND,
-        "recipe": dict(DEPTHWISE_RECIPE),
-        "training_seconds_when_built": round(seconds, 1),
-        "torch": torch.__version__,
-        "sha256": _data.sha256_file(path),
-    }
-    _data.atomic_write_bytes(directory / DEPTHWISE_METADATA_NAME, (json.dumps(meta, indent=2) + "\n").encode())
-    return meta
+    return train_and_save(
+        train_depthwise_model,
+        DEPTHWISE_CHECKPOINT_NAME,
+        DEPTHWISE_METADATA_NAME,
+        "qhelpers.models_depthwise.DepthwiseNet",
+        DEPTHWISE_RETRAIN_COMMAND,
+        dict(DEPTHWISE_RECIPE),
+    )
 
 
 if __name__ == "__main__":

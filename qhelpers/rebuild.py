@@ -22,30 +22,39 @@ from .models import CHECKPOINT_NAME, METADATA_NAME
 from .training import COURSE_RECIPE, train_course_model
 
 
-def rebuild_model(epochs: Optional[int] = None) -> dict:
-    """Retrain, evaluate on the test split, write the checkpoint and its metadata atomically."""
+def train_and_save(train, checkpoint_name: str, metadata_name: str, label: str, command: str, recipe: dict) -> dict:
+    """Run ``train()`` (returns a model in eval mode), evaluate it on the test split, write the
+    checkpoint and its metadata JSON atomically into ``data/``; returns the metadata."""
     torch.set_num_threads(2)
     start = time.perf_counter()
-    model = train_course_model(epochs)
+    model = train()
     seconds = time.perf_counter() - start
     acc = accuracy(model, qdata.digits_loader("test"))
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     directory = qdata.data_dir()
-    path = directory / CHECKPOINT_NAME
+    path = directory / checkpoint_name
     qdata.atomic_write_bytes(path, buf.getvalue())
     meta = {
-        "model": "qhelpers.models.CourseNet",
+        "model": label,
         "test_accuracy": round(acc, 2),
         "test_images": len(qdata.digits_dataset("test")),
-        "training_command": qdata.RETRAIN_COMMAND,
-        "recipe": {**COURSE_RECIPE, **({"epochs": epochs} if epochs else {})},
+        "training_command": command,
+        "recipe": recipe,
         "training_seconds_when_built": round(seconds, 1),
         "torch": torch.__version__,
         "sha256": qdata.sha256_file(path),
     }
-    qdata.atomic_write_bytes(directory / METADATA_NAME, (json.dumps(meta, indent=2) + "\n").encode())
+    qdata.atomic_write_bytes(directory / metadata_name, (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+def rebuild_model(epochs: Optional[int] = None) -> dict:
+    """Retrain the course model, evaluate on the test split, write the checkpoint and its metadata atomically."""
+    recipe = {**COURSE_RECIPE, **({"epochs": epochs} if epochs else {})}
+    return train_and_save(
+        lambda: train_course_model(epochs), CHECKPOINT_NAME, METADATA_NAME, "qhelpers.models.CourseNet", qdata.RETRAIN_COMMAND, recipe
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
