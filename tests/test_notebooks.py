@@ -78,3 +78,19 @@ def test_committed_student_copies_are_up_to_date(tmp_path):
     assert sorted(p.name for p in committed_dir.glob("*.ipynb")) == sorted(p.name for p in fresh), "run: make student"
     for p in fresh:
         assert (committed_dir / p.name).read_text() == p.read_text(), f"{STUDENT_DIR}/{p.name} is stale; run: make student"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_student_copy_runs_top_to_bottom_and_flags_each_blank(path, tmp_path):
+    """A learner's Restart & Run All on the student copy: no error, and every self-check says what is missing."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.reads(json.dumps(student_copy(json.loads(path.read_text()))), as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    exercises = sum("exercise" in c.metadata.get("tags", []) for c in nb.cells)
+    assert printed.count("not filled in yet") >= exercises
+    assert "✅" not in "".join(
+        "".join(o.get("text", "")) for i, c in enumerate(nb.cells) if i > 0 and "exercise" in nb.cells[i - 1].metadata.get("tags", []) for o in c.outputs
+    ), "a blank exercise must not pass its self-check"
