@@ -33,7 +33,7 @@ from torch import nn
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .data import atomic_write_bytes
-from .quantmath import QParams, int8_linear
+from .quantmath import QParams, int8_linear, requantize
 
 __all__ = [
     "PT2E_NOISE",
@@ -276,14 +276,6 @@ def _check_codes(t: object, name: str) -> torch.Tensor:
     return t
 
 
-def _requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams) -> torch.Tensor:
-    """int32 accumulator (scale ``acc_scale`` per output channel, dim 1) -> codes of ``out_qparams``."""
-    shape = [1, -1] + [1] * (acc.dim() - 2)
-    multiplier = (acc_scale / out_qparams.scale.to(torch.float32).reshape(())).reshape(shape)
-    y = torch.round(acc.to(torch.float32) * multiplier) + out_qparams.zero_point.reshape(())
-    return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
-
-
 def int8_conv2d(
     x_q: torch.Tensor,
     x_qparams: QParams,
@@ -332,7 +324,7 @@ def int8_conv2d(
         if bias.shape != (n_out,):
             raise ValueError(f"bias must have shape ({n_out},), got {tuple(bias.shape)}")
         acc = acc + torch.round(bias.detach().float() / acc_scale).to(torch.int32).reshape(1, -1, 1)
-    y = _requantize(acc, acc_scale, out_qparams)
+    y = requantize(acc, acc_scale, out_qparams)
     if relu:
         y = torch.maximum(y, out_qparams.zero_point.to(y.dtype).reshape(()))
     s = (stride, stride) if isinstance(stride, int) else stride

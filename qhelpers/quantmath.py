@@ -42,6 +42,7 @@ __all__ = [
     "mse",
     "sqnr_db",
     "int8_linear",
+    "requantize",
 ]
 
 
@@ -396,7 +397,17 @@ def int8_linear(
         if bias.shape != (w_q.shape[0],):
             raise ValueError(f"bias must have shape ({w_q.shape[0]},), got {tuple(bias.shape)}")
         acc = acc + torch.round(bias.detach().float() / acc_scale).to(torch.int32)
-    multiplier = acc_scale / out_qparams.scale.to(torch.float32).reshape(())
+    return requantize(acc, acc_scale, out_qparams)
+
+
+def requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams) -> torch.Tensor:
+    """int32 accumulator -> output codes: ``clamp(round(acc * acc_scale / out_scale) + out_zp)``.
+
+    ``acc`` has shape (N, C, ...) with one ``acc_scale`` per channel C (dim 1),
+    or a single ``acc_scale``; ``out_qparams`` is per-tensor. Shared by
+    ``int8_linear`` here and the int8 convolution of notebooks/05.
+    """
+    shape = [1, -1] + [1] * (acc.dim() - 2) if acc_scale.numel() > 1 else [1] * acc.dim()
+    multiplier = (acc_scale.to(torch.float32) / out_qparams.scale.to(torch.float32).reshape(())).reshape(shape)
     y = torch.round(acc.to(torch.float32) * multiplier) + out_qparams.zero_point.reshape(())
-    y = torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max)
-    return y.to(out_qparams.dtype)
+    return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
