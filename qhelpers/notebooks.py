@@ -75,6 +75,7 @@ def student_copy(nb: dict) -> dict:
         if cell["cell_type"] != "code":
             continue
         cell["outputs"], cell["execution_count"] = [], None
+        cell.get("metadata", {}).pop("execution", None)
         if "exercise" in cell.get("metadata", {}).get("tags", []):
             source = "".join(cell["source"])
             if "# BEGIN SOLUTION" not in source:
@@ -119,7 +120,11 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
             tags = cell.metadata.setdefault("tags", [])
             if "raises-exception" not in tags:
                 tags.append("raises-exception")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    for cell in nb.cells:  # per-cell timestamps would make every re-run a diff of hundreds of lines
+        cell.metadata.pop("execution", None)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(path.parent)}}
+    )
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
