@@ -136,13 +136,12 @@ def _machine() -> dict:
 
 def _check_engine(engine: str) -> str:
     """Make ``engine`` the active quantized engine, or fail with one line naming what this CPU offers."""
-    import torch
+    from .environment import set_engine
 
-    supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if engine not in supported:
-        raise CLIError(f"quantized engine {engine!r} is not supported on this CPU/torch build; supported: {', '.join(supported)}")
-    torch.backends.quantized.engine = engine
-    return engine
+    try:
+        return set_engine(engine)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def _default_engine() -> str:

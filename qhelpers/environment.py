@@ -21,6 +21,8 @@ __all__ = [
     "setup",
     "env_report",
     "set_engine",
+    "check_engine",
+    "supported_engines",
     "fast_mode",
     "show_warnings",
     "silence_known_deprecations",
@@ -29,20 +31,22 @@ __all__ = [
 
 
 
-class _DropNoCudaRuntime(logging.Filter):
-    """Drop torch's log line "No CUDA runtime is found, using CUDA_HOME=..." and nothing else.
+class _DropByMessage(logging.Filter):
+    """A logging filter that drops records whose message matches ``pattern`` (and keeps everything else)."""
 
-    torch (a CUDA build) logs it with a timestamp and process id when
-    ``torch.utils.benchmark`` or torchao is imported on a machine that has the
-    CUDA toolkit but no GPU. The course runs on the CPU on purpose, so the
-    line says nothing to a learner and would differ in every run.
-    """
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No CUDA runtime is found")
+        return not self.pattern.search(record.getMessage())
 
 
-logging.getLogger("torch.utils.cpp_extension").addFilter(_DropNoCudaRuntime())
+# torch (a CUDA build) logs "No CUDA runtime is found, using CUDA_HOME=..." with a timestamp and process
+# id when torch.utils.benchmark or torchao is imported on a machine that has the CUDA toolkit but no GPU.
+# The course runs on the CPU on purpose, so the line says nothing to a learner and would differ in every
+# run: this drops that line and nothing else.
+logging.getLogger("torch.utils.cpp_extension").addFilter(_DropByMessage(r"^No CUDA runtime is found"))
 
 # Exactly the messages the course meets and explains (regexes matched at the start of the message).
 # 1. notebooks/01: creating tensors of the quantized dtypes (torch.qint8, torch.quint8, ...),
@@ -60,14 +64,25 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
-def set_engine(engine: str) -> str:
-    """Select the quantized engine (``'x86'``, ``'fbgemm'``, ``'qnnpack'``, ``'onednn'``) after checking this build has it."""
+def supported_engines() -> list[str]:
+    """Quantized engines this torch build offers on this CPU (e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']``)."""
+    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+
+
+def check_engine(engine: object) -> str:
+    """Return ``engine`` if this torch build offers it; ``TypeError``/``ValueError`` naming the valid ones otherwise."""
     if not isinstance(engine, str):
         raise TypeError(f"engine must be a string, got {type(engine).__name__}")
-    supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if engine not in supported:
-        raise ValueError(f"unknown or unsupported quantized engine {engine!r}; this torch build supports {supported}")
-    torch.backends.quantized.engine = engine
+    if engine not in supported_engines():
+        raise ValueError(
+            f"quantized engine {engine!r} is unknown or not supported on this CPU/torch build; supported: {', '.join(supported_engines())}"
+        )
+    return engine
+
+
+def set_engine(engine: str) -> str:
+    """Select the quantized engine (``'x86'``, ``'fbgemm'``, ``'qnnpack'``, ``'onednn'``) after checking this build has it."""
+    torch.backends.quantized.engine = check_engine(engine)
     return engine
 
 
@@ -128,6 +143,11 @@ def env_report(print_it: bool = True) -> dict:
     return report
 
 
+def warning_text(message: object) -> str:
+    """A warning's message without the "(Triggered internally at /path/file.cpp:N.)" tail torch adds."""
+    return re.sub(r"\s*\(Triggered internally at [^)]*\)", "", str(message)).strip()
+
+
 @contextlib.contextmanager
 def show_warnings() -> Iterator[list[warnings.WarningMessage]]:
     """Record every warning raised inside the block and print each once as ``Category: message``.
@@ -140,7 +160,7 @@ def show_warnings() -> Iterator[list[warnings.WarningMessage]]:
         yield caught
     seen = set()
     for w in caught:
-        text = re.sub(r"\s*\(Triggered internally at [^)]*\)", "", str(w.message)).strip()
+        text = warning_text(w.message)
         key = (w.category, text)
         if key in seen:
             continue

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from torch import nn
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .data import atomic_write_bytes
+from .environment import KNOWN_DEPRECATIONS, _DropByMessage, silence_known_deprecations, warning_text
 from .quantmath import QParams, int8_linear, requantize
 
 __all__ = [
@@ -68,19 +68,8 @@ PT2E_NOISE: dict[str, str] = {
     "inductor tensor copy": r"To copy construct from a tensor, it is recommended to use sourceTensor",
     # UserWarning from torch.ao observers built with reduce_range=True (the x86/fbgemm default qconfig).
     # Notebook 03 explains reduce_range; the hint itself asks for an API change the course does not need.
-    "observer reduce_range hint": r"Please use quant_min and quant_max to specify the range for observers",
+    "observer reduce_range hint": KNOWN_DEPRECATIONS["reduce_range"][0],
 }
-
-
-class _DropByMessage(logging.Filter):
-    """A logging filter that drops records whose message matches ``pattern`` (and keeps everything else)."""
-
-    def __init__(self, pattern: str) -> None:
-        super().__init__()
-        self.pattern = re.compile(pattern)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.pattern.search(record.getMessage())
 
 
 def silence_pt2e_noise() -> list[str]:
@@ -94,7 +83,7 @@ def silence_pt2e_noise() -> list[str]:
     if not any(isinstance(f, _DropByMessage) and f.pattern.pattern == pattern for f in logger.filters):
         logger.addFilter(_DropByMessage(pattern))
     warnings.filterwarnings("ignore", message=PT2E_NOISE["inductor tensor copy"], category=UserWarning)
-    warnings.filterwarnings("ignore", message=PT2E_NOISE["observer reduce_range hint"], category=UserWarning)
+    silence_known_deprecations("reduce_range")
     return list(PT2E_NOISE)
 
 
@@ -198,7 +187,7 @@ COURSE_APIS: tuple[ApiProbe, ...] = (
 
 
 def _first_line(message: str) -> str:
-    text = re.sub(r"\s*\(Triggered internally at [^)]*\)", "", message).strip()
+    text = warning_text(message)
     return text.splitlines()[0].strip() if text else ""
 
 

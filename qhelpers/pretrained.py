@@ -126,32 +126,24 @@ class DigitsClassification(nn.Module):
 def quantize_course_model(
     model: nn.Module, calibration: Optional[Iterable] = None, engine: str = DEFAULT_ENGINE
 ) -> nn.Module:
-    """Post-training static quantization of a ``CourseNet`` with torch's eager API; returns a converted copy.
+    """Post-training static quantization of a ``CourseNet`` with the engine's default qconfig; returns a converted copy.
 
-    copy -> eval -> ``fuse_model()`` -> ``qconfig = get_default_qconfig(engine)``
-    -> ``prepare`` -> calibrate on ``calibration`` (batches of ``(images, labels)``;
-    one all-zeros image when None, which gives a skeleton to load a state dict
-    into) -> ``convert``. The engine is made active first, because the weights
-    are packed for the engine in force at ``convert``.
+    ``qh.post_training_quantize`` (notebook 03: fuse, ``prepare``, calibrate,
+    ``convert``) with ``get_default_qconfig(engine)``, calibrated on
+    ``calibration`` (batches of ``(images, labels)``), or on one all-zeros image
+    when None, which gives a skeleton to load a state dict into. The engine is
+    made active, because the weights are packed for the engine in force at ``convert``.
     """
     if not isinstance(model, CourseNet):
         raise TypeError(f"model must be a qhelpers.CourseNet, got {type(model).__name__}")
-    from torch.ao.quantization import convert, get_default_qconfig, prepare
+    from torch.ao.quantization import get_default_qconfig
+
+    from .ptq import post_training_quantize
 
     set_engine(engine)
-    m = copy.deepcopy(model).eval()
-    m.fuse_model()
+    data = [torch.zeros(1, 1, 28, 28)] if calibration is None else calibration
     with _quiet_torch_internals():
-        m.qconfig = get_default_qconfig(engine)
-        prepare(m, inplace=True)
-        with torch.inference_mode():
-            if calibration is None:
-                m(torch.zeros(1, 1, 28, 28))
-            else:
-                for x, _ in calibration:
-                    m(x)
-        convert(m, inplace=True)
-    return m.eval()
+        return post_training_quantize(copy.deepcopy(model).eval(), data, engine, qconfig=get_default_qconfig(engine)).eval()
 
 
 def course_int8_metadata(data_dir: Optional[Path] = None) -> dict:

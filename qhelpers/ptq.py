@@ -44,6 +44,7 @@ from torch.ao.quantization import (
 )
 
 from .checks import _blank_safe, NotFilledIn, not_filled, report
+from .environment import check_engine
 from .models_depthwise import DepthwiseNet, depthwise_model_metadata, load_depthwise_model
 from .quantmath import sqnr_db
 
@@ -51,7 +52,6 @@ __all__ = [
     "find_fusable_groups",
     "fuse",
     "is_fused",
-    "supported_engines",
     "ACTIVATION_OBSERVERS",
     "make_qconfig",
     "qconfig_variants",
@@ -171,19 +171,6 @@ def fuse(model: nn.Module, is_qat: bool = False, inplace: bool = False) -> nn.Mo
 # --------------------------------------------------------------------------- qconfigs
 
 
-def supported_engines() -> list[str]:
-    """Quantized engines this torch build offers (e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']``)."""
-    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
-
-
-def _check_engine(engine: object) -> str:
-    if not isinstance(engine, str):
-        raise TypeError(f"engine must be a string, got {type(engine).__name__}")
-    if engine not in supported_engines():
-        raise ValueError(f"engine {engine!r} is unknown or not in this torch build; valid: {supported_engines()}")
-    return engine
-
-
 ACTIVATION_OBSERVERS = {
     "minmax": MinMaxObserver,
     "moving_average": MovingAverageMinMaxObserver,
@@ -222,7 +209,7 @@ def qconfig_variants(engine: str = "x86") -> "OrderedDict[str, QConfig]":
     """
     from torch.ao.quantization import get_default_qconfig
 
-    _check_engine(engine)
+    check_engine(engine)
     return OrderedDict(
         [
             ("baseline: minmax, per-tensor", make_qconfig("minmax", per_channel=False)),
@@ -289,7 +276,7 @@ def post_training_quantize(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
         raise ValueError("model is in training mode; call model.eval() first (PTQ folds BatchNorm running statistics)")
-    _check_engine(engine)
+    check_engine(engine)
     if qconfig is not None and not isinstance(qconfig, QConfig):
         raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig or None, got {type(qconfig).__name__}")
     if qconfig is None:

@@ -40,6 +40,8 @@ from torch.ao.quantization import (
 )
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .environment import check_engine
+from .ptq import calibrate
 from .metrics import accuracy
 from .training import train_one_epoch
 
@@ -65,7 +67,6 @@ __all__ = [
     "check_frozen",
 ]
 
-_ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")
 
 
 # --------------------------------------------------------------------------- qconfigs
@@ -75,12 +76,6 @@ def _check_bits(bits: object, name: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise ValueError(f"{name} must be an int from 2 to 8, got {bits!r}")
     return bits
-
-
-def _check_engine(engine: object) -> str:
-    if engine not in _ENGINES:
-        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
-    return str(engine)
 
 
 def low_bit_qconfig(bits: int = 4, per_channel: bool = False, activation_bits: Optional[int] = None) -> QConfig:
@@ -117,7 +112,7 @@ def low_bit_qconfig(bits: int = 4, per_channel: bool = False, activation_bits: O
 
 def qat_qconfig(engine: str = "x86", bits: int = 8, per_channel: bool = False) -> QConfig:
     """``get_default_qat_qconfig(engine)`` at 8 bits (convertible to INT8 kernels), else ``low_bit_qconfig``."""
-    _check_engine(engine)
+    check_engine(engine)
     if _check_bits(bits) == 8:
         return get_default_qat_qconfig(engine)
     return low_bit_qconfig(bits, per_channel)
@@ -200,10 +195,6 @@ def prepare_qat_model(
     return model
 
 
-def _inputs(batch: Any) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
 @torch.no_grad()
 def calibrate_fake_quant(prepared: nn.Module, loader: Iterable, num_batches: Optional[int] = None) -> nn.Module:
     """Run ``loader`` through a QAT-prepared model in eval mode with observers on, then freeze the observers.
@@ -216,14 +207,7 @@ def calibrate_fake_quant(prepared: nn.Module, loader: Iterable, num_batches: Opt
         raise ValueError("prepared has no FakeQuantize modules; prepare it with prepare_qat_model first")
     prepared.eval()
     prepared.apply(enable_observer)
-    seen = 0
-    for i, batch in enumerate(loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        prepared(_inputs(batch))
-        seen += 1
-    if seen == 0:
-        raise ValueError("the calibration loader yielded no batches")
+    calibrate(prepared, loader, num_batches)  # the same loop as PTQ's calibration (notebook 03)
     prepared.apply(disable_observer)
     return prepared
 
@@ -319,7 +303,7 @@ def quantization_aware_training(
         raise ValueError(f"lr must be a positive float (QAT fine-tunes: 1e-4 to 1e-3 is typical), got {lr!r}")
     freeze_obs = _check_epochs_param(freeze_observers_after, "freeze_observers_after")
     freeze_bn = _check_epochs_param(freeze_bn_after, "freeze_bn_after")
-    _check_engine(engine)
+    check_engine(engine)
     if lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if qconfig is None:
@@ -382,7 +366,7 @@ def convert_qat_model(prepared: nn.Module, engine: str = "x86") -> nn.Module:
     silently wrong), or that simulate fewer than 8 bits (no INT8 kernel runs
     them: evaluate the fake-quant model in eval mode instead).
     """
-    _check_engine(engine)
+    check_engine(engine)
     fqs = fake_quant_modules(prepared)
     if not fqs:
         raise ValueError("prepared has no FakeQuantize modules: prepare it with prepare_qat_model and train it before convert")

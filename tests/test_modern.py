@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import qhelpers as qh
-from qhelpers import modern
+from qhelpers import environment, modern
 
 NOTEBOOK = qh.repo_dir() / "notebooks" / "05_beyond_eager_mode.ipynb"
 
@@ -107,7 +107,7 @@ def test_silence_pt2e_noise_drops_only_its_lines(caplog):
     qh.silence_pt2e_noise()
     qh.silence_pt2e_noise()  # idempotent
     logger = logging.getLogger("torch.utils._pytree")
-    assert sum(isinstance(f, modern._DropByMessage) for f in logger.filters) == 1
+    assert sum(isinstance(f, environment._DropByMessage) for f in logger.filters) == 1
     with caplog.at_level(logging.WARNING, logger="torch.utils._pytree"):
         logger.warning("<enum 'KernelPreference'> is an Enum subclass and is now natively supported by torch.compile")
         logger.warning("something else")
