@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup lab test unit nbval node-test bench bench-quick execute data model student html wheelhouse clean
+.PHONY: setup lab test test-cpus unit nbval node-test bench bench-quick execute data model student html wheelhouse clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,16 @@ test: $(STAMP)
 	bash scripts/ensure_chromium.sh
 	node --test scripts/qhelpers.test.js
 	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
+
+# Every notebook again, asserts only (--nbval-lax), on the CPUs learners bring: AVX2 without VNNI
+# (the AVX2 code paths forced on this machine), then qnnpack as the only engine (as on ARM).
+AVX2_ENV := FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+LAX := --nbval-lax --nbval-current-env --nbval-cell-timeout 300
+test-cpus: $(STAMP)
+	@echo "== notebooks on an AVX2 CPU without VNNI =="
+	$(AVX2_ENV) $(PY) -m pytest -q $(LAX) $(NOTEBOOKS)
+	@echo "== notebooks with qnnpack as the only engine (as on ARM) =="
+	QHELPERS_ENGINE=qnnpack $(PY) -m pytest -q $(LAX) $(NOTEBOOKS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -81,7 +81,7 @@ def build_int8(name: str, engine: str) -> nn.Module:
         if engine == CourseNet_QuantizedWeights.DEFAULT.meta["backend"]:
             model = course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)
         else:
-            model = quantize_course_model(load_course_model(), _data.digits_loader("calib"), engine)
+            model = quantize_course_model(load_course_model(), _data.digits_loader("calib"), engine=engine)
     else:
         from torchvision.models import quantization as qmodels
 

@@ -453,7 +453,7 @@ def _quantize_model(float_model: Any, calib: Any, engine: str, qconfig: Any, pro
     from .ptq import post_training_quantize
 
     bar = tqdm(calib, desc="calibrating", unit="batch", file=sys.stderr, disable=not progress)
-    return post_training_quantize(float_model, bar, engine, qconfig=qconfig).eval()
+    return post_training_quantize(float_model, bar, engine=engine, qconfig=qconfig).eval()
 
 
 def _report_path(output: Path, report: Optional[Path]) -> Path:

@@ -23,6 +23,9 @@ __all__ = [
     "set_engine",
     "check_engine",
     "supported_engines",
+    "default_engine",
+    "engine",
+    "cpu_has_vnni",
     "fast_mode",
     "show_warnings",
     "silence_known_deprecations",
@@ -64,35 +67,131 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
+_X86_ONLY_ENGINES = ("x86", "fbgemm")  # FBGEMM kernels: x86 CPUs only (on aarch64 torch lists them, convert fails)
+
+
+def _is_x86_machine() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
 def supported_engines() -> list[str]:
-    """Quantized engines this torch build offers on this CPU (e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']``)."""
-    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    """Quantized engines this course can use here, e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']`` on x86.
+
+    Decided in one place for the whole course: torch's own list, minus
+    ``x86``/``fbgemm`` on a CPU that is not x86 (torch lists them on aarch64
+    Linux, but ``convert`` then fails with "unknown architecure"). When the
+    environment variable ``QHELPERS_ENGINE`` names an engine, only that engine
+    is offered: ``QHELPERS_ENGINE=qnnpack`` makes an x86 machine behave like an
+    ARM laptop, where ``qnnpack`` is the only eager-mode engine.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if not _is_x86_machine():
+        engines = [e for e in engines if e not in _X86_ONLY_ENGINES]
+    forced = os.environ.get("QHELPERS_ENGINE", "").strip()
+    if forced:
+        if forced not in engines:
+            raise ValueError(f"QHELPERS_ENGINE={forced!r} is not available on this machine; available: {', '.join(engines)}")
+        return [forced]
+    return engines
+
+
+def default_engine() -> str:
+    """The engine the course uses on this machine: ``QHELPERS_ENGINE`` if set, else ``x86`` where it exists, else ``qnnpack``.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    engines = supported_engines()
+    for name in ("x86", "qnnpack", "fbgemm", "onednn"):
+        if name in engines:
+            return name
+    raise RuntimeError(f"this torch build offers no quantized engine the course can use (torch lists {engines})")
 
 
 def check_engine(engine: object) -> str:
-    """Return ``engine`` if this torch build offers it; ``TypeError``/``ValueError`` naming the valid ones otherwise."""
+    """Return ``engine`` if this machine offers it (see ``supported_engines``); ``TypeError``/``ValueError`` otherwise.
+
+    ``None`` means ``default_engine()``.
+    """
+    if engine is None:
+        return default_engine()
     if not isinstance(engine, str):
-        raise TypeError(f"engine must be a string, got {type(engine).__name__}")
+        raise TypeError(f"engine must be a string or None, got {type(engine).__name__}")
     if engine not in supported_engines():
         raise ValueError(
-            f"quantized engine {engine!r} is unknown or not supported on this CPU/torch build; supported: {', '.join(supported_engines())}"
+            f"quantized engine {engine!r} is unknown or not available on this machine; available: {', '.join(supported_engines())}"
         )
     return engine
 
 
-def set_engine(engine: str) -> str:
-    """Select the quantized engine (``'x86'``, ``'fbgemm'``, ``'qnnpack'``, ``'onednn'``) after checking this build has it."""
-    torch.backends.quantized.engine = check_engine(engine)
-    return engine
+def set_engine(engine: Optional[str]) -> str:
+    """Select the quantized engine (``'x86'``, ``'fbgemm'``, ``'qnnpack'``, ``'onednn'``; None: ``default_engine()``).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    name = check_engine(engine)
+    torch.backends.quantized.engine = name
+    return name
+
+
+@contextlib.contextmanager
+def engine(name: Optional[str] = None) -> Iterator[str]:
+    """``with qh.engine("qnnpack"): ...`` runs the block on that engine and restores the previous one after.
+
+    Converted models pack their weights for the engine active at ``convert``,
+    and quantized add/ReLU/pooling pick their kernel by the engine active when
+    they run: run a model inside the same ``with`` block (or with the same
+    engine set) as the one that converted it. ``None`` means ``default_engine()``.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    chosen = check_engine(name)
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = chosen
+    try:
+        yield chosen
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def cpu_has_vnni() -> Optional[bool]:
+    """True when the CPU has VNNI (``avx512_vnni`` or ``avx_vnni``): u8 x s8 dot products in 32 bits, no 16-bit saturation.
+
+    Without VNNI the AVX2 kernels of fbgemm add pairs of u8 x s8 products in
+    16 bits, which saturate with full-range activations: the reason for
+    ``reduce_range=True`` (notebook 01). ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``
+    makes a VNNI CPU behave like one without, and this returns False then.
+    None where the CPU flags cannot be read (not Linux) and on non-x86 CPUs.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    if not _is_x86_machine():
+        return None
+    forced = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").strip().upper()
+    if forced in ("AVX2", "AVX"):
+        return False
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
 
 
 def setup(
     seed: int = 0, threads: int = 2, engine: Optional[str] = None, precision: int = 4, deterministic: bool = False
 ) -> dict:
-    """Seed every generator, fix the thread count, set print options (and optionally deterministic algorithms).
+    """Seed every generator, fix the thread count, choose the quantized engine, set print options.
 
-    Call it once in the first cell of every notebook. ``engine`` (optional)
-    selects the quantized engine. Returns what it set, for printing.
+    Call it once in the first cell of every notebook. ``engine`` selects the
+    quantized engine; None (the default) picks ``default_engine()``: ``x86``
+    on an x86 CPU, ``qnnpack`` on ARM, or what ``QHELPERS_ENGINE`` says.
+    Returns what it set, for printing.
 
     On the CPU, with seeds and the thread count fixed, the kernels this course
     uses give the same results run after run (nbval checks that every
@@ -111,8 +210,7 @@ def setup(
     torch.set_num_threads(threads)
     torch.set_printoptions(precision=precision, sci_mode=False, linewidth=100)
     np.set_printoptions(precision=precision, suppress=True, linewidth=100)
-    if engine is not None:
-        set_engine(engine)
+    set_engine(engine)
     return {"seed": seed, "threads": torch.get_num_threads(), "engine": torch.backends.quantized.engine, "deterministic": deterministic}
 
 
@@ -122,7 +220,14 @@ def fast_mode() -> bool:
 
 
 def env_report(print_it: bool = True) -> dict:
-    """Versions, quantized engines, CPU capability and threads: what the course's numbers depend on."""
+    """Versions, quantized engines, the ISA torch uses, VNNI and threads: what the course's numbers depend on.
+
+    ``cpu_capability`` is the vector ISA of torch's float kernels (``AVX512``
+    with or without VNNI); ``cpu_vnni`` is what decides the INT8 arithmetic
+    of the x86/fbgemm engines (see ``cpu_has_vnni``).
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
     import torchvision
 
     report = {
@@ -131,7 +236,8 @@ def env_report(print_it: bool = True) -> dict:
         "torchvision": torchvision.__version__,
         "machine": platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "quantized_engines": [e for e in torch.backends.quantized.supported_engines if e != "none"],
+        "cpu_vnni": cpu_has_vnni(),
+        "quantized_engines": supported_engines(),
         "active_engine": torch.backends.quantized.engine,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

@@ -36,7 +36,7 @@ from torchvision.models import Weights, WeightsEnum
 from . import data as _data
 from .benchmark import Latency
 from .checks import NotFilledIn, _blank_safe, check_close, not_filled, report
-from .environment import set_engine
+from .environment import check_engine, set_engine
 from .metrics import accuracy, model_size_bytes
 from .models import CourseNet, load_course_model
 
@@ -124,15 +124,16 @@ class DigitsClassification(nn.Module):
 
 
 def quantize_course_model(
-    model: nn.Module, calibration: Optional[Iterable] = None, engine: str = DEFAULT_ENGINE
+    model: nn.Module, calib_loader: Optional[Iterable] = None, *, engine: Optional[str] = None
 ) -> nn.Module:
     """Post-training static quantization of a ``CourseNet`` with the engine's default qconfig; returns a converted copy.
 
     ``qh.post_training_quantize`` (notebook 03: fuse, ``prepare``, calibrate,
     ``convert``) with ``get_default_qconfig(engine)``, calibrated on
-    ``calibration`` (batches of ``(images, labels)``), or on one all-zeros image
-    when None, which gives a skeleton to load a state dict into. The engine is
-    made active, because the weights are packed for the engine in force at ``convert``.
+    ``calib_loader`` (batches of ``(images, labels)``), or on one all-zeros image
+    when None, which gives a skeleton to load a state dict into. ``engine``
+    (None: ``qh.default_engine()``) packs the weights; the previous engine is
+    restored after, so run the result inside ``with qh.engine(engine):``.
     """
     if not isinstance(model, CourseNet):
         raise TypeError(f"model must be a qhelpers.CourseNet, got {type(model).__name__}")
@@ -140,10 +141,10 @@ def quantize_course_model(
 
     from .ptq import post_training_quantize
 
-    set_engine(engine)
-    data = [torch.zeros(1, 1, 28, 28)] if calibration is None else calibration
+    engine = check_engine(engine)
+    data = [torch.zeros(1, 1, 28, 28)] if calib_loader is None else calib_loader
     with _quiet_torch_internals():
-        return post_training_quantize(copy.deepcopy(model).eval(), data, engine, qconfig=get_default_qconfig(engine)).eval()
+        return post_training_quantize(copy.deepcopy(model).eval(), data, engine=engine, qconfig=get_default_qconfig(engine)).eval()
 
 
 def course_int8_metadata(data_dir: Optional[Path] = None) -> dict:
@@ -169,7 +170,7 @@ def rebuild_course_int8(engine: str = DEFAULT_ENGINE, data_dir: Optional[Path] =
     torch.set_num_threads(2)
     directory = Path(data_dir) if data_dir is not None else _data.data_dir()
     float_model = load_course_model()
-    qmodel = quantize_course_model(float_model, _data.digits_loader("calib"), engine)
+    qmodel = quantize_course_model(float_model, _data.digits_loader("calib"), engine=engine)
     buf = io.BytesIO()
     torch.save(qmodel.state_dict(), buf)
     path = directory / INT8_CHECKPOINT_NAME
@@ -196,7 +197,7 @@ def rebuild_course_int8(engine: str = DEFAULT_ENGINE, data_dir: Optional[Path] =
 
 
 def _int8_from_state_dict(state: dict, engine: str) -> nn.Module:
-    skeleton = quantize_course_model(CourseNet(), None, engine)
+    skeleton = quantize_course_model(CourseNet(), None, engine=engine)
     skeleton.load_state_dict(state)
     return skeleton.eval()
 
@@ -263,7 +264,7 @@ def course_net(
         raise TypeError(f"course_net got unexpected keyword arguments {sorted(unknown)}; only 'backend' is accepted")
     if weights is None:
         model = CourseNet().eval()
-        return quantize_course_model(model, None, kwargs.get("backend", DEFAULT_ENGINE)) if quantize else model
+        return quantize_course_model(model, None, engine=kwargs.get("backend")) if quantize else model
     if not quantize:
         return load_course_model()
     backend = weights.meta["backend"]

@@ -45,6 +45,7 @@ from torch.ao.quantization import (
 
 from .checks import _blank_safe, NotFilledIn, not_filled, report
 from .environment import check_engine
+from .environment import engine as use_engine
 from .models_depthwise import DepthwiseNet, depthwise_model_metadata, load_depthwise_model
 from .quantmath import sqnr_db
 
@@ -201,7 +202,7 @@ def make_qconfig(activation: str = "histogram", per_channel: bool = True, reduce
     return QConfig(activation=act, weight=weight)
 
 
-def qconfig_variants(engine: str = "x86") -> "OrderedDict[str, QConfig]":
+def qconfig_variants(*, engine: Optional[str] = None) -> "OrderedDict[str, QConfig]":
     """Qconfigs that each change ONE thing from the baseline (MinMax activations, per-tensor weights, 8-bit range).
 
     The last entry is the engine's default (``get_default_qconfig(engine)``),
@@ -209,7 +210,7 @@ def qconfig_variants(engine: str = "x86") -> "OrderedDict[str, QConfig]":
     """
     from torch.ao.quantization import get_default_qconfig
 
-    check_engine(engine)
+    engine = check_engine(engine)
     return OrderedDict(
         [
             ("baseline: minmax, per-tensor", make_qconfig("minmax", per_channel=False)),
@@ -237,26 +238,27 @@ def _inputs(batch: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibrate(prepared: nn.Module, loader: Iterable, num_batches: Optional[int] = None) -> int:
+def calibrate(prepared: nn.Module, calib_loader: Iterable, *, num_batches: Optional[int] = None) -> int:
     """Run ``prepared`` over the loader's inputs (batches ``x`` or ``(x, y)``) so its observers see them; returns images seen."""
     if num_batches is not None and (isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1):
         raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}")
     seen = 0
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(calib_loader):
         if num_batches is not None and i >= num_batches:
             break
         x = _inputs(batch)
         prepared(x)
         seen += len(x)
     if seen == 0:
-        raise ValueError("calibration_loader yielded no data; give it at least one batch of representative inputs")
+        raise ValueError("calib_loader yielded no data; give it at least one batch of representative inputs")
     return seen
 
 
 def post_training_quantize(
     model: nn.Module,
-    calibration_loader: Iterable,
-    engine: str = "x86",
+    calib_loader: Iterable,
+    *,
+    engine: Optional[str] = None,
     per_channel: bool = True,
     qconfig: Optional[QConfig] = None,
     float_modules: Sequence[str] = (),
@@ -265,30 +267,31 @@ def post_training_quantize(
     """Static PTQ of an eager-mode model with QuantStub/DeQuantStub; returns a new converted INT8 model.
 
     Steps: copy, fuse, set the qconfig, ``prepare`` (observers), calibrate on
-    ``calibration_loader``, ``convert``. The qconfig is ``qconfig`` if given,
+    ``calib_loader``, ``convert``. The qconfig is ``qconfig`` if given,
     else histogram activations with per-channel (``per_channel=True``) or
     per-tensor symmetric weights, ``reduce_range`` as the engine needs it.
     ``float_modules`` names modules of the *fused* model to leave in float
-    (see ``keep_in_float``). Sets ``torch.backends.quantized.engine``; run the
-    result on the same engine. ``model`` itself is not changed.
+    (see ``keep_in_float``). ``engine`` (None: ``qh.default_engine()``) is
+    active during ``convert`` and restored after; run the result with the
+    same engine set (``with qh.engine(...)``). ``model`` itself is not changed.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
         raise ValueError("model is in training mode; call model.eval() first (PTQ folds BatchNorm running statistics)")
-    check_engine(engine)
+    engine = check_engine(engine)
     if qconfig is not None and not isinstance(qconfig, QConfig):
         raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig or None, got {type(qconfig).__name__}")
     if qconfig is None:
         qconfig = make_qconfig("histogram", per_channel=per_channel, reduce_range=engine in ("x86", "fbgemm"))
-    torch.backends.quantized.engine = engine
     q = fuse(model)
     q.qconfig = qconfig
     if float_modules:
         keep_in_float(q, float_modules)
-    prepare(q, inplace=True)
-    calibrate(q, calibration_loader, num_batches)
-    convert(q, inplace=True)
+    with use_engine(engine):
+        prepare(q, inplace=True)
+        calibrate(q, calib_loader, num_batches=num_batches)
+        convert(q, inplace=True)
     return q
 
 

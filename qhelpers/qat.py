@@ -41,6 +41,7 @@ from torch.ao.quantization import (
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine
+from .environment import engine as use_engine
 from .ptq import calibrate
 from .metrics import accuracy
 from .training import train_one_epoch
@@ -110,9 +111,9 @@ def low_bit_qconfig(bits: int = 4, per_channel: bool = False, activation_bits: O
     return QConfig(activation=activation, weight=weight)
 
 
-def qat_qconfig(engine: str = "x86", bits: int = 8, per_channel: bool = False) -> QConfig:
+def qat_qconfig(*, engine: Optional[str] = None, bits: int = 8, per_channel: bool = False) -> QConfig:
     """``get_default_qat_qconfig(engine)`` at 8 bits (convertible to INT8 kernels), else ``low_bit_qconfig``."""
-    check_engine(engine)
+    engine = check_engine(engine)
     if _check_bits(bits) == 8:
         return get_default_qat_qconfig(engine)
     return low_bit_qconfig(bits, per_channel)
@@ -196,7 +197,7 @@ def prepare_qat_model(
 
 
 @torch.no_grad()
-def calibrate_fake_quant(prepared: nn.Module, loader: Iterable, num_batches: Optional[int] = None) -> nn.Module:
+def calibrate_fake_quant(prepared: nn.Module, calib_loader: Iterable, *, num_batches: Optional[int] = None) -> nn.Module:
     """Run ``loader`` through a QAT-prepared model in eval mode with observers on, then freeze the observers.
 
     This sets each fake quant's range from data without changing a weight:
@@ -207,7 +208,7 @@ def calibrate_fake_quant(prepared: nn.Module, loader: Iterable, num_batches: Opt
         raise ValueError("prepared has no FakeQuantize modules; prepare it with prepare_qat_model first")
     prepared.eval()
     prepared.apply(enable_observer)
-    calibrate(prepared, loader, num_batches)  # the same loop as PTQ's calibration (notebook 03)
+    calibrate(prepared, calib_loader, num_batches=num_batches)  # the same loop as PTQ's calibration (notebook 03)
     prepared.apply(disable_observer)
     return prepared
 
@@ -267,7 +268,8 @@ def quantization_aware_training(
     model: nn.Module,
     train_loader: Iterable,
     epochs: int,
-    engine: str = "x86",
+    *,
+    engine: Optional[str] = None,
     lr: float = 1e-4,
     freeze_observers_after: float = 2,
     freeze_bn_after: float = 1,
@@ -303,11 +305,11 @@ def quantization_aware_training(
         raise ValueError(f"lr must be a positive float (QAT fine-tunes: 1e-4 to 1e-3 is typical), got {lr!r}")
     freeze_obs = _check_epochs_param(freeze_observers_after, "freeze_observers_after")
     freeze_bn = _check_epochs_param(freeze_bn_after, "freeze_bn_after")
-    check_engine(engine)
+    engine = check_engine(engine)
     if lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if qconfig is None:
-        qconfig = qat_qconfig(engine, bits, per_channel)
+        qconfig = qat_qconfig(engine=engine, bits=bits, per_channel=per_channel)
     prepared = prepare_qat_model(model, qconfig, fuse_groups=fuse_groups)
     result = QATResult(prepared)
     if calib_loader is not None:
@@ -358,7 +360,7 @@ def quantization_aware_training(
 # --------------------------------------------------------------------------- convert
 
 
-def convert_qat_model(prepared: nn.Module, engine: str = "x86") -> nn.Module:
+def convert_qat_model(prepared: nn.Module, *, engine: Optional[str] = None) -> nn.Module:
     """The INT8 model of a trained 8-bit QAT model (``convert`` on an eval-mode copy, for ``engine``).
 
     Refuses models that were never prepared, whose observers never saw data
@@ -366,7 +368,7 @@ def convert_qat_model(prepared: nn.Module, engine: str = "x86") -> nn.Module:
     silently wrong), or that simulate fewer than 8 bits (no INT8 kernel runs
     them: evaluate the fake-quant model in eval mode instead).
     """
-    check_engine(engine)
+    engine = check_engine(engine)
     fqs = fake_quant_modules(prepared)
     if not fqs:
         raise ValueError("prepared has no FakeQuantize modules: prepare it with prepare_qat_model and train it before convert")
@@ -384,19 +386,20 @@ def convert_qat_model(prepared: nn.Module, engine: str = "x86") -> nn.Module:
             f"{narrow[0]!r} simulates a narrower range [{fq.quant_min}, {fq.quant_max}] than 8 bits; INT8 kernels would not "
             "run it at that width (no smaller weights, activations clamped at 8 bits instead): evaluate the fake-quant model in eval mode instead of converting"
         )
-    torch.backends.quantized.engine = engine
     model = copy.deepcopy(prepared).eval()
-    return convert(model, inplace=False)
+    with use_engine(engine):
+        return convert(model, inplace=False)
 
 
 def qat_finetune(
     model: nn.Module,
     train_loader: Iterable,
     epochs: int = 3,
+    *,
     lr: float = 1e-4,
     freeze_observers_after: int = 2,
     freeze_bn_after: int = 1,
-    engine: str = "x86",
+    engine: Optional[str] = None,
     fuse_groups: Optional[list[list[str]]] = None,
 ) -> nn.Module:
     """The recipe cell of notebook 04 built from the helpers above: QAT at 8 bits, then the INT8 model.
@@ -411,7 +414,7 @@ def qat_finetune(
         freeze_observers_after=freeze_observers_after, freeze_bn_after=freeze_bn_after,
         lr_schedule="constant", fuse_groups=fuse_groups, progress=False,
     )
-    return convert_qat_model(result.model, engine)
+    return convert_qat_model(result.model, engine=engine)
 
 
 # --------------------------------------------------------------------------- the straight-through estimator

@@ -19,16 +19,58 @@ def test_setup_fixes_seed_threads_and_engine():
     assert qh.setup(seed=5, threads=1, deterministic=True)["deterministic"] is True
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == 1
-    qh.setup(threads=2, engine="x86")
+    assert qh.setup(threads=2)["engine"] == qh.default_engine()
 
 
 def test_unknown_engine_is_refused_with_the_supported_list():
-    with pytest.raises(ValueError, match=r"quantized engine 'tpu' is unknown or not supported on this CPU.*supported: .*x86"):
+    with pytest.raises(ValueError, match=r"quantized engine 'tpu' is unknown or not available on this machine.*available: .*qnnpack"):
         qh.set_engine("tpu")
     with pytest.raises(TypeError):
-        qh.set_engine(None)
+        qh.set_engine(3)
     with pytest.raises(ValueError):
         qh.setup(threads=0)
+
+
+def test_engine_context_manager_restores_the_previous_engine():
+    qh.set_engine("qnnpack")
+    with qh.engine("x86" if "x86" in qh.supported_engines() else "qnnpack") as name:
+        assert torch.backends.quantized.engine == name
+    assert torch.backends.quantized.engine == "qnnpack"
+    with pytest.raises(RuntimeError, match="boom"):
+        with qh.engine("qnnpack"):
+            torch.backends.quantized.engine = qh.default_engine()
+            raise RuntimeError("boom")
+    assert torch.backends.quantized.engine == "qnnpack"
+    qh.set_engine(None)
+    assert torch.backends.quantized.engine == qh.default_engine()
+
+
+def test_default_engine_follows_the_machine_and_QHELPERS_ENGINE(monkeypatch):
+    monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert qh.default_engine() == "x86"
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")  # torch lists x86/fbgemm on aarch64; they fail at convert
+    assert "x86" not in qh.supported_engines() and "fbgemm" not in qh.supported_engines()
+    assert qh.default_engine() == "qnnpack"
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setenv("QHELPERS_ENGINE", "qnnpack")
+    assert qh.supported_engines() == ["qnnpack"] and qh.default_engine() == "qnnpack"
+    with pytest.raises(ValueError, match="not available"):
+        qh.check_engine("x86")
+    monkeypatch.setenv("QHELPERS_ENGINE", "tpu")
+    with pytest.raises(ValueError, match="QHELPERS_ENGINE='tpu'"):
+        qh.default_engine()
+
+
+def test_cpu_has_vnni_reads_the_flags_and_honours_the_avx2_override(monkeypatch):
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
+    assert qh.cpu_has_vnni() is False
+    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS")
+    flags = open("/proc/cpuinfo").read()
+    assert qh.cpu_has_vnni() == (("avx512_vnni" in flags) or ("avx_vnni" in flags))
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    assert qh.cpu_has_vnni() is None
 
 
 def test_env_report_has_what_results_depend_on(capsys):
@@ -36,6 +78,7 @@ def test_env_report_has_what_results_depend_on(capsys):
     assert r["torch"].startswith("2.14.1") and r["torchvision"].startswith("0.29.1")
     assert r["active_engine"] in r["quantized_engines"]
     assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert r["cpu_vnni"] == qh.cpu_has_vnni()
     assert "cpu_capability" in capsys.readouterr().out
 
 

@@ -105,7 +105,7 @@ def test_torchvision_x86_backend_silently_returns_float():
 def test_is_quantized_on_course_models():
     float_model = qh.CourseNet().eval()  # has a FloatFunctional, which does not count
     assert qh.quantized_modules(float_model) == []
-    int8 = qh.quantize_course_model(float_model, None, "x86")
+    int8 = qh.quantize_course_model(float_model, None, engine="x86")
     names = qh.quantized_modules(int8)
     assert {"quant", "stem.0", "res.skip_add", "fc1", "fc2", "dequant"} <= set(names)
     assert qh.is_quantized(int8)
@@ -150,7 +150,7 @@ def test_course_weights_accuracy_matches_fresh_evaluation():
 
 def test_artifact_is_what_the_rebuild_recipe_makes():
     shipped = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
-    fresh = qh.quantize_course_model(qh.load_course_model(), qh.digits_loader("calib"), "x86")
+    fresh = qh.quantize_course_model(qh.load_course_model(), qh.digits_loader("calib"), engine="x86")
     x, _ = next(iter(qh.digits_loader("test", batch_size=64)))
     with torch.no_grad():
         assert torch.equal(shipped(x), fresh(x))
@@ -162,7 +162,7 @@ def test_course_net_float_and_untrained_paths():
     assert torch.equal(float_model.fc2.weight, qh.load_course_model().fc2.weight)
     assert not qh.is_quantized(qh.course_net())
     skeleton = qh.course_net(quantize=True, backend="qnnpack")
-    assert qh.is_quantized(skeleton) and torch.backends.quantized.engine == "qnnpack"
+    assert qh.is_quantized(skeleton)
 
 
 def test_course_net_bad_input():
@@ -175,7 +175,7 @@ def test_course_net_bad_input():
     with pytest.raises(ValueError, match="backend"):
         qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True, backend="qnnpack")
     with pytest.raises(ValueError, match="engine"):
-        qh.quantize_course_model(qh.CourseNet(), None, "tpu")
+        qh.quantize_course_model(qh.CourseNet(), None, engine="tpu")
     with pytest.raises(TypeError, match="CourseNet"):
         qh.quantize_course_model(nn.Linear(2, 2))
 

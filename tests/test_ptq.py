@@ -36,7 +36,7 @@ def calib():
 
 @pytest.fixture(scope="module")
 def quantized(course_model, calib):
-    return ptq.post_training_quantize(course_model, calib, "x86")
+    return ptq.post_training_quantize(course_model, calib, engine="x86")
 
 
 # ---------------------------------------------------------------- fusion finder
@@ -133,18 +133,18 @@ def test_ptq_keeps_course_model_accuracy(course_model, quantized):
 
 
 def test_ptq_per_tensor_and_float_modules(course_model, calib):
-    q = ptq.post_training_quantize(course_model, calib, "x86", per_channel=False, float_modules=["fc2"], num_batches=1)
+    q = ptq.post_training_quantize(course_model, calib, engine="x86", per_channel=False, float_modules=["fc2"], num_batches=1)
     assert q.stem[0].weight().qscheme() == torch.per_tensor_affine or q.stem[0].weight().qscheme() == torch.per_tensor_symmetric
     assert isinstance(q.fc2[1], nn.Linear)  # stayed float, wrapped in DeQuant/Quant
     assert qh.accuracy(q, qh.digits_loader("test", limit=250)) > 90
 
 
 def test_ptq_qnnpack_engine(course_model, calib):
-    q = ptq.post_training_quantize(course_model, calib, "qnnpack", num_batches=1)
-    try:
+    before = torch.backends.quantized.engine
+    q = ptq.post_training_quantize(course_model, calib, engine="qnnpack", num_batches=1)
+    assert torch.backends.quantized.engine == before, "post_training_quantize must restore the engine"
+    with qh.engine("qnnpack"):
         assert qh.accuracy(q, qh.digits_loader("test", limit=250)) > 90
-    finally:
-        torch.backends.quantized.engine = "x86"
 
 
 def test_ptq_bad_inputs(course_model, calib):
@@ -152,10 +152,12 @@ def test_ptq_bad_inputs(course_model, calib):
         ptq.post_training_quantize(copy.deepcopy(course_model).train(), calib)
     with pytest.raises(ValueError, match="no data"):
         ptq.post_training_quantize(course_model, [])
-    with pytest.raises(ValueError, match="engine 'tpu' is unknown or not supported"):
+    with pytest.raises(ValueError, match="engine 'tpu' is unknown or not available"):
         ptq.post_training_quantize(course_model, calib, engine="tpu")
     with pytest.raises(TypeError, match="engine must be a string"):
-        ptq.post_training_quantize(course_model, calib, engine=None)
+        ptq.post_training_quantize(course_model, calib, engine=3)
+    with pytest.raises(TypeError, match="positional"):
+        ptq.post_training_quantize(course_model, calib, "x86")
     with pytest.raises(TypeError, match="model must be"):
         ptq.post_training_quantize("model", calib)
     with pytest.raises(TypeError, match="qconfig must be"):

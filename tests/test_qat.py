@@ -64,7 +64,7 @@ def test_low_bit_qconfig_separate_activation_bits():
 
 
 def test_qat_qconfig_at_8_bits_is_torchs_default():
-    qc = qh.qat_qconfig("x86", bits=8)
+    qc = qh.qat_qconfig(engine="x86", bits=8)
     ref = torch.ao.quantization.get_default_qat_qconfig("x86")
     assert type(qc.weight()) is type(ref.weight()) and qc.activation().quant_max == ref.activation().quant_max
 
@@ -77,7 +77,7 @@ def test_low_bit_qconfig_rejects_bad_bits(bad):
 
 def test_qat_qconfig_rejects_unknown_engine():
     with pytest.raises(ValueError, match="is unknown or not supported on this CPU"):
-        qh.qat_qconfig("tpu")
+        qh.qat_qconfig(engine="tpu")
 
 
 def test_low_bit_weights_take_2_to_the_bits_minus_1_levels():
@@ -150,15 +150,15 @@ def test_check_ste_accepts_right_and_rejects_wrong(capsys):
 
 def test_prepare_qat_model_on_eval_model_raises_clearly():
     with pytest.raises(ValueError, match=r"eval mode.*model\.train\(\)"):
-        qh.prepare_qat_model(tiny_net().eval(), qh.qat_qconfig("x86"))
+        qh.prepare_qat_model(tiny_net().eval(), qh.qat_qconfig(engine="x86"))
 
 
 def test_prepare_qat_model_rejects_bad_types_and_double_prepare():
     with pytest.raises(TypeError, match="qconfig must be"):
         qh.prepare_qat_model(tiny_net(), "x86")
-    prepared = qh.prepare_qat_model(tiny_net(), qh.qat_qconfig("x86"))
+    prepared = qh.prepare_qat_model(tiny_net(), qh.qat_qconfig(engine="x86"))
     with pytest.raises(ValueError, match="already has FakeQuantize"):
-        qh.prepare_qat_model(prepared, qh.qat_qconfig("x86"))
+        qh.prepare_qat_model(prepared, qh.qat_qconfig(engine="x86"))
 
 
 def test_prepare_qat_model_fuses_and_leaves_the_original_alone():
@@ -183,7 +183,7 @@ def test_eval_mode_does_not_stop_observers_but_disable_observer_does():
 
 
 def test_convert_without_training_raises():
-    prepared = qh.prepare_qat_model(tiny_net(), qh.qat_qconfig("x86"))
+    prepared = qh.prepare_qat_model(tiny_net(), qh.qat_qconfig(engine="x86"))
     with pytest.raises(ValueError, match="never saw data"):
         qh.convert_qat_model(prepared)
 
@@ -201,10 +201,10 @@ def test_convert_low_bit_model_raises():
 
 
 def test_convert_8bit_matches_fake_quant_model():
-    prepared = qh.prepare_qat_model(tiny_net(), qh.qat_qconfig("x86"))
+    prepared = qh.prepare_qat_model(tiny_net(), qh.qat_qconfig(engine="x86"))
     x = torch.randn(32, 1, 6, 6)
     qh.calibrate_fake_quant(prepared, [x])
-    int8 = qh.convert_qat_model(prepared, "x86")
+    int8 = qh.convert_qat_model(prepared, engine="x86")
     assert isinstance(int8.conv, torch.ao.nn.intrinsic.quantized.ConvReLU2d)
     with torch.no_grad():
         fake, real = prepared(x), int8(x)
