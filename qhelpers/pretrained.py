@@ -264,12 +264,16 @@ def course_net(
         raise TypeError(f"course_net got unexpected keyword arguments {sorted(unknown)}; only 'backend' is accepted")
     if weights is None:
         model = CourseNet().eval()
-        return quantize_course_model(model, None, engine=kwargs.get("backend")) if quantize else model
+        if not quantize:
+            return model
+        backend = set_engine(kwargs.get("backend"))  # like torchvision's quantized builders
+        return quantize_course_model(model, None, engine=backend)
     if not quantize:
         return load_course_model()
     backend = weights.meta["backend"]
     if kwargs.get("backend", backend) != backend:
         raise ValueError(f"backend {kwargs['backend']!r} differs from the weights' backend {backend!r}")
+    set_engine(backend)  # like torchvision's quantized builders: the model runs on the engine it was packed for
     return _int8_from_state_dict(weights.get_state_dict(), backend)
 
 

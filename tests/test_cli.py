@@ -324,7 +324,7 @@ def test_quantize_failures_are_one_line_and_write_nothing(capsys, monkeypatch, t
     # an engine this CPU does not offer: one line naming the ones it does
     monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", ["none", "qnnpack"])
     code, _, err = run(capsys, *base, "--engine", "x86")
-    assert code == 1 and "'x86' is unknown or not supported on this CPU" in one_error_line(err, "quantize") and "qnnpack" in err
+    assert code == 1 and "'x86' is unknown or not available on this machine" in one_error_line(err, "quantize") and "qnnpack" in err
     monkeypatch.undo()
     assert not (tmp_path / "out").exists()
     # --verbose shows the traceback

@@ -162,7 +162,7 @@ def test_course_net_float_and_untrained_paths():
     assert torch.equal(float_model.fc2.weight, qh.load_course_model().fc2.weight)
     assert not qh.is_quantized(qh.course_net())
     skeleton = qh.course_net(quantize=True, backend="qnnpack")
-    assert qh.is_quantized(skeleton)
+    assert qh.is_quantized(skeleton) and torch.backends.quantized.engine == "qnnpack"
 
 
 def test_course_net_bad_input():

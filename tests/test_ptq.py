@@ -190,7 +190,7 @@ def test_make_qconfig_matches_torch_default():
 
 
 def test_qconfig_variants_change_one_thing():
-    variants = ptq.qconfig_variants("x86")
+    variants = ptq.qconfig_variants(engine="x86")
     base = ptq.describe_qconfig(variants["baseline: minmax, per-tensor"])
     assert base == "act MinMaxObserver / weight MinMaxObserver per_tensor_symmetric"
     for name, qc in list(variants.items())[1:-1]:

@@ -76,7 +76,7 @@ def test_low_bit_qconfig_rejects_bad_bits(bad):
 
 
 def test_qat_qconfig_rejects_unknown_engine():
-    with pytest.raises(ValueError, match="is unknown or not supported on this CPU"):
+    with pytest.raises(ValueError, match="is unknown or not available on this machine"):
         qh.qat_qconfig(engine="tpu")
 
 
