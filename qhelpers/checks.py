@@ -67,60 +67,227 @@ def check_close(name: str, answer: Any, expected: Any, rtol: float = 1e-5, atol:
     return report(name, False, f"entry {int(worst)} is {a.flatten()[worst].item():.6g}, expected {e.flatten()[worst].item():.6g}")
 
 
+def _number(value: Any, name: str) -> float:
+    t = _as_tensor(value, name)
+    if t.numel() != 1:
+        raise TypeError(f"{name} must be one number, got a tensor of shape {tuple(t.shape)}")
+    return float(t.reshape(-1)[0])
+
+
 @_blank_safe
 def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed: bool = False) -> bool:
-    """Exercise: the affine 8-bit scale and zero point for ``x`` (unsigned by default)."""
+    """Exercise: the affine 8-bit scale and zero point for ``x`` (unsigned by default).
+
+    Names the typical mistakes: a scale from 0..max instead of min..max, dividing
+    by the number of codes (256) instead of the number of steps (255), a missing
+    or wrongly signed zero point, a zero point that is not rounded to a code.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     qp = qparams_from_tensor(x, 8, signed, "affine")
-    ok_scale = check_close("scale", scale, qp.scale, rtol=1e-5)
+    qmin, qmax = quant_range(8, signed)
+    s_ok = qp.scale.item()
+    s = _number(scale, "scale")
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    close = lambda a, b: abs(a - b) <= 1e-5 * abs(b) + 1e-12  # noqa: E731
+    if close(s, s_ok):
+        ok_scale = report("scale", True)
+    elif close(s, hi / (qmax - qmin)) or close(s, max(abs(lo), hi) / (qmax - qmin)):
+        ok_scale = report("scale", False, "your scale covers 0..max only: the range runs from min to max, and min is negative here")
+    elif close(s, (hi - lo) / (qmax - qmin + 1)):
+        ok_scale = report("scale", False, "divide by the number of steps between the end codes (qmax - qmin), not the number of codes")
+    elif close(s, (x.max().item() - x.min().item()) / (qmax - qmin)):
+        ok_scale = report("scale", False, "widen the range to include 0 before computing the scale")
+    else:
+        ok_scale = report("scale", False, f"got {s:.6g}; scale = (max - min) / (qmax - qmin) with the range widened to include 0")
     zp = _as_tensor(zero_point, "zero_point")
-    if zp.is_floating_point() and not torch.equal(zp, zp.round()):
-        return report("zero_point", False, f"{zp.item()} is not an integer: the zero point is a code, round it")
-    ok_zp = report("zero_point", int(zp.reshape(-1)[0]) == int(qp.zero_point), f"got {int(zp.reshape(-1)[0])}; remember to widen the range to include 0 and round")
-    return ok_scale and ok_zp
+    if zp.numel() != 1:
+        return report("zero_point", False, f"the zero point is one integer, got a tensor of shape {tuple(zp.shape)}")
+    zp_val = float(zp.reshape(-1)[0])
+    if zp.is_floating_point() and zp_val != round(zp_val):
+        return report("zero_point", False, f"{zp_val} is not an integer: the zero point is a code, round it")
+    zp_int, zp_ok = int(round(zp_val)), int(qp.zero_point)
+    if zp_int == zp_ok:
+        return report("zero_point", True) and ok_scale
+    if zp_int == qmin != zp_ok:
+        hint = "the zero point is missing: min is negative, so the code for 0.0 is not qmin; it is qmin - round(min / scale)"
+    elif zp_int == qmin + round(lo / s_ok) or zp_int == -zp_ok + 2 * qmin:
+        hint = "the sign is flipped: min is negative, so subtracting round(min / scale) moves the zero point up"
+    elif not qmin <= zp_int <= qmax:
+        hint = f"{zp_int} is not a code in {qmin}..{qmax}: the zero point is the code that stands for 0.0"
+    else:
+        hint = f"got {zp_int}; the zero point is the code of 0.0: qmin - round(min / scale)"
+    report("zero_point", False, hint)
+    return False
+
+
+_TIE = 1e-3  # values this close to a rounding boundary may round either way between float32 x/scale and x*(1/scale)
 
 
 @_blank_safe
 def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, signed: bool = False) -> bool:
-    """Exercise: the integer codes of ``x`` for the given scale and zero point (8 bits)."""
-    c = _as_tensor(codes, "codes")
-    if c.is_floating_point():
-        return report("codes", False, f"codes must be integers (torch.uint8/int8), got {c.dtype}")
+    """Exercise: the integer codes of ``x`` for the given scale and zero point (8 bits).
+
+    ``codes`` is either the tensor of codes of ``x``, or a function
+    ``codes(t)`` that quantizes any tensor ``t``; a function is also probed
+    with values outside the range (far below the smallest and above the
+    largest representable value), so a missing clamp or zero point fails.
+    Names the typical mistakes: no rounding (truncation), no zero point, no
+    clamp (codes that wrapped around in uint8), a float dtype.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     qmin, qmax = quant_range(8, signed)
     qp = QParams(torch.tensor([float(scale)]), torch.tensor([int(zero_point)]), qmin, qmax, 8, signed, "affine")
-    expected = quantize(x, qp)
-    if c.shape != expected.shape:
-        return report("codes", False, f"expected shape {tuple(expected.shape)}, got {tuple(c.shape)}")
-    wrong = (c.long() != expected.long())
-    if not wrong.any():
-        return report("codes", True)
-    i = int(wrong.flatten().nonzero()[0])
-    return report(
-        "codes", False, f"{int(wrong.sum())} codes differ; first at index {i}: got {int(c.flatten()[i])}, expected {int(expected.flatten()[i])} (round, add the zero point, clamp)"
-    )
+    lo_real, hi_real = (qmin - int(zero_point)) * float(scale), (qmax - int(zero_point)) * float(scale)
+    probe = torch.tensor([lo_real - 10 * abs(lo_real) - 1.0, lo_real - float(scale), 0.0, hi_real + float(scale), hi_real + 10 * abs(hi_real) + 1.0])
+    if callable(codes) and not isinstance(codes, torch.Tensor):
+        inputs = [("the tensor", x.detach()), ("values outside the range", probe)]
+        outputs = []
+        for what, t in inputs:
+            try:
+                outputs.append(codes(t.clone()))
+            except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+                return report("codes", False, f"your function raised {type(exc).__name__} on {what}: {exc}")
+    else:
+        inputs, outputs = [("the tensor", x.detach())], [codes]
+    for (what, t), out in zip(inputs, outputs):
+        c = _as_tensor(out, "codes")
+        if c.is_floating_point():
+            return report("codes", False, f"codes must be integers (torch.uint8/int8), got {c.dtype}: convert after rounding and clamping")
+        expected = quantize(t, qp)
+        if c.shape != expected.shape:
+            return report("codes", False, f"expected shape {tuple(expected.shape)}, got {tuple(c.shape)}")
+        wrong = c.long() != expected.long()
+        if wrong.any():
+            ratio = t.double() / float(scale)
+            near_tie = ((ratio - ratio.floor()) - 0.5).abs() < _TIE
+            if not ((c.long() - expected.long()).abs()[wrong].le(1).all() and near_tie[wrong].all()):
+                return report("codes", False, _codes_mistake(c, t, float(scale), int(zero_point), qmin, qmax, what))
+    return report("codes", True)
+
+
+def _codes_mistake(c: torch.Tensor, t: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int, what: str) -> str:
+    """Name the mistake that produced codes ``c`` for ``t``."""
+    r = t.double() / scale
+    c = c.long()
+    as_dtype = lambda v: v.to(c.dtype if c.dtype in (torch.uint8, torch.int8) else torch.int64).long()  # noqa: E731
+    candidates = [
+        ("values outside the range must clamp to the end codes before the conversion to 8 bits (they wrapped around)",
+         as_dtype(torch.round(r) + zero_point)),
+        ("the zero point is missing: add it after rounding", torch.clamp(torch.round(r), qmin, qmax).long()),
+        ("the zero point is missing and values outside the range must clamp", as_dtype(torch.round(r))),
+        ("round to the nearest code: converting to an integer type truncates", torch.clamp(torch.trunc(r) + zero_point, qmin, qmax).long()),
+        ("round to the nearest code: converting to an integer type truncates", as_dtype(torch.trunc(r) + zero_point)),
+        ("the zero point is subtracted: add it", torch.clamp(torch.round(r) - zero_point, qmin, qmax).long()),
+    ]
+    for hint, cand in candidates:
+        if torch.equal(cand, c):
+            return hint
+    wrong = c != torch.clamp(torch.round(r) + zero_point, qmin, qmax).long()
+    n = int(wrong.sum())
+    return f"{n} codes of {what} differ: divide by the scale, round, add the zero point, clamp to {qmin}..{qmax}"
 
 
 @_blank_safe
 def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
-    """Exercise: symmetric signed 8-bit per-channel scales of ``weight`` along axis 0."""
-    expected = qparams_from_tensor(weight, 8, True, "symmetric", axis=0).scale
-    return check_close("per-channel scales", scales, expected, rtol=1e-5)
+    """Exercise: symmetric signed 8-bit per-channel scales of ``weight`` along axis 0, as torch's observer computes them.
+
+    Names the typical mistakes: one scale for the whole tensor, scales along
+    the wrong axis, the restricted range (``/127``, TFLite's convention),
+    ``max`` instead of the largest absolute value, an affine range.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    expected = qparams_from_tensor(weight, 8, True, "symmetric", axis=0).scale.double()
+    a = _as_tensor(scales, "per-channel scales").double()
+    name = "per-channel scales"
+    w = weight.detach().double().reshape(weight.shape[0], -1)
+    if a.numel() == 1:
+        return report(name, False, "that is one scale for the whole tensor: per-channel means one scale per output row")
+    if a.numel() != expected.numel():
+        return report(name, False, f"expected one scale per output row ({expected.numel()}), got {a.numel()}: reduce over the other axes")
+    a = a.reshape(-1)
+    if torch.allclose(a, expected, rtol=1e-5, atol=0):
+        return report(name, True)
+    absmax = w.abs().amax(dim=1)
+    if torch.allclose(a, absmax / 127, rtol=1e-5):
+        return report(name, False, "that is the restricted range [-127, 127] (TFLite's convention); torch's observer spreads [-m, m] over all 256 codes")
+    if torch.allclose(a, w.amax(dim=1) / 127.5, rtol=1e-5) or torch.allclose(a, w.amax(dim=1) / 127, rtol=1e-5):
+        return report(name, False, "symmetric means the largest absolute value: negative weights count too")
+    if torch.allclose(a, (w.amax(dim=1) - w.amin(dim=1)) / 255, rtol=1e-5):
+        return report(name, False, "that is the affine scale (max - min); symmetric ranges are [-m, m] around zero")
+    if torch.allclose(a, absmax / 255, rtol=1e-5) or torch.allclose(a, absmax / 256, rtol=1e-5):
+        return report(name, False, "a symmetric range [-m, m] is 2m wide: spread it over the codes, not m alone")
+    worst = int((a - expected).abs().argmax())
+    return report(name, False, f"row {worst}: got {a[worst].item():.6g}; compare with section 5's symmetric scale")
 
 
 @_blank_safe
 def check_recommendation(scenario: str, answer: Any) -> bool:
-    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``."""
-    from .decision import SCENARIOS, Recommendation, recommend
+    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``.
+
+    Compares the reasoning (the answer given to each question of the tree),
+    not only the outcome: a right method reached from a wrong reading of the
+    story fails, with a hint that names the question read wrongly.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    from .decision import SCENARIOS, Recommendation, recommend, scenario_mistakes
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
     if not_filled(answer):
         raise NotFilledIn(f"scenario {scenario!r}")
+    name = f"scenario {scenario!r}"
     if not isinstance(answer, Recommendation):
-        return report(f"scenario {scenario!r}", False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
+        return report(name, False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
     expected = recommend(**SCENARIOS[scenario][1])
-    if (answer.method, answer.engine) == (expected.method, expected.engine):
-        return report(f"scenario {scenario!r}", True)
-    hint = "re-read the story: which of the four questions did you answer differently?"
-    if answer.engine != expected.engine:
-        hint = "the method may be right, but where does the model run?"
-    return report(f"scenario {scenario!r}", False, f"you got {answer.method} on {answer.engine}; {hint}")
+    mistakes = scenario_mistakes(scenario, answer)
+    if not mistakes and (answer.method, answer.engine) == (expected.method, expected.engine):
+        return report(name, True)
+    if not mistakes:
+        return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
+    same = (answer.method, answer.engine) == (expected.method, expected.engine)
+    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if same else "")
+    question, hint = mistakes[0]
+    more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
+    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
+
+
+def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: float, bits_from: int, bits_to: int, max_width: float = 6.0) -> bool:
+    """Exercise (predict first): a ``(low, high)`` range in dB for the SQNR at ``bits_to`` bits, knowing ``reference_db`` at ``bits_from``.
+
+    Accepts a range at most ``max_width`` dB wide that contains the measured
+    value (the reasoning: about 6 dB per bit); names the typical wrong
+    reasonings: no change with fewer bits, SQNR proportional to the bit count,
+    a range too wide to predict anything.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    name = "prediction"
+    if not_filled(prediction):
+        return report(name, False, "not filled in yet: replace ... with your answer and run the cell again")
+    try:
+        low, high = (float(v) for v in prediction)
+    except (TypeError, ValueError):
+        return report(name, False, f"expected a (low, high) pair in dB, got {prediction!r}")
+    if low > high:
+        return report(name, False, f"low {low} is above high {high}: write (low, high)")
+    if high - low > max_width:
+        return report(name, False, f"a range {high - low:.1f} dB wide predicts little; commit to at most {max_width:g} dB")
+    if low <= measured_db <= high:
+        return report(name, True)
+    proportional = reference_db * bits_to / bits_from
+    if low <= reference_db <= high:
+        hint = "you expected about the same SQNR: fewer bits mean a coarser grid and more noise"
+    elif low <= proportional <= high:
+        hint = "SQNR is not proportional to the bit count: each bit halves the step, which is a fixed number of dB"
+    elif high < measured_db:
+        hint = "you expected more noise than the grid gives: count the dB that each removed bit costs"
+    else:
+        hint = "you expected less noise than the grid gives: count the dB that each removed bit costs"
+    return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")
+
+
+__all__ += ["check_sqnr_prediction"]

@@ -350,6 +350,9 @@ def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- integer linear
 
 
+BiasMode = Literal["float", "int32"]
+
+
 def int8_linear(
     x_q: torch.Tensor,
     x_qparams: QParams,
@@ -357,6 +360,8 @@ def int8_linear(
     w_qparams: QParams,
     bias: Optional[torch.Tensor],
     out_qparams: QParams,
+    *,
+    bias_mode: BiasMode = "int32",
 ) -> torch.Tensor:
     """``y = x @ w.T + b`` computed the way an INT8 kernel does.
 
@@ -365,17 +370,36 @@ def int8_linear(
 
     1. subtract zero points and multiply-accumulate in int32
        (``acc = (x_q - x_zp) @ (w_q - w_zp).T``);
-    2. add the bias quantized to int32 with scale ``x_scale * w_scale``;
-    3. requantize: ``y_q = clamp(round(acc * x_scale * w_scale / out_scale) + out_zp)``.
+    2. add the bias, in one of two ways (``bias_mode``):
 
-    Returns codes of ``out_qparams.dtype``; matches
-    ``torch.ao.nn.quantized.Linear`` within 1 code.
+       * ``"int32"``: quantize the bias to int32 with scale ``x_scale * w_scale``
+         and add it to the accumulator, then requantize
+         ``y_q = clamp(round(acc * x_scale * w_scale / out_scale) + out_zp)``.
+         This is what qnnpack (and TFLite) do.
+       * ``"float"``: scale the accumulator to float first and add the float
+         bias there, ``y_q = clamp(round((acc * x_scale * w_scale + bias) / out_scale) + out_zp)``.
+         This is what fbgemm/x86 (and onednn) do.
+
+    The two differ by one code where the bias's rounding to int32 tips a value
+    over a rounding boundary. Each matches ``torch.ao.nn.quantized.Linear`` on
+    its own engine with 0 differing codes (tested), as long as the kernel does
+    not saturate (full-range activations on a CPU without VNNI: see
+    ``qh.cpu_has_vnni`` and notebook 01).
+
+    Returns codes of ``out_qparams.dtype``.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     for name, t in (("x_q", x_q), ("w_q", w_q)):
         if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.is_quantized:
             raise TypeError(f"{name} must be a plain integer tensor of codes, got {getattr(t, 'dtype', type(t).__name__)}")
         if t.dim() != 2:
             raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+    if bias_mode not in ("float", "int32"):
+        raise ValueError(
+            f"bias_mode must be 'float' (float bias added after scaling: fbgemm/x86) or 'int32' "
+            f"(bias quantized to int32 at x_scale*w_scale: qnnpack/TFLite), got {bias_mode!r}"
+        )
     if x_q.shape[1] != w_q.shape[1]:
         raise ValueError(f"x_q has {x_q.shape[1]} features but w_q expects {w_q.shape[1]}")
     if x_qparams.per_channel:
@@ -385,6 +409,8 @@ def int8_linear(
     if out_qparams.per_channel:
         raise ValueError("out_qparams must be per-tensor")
     _check_qparams_fit(w_q, w_qparams)
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (w_q.shape[0],)):
+        raise ValueError(f"bias must be a float tensor of shape ({w_q.shape[0]},), got {getattr(bias, 'shape', type(bias).__name__)}")
 
     x_zp = x_qparams.zero_point.reshape(())
     w_zp = w_qparams.zero_point.reshape(-1, 1) if w_qparams.per_channel else w_qparams.zero_point.reshape(())
@@ -393,9 +419,13 @@ def int8_linear(
     acc = x_i32 @ w_i32.T  # int32 accumulation, shape (N, out)
 
     acc_scale = (x_qparams.scale.to(torch.float32).reshape(()) * w_qparams.scale.to(torch.float32).reshape(-1))
+    if bias_mode == "float":
+        y = acc.to(torch.float32) * acc_scale.reshape(1, -1)
+        if bias is not None:
+            y = y + bias.detach().to(torch.float32).reshape(1, -1)
+        y = torch.round(y / out_qparams.scale.to(torch.float32).reshape(())) + out_qparams.zero_point.reshape(())
+        return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
     if bias is not None:
-        if bias.shape != (w_q.shape[0],):
-            raise ValueError(f"bias must have shape ({w_q.shape[0]},), got {tuple(bias.shape)}")
         acc = acc + torch.round(bias.detach().float() / acc_scale).to(torch.int32)
     return requantize(acc, acc_scale, out_qparams)
 

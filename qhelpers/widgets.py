@@ -17,14 +17,19 @@ from .decision import recommend
 from .plotting import plot_histogram_with_grid
 from .quantmath import fake_quantize, qparams_from_minmax, sqnr_db
 
-__all__ = ["explore", "quantization_explorer", "decision_chooser"]
+__all__ = ["explore", "clip_sweep", "quantization_explorer", "decision_chooser"]
 
 
 def explore(x: torch.Tensor, bits: int = 8, scheme: str = "affine", clip_percentile: float = 100.0) -> dict:
-    """Quantize ``x`` with a range clipped at a percentile of ``|x|``; returns the qparams, SQNR and clipped share.
+    """Quantize ``x`` with its range clipped at percentiles; returns the qparams, SQNR and clipped share.
 
-    ``clip_percentile=100`` uses the full min/max range; lower values clip
+    The range runs from the ``(100 - clip_percentile)``-th to the
+    ``clip_percentile``-th percentile of the signed values of ``x`` (both
+    tails are clipped, each by ``100 - clip_percentile`` percent);
+    ``clip_percentile=100`` uses the full min/max range. Lower values clip
     outliers to give the bulk of the values a finer grid.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     if not 50.0 <= clip_percentile <= 100.0:
         raise ValueError(f"clip_percentile must be from 50 to 100, got {clip_percentile}")
@@ -35,6 +40,21 @@ def explore(x: torch.Tensor, bits: int = 8, scheme: str = "affine", clip_percent
     x_hat = fake_quantize(x, qp)
     clipped = float(((flat < lo) | (flat > hi)).float().mean()) * 100.0
     return {"qparams": qp, "sqnr_db": sqnr_db(x, x_hat), "clipped_percent": clipped, "levels": qp.quant_max - qp.quant_min + 1}
+
+
+def clip_sweep(x: torch.Tensor, bits: int, *, scheme: str = "symmetric", percentiles: tuple = (100.0, 99.999, 99.99, 99.95, 99.9, 99.8, 99.5, 99.0, 98.0)) -> dict:
+    """SQNR of ``x`` at ``bits`` for each clipping percentile (see ``explore``), and the best one.
+
+    Returns ``{"sqnr_db": {percentile: dB}, "best_percentile", "best_db", "full_db", "gain_db"}``
+    where ``gain_db`` is what the best clip gains over the full min/max range.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    if not percentiles or 100.0 not in percentiles:
+        raise ValueError(f"percentiles must include 100.0 (the full range) to compare against, got {percentiles!r}")
+    sqnr = {float(p): explore(x, bits, scheme, float(p))["sqnr_db"] for p in percentiles}
+    best = max(sqnr, key=sqnr.get)
+    return {"sqnr_db": sqnr, "best_percentile": best, "best_db": sqnr[best], "full_db": sqnr[100.0], "gain_db": sqnr[best] - sqnr[100.0]}
 
 
 def quantization_explorer(x: torch.Tensor, title: str = "values"):
@@ -70,7 +90,7 @@ def quantization_explorer(x: torch.Tensor, title: str = "values"):
 
 
 def decision_chooser():
-    """Four yes/no questions -> the recommended workflow and engine (see ``qhelpers.decision``)."""
+    """Five questions -> the recommended workflow and engine (see ``qhelpers.decision``)."""
     import ipywidgets as W
     from IPython.display import display
 
@@ -81,15 +101,16 @@ def decision_chooser():
         options=[("not tried yet", None), ("acceptable", True), ("too large", False)], value=None, description="PTQ accuracy drop?", style=style
     )
     arm = W.ToggleButtons(options=[("x86", False), ("ARM", True)], value=False, description="Deploy on", style=style)
+    kind = W.ToggleButtons(options=[("CNN", "conv"), ("Linear/LSTM", "linear")], value="conv", description="Model made of", style=style)
     answer = W.HTML()
 
     def update(*_):
-        r = recommend(calib.value, train.value, drop.value, arm.value)
-        answer.value = f"<b>{r.method}</b> with engine <code>{r.engine}</code> &rarr; {r.notebook}<br>{r.reason}"
+        r = recommend(calib.value, train.value, drop.value, arm.value, model_kind=kind.value)
+        answer.value = f"<b>{r.method}</b> with engine <code>{r.engine}</code> &rarr; {r.notebook}<br>{r.reason}<br><i>{r.deploy}</i>"
 
-    for w in (calib, train, drop, arm):
+    for w in (kind, calib, train, drop, arm):
         w.observe(update, names="value")
     update()
-    box = W.VBox([calib, train, drop, arm, answer])
+    box = W.VBox([kind, calib, train, drop, arm, answer])
     display(box)
     return box

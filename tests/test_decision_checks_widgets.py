@@ -17,14 +17,30 @@ import qhelpers as qh
         (True, False, True, True, "PTQ", "qnnpack"),
         (True, True, False, False, "QAT", "x86"),
         (True, False, False, False, "PTQ, tuned", "x86"),
-        (False, True, None, True, "QAT", "qnnpack"),
-        (False, False, None, False, "dynamic quantization", "x86"),
+        (False, True, None, True, "PTQ", "qnnpack"),  # training data calibrates: PTQ first
+        (False, False, None, False, "collect data, then PTQ", "x86"),  # a CNN: quantize_dynamic leaves Conv2d in float
     ],
 )
 def test_recommend_walks_the_tree(calib, train, drop, arm, method, engine):
     r = qh.recommend(calib, train, drop, arm)
     assert (r.method, r.engine) == (method, engine)
     assert r.notebook.startswith("notebook 0")
+
+
+def test_recommend_asks_what_the_model_is_made_of():
+    assert qh.recommend(False, False, model_kind="linear").method == "dynamic quantization"
+    assert qh.recommend(False, False, model_kind="conv").method == "collect data, then PTQ"
+    assert "Conv2d" in qh.recommend(False, False).reason
+    assert qh.recommend(True, False, model_kind="linear").method == "PTQ"
+    with pytest.raises(ValueError, match="model_kind"):
+        qh.recommend(False, False, model_kind="rnn")
+
+
+def test_arm_points_to_xnnpack_and_executorch_with_qnnpack_as_the_eager_engine():
+    r = qh.recommend(True, False, arm_device=True)
+    assert r.engine == "qnnpack" and "XNNPACKQuantizer" in r.deploy and "ExecuTorch" in r.deploy
+    assert "XNNPACKQuantizer" in qh.DECISION_TREE_TEXT and "qnnpack" in qh.DECISION_TREE_TEXT
+    assert "X86InductorQuantizer" in qh.recommend(True, False).deploy
 
 
 def test_recommend_refuses_non_booleans():
@@ -96,9 +112,13 @@ def test_widgets_build_without_a_browser():
     bits.value = 3
     assert box.children[1].value != before and "SQNR" in box.children[1].value
     chooser = qh.decision_chooser()
-    calib, train, drop, arm, answer = chooser.children
+    kind, calib, train, drop, arm, answer = chooser.children
     train.value, drop.value = True, False
     assert "QAT" in answer.value
+    drop.value, calib.value, train.value, kind.value = None, False, False, "linear"
+    assert "dynamic quantization" in answer.value
+    arm.value = True
+    assert "ExecuTorch" in answer.value
 
 
 def test_random_shift_moves_pixels_within_bounds():

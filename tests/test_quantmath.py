@@ -190,28 +190,81 @@ def test_each_bit_adds_about_six_db():
 # ----------------------------------------------------------------------------- int8 linear
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-@pytest.mark.parametrize("seed", range(4))
-def test_int8_linear_matches_quantized_linear_within_one_code(per_channel, seed):
+_BIAS_MODE_OF_ENGINE = {"x86": "float", "fbgemm": "float", "qnnpack": "int32"}
+
+
+def _quantized_linear_and_mine(engine, per_channel, seed, reduce_range, bias_mode):
     from torch.ao.nn.quantized import Linear as QLinear
 
     torch.manual_seed(seed)
-    lin = torch.nn.Linear(32, 12)
-    x = torch.randn(9, 32)
-    x_qp = qh.qparams_from_tensor(x, 8, signed=False)
+    lin = torch.nn.Linear(64, 24)
+    x = torch.randn(200, 64) * 2 + 0.5
+    x_qp = qh.qparams_from_tensor(x, 8, signed=False, reduce_range=reduce_range)
     w_qp = qh.qparams_from_tensor(lin.weight, 8, True, "symmetric", axis=0 if per_channel else None)
     out_qp = qh.qparams_from_tensor(lin(x).detach(), 8, signed=False)
-    qlin = QLinear(32, 12, dtype=torch.qint8)
-    if per_channel:
-        w = torch.quantize_per_channel(lin.weight.detach(), w_qp.scale.double(), w_qp.zero_point, 0, torch.qint8)
-    else:
-        w = torch.quantize_per_tensor(lin.weight.detach(), float(w_qp.scale), 0, torch.qint8)
-    qlin.set_weight_bias(w, lin.bias.detach())
-    qlin.scale, qlin.zero_point = float(out_qp.scale), int(out_qp.zero_point)
-    ref = qlin(torch.quantize_per_tensor(x, float(x_qp.scale), int(x_qp.zero_point), torch.quint8)).int_repr()
-    mine = qh.int8_linear(qh.quantize(x, x_qp), x_qp, qh.quantize(lin.weight, w_qp), w_qp, lin.bias, out_qp)
+    with qh.engine(engine):
+        qlin = QLinear(64, 24, dtype=torch.qint8)
+        if per_channel:
+            w = torch.quantize_per_channel(lin.weight.detach(), w_qp.scale.double(), w_qp.zero_point, 0, torch.qint8)
+        else:
+            w = torch.quantize_per_tensor(lin.weight.detach(), float(w_qp.scale), 0, torch.qint8)
+        qlin.set_weight_bias(w, lin.bias.detach())
+        qlin.scale, qlin.zero_point = float(out_qp.scale), int(out_qp.zero_point)
+        ref = qlin(torch.quantize_per_tensor(x, float(x_qp.scale), int(x_qp.zero_point), torch.quint8)).int_repr()
+    mine = qh.int8_linear(qh.quantize(x, x_qp), x_qp, qh.quantize(lin.weight, w_qp), w_qp, lin.bias, out_qp, bias_mode=bias_mode)
     assert mine.dtype == torch.uint8
-    assert int((ref.int() - mine.int()).abs().max()) <= 1
+    return (ref.int() - mine.int()).abs()
+
+
+@pytest.mark.parametrize("engine", ["x86", "fbgemm", "qnnpack"])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_int8_linear_bias_mode_matches_its_engine_with_zero_differing_codes(engine, per_channel, seed):
+    if engine not in qh.supported_engines():
+        pytest.skip(f"engine {engine!r} is not available here ({qh.supported_engines()})")
+    # full-range activations saturate the 16-bit pair sums of x86/fbgemm on CPUs without VNNI: use the
+    # engines' default reduced range (0..127) there, as torch's default qconfig does
+    reduce_range = engine in ("x86", "fbgemm") and not qh.cpu_has_vnni()
+    diff = _quantized_linear_and_mine(engine, per_channel, seed, reduce_range, _BIAS_MODE_OF_ENGINE[engine])
+    assert int((diff != 0).sum()) == 0
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+def test_the_other_bias_mode_is_off_by_at_most_one_code(engine):
+    if engine not in qh.supported_engines():
+        pytest.skip(f"engine {engine!r} is not available here")
+    other = {"float": "int32", "int32": "float"}[_BIAS_MODE_OF_ENGINE[engine]]
+    diff = _quantized_linear_and_mine(engine, False, 0, engine == "x86", other)
+    assert int(diff.max()) <= 1 and int((diff != 0).sum()) > 0  # the bias's rounding to int32 tips a few values
+
+
+def test_full_range_activations_saturate_without_vnni_and_not_with_reduce_range():
+    """K=64, all activation codes 255, all weight codes 127: 64.0 exactly, unless the AVX2 kernels saturate."""
+    from torch.ao.nn.quantized import Linear as QLinear
+
+    engine = "x86" if "x86" in qh.supported_engines() else None
+    if engine is None:
+        pytest.skip("no x86 engine here")
+    results = {}
+    with qh.engine(engine):
+        for act_max_code in (255, 127):
+            ql = QLinear(64, 1, dtype=torch.qint8)
+            ql.set_weight_bias(torch.quantize_per_tensor(torch.ones(1, 64), 1 / 127, 0, torch.qint8), None)
+            ql.scale, ql.zero_point = 0.5, 0
+            x = torch.quantize_per_tensor(torch.ones(1, 64), 1 / act_max_code, 0, torch.quint8)
+            results[act_max_code] = ql(x).dequantize().item()
+    assert results[127] == 64.0
+    if qh.cpu_has_vnni():
+        assert results[255] == 64.0
+    elif qh.cpu_has_vnni() is False:
+        assert results[255] < 40.0  # 32 pair sums saturate at 32767 instead of 64770
+
+
+def test_int8_linear_refuses_an_unknown_bias_mode():
+    x_qp = qh.qparams_from_minmax(0.0, 1.0, signed=False)
+    w_qp = qh.qparams_from_minmax(-1.0, 1.0, scheme="symmetric")
+    with pytest.raises(ValueError, match="bias_mode must be 'float'"):
+        qh.int8_linear(torch.zeros(2, 3, dtype=torch.uint8), x_qp, torch.zeros(4, 3, dtype=torch.int8), w_qp, None, x_qp, bias_mode="fbgemm")
 
 
 # ----------------------------------------------------------------------------- bad input
