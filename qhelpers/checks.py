@@ -169,17 +169,22 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
 
 def _codes_mistake(c: torch.Tensor, t: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int, what: str) -> str:
     """Name the mistake that produced codes ``c`` for ``t``."""
-    r = t.double() / scale
+    r = t.float() / scale  # in float32, as a learner's code computes it
+    store = c.dtype if c.dtype in (torch.uint8, torch.int8) else torch.int64
     c = c.long()
-    as_dtype = lambda v: v.to(c.dtype if c.dtype in (torch.uint8, torch.int8) else torch.int64).long()  # noqa: E731
+    as_dtype = lambda v: v.to(store).long()  # noqa: E731  (values outside the dtype wrap, as in the learner's code)
+    clamp = lambda v: torch.clamp(v, qmin, qmax).long()  # noqa: E731
     candidates = [
         ("values outside the range must clamp to the end codes before the conversion to 8 bits (they wrapped around)",
          as_dtype(torch.round(r) + zero_point)),
-        ("the zero point is missing: add it after rounding", torch.clamp(torch.round(r), qmin, qmax).long()),
+        ("the zero point is missing: add it after rounding", clamp(torch.round(r))),
         ("the zero point is missing and values outside the range must clamp", as_dtype(torch.round(r))),
-        ("round to the nearest code: converting to an integer type truncates", torch.clamp(torch.trunc(r) + zero_point, qmin, qmax).long()),
+        ("round to the nearest code: converting to an integer type truncates", clamp(torch.trunc(r) + zero_point)),
+        ("round to the nearest code: converting to an integer type truncates", clamp(torch.trunc(r + zero_point))),
         ("round to the nearest code: converting to an integer type truncates", as_dtype(torch.trunc(r) + zero_point)),
-        ("the zero point is subtracted: add it", torch.clamp(torch.round(r) - zero_point, qmin, qmax).long()),
+        ("round to the nearest code: converting to an integer type truncates", as_dtype(r + zero_point)),
+        ("round to the nearest code, not down", clamp(torch.floor(r) + zero_point)),
+        ("the zero point is subtracted: add it", clamp(torch.round(r) - zero_point)),
     ]
     for hint, cand in candidates:
         if torch.equal(cand, c):

@@ -195,6 +195,8 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
         low, high = (float(v) for v in prediction)
     except (TypeError, ValueError):
         return report(name, False, f"expected a (low, high) pair of percentages, got {prediction!r}")
+    if high <= 1.0 < int8_acc:
+        return report(name, False, f"({low}, {high}) looks like a fraction: write the accuracy in percent, like the measurement")
     if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
         return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low}, {high}); did you write a fraction?")
     if low > high:

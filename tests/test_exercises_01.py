@@ -1,0 +1,177 @@
+"""Notebook 01's exercises: the right answer passes its self-check, typical wrong answers fail naming the mistake.
+
+Exercise 1 predicts an SQNR (a range); exercises 2-4 compute scale/zero point, codes and per-channel scales.
+The tensors here are small stand-ins with the property that matters (a negative minimum, as fc1's output
+before its ReLU has); the checks take them as arguments.
+"""
+
+import pytest
+import torch
+
+import qhelpers as qh
+
+
+def _fails(capsys, ok: bool, *words: str) -> None:
+    out = capsys.readouterr().out
+    assert ok is False and "❌" in out
+    for w in words:
+        assert w in out, f"{w!r} not in {out!r}"
+
+
+@pytest.fixture
+def x():
+    """Like fc_out: negative minimum, positive maximum, so the zero point is far from 0."""
+    return torch.randn(256, 64, generator=torch.Generator().manual_seed(0)) * 2 + 0.3
+
+
+@pytest.fixture
+def weight():
+    return torch.randn(10, 64, generator=torch.Generator().manual_seed(1)) * 0.2
+
+
+def _by_hand(x):
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (hi - lo) / 255
+    return lo, hi, scale, 0 - round(lo / scale)
+
+
+# ----------------------------------------------------------------------------- exercise 1: predict the 4-bit SQNR
+
+REF_8BIT, MEASURED_4BIT = 39.0, 14.4  # notebook 01's weight
+
+
+def _predict(prediction):
+    return qh.check_sqnr_prediction(prediction, MEASURED_4BIT, reference_db=REF_8BIT, bits_from=8, bits_to=4)
+
+
+def test_ex1_accepts_right_answer(capsys):
+    assert _predict((REF_8BIT - 4 * 6.02 - 3, REF_8BIT - 4 * 6.02 + 3)) is True
+    assert _predict((12.0, 17.0)) is True
+
+
+def test_ex1_rejects_no_change_with_fewer_bits(capsys):
+    _fails(capsys, _predict((36.0, 40.0)), "about the same SQNR")
+
+
+def test_ex1_rejects_sqnr_proportional_to_bits(capsys):
+    _fails(capsys, _predict((18.0, 21.0)), "not proportional")
+
+
+def test_ex1_rejects_a_range_too_wide(capsys):
+    _fails(capsys, _predict((0.0, 40.0)), "predicts little")
+
+
+def test_ex1_rejects_reversed_bounds_and_blank(capsys):
+    _fails(capsys, _predict((17.0, 12.0)), "write (low, high)")
+    _fails(capsys, _predict(...), "not filled in yet")
+
+
+# ----------------------------------------------------------------------------- exercise 2: scale and zero point
+
+
+def test_ex2_accepts_right_answer(capsys, x):
+    _, _, scale, zero_point = _by_hand(x)
+    assert qh.check_scale_zero_point(scale, zero_point, x) is True
+
+
+def test_ex2_rejects_scale_from_zero_to_max_and_no_zero_point(capsys, x):
+    # the answer that passed when the exercise used a tensor whose minimum was 0
+    _fails(capsys, qh.check_scale_zero_point(x.max().item() / 255, 0, x), "0..max only", "the zero point is missing")
+
+
+def test_ex2_rejects_a_missing_zero_point(capsys, x):
+    _, _, scale, _ = _by_hand(x)
+    _fails(capsys, qh.check_scale_zero_point(scale, 0, x), "the zero point is missing")
+
+
+def test_ex2_rejects_dividing_by_the_number_of_codes(capsys, x):
+    lo, hi, _, zero_point = _by_hand(x)
+    _fails(capsys, qh.check_scale_zero_point((hi - lo) / 256, zero_point, x), "number of steps")
+
+
+def test_ex2_rejects_a_flipped_sign(capsys, x):
+    lo, _, scale, _ = _by_hand(x)
+    _fails(capsys, qh.check_scale_zero_point(scale, round(lo / scale), x), "sign is flipped")
+
+
+def test_ex2_rejects_an_unrounded_zero_point(capsys, x):
+    lo, _, scale, _ = _by_hand(x)
+    _fails(capsys, qh.check_scale_zero_point(scale, -lo / scale, x), "round it")
+
+
+def test_ex2_rejects_skipping_the_widening_to_zero(capsys):
+    positive = torch.rand(100, generator=torch.Generator().manual_seed(2)) + 1.0  # min 1.0: widening matters
+    _fails(capsys, qh.check_scale_zero_point((positive.max() - positive.min()).item() / 255, 0, positive), "include 0")
+
+
+# ----------------------------------------------------------------------------- exercise 3: the codes, as a function
+
+
+def test_ex3_accepts_right_answer(capsys, x):
+    _, _, scale, zp = _by_hand(x)
+    right = lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255).to(torch.uint8)  # noqa: E731
+    assert qh.check_codes(right, x, scale, zp) is True
+    assert qh.check_codes(right(x), x, scale, zp) is True  # a tensor of codes is accepted too
+    as_torch = lambda t: torch.clamp(torch.round(t * (1.0 / torch.tensor(scale))) + zp, 0, 255).to(torch.uint8)  # noqa: E731
+    assert qh.check_codes(as_torch, x, scale, zp) is True
+
+
+def test_ex3_rejects_no_zero_point_and_no_clamp(capsys, x):
+    # the answer that passed before: torch.round(fc_in / scale).to(torch.uint8)
+    _, _, scale, zp = _by_hand(x)
+    _fails(capsys, qh.check_codes(lambda t: torch.round(t / scale).to(torch.uint8), x, scale, zp), "zero point is missing", "clamp")
+
+
+def test_ex3_rejects_a_missing_clamp(capsys, x):
+    _, _, scale, zp = _by_hand(x)
+    _fails(capsys, qh.check_codes(lambda t: (torch.round(t / scale) + zp).to(torch.uint8), x, scale, zp), "values outside the range must clamp")
+
+
+def test_ex3_rejects_a_missing_clamp_even_when_the_tensor_itself_fits(capsys, x):
+    # inside the range no clamp is needed; the probe values outside it catch the mistake
+    _, _, scale, zp = _by_hand(x)
+    no_clamp = lambda t: (torch.round(t / scale) + zp).to(torch.uint8)  # noqa: E731
+    assert torch.equal(no_clamp(x), qh.quantize(x, qh.qparams_from_tensor(x, 8, signed=False)))
+    _fails(capsys, qh.check_codes(no_clamp, x, scale, zp), "clamp")
+
+
+def test_ex3_rejects_truncation_instead_of_rounding(capsys, x):
+    _, _, scale, zp = _by_hand(x)
+    _fails(capsys, qh.check_codes(lambda t: torch.clamp(t / scale + zp, 0, 255).to(torch.uint8), x, scale, zp), "truncates")
+
+
+def test_ex3_rejects_float_codes(capsys, x):
+    _, _, scale, zp = _by_hand(x)
+    _fails(capsys, qh.check_codes(lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255), x, scale, zp), "integers")
+
+
+def test_ex3_rejects_a_function_that_raises(capsys, x):
+    _, _, scale, zp = _by_hand(x)
+    _fails(capsys, qh.check_codes(lambda t: t.nope(), x, scale, zp), "raised AttributeError")
+
+
+# ----------------------------------------------------------------------------- exercise 4: per-channel scales
+
+
+def test_ex4_accepts_right_answer(capsys, weight):
+    assert qh.check_per_channel_scales(weight.abs().amax(dim=1) / ((127 - (-128)) / 2), weight) is True
+
+
+def test_ex4_rejects_the_restricted_range(capsys, weight):
+    _fails(capsys, qh.check_per_channel_scales(weight.abs().amax(dim=1) / 127, weight), "restricted range")
+
+
+def test_ex4_rejects_one_scale_for_the_whole_tensor(capsys, weight):
+    _fails(capsys, qh.check_per_channel_scales(weight.abs().max() / 127.5, weight), "one scale for the whole tensor")
+
+
+def test_ex4_rejects_the_wrong_axis(capsys, weight):
+    _fails(capsys, qh.check_per_channel_scales(weight.abs().amax(dim=0) / 127.5, weight), "one scale per output row")
+
+
+def test_ex4_rejects_max_instead_of_largest_absolute_value(capsys, weight):
+    _fails(capsys, qh.check_per_channel_scales(weight.amax(dim=1) / 127.5, weight), "largest absolute value")
+
+
+def test_ex4_rejects_an_affine_scale(capsys, weight):
+    _fails(capsys, qh.check_per_channel_scales((weight.amax(dim=1) - weight.amin(dim=1)) / 255, weight), "affine")
