@@ -99,7 +99,7 @@ def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed:
     elif close(s, (x.max().item() - x.min().item()) / (qmax - qmin)):
         ok_scale = report("scale", False, "widen the range to include 0 before computing the scale")
     else:
-        ok_scale = report("scale", False, f"got {s:.6g}; scale = (max - min) / (qmax - qmin) with the range widened to include 0")
+        ok_scale = report("scale", False, f"got {s:.6g}; compare with section 2: the range (widened to include 0) divided by the steps between the end codes")
     zp = _as_tensor(zero_point, "zero_point")
     if zp.numel() != 1:
         return report("zero_point", False, f"the zero point is one integer, got a tensor of shape {tuple(zp.shape)}")
@@ -110,13 +110,13 @@ def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed:
     if zp_int == zp_ok:
         return report("zero_point", True) and ok_scale
     if zp_int == qmin != zp_ok:
-        hint = "the zero point is missing: min is negative, so the code for 0.0 is not qmin; it is qmin - round(min / scale)"
+        hint = "the zero point is missing: min is negative, so 0.0 does not sit at code qmin; which code stands for 0.0?"
     elif zp_int == qmin + round(lo / s_ok) or zp_int == -zp_ok + 2 * qmin:
         hint = "the sign is flipped: min is negative, so subtracting round(min / scale) moves the zero point up"
     elif not qmin <= zp_int <= qmax:
         hint = f"{zp_int} is not a code in {qmin}..{qmax}: the zero point is the code that stands for 0.0"
     else:
-        hint = f"got {zp_int}; the zero point is the code of 0.0: qmin - round(min / scale)"
+        hint = f"got {zp_int}; the zero point is the code that stands for 0.0 (section 2)"
     report("zero_point", False, hint)
     return False
 
