@@ -142,3 +142,23 @@ def test_check_recommendation_for_every_scenario(capsys):
         qh.check_recommendation("moon", None)
     out = capsys.readouterr().out
     assert "where does the model run" in out and "not filled in yet" in out
+
+
+def test_explore_clips_both_signed_tails_at_the_percentile():
+    x = torch.cat([torch.linspace(-1.0, 1.0, 10_001), torch.tensor([-50.0, 8.0])])
+    r = qh.explore(x, bits=8, scheme="affine", clip_percentile=99.0)
+    lo, hi = torch.quantile(x, 0.01).item(), torch.quantile(x, 0.99).item()
+    # the range runs from the 1st to the 99th percentile of the signed values, not +-(99th percentile of |x|)
+    assert r["qparams"].scale.item() == pytest.approx((hi - lo) / 255, rel=1e-5)
+    assert r["clipped_percent"] == pytest.approx(100 * float(((x < lo) | (x > hi)).float().mean()))
+
+
+def test_clip_sweep_finds_the_best_percentile_and_needs_the_full_range():
+    g = torch.Generator().manual_seed(0)
+    x = -torch.log(torch.rand(20_000, generator=g)) * torch.where(torch.rand(20_000, generator=g) < 0.5, -1.0, 1.0)
+    s4, s8 = qh.clip_sweep(x, 4), qh.clip_sweep(x, 8)
+    assert s4["best_db"] == max(s4["sqnr_db"].values()) and s4["full_db"] == s4["sqnr_db"][100.0]
+    assert s4["gain_db"] > 1.0 and s4["best_percentile"] < 100.0  # coarse grid: clipping wins
+    assert s8["gain_db"] < s4["gain_db"]  # fine grid: much less to win
+    with pytest.raises(ValueError, match="must include 100"):
+        qh.clip_sweep(x, 4, percentiles=(99.0, 98.0))
