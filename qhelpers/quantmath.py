@@ -362,6 +362,7 @@ def int8_linear(
     out_qparams: QParams,
     *,
     bias_mode: BiasMode = "int32",
+    saturate_int16_pairs: bool = False,
 ) -> torch.Tensor:
     """``y = x @ w.T + b`` computed the way an INT8 kernel does.
 
@@ -385,6 +386,14 @@ def int8_linear(
     its own engine with 0 differing codes (tested), as long as the kernel does
     not saturate (full-range activations on a CPU without VNNI: see
     ``qh.cpu_has_vnni`` and notebook 01).
+
+    ``saturate_int16_pairs=True`` computes step 1 the way FBGEMM's AVX2 kernels
+    do on a CPU without VNNI: the raw codes are multiplied (u8 x s8), each
+    pair of neighbouring products along the input dimension is added in 16
+    bits with saturation to -32768..32767, and the zero points are corrected
+    afterwards in int32. With ``bias_mode="float"`` that reproduces the
+    ``x86``/``fbgemm`` kernel on such a CPU code for code (tested with
+    ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``).
 
     Returns codes of ``out_qparams.dtype``.
 
@@ -416,7 +425,21 @@ def int8_linear(
     w_zp = w_qparams.zero_point.reshape(-1, 1) if w_qparams.per_channel else w_qparams.zero_point.reshape(())
     x_i32 = x_q.to(torch.int32) - x_zp.to(torch.int32)
     w_i32 = w_q.to(torch.int32) - w_zp.to(torch.int32)
-    acc = x_i32 @ w_i32.T  # int32 accumulation, shape (N, out)
+    if saturate_int16_pairs:
+        x_raw, w_raw = x_q.to(torch.int32), w_q.to(torch.int32)
+        products = x_raw[:, None, :] * w_raw[None, :, :]  # (N, out, in), each |u8 x s8| < 2**15
+        if products.shape[-1] % 2:
+            products = torch.nn.functional.pad(products, (0, 1))
+        pairs = products.reshape(*products.shape[:-1], -1, 2).sum(dim=-1).clamp(-32768, 32767)
+        k = x_q.shape[1]
+        acc = (
+            pairs.sum(dim=-1)
+            - x_zp.to(torch.int32) * w_raw.sum(dim=1).reshape(1, -1)
+            - (w_zp.to(torch.int32).reshape(1, -1) * x_raw.sum(dim=1, keepdim=True))
+            + k * x_zp.to(torch.int32) * w_zp.to(torch.int32).reshape(1, -1)
+        )
+    else:
+        acc = x_i32 @ w_i32.T  # int32 accumulation, shape (N, out)
 
     acc_scale = (x_qparams.scale.to(torch.float32).reshape(()) * w_qparams.scale.to(torch.float32).reshape(-1))
     if bias_mode == "float":

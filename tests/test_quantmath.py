@@ -304,3 +304,37 @@ def test_quantized_tensor_input_is_refused_with_advice():
         qh.qparams_from_tensor(q)
     with pytest.raises(TypeError, match="int_repr"):
         qh.dequantize(q, qh.qparams_from_minmax(0.0, 1.0))
+
+
+def test_saturating_int16_pairs_reproduce_the_avx2_kernel_or_the_exact_sum():
+    """Without VNNI, x86's kernel equals the 16-bit pair emulation; with VNNI (or with reduce_range) it equals the exact sum."""
+    from torch.ao.nn.quantized import Linear as QLinear
+
+    if "x86" not in qh.supported_engines() or qh.cpu_has_vnni() is None:
+        pytest.skip("needs the x86 engine on an x86 CPU whose flags can be read")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 24)
+    x = torch.randn(100, 64) * 2 + 0.5
+    x_qp = qh.qparams_from_tensor(x, 8, signed=False)  # full range 0..255
+    w_qp = qh.qparams_from_tensor(lin.weight, 8, True, "symmetric")
+    out_qp = qh.qparams_from_tensor(lin(x).detach(), 8, signed=False)
+    with qh.engine("x86"):
+        qlin = QLinear(64, 24, dtype=torch.qint8)
+        qlin.set_weight_bias(torch.quantize_per_tensor(lin.weight.detach(), float(w_qp.scale), 0, torch.qint8), lin.bias.detach())
+        qlin.scale, qlin.zero_point = float(out_qp.scale), int(out_qp.zero_point)
+        ref = qlin(torch.quantize_per_tensor(x, float(x_qp.scale), int(x_qp.zero_point), torch.quint8)).int_repr()
+    args = (qh.quantize(x, x_qp), x_qp, qh.quantize(lin.weight, w_qp), w_qp, lin.bias, out_qp)
+    exact = qh.int8_linear(*args, bias_mode="float")
+    saturated = qh.int8_linear(*args, bias_mode="float", saturate_int16_pairs=True)
+    assert int((exact != saturated).sum()) > 100  # full-range codes overflow 16-bit pair sums often
+    assert torch.equal(ref, saturated if not qh.cpu_has_vnni() else exact)
+
+
+def test_saturating_pairs_change_nothing_with_a_reduced_range():
+    torch.manual_seed(1)
+    x, w = torch.rand(20, 33) * 3, torch.randn(5, 33)
+    x_qp = qh.qparams_from_tensor(x, 8, signed=False, reduce_range=True)
+    w_qp = qh.qparams_from_tensor(w, 8, True, "symmetric", axis=0)
+    out_qp = qh.qparams_from_tensor(x @ w.T, 8, signed=False)
+    args = (qh.quantize(x, x_qp), x_qp, qh.quantize(w, w_qp), w_qp, None, out_qp)
+    assert torch.equal(qh.int8_linear(*args), qh.int8_linear(*args, saturate_int16_pairs=True))  # odd K padded too
