@@ -137,6 +137,8 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
+    if not_filled(codes, scale, zero_point):  # the codes, or the scale and zero point they need, are still blank
+        raise NotFilledIn("codes")
     qmin, qmax = quant_range(8, signed)
     qp = QParams(torch.tensor([float(scale)]), torch.tensor([int(zero_point)]), qmin, qmax, 8, signed, "affine")
     lo_real, hi_real = (qmin - int(zero_point)) * float(scale), (qmax - int(zero_point)) * float(scale)

@@ -175,3 +175,9 @@ def test_ex4_rejects_max_instead_of_largest_absolute_value(capsys, weight):
 
 def test_ex4_rejects_an_affine_scale(capsys, weight):
     _fails(capsys, qh.check_per_channel_scales((weight.amax(dim=1) - weight.amin(dim=1)) / 255, weight), "affine")
+
+
+def test_ex3_blank_scale_or_codes_say_not_filled_in(capsys, x):
+    assert qh.check_codes(..., x, ..., ...) is False
+    assert qh.check_codes(lambda t: t, x, ..., ...) is False
+    assert capsys.readouterr().out.count("not filled in yet") == 2
