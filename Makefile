@@ -9,7 +9,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab test test-cpus quick unit nbval node-test bench bench-quick execute data model student html wheelhouse clean
+.PHONY: setup setup-dev lab test test-cpus quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
 
 setup: $(STAMP)
 setup-dev: $(DEVSTAMP)
@@ -91,6 +91,12 @@ data: $(STAMP)
 
 model: $(STAMP)
 	$(PY) -m qhelpers.rebuild model
+
+depthwise: $(STAMP)
+	$(PY) -m qhelpers.rebuild depthwise
+
+int8: $(STAMP)
+	$(PY) -m qhelpers.rebuild int8
 
 clean:
 	rm -rf results build
