@@ -9,7 +9,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab test test-cpus quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
+.PHONY: setup setup-dev lab test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
 
 setup: $(STAMP)
 setup-dev: $(DEVSTAMP)
@@ -49,6 +49,11 @@ test-cpus: $(DEVSTAMP)
 	$(AVX2_ENV) $(PY) -m pytest -q $(LAX) $(NOTEBOOKS)
 	@echo "== notebooks with qnnpack as the only engine (as on ARM) =="
 	QHELPERS_ENGINE=qnnpack $(PY) -m pytest -q $(LAX) $(NOTEBOOKS)
+
+# The unit tests and notebook 01 on an emulated aarch64 CPU (qnnpack only); not in CI: needs root,
+# about 15 minutes and 3 GB the first time (build/arm64-root and build/arm64-wheels are reused after).
+test-arm:
+	bash scripts/test_arm.sh
 
 unit: $(DEVSTAMP)
 	$(PY) -m pytest -q tests
