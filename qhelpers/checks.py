@@ -13,7 +13,7 @@ import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "CheckResult", "not_filled", "NotFilledIn", "check_recommendation", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_recommendation", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
 
 
 def report(name: str, ok: bool, detail: str = "") -> "CheckResult":

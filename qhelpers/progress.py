@@ -172,7 +172,7 @@ def progress_table(entries: list[dict]) -> str:
             [nb, ex, "correct" if r["ok"] else "not yet", str(r["tries"]), _hhmm(r["first_ok"]) or "-"]
             for (nb, ex), r in sorted(rows.items())
         ]
-        out.append(_format(["notebook", "check", "latest", "tries", "first correct"], lines))
+        out.append(_format(["notebook", "check", "latest", "tries", "first correct (UTC)"], lines))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -184,7 +184,8 @@ def _hhmm(iso: str) -> str:
 def _format(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -82,6 +82,7 @@ def test_the_table_shows_latest_result_tries_and_first_correct_time():
     ]
     table = progress.progress_table(entries)
     assert "ann: 1 of 2 checks correct" in table
+    assert all(line == line.rstrip() for line in table.splitlines())
     scale_row = next(line for line in table.splitlines() if " scale " in f" {line} ")
     assert scale_row.split() == ["01_x", "scale", "correct", "2", "09:05"]
     codes_row = next(line for line in table.splitlines() if "codes" in line)
