@@ -141,6 +141,7 @@ def _chromium_or_skip():
     return pytest.importorskip("playwright.sync_api", reason="pip install -r requirements.txt (playwright)")
 
 
+@pytest.mark.browser
 def test_in_chromium_offline_the_formula_renders_and_the_widget_figure_shows(tmp_path):
     playwright_api = _chromium_or_skip()
     assert bh.main(["-o", str(tmp_path), str(NB01)]) == 0

@@ -50,6 +50,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_jupyterlab_serves_the_news_setting_off_by_default(tmp_path):
     """A real JupyterLab pointed at the written settings folder reports fetchNews "false" as the default."""
     pytest.importorskip("jupyterlab")
