@@ -179,3 +179,27 @@ def test_in_chromium_offline_the_formula_renders_and_the_widget_figure_shows(tmp
         finally:
             browser.close()
     assert blocked == [], f"the static page tried to fetch: {blocked}"
+
+
+@pytest.mark.browser
+def test_in_chromium_a_self_check_verdict_reads_without_an_emoji_font(tmp_path):
+    """The verdict is a coloured word (green "correct", red "not yet"), not only a ✅/❌ that may draw as a box."""
+    playwright_api = _chromium_or_skip()
+    from qhelpers.checks import CheckResult
+
+    lines = [CheckResult(True, "scale"), CheckResult(False, "zero_point", "got 3; widen the range to include 0")]
+    page_path = tmp_path / "checks.html"
+    page_path.write_text("<!DOCTYPE html><html><body>" + "".join(r._repr_html_line() for r in lines) + "</body></html>")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 100})
+            page.goto(page_path.as_uri())
+            page.screenshot(path=str(SCREENSHOTS / "check_verdicts.png"))
+            badges = page.locator(".qh-check span").evaluate_all(
+                "els => els.map(e => [e.innerText, getComputedStyle(e).backgroundColor, getComputedStyle(e).color])"
+            )
+        finally:
+            browser.close()
+    assert badges == [["correct", "rgb(26, 127, 55)", "rgb(255, 255, 255)"], ["not yet", "rgb(198, 40, 40)", "rgb(255, 255, 255)"]]
