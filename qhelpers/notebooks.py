@@ -4,7 +4,9 @@
 notebook from a clean kernel, top to bottom, writes it back with its outputs
 (through a temporary file, so an interrupted run leaves the old notebook) and
 prints each notebook's run time. ``python -m qhelpers.notebooks student``
-writes copies without solutions to ``student/``. ``python -m qhelpers.notebooks check``
+writes copies for learners to ``student/``: blanks instead of solutions, no
+outputs, no ``# NBVAL_*`` markers or saved widget state, and a note that the
+answers are in ``docs/ANSWERS.md``. ``python -m qhelpers.notebooks check``
 reports what the tests also check: every code cell executed, counts 1..N in
 order, no machine paths, no unexpected tracebacks.
 """
