@@ -9,7 +9,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
 
 setup: $(STAMP)
 setup-dev: $(DEVSTAMP)
@@ -27,7 +27,16 @@ $(DEVSTAMP): $(STAMP) requirements-dev.txt
 # Jupyter refuses to run as root without --allow-root (containers, CI machines); added only for root.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
+	$(PY) scripts/lab_settings.py
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
+
+# The 2-minute laptop check of a workshop morning (OK, or what is wrong and how to fix it).
+doctor: $(STAMP)
+	$(PY) -m qhelpers.doctor
+
+# A learner's self-check results (progress/*.jsonl), as a table; pass files or folders to collect a room.
+progress: $(STAMP)
+	$(PY) -m qhelpers.progress
 
 # Chromium (browser test) and Node (the Node wrapper's tests) are installed or skipped with one line saying
 # so; under CI (CI=true) a missing one is a failure. QHELPERS_SKIP_BROWSER=1 skips the browser test.

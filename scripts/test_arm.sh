@@ -55,9 +55,13 @@ if [ ! -f "$WHEELS/.complete" ]; then
     grep -vE '^(-e|#|$)|^jupyterlab' requirements.txt > "$WHEELS/requirements-arm.txt"
     grep -E '^(nbval|pytest|hypothesis)==' requirements-dev.txt >> "$WHEELS/requirements-arm.txt"
     echo "ipykernel" >> "$WHEELS/requirements-arm.txt"
-    python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: --platform manylinux_2_28_aarch64 \
-        --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform linux_aarch64 \
-        --python-version 3.11 --implementation cp -r "$WHEELS/requirements-arm.txt"
+    # pip takes only the platform tags it is given: list every manylinux level bookworm's glibc (2.36) runs.
+    platforms=(--platform manylinux2014_aarch64 --platform linux_aarch64)
+    for v in $(seq 17 36); do platforms+=(--platform "manylinux_2_${v}_aarch64"); done
+    python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: "${platforms[@]}" \
+        --python-version 3.11 --implementation cp -r "$WHEELS/requirements-arm.txt" 2>&1 | grep -v "^WARNING: Location" || true
+    python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: "${platforms[@]}" \
+        --python-version 3.11 --implementation cp -r "$WHEELS/requirements-arm.txt" >/dev/null 2>&1  # fails loudly if incomplete
     python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: --no-deps setuptools wheel
     touch "$WHEELS/.complete"
 fi
