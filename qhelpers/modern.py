@@ -6,6 +6,8 @@ Introduced in notebooks/05_beyond_eager_mode.ipynb.
   notebooks 01-04 and records what the installed torch says about it (the
   warnings are caught from the calls, not typed by hand); the replacement
   column is the course's advice.
+* ``fixed_point_multiplier`` writes a requantization multiplier as an int32
+  and a shift, the form ``qh.requantize(..., fixed_point=True)`` uses.
 * ``int8_conv2d`` and ``plain_int8_forward`` run the eager INT8 course model
   with plain integer tensors and explicit scales (int32 accumulation, float
   requantization), the way the dtype deprecation says code should keep them.
@@ -33,7 +35,7 @@ from torch import nn
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .data import atomic_write_bytes
 from .environment import KNOWN_DEPRECATIONS, _DropByMessage, silence_known_deprecations, warning_text
-from .quantmath import QParams, int8_linear, requantize
+from .quantmath import QParams, _fixed_point_multiplier, int8_linear, requantize
 
 __all__ = [
     "PT2E_NOISE",
@@ -43,6 +45,7 @@ __all__ = [
     "probe_api",
     "deprecation_map",
     "print_table",
+    "fixed_point_multiplier",
     "int8_conv2d",
     "plain_int8_forward",
     "count_quant_ops",
@@ -257,6 +260,22 @@ def print_table(rows: list[dict], columns: Optional[list[str]] = None, max_width
 
 
 # --------------------------------------------------------------------------- plain int8 inference
+
+
+def fixed_point_multiplier(multiplier: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A requantization multiplier as integer kernels store it: ``(M0, n)`` with ``multiplier ~= M0 * 2**-n``.
+
+    ``M0`` is an int32 value in [2**30, 2**31) (the mantissa in Q0.31) and
+    ``n`` a right shift, both int64 tensors of the multiplier's shape
+    (Jacob et al. 2018, section 2.2; gemmlowp, QNNPACK and TFLite use this
+    form). ``qh.requantize(..., fixed_point=True)`` applies it.
+    """
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float, torch.Tensor)):
+        raise TypeError(f"multiplier must be a float or a float tensor, got {type(multiplier).__name__}")
+    m = torch.as_tensor(multiplier, dtype=torch.float64)
+    m0, shift = _fixed_point_multiplier(m)
+    return m0.reshape(m.shape), shift.reshape(m.shape)
+
 
 
 def _check_codes(t: object, name: str) -> torch.Tensor:
