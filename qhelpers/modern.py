@@ -61,7 +61,8 @@ __all__ = [
     "check_size_ratio",
     "check_op_count",
     "check_migration",
-    "check_requant_prediction",
+    "weight_only_sqnr",
+    "check_bits_prediction",
 ]
 
 
@@ -740,24 +741,53 @@ def check_migration(choices: Any) -> bool:
 # --------------------------------------------------------------------------- exercise 4: predict, then measure
 
 
-@_blank_safe
-def check_requant_prediction(low: Any, high: Any, measured_percent: float) -> bool:
-    """Exercise (predict first): the range, in percent, of output codes on which fixed-point and float requantization differ.
+def weight_only_sqnr(model: nn.Module, inputs: torch.Tensor, *, bits: int = 8) -> float:
+    """SQNR (dB) of ``model``'s output when every ``nn.Linear`` weight is fake-quantized to ``bits`` (per channel, symmetric); activations stay float.
 
-    Accepted when ``low <= measured <= high`` and the range is no wider than
-    one percentage point (a prediction, not "anything between 0 and 100").
+    The model itself is not changed (a copy is quantized). At 8 bits this is
+    what torchao's ``Int8WeightOnlyConfig`` computes.
+    """
+    import copy
+
+    from .quantmath import fake_quantize, qparams_from_tensor, sqnr_db
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an int from 2 to 16, got {bits!r}")
+    quantized = copy.deepcopy(model)
+    linears = [m for m in quantized.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear layer to quantize")
+    for layer in linears:
+        w = layer.weight.detach()
+        layer.weight.data = fake_quantize(w, qparams_from_tensor(w, bits, True, "symmetric", axis=0))
+    with torch.no_grad():
+        return sqnr_db(model(inputs), quantized(inputs))
+
+
+@_blank_safe
+def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.Tensor, *, bits: int = 4, reference_bits: int = 8) -> bool:
+    """Exercise (predict first): a range (dB, at most 6 wide) for the weight-only SQNR at ``bits``, given the one at ``reference_bits``.
+
+    Measures both with ``weight_only_sqnr`` after reading the prediction, prints them, and says what the
+    prediction missed.
     """
     lo, hi = _number(low, "low"), _number(high, "high")
-    m = float(measured_percent)
-    name = "prediction"
+    name = f"prediction for {bits}-bit weights"
     if lo > hi:
         return report(name, False, "low is above high: swap them")
-    if lo <= m <= hi and hi - lo <= 1.0:
+    if hi - lo > 6.0:
+        return report(name, False, f"a range {hi - lo:g} dB wide is not a prediction: narrow it to 6 dB or less")
+    measured = weight_only_sqnr(model, inputs, bits=bits)
+    reference = weight_only_sqnr(model, inputs, bits=reference_bits)
+    print(f"measured: {reference_bits}-bit weights {reference:.1f} dB, {bits}-bit weights {measured:.1f} dB")
+    if lo <= measured <= hi:
         return report(name, True)
-    if lo <= m <= hi:
-        return report(name, False, f"your range ({lo:g}-{hi:g} %) holds the answer but is too wide to be a prediction: narrow it to one point or less")
-    if hi == 0:
-        return report(name, False, "not identical: the two forms round differently where the real product lands exactly on a half (and the float32 multiplier is itself rounded)")
-    if m < lo:
-        return report(name, False, f"measured {m:.3g} %: fewer than you predicted; both forms compute the same real product and differ only in how the last half code is rounded")
-    return report(name, False, f"measured {m:.3g} %: more than you predicted")
+    if lo > measured and lo >= reference - 6.0:
+        return report(name, False, f"too optimistic: {reference_bits - bits} bits fewer make the step {2 ** (reference_bits - bits)}x coarser, and the noise power grows with the step squared")
+    if lo > measured:
+        return report(name, False, "too optimistic: each bit removed doubles the rounding error (a factor 4 in noise power)")
+    if measured >= reference:
+        return report(name, False, "fewer bits cannot raise the SQNR")
+    return report(name, False, "too pessimistic: with per-channel scales each bit removed costs about the same, and nothing clips")

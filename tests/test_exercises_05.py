@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 import qhelpers as qh
 
@@ -150,28 +151,56 @@ def test_ex3_rejects_unknown_and_blank(capsys):
 
 # --------------------------------------------------------------------------- exercise 4: predict first
 
-MEASURED = 0.0145  # percent of codes that differ (the order of what notebook 05 measures)
+@pytest.fixture(scope="module")
+def mlp():
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)).eval()
+    return block, torch.randn(32, 256)
 
 
-def test_ex4_accepts_right_answer(capsys):
-    assert qh.check_requant_prediction(0.0, 0.1, MEASURED)
+def test_ex4_measurement_is_what_the_notebook_says(mlp):
+    block, tokens = mlp
+    assert 44 < qh.weight_only_sqnr(block, tokens, bits=8) < 46.5  # equal to torchao's Int8WeightOnlyConfig on this block
+    assert 18 < qh.weight_only_sqnr(block, tokens, bits=4) < 24
 
 
-def test_ex4_rejects_identical(capsys):
-    assert not qh.check_requant_prediction(0, 0, MEASURED)
-    assert "not identical" in capsys.readouterr().out
+def test_ex4_accepts_right_answer(mlp, capsys):
+    assert qh.check_bits_prediction(18.0, 24.0, *mlp, bits=4)
+    assert "measured: 8-bit weights" in capsys.readouterr().out
 
 
-def test_ex4_rejects_many(capsys):
-    assert not qh.check_requant_prediction(5, 6, MEASURED)
-    assert "fewer than you predicted" in capsys.readouterr().out
+def test_ex4_rejects_no_change(mlp, capsys):
+    assert not qh.check_bits_prediction(40, 46, *mlp, bits=4)
+    out = capsys.readouterr().out
+    assert "too optimistic" in out and "coarser" in out
 
 
-def test_ex4_rejects_range_too_wide(capsys):
-    assert not qh.check_requant_prediction(0, 100, MEASURED)
-    assert "too wide" in capsys.readouterr().out
+def test_ex4_rejects_three_db_per_bit(mlp, capsys):
+    assert not qh.check_bits_prediction(30, 36, *mlp, bits=4)  # 3 dB per bit: the power rule applied as if to amplitude
+    out = capsys.readouterr().out
+    assert "too optimistic" in out
 
 
-def test_ex4_rejects_swapped_bounds(capsys):
-    assert not qh.check_requant_prediction(0.1, 0.0, MEASURED)
+def test_ex4_rejects_too_pessimistic(mlp, capsys):
+    assert not qh.check_bits_prediction(2, 8, *mlp, bits=4)
+    assert "too pessimistic" in capsys.readouterr().out
+
+
+def test_ex4_rejects_range_too_wide(mlp, capsys):
+    assert not qh.check_bits_prediction(0, 45, *mlp, bits=4)
+    assert "not a prediction" in capsys.readouterr().out
+
+
+def test_ex4_rejects_swapped_bounds(mlp, capsys):
+    assert not qh.check_bits_prediction(24, 18, *mlp, bits=4)
     assert "swap" in capsys.readouterr().out
+    assert not qh.check_bits_prediction(..., 24, *mlp, bits=4)
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+def test_weight_only_sqnr_bad_input(mlp):
+    block, tokens = mlp
+    with pytest.raises(ValueError, match="bits"):
+        qh.weight_only_sqnr(block, tokens, bits=1)
+    with pytest.raises(ValueError, match="nn.Linear"):
+        qh.weight_only_sqnr(nn.Sequential(nn.ReLU()), tokens, bits=8)
