@@ -1,49 +1,76 @@
 # The course's commands. `make lab` and `make test` are the README's quick start;
-# both create .venv and install requirements.txt when it is missing or has changed.
+# both create .venv and install what they need when it is missing or has changed:
+# `make lab` the course (requirements.txt), `make test` also the test tools (requirements-dev.txt).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup lab test test-cpus unit nbval node-test bench bench-quick execute data model student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
 
 setup: $(STAMP)
+setup-dev: $(DEVSTAMP)
 
-# Reinstall only when requirements.txt or pyproject.toml changed since the last install.
+# Reinstall only when the requirements or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+$(DEVSTAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
+	touch $(DEVSTAMP)
+
 # Jupyter refuses to run as root without --allow-root (containers, CI machines); added only for root.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
+	$(PY) scripts/lab_settings.py
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
 
-test: $(STAMP)
+# The 2-minute laptop check of a workshop morning (OK, or what is wrong and how to fix it).
+doctor: $(STAMP)
+	$(PY) -m qhelpers.doctor
+
+# A learner's self-check results (progress/*.jsonl), as a table; pass files or folders to collect a room.
+progress: $(STAMP)
+	$(PY) -m qhelpers.progress
+
+# Chromium (browser test) and Node (the Node wrapper's tests) are installed or skipped with one line saying
+# so; under CI (CI=true) a missing one is a failure. QHELPERS_SKIP_BROWSER=1 skips the browser test.
+test: $(DEVSTAMP)
 	bash scripts/ensure_chromium.sh
-	node --test scripts/qhelpers.test.js
+	bash scripts/run_node_tests.sh
 	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
+
+# The inner loop: unit tests without notebooks, browser, network or anything slow (well under a minute).
+quick: $(DEVSTAMP)
+	$(PY) -m pytest -q -m "not slow and not browser and not network" tests
 
 # Every notebook again, asserts only (--nbval-lax), on the CPUs learners bring: AVX2 without VNNI
 # (the AVX2 code paths forced on this machine), then qnnpack as the only engine (as on ARM).
 AVX2_ENV := FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 LAX := --nbval-lax --nbval-current-env --nbval-cell-timeout 300
-test-cpus: $(STAMP)
+test-cpus: $(DEVSTAMP)
 	@echo "== notebooks on an AVX2 CPU without VNNI =="
 	$(AVX2_ENV) $(PY) -m pytest -q $(LAX) $(NOTEBOOKS)
 	@echo "== notebooks with qnnpack as the only engine (as on ARM) =="
 	QHELPERS_ENGINE=qnnpack $(PY) -m pytest -q $(LAX) $(NOTEBOOKS)
 
-unit: $(STAMP)
+# The unit tests and notebook 01 on an emulated aarch64 CPU (qnnpack only); not in CI: needs root,
+# about 15 minutes and 3 GB the first time (build/arm64-root and build/arm64-wheels are reused after).
+test-arm:
+	bash scripts/test_arm.sh
+
+unit: $(DEVSTAMP)
 	$(PY) -m pytest -q tests
 
 node-test: $(STAMP)
-	node --test scripts/qhelpers.test.js
+	bash scripts/run_node_tests.sh
 
-nbval: $(STAMP)
+nbval: $(DEVSTAMP)
 	$(PY) -m pytest -q $(NBVAL) $(NOTEBOOKS)
 
 # Re-execute notebooks in place from a clean kernel, in order (NB=notebooks/01_... for one).
@@ -78,6 +105,12 @@ data: $(STAMP)
 
 model: $(STAMP)
 	$(PY) -m qhelpers.rebuild model
+
+depthwise: $(STAMP)
+	$(PY) -m qhelpers.rebuild depthwise
+
+int8: $(STAMP)
+	$(PY) -m qhelpers.rebuild int8
 
 clean:
 	rm -rf results build

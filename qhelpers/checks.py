@@ -16,10 +16,22 @@ from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 __all__ = ["report", "not_filled", "NotFilledIn", "check_recommendation", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
 
 
-def report(name: str, ok: bool, detail: str = "") -> bool:
-    """Print ``✅ name`` or ``❌ name: detail`` and return ``ok``."""
-    print(f"✅ {name}: correct" if ok else f"❌ {name}: {detail}")
-    return bool(ok)
+def report(name: str, ok: bool, detail: str = "") -> "CheckResult":
+    """Show ``✅ name: correct`` (green) or ``❌ name: not yet: detail`` (red); return a ``CheckResult``.
+
+    The word and the colour carry the verdict where an emoji font is missing. In a notebook the
+    line is shown as coloured HTML (plain text beside it); elsewhere it is printed. Each call is
+    also appended to the learner's progress log when one is kept (see ``qhelpers.progress``).
+    """
+    result = CheckResult(bool(ok), str(name), str(detail))
+    _show_check_line(result)
+    try:
+        from .progress import record
+
+        record(result.name, result.ok)
+    except Exception:  # the log is a convenience: a check never fails because of it
+        pass
+    return result
 
 
 def _blank_safe(check):
@@ -31,7 +43,7 @@ def _blank_safe(check):
         try:
             return check(*args, **kwargs)
         except NotFilledIn as blank:
-            return report(str(blank), False, "not filled in yet: replace ... with your answer and run the cell again")
+            return report(str(blank), False, NOT_FILLED_DETAIL)
 
     return wrapper
 
@@ -43,6 +55,87 @@ class NotFilledIn(Exception):
 def not_filled(*values: Any) -> bool:
     """True when any value is still ``...`` or ``None`` (an exercise left blank in a student copy)."""
     return any(v is None or v is Ellipsis for v in values)
+
+
+# --------------------------------------------------------------------------- how a verdict is shown
+# (report's helpers: one line per check, a word and a colour besides the mark, and no "Out: True")
+
+NOT_FILLED_DETAIL = "not filled in yet: replace ... with your answer and run the cell again"
+
+
+class CheckResult:
+    """What a self-check returns: true when the answer is right, false otherwise.
+
+    Use it like a bool (``if qh.check_...(...):``, ``assert qh.check_...(...)``). A notebook shows the
+    check's coloured line, not this value: it displays as nothing, so no ``Out: True`` follows a check.
+    """
+
+    __slots__ = ("ok", "name", "detail")
+
+    def __init__(self, ok: bool, name: str = "", detail: str = "") -> None:
+        self.ok, self.name, self.detail = bool(ok), name, detail
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (bool, CheckResult)):
+            return self.ok == bool(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.ok)
+
+    def __repr__(self) -> str:
+        return f"CheckResult(ok={self.ok}, name={self.name!r})"
+
+    def _ipython_display_(self) -> None:
+        """Display nothing: the check already showed its line."""
+
+    @property
+    def line(self) -> str:
+        """The plain-text verdict: ``✅ name: correct`` or ``❌ name: not yet: detail``."""
+        if self.ok:
+            return f"✅ {self.name}: correct"
+        if self.detail.startswith("not filled in yet"):
+            return f"❌ {self.name}: {self.detail}"
+        return f"❌ {self.name}: not yet: {self.detail}" if self.detail else f"❌ {self.name}: not yet"
+
+    def _repr_html_line(self) -> str:
+        import html
+
+        colour = "#1a7f37" if self.ok else "#c62828"
+        word, rest = ("correct", "") if self.ok else ("not yet", self.detail)
+        if not self.ok and self.detail.startswith("not filled in yet"):
+            word, rest = "not filled in yet", self.detail[len("not filled in yet"):].lstrip(": ")
+        mark = "&#x2705;" if self.ok else "&#x274C;"
+        badge = f'<span style="background:{colour};color:#fff;font-weight:bold;padding:0 0.4em;border-radius:3px">{word}</span>'
+        tail = f" {html.escape(rest)}" if rest else ""
+        return f'<div class="qh-check" style="font-family:sans-serif;color:{colour}">{mark} <b>{html.escape(self.name)}</b>: {badge}{tail}</div>'
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (which shows HTML), False in a terminal or under pytest."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the course
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _show_check_line(result: CheckResult) -> None:
+    if _in_notebook():
+        from IPython.display import display
+
+        display({"text/plain": result.line, "text/html": result._repr_html_line()}, raw=True)
+        return
+    import sys
+
+    line = result.line
+    if getattr(sys.stdout, "isatty", lambda: False)():
+        line = f"\033[{32 if result.ok else 31}m{line}\033[0m"
+    print(line)
 
 
 def _as_tensor(value: Any, name: str) -> torch.Tensor:

@@ -47,15 +47,37 @@ REBUILD_DATA_COMMAND = "python -m qhelpers.rebuild data"
 RETRAIN_COMMAND = "python -m qhelpers.rebuild model"
 
 
+DATA_ENV = "QHELPERS_DATA"
+INSTALL_HINT = (
+    "install the course with `pip install -e .` from the course folder (or `make setup`), "
+    f"or set {DATA_ENV} to the course's data/ folder"
+)
+
+
 def repo_dir() -> Path:
-    """The course's top folder (the one with ``notebooks/`` and ``data/``)."""
+    """The folder the package sits in: the course's top folder (``notebooks/``, ``data/``) for the editable install."""
     return Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> Path:
-    """``data/`` of the course (override with the ``QHELPERS_DATA`` environment variable)."""
-    env = os.environ.get("QHELPERS_DATA")
-    return Path(env) if env else repo_dir() / "data"
+    """The course's ``data/``: ``$QHELPERS_DATA`` if set, else ``data/`` beside the package (the editable install).
+
+    A non-editable ``pip install .`` puts the package in site-packages, where
+    there is no ``data/``: then this raises ``FileNotFoundError`` saying how
+    to install or where to point ``QHELPERS_DATA``.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{DATA_ENV}={env!r} is not a folder; point it at the course's data/ folder")
+        return path
+    path = repo_dir() / "data"
+    if not path.is_dir():
+        raise FileNotFoundError(f"the course's data/ folder was not found beside the package ({path}): {INSTALL_HINT}")
+    return path
 
 
 def sha256_file(path: Path) -> str:

@@ -6,6 +6,8 @@ Introduced in notebooks/05_beyond_eager_mode.ipynb.
   notebooks 01-04 and records what the installed torch says about it (the
   warnings are caught from the calls, not typed by hand); the replacement
   column is the course's advice.
+* ``fixed_point_multiplier`` writes a requantization multiplier as an int32
+  and a shift, the form ``qh.requantize(..., fixed_point=True)`` uses.
 * ``int8_conv2d`` and ``plain_int8_forward`` run the eager INT8 course model
   with plain integer tensors and explicit scales (int32 accumulation, float
   requantization), the way the dtype deprecation says code should keep them.
@@ -33,7 +35,7 @@ from torch import nn
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .data import atomic_write_bytes
 from .environment import KNOWN_DEPRECATIONS, _DropByMessage, silence_known_deprecations, warning_text
-from .quantmath import QParams, int8_linear, requantize
+from .quantmath import QParams, _fixed_point_multiplier, int8_linear, requantize
 
 __all__ = [
     "PT2E_NOISE",
@@ -43,6 +45,8 @@ __all__ = [
     "probe_api",
     "deprecation_map",
     "print_table",
+    "fixed_point_multiplier",
+    "quantized_weight",
     "int8_conv2d",
     "plain_int8_forward",
     "count_quant_ops",
@@ -50,9 +54,15 @@ __all__ = [
     "strip_unused_weights",
     "save_torchscript",
     "save_exported",
+    "weight_storage",
+    "interleaved_latency",
+    "MIGRATION_TARGETS",
     "check_requant_multiplier",
     "check_size_ratio",
     "check_op_count",
+    "check_migration",
+    "weight_only_sqnr",
+    "check_bits_prediction",
 ]
 
 
@@ -165,24 +175,94 @@ def _probe_quantize_() -> None:
     quantize_(nn.Sequential(nn.Linear(32, 32)), Int8DynamicActivationInt8WeightConfig())
 
 
+def _probe_quantize_dynamic_lstm() -> None:
+    from torch.ao.quantization import quantize_dynamic
+
+    quantize_dynamic(nn.Sequential(nn.LSTM(4, 4)), {nn.LSTM}, dtype=torch.qint8)
+
+
+def _probe_fx() -> None:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    example = (torch.randn(1, 1, 5, 5),)
+    prepared = prepare_fx(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval(), get_default_qconfig_mapping("x86"), example)
+    prepared(*example)
+    convert_fx(prepared)
+
+
+def _probe_torchvision_quantizable() -> None:
+    import torchvision
+
+    m = torchvision.models.quantization.mobilenet_v2(weights=None, quantize=False, width_mult=0.25).eval()
+    m.fuse_model()
+    m.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
+    torch.ao.quantization.prepare(m, inplace=True)
+
+
+def _probe_qnnpack() -> None:
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+
+    if "qnnpack" not in torch.backends.quantized.supported_engines:
+        raise ImportError("this torch build has no qnnpack engine")
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "qnnpack"  # restored below, whatever QHELPERS_ENGINE says
+    try:
+        m = _tiny_eager_model()
+        m.qconfig = get_default_qconfig("qnnpack")
+        prepare(m, inplace=True)
+        m(torch.randn(1, 1, 5, 5))
+        convert(m, inplace=True)
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _probe_quant_primitives() -> None:
+    from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
+
+    x = torch.randn(4, 8)
+    scale, zero_point = choose_qparams_affine(x, MappingType.ASYMMETRIC, (1, 8), torch.uint8, 0, 255)
+    dequantize_affine(quantize_affine(x, (1, 8), scale, zero_point, torch.uint8, 0, 255), (1, 8), scale, zero_point, torch.uint8, 0, 255)
+
+
+def _probe_qat_config() -> None:
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import IntxFakeQuantizeConfig, QATConfig
+
+    activations = IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
+    weights = IntxFakeQuantizeConfig(torch.int8, "per_channel")
+    quantize_(nn.Sequential(nn.Linear(32, 32)), QATConfig(activation_config=activations, weight_config=weights, step="prepare"))
+
+
+# Where the course used an API: the notebook number; "-" for an API the course names but does not use.
 COURSE_APIS: tuple[ApiProbe, ...] = (
     ApiProbe("torch.quantize_per_tensor / per_channel (qint8, quint8)", "01",
              lambda: torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.quint8),
-             "plain torch.int8/uint8 tensors + scale, zero point (qh.quantize)", warns_once=True),
+             "plain int8/uint8 tensors + scales: torchao quant_primitives (quantize_affine ...)", warns_once=True),
     ApiProbe("torch.ao.quantization.fuse_modules", "03", _probe_fuse,
              "none needed: PT2E quantizers match Conv-BN-ReLU patterns"),
     ApiProbe("torch.ao.quantization prepare / convert", "03", _probe_prepare_convert,
+             "CNNs: torchao prepare_pt2e / convert_pt2e; Linear-only models: quantize_"),
+    ApiProbe("torch.ao.quantization.quantize_fx prepare_fx / convert_fx", "-", _probe_fx,
              "torchao prepare_pt2e / convert_pt2e"),
     ApiProbe("torch.ao.quantization.prepare_qat", "04", _probe_prepare_qat,
-             "torchao prepare_qat_pt2e"),
-    ApiProbe("torch.ao.quantization.quantize_dynamic", "02", _probe_quantize_dynamic,
+             "CNNs: prepare_qat_pt2e; Linear-only models: quantize_(m, QATConfig(...))"),
+    ApiProbe("torch.ao.quantization.quantize_dynamic (nn.Linear)", "02", _probe_quantize_dynamic,
              "torchao quantize_(model, Int8DynamicActivationInt8WeightConfig())"),
+    ApiProbe("torch.ao.quantization.quantize_dynamic (nn.LSTM / nn.GRU)", "03", _probe_quantize_dynamic_lstm,
+             "none in torchao 0.18: quantize_ leaves RNNs float (keep them float)"),
+    ApiProbe("torchvision.models.quantization (quantizable models)", "02", _probe_torchvision_quantizable,
+             "none: the float torchvision model + PT2E"),
+    ApiProbe("qnnpack engine (eager INT8 on Arm)", "02", _probe_qnnpack,
+             "PT2E with XNNPACKQuantizer, run by ExecuTorch (.pte)"),
     ApiProbe("torch.ao.ns._numeric_suite.compare_weights", "03", _probe_ns,
              "torchao.quantization.pt2e numeric debugger (compare_results)"),
     ApiProbe("torch.jit.script (TorchScript deployment)", "05", _probe_jit_script,
              "torch.export.save / load (+ torch.compile or AOTInductor)"),
     ApiProbe("torchao prepare_pt2e / convert_pt2e", "05", _probe_pt2e, "(this is the replacement)"),
     ApiProbe("torchao quantize_", "05", _probe_quantize_, "(this is the replacement)"),
+    ApiProbe("torchao quantize_(m, QATConfig(...))", "05", _probe_qat_config, "(this is the replacement)"),
+    ApiProbe("torchao quant_primitives (quantize_affine ...)", "05", _probe_quant_primitives, "(this is the replacement)"),
 )
 
 
@@ -257,6 +337,22 @@ def print_table(rows: list[dict], columns: Optional[list[str]] = None, max_width
 
 
 # --------------------------------------------------------------------------- plain int8 inference
+
+
+def fixed_point_multiplier(multiplier: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A requantization multiplier as integer kernels store it: ``(M0, n)`` with ``multiplier ~= M0 * 2**-n``.
+
+    ``M0`` is an int32 value in [2**30, 2**31) (the mantissa in Q0.31) and
+    ``n`` a right shift, both int64 tensors of the multiplier's shape
+    (Jacob et al. 2018, section 2.2; gemmlowp, QNNPACK and TFLite use this
+    form). ``qh.requantize(..., fixed_point=True)`` applies it.
+    """
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float, torch.Tensor)):
+        raise TypeError(f"multiplier must be a float or a float tensor, got {type(multiplier).__name__}")
+    m = torch.as_tensor(multiplier, dtype=torch.float64)
+    m0, shift = _fixed_point_multiplier(m)
+    return m0.reshape(m.shape), shift.reshape(m.shape)
+
 
 
 def _check_codes(t: object, name: str) -> torch.Tensor:
@@ -338,6 +434,16 @@ def _weight(module: nn.Module) -> tuple[torch.Tensor, QParams]:
     return w.int_repr(), qp
 
 
+def quantized_weight(module: nn.Module) -> tuple[torch.Tensor, QParams]:
+    """The int8 weight codes (a plain ``torch.int8`` tensor) and their ``QParams`` of an eager quantized Conv/Linear module.
+
+    Per-channel along axis 0 (the x86 engine's default) or per-tensor (qnnpack's).
+    """
+    if not hasattr(module, "weight") or not callable(module.weight):
+        raise TypeError(f"module must be a converted eager quantized Conv/Linear (its .weight() returns the int8 weight), got {type(module).__name__}")
+    return _weight(module)
+
+
 def _conv(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tuple[torch.Tensor, QParams]:
     w_q, w_qp = _weight(module)
     out_qp = _uint8_qparams(module.scale, module.zero_point)
@@ -391,6 +497,49 @@ def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
     h, qp = _linear(qmodel.fc1, h, qp, relu=True)
     h, qp = _linear(qmodel.fc2, h, qp, relu=False)
     return dequantize(h, qp)
+
+
+# --------------------------------------------------------------------------- what quantize_ touched, and latency
+
+
+def weight_storage(model: nn.Module) -> dict[str, str]:
+    """``{"<module name> (<module type>)": "<weight tensor class>"}`` for every module that owns a weight.
+
+    A weight that ``quantize_`` converted shows its torchao tensor class
+    (e.g. ``Int8Tensor``); one it left alone shows ``Parameter``. For an
+    ``nn.LSTM``/``nn.GRU`` the first input-hidden weight (``weight_ih_l0``)
+    stands for all of them.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    out: dict[str, str] = {}
+    for name, module in model.named_modules():
+        weight = module._parameters.get("weight", module._parameters.get("weight_ih_l0"))
+        if weight is not None:
+            out[f"{name or '(model)'} ({type(module).__name__})"] = type(weight).__name__
+    return out
+
+
+def interleaved_latency(models: dict[str, Callable], example: torch.Tensor, *, rounds: int = 3, min_run_time: float = 0.15, threads: int = 1) -> dict[str, float]:
+    """Median latency in ms of each model on ``example``, measured in ``rounds`` interleaved passes; the best pass counts.
+
+    On a shared machine the load changes from second to second; measuring the
+    models one after the other in turn, several times, and keeping each one's
+    best median keeps a load spike from deciding a ratio. Each pass is
+    ``qh.measure_latency`` (warm-up, then ``min_run_time`` seconds of runs).
+    """
+    from .benchmark import measure_latency
+
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, m in models.items():
+            ms = measure_latency(m, example, threads=threads, min_run_time=min_run_time).median_ms
+            best[name] = min(best.get(name, float("inf")), ms)
+    return best
 
 
 # --------------------------------------------------------------------------- PT2E graphs and deployment
@@ -486,20 +635,34 @@ def _number(value: Any, name: str) -> float:
 
 
 @_blank_safe
-def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, out_scale: float) -> bool:
-    """Exercise: the requantization multiplier ``x_scale * w_scale / out_scale`` of one output channel."""
+def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, out_scale: float, *, other_w_scales: Any = None) -> bool:
+    """Exercise: the requantization multiplier ``x_scale * w_scale / out_scale`` of one output channel.
+
+    ``other_w_scales``: the weight scales of the other channels, to recognise
+    an answer computed with the wrong channel's scale.
+    """
     got = _number(multiplier, "multiplier")
     expected = x_scale * w_scale / out_scale
-    if abs(got - expected) <= 1e-6 * abs(expected):
+
+    def near(value: float) -> bool:
+        return abs(got - value) <= 1e-6 * abs(value)
+
+    if near(expected):
         return report("multiplier", True)
-    if abs(got - x_scale * w_scale) <= 1e-6 * abs(x_scale * w_scale):
-        return report("multiplier", False, "that is the accumulator's scale; divide by the output scale as well")
+    if near(x_scale * w_scale):
+        return report("multiplier", False, "that is the accumulator's scale; it still has to land on the output scale")
+    if near(out_scale / (x_scale * w_scale)):
+        return report("multiplier", False, "upside down: the int32 sum is in units of x_scale * w_scale, and the output codes in units of out_scale")
+    if near(w_scale / out_scale) or near(x_scale / out_scale):
+        return report("multiplier", False, "one scale is missing: each int32 product carries the input's scale and the weight's scale")
+    if other_w_scales is not None and any(near(x_scale * float(s) / out_scale) for s in torch.as_tensor(other_w_scales).reshape(-1)):
+        return report("multiplier", False, "that is another output channel's multiplier: per-channel weights have one scale per channel")
     return report("multiplier", False, f"got {got:.6g}; the int32 sum has scale x_scale * w_scale and must land on out_scale")
 
 
 @_blank_safe
 def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
-    """Exercise: float file size divided by INT8 file size (within 1%)."""
+    """Float file size divided by INT8 file size (within 1%)."""
     got = _number(ratio, "size ratio")
     expected = float_bytes / int8_bytes
     if abs(got - expected) <= 0.01 * expected:
@@ -511,7 +674,120 @@ def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
 
 @_blank_safe
 def check_op_count(count: Any, graph_module: torch.fx.GraphModule, op: str = "quantize_per_tensor") -> bool:
-    """Exercise: how many ``op`` nodes the PT2E graph holds."""
+    """Exercise: how many ``op`` nodes the PT2E graph holds; the typical miscounts get a hint."""
     got = _number(count, f"number of {op}")
-    expected = count_quant_ops(graph_module)[op]
-    return report(f"number of {op}", int(got) == expected and got == int(got), f"got {got:g}; count the nodes whose target's name starts with {op!r}")
+    counts = count_quant_ops(graph_module)
+    expected = counts[op]
+    if got == expected:
+        return report(f"number of {op}", True)
+    dequant = sum(n for name, n in counts.items() if name.startswith("dequantize"))
+    same_suffix = counts.get("de" + op, 0)  # 'dequantize_per_tensor' contains 'quantize_per_tensor'
+    if same_suffix and got == expected + same_suffix:
+        return report(f"number of {op}", False, f"'de{op}' contains {op!r}: you counted those too; test the name with startswith, not 'in'")
+    if got == expected + dequant or got == sum(counts.values()):
+        return report(f"number of {op}", False, "you counted the dequantize nodes too: count only the nodes whose name starts with the op's name")
+    if got in (same_suffix, dequant):
+        return report(f"number of {op}", False, "those are the dequantize nodes: count the quantize steps, one per activation edge")
+    if got == len([n for n in graph_module.graph.nodes if n.op == "call_function"]):
+        return report(f"number of {op}", False, "that is every call_function node: keep only those whose target's name starts with the op's name")
+    return report(f"number of {op}", False, f"got {got:g}; count the call_function nodes whose target's __name__ starts with {op!r}")
+
+
+# --------------------------------------------------------------------------- exercise 3: use the map
+
+MIGRATION_TARGETS = ("quantize_", "prepare_pt2e", "prepare_qat_pt2e", "XNNPACKQuantizer", "keep float", "quantize_affine")
+
+# The course's answer for each situation of exercise 3 (notebooks/05), with the hint for each typical wrong pick.
+_MIGRATION_CASES: dict[str, tuple[str, dict[str, str]]] = {
+    "a": ("prepare_pt2e", {
+        "quantize_": "torch's warning says quantize_, but quantize_ swaps nn.Linear weights only: every convolution of a CNN would stay float",
+        "prepare_qat_pt2e": "that is the training path; the snippet calibrates and converts, no training",
+    }),
+    "b": ("quantize_", {
+        "prepare_pt2e": "a static graph needs calibration data and fixed activation ranges; dynamic quantization of Linear layers maps to quantize_",
+        "keep float": "quantize_ covers nn.Linear; nothing forces this model to stay float",
+    }),
+    "c": ("keep float", {
+        "quantize_": "quantize_ leaves nn.LSTM float (measured in section 2): nothing would be quantized",
+        "prepare_pt2e": "the map has no PT2E row for RNNs; torchao 0.18 offers no replacement for a dynamically quantized LSTM",
+    }),
+    "d": ("XNNPACKQuantizer", {
+        "prepare_pt2e": "prepare_pt2e needs a quantizer, and X86InductorQuantizer targets x86 servers: which quantizer targets a phone?",
+        "quantize_": "the phone path is a .pte file for ExecuTorch, made with a PT2E quantizer",
+        "keep float": "the phone path exists: see the qnnpack row of the map",
+    }),
+}
+
+
+@_blank_safe
+def check_migration(choices: Any) -> bool:
+    """Exercise: for each situation "a"-"d", the replacement the deprecation map gives (one of ``MIGRATION_TARGETS``)."""
+    if not_filled(choices):
+        raise NotFilledIn("choices")
+    if not isinstance(choices, dict):
+        raise TypeError(f"choices must be a dict like {{'a': 'prepare_pt2e', ...}}, got {type(choices).__name__}")
+    ok = True
+    for key, (right, hints) in _MIGRATION_CASES.items():
+        got = choices.get(key, ...)
+        if not_filled(got):
+            ok = report(f"situation {key}", False, "not filled in yet") and ok
+        elif got not in MIGRATION_TARGETS:
+            ok = report(f"situation {key}", False, f"{got!r} is not one of {MIGRATION_TARGETS}") and ok
+        else:
+            ok = report(f"situation {key}", got == right, hints.get(got, "look at the map's replacement column for this API again")) and ok
+    return ok
+
+
+# --------------------------------------------------------------------------- exercise 4: predict, then measure
+
+
+def weight_only_sqnr(model: nn.Module, inputs: torch.Tensor, *, bits: int = 8) -> float:
+    """SQNR (dB) of ``model``'s output when every ``nn.Linear`` weight is fake-quantized to ``bits`` (per channel, symmetric); activations stay float.
+
+    The model itself is not changed (a copy is quantized). At 8 bits this is
+    what torchao's ``Int8WeightOnlyConfig`` computes.
+    """
+    import copy
+
+    from .quantmath import fake_quantize, qparams_from_tensor, sqnr_db
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an int from 2 to 16, got {bits!r}")
+    quantized = copy.deepcopy(model)
+    linears = [m for m in quantized.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear layer to quantize")
+    for layer in linears:
+        w = layer.weight.detach()
+        layer.weight.data = fake_quantize(w, qparams_from_tensor(w, bits, True, "symmetric", axis=0))
+    with torch.no_grad():
+        return sqnr_db(model(inputs), quantized(inputs))
+
+
+@_blank_safe
+def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.Tensor, *, bits: int = 4, reference_bits: int = 8) -> bool:
+    """Exercise (predict first): a range (dB, at most 6 wide) for the weight-only SQNR at ``bits``, given the one at ``reference_bits``.
+
+    Measures both with ``weight_only_sqnr`` after reading the prediction, prints them, and says what the
+    prediction missed.
+    """
+    lo, hi = _number(low, "low"), _number(high, "high")
+    name = f"prediction for {bits}-bit weights"
+    if lo > hi:
+        return report(name, False, "low is above high: swap them")
+    if hi - lo > 6.0:
+        return report(name, False, f"a range {hi - lo:g} dB wide is not a prediction: narrow it to 6 dB or less")
+    measured = weight_only_sqnr(model, inputs, bits=bits)
+    reference = weight_only_sqnr(model, inputs, bits=reference_bits)
+    print(f"measured: {reference_bits}-bit weights {reference:.1f} dB, {bits}-bit weights {measured:.1f} dB")
+    if lo <= measured <= hi:
+        return report(name, True)
+    if lo > measured and lo >= reference - 6.0:
+        return report(name, False, f"too optimistic: {reference_bits - bits} bits fewer make the step {2 ** (reference_bits - bits)}x coarser, and the noise power grows with the step squared")
+    if lo > measured:
+        return report(name, False, "too optimistic: each bit removed doubles the rounding error (a factor 4 in noise power)")
+    if measured >= reference:
+        return report(name, False, "fewer bits cannot raise the SQNR")
+    return report(name, False, "too pessimistic: with per-channel scales each bit removed costs about the same, and nothing clips")

@@ -4,7 +4,9 @@
 notebook from a clean kernel, top to bottom, writes it back with its outputs
 (through a temporary file, so an interrupted run leaves the old notebook) and
 prints each notebook's run time. ``python -m qhelpers.notebooks student``
-writes copies without solutions to ``student/``. ``python -m qhelpers.notebooks check``
+writes copies for learners to ``student/``: blanks instead of solutions, no
+outputs, no ``# NBVAL_*`` markers or saved widget state, and a note that the
+answers are in ``docs/ANSWERS.md``. ``python -m qhelpers.notebooks check``
 reports what the tests also check: every code cell executed, counts 1..N in
 order, no machine paths, no unexpected tracebacks.
 """
@@ -36,21 +38,58 @@ STUDENT_DIR = "student"
 _ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)\s*=(?!=)")
 
 
+def _names_built_on(solution: str) -> set[str]:
+    """Names the solution reads before (or while) first assigning them: the exercise builds on their value.
+
+    ``ex_model = ex_model.apply(...)`` builds on ``ex_model`` (made in an earlier cell), so its blank
+    must keep the value, not replace it by ``...``.
+    """
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(solution))
+    except SyntaxError:
+        return set()
+    assigned: set[str] = set()
+    built_on: set[str] = set()
+    for stmt in tree.body:
+        loads = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+            loads.add(stmt.target.id)
+        built_on |= loads - assigned
+        assigned |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return built_on
+
+
 def _blank_solution(source: str) -> str:
-    """Replace the lines between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` by ``name = ...`` blanks."""
-    out, inside, names = [], False, []
+    """Replace the lines between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` by blanks.
+
+    Each name the solution assigns at the top level becomes ``name = ...  # your code here``, except a
+    name the solution builds on (reads before assigning, as in ``m = m.apply(f)``): that one keeps its
+    value, ``m = m  # your code here ...``. A solution that assigns nothing leaves ``# your code here``.
+    """
+    out, inside, names, block = [], False, [], []
     for line in source.splitlines():
         marker = line.strip()
         if marker == "# BEGIN SOLUTION":
-            inside, names = True, []
+            inside, names, block = True, [], []
             continue
         if marker == "# END SOLUTION":
             if not inside:
                 raise ValueError("'# END SOLUTION' without '# BEGIN SOLUTION'")
             inside = False
-            out.extend(f"{n} = ...  # your code here" for n in names)
+            built_on = _names_built_on("\n".join(block))
+            for n in names:
+                if n in built_on:
+                    out.append(f"{n} = {n}  # your code here: start from the {n} above and change it")
+                else:
+                    out.append(f"{n} = ...  # your code here")
+            if not names:
+                out.append("# your code here")
             continue
         if inside:
+            block.append(line)
             m = _ASSIGNMENT.match(line)
             if m and m.group(1) not in names:
                 names.append(m.group(1))
@@ -61,27 +100,73 @@ def _blank_solution(source: str) -> str:
     return "\n".join(out)
 
 
-def student_copy(nb: dict) -> dict:
-    """A copy of a notebook (nbformat JSON) without solutions and without outputs.
+# Where a notebook tells the learner to unfold a solution, the student copy (which has none) says
+# where the answers are instead.
+ANSWERS_DOC = "docs/ANSWERS.md"
+_SOLUTION_PHRASES = [
+    (re.compile(r"\s*\(click the bar to reveal it\)"), ""),
+    (re.compile(r"(?:in |sits in )?the collapsed cell (?:above the check|under the task|above)"), f"is in `{ANSWERS_DOC}` (the answers, with reasoning; in a workshop your teacher has it)"),
+]
+STUDENT_NOTE = (
+    "\n\n> **Student copy.** Each exercise has blanks (`...`) to fill in, and the self-check after it says "
+    "**correct** or **not yet** with a hint. The answers, with reasoning, are in `" + ANSWERS_DOC + "`, and the "
+    "full notebooks, with their solutions, are in `notebooks/`."
+)
 
-    Exercise cells (tag ``exercise``) get ``name = ...`` blanks in place of
-    their solution and are shown (not collapsed); every output and execution
-    count is cleared so that the learner starts clean.
+
+def _student_markdown(text: str) -> str:
+    for pattern, replacement in _SOLUTION_PHRASES:
+        text = pattern.sub(replacement, text)
+    return text.replace(" sits is in ", " is in ").replace(" has its solution is in ", " has its solution in ")
+
+
+def _strip_nbval_markers(source: str) -> str:
+    """Drop ``# NBVAL_*`` lines (the test harness's, not the learner's) and the ``# (why ...)`` line after an ignore marker."""
+    lines, out, skip_reason = source.splitlines(), [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#") and stripped.lstrip("#").strip() in NBVAL_MARKERS:
+            skip_reason = stripped.lstrip("#").strip() != "NBVAL_RAISES_EXCEPTION"
+            continue
+        if skip_reason and stripped.startswith("# (") and stripped.endswith(")"):
+            skip_reason = False
+            continue
+        skip_reason = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def student_copy(nb: dict) -> dict:
+    """A copy of a notebook (nbformat JSON) for learners: no solutions, no outputs, no test-harness clutter.
+
+    Exercise cells (tag ``exercise``) get blanks in place of their solution and are shown (not
+    collapsed); every output and execution count is cleared so that the learner starts clean; the
+    ``# NBVAL_*`` markers and the saved widget state go; text that points at a collapsed solution
+    points at ``docs/ANSWERS.md`` instead, and the first cell says so.
     """
     import copy
 
     nb = copy.deepcopy(nb)
+    nb.get("metadata", {}).pop("widgets", None)
+    first_markdown = True
     for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = _student_markdown("".join(cell["source"]))
+            if first_markdown:
+                text, first_markdown = text.rstrip("\n") + STUDENT_NOTE, False
+            cell["source"] = text
+            continue
         if cell["cell_type"] != "code":
             continue
         cell["outputs"], cell["execution_count"] = [], None
         cell.get("metadata", {}).pop("execution", None)
+        source = "".join(cell["source"])
         if "exercise" in cell.get("metadata", {}).get("tags", []):
-            source = "".join(cell["source"])
             if "# BEGIN SOLUTION" not in source:
                 raise ValueError(f"exercise cell has no '# BEGIN SOLUTION' marker: {source[:60]!r}")
-            cell["source"] = _blank_solution(source)
+            source = _blank_solution(source)
             cell["metadata"].pop("jupyter", None)
+        cell["source"] = _strip_nbval_markers(source)
     return nb
 
 

@@ -453,14 +453,48 @@ def int8_linear(
     return requantize(acc, acc_scale, out_qparams)
 
 
-def requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams) -> torch.Tensor:
+def _fixed_point_multiplier(multiplier: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``multiplier`` (float, > 0) as ``M0 * 2**-n``: ``M0`` an int32 in [2**30, 2**31), ``n`` a right shift (int64 tensors)."""
+    m = multiplier.detach().to(torch.float64).reshape(-1)
+    if not bool(torch.isfinite(m).all()) or bool((m <= 0).any()) or bool((m >= 2.0**30).any()):
+        raise ValueError(f"a fixed-point multiplier must be finite and in (0, 2**30), got {m.tolist()[:4]}")
+    mantissa, exponent = torch.frexp(m)  # m = mantissa * 2**exponent, mantissa in [0.5, 1)
+    m0 = torch.round(mantissa * 2.0**31).to(torch.int64)
+    carry = m0 == 2**31  # the mantissa rounded up to 1.0: halve it, one more in the exponent
+    m0 = torch.where(carry, m0 // 2, m0)
+    shift = 31 - (exponent.to(torch.int64) + carry.to(torch.int64))
+    too_far = (shift - 62).clamp(min=0)  # tiny multipliers: keep the shift within int64 (the result is 0 or 1 anyway)
+    return m0 >> too_far, shift - too_far
+
+
+def requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams, *, fixed_point: bool = False) -> torch.Tensor:
     """int32 accumulator -> output codes: ``clamp(round(acc * acc_scale / out_scale) + out_zp)``.
 
     ``acc`` has shape (N, C, ...) with one ``acc_scale`` per channel C (dim 1),
     or a single ``acc_scale``; ``out_qparams`` is per-tensor. Shared by
     ``int8_linear`` here and the int8 convolution of notebooks/05.
+
+    ``fixed_point=True`` does it the way integer kernels do (gemmlowp, QNNPACK,
+    TFLite; Jacob et al. 2018, section 2.2): the multiplier
+    ``M = acc_scale / out_scale`` is stored as an int32 ``M0`` in [2**30, 2**31)
+    and a right shift ``n`` (``M = M0 * 2**-n``); the product ``acc * M0`` is
+    formed in int64 and shifted right by ``n`` with rounding half away from
+    zero. No float is touched; the result is within 1 code of the float form.
+    Introduced (fixed point) in notebooks/05_beyond_eager_mode.ipynb.
     """
+    if not isinstance(fixed_point, bool):
+        raise TypeError(f"fixed_point must be True or False, got {fixed_point!r}")
     shape = [1, -1] + [1] * (acc.dim() - 2) if acc_scale.numel() > 1 else [1] * acc.dim()
     multiplier = (acc_scale.to(torch.float32) / out_qparams.scale.to(torch.float32).reshape(())).reshape(shape)
+    if fixed_point:
+        if acc.is_floating_point() or acc.is_quantized:
+            raise TypeError(f"acc must be an integer tensor (int32 sums) for fixed_point=True, got {acc.dtype}")
+        m0, shift = _fixed_point_multiplier(multiplier)
+        m0, shift = m0.reshape(shape), shift.reshape(shape)
+        product = acc.to(torch.int64) * m0
+        half = torch.ones_like(shift) << (shift - 1)
+        rounded = torch.sign(product) * ((product.abs() + half) >> shift)  # round half away from zero
+        y = rounded + out_qparams.zero_point.reshape(()).to(torch.int64)
+        return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
     y = torch.round(acc.to(torch.float32) * multiplier) + out_qparams.zero_point.reshape(())
     return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)

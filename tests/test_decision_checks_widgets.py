@@ -53,23 +53,23 @@ def test_recommend_refuses_non_booleans():
 def test_checks_accept_right_and_reject_wrong_answers(capsys):
     x = torch.randn(50, generator=torch.Generator().manual_seed(1))
     qp = qh.qparams_from_tensor(x, 8, signed=False)
-    assert qh.check_scale_zero_point(qp.scale.item(), int(qp.zero_point), x) is True
-    assert qh.check_scale_zero_point(qp.scale.item() * 1.01, int(qp.zero_point), x) is False
-    assert qh.check_scale_zero_point(qp.scale.item(), int(qp.zero_point) + 0.5, x) is False
+    assert qh.check_scale_zero_point(qp.scale.item(), int(qp.zero_point), x)
+    assert not qh.check_scale_zero_point(qp.scale.item() * 1.01, int(qp.zero_point), x)
+    assert not qh.check_scale_zero_point(qp.scale.item(), int(qp.zero_point) + 0.5, x)
     codes = qh.quantize(x, qp)
-    assert qh.check_codes(codes, x, qp.scale.item(), int(qp.zero_point)) is True
-    assert qh.check_codes(codes.float(), x, qp.scale.item(), int(qp.zero_point)) is False
-    assert qh.check_codes(codes[:-1], x, qp.scale.item(), int(qp.zero_point)) is False
+    assert qh.check_codes(codes, x, qp.scale.item(), int(qp.zero_point))
+    assert not qh.check_codes(codes.float(), x, qp.scale.item(), int(qp.zero_point))
+    assert not qh.check_codes(codes[:-1], x, qp.scale.item(), int(qp.zero_point))
     w = torch.randn(4, 3)
-    assert qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric", axis=0).scale, w) is True
-    assert qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric").scale.expand(4), w) is False
+    assert qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric", axis=0).scale, w)
+    assert not qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric").scale.expand(4), w)
     out = capsys.readouterr().out
     assert out.count("✅") == 6 and out.count("❌") == 5
 
 
 def test_blank_answers_print_not_filled_in(capsys):
-    assert qh.check_close("answer", ..., 1.0) is False
-    assert qh.check_codes(..., torch.ones(2), 0.1, 0) is False
+    assert not qh.check_close("answer", ..., 1.0)
+    assert not qh.check_codes(..., torch.ones(2), 0.1, 0)
     assert "not filled in yet" in capsys.readouterr().out
 
 
@@ -133,11 +133,11 @@ def test_random_shift_moves_pixels_within_bounds():
 def test_check_recommendation_for_every_scenario(capsys):
     for name, (story, answers) in qh.SCENARIOS.items():
         assert story
-        assert qh.check_recommendation(name, qh.recommend(**answers)) is True
+        assert qh.check_recommendation(name, qh.recommend(**answers))
         wrong = qh.recommend(**{**answers, "arm_device": not answers["arm_device"]})
-        assert qh.check_recommendation(name, wrong) is False
-    assert qh.check_recommendation("camera", ...) is False
-    assert qh.check_recommendation("camera", "PTQ") is False
+        assert not qh.check_recommendation(name, wrong)
+    assert not qh.check_recommendation("camera", ...)
+    assert not qh.check_recommendation("camera", "PTQ")
     with pytest.raises(ValueError, match="unknown scenario"):
         qh.check_recommendation("moon", None)
     out = capsys.readouterr().out

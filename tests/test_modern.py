@@ -272,3 +272,51 @@ def test_checks(capsys, course_pt2e):
     n = qh.count_quant_ops(course_pt2e)["quantize_per_tensor"]
     assert qh.check_op_count(n, course_pt2e) and not qh.check_op_count(n + 1, course_pt2e)
     assert not qh.check_op_count(None, course_pt2e)
+
+
+# --------------------------------------------------------------------------- map rows added for the gaps, quantize_ coverage, latency
+
+
+def test_deprecation_map_new_rows():
+    rows = {r["api"]: r for r in qh.deprecation_map()}
+    for api in ("torch.ao.quantization.quantize_fx prepare_fx / convert_fx", "torch.ao.quantization.quantize_dynamic (nn.LSTM / nn.GRU)",
+                "torchvision.models.quantization (quantizable models)", "qnnpack engine (eager INT8 on Arm)"):
+        assert rows[api]["status"] == "warns", api
+    for api in ("torchao quantize_(m, QATConfig(...))", "torchao quant_primitives (quantize_affine ...)"):
+        assert rows[api]["status"] == "works", api
+    assert "XNNPACKQuantizer" in rows["qnnpack engine (eager INT8 on Arm)"]["replacement"]
+    assert "QATConfig" in rows["torch.ao.quantization.prepare_qat"]["replacement"]
+    before = torch.backends.quantized.engine
+    qh.probe_api(next(p for p in qh.COURSE_APIS if p.name.startswith("qnnpack engine")))
+    assert torch.backends.quantized.engine == before
+
+
+def test_weight_storage_shows_what_quantize_touched():
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 4))
+    lstm = nn.LSTM(4, 4)
+    quantize_(model, Int8WeightOnlyConfig())
+    quantize_(lstm, Int8WeightOnlyConfig())
+    assert qh.weight_storage(model) == {"0 (Conv2d)": "Parameter", "2 (Linear)": "Int8Tensor"}
+    assert qh.weight_storage(lstm) == {"(model) (LSTM)": "Parameter"}
+    with pytest.raises(TypeError, match="nn.Module"):
+        qh.weight_storage("model")
+
+
+def test_interleaved_latency_and_bad_input():
+    models = {"a": nn.Linear(4, 4), "b": nn.Linear(4, 4)}
+    out = qh.interleaved_latency(models, torch.randn(2, 4), rounds=2, min_run_time=0.01)
+    assert set(out) == {"a", "b"} and all(v > 0 for v in out.values())
+    with pytest.raises(ValueError, match="models"):
+        qh.interleaved_latency({}, torch.randn(2, 4))
+    with pytest.raises(ValueError, match="rounds"):
+        qh.interleaved_latency(models, torch.randn(2, 4), rounds=0)
+
+
+def test_quantized_weight(course):
+    _, eager_int8 = course
+    codes, qp = qh.quantized_weight(eager_int8.stem[0])
+    assert codes.dtype == torch.int8 and qp.per_channel and qp.scale.numel() == codes.shape[0]
+    with pytest.raises(TypeError, match="converted eager quantized"):
+        qh.quantized_weight(nn.Linear(2, 2))

@@ -1,0 +1,237 @@
+"""The 2-minute laptop check of a workshop morning: ``python -m qhelpers.doctor`` says OK or what is wrong.
+
+Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
+It checks, in order: the Python version, the pinned torch/torchvision/torchao (and the Jupyter
+packages), the quantized engines and the CPU (AVX2, VNNI), free disk space, the bundled data and
+models against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line
+is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
+something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import platform
+import re
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .data import data_dir, repo_dir, verify_file
+
+__all__ = ["Finding", "run_checks", "doctor_report"]
+
+COURSE_PYTHON = (3, 11)
+MIN_PYTHON = (3, 10)
+# Used when requirements.txt is not next to the package (a non-editable install).
+FALLBACK_PINS = {"torch": "2.14.1", "torchvision": "0.29.1", "torchao": "0.18.0"}
+CHECKED_PACKAGES = ("torch", "torchvision", "torchao", "jupyterlab", "ipywidgets", "matplotlib")
+MIN_FREE_GB, LOW_FREE_GB = 1.0, 3.0
+
+
+@dataclass
+class Finding:
+    """One line of the report: ``status`` is "OK", "WARN" or "FAIL"; ``fix`` says what to do when not OK."""
+
+    status: str
+    what: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<4}  {self.what}: {self.message}"
+        return text + (f"\n      fix: {self.fix}" if self.fix and self.status != "OK" else "")
+
+
+def check_python(version: Optional[tuple[int, int]] = None) -> Finding:
+    """3.11 is the course's Python (its wheelhouse is built with it); 3.10 and newer work online."""
+    v = tuple(version or sys.version_info[:2])
+    shown = ".".join(map(str, v))
+    if v < MIN_PYTHON:
+        return Finding("FAIL", "python", f"{shown} is too old", "install Python 3.11 and recreate the venv (triage: Python version)")
+    if v != COURSE_PYTHON:
+        return Finding(
+            "WARN", "python", f"{shown} (the course is tested with 3.11)",
+            "fine with internet; an offline wheelhouse built with 3.11 will not install here: use Python 3.11 (triage: Python version)",
+        )
+    return Finding("OK", "python", f"{shown} ({platform.python_implementation()}, {platform.machine()})")
+
+
+def _pins(requirements: Optional[Path] = None) -> dict[str, str]:
+    path = requirements if requirements is not None else repo_dir() / "requirements.txt"
+    pins = {}
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            m = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
+            if m:
+                pins[m.group(1).lower()] = m.group(2)
+    return pins or dict(FALLBACK_PINS)
+
+
+def check_versions(installed: Optional[Callable[[str], str]] = None, requirements: Optional[Path] = None) -> list[Finding]:
+    """Each course package installed at its pinned version (``installed`` maps a name to a version, for tests)."""
+    get = installed or md.version
+    pins = _pins(requirements)
+    found, wrong, missing = [], [], []
+    for name in CHECKED_PACKAGES:
+        try:
+            have = get(name)
+        except md.PackageNotFoundError:
+            missing.append(name)
+            continue
+        want = pins.get(name)
+        found.append(f"{name} {have}")
+        if want and have.split("+")[0] != want:
+            wrong.append(f"{name} {have} (pinned {want})")
+    out = []
+    if missing:
+        out.append(Finding("FAIL", "packages", "missing: " + ", ".join(missing), "pip install -r requirements.txt (or from the wheelhouse: triage: no internet)"))
+    if wrong:
+        core = any(w.split()[0] in FALLBACK_PINS for w in wrong)
+        out.append(
+            Finding(
+                "FAIL" if core else "WARN", "versions", "; ".join(wrong),
+                "pip install -r requirements.txt in the course's venv (the notebooks' numbers are checked with the pinned versions)",
+            )
+        )
+    if not out:
+        out.append(Finding("OK", "packages", ", ".join(found)))
+    return out
+
+
+def check_engines() -> list[Finding]:
+    """The quantized engines, the default one, and what the CPU means for INT8 speed."""
+    from .environment import cpu_has_vnni, default_engine, supported_engines
+
+    try:
+        engines = supported_engines()
+        default = default_engine()
+    except Exception as exc:  # e.g. QHELPERS_ENGINE names an engine this machine lacks
+        return [Finding("FAIL", "engines", str(exc), "unset QHELPERS_ENGINE or set it to an engine listed here (triage: Apple Silicon / ARM)")]
+    if not engines:
+        return [Finding("FAIL", "engines", "torch offers no quantized engine", "reinstall torch from requirements.txt (triage: wrong torch build)")]
+    out = [Finding("OK", "engines", f"{', '.join(engines)} (the course uses {default})")]
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    vnni = cpu_has_vnni()
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        out.append(Finding("OK", "cpu", f"ARM ({machine}): qnnpack is the engine; the notebooks print where x86-only cells are skipped"))
+    elif capability in ("DEFAULT", "NO AVX", "") or capability.startswith("SSE"):
+        out.append(
+            Finding("WARN", "cpu", f"no AVX2 ({capability}): INT8 runs but is slow, speed-ups in 02-05 will be small or negative",
+                    "pair this learner with a neighbour for the timing cells (triage: x86 without AVX2)")
+        )
+    elif vnni:
+        out.append(Finding("OK", "cpu", f"{capability} with VNNI: full-speed INT8"))
+    elif vnni is False:
+        out.append(Finding("WARN", "cpu", f"{capability} without VNNI: INT8 works, smaller speed-ups; notebooks take the no-VNNI branch",
+                           "nothing to fix; expect different timings (triage: x86 without VNNI)"))
+    else:
+        out.append(Finding("OK", "cpu", f"{capability} (VNNI unknown on this OS)"))
+    return out
+
+
+def check_disk(path: Optional[Path] = None, free_bytes: Optional[int] = None) -> Finding:
+    """Free space where the course lives: results, caches and a re-install need room."""
+    free = free_bytes if free_bytes is not None else shutil.disk_usage(path or repo_dir()).free
+    gb = free / 1e9
+    if gb < MIN_FREE_GB:
+        return Finding("FAIL", "disk", f"{gb:.1f} GB free", f"free at least {MIN_FREE_GB:.0f} GB (a fresh venv with the CUDA torch build needs ~6 GB; triage: low disk)")
+    if gb < LOW_FREE_GB:
+        return Finding("WARN", "disk", f"{gb:.1f} GB free", "enough for the day, not for reinstalling the venv (triage: low disk)")
+    return Finding("OK", "disk", f"{gb:.0f} GB free")
+
+
+def check_data(directory: Optional[Path] = None) -> Finding:
+    """Every artifact in ``data/`` whose ``.json`` records a sha256 matches it."""
+    directory = Path(directory) if directory is not None else data_dir()
+    if not directory.is_dir():
+        return Finding("FAIL", "data", f"{directory} is missing", "run from the course folder, or set QHELPERS_DATA to its data/ folder")
+    checked, problems = 0, []
+    for meta_path in sorted(directory.glob("*.json")):
+        try:
+            import json
+
+            meta = json.loads(meta_path.read_text())
+        except ValueError:
+            problems.append(f"{meta_path.name} is not valid JSON")
+            continue
+        if not isinstance(meta, dict) or "sha256" not in meta:
+            continue
+        artifacts = [p for p in directory.glob(meta_path.stem + ".*") if p.suffix != ".json"]
+        if not artifacts:
+            problems.append(f"{meta_path.stem}: the file that {meta_path.name} describes is missing")
+            continue
+        for artifact in artifacts:
+            try:
+                verify_file(artifact, meta["sha256"], "git checkout data/  (or copy data/ again from the USB stick)")
+                checked += 1
+            except (OSError, ValueError) as exc:
+                problems.append(str(exc).split(";")[0])
+    if problems:
+        return Finding("FAIL", "data", "; ".join(problems), "git checkout data/ (or copy the course folder again); never edit data/ by hand")
+    if not checked:
+        return Finding("FAIL", "data", f"no checksummed files in {directory}", "copy the course folder again (data/ is part of it)")
+    return Finding("OK", "data", f"{checked} files match their recorded checksums")
+
+
+def check_int8_smoke() -> Finding:
+    """A tiny quantized Linear on the default engine: the kernels the course needs actually run."""
+    try:
+        import torch
+
+        from .environment import default_engine, engine
+
+        with engine(default_engine()) as name, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notices are taught in the notebooks, not here
+            layer = torch.ao.nn.quantized.Linear(8, 4)
+            x = torch.quantize_per_tensor(torch.linspace(-1, 1, 16).reshape(2, 8), 0.01, 128, torch.quint8)
+            y = layer(x).dequantize()
+        if y.shape != (2, 4) or not torch.isfinite(y).all():
+            raise RuntimeError(f"unexpected output {tuple(y.shape)}")
+    except Exception as exc:
+        return Finding("FAIL", "int8", f"a quantized Linear failed: {type(exc).__name__}: {str(exc)[:160]}", "reinstall torch from requirements.txt; if it persists, see the triage table")
+    return Finding("OK", "int8", f"a quantized Linear ran on {name}")
+
+
+def run_checks() -> list[Finding]:
+    """All checks, in the order printed."""
+    findings = [check_python()]
+    findings += check_versions()
+    findings += check_engines()
+    findings.append(check_disk())
+    findings.append(check_data())
+    findings.append(check_int8_smoke())
+    return findings
+
+
+def doctor_report(findings: list[Finding]) -> tuple[str, bool]:
+    """The printed report and whether the laptop is ready (no FAIL)."""
+    fails = [f for f in findings if f.status == "FAIL"]
+    warns = [f for f in findings if f.status == "WARN"]
+    lines = ["qhelpers doctor: is this laptop ready for the course?"] + ["  " + f.line().replace("\n", "\n  ") for f in findings]
+    if fails:
+        lines.append(f"NOT READY: {len(fails)} problem{'s' if len(fails) > 1 else ''} (see the fix lines; docs/WORKSHOP.md has the laptop triage table)")
+    elif warns:
+        lines.append(f"OK: ready, with {len(warns)} warning{'s' if len(warns) > 1 else ''} above")
+    else:
+        lines.append("OK: this laptop is ready")
+    return "\n".join(lines), not fails
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qhelpers.doctor", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    text, ready = doctor_report(run_checks())
+    print(text)
+    return 0 if ready else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""qhelpers.doctor (`python -m qhelpers.doctor`): the laptop check says OK, or what is wrong and the fix."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import shutil
+
+import pytest
+
+from qhelpers import doctor
+from qhelpers.data import data_dir
+
+
+def test_this_machine_is_ready(capsys):
+    assert doctor.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("OK")
+    for what in ("python", "packages", "engines", "cpu", "disk", "data", "int8"):
+        assert f"  {what}: " in out or f"{what}: " in out
+
+
+def test_python_versions():
+    assert doctor.check_python((3, 11)).status == "OK"
+    warn = doctor.check_python((3, 12))
+    assert warn.status == "WARN" and "wheelhouse" in warn.fix
+    assert doctor.check_python((3, 9)).status == "FAIL"
+
+
+def test_versions_against_the_pins(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("torch==2.14.1\ntorchvision==0.29.1  # comment\ntorchao==0.18.0\nmatplotlib==3.11.2\n-e .\n")
+    good = {"torch": "2.14.1+cpu", "torchvision": "0.29.1", "torchao": "0.18.0", "jupyterlab": "4.6.6", "ipywidgets": "8.1.9", "matplotlib": "3.11.2"}
+
+    def fake(versions):
+        def get(name):
+            if name not in versions:
+                raise md.PackageNotFoundError(name)
+            return versions[name]
+        return get
+
+    (ok,) = doctor.check_versions(fake(good), req)
+    assert ok.status == "OK" and "torch 2.14.1+cpu" in ok.message
+    (bad,) = doctor.check_versions(fake({**good, "torch": "2.9.0"}), req)
+    assert bad.status == "FAIL" and "torch 2.9.0 (pinned 2.14.1)" in bad.message and "requirements.txt" in bad.fix
+    (minor,) = doctor.check_versions(fake({**good, "matplotlib": "3.10.0"}), req)
+    assert minor.status == "WARN"
+    missing = {k: v for k, v in good.items() if k != "torchao"}
+    (gone,) = doctor.check_versions(fake(missing), req)
+    assert gone.status == "FAIL" and "torchao" in gone.message
+
+
+def test_disk_thresholds():
+    assert doctor.check_disk(free_bytes=int(0.5e9)).status == "FAIL"
+    assert doctor.check_disk(free_bytes=int(2e9)).status == "WARN"
+    assert doctor.check_disk(free_bytes=int(50e9)).status == "OK"
+
+
+def test_data_checksums_catch_a_changed_or_missing_file(tmp_path):
+    for p in data_dir().glob("digits.*"):
+        shutil.copy(p, tmp_path / p.name)
+    assert doctor.check_data(tmp_path).status == "OK"
+    with open(tmp_path / "digits.npz", "ab") as f:
+        f.write(b"x")
+    bad = doctor.check_data(tmp_path)
+    assert bad.status == "FAIL" and "digits.npz" in bad.message and "git checkout data/" in bad.fix
+    (tmp_path / "digits.npz").unlink()
+    assert "missing" in doctor.check_data(tmp_path).message
+    assert doctor.check_data(tmp_path / "nowhere").status == "FAIL"
+    (tmp_path / "digits.json").write_text(json.dumps({"no": "checksum"}))
+    assert doctor.check_data(tmp_path).status == "FAIL"  # nothing checksummed is not OK either
+
+
+def test_engines_on_an_arm_like_machine_and_a_bad_engine_variable(monkeypatch):
+    monkeypatch.setenv("QHELPERS_ENGINE", "qnnpack")
+    findings = doctor.check_engines()
+    assert findings[0].status == "OK" and "qnnpack" in findings[0].message
+    assert doctor.check_int8_smoke().message.endswith("qnnpack")
+    monkeypatch.setenv("QHELPERS_ENGINE", "no-such-engine")
+    (bad,) = doctor.check_engines()
+    assert bad.status == "FAIL" and "QHELPERS_ENGINE" in bad.fix
+
+
+def test_without_vnni_it_warns_but_stays_ready(monkeypatch):
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
+    cpu = doctor.check_engines()[1]
+    if cpu.message.startswith("ARM"):
+        pytest.skip("not an x86 machine")
+    assert cpu.status == "WARN" and "without VNNI" in cpu.message
+
+
+def test_report_lists_fixes_and_fails_on_a_problem():
+    findings = [doctor.Finding("OK", "python", "3.11"), doctor.Finding("FAIL", "disk", "0.2 GB free", "free space")]
+    text, ready = doctor.doctor_report(findings)
+    assert not ready and "fix: free space" in text and text.splitlines()[-1].startswith("NOT READY: 1 problem")
+    text, ready = doctor.doctor_report([doctor.Finding("WARN", "cpu", "no VNNI", "nothing")])
+    assert ready and "1 warning" in text

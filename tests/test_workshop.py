@@ -1,0 +1,63 @@
+"""docs/WORKSHOP.md: the day plans add up, and the teacher's kit it names exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = (REPO / "docs" / "WORKSHOP.md").read_text()
+SLOT = re.compile(r"^\| (\d\d):(\d\d)-(\d\d):(\d\d) \| (\d+) \|", re.MULTILINE)
+
+
+def _section(heading: str) -> str:
+    start = TEXT.index(heading)
+    end = TEXT.find("\n### ", start + 1)
+    return TEXT[start:end if end != -1 else None]
+
+
+@pytest.mark.parametrize("heading, start, end, total", [
+    ("### A full day (09:00-17:00, 480 min)", "09:00", "17:00", 480),
+    ("### A half day (09:00-12:30, 210 min)", "09:00", "12:30", 210),
+])
+def test_each_plan_is_contiguous_and_its_minutes_add_up(heading, start, end, total):
+    slots = SLOT.findall(_section(heading))
+    assert slots, heading
+    minutes = 0
+    clock = start
+    for h0, m0, h1, m1, mins in slots:
+        assert f"{h0}:{m0}" == clock, f"gap or overlap before {h0}:{m0}"
+        length = (int(h1) * 60 + int(m1)) - (int(h0) * 60 + int(m0))
+        assert length == int(mins), f"{h0}:{m0}-{h1}:{m1} is {length} min, the table says {mins}"
+        minutes += length
+        clock = f"{h1}:{m1}"
+    assert clock == end and minutes == total
+    assert f"**{total} min**" in _section(heading)
+
+
+def test_the_full_day_has_every_notebook_triage_open_exercises_and_an_exit_quiz():
+    day = _section("### A full day")
+    for needed in ("00 ·", "01 ·", "02 ·", "03 ·", "04 ·", "05 ·", "install triage", "Open exercises", "Exit quiz"):
+        assert needed in day, needed
+    sessions = dict(re.findall(r"^\| (0\d) · [^|]+\|[^|]+\|[^|]+\| (\d+) min \|", TEXT, re.MULTILINE))
+    assert sum(map(int, sessions.values())) == 300
+    teaching = sum(int(m) for *_, m in SLOT.findall(day)) - 30 - 30 - 20 - 40 - 60
+    assert teaching == 300
+
+
+def test_optional_tracks_and_triage_rows():
+    tracks = _section("### Optional tracks")
+    for nb in ("06 ·", "07 ·", "08 ·"):
+        assert nb in tracks
+    assert all(30 <= int(m) <= 45 for m in re.findall(r"^\| 0[678] ·[^|]+\| (\d+) \|", tracks, re.MULTILINE))
+    triage = _section("### Laptop triage")
+    for case in ("Windows", "Apple Silicon", "AVX2", "VNNI", "Python version", "proxy", "CERTIFICATE_VERIFY_FAILED", "disk", "admin"):
+        assert case in triage, case
+    assert "03" in _section("## Fast mode") if "## Fast mode" in TEXT else False
+
+
+def test_the_kit_it_names_exists():
+    for path in ("docs/ANSWERS.md", "qhelpers/doctor.py", "qhelpers/progress.py", "scripts/lab_settings.py", "scripts/build_html.py"):
+        assert (REPO / path).is_file(), path
