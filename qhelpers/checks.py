@@ -201,7 +201,8 @@ def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed:
         return report("zero_point", False, f"{zp_val} is not an integer: the zero point is a code, round it")
     zp_int, zp_ok = int(round(zp_val)), int(qp.zero_point)
     if zp_int == zp_ok:
-        return report("zero_point", True) and ok_scale
+        ok_zp = report("zero_point", True)
+        return ok_scale if not ok_scale else ok_zp
     if zp_int == qmin != zp_ok:
         hint = "the zero point is missing: min is negative, so 0.0 does not sit at code qmin; which code stands for 0.0?"
     elif zp_int == qmin + round(lo / s_ok) or zp_int == -zp_ok + 2 * qmin:
@@ -210,8 +211,7 @@ def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed:
         hint = f"{zp_int} is not a code in {qmin}..{qmax}: the zero point is the code that stands for 0.0"
     else:
         hint = f"got {zp_int}; the zero point is the code that stands for 0.0 (section 2)"
-    report("zero_point", False, hint)
-    return False
+    return report("zero_point", False, hint)
 
 
 _TIE = 1e-3  # values this close to a rounding boundary may round either way between float32 x/scale and x*(1/scale)

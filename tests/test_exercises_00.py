@@ -15,7 +15,7 @@ def _answers(scenario: str, **changes) -> qh.Recommendation:
 
 def _fails(capsys, ok: bool, *words: str) -> None:
     out = capsys.readouterr().out
-    assert ok is False and "❌" in out
+    assert not ok and "❌" in out
     for w in words:
         assert w in out, f"{w!r} not in {out!r}"
 
@@ -24,8 +24,8 @@ def _fails(capsys, ok: bool, *words: str) -> None:
 
 
 def test_ex1_accepts_right_answer(capsys):
-    assert qh.check_recommendation("camera", _answers("camera")) is True
-    assert qh.check_recommendation("camera", qh.recommend(True, False)) is True  # defaults that match the story count
+    assert qh.check_recommendation("camera", _answers("camera"))
+    assert qh.check_recommendation("camera", qh.recommend(True, False))  # defaults that match the story count
     assert "✅" in capsys.readouterr().out
 
 
@@ -50,7 +50,7 @@ def test_ex1_rejects_a_string_instead_of_a_recommendation(capsys):
 
 
 def test_ex2_accepts_right_answer(capsys):
-    assert qh.check_recommendation("phone", _answers("phone")) is True
+    assert qh.check_recommendation("phone", _answers("phone"))
 
 
 def test_ex2_rejects_ptq_not_tried_yet(capsys):
@@ -69,7 +69,7 @@ def test_ex2_rejects_no_training(capsys):
 
 
 def test_ex3_accepts_right_answer(capsys):
-    assert qh.check_recommendation("no_data", _answers("no_data")) is True
+    assert qh.check_recommendation("no_data", _answers("no_data"))
     assert _answers("no_data").method == "dynamic quantization"
 
 
@@ -92,8 +92,8 @@ FLOAT_ACC, INT8_ACC = 98.8, 98.8  # what notebook 00 measures here; the check ta
 
 
 def test_ex4_accepts_right_answer(capsys):
-    assert qh.check_int8_accuracy_prediction((FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC) is True
-    assert qh.check_int8_accuracy_prediction((97.0, 99.0), FLOAT_ACC, 97.9) is True
+    assert qh.check_int8_accuracy_prediction((FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)
+    assert qh.check_int8_accuracy_prediction((97.0, 99.0), FLOAT_ACC, 97.9)
 
 
 def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
@@ -119,5 +119,5 @@ def test_ex4_rejects_one_number_and_reversed_bounds(capsys):
 
 @pytest.mark.parametrize("blank", [..., None])
 def test_ex4_blank_says_not_filled_in(capsys, blank):
-    assert qh.check_int8_accuracy_prediction(blank, FLOAT_ACC, INT8_ACC) is False
+    assert not qh.check_int8_accuracy_prediction(blank, FLOAT_ACC, INT8_ACC)
     assert "not filled in yet" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import qhelpers as qh
 
 def _fails(capsys, ok: bool, *words: str) -> None:
     out = capsys.readouterr().out
-    assert ok is False and "❌" in out
+    assert not ok and "❌" in out
     for w in words:
         assert w in out, f"{w!r} not in {out!r}"
 
@@ -45,8 +45,8 @@ def _predict(prediction):
 
 
 def test_ex1_accepts_right_answer(capsys):
-    assert _predict((REF_8BIT - 4 * 6.02 - 3, REF_8BIT - 4 * 6.02 + 3)) is True
-    assert _predict((12.0, 17.0)) is True
+    assert _predict((REF_8BIT - 4 * 6.02 - 3, REF_8BIT - 4 * 6.02 + 3))
+    assert _predict((12.0, 17.0))
 
 
 def test_ex1_rejects_no_change_with_fewer_bits(capsys):
@@ -71,7 +71,7 @@ def test_ex1_rejects_reversed_bounds_and_blank(capsys):
 
 def test_ex2_accepts_right_answer(capsys, x):
     _, _, scale, zero_point = _by_hand(x)
-    assert qh.check_scale_zero_point(scale, zero_point, x) is True
+    assert qh.check_scale_zero_point(scale, zero_point, x)
 
 
 def test_ex2_rejects_scale_from_zero_to_max_and_no_zero_point(capsys, x):
@@ -110,10 +110,10 @@ def test_ex2_rejects_skipping_the_widening_to_zero(capsys):
 def test_ex3_accepts_right_answer(capsys, x):
     _, _, scale, zp = _by_hand(x)
     right = lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255).to(torch.uint8)  # noqa: E731
-    assert qh.check_codes(right, x, scale, zp) is True
-    assert qh.check_codes(right(x), x, scale, zp) is True  # a tensor of codes is accepted too
+    assert qh.check_codes(right, x, scale, zp)
+    assert qh.check_codes(right(x), x, scale, zp)  # a tensor of codes is accepted too
     as_torch = lambda t: torch.clamp(torch.round(t * (1.0 / torch.tensor(scale))) + zp, 0, 255).to(torch.uint8)  # noqa: E731
-    assert qh.check_codes(as_torch, x, scale, zp) is True
+    assert qh.check_codes(as_torch, x, scale, zp)
 
 
 def test_ex3_rejects_no_zero_point_and_no_clamp(capsys, x):
@@ -154,7 +154,7 @@ def test_ex3_rejects_a_function_that_raises(capsys, x):
 
 
 def test_ex4_accepts_right_answer(capsys, weight):
-    assert qh.check_per_channel_scales(weight.abs().amax(dim=1) / ((127 - (-128)) / 2), weight) is True
+    assert qh.check_per_channel_scales(weight.abs().amax(dim=1) / ((127 - (-128)) / 2), weight)
 
 
 def test_ex4_rejects_the_restricted_range(capsys, weight):
@@ -178,6 +178,6 @@ def test_ex4_rejects_an_affine_scale(capsys, weight):
 
 
 def test_ex3_blank_scale_or_codes_say_not_filled_in(capsys, x):
-    assert qh.check_codes(..., x, ..., ...) is False
-    assert qh.check_codes(lambda t: t, x, ..., ...) is False
+    assert not qh.check_codes(..., x, ..., ...)
+    assert not qh.check_codes(lambda t: t, x, ..., ...)
     assert capsys.readouterr().out.count("not filled in yet") == 2
