@@ -581,7 +581,9 @@ def check_size_ratio_prediction(predicted_range: Any, float_model: nn.Module, in
         return report(name, False, "the measured ratio is above your range: less of the file stays float (biases, scales, bookkeeping) than you assumed")
     if measured < low:
         return report(name, False, "the measured ratio is below your range: more of the file stays float or is bookkeeping than you assumed")
-    return report(name, True)
+    ok = report(name, True)
+    print(f"   measured: float {model_size_bytes(float_model) / 1e6:.3f} MB / INT8 {model_size_bytes(int8_model) / 1e6:.3f} MB = {measured:.2f}x")
+    return ok
 
 
 def main(argv: Optional[list[str]] = None) -> int:
