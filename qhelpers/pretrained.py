@@ -12,7 +12,10 @@ Introduced in notebooks/02_pretrained_quantized_models.ipynb.
 * ``hub_checkpoint_path`` / ``weights_cached`` look for torchvision's weights
   in the torch hub cache without any network call.
 * ``quantized_modules`` / ``is_quantized`` tell a converted model from a float
-  one (torchvision's ``quantize=True, backend="x86"`` silently returns float).
+  one (torchvision's ``quantize=True, backend="x86"`` with ``weights=None``
+  silently returns float; with real weights it raises ``ValueError``).
+* ``int8_weight_bytes`` / ``int8_size_breakdown`` account for an INT8 file's
+  size byte by byte.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from torchvision.models import Weights, WeightsEnum
 
 from . import data as _data
 from .benchmark import Latency
-from .checks import NotFilledIn, _blank_safe, check_close, not_filled, report
-from .environment import check_engine, set_engine
-from .metrics import accuracy, model_size_bytes
+from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .environment import check_engine, default_engine, set_engine, supported_engines
+from .metrics import accuracy, count_parameters, model_size_bytes
 from .models import CourseNet, load_course_model
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "course_int8_metadata",
     "quantized_modules",
     "is_quantized",
+    "int8_weight_bytes",
+    "int8_size_breakdown",
     "hub_checkpoint_path",
     "weights_cached",
     "cached_hash_matches",
@@ -56,6 +61,7 @@ __all__ = [
     "check_weights_meta",
     "check_int8_size_prediction",
     "check_speedup",
+    "check_size_ratio_prediction",
     "INT8_CHECKPOINT_NAME",
     "INT8_METADATA_NAME",
     "REBUILD_INT8_COMMAND",
@@ -251,10 +257,13 @@ def course_net(
 
     * ``weights=DEFAULT, quantize=True``: the shipped INT8 model (sets
       ``torch.backends.quantized.engine`` to ``weights.meta["backend"]``, as
-      torchvision does).
+      torchvision does). On a machine without that engine (an ARM laptop has
+      only ``qnnpack``) it prints why and loads the same state dict with
+      ``qh.default_engine()`` active instead, which re-packs the weights for
+      that engine (the integer weights and scales are the same).
     * ``weights=DEFAULT, quantize=False``: the trained float model.
     * ``weights=None``: the untrained architecture, converted to INT8 when
-      ``quantize=True`` (with ``backend=`` in kwargs, default ``x86``).
+      ``quantize=True`` (with ``backend=`` in kwargs, default ``qh.default_engine()``).
     """
     weights = CourseNet_QuantizedWeights.verify(weights)
     if not isinstance(quantize, bool):
@@ -273,8 +282,15 @@ def course_net(
     backend = weights.meta["backend"]
     if kwargs.get("backend", backend) != backend:
         raise ValueError(f"backend {kwargs['backend']!r} differs from the weights' backend {backend!r}")
-    set_engine(backend)  # like torchvision's quantized builders: the model runs on the engine it was packed for
-    return _int8_from_state_dict(weights.get_state_dict(), backend)
+    run_on = backend
+    if backend not in supported_engines():
+        run_on = default_engine()
+        print(
+            f"The course's INT8 weights were quantized for the {backend!r} engine, which this machine does not offer "
+            f"(available: {', '.join(supported_engines())}); loading them with {run_on!r} active, which re-packs them for {run_on!r}."
+        )
+    set_engine(run_on)  # like torchvision's quantized builders: the model runs on the engine it was packed for
+    return _int8_from_state_dict(weights.get_state_dict(), run_on)
 
 
 # --------------------------------------------------------------------------- is it really quantized?
@@ -302,6 +318,61 @@ def quantized_modules(model: nn.Module) -> list[str]:
 def is_quantized(model: nn.Module) -> bool:
     """True when ``model`` contains at least one quantized module (see ``quantized_modules``)."""
     return bool(quantized_modules(model))
+
+
+# --------------------------------------------------------------------------- what an INT8 file is made of
+
+
+def int8_weight_bytes(float_model: nn.Module) -> int:
+    """Bytes of a float model's weights once stored as INT8: one byte per ``Conv2d``/``Linear`` weight.
+
+    BatchNorm parameters are not counted (eager quantization folds them into
+    the convolutions) and neither are biases (they stay float32). Introduced
+    in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    if not isinstance(float_model, nn.Module):
+        raise TypeError(f"float_model must be a torch.nn.Module, got {type(float_model).__name__}")
+    if is_quantized(float_model):
+        raise ValueError("float_model is already quantized; pass the float model (its Conv2d/Linear weights are counted)")
+    return sum(m.weight.numel() for m in float_model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+_PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
+
+
+def int8_size_breakdown(model: nn.Module) -> dict[str, int]:
+    """Bytes of an INT8 model's serialized state dict, by what they hold.
+
+    ``int8 weights`` (one byte per weight), ``scales and zero points`` (per
+    output channel, float64 + int64 each, for per-channel weights),
+    ``float tensors`` (biases in float32, each layer's output scale and zero
+    point), ``container`` (the rest: names and the zip/pickle format) and
+    ``total`` (``qh.model_size_bytes``). Introduced in
+    notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not is_quantized(model):
+        raise ValueError("model has no quantized modules; pass a converted INT8 model")
+    parts = {"int8 weights": 0, "scales and zero points": 0, "float tensors": 0}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_quantized:
+                parts["int8 weights"] += value.numel() * value.element_size()
+                if value.qscheme() in _PER_CHANNEL:
+                    for t in (value.q_per_channel_scales(), value.q_per_channel_zero_points()):
+                        parts["scales and zero points"] += t.numel() * t.element_size()
+            else:
+                parts["float tensors"] += value.numel() * value.element_size()
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                visit(item)
+
+    for value in model.state_dict().values():
+        visit(value)
+    total = model_size_bytes(model)
+    return {**parts, "container": total - sum(parts.values()), "total": total}
 
 
 # --------------------------------------------------------------------------- torchvision's weights offline
@@ -358,33 +429,94 @@ def photo_path() -> Path:
 # --------------------------------------------------------------------------- exercise self-checks
 
 
+def _number(value: Any, name: str) -> float:
+    if not_filled(value):
+        raise NotFilledIn(name)
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+
+
+def _near(a: float, b: float, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
 @_blank_safe
 def check_weights_meta(backend: Any, int8_top1: Any, drop: Any, weights: Any) -> bool:
-    """Exercise: a torchvision quantized weights' backend, published INT8 top-1, and the drop from its float weights."""
+    """Exercise: a torchvision quantized weights' backend, published INT8 top-1, and the drop from its float weights.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     if not_filled(backend):
         raise NotFilledIn("backend")
     meta = weights.meta
-    ok_backend = report("backend", backend == meta["backend"], f"got {backend!r}; look at weights.meta['backend']")
-    top1 = meta["_metrics"]["ImageNet-1K"]["acc@1"]
-    ok_top1 = check_close("int8_top1", int8_top1, top1, rtol=0, atol=1e-6)
-    float_top1 = meta["unquantized"].meta["_metrics"]["ImageNet-1K"]["acc@1"]
-    if not_filled(drop):
-        raise NotFilledIn("drop")
-    if abs(float(drop) + (float_top1 - top1)) < 1e-6:
-        return report("drop", False, "sign: the drop is float top-1 minus INT8 top-1 (positive when INT8 is worse)") and False
-    ok_drop = check_close("drop", drop, float_top1 - top1, rtol=0, atol=1e-6)
+    if backend == meta["backend"]:
+        ok_backend = report("backend", True)
+    elif isinstance(backend, str) and backend == torch.backends.quantized.engine:
+        ok_backend = report("backend", False, "that is the engine active on this machine, not the one these weights were quantized for: read the weights' meta")
+    elif isinstance(backend, str) and backend in ("fbgemm", "x86", "qnnpack", "onednn"):
+        ok_backend = report("backend", False, "a real engine, but not the one in these weights' meta: did you read another model's weights?")
+    else:
+        ok_backend = report("backend", False, f"got {backend!r}; the backend is a string in weights.meta")
+    metrics, float_metrics = meta["_metrics"]["ImageNet-1K"], meta["unquantized"].meta["_metrics"]["ImageNet-1K"]
+    top1, float_top1 = metrics["acc@1"], float_metrics["acc@1"]
+    q = _number(int8_top1, "int8_top1")
+    if _near(q, top1):
+        ok_top1 = report("int8_top1", True)
+    elif _near(q, float_top1):
+        ok_top1 = report("int8_top1", False, "that is the float model's top-1 (meta['unquantized']); the INT8 one is in these weights' own meta")
+    elif _near(q, top1 / 100):
+        ok_top1 = report("int8_top1", False, "meta gives accuracies in percent; keep them in percent")
+    elif _near(q, metrics.get("acc@5", float("nan"))):
+        ok_top1 = report("int8_top1", False, "that is top-5 (acc@5); the task asks for top-1")
+    else:
+        ok_top1 = report("int8_top1", False, "not the published INT8 top-1; look in meta['_metrics']")
+    d, expected = _number(drop, "drop"), float_top1 - top1
+    if _near(d, expected):
+        ok_drop = report("drop", True)
+    elif _near(d, -expected):
+        ok_drop = report("drop", False, "sign: the drop is float top-1 minus INT8 top-1 (positive when INT8 is worse)")
+    elif _near(d, 100 * expected / float_top1) or _near(d, expected / float_top1):
+        ok_drop = report("drop", False, "that is a relative drop; the task asks for the difference in percentage points")
+    else:
+        ok_drop = report("drop", False, "not float top-1 minus INT8 top-1 of these weights (float top-1 is in meta['unquantized'])")
     return ok_backend and ok_top1 and ok_drop
 
 
 @_blank_safe
-def check_int8_size_prediction(predicted_int8_mb: Any, weights: Any) -> bool:
-    """Exercise: predict an INT8 model's size in MB (1e6 bytes) from its parameter count, one byte per weight."""
-    return check_close("predicted_int8_mb", predicted_int8_mb, weights.meta["num_params"] / 1e6, rtol=1e-3)
+def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module) -> bool:
+    """Exercise: an INT8 model's weight bytes in MB (1e6 bytes), one byte per Conv2d/Linear weight of ``float_model``.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    p = _number(predicted_int8_mb, "predicted_int8_mb")
+    expected = int8_weight_bytes(float_model) / 1e6
+    name = "predicted_int8_mb"
+    if _near(p, expected, rtol=2e-4):
+        return report(name, True)
+    if _near(p, count_parameters(float_model) / 1e6, rtol=2e-4):
+        return report(name, False, "you counted every parameter: BatchNorm's are folded into the convolutions and biases stay float32; count only the Conv2d and Linear weights")
+    if _near(p, 4 * expected, rtol=2e-3) or _near(p, 4 * count_parameters(float_model) / 1e6, rtol=2e-3):
+        return report(name, False, "that is the float32 size (4 bytes per weight); INT8 stores one byte per weight")
+    if _near(p, expected * 1e6 / 2**20, rtol=2e-3) or _near(p, count_parameters(float_model) / 2**20, rtol=2e-3):
+        return report(name, False, "1 MB here is 1e6 bytes, not 2**20 (that is a MiB)")
+    if _near(p, 8 * expected, rtol=2e-3):
+        return report(name, False, "that counts bits; a size in bytes counts one per INT8 weight")
+    return report(name, False, "not one byte per Conv2d/Linear weight of the float model, in units of 1e6 bytes")
 
 
 @_blank_safe
 def check_speedup(float_latency: Any, int8_latency: Any, speedup: Any, threads: int = 1) -> bool:
-    """Exercise: two ``qh.measure_latency`` results with ``threads`` threads, and the INT8 speedup from their medians."""
+    """Exercise: two ``qh.measure_latency`` results with ``threads`` threads, and the INT8 speedup from their medians.
+
+    Checks what was measured, not only the ratio: two separate
+    measurements, the float one of a model without quantized modules, the
+    INT8 one of a model with them, the same input and thread count.
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     for name, lat in (("float_latency", float_latency), ("int8_latency", int8_latency)):
         if not_filled(lat):
             raise NotFilledIn(name)
@@ -392,7 +524,66 @@ def check_speedup(float_latency: Any, int8_latency: Any, speedup: Any, threads: 
             return report(name, False, f"expected the result of qh.measure_latency, got {type(lat).__name__}")
         if lat.threads != threads:
             return report(name, False, f"measured with {lat.threads} threads; the task asks for {threads}")
-    return check_close("speedup", speedup, float_latency.median_ms / int8_latency.median_ms, rtol=1e-6)
+        if lat.quantized is None:
+            return report(name, False, "measure the model itself (pass the model to qh.measure_latency), so that the check can see what was measured")
+    if float_latency is int8_latency or float_latency == int8_latency:
+        return report("measurements", False, "you passed the same measurement twice: measure the float model and the INT8 model separately")
+    if float_latency.quantized and not int8_latency.quantized:
+        return report("measurements", False, "swapped: float_latency measured the INT8 model and int8_latency the float one")
+    if not int8_latency.quantized:
+        return report("int8_latency", False, "you measured the float model twice: int8_latency ran a model without quantized modules")
+    if float_latency.quantized:
+        return report("float_latency", False, "you measured the INT8 model twice: float_latency ran a model with quantized modules")
+    if float_latency.input_shape != int8_latency.input_shape:
+        return report("measurements", False, f"the two models ran on different inputs ({float_latency.input_shape} vs {int8_latency.input_shape}): time both on the same batch")
+    ok = report("measurements", True)
+    s = _number(speedup, "speedup")
+    f_ms, q_ms = float_latency.median_ms, int8_latency.median_ms
+    if _near(s, f_ms / q_ms):
+        return report("speedup", True) and ok
+    if _near(s, q_ms / f_ms):
+        return report("speedup", False, "inverted: the speedup is float time divided by INT8 time (above 1 when INT8 is faster)")
+    if _near(s, f_ms - q_ms) or _near(s, q_ms - f_ms):
+        return report("speedup", False, "that is a difference of times; a speedup is a ratio")
+    if _near(s, float_latency.min_ms / int8_latency.min_ms):
+        return report("speedup", False, "that uses the fastest runs; the task asks for the medians (.median_ms)")
+    return report("speedup", False, "not the ratio of the two medians (.median_ms)")
+
+
+@_blank_safe
+def check_size_ratio_prediction(predicted_range: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
+    """Exercise (predict first): a range ``(low, high)`` for float size / INT8 size, checked against the measured ratio.
+
+    Accepts any range that contains the measured ratio of the serialized
+    state dicts and is at most 1.0 wide. Introduced in
+    notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    name = "predicted_range"
+    if not_filled(predicted_range):
+        raise NotFilledIn(name)
+    if not isinstance(predicted_range, (tuple, list)) or len(predicted_range) != 2:
+        return report(name, False, "write a range (low, high), not one number: a prediction says how sure it is")
+    low, high = _number(predicted_range[0], "low"), _number(predicted_range[1], "high")
+    if not isinstance(float_model, nn.Module) or not isinstance(int8_model, nn.Module):
+        raise TypeError("float_model and int8_model must be torch.nn.Module")
+    if is_quantized(float_model) or not is_quantized(int8_model):
+        raise ValueError("pass the float model first and the INT8 model second")
+    measured = model_size_bytes(float_model) / model_size_bytes(int8_model)
+    if low >= high:
+        return report(name, False, "low must be below high")
+    if low < 1 and high <= 1:
+        return report(name, False, "a ratio below 1 would mean INT8 is larger; the ratio is float size divided by INT8 size")
+    if low > 4.0:
+        return report(name, False, "one byte instead of four per weight caps the ratio at about 4x; your range lies above that")
+    if high - low > 1.0:
+        return report(name, False, "a range wider than 1.0 says little; narrow it with what you know about what an INT8 file holds")
+    if measured > high:
+        return report(name, False, "the measured ratio is above your range: less of the file stays float (biases, scales, bookkeeping) than you assumed")
+    if measured < low:
+        return report(name, False, "the measured ratio is below your range: more of the file stays float or is bookkeeping than you assumed")
+    ok = report(name, True)
+    print(f"   measured: float {model_size_bytes(float_model) / 1e6:.3f} MB / INT8 {model_size_bytes(int8_model) / 1e6:.3f} MB = {measured:.2f}x")
+    return ok
 
 
 def main(argv: Optional[list[str]] = None) -> int:

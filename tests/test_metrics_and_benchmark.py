@@ -1,5 +1,7 @@
 """Accuracy, size, parameter count and the latency helper."""
 
+import time
+
 import pytest
 import torch
 
@@ -33,12 +35,50 @@ def test_size_and_parameters_of_a_linear_layer():
 
 def test_latency_measurement_is_well_formed():
     lat = qh.measure_latency(torch.nn.Linear(8, 8), torch.randn(2, 8), threads=1, min_run_time=0.05)
-    assert lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.runs >= 1 and lat.threads == 1
-    assert "ms median" in str(lat)
-    assert set(lat.as_dict()) == {"median_ms", "iqr_ms", "runs", "threads", "label"}
+    assert lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.runs >= qh.MIN_RUNS and lat.threads == 1
+    assert lat.min_ms <= lat.median_ms and lat.calls_per_run >= 1
+    assert "ms median" in str(lat) and "IQR" in str(lat) and "runs" in str(lat)
+    assert {"median_ms", "iqr_ms", "runs", "threads", "label"} <= set(lat.as_dict())
+    assert lat.module == "Linear" and lat.quantized is False and lat.input_shape == (2, 8)
+    assert lat.engine == torch.backends.quantized.engine
 
 
-@pytest.mark.parametrize("kwargs, error", [(dict(threads=0), ValueError), (dict(min_run_time=0), ValueError)])
+def test_latency_takes_at_least_min_runs_samples_of_a_slow_call():
+    # A call longer than min_run_time still gets min_runs samples (the old single-shot pitfall).
+    def slow(x):
+        time.sleep(0.01)
+        return x
+
+    lat = qh.measure_latency(slow, torch.zeros(1), min_run_time=0.001, warmup=0, min_runs=4)
+    assert lat.runs == 4 and lat.calls_per_run == 1 and lat.median_ms >= 10
+    assert lat.module == "slow" and lat.quantized is None
+
+
+def test_latency_warms_up_with_the_timed_thread_count_and_restores_it():
+    seen = []
+
+    def record(x):
+        seen.append(torch.get_num_threads())
+        return x
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    qh.measure_latency(record, torch.zeros(1), threads=other, min_run_time=0.001, warmup=2, min_runs=2)
+    assert set(seen) == {other}  # warm-up and timing alike
+    assert torch.get_num_threads() == before
+
+
+def test_latency_sees_a_quantized_model():
+    q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)), dtype=torch.qint8)
+    lat = qh.measure_latency(q, torch.randn(1, 4), min_run_time=0.001, min_runs=2)
+    assert lat.quantized is True
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [(dict(threads=0), ValueError), (dict(min_run_time=0), ValueError), (dict(min_runs=1), ValueError),
+     (dict(warmup=-1), ValueError), (dict(label=3), TypeError)],
+)
 def test_latency_bad_arguments(kwargs, error):
     with pytest.raises(error):
         qh.measure_latency(torch.nn.Linear(2, 2), torch.randn(1, 2), **kwargs)

@@ -102,6 +102,33 @@ def test_torchvision_x86_backend_silently_returns_float():
     assert "fc" in qh.quantized_modules(real)
 
 
+def test_torchvision_x86_backend_with_real_weights_raises_before_any_download(torch_home):
+    # Only weights=None gives the silent float model: with weights, the backend must match weights.meta.
+    with pytest.raises(ValueError, match="expected value fbgemm but got x86"):
+        qmodels.resnet18(weights=ResNet18_QuantizedWeights.DEFAULT, quantize=True, backend="x86")
+
+
+def test_int8_size_breakdown_adds_up():
+    import torchvision
+
+    float_model = torchvision.models.shufflenet_v2_x0_5(weights=None).eval()
+    weight_bytes = qh.int8_weight_bytes(float_model)
+    assert weight_bytes < qh.count_parameters(float_model)  # BatchNorm and biases are not int8
+    int8 = qmodels.shufflenet_v2_x0_5(weights=None, quantize=True, backend="fbgemm")
+    parts = qh.int8_size_breakdown(int8)
+    assert parts["int8 weights"] == weight_bytes
+    channels = sum(m.weight.shape[0] for m in float_model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert parts["scales and zero points"] == channels * (8 + 8)  # float64 scale + int64 zero point per channel
+    assert parts["total"] == qh.model_size_bytes(int8) == sum(v for k, v in parts.items() if k != "total")
+    assert 0 < parts["container"] < 0.1 * parts["total"]
+    with pytest.raises(ValueError, match="no quantized modules"):
+        qh.int8_size_breakdown(float_model)
+    with pytest.raises(ValueError, match="already quantized"):
+        qh.int8_weight_bytes(int8)
+    with pytest.raises(TypeError, match="model"):
+        qh.int8_size_breakdown("resnet")
+
+
 def test_is_quantized_on_course_models():
     float_model = qh.CourseNet().eval()  # has a FloatFunctional, which does not count
     assert qh.quantized_modules(float_model) == []
@@ -154,6 +181,25 @@ def test_artifact_is_what_the_rebuild_recipe_makes():
     x, _ = next(iter(qh.digits_loader("test", batch_size=64)))
     with torch.no_grad():
         assert torch.equal(shipped(x), fresh(x))
+
+
+def test_course_net_on_a_machine_without_the_weights_engine(monkeypatch, capsys):
+    # An ARM laptop offers only qnnpack: the x86 artifact is loaded with qnnpack active, with a printed reason.
+    monkeypatch.setenv("QHELPERS_ENGINE", "qnnpack")
+    saved = torch.backends.quantized.engine
+    try:
+        model = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+        assert torch.backends.quantized.engine == "qnnpack"
+        assert "does not offer" in capsys.readouterr().out
+        x, _ = next(iter(qh.digits_loader("test", batch_size=256)))
+        with torch.no_grad():
+            preds = model(x).argmax(1)
+    finally:
+        torch.backends.quantized.engine = saved
+    shipped = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+    with torch.no_grad():
+        agree = (shipped(x).argmax(1) == preds).float().mean().item()
+    assert agree >= 0.99
 
 
 def test_course_net_float_and_untrained_paths():
