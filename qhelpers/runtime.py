@@ -68,6 +68,10 @@ RUNTIME_LOG_NOISE: dict[str, str] = {
 }
 _NOISE = [re.compile(p) for p in RUNTIME_LOG_NOISE.values()]
 
+# How many programs load_pte has loaded in this process: ExecuTorch's thread pool may be resized only before the
+# first (a loaded XNNPACK program keeps using the pool it started with; resizing under it crashes the process).
+_programs_loaded = 0
+
 # ExecuTorch's ScalarType codes (c10 numbering) for the dtypes a course model takes
 _SCALAR_TYPES = {0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64, 5: torch.float16, 6: torch.float32, 7: torch.float64, 11: torch.bool, 15: torch.bfloat16}
 
@@ -281,6 +285,8 @@ def load_pte(path: Path | str, *, method: str = "forward") -> PteModule:
     except RuntimeError as exc:
         said = "; ".join(line for line in log if not any(p.search(line) for p in _NOISE))
         raise ValueError(f"{path} is not a valid ExecuTorch program (.pte): {exc}{' (runtime: ' + said + ')' if said else ''}") from exc
+    global _programs_loaded
+    _programs_loaded += 1
     return PteModule(path, program, loaded, method)
 
 
