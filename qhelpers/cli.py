@@ -8,7 +8,8 @@ Subcommands::
 
     qhelpers tensor      quantize a given or random tensor, print scale, zero point, codes and error
     qhelpers pretrained  run a pre-quantized model (the course's, or torchvision's from the local cache) on an image
-    qhelpers quantize    post-training static quantization of a float checkpoint -> TorchScript file + JSON report
+    qhelpers quantize    post-training static quantization of a float checkpoint -> TorchScript file + JSON report;
+                         with --target xnnpack an ExecuTorch .pte for phones (notebook 08)
     qhelpers bench       the benchmark command (``python -m qhelpers.bench``)
 
 Conventions: exit code 0 on success, 2 for usage errors (argparse's own, and
@@ -476,6 +477,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     report_path = _report_path(output, args.report)
     if output.suffix.lower() == ".json" or report_path.resolve() == output.resolve():
         raise UsageError(f"--output {output} would collide with the JSON report {report_path}; give the model a .pt name or pass --report")
+    if args.target == "xnnpack":
+        return _cmd_quantize_xnnpack(args, output, report_path, started)
+    if output.suffix.lower() == ".pte":
+        raise UsageError(f"--output {output} is an ExecuTorch file name; add --target xnnpack, or name the TorchScript file .pt")
     if args.arch != "course":
         _torchvision_arch(args.arch)  # unknown names fail before anything slow
     for path in (output, report_path):
@@ -546,6 +551,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     int8_sd = metrics.model_size_bytes(qmodel)
     report = {
         "command": "quantize",
+        "target": "torchscript",
         "arch": args.arch if args.arch == "course" else _torchvision_arch(args.arch).removeprefix("quantized_"),
         **origin,
         "engine": engine,
@@ -579,6 +585,132 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if "int8_ms" in latency:
         _out(f"latency: float {latency['float_ms']:.3f} ms -> INT8 {latency['int8_ms']:.3f} ms ({latency['speedup']:.2f}x)")
     return EXIT_OK
+
+
+def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: Path, started: float) -> int:
+    """``quantize --target xnnpack``: PT2E with XNNPACKQuantizer, lowered to an ExecuTorch ``.pte`` (notebook 08)."""
+    import tempfile
+
+    import torch
+
+    from . import data, metrics, runtime
+    from .benchmark import measure_latency
+
+    if output.suffix.lower() != ".pte":
+        raise UsageError(f"--target xnnpack writes an ExecuTorch program: name the output .pte, got {output}")
+    if args.engine is not None:
+        raise UsageError("--engine chooses an eager quantized engine (--target torchscript); --target xnnpack always targets XNNPACK")
+    if args.arch != "course":
+        _torchvision_arch(args.arch)
+    for path in (output, report_path):
+        if path.parent.exists() and not path.parent.is_dir():
+            raise CLIError(f"cannot write {path}: {path.parent} is not a folder")
+    if not runtime.executorch_available():
+        raise CLIError(f"--target xnnpack needs ExecuTorch, which is not installed: pip install {runtime.EXECUTORCH_PIN}")
+    torch.manual_seed(args.seed)
+
+    float_model, origin = _build_float_model(args)
+    prep = _Preprocess(args.arch, args.image_size)
+    if args.calib == "bundled":
+        calib = _bundled_loader("calib", args.calib_limit, args.batch_size, prep)
+        calib_info = {"source": "bundled calib split", "images": len(calib.dataset)}
+    else:
+        calib, n = _folder_loader(Path(args.calib), args.calib_limit, args.batch_size, prep)
+        calib_info = {"source": str(Path(args.calib).resolve()), "images": n}
+    per_channel = args.weight_quant == "per-channel"
+    _out(f"quantizing {args.arch} for XNNPACK (ExecuTorch; {args.weight_quant} symmetric weights), calibrating on {calib_info['images']} images ({calib_info['source']})")
+    if origin["checkpoint"] is None:
+        _out(f"note: {origin['weights']}")
+    first = next(iter(calib))[0]
+    example = first[:1]
+    strict = args.arch.startswith(("resnet", "resnext", "wide_resnet"))  # shared ReLU modules: strict export (notebook 05)
+    if calib_info["images"] >= 2:
+        # the batch dimension is dynamic for calibration; batches of 1 become batches of 2 for the example
+        example2 = first[:2] if len(first) >= 2 else torch.cat([first, first])
+        qmodel = runtime.quantize_xnnpack(float_model, (example2,), calib, per_channel=per_channel, strict=strict)
+    else:
+        qmodel = runtime.quantize_xnnpack(float_model, (example,), calib, per_channel=per_channel, dynamic_batch=False, strict=strict)
+    _out("lowering to ExecuTorch with the XNNPACK partitioner")
+    with tempfile.TemporaryDirectory(prefix=".qhelpers_pte_", dir=output.parent if output.parent.is_dir() else None) as tmp:
+        export = runtime.export_pte(qmodel, (example,), Path(tmp) / "model.pte")
+        pte_bytes = export.path.read_bytes()
+        # Everything below describes the artifact as written: the .pte loaded back by the ExecuTorch runtime.
+        artifact = runtime.load_pte(export.path)
+
+        labelled = args.arch == "course" or args.num_classes == 10
+        if args.eval == "bundled" and labelled:
+            test = _bundled_loader("test", args.eval_limit, 250, prep)
+            acc_f = metrics.accuracy(float_model, test)
+            correct = total = 0
+            for images, labels in test:
+                preds = torch.cat([artifact(images[i : i + 1]).argmax(dim=1) for i in range(len(images))])
+                correct, total = correct + int((preds == labels).sum()), total + len(labels)
+            acc_q = 100.0 * correct / total
+            accuracy = {"data": "bundled test split", "images": total, "float_percent": acc_f, "int8_percent": acc_q, "drop_points": round(acc_f - acc_q, 4)}
+        elif args.eval == "none":
+            accuracy = {"skipped": "--eval none"}
+        else:
+            accuracy = {"skipped": f"no labelled data for a {args.num_classes}-class model; the bundled test split has 10 digit classes (use --num-classes 10)"}
+
+        if args.latency_seconds > 0:
+            _out(f"measuring latency (batch 1, {args.threads} thread{'s' if args.threads > 1 else ''}, {args.latency_seconds:g} s each)")
+            lat_f = measure_latency(float_model, example, threads=args.threads, min_run_time=args.latency_seconds)
+            lat_q = measure_latency(artifact, example, threads=args.threads, min_run_time=args.latency_seconds)
+            latency = {
+                "batch": 1,
+                "threads": args.threads,
+                "float_ms": round(lat_f.median_ms, 4),
+                "float_iqr_ms": round(lat_f.iqr_ms, 4),
+                "int8_ms": round(lat_q.median_ms, 4),
+                "int8_iqr_ms": round(lat_q.iqr_ms, 4),
+                "speedup": round(lat_f.median_ms / lat_q.median_ms, 3),
+                "measured": "qh.measure_latency (median after warm-up); the float model in eager PyTorch vs the INT8 .pte in the ExecuTorch runtime (its own thread pool)",
+            }
+        else:
+            latency = {"skipped": "--latency-seconds 0"}
+
+    float_sd = metrics.model_size_bytes(float_model)
+    report = {
+        "command": "quantize",
+        "target": "xnnpack",
+        "arch": args.arch if args.arch == "course" else _torchvision_arch(args.arch).removeprefix("quantized_"),
+        **origin,
+        "engine": "xnnpack",
+        "weight_quantization": args.weight_quant,
+        "quantizer": f"XNNPACKQuantizer, get_symmetric_quantization_config(is_per_channel={per_channel})",
+        "calibration": {**calib_info, "batch_size": args.batch_size},
+        "input_shape": list(example.shape[1:]),
+        "pte": str(output.resolve()),
+        "pte_sha256": hashlib.sha256(pte_bytes).hexdigest(),
+        "delegation": {"subgraphs": export.delegated_subgraphs, "delegated_nodes": export.delegated_nodes, "non_delegated_nodes": export.non_delegated_nodes},
+        "size_bytes": {"float_state_dict": float_sd, "int8_pte": len(pte_bytes), "ratio": round(float_sd / len(pte_bytes), 3)},
+        "accuracy": accuracy,
+        "latency": latency,
+        "versions": {**_versions(), "executorch": _executorch_version()},
+        "machine": _machine(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    data.atomic_write_bytes(output, pte_bytes)
+    data.atomic_write_bytes(report_path, (_json(report) + "\n").encode())
+
+    _out(f"wrote {output} ({len(pte_bytes):,} bytes, ExecuTorch program, {export.delegated_nodes} nodes delegated to XNNPACK, {export.non_delegated_nodes} not) and {report_path}")
+    _out(f"size: float {float_sd:,} B state dict -> INT8 .pte {len(pte_bytes):,} B ({report['size_bytes']['ratio']:.2f}x smaller)")
+    if "float_percent" in accuracy:
+        _out(f"accuracy on {accuracy['images']} test images: float {accuracy['float_percent']:.1f}% -> INT8 .pte {accuracy['int8_percent']:.1f}%")
+    else:
+        _out(f"accuracy: skipped ({accuracy['skipped']})")
+    if "int8_ms" in latency:
+        _out(f"latency: float eager {latency['float_ms']:.3f} ms -> INT8 .pte {latency['int8_ms']:.3f} ms ({latency['speedup']:.2f}x)")
+    return EXIT_OK
+
+
+def _executorch_version() -> Optional[str]:
+    try:
+        from executorch.version import __version__
+
+        return __version__
+    except ImportError:
+        return None
 
 
 # --------------------------------------------------------------------------- bench
@@ -648,12 +780,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "quantize",
         parents=[common],
-        help="post-training static quantization -> TorchScript file + JSON report",
+        help="post-training static quantization -> TorchScript file (or ExecuTorch .pte) + JSON report",
         description="Post-training static quantization (notebook 03) of a float model: fuse, observe on a calibration set, "
         "convert. Writes the INT8 model as TorchScript and a JSON report (sizes, accuracy where labels exist, latency, "
-        "engine, versions). Both files are written atomically (temporary name, then rename).",
+        "engine, versions). With --target xnnpack: PT2E with XNNPACKQuantizer, lowered to an ExecuTorch .pte for the "
+        "XNNPACK delegate (notebook 08); accuracy and latency are measured on the .pte loaded back by the ExecuTorch runtime. "
+        "Both files are written atomically (temporary name, then rename).",
     )
-    p.add_argument("-o", "--output", type=Path, required=True, help="the TorchScript file to write, e.g. course_int8.pt")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the file to write: TorchScript (.pt, e.g. course_int8.pt) or, with --target xnnpack, an ExecuTorch program (.pte)")
+    p.add_argument("--target", choices=["torchscript", "xnnpack"], default="torchscript",
+                   help="torchscript (default): eager INT8 for --engine, saved as TorchScript; xnnpack: PT2E with XNNPACKQuantizer, lowered to an ExecuTorch .pte for phones (notebook 08)")
     p.add_argument("--report", type=Path, help="the JSON report (default: the output's name with .json)")
     p.add_argument("--arch", default="course", help="'course' (default) or a torchvision quantizable architecture: resnet18, mobilenet_v2, ...")
     p.add_argument("--checkpoint", type=Path, help="float state_dict to load (default: the trained course model for 'course'; none, i.e. weights=None, for torchvision)")

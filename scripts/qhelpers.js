@@ -6,6 +6,7 @@
 // As a module:
 //   const qh = require('./scripts/qhelpers.js');
 //   const report = await qh.quantize({ output: 'course_int8.pt', engine: 'x86', calibLimit: 100 });
+//   const phone = await qh.quantize({ output: 'course_int8.pte', target: 'xnnpack' });  // ExecuTorch .pte (notebook 08)
 //   // report is the parsed JSON report; a failed run rejects with a QhelpersError carrying exitCode.
 //
 // Python: $QHELPERS_PYTHON if set, else .venv/bin/python of this repository (Windows: .venv\Scripts\python.exe).
@@ -141,13 +142,14 @@ function defaultReportPath(output) {
 
 /**
  * Post-training static quantization through the CLI; resolves with the parsed JSON report.
- * `options`: output (required), report, arch, checkpoint, calib, calibLimit, batchSize, engine, weightQuant, eval,
- * evalLimit, latencySeconds, threads, imageSize, numClasses, seed, noProgress, verbose (same names as the CLI's flags).
+ * `options`: output (required), target ('torchscript' default, or 'xnnpack' for an ExecuTorch .pte), report, arch,
+ * checkpoint, calib, calibLimit, batchSize, engine, weightQuant, eval, evalLimit, latencySeconds, threads, imageSize,
+ * numClasses, seed, noProgress, verbose (same names as the CLI's flags; passed through as they are).
  * `runOptions` are passed to run() (env, cwd, quiet, onStdout, onStderr).
  */
 async function quantize(options, runOptions = {}) {
   if (!options || typeof options.output !== 'string' || options.output === '') {
-    throw new QhelpersError('quantize() needs options.output, the TorchScript file to write', { exitCode: 2 });
+    throw new QhelpersError("quantize() needs options.output, the file to write (.pt TorchScript, or .pte with target: 'xnnpack')", { exitCode: 2 });
   }
   const report = options.report || defaultReportPath(options.output);
   const cwd = runOptions.cwd || process.cwd();

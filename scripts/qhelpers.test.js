@@ -92,6 +92,25 @@ test('quantize() resolves with the JSON report of the files it wrote', async () 
   assert.ok(report.latency.int8_ms > 0);
 });
 
+test("quantize({ target: 'xnnpack' }) passes the target through and resolves with the .pte's report", async () => {
+  assert.deepEqual(qh.toArgs({ output: 'm.pte', target: 'xnnpack' }), ['--output', 'm.pte', '--target', 'xnnpack']);
+  const dir = tmpdir();
+  const output = path.join(dir, 'course_int8.pte');
+  const report = await qh.quantize(
+    { output, target: 'xnnpack', calibLimit: 32, batchSize: 32, evalLimit: 100, latencySeconds: 0, noProgress: true },
+    { quiet: true },
+  );
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['course_int8.json', 'course_int8.pte']);
+  assert.equal(report.target, 'xnnpack');
+  assert.equal(report.engine, 'xnnpack');
+  assert.equal(report.size_bytes.int8_pte, fs.statSync(output).size);
+  assert.equal(fs.readFileSync(output).subarray(4, 8).toString(), 'ET12'); // ExecuTorch's file identifier
+  assert.ok(report.delegation.delegated_nodes > 0);
+  assert.ok(report.accuracy.int8_percent > 90, JSON.stringify(report.accuracy));
+  // a wrong name for the target is the CLI's usage error, passed through as exit code 2
+  await assert.rejects(qh.quantize({ output: path.join(dir, 'm.pt'), target: 'xnnpack' }, { quiet: true }), { exitCode: 2 });
+});
+
 test('quantize() rejects with the exit code of a failed run and writes nothing', async () => {
   const dir = tmpdir();
   const missing = path.join(dir, 'missing.pt');

@@ -1,4 +1,4 @@
-"""qhelpers.bench: the benchmark command produces well-formed output (no timing thresholds)."""
+"""qhelpers.bench: the benchmark command measures every path, reports what it skips, and its output is well formed (no timing thresholds)."""
 
 import json
 import warnings
@@ -7,55 +7,118 @@ import pytest
 import torch
 
 from qhelpers import bench
+from qhelpers.benchmark import Latency
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
 
-
-def _check_result(result, models, engines, batches, threads):
-    assert set(result["machine"]) >= {"cpu", "cpu_capability", "cpu_count", "torch", "date_utc", "load_average_1min"}
-    expected_latency = sum(len(batches[m]) * len(threads) * (1 + len(engines[m])) for m in models)
-    assert len(result["latency"]) == expected_latency
-    for row in result["latency"]:
-        assert row["median_ms"] > 0 and row["iqr_ms"] >= 0 and row["runs"] >= 1
-        assert row["threads"] in threads and row["kind"] in ("float", "int8")
-    assert len(result["speedups"]) == sum(len(batches[m]) * len(threads) * len(engines[m]) for m in models)
-    for s in result["speedups"]:
-        assert s["speedup"] == pytest.approx(s["float_ms"] / s["int8_ms"], rel=1e-2)
-    assert {(s["model"], s["engine"]) for s in result["sizes"]} == {(m, e) for m in models for e in engines[m]}
-    for s in result["sizes"]:
-        assert s["int8_bytes"] < s["float_bytes"] and s["ratio"] == pytest.approx(s["float_bytes"] / s["int8_bytes"], rel=1e-3)
+FAST = {"min_run_time": 0.01, "warmup": 1}
 
 
-def test_run_bench_small_grid_is_well_formed(tmp_path):
-    engines, batches, threads = {"course": ["x86"]}, {"course": [1, 4]}, (1, 2)
-    saved = torch.backends.quantized.engine
-    result = bench.run_bench(["course"], engines, batches, threads, min_run_time=0.01, warmup=1)
-    assert torch.backends.quantized.engine == saved
-    _check_result(result, ["course"], engines, batches, threads)
+def _measured(rows):
+    return [r for r in rows if "skipped" not in r]
+
+
+def _check_rows(result, model):
+    rows = [r for r in result["rows"] if r["model"] == model]
+    by_path = {r["path"]: r for r in rows}
+    float_ms = by_path["float"]["median_ms"]
+    for r in _measured(rows):
+        assert r["median_ms"] > 0 and r["iqr_ms"] >= 0
+        assert r["runs"] >= bench.MIN_SAMPLES, f"{r['label']}: {r['runs']} samples"
+        assert r["vs_float_eager"] == pytest.approx(float_ms / r["median_ms"], rel=2e-3)
+    return by_path
+
+
+def test_run_bench_measures_the_chosen_paths_and_skips_a_missing_engine(tmp_path):
+    saved_engine, saved_threads = torch.backends.quantized.engine, torch.get_num_threads()
+    result = bench.run_bench(["course"], engines={"course": ["qnnpack", "arm64"]}, paths=["eager_int8", "pt2e"], threads=1, **FAST)
+    assert torch.backends.quantized.engine == saved_engine and torch.get_num_threads() == saved_threads
+    rows = result["rows"]
+    assert [(r["path"], r["engine"]) for r in rows] == [("float", None), ("eager_int8", "qnnpack"), ("eager_int8", "arm64"), ("pt2e", None)]
+    _check_rows(result, "course")
+    skipped = rows[2]
+    assert "'arm64' is not available on this CPU" in skipped["skipped"] and "median_ms" not in skipped
+    assert rows[0]["size_ratio"] == 1.0 and rows[1]["size_ratio"] > 2.5  # eager INT8 state dict against float
+    assert rows[0]["vs_float_compiled"] is None  # float compiled was not measured: no ratio, not a made-up one
     table = bench.markdown_table(result)
-    assert table.count("| course |") == 1 + 2 * 2 and "size ratio" in table and "INT8 speedup" in table
+    assert "| course | eager INT8 (arm64) | skipped: engine 'arm64' is not available" in table
+    assert table.count("| course |") == len(rows) and "vs float eager" in table and "vs float compiled" in table
     paths = bench.write_results(result, tmp_path, "t")
     assert json.loads(paths["json"].read_text()) == result
     assert paths["md"].read_text() == table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_quick_command_line_writes_results(tmp_path, capsys, monkeypatch):
-    # The real command line in quick mode, on a smaller grid so that the test stays fast.
-    monkeypatch.setitem(bench.MODELS, "course", {**bench.MODELS["course"], "engines": ("qnnpack",), "batches": (2,)})
-    assert bench.main(["--quick", "--models", "course", "--out", str(tmp_path)]) == 0
+def test_compiled_and_executorch_paths_report_times_and_sizes():
+    pytest.importorskip("executorch")
+    result = bench.run_bench(["course"], paths=["float_compiled", "et_float", "et_int8"], **FAST)
+    by_path = _check_rows(result, "course")
+    assert set(by_path) == {"float", "float_compiled", "et_float", "et_int8"} and not [r for r in result["rows"] if "skipped" in r]
+    assert by_path["float_compiled"]["vs_float_compiled"] == 1.0
+    assert by_path["et_int8"]["vs_float_compiled"] == pytest.approx(by_path["float_compiled"]["median_ms"] / by_path["et_int8"]["median_ms"], rel=2e-3)
+    # the .pte sizes: INT8 about 3x smaller than float for the course model
+    assert 2.5 < by_path["et_float"]["size_bytes"] / by_path["et_int8"]["size_bytes"] < 4.0
+    assert by_path["et_int8"]["delegated_nodes"] > 30
+    steps = [c["step"] for c in result["compile"]]
+    assert steps == ["torch.compile float (first call)", "ExecuTorch float: export + lower", "ExecuTorch INT8: quantize + export + lower"]
+    assert all(c["seconds"] > 0 for c in result["compile"])
+    assert "Compile and lowering times" in bench.markdown_table(result)
+
+
+def test_a_failing_path_is_a_row_with_its_reason_and_the_others_still_run(monkeypatch):
+    from qhelpers import runtime
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no C++ compiler here\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(runtime, "executorch_available", lambda: False)
+    result = bench.run_bench(["course"], paths=["float_compiled", "pt2e_compiled", "et_float"], **FAST)
+    reasons = {r["path"]: r.get("skipped") for r in result["rows"]}
+    assert reasons["float"] is None
+    assert reasons["float_compiled"] == reasons["pt2e_compiled"] == "RuntimeError: no C++ compiler here"
+    assert "pip install executorch==1.5.1" in reasons["et_float"]
+    assert result["compile"] == []
+
+
+def test_every_cell_gets_at_least_ten_samples(monkeypatch):
+    """An older measure_latency (no min_runs) that returns too few samples is asked again, for longer."""
+    calls = []
+
+    def few_samples(fn, x, threads, min_run_time, warmup):
+        calls.append(min_run_time)
+        return Latency(median_ms=1.0, iqr_ms=0.1, runs=3 if len(calls) == 1 else 12, threads=threads)
+
+    monkeypatch.setattr(bench, "measure_latency", few_samples)
+    got = bench._latency(lambda x: x, torch.ones(1), threads=1, min_run_time=0.1, warmup=1)
+    assert got["runs"] == 12 and len(calls) == 2 and calls[1] > calls[0]
+
+    seen = {}
+
+    def with_min_runs(fn, x, threads=1, min_run_time=0.5, warmup=3, label="", *, min_runs=10):
+        seen["min_runs"] = min_runs
+        return Latency(median_ms=1.0, iqr_ms=0.1, runs=min_runs, threads=threads)
+
+    monkeypatch.setattr(bench, "measure_latency", with_min_runs)
+    assert bench._latency(lambda x: x, torch.ones(1), threads=1, min_run_time=0.1, warmup=1)["runs"] == bench.MIN_SAMPLES
+    assert seen["min_runs"] == bench.MIN_SAMPLES
+
+
+def test_quick_command_line_writes_results(tmp_path, capsys):
+    assert bench.main(["--quick", "--paths", "eager_int8", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "bench_quick.json").read_text())
-    assert result["mode"] == "quick"
-    spec = bench.MODELS["course"]
-    _check_result(result, ["course"], {"course": spec["engines"]}, {"course": spec["batches"]}, (1, 2))
+    assert result["mode"] == "quick" and {r["model"] for r in result["rows"]} == set(bench.QUICK_MODELS)
+    _check_rows(result, "course")
     out = capsys.readouterr().out
-    assert "| model | engine | batch | threads |" in out and "bench_quick.png" in out
+    assert "| model | path | median ms | IQR ms | samples |" in out and "bench_quick.png" in out
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--update-readme"])
 
 
 def test_build_int8_refuses_a_float_result(monkeypatch):
     """torchvision's quantize=True with backend="x86" returns a float model; the bench notices."""
-    monkeypatch.setitem(bench.MODELS, "shufflenet_v2_x0_5", {"input": (3, 64, 64), "batches": (1,), "engines": ("x86",)})
+    monkeypatch.setitem(bench.MODELS, "shufflenet_v2_x0_5", {"input": (3, 64, 64), "engines": ("x86",), "strict": False})
     with pytest.raises(RuntimeError, match="no quantized modules"):
         bench.build_int8("shufflenet_v2_x0_5", "x86")
 
@@ -68,9 +131,17 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="batch"):
         bench.example_input("course", 0)
     with pytest.raises(ValueError, match="threads"):
-        bench.run_bench(["course"], threads=(0,))
+        bench.run_bench(["course"], threads=0)
     with pytest.raises(ValueError, match="model must be one of"):
         bench.run_bench(["nope"])
+    with pytest.raises(ValueError, match="paths must be a non-empty subset"):
+        bench.run_bench(["course"], paths=["tflite"])
+
+
+def test_every_model_of_the_issue_is_measured_on_every_path():
+    assert set(bench.MODELS) == {"course", "mobilenet_v2", "resnet18", "resnet50"}
+    assert [k for k, _ in bench.PATHS] == ["float", "float_compiled", "eager_int8", "pt2e", "pt2e_compiled", "et_float", "et_int8"]
+    assert bench.MODELS["resnet18"]["strict"] and bench.MODELS["resnet50"]["strict"]
 
 
 def test_example_input_shapes():
@@ -80,22 +151,48 @@ def test_example_input_shapes():
 
 
 def test_update_readme_replaces_only_the_marked_section(tmp_path):
-    from qhelpers.bench import README_END, README_START, update_readme
-
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
-    update_readme("| a | b |\n|---|---|", readme)
-    assert readme.read_text() == f"intro\n{README_START}\n| a | b |\n|---|---|\n{README_END}\noutro\n"
+    readme.write_text(f"intro\n{bench.README_START}\nold table\n{bench.README_END}\noutro\n")
+    bench.update_readme("| a | b |\n|---|---|", readme)
+    text = readme.read_text()
+    assert text.startswith(f"intro\n{bench.README_START}\n| a | b |\n|---|---|\n<!-- bench:sha256 ") and text.endswith(f"-->\n{bench.README_END}\noutro\n")
+    assert bench.readme_section(readme) == ("| a | b |\n|---|---|", True)
+    readme.write_text(text.replace("| a |", "| edited by hand |"))
+    assert bench.readme_section(readme)[1] is False  # a hand edit breaks the digest
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
-        update_readme("x", readme)
+        bench.update_readme("x", readme)
     assert readme.read_text() == "no markers"
 
 
-def test_committed_readme_has_the_bench_section():
-    from qhelpers.bench import README_END, README_START
+def _table_rows(table):
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 9 and cells[0] != "model":
+            rows.append(cells)
+    return rows
+
+
+def test_committed_readme_section_is_an_unedited_full_run_of_the_current_bench():
+    """The README's results: written by `make bench` (digest intact), every model and path present, ratios consistent."""
     from qhelpers.data import repo_dir
 
-    text = (repo_dir() / "README.md").read_text()
-    section = text.split(README_START)[1].split(README_END)[0]
-    assert "INT8 speedup" in section and "size ratio" in section, "run: make bench"
+    table, digest_ok = bench.readme_section(repo_dir() / "README.md")
+    if digest_ok is None:
+        pytest.skip("the README's results predate the current benchmark (no digest line): run make bench")
+    assert digest_ok, "the results section was edited by hand; run: make bench"
+    rows = _table_rows(table)
+    labels = dict(bench.PATHS)
+    for model, spec in bench.MODELS.items():
+        found = {cells[1].split(" [")[0] for cells in rows if cells[0] == model}
+        expected = {labels[k] for k, _ in bench.PATHS if k != "eager_int8"} | {f"{labels['eager_int8']} ({e})" for e in spec["engines"]}
+        assert found == expected, f"{model}: the section is not a full run (missing {expected - found}); run: make bench"
+    for model in bench.MODELS:
+        by_label = {cells[1].split(" [")[0]: cells for cells in rows if cells[0] == model}
+        float_ms = float(by_label[labels["float"]][2])
+        for cells in by_label.values():
+            if cells[2].startswith("skipped"):
+                continue
+            assert int(cells[4]) >= bench.MIN_SAMPLES
+            assert float(cells[5].rstrip("x")) == pytest.approx(float_ms / float(cells[2]), rel=0.02, abs=0.01)

@@ -233,6 +233,7 @@ def test_quantize_course_report_matches_fresh_evaluation(capsys, tmp_path):
     assert leftovers(tmp_path) == ["course_int8.json", "course_int8.pt"]
     r = strict_json((tmp_path / "course_int8.json").read_text())
     assert r["arch"] == "course" and r["engine"] == "x86" and r["weight_quantization"] == "per-channel"
+    assert r["target"] == "torchscript"
     assert r["calibration"] == {"source": "bundled calib split", "images": 64, "batch_size": 32}
     payload = out_pt.read_bytes()
     assert r["size_bytes"]["int8_torchscript"] == len(payload)
@@ -288,6 +289,58 @@ def test_quantize_torchvision_arch_offline(capsys, tmp_path):
     torch.backends.quantized.engine = r["engine"]
     artifact = torch.jit.load(str(tmp_path / "sn.pt"))
     assert r["accuracy"]["int8_percent"] == qh.accuracy(artifact, cli._bundled_loader("test", 20, 10, prep))
+
+
+needs_executorch = pytest.mark.skipif(not qh.executorch_available(), reason="ExecuTorch is not installed (pip install executorch==1.5.1)")
+
+
+@needs_executorch
+def test_quantize_target_xnnpack_writes_a_pte_and_its_report(capsys, tmp_path):
+    out_pte = tmp_path / "course_int8.pte"
+    code, out, err = run(capsys, "quantize", "--target", "xnnpack", "-o", str(out_pte), "--calib-limit", "64", "--batch-size", "32",
+                         "--eval-limit", "200", "--latency-seconds", "0.05", "--no-progress")
+    assert code == 0, err
+    assert "cpuinfo_utils" not in err and "cpuinfo_utils" not in out  # the runtime's log noise is filtered
+    assert leftovers(tmp_path) == ["course_int8.json", "course_int8.pte"]  # no temporary folder left behind
+    r = strict_json((tmp_path / "course_int8.json").read_text())
+    assert r["target"] == "xnnpack" and r["engine"] == "xnnpack" and r["arch"] == "course" and r["weight_quantization"] == "per-channel"
+    assert "is_per_channel=True" in r["quantizer"] and r["input_shape"] == [1, 28, 28]
+    assert r["calibration"] == {"source": "bundled calib split", "images": 64, "batch_size": 32}
+    payload = out_pte.read_bytes()
+    assert payload[4:8] == b"ET12" and r["size_bytes"]["int8_pte"] == len(payload) and r["pte_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert r["delegation"]["delegated_nodes"] > 30 and r["delegation"]["non_delegated_nodes"] <= 2
+    assert r["versions"]["executorch"].startswith("1.5.1")
+    # fresh evaluation of what was written, through the ExecuTorch runtime
+    pte = qh.load_pte(out_pte)
+    x, y = next(iter(qh.digits_loader("test", batch_size=200, limit=200)))
+    preds = torch.cat([pte(x[i : i + 1]).argmax(dim=1) for i in range(len(x))])
+    acc = r["accuracy"]
+    assert acc["images"] == 200 and acc["int8_percent"] == 100.0 * int((preds == y).sum()) / 200
+    assert acc["float_percent"] == qh.accuracy(qh.load_course_model(), qh.digits_loader("test", limit=200))
+    assert abs(acc["float_percent"] - acc["int8_percent"]) <= 2.0
+    lat = r["latency"]
+    assert lat["float_ms"] > 0 and lat["int8_ms"] > 0 and lat["speedup"] == pytest.approx(lat["float_ms"] / lat["int8_ms"], rel=1e-2)
+    assert f"INT8 .pte {acc['int8_percent']:.1f}%" in out
+
+
+def test_quantize_target_usage_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "quantize", "--target", "xnnpack", "-o", str(tmp_path / "m.pt"), *QUICK)
+    assert code == 2 and "name the output .pte" in one_error_line(err, "quantize")
+    code, _, err = run(capsys, "quantize", "--target", "xnnpack", "--engine", "x86", "-o", str(tmp_path / "m.pte"), *QUICK)
+    assert code == 2 and "--engine" in one_error_line(err, "quantize")
+    code, _, err = run(capsys, "quantize", "-o", str(tmp_path / "m.pte"), *QUICK)
+    assert code == 2 and "add --target xnnpack" in one_error_line(err, "quantize")
+    assert run(capsys, "quantize", "--target", "coreml", "-o", str(tmp_path / "m.pte"))[0] == 2  # argparse choices
+    assert leftovers(tmp_path) == []
+
+
+def test_quantize_target_xnnpack_without_executorch_says_how_to_install(capsys, monkeypatch, tmp_path):
+    from qhelpers import runtime
+
+    monkeypatch.setattr(runtime, "executorch_available", lambda: False)
+    code, _, err = run(capsys, "quantize", "--target", "xnnpack", "-o", str(tmp_path / "m.pte"), *QUICK)
+    assert code == 1 and "pip install executorch==1.5.1" in one_error_line(err, "quantize")
+    assert leftovers(tmp_path) == []
 
 
 def test_error_line_of_a_torchscript_failure():
