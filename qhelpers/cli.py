@@ -736,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="INT8 quantization tools of the course (tensor demo, pre-quantized models, PTQ, benchmark).",
+        description="INT8 quantization tools of the course (tensor demo, pre-quantized models, PTQ, benchmark, laptop check, progress).",
         epilog="Exit codes: 0 success, 1 failure, 2 usage error, 130/143 interrupted. Run `qhelpers COMMAND --help` for details.",
         parents=[common],
     )
@@ -816,7 +816,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="The benchmark command; every argument is passed to python -m qhelpers.bench.",
     )
     p.set_defaults(func=_cmd_bench, bench_args=[])  # main() hands it the arguments it does not know
+
+    p = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="the 2-minute laptop check of a workshop morning (python -m qhelpers.doctor)",
+        description="Checks Python, the pinned packages, engines, the CPU (AVX2/VNNI/ARM), disk, data checksums and one "
+        "INT8 layer; says OK or what is wrong and how to fix it.",
+    )
+    p.set_defaults(func=lambda args: _run_module_main("doctor", []))
+
+    p = sub.add_parser(
+        "progress",
+        parents=[common],
+        help="a learner's self-check results as a table (python -m qhelpers.progress)",
+        description="Reads progress/*.jsonl (or the files and folders given) and prints each learner's table.",
+    )
+    p.add_argument("paths", nargs="*", help="progress files or folders (default: the course's progress/ folder)")
+    p.set_defaults(func=lambda args: _run_module_main("progress", list(args.paths)))
     return parser
+
+
+def _run_module_main(module: str, argv: list[str]) -> int:
+    """``qhelpers doctor`` / ``qhelpers progress``: the module's own ``main`` (one implementation each)."""
+    import importlib
+
+    code = importlib.import_module(f"qhelpers.{module}").main(argv)
+    return EXIT_OK if code is None else int(code)
 
 
 @contextlib.contextmanager

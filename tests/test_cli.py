@@ -460,3 +460,15 @@ def test_exact_error_line():
     with contextlib.redirect_stderr(err):
         assert cli.main(["tensor", "--values", "1,2,3", "--bits", "1"]) == 2
     assert err.getvalue() == "qhelpers tensor: error: bits must be from 2 to 16, got 1\n"
+
+
+def test_progress_and_doctor_subcommands_run_the_modules_own_main(tmp_path, monkeypatch, capsys):
+    from qhelpers import progress
+
+    monkeypatch.setenv("QHELPERS_PROGRESS", str(tmp_path / "ada.jsonl"))
+    progress.record("scale", True, notebook="01_manual_tensor_quantization.ipynb")
+    progress.record("codes", False, notebook="01_manual_tensor_quantization.ipynb")
+    assert cli.main(["progress", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "scale" in out and "codes" in out
+    assert cli.main(["progress", str(tmp_path / "missing")]) == 2
