@@ -105,10 +105,10 @@ def _check_group_size(group_size: object, in_features: int) -> int:
     if isinstance(group_size, bool) or not isinstance(group_size, int):
         raise TypeError(f"group_size must be an int, got {group_size!r} ({type(group_size).__name__})")
     if group_size < 1 or in_features % group_size:
-        divisors = [d for d in (16, 32, 64, 128, 256) if in_features % d == 0]
+        divisors = [d for d in (16, 32, 64, 128, 256) if in_features % d == 0] or [d for d in range(2, min(in_features, 256) + 1) if in_features % d == 0]
         raise ValueError(
             f"group_size must divide in_features={in_features}, got {group_size}; "
-            f"try {divisors or 'in_features itself'} (group_size=in_features is per-channel)"
+            f"divisors include {divisors[:6]} (group_size=in_features is per-channel)"
         )
     return group_size
 
