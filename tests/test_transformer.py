@@ -65,7 +65,7 @@ def test_corrupt_or_missing_checkpoint_names_the_rebuild_command(tmp_path):
     with open(tmp_path / T.TRANSFORMER_CHECKPOINT_NAME, "r+b") as f:
         f.seek(100)
         f.write(b"\x00corrupt")
-    with pytest.raises(ValueError, match="python -m qhelpers.transformer --rebuild"):
+    with pytest.raises(ValueError, match="python -m qhelpers.rebuild transformer"):
         qh.load_digit_transformer(tmp_path)
     (tmp_path / T.TRANSFORMER_CHECKPOINT_NAME).unlink()
     with pytest.raises(FileNotFoundError, match="--rebuild"):
