@@ -63,6 +63,8 @@ __all__ = [
     "sensitivity_table",
     "check_fusable_groups",
     "check_qconfig",
+    "check_engine_ptq",
+    "check_prediction",
     "DepthwiseNet",
     "load_depthwise_model",
     "depthwise_model_metadata",
@@ -259,7 +261,7 @@ def post_training_quantize(
     calib_loader: Iterable,
     *,
     engine: Optional[str] = None,
-    per_channel: bool = True,
+    per_channel: Optional[bool] = None,
     qconfig: Optional[QConfig] = None,
     float_modules: Sequence[str] = (),
     num_batches: Optional[int] = None,
@@ -268,12 +270,17 @@ def post_training_quantize(
 
     Steps: copy, fuse, set the qconfig, ``prepare`` (observers), calibrate on
     ``calib_loader``, ``convert``. The qconfig is ``qconfig`` if given,
-    else histogram activations with per-channel (``per_channel=True``) or
-    per-tensor symmetric weights, ``reduce_range`` as the engine needs it.
+    else histogram activations with per-channel (``per_channel`` None or True,
+    the default as in ``qat_qconfig``) or per-tensor (False) symmetric
+    weights, ``reduce_range`` as the engine needs it; giving both ``qconfig``
+    and ``per_channel`` is a ``ValueError`` (one would be ignored).
     ``float_modules`` names modules of the *fused* model to leave in float
     (see ``keep_in_float``). ``engine`` (None: ``qh.default_engine()``) is
     active during ``convert`` and restored after; run the result with the
-    same engine set (``with qh.engine(...)``). ``model`` itself is not changed.
+    same engine set (``with qh.engine(...)``). The result records it as
+    ``quantized_engine``. ``model`` itself is not changed.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -282,8 +289,14 @@ def post_training_quantize(
     engine = check_engine(engine)
     if qconfig is not None and not isinstance(qconfig, QConfig):
         raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig or None, got {type(qconfig).__name__}")
+    if per_channel is not None and not isinstance(per_channel, bool):
+        raise TypeError(f"per_channel must be True, False or None, got {per_channel!r}")
+    if qconfig is not None and per_channel is not None:
+        raise ValueError(
+            f"give qconfig or per_channel, not both: per_channel={per_channel} would be ignored because qconfig sets the weight observer"
+        )
     if qconfig is None:
-        qconfig = make_qconfig("histogram", per_channel=per_channel, reduce_range=engine in ("x86", "fbgemm"))
+        qconfig = make_qconfig("histogram", per_channel=per_channel is not False, reduce_range=engine in ("x86", "fbgemm"))
     q = fuse(model)
     q.qconfig = qconfig
     if float_modules:
@@ -292,6 +305,7 @@ def post_training_quantize(
         prepare(q, inplace=True)
         calibrate(q, calib_loader, num_batches=num_batches)
         convert(q, inplace=True)
+    q.quantized_engine = engine  # packed weights belong to this engine: run the model with it
     return q
 
 
@@ -378,42 +392,184 @@ def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, exampl
 # --------------------------------------------------------------------------- exercise checks
 
 
+_FUSE_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 @_blank_safe
 def check_fusable_groups(groups: Any, model: nn.Module) -> bool:
-    """Exercise: the fusable groups of ``model`` (any order of groups; names in execution order within a group)."""
+    """Exercise: the fusable groups of ``model`` (any order of groups; names in execution order within a group).
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
     if not_filled(groups):
         raise NotFilledIn("fusable groups")
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
         raise TypeError(f"groups must be a list of lists of module names, got {groups!r}")
     expected = {tuple(g) for g in find_fusable_groups(model)}
-    given = {tuple(g) for g in groups}
+    given = {tuple(str(n) for n in g) for g in groups}
     if given == expected:
         return report("fusable groups", True)
-    missing, extra = expected - given, given - expected
-    detail = []
-    if missing:
-        detail.append(f"missing {sorted(list(g) for g in missing)}")
-    if extra:
-        detail.append(f"not fusable or wrong {sorted(list(g) for g in extra)}")
-    return report("fusable groups", False, "; ".join(detail))
+    modules = dict(model.named_modules())
+    for g in sorted(given - expected):
+        unknown = [n for n in g if n not in modules or n == ""]
+        if unknown:
+            return report("fusable groups", False, f"{list(g)}: no module named {unknown[0]!r} in the model")
+        if not isinstance(modules[g[0]], _FUSE_FIRST):
+            return report(
+                "fusable groups", False,
+                f"{list(g)} starts with a {type(modules[g[0]]).__name__}: a group starts with a Conv, Linear or BatchNorm "
+                "(a ReLU after pooling has nothing to fuse into)",
+            )
+        if any(set(g) <= set(e) and g != e for e in expected):
+            return report("fusable groups", False, f"{list(g)} is cut short: fuse the whole chain (is there a ReLU right after it?)")
+        return report("fusable groups", False, f"{list(g)} is not a chain fuse_modules can fuse (wrong order, or a module in between)")
+    missing = expected - given
+    return report(
+        "fusable groups", False,
+        f"{len(missing)} fusable group(s) missing: a Conv+BatchNorm without a ReLU, and a Linear+ReLU, are groups too",
+    )
+
+
+_WEIGHT_SCHEMES = {
+    True: (torch.per_channel_symmetric, "per-channel symmetric"),
+    False: (torch.per_tensor_symmetric, "per-tensor symmetric"),
+}
 
 
 @_blank_safe
 def check_qconfig(qconfig: Any, activation: str, per_channel: bool, reduce_range: bool = False) -> bool:
-    """Exercise: ``qconfig`` has the named activation observer, weight granularity and ``reduce_range``."""
+    """Exercise: ``qconfig`` has the named activation observer (quint8, ``reduce_range``) and qint8 symmetric weights.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    if activation not in ACTIVATION_OBSERVERS:
+        raise ValueError(f"activation must be one of {list(ACTIVATION_OBSERVERS)}, got {activation!r}")
     if not_filled(qconfig):
         raise NotFilledIn("qconfig")
     if not isinstance(qconfig, QConfig):
-        raise TypeError(f"qconfig must be a torch.ao.quantization.QConfig, got {type(qconfig).__name__}")
+        return report("qconfig", False, f"expected a torch.ao.quantization.QConfig(activation=..., weight=...), got {type(qconfig).__name__}")
     act, w = qconfig.activation(), qconfig.weight()
     want_act = ACTIVATION_OBSERVERS[activation]
     if type(act) is not want_act:
-        return report("qconfig", False, f"activation observer is {type(act).__name__}, expected {want_act.__name__}")
+        return report("qconfig", False, f"the activation observer is {type(act).__name__}, the exercise asks for {want_act.__name__}")
+    if act.dtype != torch.quint8:
+        return report("qconfig", False, f"activations are {act.dtype}: activations after a ReLU are non-negative, use torch.quint8")
     if bool(act.reduce_range) != reduce_range:
-        return report("qconfig", False, f"activation reduce_range is {act.reduce_range}, expected {reduce_range}")
-    is_pc = w.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
-    if is_pc != per_channel:
-        return report("qconfig", False, f"weight qscheme is {w.qscheme}, expected {'per-channel' if per_channel else 'per-tensor'}")
+        return report("qconfig", False, f"activation reduce_range is {act.reduce_range}, the exercise asks for {reduce_range}")
     if w.dtype != torch.qint8:
-        return report("qconfig", False, f"weights should be torch.qint8, got {w.dtype}")
+        return report("qconfig", False, f"weights are {w.dtype}: weights are signed, use torch.qint8")
+    scheme, words = _WEIGHT_SCHEMES[per_channel]
+    if w.qscheme != scheme:
+        why = (
+            "symmetric or affine? pass qscheme explicitly: the observer's default is affine"
+            if w.qscheme in (torch.per_channel_affine, torch.per_tensor_affine)
+            else "per tensor or per channel? one scale per output channel needs a per-channel observer"
+        )
+        return report("qconfig", False, f"the weight qscheme is {str(w.qscheme).replace('torch.', '')}, the exercise asks for {words}: {why}")
     return report("qconfig", True)
+
+
+def _quantized_weights(model: nn.Module) -> list[torch.Tensor]:
+    weights = []
+    for m in model.modules():
+        fn = getattr(m, "weight", None)
+        if callable(fn) and type(m).__module__.startswith("torch.ao.nn") and ".quantized" in type(m).__module__:
+            try:
+                w = fn()
+            except Exception:  # dynamic modules and others without a packed weight
+                continue
+            if isinstance(w, torch.Tensor) and w.is_quantized:
+                weights.append(w)
+    return weights
+
+
+@_blank_safe
+def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader: Iterable, test_loader: Iterable, *, engine: str = "qnnpack") -> bool:
+    """Exercise: ``model`` is PTQ for ``engine`` with that engine's default qconfig; ``sqnr`` its logit SQNR (dB) vs float.
+
+    Checks the model itself (quantized, converted for ``engine``, weights with
+    the granularity of ``get_default_qconfig(engine)``), then measures the SQNR
+    of its logits on ``test_loader`` against ``float_model``'s (with ``engine``
+    active) and the same for the helper's own PTQ; ``sqnr`` must match.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    from torch.ao.quantization import get_default_qconfig
+
+    if not_filled(model):
+        raise NotFilledIn("model")
+    if not_filled(sqnr):
+        raise NotFilledIn("SQNR")
+    engine = check_engine(engine)
+    if not isinstance(model, nn.Module):
+        return report("model", False, f"expected the quantized model (an nn.Module), got {type(model).__name__}")
+    weights = _quantized_weights(model)
+    if not weights:
+        return report("model", False, "this model has no INT8 layers: it is still the float model (quantize a copy with qh.post_training_quantize)")
+    converted_for = getattr(model, "quantized_engine", None)
+    if converted_for is None:
+        return report("model", False, "make the model with qh.post_training_quantize(..., engine=...): it records the engine it packed the weights for")
+    if converted_for != engine:
+        return report("model", False, f"the weights were packed for the {converted_for!r} engine; the exercise asks for {engine!r} (pass engine=)")
+    want = get_default_qconfig(engine).weight().qscheme
+    want_per_channel = want in (torch.per_channel_symmetric, torch.per_channel_affine)
+    got_per_channel = weights[0].qscheme() in (torch.per_channel_symmetric, torch.per_channel_affine)
+    if got_per_channel != want_per_channel:
+        return report(
+            "model", False,
+            f"weights are {'per channel' if got_per_channel else 'per tensor'}, but {engine}'s default qconfig quantizes them "
+            f"{'per channel' if want_per_channel else 'per tensor'}: pass qconfig=get_default_qconfig({engine!r})",
+        )
+    ok_model = report("model", True)
+    try:
+        given = float(sqnr)
+    except (TypeError, ValueError):
+        report("SQNR", False, f"expected a number in dB, got {type(sqnr).__name__}")
+        return False
+    x = torch.cat([_inputs(b) for b in test_loader])
+    with torch.no_grad(), use_engine(engine):
+        reference_logits = float_model(x)
+        measured = sqnr_db(reference_logits, model(x))
+        helper = post_training_quantize(float_model, calib_loader, engine=engine, qconfig=get_default_qconfig(engine))
+        expected = sqnr_db(reference_logits, helper(x))
+    if abs(given - measured) > 0.05:
+        if math.isinf(given) or given > 100:
+            hint = "an infinite SQNR means no quantization error at all: you compared the float model with itself"
+        elif 50 <= given <= 100 and measured < 50:
+            hint = "that looks like an accuracy in percent: the exercise asks for the SQNR of the logits, in dB"
+        else:
+            hint = "that is not the SQNR of the model you made: compare its test logits with the float model's, its engine active"
+        report("SQNR", False, hint)
+        return False
+    ok_sqnr = report(
+        "SQNR", abs(measured - expected) <= 1.0,
+        "your model's logits are far from this engine's PTQ: calibrate on calib_loader (all of it)",
+    )
+    return ok_model and ok_sqnr
+
+
+@_blank_safe
+def check_prediction(name: str, low: Any, high: Any, measured: float, *, max_width: float, too_low: str = "", too_high: str = "") -> bool:
+    """Exercise (predict first): the range ``[low, high]`` written before running contains ``measured``.
+
+    A range wider than ``max_width`` is not a prediction and fails. ``too_low``
+    and ``too_high`` are hints (naming the likely mistake, not the answer) for
+    a range entirely below or above the measurement.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    if not_filled(low, high):
+        raise NotFilledIn(f"{name} prediction")
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        return report(name, False, f"low and high must be numbers, got {low!r} and {high!r}")
+    if lo > hi:
+        return report(name, False, f"low ({lo:g}) is above high ({hi:g}): swap them")
+    if hi - lo > max_width:
+        return report(name, False, f"[{lo:g}, {hi:g}] is {hi - lo:g} wide: a prediction narrower than {max_width:g} says something; reason it out")
+    if measured < lo:
+        return report(name, False, f"measured {measured:.3g}, below your range. {too_high}".strip())
+    if measured > hi:
+        return report(name, False, f"measured {measured:.3g}, above your range. {too_low}".strip())
+    return report(name, True)

@@ -32,6 +32,8 @@ from torch.ao.quantization import (
     MovingAveragePerChannelMinMaxObserver,
     QConfig,
     convert,
+    default_fused_per_channel_wt_fake_quant,
+    default_fused_wt_fake_quant,
     disable_observer,
     enable_observer,
     fuse_modules_qat,
@@ -49,6 +51,7 @@ from .training import train_one_epoch
 __all__ = [
     "low_bit_qconfig",
     "qat_qconfig",
+    "fused_scale_mismatch",
     "fake_quant_modules",
     "fake_quant_range",
     "prepare_qat_model",
@@ -79,17 +82,22 @@ def _check_bits(bits: object, name: str = "bits") -> int:
     return bits
 
 
-def low_bit_qconfig(bits: int = 4, per_channel: bool = False, activation_bits: Optional[int] = None) -> QConfig:
+def low_bit_qconfig(bits: int = 4, *, per_channel: bool = True, activation_bits: Optional[int] = None) -> QConfig:
     """A QAT qconfig that simulates ``bits``-bit weights and ``activation_bits``-bit activations (default: same).
 
     Weights: symmetric signed codes in ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``
-    (e.g. -7..7 for 4 bits), per tensor or per output channel. Activations:
+    (e.g. -7..7 for 4 bits), per output channel (``per_channel=True``, the
+    default, as in ``post_training_quantize``) or per tensor. Activations:
     affine unsigned codes in ``[0, 2**activation_bits - 1]`` (0..15 for 4 bits).
     Both are plain ``FakeQuantize`` modules with moving-average min/max
     observers; the storage dtypes stay ``qint8``/``quint8``, only the range
     narrows. (``get_default_qat_qconfig`` uses ``FusedMovingAvgObsFakeQuantize``,
-    one op for both; with a narrowed symmetric range its scale disagrees with
-    its own observer's ``calculate_qparams``, so it is not used here.)
+    one C++ op for both; for every symmetric range its kernel picks a scale that
+    differs from its own observer's ``calculate_qparams``: 15/14 larger at
+    -7..7, 127.5/127 at -128..127, see notebook 04 section 5. Plain
+    ``FakeQuantize`` trains with the scale ``convert`` will use.)
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     _check_bits(bits)
     activation_bits = bits if activation_bits is None else _check_bits(activation_bits, "activation_bits")
@@ -111,12 +119,53 @@ def low_bit_qconfig(bits: int = 4, per_channel: bool = False, activation_bits: O
     return QConfig(activation=activation, weight=weight)
 
 
-def qat_qconfig(*, engine: Optional[str] = None, bits: int = 8, per_channel: bool = False) -> QConfig:
-    """``get_default_qat_qconfig(engine)`` at 8 bits (convertible to INT8 kernels), else ``low_bit_qconfig``."""
+def qat_qconfig(*, engine: Optional[str] = None, bits: int = 8, per_channel: bool = True) -> QConfig:
+    """The QAT qconfig for ``bits``-bit weights and activations, per-channel weights by default (as in PTQ).
+
+    At 8 bits (convertible to INT8 kernels): ``get_default_qat_qconfig(engine)``
+    with its weight fake quant swapped for torch's per-channel or per-tensor
+    fused one when the engine's default has the other granularity (x86's
+    default is per channel, qnnpack's per tensor), so ``per_channel`` is always
+    honoured. Below 8 bits: ``low_bit_qconfig(bits, per_channel=per_channel)``.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     engine = check_engine(engine)
-    if _check_bits(bits) == 8:
-        return get_default_qat_qconfig(engine)
-    return low_bit_qconfig(bits, per_channel)
+    if not isinstance(per_channel, bool):
+        raise TypeError(f"per_channel must be True or False, got {per_channel!r}")
+    if _check_bits(bits) < 8:
+        return low_bit_qconfig(bits, per_channel=per_channel)
+    qconfig = get_default_qat_qconfig(engine)
+    is_per_channel = qconfig.weight().qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
+    if is_per_channel != per_channel:
+        weight = default_fused_per_channel_wt_fake_quant if per_channel else default_fused_wt_fake_quant
+        qconfig = QConfig(activation=qconfig.activation, weight=weight)
+    return qconfig
+
+
+def fused_scale_mismatch(fake_quant: FakeQuantizeBase) -> torch.Tensor:
+    """Ratio of the scale a fake quant trains with (its ``scale`` buffer) to the one ``convert`` will use.
+
+    ``convert`` takes ``fake_quant.calculate_qparams()`` (the Python observer);
+    training uses the ``scale`` buffer. For plain ``FakeQuantize`` both are the
+    same (ratio 1). ``FusedMovingAvgObsFakeQuantize`` (torch's default QAT fake
+    quant) writes its buffer from a C++ kernel that assumes a two's-complement
+    range: ``max(|min| / (n + 1), |max| / n) * (2n + 1) / (quant_max - quant_min)``
+    with ``n = (quant_max - quant_min) // 2``, where the observer uses
+    ``max(|min|, |max|) / ((quant_max - quant_min) / 2)``. The ratio is 15/14
+    at -7..7 and 127.5/127 at -128..127 when ``|max|`` dominates
+    (pytorch/pytorch#180990, #194816; pytorch/ao#4345, #4824). Returns one
+    ratio per scale (per channel or a single one).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    if not isinstance(fake_quant, FakeQuantizeBase):
+        raise TypeError(f"fake_quant must be a torch.ao.quantization FakeQuantize module, got {type(fake_quant).__name__}")
+    trained = fake_quant.scale.detach().double().flatten()
+    converted = fake_quant.calculate_qparams()[0].detach().double().flatten()
+    if trained.shape != converted.shape:
+        raise ValueError(f"fake_quant has {trained.numel()} trained scale(s) but {converted.numel()} observer scale(s): run data through it first")
+    return trained / converted
 
 
 # --------------------------------------------------------------------------- inspecting a prepared model
@@ -273,8 +322,8 @@ def quantization_aware_training(
     lr: float = 1e-4,
     freeze_observers_after: float = 2,
     freeze_bn_after: float = 1,
-    bits: int = 8,
-    per_channel: bool = False,
+    bits: Optional[int] = None,
+    per_channel: Optional[bool] = None,
     qconfig: Optional[QConfig] = None,
     calib_loader: Optional[Iterable] = None,
     eval_loader: Optional[Iterable] = None,
@@ -286,7 +335,10 @@ def quantization_aware_training(
     """Quantization-aware fine-tuning of a trained float model; the float ``model`` itself is not changed.
 
     1. ``prepare_qat_model`` on a copy (``model`` must be in training mode),
-       with ``qconfig`` or ``qat_qconfig(engine, bits, per_channel)``;
+       with ``qconfig`` or ``qat_qconfig(engine=engine, bits=bits, per_channel=per_channel)``
+       (None: 8 bits, per-channel weights, the default engine); ``engine``,
+       ``bits`` and ``per_channel`` only choose that default, so giving them
+       together with ``qconfig`` is a ``ValueError``;
     2. optionally ``calibrate_fake_quant`` on ``calib_loader`` so that training
        starts from data-based ranges (epoch 0 of the history is then PTQ);
     3. ``epochs`` passes of ``train_one_epoch`` with AdamW at ``lr`` (``lr_schedule``
@@ -305,11 +357,16 @@ def quantization_aware_training(
         raise ValueError(f"lr must be a positive float (QAT fine-tunes: 1e-4 to 1e-3 is typical), got {lr!r}")
     freeze_obs = _check_epochs_param(freeze_observers_after, "freeze_observers_after")
     freeze_bn = _check_epochs_param(freeze_bn_after, "freeze_bn_after")
-    engine = check_engine(engine)
     if lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
-    if qconfig is None:
-        qconfig = qat_qconfig(engine=engine, bits=bits, per_channel=per_channel)
+    if qconfig is not None:
+        given = [f"{n}={v!r}" for n, v in (("engine", engine), ("bits", bits), ("per_channel", per_channel)) if v is not None]
+        if given:
+            raise ValueError(f"give qconfig or {', '.join(given)}, not both: they only choose the default qconfig and would be ignored")
+    else:
+        qconfig = qat_qconfig(
+            engine=check_engine(engine), bits=8 if bits is None else bits, per_channel=True if per_channel is None else per_channel
+        )
     prepared = prepare_qat_model(model, qconfig, fuse_groups=fuse_groups)
     result = QATResult(prepared)
     if calib_loader is not None:
@@ -409,8 +466,9 @@ def qat_finetune(
     engine's default QAT qconfig); the tests check that the two agree.
     Unlike the copyable cell it accepts the model in any mode.
     """
+    engine = check_engine(engine)
     result = quantization_aware_training(
-        copy.deepcopy(model).train(), train_loader, epochs, engine=engine, lr=lr,
+        copy.deepcopy(model).train(), train_loader, epochs, qconfig=get_default_qat_qconfig(engine), lr=lr,
         freeze_observers_after=freeze_observers_after, freeze_bn_after=freeze_bn_after,
         lr_schedule="constant", fuse_groups=fuse_groups, progress=False,
     )
@@ -514,48 +572,120 @@ def _tensor_answer(value: Any, name: str) -> torch.Tensor:
 
 @_blank_safe
 def check_ste(y: Any, grad: Any, x: torch.Tensor, scale: float, zero_point: int, quant_min: int, quant_max: int) -> bool:
-    """Exercise: fake-quantized values ``y`` and STE gradient ``grad`` of ``x`` by hand, against torch's op."""
-    xr = x.detach().double().clone().requires_grad_(True)
-    expected = torch.fake_quantize_per_tensor_affine(xr.float(), scale, zero_point, quant_min, quant_max)
+    """Exercise: fake-quantized values ``y`` and STE gradient ``grad`` of ``x`` by hand, against torch's op.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    xr = x.detach().float().clone().requires_grad_(True)
+    expected = torch.fake_quantize_per_tensor_affine(xr, scale, zero_point, quant_min, quant_max)
     expected.sum().backward()
     ya, ga = _tensor_answer(y, "y"), _tensor_answer(grad, "grad")
-    ok_y = ya.shape == expected.shape and torch.allclose(ya, expected.detach().double(), atol=1e-6)
-    ok = report("fake-quantized values", ok_y, "round(x / scale) + zero_point, clamp to [quant_min, quant_max], then back: (q - zero_point) * scale")
-    ok_g = ga.shape == xr.grad.shape and torch.equal(ga, xr.grad.double())
-    return report("STE gradient", ok_g, "1 where x falls inside the representable range, 0 where it was clamped") and ok
+    xd = x.detach().double()
+    codes = torch.round(xd / scale) + zero_point
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and torch.allclose(a, b.double(), atol=1e-6)
+
+    ok_y = same(ya, expected.detach())
+    if ok_y:
+        report("fake-quantized values", True)
+    elif same(ya, (codes - zero_point) * scale):
+        report("fake-quantized values", False, "values outside the range must clamp to [quant_min, quant_max] before going back to float")
+    elif same(ya, torch.clamp(torch.round(xd / scale), quant_min, quant_max) * scale) or same(ya, torch.clamp(codes, quant_min, quant_max) * scale):
+        report("fake-quantized values", False, "the zero point is missing: add it to get the code, subtract it again to go back to float")
+    elif same(ya, torch.clamp(codes, quant_min, quant_max)):
+        report("fake-quantized values", False, "these are the integer codes: fake quantization returns floats, (code - zero_point) * scale")
+    else:
+        report("fake-quantized values", False, "round(x / scale) + zero_point, clamp to [quant_min, quant_max], then back to float")
+    low, high = (quant_min - zero_point) * scale, (quant_max - zero_point) * scale
+    expected_grad = xr.grad.double()
+    ok_g = ga.shape == expected_grad.shape and torch.equal(ga, expected_grad)
+    if ok_g:
+        return report("STE gradient", True) and ok_y
+    if ga.shape == expected_grad.shape and torch.equal(ga, ((xd >= low) & (xd <= high)).double()):
+        hint = "torch decides on the rounded code, not on x: a value less than half a step outside the range still rounds inside"
+    elif ga.shape == expected_grad.shape and torch.equal(ga, torch.ones_like(expected_grad)):
+        hint = "that is the hand-written STE (gradient 1 everywhere): torch's STE is 0 where the code was clamped"
+    else:
+        hint = "1 where the code passes the clamp unchanged, 0 where it was clamped"
+    report("STE gradient", False, hint)
+    return False
+
+
+def _fake_quant_instance(factory: Any, role: str) -> tuple[Optional[FakeQuantizeBase], str]:
+    try:
+        module = factory()
+    except Exception as exc:  # a wrong with_args raises here
+        return None, f"the {role} factory fails when called: {type(exc).__name__}: {exc}"
+    if not isinstance(module, FakeQuantizeBase):
+        return None, (
+            f"the {role} is a {type(module).__name__}, an observer: QAT needs FakeQuantize.with_args(observer=..., ...), "
+            "which rounds in the forward pass (an observer only watches)"
+        )
+    return module, ""
 
 
 @_blank_safe
-def check_low_bit_qconfig(qconfig: Any, bits: int) -> bool:
-    """Exercise: a QConfig whose weight fake quant uses signed ``bits``-bit codes and activations unsigned ones."""
+def check_low_bit_qconfig(qconfig: Any, bits: int, *, per_channel: bool = True) -> bool:
+    """Exercise: a QConfig of ``FakeQuantize`` modules: signed symmetric ``bits``-bit weights, unsigned activations.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    _check_bits(bits)
     if not_filled(qconfig):
         raise NotFilledIn("qconfig")
     if not isinstance(qconfig, QConfig):
-        return report("qconfig", False, f"expected a torch.ao.quantization.QConfig, got {type(qconfig).__name__}")
-    weight, act = qconfig.weight(), qconfig.activation()
+        return report("qconfig", False, f"expected a torch.ao.quantization.QConfig(activation=..., weight=...), got {type(qconfig).__name__}")
+    weight, why_w = _fake_quant_instance(qconfig.weight, "weight")
+    act, why_a = _fake_quant_instance(qconfig.activation, "activation")
+    if weight is None or act is None:
+        return report("qconfig", False, why_w or why_a)
     limit = 2 ** (bits - 1) - 1
-    ok_w = report(
-        "weight range", (weight.quant_min, weight.quant_max) in ((-limit, limit), (-limit - 1, limit)),
-        f"got [{weight.quant_min}, {weight.quant_max}], expected [{-limit}, {limit}] for {bits}-bit signed weights",
-    )
-    ok_a = report(
-        "activation range", (act.quant_min, act.quant_max) == (0, 2**bits - 1),
-        f"got [{act.quant_min}, {act.quant_max}], expected [0, {2**bits - 1}] for {bits}-bit unsigned activations",
-    )
-    return ok_w and ok_a
+    if (weight.quant_min, weight.quant_max) in ((-limit, limit), (-limit - 1, limit)):
+        ok_w = report("weight range", True)
+    elif weight.quant_min >= 0:
+        ok_w = report("weight range", False, f"[{weight.quant_min}, {weight.quant_max}] has no negative codes: weights are signed")
+    else:
+        ok_w = report("weight range", False, f"[{weight.quant_min}, {weight.quant_max}] is not a signed {bits}-bit range: count the levels")
+    scheme = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
+    if weight.qscheme == scheme:
+        ok_s = report("weight qscheme", True)
+    else:
+        words = "per-channel symmetric" if per_channel else "per-tensor symmetric"
+        why = "one scale per output channel needs a per-channel observer (and qscheme)" if per_channel != (
+            weight.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)) else "pass qscheme explicitly: the default is affine"
+        ok_s = report("weight qscheme", False, f"{str(weight.qscheme).replace('torch.', '')}, the exercise asks for {words}: {why}")
+    if (act.quant_min, act.quant_max) == (0, 2**bits - 1):
+        ok_a = report("activation range", True)
+    elif act.quant_min < 0:
+        ok_a = report("activation range", False, f"[{act.quant_min}, {act.quant_max}] is signed: activations use unsigned codes from 0")
+    else:
+        ok_a = report("activation range", False, f"[{act.quant_min}, {act.quant_max}] is not an unsigned {bits}-bit range: count the levels")
+    return ok_w and ok_s and ok_a
 
 
 @_blank_safe
 def check_frozen(model: Any) -> bool:
-    """Exercise: every observer of a prepared model disabled and every fused Conv-BN using frozen statistics."""
+    """Exercise: every observer of a prepared model disabled and every fused Conv-BN using frozen statistics.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     if not_filled(model):
         raise NotFilledIn("model")
     if not isinstance(model, nn.Module) or not fake_quant_modules(model):
         return report("frozen model", False, "expected the QAT-prepared model (with FakeQuantize modules)")
-    ok_obs = report("observers frozen", observers_frozen(model), "some FakeQuantize still has its observer enabled: model.apply(disable_observer)")
+    fqs = fake_quant_modules(model).values()
+    if any(int(fq.fake_quant_enabled[0]) == 0 for fq in fqs):
+        return report(
+            "frozen model", False, "fake quantization is switched off: disable_fake_quant is not a freeze, the model would train in float"
+        )
+    ok_obs = report(
+        "observers frozen", observers_frozen(model),
+        "some FakeQuantize still has its observer enabled (model.eval() does not stop observers): use disable_observer",
+    )
     bns = [m for m in model.modules() if hasattr(m, "freeze_bn")]
     ok_bn = report(
         "BatchNorm frozen", bool(bns) and all(m.freeze_bn for m in bns),
-        "some fused Conv-BN still updates its statistics: model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)",
+        "some fused Conv-BN still updates its running statistics: disabling observers does not freeze BatchNorm",
     )
     return ok_obs and ok_bn

@@ -166,6 +166,16 @@ def test_ptq_bad_inputs(course_model, calib):
         ptq.post_training_quantize(course_model, calib, float_modules=["nope"])
     with pytest.raises(ValueError, match="num_batches"):
         ptq.post_training_quantize(course_model, calib, num_batches=0)
+    with pytest.raises(ValueError, match="not both"):  # per_channel would be silently ignored next to a qconfig
+        ptq.post_training_quantize(course_model, calib, per_channel=False, qconfig=ptq.make_qconfig("minmax"))
+    with pytest.raises(TypeError, match="per_channel must be"):
+        ptq.post_training_quantize(course_model, calib, per_channel="yes")
+
+
+def test_ptq_records_its_engine_and_defaults_to_per_channel(course_model, calib):
+    q = ptq.post_training_quantize(course_model, calib, engine="qnnpack", num_batches=1)
+    assert q.quantized_engine == "qnnpack"
+    assert q.stem[0].weight().qscheme() == torch.per_channel_affine  # per_channel=None means True, as in QAT
 
 
 def test_calibrate_counts_and_accepts_plain_tensors():

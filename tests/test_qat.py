@@ -1,5 +1,7 @@
 """Tests for qhelpers.qat: fake-quant qconfigs, the straight-through estimator, the QAT loop, convert."""
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -50,7 +52,7 @@ def tiny_net() -> nn.Module:
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_low_bit_qconfig_ranges(bits, per_channel):
-    qc = qh.low_bit_qconfig(bits, per_channel)
+    qc = qh.low_bit_qconfig(bits, per_channel=per_channel)
     w, a = qc.weight(), qc.activation()
     limit = 2 ** (bits - 1) - 1
     assert (w.quant_min, w.quant_max) == (-limit, limit)
@@ -67,6 +69,82 @@ def test_qat_qconfig_at_8_bits_is_torchs_default():
     qc = qh.qat_qconfig(engine="x86", bits=8)
     ref = torch.ao.quantization.get_default_qat_qconfig("x86")
     assert type(qc.weight()) is type(ref.weight()) and qc.activation().quant_max == ref.activation().quant_max
+    assert qc.weight().qscheme == ref.weight().qscheme == torch.per_channel_symmetric
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_qat_qconfig_honours_per_channel_at_every_width(engine, per_channel):
+    if engine not in qh.supported_engines():
+        pytest.skip(f"{engine} is not available here")
+    want = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
+    for bits in (8, 4):
+        weight = qh.qat_qconfig(engine=engine, bits=bits, per_channel=per_channel).weight()
+        assert weight.qscheme == want, (engine, bits, per_channel)
+
+
+def test_per_channel_defaults_agree_between_ptq_and_qat():
+    import inspect
+
+    assert qh.low_bit_qconfig(4).weight().qscheme == torch.per_channel_symmetric
+    assert qh.qat_qconfig(bits=4).weight().qscheme == torch.per_channel_symmetric
+    assert inspect.signature(qh.qat_qconfig).parameters["per_channel"].default is True
+    assert inspect.signature(qh.make_qconfig).parameters["per_channel"].default is True
+    # None means "the default, True" in both recipes, so that an explicit value next to a qconfig can be refused
+    assert inspect.signature(qh.post_training_quantize).parameters["per_channel"].default is None
+    assert inspect.signature(qh.quantization_aware_training).parameters["per_channel"].default is None
+
+
+def test_quantization_aware_training_refuses_arguments_a_qconfig_would_override():
+    loader = [(torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4,)))]
+    for extra in (dict(bits=4), dict(per_channel=False), dict(engine=qh.default_engine())):
+        with pytest.raises(ValueError, match="not both"):
+            qh.quantization_aware_training(tiny_net(), loader, 1, qconfig=qh.low_bit_qconfig(4), progress=False, **extra)
+
+
+def test_quantization_aware_training_defaults_to_per_channel_8_bit():
+    loader = [(torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4,)))]
+    result = qh.quantization_aware_training(tiny_net(), loader, 1, progress=False)
+    assert result.model.conv.weight_fake_quant.qscheme == torch.per_channel_symmetric
+
+
+# --------------------------------------------------------------------------- the fused fake quant's scale
+
+
+def _fused(qmin, qmax, per_channel=False):
+    from torch.ao.quantization import FusedMovingAvgObsFakeQuantize, MovingAveragePerChannelMinMaxObserver
+
+    if per_channel:
+        return FusedMovingAvgObsFakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=qmin, quant_max=qmax,
+                                             dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    return FusedMovingAvgObsFakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=qmin, quant_max=qmax,
+                                         dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+
+
+@pytest.mark.parametrize(
+    "qmin, qmax, values, ratio",
+    [
+        (-7, 7, [-0.8, 0.3, 1.0], 15 / 14),           # |max| dominates: the 15/14 of notebook 04
+        (-3, 3, [-0.5, 0.1, 0.4, 1.2], 7 / 6),        # exercise 4 of notebook 04
+        (-128, 127, [-0.8, 0.3, 1.0], 127.5 / 127),   # torch's 8-bit default
+        (-128, 127, [-1.0, 0.3, 0.5], 127.5 / 128),   # |min| dominates
+    ],
+)
+def test_fused_scale_mismatch_follows_the_kernels_formula(qmin, qmax, values, ratio):
+    fq = _fused(qmin, qmax)
+    fq(torch.tensor(values))
+    assert float(qh.fused_scale_mismatch(fq)) == pytest.approx(ratio, abs=1e-5)
+    plain = FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=qmin, quant_max=qmax, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    plain(torch.tensor(values))
+    assert float(qh.fused_scale_mismatch(plain)) == 1.0
+
+
+def test_fused_scale_mismatch_per_channel_and_bad_input():
+    fq = _fused(-128, 127, per_channel=True)
+    fq(torch.tensor([[-0.8, 1.0], [-1.0, 0.5]]))
+    assert qh.fused_scale_mismatch(fq).tolist() == pytest.approx([127.5 / 127, 127.5 / 128], abs=1e-5)
+    with pytest.raises(TypeError, match="fake_quant must be"):
+        qh.fused_scale_mismatch(torch.nn.ReLU())
 
 
 @pytest.mark.parametrize("bad", [1, 9, 4.0, True, "4"])
@@ -83,7 +161,7 @@ def test_qat_qconfig_rejects_unknown_engine():
 def test_low_bit_weights_take_2_to_the_bits_minus_1_levels():
     torch.manual_seed(0)
     w = torch.randn(64, 8)
-    fq = qh.low_bit_qconfig(4).weight()
+    fq = qh.low_bit_qconfig(4, per_channel=False).weight()
     codes = torch.unique(fq(w) / fq.calculate_qparams()[0])
     assert len(codes) <= 15 and codes.min() >= -7 and codes.max() <= 7
 
@@ -266,15 +344,14 @@ def course_setup():
 
 def test_low_bit_qat_beats_low_bit_ptq_on_the_course_model(course_setup):
     model, calib, test, train = course_setup
-    qconfig = qh.low_bit_qconfig(4)
+    qconfig = qh.low_bit_qconfig(4, per_channel=False)  # per-tensor 4-bit PTQ loses a lot; QAT wins it back
     torch.manual_seed(0)
     ptq = qh.accuracy(qh.fake_quant_ptq(model, calib, qconfig), test)
     torch.manual_seed(0)
     result = qh.quantization_aware_training(
-        model.train(), train, 1, lr=1e-3, qconfig=qconfig, calib_loader=calib, eval_loader=test,
+        copy.deepcopy(model).train(), train, 1, lr=1e-3, qconfig=qconfig, calib_loader=calib, eval_loader=test,
         freeze_observers_after=0.5, freeze_bn_after=0.5, progress=False,
     )
-    model.eval()
     assert result.history[0]["accuracy"] == pytest.approx(ptq)  # epoch 0 is the calibrated, untrained model
     assert result.history[-1]["accuracy"] >= ptq + 10, (ptq, result.accuracies())  # measured: about 74 -> 94
 

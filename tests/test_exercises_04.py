@@ -1,0 +1,226 @@
+"""Notebook 04's exercises: the right answer passes its self-check, typical wrong answers fail with a hint.
+
+Each case calls the check function with values, the way the notebook's check cell does.
+"""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.nn.intrinsic.qat import freeze_bn_stats
+from torch.ao.quantization import (
+    DeQuantStub,
+    FakeQuantize,
+    FusedMovingAvgObsFakeQuantize,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    QConfig,
+    QuantStub,
+    disable_fake_quant,
+    disable_observer,
+)
+
+import qhelpers as qh
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+
+def rejected(capsys, ok, *words):
+    """The check returned False and its printed hint names the mistake (every word appears, case-insensitive)."""
+    out = capsys.readouterr().out.lower()
+    assert ok is False, out
+    assert "❌" in out and all(w.lower() in out for w in words), out
+    return out
+
+
+# --------------------------------------------------------------------------- Exercise 1: fake quantization and the STE
+
+X_EX = torch.tensor([-2.0, -1.1, -0.3, 0.26, 1.9, 2.8, 5.0])  # -1.1 and 2.8 lie within half a step outside [-1, 2.75]
+SCALE, ZP = 0.25, 4
+
+
+def right_answer():
+    codes = torch.round(X_EX / SCALE) + ZP
+    y = (torch.clamp(codes, 0, 15) - ZP) * SCALE
+    return y, ((codes >= 0) & (codes <= 15)).float()
+
+
+def check_ex1(y, grad):
+    return qh.check_ste(y, grad, X_EX, SCALE, ZP, 0, 15)
+
+
+def test_ex1_accepts_right_answer(capsys):
+    assert check_ex1(*right_answer()) is True
+    assert capsys.readouterr().out.count("✅") == 2
+
+
+def test_ex1_rejects_range_based_gradient(capsys):
+    y, _ = right_answer()
+    low, high = (0 - ZP) * SCALE, (15 - ZP) * SCALE
+    out = rejected(capsys, check_ex1(y, ((X_EX >= low) & (X_EX <= high)).float()), "rounded code", "half a step")
+    assert "✅ fake-quantized values" in out
+
+
+def test_ex1_rejects_hand_written_ste(capsys):
+    y, _ = right_answer()
+    rejected(capsys, check_ex1(y, torch.ones_like(X_EX)), "hand-written ste")
+
+
+def test_ex1_rejects_missing_clamp(capsys):
+    _, grad = right_answer()
+    rejected(capsys, check_ex1((torch.round(X_EX / SCALE) + ZP - ZP) * SCALE, grad), "must clamp")
+
+
+def test_ex1_rejects_missing_zero_point(capsys):
+    _, grad = right_answer()
+    rejected(capsys, check_ex1(torch.clamp(torch.round(X_EX / SCALE), 0, 15) * SCALE, grad), "zero point is missing")
+
+
+def test_ex1_rejects_codes_instead_of_values(capsys):
+    _, grad = right_answer()
+    rejected(capsys, check_ex1(torch.clamp(torch.round(X_EX / SCALE) + ZP, 0, 15), grad), "integer codes")
+
+
+def test_ex1_blank_is_not_filled_in(capsys):
+    assert check_ex1(..., ...) is False
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- Exercise 2: a 3-bit qconfig
+
+RIGHT_ACTIVATION = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=7, dtype=torch.quint8)
+RIGHT_WEIGHT = FakeQuantize.with_args(
+    observer=MovingAveragePerChannelMinMaxObserver, quant_min=-3, quant_max=3, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0
+)
+
+
+def test_ex2_accepts_right_answer(capsys):
+    assert qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=RIGHT_WEIGHT), 3) is True
+    assert qh.check_low_bit_qconfig(qh.low_bit_qconfig(3), 3) is True  # the helper agrees with the exercise
+
+
+def test_ex2_rejects_plain_observers(capsys):
+    qc = QConfig(
+        activation=MovingAverageMinMaxObserver.with_args(quant_min=0, quant_max=7, dtype=torch.quint8),
+        weight=MinMaxObserver.with_args(quant_min=-3, quant_max=3, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+    )
+    rejected(capsys, qh.check_low_bit_qconfig(qc, 3), "observer", "fakequantize")
+
+
+def test_ex2_rejects_per_tensor_affine_weights(capsys):
+    weight = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-3, quant_max=3, dtype=torch.qint8)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "per_tensor_affine", "per-channel")
+
+
+def test_ex2_rejects_per_channel_affine_weights(capsys):
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-3, quant_max=3, dtype=torch.qint8, ch_axis=0)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "per_channel_affine", "explicitly")
+
+
+def test_ex2_rejects_unsigned_weights(capsys):
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=0, quant_max=7, dtype=torch.quint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "weights are signed")
+
+
+def test_ex2_rejects_signed_activations_and_4_bit_ranges(capsys):
+    act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-4, quant_max=3, dtype=torch.qint8)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=act, weight=RIGHT_WEIGHT), 3), "unsigned")
+    rejected(capsys, qh.check_low_bit_qconfig(qh.low_bit_qconfig(4), 3), "count the levels")
+
+
+def test_ex2_blank_is_not_filled_in(capsys):
+    assert qh.check_low_bit_qconfig(..., 3) is False
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- Exercise 3: freeze for the last epochs
+
+
+def prepared_net():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = QuantStub(), DeQuantStub()
+            self.conv, self.bn, self.relu = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()
+
+        def forward(self, x):
+            return self.dequant(self.relu(self.bn(self.conv(self.quant(x)))))
+
+    return qh.prepare_qat_model(Net().train(), qh.low_bit_qconfig(4), fuse_groups=[["conv", "bn", "relu"]])
+
+
+def test_ex3_accepts_right_answer(capsys):
+    model = prepared_net().apply(disable_observer).apply(freeze_bn_stats)
+    assert qh.check_frozen(model) is True
+
+
+def test_ex3_rejects_eval_mode_instead_of_disable_observer(capsys):
+    model = prepared_net().apply(freeze_bn_stats).eval()
+    rejected(capsys, qh.check_frozen(model), "model.eval() does not stop observers")
+
+
+def test_ex3_rejects_observers_only(capsys):
+    rejected(capsys, qh.check_frozen(prepared_net().apply(disable_observer)), "does not freeze batchnorm")
+
+
+def test_ex3_rejects_disable_fake_quant(capsys):
+    model = prepared_net().apply(disable_fake_quant).apply(disable_observer).apply(freeze_bn_stats)
+    rejected(capsys, qh.check_frozen(model), "disable_fake_quant is not a freeze")
+
+
+def test_ex3_rejects_a_float_model(capsys):
+    rejected(capsys, qh.check_frozen(nn.Linear(2, 2)), "qat-prepared model")
+
+
+# --------------------------------------------------------------------------- Exercise 4: predict the fused scale ratio
+
+W_EX = torch.tensor([-0.5, 0.1, 0.4, 1.2])
+
+
+@pytest.fixture(scope="module")
+def measured():
+    fused3 = FusedMovingAvgObsFakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=-3, quant_max=3, dtype=torch.qint8,
+                                           qscheme=torch.per_tensor_symmetric)
+    fused3(W_EX)
+    return float(qh.fused_scale_mismatch(fused3))
+
+
+def check_ex4(low, high, ratio):
+    return qh.check_prediction(
+        "fused / observer scale at -3..3", low, high, ratio, max_width=0.05,
+        too_low="the fused kernel assumes one more negative code than positive ones: redo its formula with n = 3",
+        too_high="which of |min| / (n + 1) and |max| / n is larger here?",
+    )
+
+
+def test_ex4_accepts_right_answer(measured, capsys):
+    assert measured == pytest.approx(7 / 6, abs=1e-5)
+    assert check_ex4(1.15, 1.18, measured) is True
+
+
+def test_ex4_rejects_no_mismatch(measured, capsys):
+    rejected(capsys, check_ex4(0.99, 1.01, measured), "one more negative code")
+
+
+def test_ex4_rejects_the_8_bit_ratio(measured, capsys):
+    rejected(capsys, check_ex4(1.003, 1.005, measured), "redo its formula")
+
+
+def test_ex4_rejects_the_4_bit_ratio(measured, capsys):
+    rejected(capsys, check_ex4(1.06, 1.08, measured), "n = 3")
+
+
+def test_ex4_rejects_min_dominating_and_too_wide(measured, capsys):
+    rejected(capsys, check_ex4(1.3, 1.34, measured), "|min| / (n + 1)")  # 0.5 / 4 * 7/6 over 0.4: the wrong extreme
+    rejected(capsys, check_ex4(1.0, 1.5, measured), "wide")
+
+
+def test_ex4_blank_is_not_filled_in(measured, capsys):
+    assert check_ex4(..., ..., measured) is False
+    assert "not filled in yet" in capsys.readouterr().out
