@@ -19,6 +19,7 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
   the depthwise model of ``models_depthwise`` is re-exported here (03)
 * ``qat``         quantization-aware training: low-bit fake-quant qconfigs, the STE, the QAT recipe (04)
 * ``modern``      beyond eager mode: the deprecation map, plain-int8 inference, PT2E op counts, deployment files (05)
+* ``recovery``    when INT8 loses accuracy: W/A debugging, PT2E numeric debugger, range setting, CLE, bias correction, AdaRound (07)
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
 imported here: ``qhelpers.cli`` (the command-line tool, ``python -m qhelpers``),
@@ -44,5 +45,6 @@ from .pretrained import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
 from .qat import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
+from .recovery import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
