@@ -634,10 +634,11 @@ def adaround(
     bits: int = 4,
     per_channel: bool = False,
     method: str = "minmax",
-    iterations: int = 300,
+    iterations: int = 200,
     lr: float = 1e-2,
     reg_weight: float = 0.01,
     num_samples: int = 256,
+    batch_size: int = 32,
     seed: int = 0,
 ) -> AdaRoundResult:
     """AdaRound (Nagel et al. 2020): learn, per weight, whether to round down or up, layer by layer.
@@ -647,7 +648,8 @@ def adaround(
     soft rounding ``h(V) = clip(sigmoid(V) * 1.2 - 0.1, 0, 1)`` and the soft
     weight ``scale * clamp(floor(w / scale) + h(V))``. Adam minimises the
     layer-output MSE against the float layer (inputs taken from the model with
-    the layers before already rounded, ``num_samples`` calibration images) plus
+    the layers before already rounded, ``num_samples`` calibration images,
+    ``batch_size`` of them per step) plus
     ``reg_weight * sum(1 - |2h - 1|^beta)``, beta annealed from 20 to 2 after a
     20 % warm-up without it, which pushes every h to 0 or 1. Final codes are
     ``floor(w / scale) + (h >= 0.5)``: each is the floor or the ceil of
@@ -656,8 +658,9 @@ def adaround(
     bits = _check_bits(bits)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    for pname, pvalue in (("num_samples", num_samples), ("batch_size", batch_size)):
+        if isinstance(pvalue, bool) or not isinstance(pvalue, int) or pvalue < 1:
+            raise ValueError(f"{pname} must be a positive int, got {pvalue!r}")
     start = time.perf_counter()
     qmax = 2 ** (bits - 1) - 1
     xs = []
@@ -700,7 +703,7 @@ def adaround(
         with torch.no_grad():
             nearest = torch.clamp(torch.round(w / s), -qmax, qmax) * s
             result.loss_nearest[name] = float(F.mse_loss(fn(x, nearest), target))
-        batch = min(64, len(x))
+        batch = min(batch_size, len(x))
         for it in range(iterations):
             idx = torch.randint(0, len(x), (batch,), generator=gen)
             h = _rect_sigmoid(v)
@@ -784,7 +787,8 @@ def pt2e_node_sqnr(
     ``prepare_for_propagation_comparison`` adds an output logger to every tagged
     node of both models, ``extract_results_from_loggers`` collects what they saw
     and ``compare_results`` pairs them. Rows ``{"node", "module", "sqnr_db"}`` for
-    the conv/linear nodes, in graph order (errors accumulate along the graph, as
+    the ReLU and linear nodes (block outputs; a conv node's own output is not
+    comparable, BatchNorm is folded into it only in the quantized graph), in graph order (errors accumulate along the graph, as
     in ``qh.sensitivity_table``), and the converted graph module itself.
     """
     from torchao.quantization.pt2e import (
@@ -812,7 +816,9 @@ def pt2e_node_sqnr(
     order = {n.name: i for i, n in enumerate(float_gm.graph.nodes)}
     rows = []
     for info, summary in comparison.items():
-        if not any(k in summary.ref_node_name for k in ("conv", "linear")):
+        # block outputs: after the ReLU (BatchNorm is folded into the conv in the quantized graph only, so the
+        # conv node's own output differs from the float conv's by the BatchNorm) and the classifier
+        if not (summary.ref_node_name.startswith("relu") or summary.ref_node_name.startswith("linear")):
             continue
         sq = summary.results[0].sqnr
         rows.append({"node": summary.ref_node_name, "module": summary.ref_module_stack, "sqnr_db": float(sq)})
