@@ -585,14 +585,20 @@ def bias_correction(
         if quantized_model.get_submodule(name).bias is None:
             raise ValueError(f"layer {name!r} has no bias to correct; fold BatchNorm first (qh.fuse) or give it a zero bias")
     q = copy.deepcopy(quantized_model)
-    before = mean_output_shift(float_model, q, calib_loader, layers=layers, num_batches=num_batches)
+    ref = _capture(float_model, layers, calib_loader, num_batches)  # the float means do not change: measure them once
+
+    def shifts(names: Sequence[str]) -> dict[str, torch.Tensor]:
+        act = _capture(q, names, calib_loader, num_batches)
+        return {n: (act[n][0] / act[n][1] - ref[n][0] / ref[n][1]).float() for n in names}
+
+    before = shifts(layers)
     delta = {}
-    for name in layers:
-        shift = mean_output_shift(float_model, q, calib_loader, layers=[name], num_batches=num_batches)[name]
+    for i, name in enumerate(layers):
+        shift = before[name] if i == 0 else shifts([name])[name]
         with torch.no_grad():
             q.get_submodule(name).bias.sub_(shift)
         delta[name] = -shift
-    after = mean_output_shift(float_model, q, calib_loader, layers=layers, num_batches=num_batches)
+    after = shifts(layers)
     return BiasCorrection(q, delta, before, after)
 
 
