@@ -21,12 +21,14 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``modern``      beyond eager mode: the deprecation map, plain-int8 inference, PT2E op counts, deployment files (05)
 * ``transformer`` the digit transformer made of plain nn.Linear, its checkpoint and training (06)
 * ``linear``      per-group and int4 weights, weight-only matmul, the roofline, SmoothQuant (06)
+* ``recovery``    when INT8 loses accuracy: W/A debugging, PT2E numeric debugger, range setting, CLE, bias correction, AdaRound (07)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
 imported here: ``qhelpers.cli`` (the command-line tool, ``python -m qhelpers``),
 ``qhelpers.bench`` (the benchmark command), ``qhelpers.notebooks`` (execute notebooks,
-hygiene checks, student copies) and ``qhelpers.rebuild`` (rebuild ``data/``).
+hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild ``data/``), ``qhelpers.doctor``
+(the laptop check) and ``qhelpers.progress`` (the self-check log).
 """
 
 from .environment import *  # noqa: F401,F403
@@ -49,6 +51,7 @@ from .qat import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
+from .recovery import *  # noqa: F401,F403
 from .runtime import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

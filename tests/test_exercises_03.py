@@ -47,7 +47,7 @@ def exercise_net():
 
 
 def test_ex1_accepts_right_answer(exercise_net, capsys):
-    assert qh.check_fusable_groups([["0", "1", "2"], ["3", "4"], ["8", "9"]], exercise_net) is True
+    assert qh.check_fusable_groups([["0", "1", "2"], ["3", "4"], ["8", "9"]], exercise_net)
     assert "✅" in capsys.readouterr().out
 
 
@@ -72,7 +72,7 @@ def test_ex1_rejects_unknown_names(exercise_net, capsys):
 
 
 def test_ex1_blank_is_not_filled_in(exercise_net, capsys):
-    assert qh.check_fusable_groups(..., exercise_net) is False
+    assert not qh.check_fusable_groups(..., exercise_net)
     assert "not filled in yet" in capsys.readouterr().out
 
 
@@ -89,7 +89,7 @@ def check_ex2(qconfig):
 
 
 def test_ex2_accepts_right_answer(capsys):
-    assert check_ex2(RIGHT_QCONFIG) is True
+    assert check_ex2(RIGHT_QCONFIG)
 
 
 def test_ex2_rejects_per_channel_affine(capsys):
@@ -156,7 +156,7 @@ def right_model(course):
 
 
 def test_ex3_accepts_right_answer(course, right_model, capsys):
-    assert check_ex3(right_model, logit_sqnr(right_model, course), course) is True
+    assert check_ex3(right_model, logit_sqnr(right_model, course), course)
     assert capsys.readouterr().out.count("✅") == 2
 
 
@@ -191,7 +191,7 @@ def test_ex3_rejects_the_float_model(course, capsys):
 
 
 def test_ex3_blank_is_not_filled_in(course, right_model, capsys):
-    assert check_ex3(right_model, None, course) is False
+    assert not check_ex3(right_model, None, course)
     assert "not filled in yet" in capsys.readouterr().out
 
 
@@ -216,7 +216,7 @@ def check_ex4(low, high, ratio):
 
 def test_ex4_accepts_right_answer(mlp_ratio, capsys):
     assert 3.6 < mlp_ratio < 4.0
-    assert check_ex4(3.6, 4.0, mlp_ratio) is True
+    assert check_ex4(3.6, 4.0, mlp_ratio)
 
 
 def test_ex4_rejects_bits_instead_of_bytes(mlp_ratio, capsys):
@@ -237,5 +237,5 @@ def test_ex4_rejects_too_small_and_swapped(mlp_ratio, capsys):
 
 
 def test_ex4_blank_is_not_filled_in(mlp_ratio, capsys):
-    assert check_ex4(..., ..., mlp_ratio) is False
+    assert not check_ex4(..., ..., mlp_ratio)
     assert "not filled in yet" in capsys.readouterr().out

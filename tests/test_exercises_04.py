@@ -55,7 +55,7 @@ def check_ex1(y, grad):
 
 
 def test_ex1_accepts_right_answer(capsys):
-    assert check_ex1(*right_answer()) is True
+    assert check_ex1(*right_answer())
     assert capsys.readouterr().out.count("✅") == 2
 
 
@@ -87,7 +87,7 @@ def test_ex1_rejects_codes_instead_of_values(capsys):
 
 
 def test_ex1_blank_is_not_filled_in(capsys):
-    assert check_ex1(..., ...) is False
+    assert not check_ex1(..., ...)
     assert "not filled in yet" in capsys.readouterr().out
 
 
@@ -100,7 +100,7 @@ RIGHT_WEIGHT = FakeQuantize.with_args(
 
 
 def test_ex2_accepts_right_answer(capsys):
-    assert qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=RIGHT_WEIGHT), 3) is True
+    assert qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=RIGHT_WEIGHT), 3)
     assert qh.check_low_bit_qconfig(qh.low_bit_qconfig(3), 3) is True  # the helper agrees with the exercise
 
 
@@ -135,7 +135,7 @@ def test_ex2_rejects_signed_activations_and_4_bit_ranges(capsys):
 
 
 def test_ex2_blank_is_not_filled_in(capsys):
-    assert qh.check_low_bit_qconfig(..., 3) is False
+    assert not qh.check_low_bit_qconfig(..., 3)
     assert "not filled in yet" in capsys.readouterr().out
 
 
@@ -157,7 +157,7 @@ def prepared_net():
 
 def test_ex3_accepts_right_answer(capsys):
     model = prepared_net().apply(disable_observer).apply(freeze_bn_stats)
-    assert qh.check_frozen(model) is True
+    assert qh.check_frozen(model)
 
 
 def test_ex3_rejects_eval_mode_instead_of_disable_observer(capsys):
@@ -201,7 +201,7 @@ def check_ex4(low, high, ratio):
 
 def test_ex4_accepts_right_answer(measured, capsys):
     assert measured == pytest.approx(7 / 6, abs=1e-5)
-    assert check_ex4(1.15, 1.18, measured) is True
+    assert check_ex4(1.15, 1.18, measured)
 
 
 def test_ex4_rejects_no_mismatch(measured, capsys):
@@ -222,5 +222,5 @@ def test_ex4_rejects_min_dominating_and_too_wide(measured, capsys):
 
 
 def test_ex4_blank_is_not_filled_in(measured, capsys):
-    assert check_ex4(..., ..., measured) is False
+    assert not check_ex4(..., ..., measured)
     assert "not filled in yet" in capsys.readouterr().out
