@@ -462,9 +462,16 @@ def check_group_bytes(answer: Any, out_features: int, in_features: int, *, bits:
 
 
 @_blank_safe
-def check_roofline_speedup(answer: Any, cost_float: LinearCost, cost_quant: LinearCost, *, gflops: float, gbps: float) -> bool:
-    """Exercise (predict first): the roofline's predicted speedup of a quantized Linear over float (within 10%)."""
+def check_roofline_speedup(
+    answer: Any, in_features: int, out_features: int, *, batch: int = 1, weight_bits: int = 8, gflops: float, gbps: float
+) -> bool:
+    """Exercise (predict first): the roofline's predicted speedup of a weight-quantized Linear over float (within 10%).
+
+    The expected value is computed here from the layer's shape, so the check cell shows no solution code.
+    """
     got = _number(answer, "predicted speedup")
+    cost_float = linear_cost(in_features, out_features, batch)
+    cost_quant = linear_cost(in_features, out_features, batch, weight_bits=weight_bits)
     expected = roofline_ms(cost_float, gflops=gflops, gbps=gbps) / roofline_ms(cost_quant, gflops=gflops, gbps=gbps)
     if abs(got - expected) <= 0.1 * expected:  # a prediction: the reasoning's range, not the exact digits
         return report("predicted speedup", True)

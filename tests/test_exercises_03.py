@@ -28,7 +28,7 @@ pytestmark = [
 def rejected(capsys, ok, *words):
     """The check returned False and its printed hint names the mistake (every word appears, case-insensitive)."""
     out = capsys.readouterr().out.lower()
-    assert ok is False, out
+    assert not ok, out
     assert "❌" in out and all(w.lower() in out for w in words), out
     return out
 

@@ -33,7 +33,7 @@ pytestmark = [
 def rejected(capsys, ok, *words):
     """The check returned False and its printed hint names the mistake (every word appears, case-insensitive)."""
     out = capsys.readouterr().out.lower()
-    assert ok is False, out
+    assert not ok, out
     assert "❌" in out and all(w.lower() in out for w in words), out
     return out
 
@@ -101,7 +101,7 @@ RIGHT_WEIGHT = FakeQuantize.with_args(
 
 def test_ex2_accepts_right_answer(capsys):
     assert qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=RIGHT_WEIGHT), 3)
-    assert qh.check_low_bit_qconfig(qh.low_bit_qconfig(3), 3) is True  # the helper agrees with the exercise
+    assert qh.check_low_bit_qconfig(qh.low_bit_qconfig(3), 3)  # the helper agrees with the exercise
 
 
 def test_ex2_rejects_plain_observers(capsys):

@@ -119,20 +119,12 @@ def problems_in(path: Path) -> list[str]:
     return found
 
 
-# Files other sessions are fixing; listed here with the reason until they are clean (xfail, not strict,
-# so the test turns green by itself when they are).
-KNOWN_ELSEWHERE: dict[str, str] = {
-    "notebooks/02_pretrained_quantized_models.ipynb": "cells 6 and 26 say \"the seed's ...\" (issue 11; notebook 02 is fixed in its own session)",
-    "notebooks/03_post_training_quantization.ipynb": "cells 16, 37, 48, 72 name `REFERENCE-NUMBERS.md` (issue 11; notebook 03 is fixed in its own session)",
-    "notebooks/04_quantization_aware_training.ipynb": "cell 14 names `shared/REFERENCE-NUMBERS.md` (issue 11; notebook 04 is fixed in its own session)",
-}
 
 
 def _params():
     for path in _files():
         rel = str(path.relative_to(REPO))
-        marks = [pytest.mark.xfail(reason=KNOWN_ELSEWHERE[rel], strict=False)] if rel in KNOWN_ELSEWHERE else []
-        yield pytest.param(path, id=rel, marks=marks)
+        yield pytest.param(path, id=rel)
 
 
 @pytest.mark.parametrize("path", list(_params()))
