@@ -98,6 +98,8 @@ def measure_latency(
 
     Runs under ``torch.inference_mode()``; times with ``time.perf_counter``
     (the clock ``torch.utils.benchmark`` uses on the CPU).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable (a model or function), got {type(fn).__name__}")

@@ -129,7 +129,10 @@ def _read_meta(path: Path, rebuild_command: str) -> dict:
 
 
 def load_digits(directory: Optional[Path] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The three splits as ``{split: (images uint8 (N, 28, 28), labels int64 (N,))}``, checksum verified."""
+    """The three splits as ``{split: (images uint8 (N, 28, 28), labels int64 (N,))}``, checksum verified.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     directory = Path(directory) if directory is not None else data_dir()
     path = directory / DIGITS_NAME
     meta = _read_meta(directory / DIGITS_META_NAME, REBUILD_DATA_COMMAND)
@@ -147,6 +150,8 @@ def digits_dataset(split: str, limit: Optional[int] = None, directory: Optional[
     """A split as a ``TensorDataset`` of (images float32 (N, 1, 28, 28) normalized, labels int64 (N,)).
 
     ``limit`` keeps the first ``limit`` examples (the split order is already shuffled).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     _check_split(split)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -161,7 +166,10 @@ def digits_dataset(split: str, limit: Optional[int] = None, directory: Optional[
 def digits_loader(
     split: str, batch_size: int = 250, shuffle: bool = False, limit: Optional[int] = None, seed: int = 0
 ) -> DataLoader:
-    """A ``DataLoader`` over a split; shuffling (for training) is seeded."""
+    """A ``DataLoader`` over a split; shuffling (for training) is seeded.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     ds = digits_dataset(split, limit)

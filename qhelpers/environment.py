@@ -84,7 +84,7 @@ def supported_engines() -> list[str]:
     is offered: ``QHELPERS_ENGINE=qnnpack`` makes an x86 machine behave like an
     ARM laptop, where ``qnnpack`` is the only eager-mode engine.
 
-    Introduced in notebooks/00_start_here.ipynb.
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
     if not _is_x86_machine():
@@ -144,7 +144,7 @@ def engine(name: Optional[str] = None) -> Iterator[str]:
     they run: run a model inside the same ``with`` block (or with the same
     engine set) as the one that converted it. ``None`` means ``default_engine()``.
 
-    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     chosen = check_engine(name)
     previous = torch.backends.quantized.engine
@@ -164,7 +164,7 @@ def cpu_has_vnni() -> Optional[bool]:
     makes a VNNI CPU behave like one without, and this returns False then.
     None where the CPU flags cannot be read (not Linux) and on non-x86 CPUs.
 
-    Introduced in notebooks/00_start_here.ipynb.
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     if not _is_x86_machine():
         return None
@@ -200,6 +200,8 @@ def setup(
     off by default because on the CPU it guards nothing the course uses and
     prints a false alarm for quantized ops ("quantized_resize_cpu_ does not
     have a deterministic implementation") with a timestamp in every run.
+
+    Introduced in notebooks/00_start_here.ipynb.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
@@ -215,7 +217,10 @@ def setup(
 
 
 def fast_mode() -> bool:
-    """True when ``QHELPERS_FAST=1``: long loops run shorter (slow laptops); the code path stays the same."""
+    """True when ``QHELPERS_FAST=1``: long loops run shorter (slow laptops); the code path stays the same.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
     return os.environ.get("QHELPERS_FAST", "0") not in ("", "0", "false", "False")
 
 
@@ -260,6 +265,8 @@ def show_warnings() -> Iterator[list[warnings.WarningMessage]]:
 
     Used where the course first meets a deprecation, so that the warning is
     seen in full without the temporary file path Jupyter would print.
+
+    Introduced in notebooks/00_start_here.ipynb.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -279,6 +286,8 @@ def silence_known_deprecations(*names: str) -> list[str]:
 
     Call it only after the notebook has shown and explained the warning once.
     Other warnings still show. Returns the names silenced.
+
+    Introduced in notebooks/00_start_here.ipynb.
     """
     chosen = names or tuple(KNOWN_DEPRECATIONS)
     for name in chosen:

@@ -122,6 +122,8 @@ def group_qparams(
     follow the weight's local range more closely and cost more scales.
     ``bits=4, signed=True`` gives the int4 codes -8..7 (symmetric: -7..7 used
     by the scale, as torchao does).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     w = _check_weight_2d(weight)
     g = _check_group_size(group_size, w.shape[1])
@@ -138,14 +140,20 @@ def _check_gqp(gqp: object, shape: tuple[int, ...], name: str) -> GroupQParams:
 
 
 def group_quantize(weight: torch.Tensor, gqp: GroupQParams) -> torch.Tensor:
-    """Float weight (out, in) -> integer codes (out, in) of ``gqp``'s dtype (``torch.int8`` also for 4 bits)."""
+    """Float weight (out, in) -> integer codes (out, in) of ``gqp``'s dtype (``torch.int8`` also for 4 bits).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     w = _check_weight_2d(weight)
     _check_gqp(gqp, tuple(w.shape), "weight")
     return quantize(w.reshape(-1, gqp.group_size), gqp.qparams).reshape(gqp.shape)
 
 
 def group_dequantize(codes: torch.Tensor, gqp: GroupQParams) -> torch.Tensor:
-    """Integer codes (out, in) -> float32 weight: ``(q - zero_point) * scale`` of each code's group."""
+    """Integer codes (out, in) -> float32 weight: ``(q - zero_point) * scale`` of each code's group.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"codes must be a torch.Tensor of integer codes, got {type(codes).__name__}")
     _check_gqp(gqp, tuple(codes.shape), "codes")
@@ -153,7 +161,10 @@ def group_dequantize(codes: torch.Tensor, gqp: GroupQParams) -> torch.Tensor:
 
 
 def group_fake_quantize(weight: torch.Tensor, *, group_size: int, bits: int = 8, scheme: str = "symmetric") -> torch.Tensor:
-    """Quantize per group then dequantize: the float weight the integer grid can hold."""
+    """Quantize per group then dequantize: the float weight the integer grid can hold.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     gqp = group_qparams(weight, group_size=group_size, bits=bits, scheme=scheme)
     return group_dequantize(group_quantize(weight, gqp), gqp)
 
@@ -166,6 +177,8 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
 
     Element ``2i`` goes to the low nibble and ``2i + 1`` to the high nibble of
     byte ``i``; each code is stored as its 4-bit two's complement (``code & 0xF``).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
@@ -181,7 +194,10 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """``uint8`` bytes from ``pack_int4`` -> signed 4-bit codes as ``torch.int8`` (last dimension doubled)."""
+    """``uint8`` bytes from ``pack_int4`` -> signed 4-bit codes as ``torch.int8`` (last dimension doubled).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     if not isinstance(packed, torch.Tensor):
         raise TypeError(f"packed must be a torch.Tensor, got {type(packed).__name__}")
     if packed.dtype != torch.uint8:
@@ -202,6 +218,8 @@ def weight_only_linear(x: torch.Tensor, codes: torch.Tensor, gqp: GroupQParams, 
     ``pack_int4`` for 4-bit ``gqp``. The weight is dequantized to float first;
     a fused kernel does the same inside the matmul, never writing the float
     weight to memory.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8 and gqp.bits <= 4:
         codes = unpack_int4(codes)
@@ -228,6 +246,8 @@ def measure_bandwidth(*, megabytes: int = 64, threads: int = 1, min_run_time: fl
     """Memory bandwidth in GB/s: the rate ``torch.sum`` reads a float32 tensor far larger than the caches.
 
     A read-only stream, like a weight read by a matmul at batch 1.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if isinstance(megabytes, bool) or not isinstance(megabytes, int) or megabytes < 8:
         raise ValueError(f"megabytes must be an int >= 8 (larger than the caches), got {megabytes!r}")
@@ -242,6 +262,8 @@ def measure_matmul_rate(*, n: int = 512, threads: int = 1, dtype: torch.dtype = 
 
     ``dtype=torch.int8`` times ``torch._int_mm`` (int8 x int8 -> int32, the
     kernel behind torchao's dynamic INT8 on CPU); float dtypes time ``torch.mm``.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 16 or n % 8:
         raise ValueError(f"n must be a multiple of 8 and >= 16, got {n!r}")
@@ -278,7 +300,10 @@ class LinearCost:
 
 
 def linear_cost(in_features: int, out_features: int, batch: int, *, weight_bits: int = 32, activation_bits: int = 32) -> LinearCost:
-    """``2 * batch * in * out`` FLOPs; the weight read once, the input read and the output written once."""
+    """``2 * batch * in * out`` FLOPs; the weight read once, the input read and the output written once.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     for name, v in (("in_features", in_features), ("out_features", out_features), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -293,7 +318,10 @@ def linear_cost(in_features: int, out_features: int, batch: int, *, weight_bits:
 
 
 def roofline_ms(cost: LinearCost, *, gflops: float, gbps: float) -> float:
-    """The roofline's time in ms: the slower of computing the FLOPs at ``gflops`` and moving the bytes at ``gbps``."""
+    """The roofline's time in ms: the slower of computing the FLOPs at ``gflops`` and moving the bytes at ``gbps``.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     if gflops <= 0 or gbps <= 0:
         raise ValueError(f"gflops and gbps must be positive, got {gflops!r} and {gbps!r}")
     return 1e3 * max(cost.flops / (gflops * 1e9), cost.bytes / (gbps * 1e9))
@@ -308,6 +336,8 @@ def activation_channel_max(model: nn.Module, batches: Iterable, modules: dict[st
 
     ``modules`` maps a name to a submodule of ``model`` (e.g. a Linear);
     ``batches`` yields inputs or (inputs, labels). Returns {name: (in_features,)}.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if not modules:
         raise ValueError("modules is empty; give {name: submodule} for the layers whose inputs to measure")
@@ -343,6 +373,8 @@ def smoothquant_scales(act_max: torch.Tensor, weight_max: torch.Tensor, *, alpha
     Dividing the activations' channel j by ``s_j`` and multiplying the weight's
     input column j by ``s_j`` leaves ``X W^T`` unchanged and moves the difficulty
     from the activations to the weights: ``alpha=0`` moves none, ``alpha=1`` all.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -358,6 +390,8 @@ def smooth_layernorm_linears(norm: nn.LayerNorm, linears: Sequence[nn.Linear], s
 
     The float output of ``linear(norm(x))`` is unchanged (up to rounding); every
     Linear that reads ``norm``'s output must be in ``linears``.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if not isinstance(norm, nn.LayerNorm) or norm.weight is None:
         raise TypeError(f"norm must be an nn.LayerNorm with an affine weight, got {type(norm).__name__}")
@@ -389,7 +423,10 @@ class _W8A8Linear(nn.Module):
 
 def simulate_w8a8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose every ``nn.Linear`` runs as ``w8a8_linear`` (8-bit activations with one scale
-    per tensor, chosen per call; 8-bit per-channel weights); ``model`` is left unchanged."""
+    per tensor, chosen per call; 8-bit per-channel weights); ``model`` is left unchanged.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     sim = copy.deepcopy(model)
@@ -430,7 +467,10 @@ def _number(value: Any, name: str) -> float:
 
 @_blank_safe
 def check_int4_byte(byte: Any, low: int, high: int) -> bool:
-    """Exercise: the ``uint8`` value that holds int4 code ``low`` in its low nibble and ``high`` in its high nibble."""
+    """Exercise: the ``uint8`` value that holds int4 code ``low`` in its low nibble and ``high`` in its high nibble.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     got = _number(byte, "packed byte")
     expected = int(pack_int4(torch.tensor([low, high]))[0])
     if got == expected:
@@ -446,7 +486,10 @@ def check_int4_byte(byte: Any, low: int, high: int) -> bool:
 
 @_blank_safe
 def check_group_bytes(answer: Any, out_features: int, in_features: int, *, bits: int, group_size: int, scale_bytes: int = 4) -> bool:
-    """Exercise: bytes of a ``bits``-bit per-group weight with one ``scale_bytes`` scale per group."""
+    """Exercise: bytes of a ``bits``-bit per-group weight with one ``scale_bytes`` scale per group.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     got = _number(answer, "bytes")
     expected = weight_storage_bytes(out_features, in_features, bits=bits, group_size=group_size, scale_bytes=scale_bytes)
     if got == expected:
@@ -468,6 +511,8 @@ def check_roofline_speedup(
     """Exercise (predict first): the roofline's predicted speedup of a weight-quantized Linear over float (within 10%).
 
     The expected value is computed here from the layer's shape, so the check cell shows no solution code.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     got = _number(answer, "predicted speedup")
     cost_float = linear_cost(in_features, out_features, batch)
@@ -488,7 +533,10 @@ def check_roofline_speedup(
 
 @_blank_safe
 def check_smoothquant_scales(scales: Any, act_max: torch.Tensor, weight_max: torch.Tensor, *, alpha: float) -> bool:
-    """Exercise: SmoothQuant's ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``."""
+    """Exercise: SmoothQuant's ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     if not_filled(scales):
         raise NotFilledIn("smoothing scales")
     s = torch.as_tensor(scales).detach().float().reshape(-1)

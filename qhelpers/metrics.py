@@ -39,6 +39,8 @@ def accuracy(model: nn.Module, loader: Iterable) -> float:
     The model should be in eval mode; a model left in training mode would
     update BatchNorm statistics and observers while it is being measured, so
     that is refused.
+
+    Introduced in notebooks/00_start_here.ipynb.
     """
     _check_module(model)
     if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule) and model.training:
@@ -48,7 +50,10 @@ def accuracy(model: nn.Module, loader: Iterable) -> float:
 
 
 def model_size_bytes(model: nn.Module) -> int:
-    """Bytes of the model's serialized ``state_dict`` (what ``torch.save`` would write)."""
+    """Bytes of the model's serialized ``state_dict`` (what ``torch.save`` would write).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     _check_module(model)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
@@ -56,6 +61,9 @@ def model_size_bytes(model: nn.Module) -> int:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of float parameters (a converted INT8 model keeps its weights in packed params, not here)."""
+    """Number of float parameters (a converted INT8 model keeps its weights in packed params, not here).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     _check_module(model)
     return sum(p.numel() for p in model.parameters())

@@ -119,13 +119,19 @@ class CourseNet(nn.Module):
 
 
 def course_model_metadata(data_dir: Optional[Path] = None) -> dict:
-    """The metadata that ships beside the checkpoint (test accuracy, training command, seed, sha256)."""
+    """The metadata that ships beside the checkpoint (test accuracy, training command, seed, sha256).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     directory = data_dir or _data.data_dir()
     return _data._read_meta(directory / METADATA_NAME, _data.RETRAIN_COMMAND)
 
 
 def load_course_model(data_dir: Optional[Path] = None) -> CourseNet:
-    """The trained float course model in eval mode, checksum verified, loaded with ``weights_only=True``."""
+    """The trained float course model in eval mode, checksum verified, loaded with ``weights_only=True``.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
     data_dir = data_dir or _data.data_dir()
     path = data_dir / CHECKPOINT_NAME
     meta = course_model_metadata(data_dir)

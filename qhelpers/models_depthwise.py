@@ -91,13 +91,19 @@ def train_depthwise_model(progress: bool = False) -> DepthwiseNet:
 
 
 def depthwise_model_metadata(data_dir: Optional[Path] = None) -> dict:
-    """The metadata beside the depthwise checkpoint (test accuracy, command, seed, sha256)."""
+    """The metadata beside the depthwise checkpoint (test accuracy, command, seed, sha256).
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
     directory = data_dir or _data.data_dir()
     return _data._read_meta(directory / DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND)
 
 
 def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
-    """The trained float ``DepthwiseNet`` in eval mode, checksum verified, loaded with ``weights_only=True``."""
+    """The trained float ``DepthwiseNet`` in eval mode, checksum verified, loaded with ``weights_only=True``.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
     directory = data_dir or _data.data_dir()
     path = directory / DEPTHWISE_CHECKPOINT_NAME
     meta = depthwise_model_metadata(directory)

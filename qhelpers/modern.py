@@ -87,6 +87,8 @@ def silence_pt2e_noise() -> list[str]:
 
     Call it before importing torchao (the first import logs the Enum line).
     Returns the names hidden. Calling it twice adds nothing twice.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     logger = logging.getLogger("torch.utils._pytree")
     pattern = PT2E_NOISE["torchao enum registration log"]
@@ -308,7 +310,10 @@ def probe_api(probe: ApiProbe) -> dict:
 
 
 def deprecation_map(probes: Optional[tuple[ApiProbe, ...] | list[ApiProbe]] = None) -> list[dict]:
-    """One row per API (default ``COURSE_APIS``), each produced by ``probe_api`` on the installed torch."""
+    """One row per API (default ``COURSE_APIS``), each produced by ``probe_api`` on the installed torch.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
     chosen = COURSE_APIS if probes is None else probes
     if not isinstance(chosen, (list, tuple)) or not chosen:
         raise ValueError(f"probes must be a non-empty list of ApiProbe, got {chosen!r}")
@@ -316,7 +321,10 @@ def deprecation_map(probes: Optional[tuple[ApiProbe, ...] | list[ApiProbe]] = No
 
 
 def print_table(rows: list[dict], columns: Optional[list[str]] = None, max_width: int = 60) -> None:
-    """Print ``rows`` (dicts) as an aligned text table; floats with 4 significant digits, cells longer than ``max_width`` cut with '...'."""
+    """Print ``rows`` (dicts) as an aligned text table; floats with 4 significant digits, cells longer than ``max_width`` cut with '...'.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
     if not rows:
         raise ValueError("rows is empty; nothing to print")
     columns = columns or list(rows[0])
@@ -346,6 +354,8 @@ def fixed_point_multiplier(multiplier: Any) -> tuple[torch.Tensor, torch.Tensor]
     ``n`` a right shift, both int64 tensors of the multiplier's shape
     (Jacob et al. 2018, section 2.2; gemmlowp, QNNPACK and TFLite use this
     form). ``qh.requantize(..., fixed_point=True)`` applies it.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float, torch.Tensor)):
         raise TypeError(f"multiplier must be a float or a float tensor, got {type(multiplier).__name__}")
@@ -382,6 +392,8 @@ def int8_conv2d(
     quantized to int32 at scale ``x_scale * w_scale``; requantize to
     ``out_qparams``. ``relu=True`` clamps at the output zero point (a fused
     ConvReLU). Returns (N, O, H', W') codes of ``out_qparams.dtype``.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     x_q, w_q = _check_codes(x_q, "x_q"), _check_codes(w_q, "w_q")
     if x_q.dim() != 4 or w_q.dim() != 4:
@@ -438,6 +450,8 @@ def quantized_weight(module: nn.Module) -> tuple[torch.Tensor, QParams]:
     """The int8 weight codes (a plain ``torch.int8`` tensor) and their ``QParams`` of an eager quantized Conv/Linear module.
 
     Per-channel along axis 0 (the x86 engine's default) or per-tensor (qnnpack's).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if not hasattr(module, "weight") or not callable(module.weight):
         raise TypeError(f"module must be a converted eager quantized Conv/Linear (its .weight() returns the int8 weight), got {type(module).__name__}")
@@ -470,6 +484,8 @@ def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ``torch.uint8`` tensor. Matches ``qmodel(x)`` to within a few output codes
     (rounding of the requantization differs from the kernels' fixed-point
     arithmetic by at most one code per layer).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     from .quantmath import dequantize, quantize
 
@@ -509,6 +525,8 @@ def weight_storage(model: nn.Module) -> dict[str, str]:
     (e.g. ``Int8Tensor``); one it left alone shows ``Parameter``. For an
     ``nn.LSTM``/``nn.GRU`` the first input-hidden weight (``weight_ih_l0``)
     stands for all of them.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -527,6 +545,8 @@ def interleaved_latency(models: dict[str, Callable], example: torch.Tensor, *, r
     models one after the other in turn, several times, and keeping each one's
     best median keeps a load spike from deciding a ratio. Each pass is
     ``qh.measure_latency`` (warm-up, then ``min_run_time`` seconds of runs).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     from .benchmark import measure_latency
 
@@ -546,7 +566,10 @@ def interleaved_latency(models: dict[str, Callable], example: torch.Tensor, *, r
 
 
 def count_quant_ops(graph_module: torch.fx.GraphModule) -> Counter:
-    """How many quantize / dequantize calls a PT2E graph holds, by op name (e.g. ``'quantize_per_tensor'``)."""
+    """How many quantize / dequantize calls a PT2E graph holds, by op name (e.g. ``'quantize_per_tensor'``).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
     if not isinstance(graph_module, torch.fx.GraphModule):
         raise TypeError(f"graph_module must be a torch.fx.GraphModule (from convert_pt2e), got {type(graph_module).__name__}")
     counts: Counter = Counter()
@@ -565,6 +588,8 @@ def graph_accuracy(graph_module: torch.fx.GraphModule, loader: Any) -> float:
     ``qh.accuracy`` refuses a model whose ``.training`` flag is set; an exported
     graph keeps that flag at True and refuses ``.eval()``, because its train/eval
     behaviour was fixed at export (``move_exported_model_to_eval`` switches it).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     from .metrics import predict
 
@@ -580,6 +605,8 @@ def strip_unused_weights(graph_module: torch.fx.GraphModule) -> int:
     ``convert_pt2e`` adds the int8 weights as new constants but leaves the
     original float weights attached to the module, unused; saved as they are,
     the "INT8" file would hold both. Changes ``graph_module`` in place.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if not isinstance(graph_module, torch.fx.GraphModule):
         raise TypeError(f"graph_module must be a torch.fx.GraphModule, got {type(graph_module).__name__}")
@@ -602,6 +629,8 @@ def save_torchscript(model: nn.Module, path: Path | str) -> int:
 
     ``torch.jit.script`` and ``torch.jit.save`` are deprecated in torch 2.14
     (they warn) but remain the only single-file format for an eager INT8 model.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -613,7 +642,10 @@ def save_torchscript(model: nn.Module, path: Path | str) -> int:
 
 
 def save_exported(program: torch.export.ExportedProgram, path: Path | str) -> int:
-    """Write an ``ExportedProgram`` (``torch.export.export``) to ``path`` atomically; returns the file size in bytes."""
+    """Write an ``ExportedProgram`` (``torch.export.export``) to ``path`` atomically; returns the file size in bytes.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
     if not isinstance(program, torch.export.ExportedProgram):
         raise TypeError(f"program must be a torch.export.ExportedProgram (re-export the converted model), got {type(program).__name__}")
     buf = io.BytesIO()
@@ -640,6 +672,8 @@ def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, ou
 
     ``other_w_scales``: the weight scales of the other channels, to recognise
     an answer computed with the wrong channel's scale.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     got = _number(multiplier, "multiplier")
     expected = x_scale * w_scale / out_scale
@@ -674,7 +708,10 @@ def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
 
 @_blank_safe
 def check_op_count(count: Any, graph_module: torch.fx.GraphModule, op: str = "quantize_per_tensor") -> bool:
-    """Exercise: how many ``op`` nodes the PT2E graph holds; the typical miscounts get a hint."""
+    """Exercise: how many ``op`` nodes the PT2E graph holds; the typical miscounts get a hint.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
     got = _number(count, f"number of {op}")
     counts = count_quant_ops(graph_module)
     expected = counts[op]
@@ -721,7 +758,10 @@ _MIGRATION_CASES: dict[str, tuple[str, dict[str, str]]] = {
 
 @_blank_safe
 def check_migration(choices: Any) -> bool:
-    """Exercise: for each situation "a"-"d", the replacement the deprecation map gives (one of ``MIGRATION_TARGETS``)."""
+    """Exercise: for each situation "a"-"d", the replacement the deprecation map gives (one of ``MIGRATION_TARGETS``).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
     if not_filled(choices):
         raise NotFilledIn("choices")
     if not isinstance(choices, dict):
@@ -772,6 +812,8 @@ def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.T
 
     Measures both with ``weight_only_sqnr`` after reading the prediction, prints them, and says what the
     prediction missed.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     lo, hi = _number(low, "low"), _number(high, "high")
     name = f"prediction for {bits}-bit weights"

@@ -46,7 +46,10 @@ def plot_histogram_with_grid(
 def plot_per_channel_error(
     errors: dict[str, Sequence[float]], ax: Optional[plt.Axes] = None, ylabel: str = "max |error|", log: bool = True
 ) -> plt.Axes:
-    """One line per method (e.g. ``{"per-tensor": [...], "per-channel": [...]}``), error against channel index."""
+    """One line per method (e.g. ``{"per-tensor": [...], "per-channel": [...]}``), error against channel index.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     if not errors:
         raise ValueError("errors is empty; give at least one method's per-channel errors")
     if ax is None:
@@ -62,7 +65,10 @@ def plot_per_channel_error(
 
 
 def per_channel_max_error(x: torch.Tensor, qparams: QParams, axis: int = 0) -> list[float]:
-    """Max ``|x - dequantize(quantize(x))|`` for each slice along ``axis`` (helper for the plot above)."""
+    """Max ``|x - dequantize(quantize(x))|`` for each slice along ``axis`` (helper for the plot above).
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     err = (x.detach() - dequantize(quantize(x, qparams), qparams)).abs()
     return err.movedim(axis, 0).reshape(err.shape[axis], -1).max(dim=1).values.tolist()
 

@@ -140,6 +140,8 @@ def quantize_course_model(
     when None, which gives a skeleton to load a state dict into. ``engine``
     (None: ``qh.default_engine()``) packs the weights; the previous engine is
     restored after, so run the result inside ``with qh.engine(engine):``.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     if not isinstance(model, CourseNet):
         raise TypeError(f"model must be a qhelpers.CourseNet, got {type(model).__name__}")
@@ -218,6 +220,8 @@ class CourseNet_QuantizedWeights(WeightsEnum):
     reads the measured values (test accuracy, file size, backend) from the
     artifact's metadata file each time it is accessed, so it cannot drift
     from the artifact.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
 
     DIGITS_X86_V1 = Weights(
@@ -264,6 +268,8 @@ def course_net(
     * ``weights=DEFAULT, quantize=False``: the trained float model.
     * ``weights=None``: the untrained architecture, converted to INT8 when
       ``quantize=True`` (with ``backend=`` in kwargs, default ``qh.default_engine()``).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     weights = CourseNet_QuantizedWeights.verify(weights)
     if not isinstance(quantize, bool):
@@ -305,6 +311,8 @@ def quantized_modules(model: nn.Module) -> list[str]:
     ``FloatFunctional`` lives in the same namespace but is the float
     placeholder, so it does not count; nor do the ``_packed_params`` holders
     inside a quantized Linear (their parent is already listed).
+
+    Introduced in notebooks/00_start_here.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -316,7 +324,10 @@ def quantized_modules(model: nn.Module) -> list[str]:
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """True when ``model`` contains at least one quantized module (see ``quantized_modules``)."""
+    """True when ``model`` contains at least one quantized module (see ``quantized_modules``).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     return bool(quantized_modules(model))
 
 
@@ -329,6 +340,8 @@ def int8_weight_bytes(float_model: nn.Module) -> int:
     BatchNorm parameters are not counted (eager quantization folds them into
     the convolutions) and neither are biases (they stay float32). Introduced
     in notebooks/02_pretrained_quantized_models.ipynb.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     if not isinstance(float_model, nn.Module):
         raise TypeError(f"float_model must be a torch.nn.Module, got {type(float_model).__name__}")
@@ -349,6 +362,8 @@ def int8_size_breakdown(model: nn.Module) -> dict[str, int]:
     point), ``container`` (the rest: names and the zip/pickle format) and
     ``total`` (``qh.model_size_bytes``). Introduced in
     notebooks/02_pretrained_quantized_models.ipynb.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -389,13 +404,18 @@ def hub_checkpoint_path(weights: Any) -> Path:
     """Where ``torch.hub.load_state_dict_from_url`` keeps ``weights``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``.
 
     No network call; honours ``TORCH_HOME``.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     name = os.path.basename(urlparse(_weights_url(weights)).path)
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def weights_cached(weights: Any) -> bool:
-    """True when the weights file is already in the torch hub cache (so ``weights=...`` will not download)."""
+    """True when the weights file is already in the torch hub cache (so ``weights=...`` will not download).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     return hub_checkpoint_path(weights).is_file()
 
 
@@ -419,7 +439,10 @@ def cached_hash_matches(weights: Any) -> Optional[bool]:
 
 
 def photo_path() -> Path:
-    """``data/grace_hopper.jpg``: a public-domain US Navy photo (via matplotlib's sample data) for ImageNet inference."""
+    """``data/grace_hopper.jpg``: a public-domain US Navy photo (via matplotlib's sample data) for ImageNet inference.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
     path = _data.data_dir() / PHOTO_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; copy matplotlib's mpl-data/sample_data/{PHOTO_NAME} there")
@@ -557,6 +580,8 @@ def check_size_ratio_prediction(predicted_range: Any, float_model: nn.Module, in
     Accepts any range that contains the measured ratio of the serialized
     state dicts and is at most 1.0 wide. Introduced in
     notebooks/02_pretrained_quantized_models.ipynb.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     name = "predicted_range"
     if not_filled(predicted_range):

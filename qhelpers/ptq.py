@@ -98,6 +98,8 @@ def find_fusable_groups(model: nn.Module) -> list[list[str]]:
     Conv{1,2,3}d+BatchNorm(+ReLU), Conv+ReLU, Linear+BatchNorm1d, Linear+ReLU,
     BatchNorm+ReLU. Raises ``TypeError`` for a non-module and ``ValueError``
     when the model cannot be traced.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -152,6 +154,8 @@ def fuse(model: nn.Module, is_qat: bool = False, inplace: bool = False) -> nn.Mo
 
     Uses the model's own ``fuse_model(is_qat)`` when it has one (torchvision's
     quantizable models and the course models do), else ``find_fusable_groups``.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -190,6 +194,8 @@ def make_qconfig(activation: str = "histogram", per_channel: bool = True, reduce
     ``per_channel``: one weight scale per output channel, else one per tensor.
     ``reduce_range``: activations use 7 bits (0..127), which avoids an
     overflow in the x86 (fbgemm) kernels on CPUs without VNNI.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     if activation not in ACTIVATION_OBSERVERS:
         raise ValueError(f"activation must be one of {list(ACTIVATION_OBSERVERS)}, got {activation!r}")
@@ -209,6 +215,8 @@ def qconfig_variants(*, engine: Optional[str] = None) -> "OrderedDict[str, QConf
 
     The last entry is the engine's default (``get_default_qconfig(engine)``),
     which changes several things at once.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     from torch.ao.quantization import get_default_qconfig
 
@@ -226,7 +234,10 @@ def qconfig_variants(*, engine: Optional[str] = None) -> "OrderedDict[str, QConf
 
 
 def describe_qconfig(qconfig: QConfig) -> str:
-    """One line: activation observer (+ reduce_range) / weight observer and qscheme."""
+    """One line: activation observer (+ reduce_range) / weight observer and qscheme.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
     act, w = qconfig.activation(), qconfig.weight()
     rr = ", reduce_range" if getattr(act, "reduce_range", False) else ""
     return f"act {type(act).__name__}{rr} / weight {type(w).__name__} {str(w.qscheme).replace('torch.', '')}"
@@ -280,7 +291,7 @@ def post_training_quantize(
     same engine set (``with qh.engine(...)``). The result records it as
     ``quantized_engine``. ``model`` itself is not changed.
 
-    Introduced in notebooks/03_post_training_quantization.ipynb.
+    Introduced in notebooks/00_start_here.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -353,6 +364,8 @@ def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, exampl
     channels dominate the norm) while its output collapses: rank by the drop.
     Rows in the order the layers are registered. ``float_model`` must be the
     model ``quantized_model`` was made from. Neither model is changed.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     import torch.ao.ns._numeric_suite as ns
     from torch.ao.quantization.quantization_mappings import get_default_compare_output_module_list

@@ -172,7 +172,10 @@ def fused_scale_mismatch(fake_quant: FakeQuantizeBase) -> torch.Tensor:
 
 
 def fake_quant_modules(model: nn.Module) -> dict[str, FakeQuantizeBase]:
-    """Every ``FakeQuantize`` module of a QAT-prepared model, by qualified name."""
+    """Every ``FakeQuantize`` module of a QAT-prepared model, by qualified name.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return {name: m for name, m in model.named_modules() if isinstance(m, FakeQuantizeBase)}
@@ -222,6 +225,8 @@ def prepare_qat_model(
     separate, trainable part of ``ConvBn*`` modules, which only makes sense in
     training (an eval-mode model should be quantized with PTQ instead).
     Returns the prepared model (a copy unless ``inplace``), in training mode.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -252,6 +257,8 @@ def calibrate_fake_quant(prepared: nn.Module, calib_loader: Iterable, *, num_bat
     This sets each fake quant's range from data without changing a weight:
     the starting point of QAT, and on its own a post-training quantization
     simulated in fake quant. Returns ``prepared`` (eval mode, observers off).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     if not fake_quant_modules(prepared):
         raise ValueError("prepared has no FakeQuantize modules; prepare it with prepare_qat_model first")
@@ -268,6 +275,8 @@ def fake_quant_ptq(model: nn.Module, calib_loader: Iterable, qconfig: QConfig) -
     The float ``model`` is left untouched (its mode does not matter). Use it
     to measure PTQ at bit widths the INT8 kernels cannot run; at 8 bits it
     matches a converted model up to rounding details.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     float_copy = copy.deepcopy(model).train()
     return calibrate_fake_quant(prepare_qat_model(float_copy, qconfig, inplace=True), calib_loader)
@@ -348,6 +357,8 @@ def quantization_aware_training(
        (both may be fractional: they are applied after that many steps);
     4. the accuracy on ``eval_loader`` after each epoch, with observers
        disabled while measuring (``model.eval()`` alone does not stop them).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -498,7 +509,10 @@ class SteDemo:
 
 
 def ste_demo(x: torch.Tensor, fake_quant: FakeQuantizeBase) -> SteDemo:
-    """Run ``x`` (float 1-D) forward and backward through ``fake_quant`` (its observer state is used as is)."""
+    """Run ``x`` (float 1-D) forward and backward through ``fake_quant`` (its observer state is used as is).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 1:
         raise TypeError(f"x must be a 1-D float tensor, got {type(x).__name__} {getattr(x, 'shape', '')}")
     if not isinstance(fake_quant, FakeQuantizeBase):
@@ -512,7 +526,10 @@ def ste_demo(x: torch.Tensor, fake_quant: FakeQuantizeBase) -> SteDemo:
 
 
 def plot_ste(demo: SteDemo, axes: Optional[Any] = None) -> Any:
-    """Two panels: the staircase ``y(x)`` with the identity line, and the STE gradient ``dy/dx``."""
+    """Two panels: the staircase ``y(x)`` with the identity line, and the STE gradient ``dy/dx``.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     import matplotlib.pyplot as plt
 
     if axes is None:
@@ -537,7 +554,10 @@ def plot_ste(demo: SteDemo, axes: Optional[Any] = None) -> Any:
 def plot_qat_history(
     curves: dict[str, list[float]], lines: dict[str, float], ax: Optional[Any] = None, title: str = ""
 ) -> Any:
-    """Accuracy per epoch (one curve per run) against horizontal reference lines (float, PTQ ...)."""
+    """Accuracy per epoch (one curve per run) against horizontal reference lines (float, PTQ ...).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     import matplotlib.pyplot as plt
 
     if not curves:

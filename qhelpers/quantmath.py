@@ -53,6 +53,8 @@ class QParams:
     ``scale`` (float32) and ``zero_point`` (int64) are 1-element tensors for
     per-tensor quantization and 1-D tensors of length C for per-channel
     quantization along ``axis``.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
 
     scale: torch.Tensor
@@ -225,6 +227,8 @@ def qparams_from_tensor(
     ``axis=None`` gives one scale for the whole tensor (per-tensor);
     ``axis=k`` gives one scale per slice along dimension ``k`` (per-channel,
     usually ``axis=0``, the output channels of a weight).
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     x = _check_float_tensor(x)
     axis = _check_axis(x, axis)
@@ -274,6 +278,8 @@ def quantize(x: torch.Tensor, qparams: QParams) -> torch.Tensor:
     ``FakeQuantize`` does. ``torch.quantize_per_tensor`` clamps to the whole
     dtype instead, so the two differ only for a reduced range (``reduce_range``
     or fewer than 8 bits).
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     x = _check_float_tensor(x)
     _check_qparams_fit(x, qparams)
@@ -285,7 +291,10 @@ def quantize(x: torch.Tensor, qparams: QParams) -> torch.Tensor:
 
 
 def dequantize(q: torch.Tensor, qparams: QParams) -> torch.Tensor:
-    """Integer codes -> float32: ``(q - zero_point) * scale``."""
+    """Integer codes -> float32: ``(q - zero_point) * scale``.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor of integer codes, got {type(q).__name__}")
     if q.is_quantized:
@@ -299,7 +308,10 @@ def dequantize(q: torch.Tensor, qparams: QParams) -> torch.Tensor:
 
 
 def fake_quantize(x: torch.Tensor, qparams: QParams) -> torch.Tensor:
-    """Quantize then dequantize: the float values the integer grid can hold."""
+    """Quantize then dequantize: the float values the integer grid can hold.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     return dequantize(quantize(x, qparams), qparams)
 
 
@@ -320,13 +332,19 @@ def _pair(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def max_abs_error(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Largest ``|x - x_hat|`` (units of x)."""
+    """Largest ``|x - x_hat|`` (units of x).
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     x, x_hat = _pair(x, x_hat)
     return float((x - x_hat).abs().max())
 
 
 def mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Mean squared error (units of x squared)."""
+    """Mean squared error (units of x squared).
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     x, x_hat = _pair(x, x_hat)
     return float(((x - x_hat) ** 2).mean())
 
@@ -336,6 +354,8 @@ def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
     Higher is better; each extra bit adds about 6 dB. Returns ``inf`` when
     ``x_hat`` equals ``x`` exactly.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     x, x_hat = _pair(x, x_hat)
     noise = float(((x - x_hat) ** 2).sum())
@@ -481,6 +501,8 @@ def requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams,
     formed in int64 and shifted right by ``n`` with rounding half away from
     zero. No float is touched; the result is within 1 code of the float form.
     Introduced (fixed point) in notebooks/05_beyond_eager_mode.ipynb.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if not isinstance(fixed_point, bool):
         raise TypeError(f"fixed_point must be True or False, got {fixed_point!r}")

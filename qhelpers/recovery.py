@@ -87,6 +87,8 @@ def make_dead_channel_model(
     (a plain average over all batches). The next depthwise BatchNorm then sees
     ``running_var`` 0 for that channel, and folding blows its filter up.
     Returns the copy in eval mode; ``model`` is not changed.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -120,7 +122,10 @@ def make_dead_channel_model(
 
 
 def weight_layers(model: nn.Module) -> list[str]:
-    """Names of the Conv/Linear modules of ``model`` (their weights are what ``quantize_weights`` quantizes), in registration order."""
+    """Names of the Conv/Linear modules of ``model`` (their weights are what ``quantize_weights`` quantizes), in registration order.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return [name for name, m in model.named_modules() if isinstance(m, _WEIGHTED)]
@@ -182,6 +187,8 @@ def quantize_weight(
 
     ``scale`` is a 0-d tensor (per tensor) or one entry per output channel; the
     dequantized weight has the weight's shape and lies on the grid (clipped at ``c``).
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     clip = weight_clip(weight, bits=bits, per_channel=per_channel, method=method, percentile=percentile)
     qmax = 2 ** (bits - 1) - 1
@@ -214,6 +221,8 @@ def quantize_weights(
     """A copy of ``model`` whose Conv/Linear weights (all, or only ``layers``) are replaced by their quantized values.
 
     The copy still runs in float (activations untouched: W``bits``A32); biases stay float.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     layers = _check_layers(model, layers)
     q = copy.deepcopy(model)
@@ -240,6 +249,8 @@ def quantize_activations(
     ``quantize_weights`` first for W``b``A``bits``). ``layers``: names of the
     modules whose *output* is quantized (e.g. ``"quant"`` for the input,
     ``"dw1.0"``); None quantizes every activation. Returns the fake-quant model in eval mode.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from torch.ao.quantization import prepare_qat
 
@@ -283,7 +294,10 @@ def simulate(
     percentile: float = 99.9,
     num_batches: Optional[int] = None,
 ) -> nn.Module:
-    """W``weight_bits``A``act_bits`` simulation of a folded model; None leaves that side in float (e.g. W8A32: ``act_bits=None``)."""
+    """W``weight_bits``A``act_bits`` simulation of a folded model; None leaves that side in float (e.g. W8A32: ``act_bits=None``).
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     q = model
     if weight_bits is not None:
         q = quantize_weights(q, bits=weight_bits, per_channel=per_channel, method=method, percentile=percentile)
@@ -301,6 +315,8 @@ def per_layer_sensitivity(
     the input ``"quant"``); ``activations_only``: only this module's output
     quantized (W32A``bits``, ranges calibrated once with every activation
     observed). Rows follow the order of the quantized outputs.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from .metrics import accuracy
     from .qat import fake_quant_modules
@@ -325,7 +341,10 @@ def per_layer_sensitivity(
 
 
 def channel_ranges(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Max |w| per output channel of every Conv/Linear of ``model`` (fold BatchNorm first to see what gets quantized)."""
+    """Max |w| per output channel of every Conv/Linear of ``model`` (fold BatchNorm first to see what gets quantized).
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     return {name: model.get_submodule(name).weight.detach().flatten(1).abs().amax(1) for name in weight_layers(model)}
 
 
@@ -425,7 +444,10 @@ def _scale_in(second: nn.Module, s: torch.Tensor) -> None:
 
 
 def find_equalization_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """Every (first, second) pair of Conv/Linear modules of a folded model that ``equalize_pair`` accepts, in order."""
+    """Every (first, second) pair of Conv/Linear modules of a folded model that ``equalize_pair`` accepts, in order.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     layers = weight_layers(model)
     pairs = []
     for a in layers:
@@ -483,6 +505,8 @@ def cross_layer_equalization(
     Chains such as conv -> depthwise -> pointwise share a layer between two
     pairs, so DFQ repeats the pass until the scales settle. Returns the copy and
     the product of the scales applied to each pair.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
@@ -579,6 +603,8 @@ def bias_correction(
     corrected) is subtracted from its bias. Afterwards every layer's mean shift
     on ``calib_loader`` is zero up to float rounding (``shift_after``).
     Layers without a bias are refused. Neither model is changed.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     layers = _check_layers(float_model, layers)
     for name in layers:
@@ -660,6 +686,8 @@ def adaround(
     20 % warm-up without it, which pushes every h to 0 or 1. Final codes are
     ``floor(w / scale) + (h >= 0.5)``: each is the floor or the ceil of
     ``w / scale`` (clamped to the grid). Returns a copy; ``model`` is not changed.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     bits = _check_bits(bits)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
@@ -743,6 +771,8 @@ def pt2e_quantizer(*, engine: Optional[str] = None, per_channel: bool = True, fl
     min/max one (the patient of notebook 03); ``float_modules`` are left in
     float with ``set_module_name_qconfig(name, None)``, the PT2E twin of
     ``qh.keep_in_float``.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from torchao.quantization.pt2e import MinMaxObserver, PerChannelMinMaxObserver
     from torchao.quantization.pt2e.quantizer import arm_inductor_quantizer as aiq
@@ -772,7 +802,10 @@ def pt2e_quantizer(*, engine: Optional[str] = None, per_channel: bool = True, fl
 
 
 def pt2e_quantize(model: nn.Module, calib_loader: Iterable, example: torch.Tensor, quantizer: Any, *, num_batches: Optional[int] = None) -> torch.fx.GraphModule:
-    """Export ``model`` (batch dimension dynamic), prepare with ``quantizer``, calibrate, convert: the PT2E Q/DQ graph module."""
+    """Export ``model`` (batch dimension dynamic), prepare with ``quantizer``, calibrate, convert: the PT2E Q/DQ graph module.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from .ptq import calibrate
@@ -796,6 +829,8 @@ def pt2e_node_sqnr(
     the ReLU and linear nodes (block outputs; a conv node's own output is not
     comparable, BatchNorm is folded into it only in the quantized graph), in graph order (errors accumulate along the graph, as
     in ``qh.sensitivity_table``), and the converted graph module itself.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from torchao.quantization.pt2e import (
         compare_results,
@@ -840,6 +875,8 @@ def check_culprit(answer: Any, float_model: nn.Module, eval_loader: Iterable, *,
     """Exercise ("predict first"): the layer whose weights alone, quantized to ``bits``, cost the most accuracy on ``eval_loader``.
 
     Accepts the Conv/Linear name (``"dw1.0.0"``), its fused module (``"dw1.0"``) or its block (``"dw1"``).
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     if not_filled(answer):
         raise NotFilledIn("culprit")
@@ -860,7 +897,10 @@ def check_culprit(answer: Any, float_model: nn.Module, eval_loader: Iterable, *,
 
 @_blank_safe
 def check_cle_scales(scales: Any, first_weight: torch.Tensor, second_weight: torch.Tensor) -> bool:
-    """Exercise: the DFQ scales ``s_i = sqrt(r1_i / r2_i)`` of a Conv-ReLU-Conv pair (second conv groups=1)."""
+    """Exercise: the DFQ scales ``s_i = sqrt(r1_i / r2_i)`` of a Conv-ReLU-Conv pair (second conv groups=1).
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     if not_filled(scales):
         raise NotFilledIn("scales")
     try:
@@ -886,7 +926,10 @@ def check_cle_scales(scales: Any, first_weight: torch.Tensor, second_weight: tor
 
 @_blank_safe
 def check_mse_clip(clip: Any, weight: torch.Tensor, *, bits: int = 4) -> bool:
-    """Exercise: the MSE-optimal per-tensor clipping value of ``weight`` on the grid max|w| * k / 100."""
+    """Exercise: the MSE-optimal per-tensor clipping value of ``weight`` on the grid max|w| * k / 100.
+
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    """
     if not_filled(clip):
         raise NotFilledIn("clip")
     try:

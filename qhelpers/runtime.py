@@ -77,7 +77,10 @@ _SCALAR_TYPES = {0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 
 
 
 def executorch_available() -> bool:
-    """True when the ExecuTorch package (with its runtime and the XNNPACK backend) can be imported."""
+    """True when the ExecuTorch package (with its runtime and the XNNPACK backend) can be imported.
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
+    """
     try:
         _require()
     except ModuleNotFoundError:
@@ -211,6 +214,8 @@ def export_pte(model: nn.Module, example_inputs: Any, path: Path | str, *, deleg
     dynamic ones). ``delegate=True`` hands every supported part to XNNPACK
     (``XnnpackPartitioner``); ``False`` keeps everything on ExecuTorch's
     portable (reference) kernels.
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
     _require()
     from executorch.devtools.backend_debug import get_delegation_info
@@ -268,6 +273,8 @@ def load_pte(path: Path | str, *, method: str = "forward") -> PteModule:
     that is not a valid ExecuTorch program (truncated, corrupt, another format)
     or has no method ``method``, and ``ModuleNotFoundError`` when ExecuTorch is
     not installed. The runtime's cpuinfo log lines are dropped (module docstring).
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
     path = Path(path)
     if not path.is_file():
@@ -329,7 +336,10 @@ def _close(a: float, b: float, rel: float = 1e-3) -> bool:
 
 @_blank_safe
 def check_delegated_fraction(fraction: Any, export: PteExport) -> bool:
-    """Exercise: the fraction (0..1) of the lowered graph's nodes that run inside XNNPACK."""
+    """Exercise: the fraction (0..1) of the lowered graph's nodes that run inside XNNPACK.
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
+    """
     if not isinstance(export, PteExport):
         raise TypeError(f"export must be the PteExport returned by qh.export_pte, got {type(export).__name__}")
     got = _number(fraction, "delegated fraction")
@@ -347,7 +357,10 @@ def check_delegated_fraction(fraction: Any, export: PteExport) -> bool:
 
 @_blank_safe
 def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> bool:
-    """Exercise: bytes of the INT8 ``.pte`` file per parameter of the float model (within 0.1%)."""
+    """Exercise: bytes of the INT8 ``.pte`` file per parameter of the float model (within 0.1%).
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be the float nn.Module, got {type(model).__name__}")
     got = _number(value, "bytes per weight")
@@ -366,7 +379,10 @@ def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> boo
 
 @_blank_safe
 def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor) -> bool:
-    """Exercise: in percent, on how many images two models predict the same class (not accuracy)."""
+    """Exercise: in percent, on how many images two models predict the same class (not accuracy).
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
+    """
     if not (isinstance(preds_a, torch.Tensor) and isinstance(preds_b, torch.Tensor)) or preds_a.shape != preds_b.shape:
         raise TypeError("preds_a and preds_b must be tensors of predicted classes with the same shape")
     got = _number(percent, "agreement")

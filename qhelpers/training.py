@@ -44,6 +44,8 @@ def train_one_epoch(
 
     The model is put in training mode. ``after_step`` runs after every
     optimizer step (QAT uses it to freeze observers at a set point).
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     model.train()
     total, count = 0.0, 0

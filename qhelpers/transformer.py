@@ -178,7 +178,10 @@ def _train(progress: bool, epochs: Optional[int]) -> DigitTransformer:
 
 
 def digit_transformer_metadata(data_dir: Optional[Path] = None) -> dict:
-    """The metadata beside the transformer checkpoint (test accuracy, recipe, torch version, sha256)."""
+    """The metadata beside the transformer checkpoint (test accuracy, recipe, torch version, sha256).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     directory = data_dir or _data.data_dir()
     return _data._read_meta(directory / TRANSFORMER_METADATA_NAME, TRANSFORMER_RETRAIN_COMMAND)
 

@@ -58,7 +58,10 @@ def clip_sweep(x: torch.Tensor, bits: int, *, scheme: str = "symmetric", percent
 
 
 def quantization_explorer(x: torch.Tensor, title: str = "values"):
-    """Sliders for bit width, scheme and clipping percentile -> histogram with the grid and the SQNR, live."""
+    """Sliders for bit width, scheme and clipping percentile -> histogram with the grid and the SQNR, live.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
     import ipywidgets as W
     from IPython.display import display
 
@@ -90,7 +93,10 @@ def quantization_explorer(x: torch.Tensor, title: str = "values"):
 
 
 def decision_chooser():
-    """Five questions -> the recommended workflow and engine (see ``qhelpers.decision``)."""
+    """Five questions -> the recommended workflow and engine (see ``qhelpers.decision``).
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
     import ipywidgets as W
     from IPython.display import display
 
