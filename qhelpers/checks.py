@@ -41,9 +41,12 @@ def _blank_safe(check):
     @functools.wraps(check)
     def wrapper(*args, **kwargs):
         try:
-            return check(*args, **kwargs)
+            result = check(*args, **kwargs)
         except NotFilledIn as blank:
             return report(str(blank), False, NOT_FILLED_DETAIL)
+        if isinstance(result, bool):  # a check that combined verdicts with and/all: still shows no ``Out: True``
+            return CheckResult(result, check.__name__)
+        return result
 
     return wrapper
 
