@@ -34,6 +34,19 @@ def report(name: str, ok: bool, detail: str = "") -> "CheckResult":
     return result
 
 
+def as_number(value: Any, name: str) -> float:
+    """A learner's answer as one float; ``NotFilledIn`` for a blank, ``TypeError`` naming ``name`` for anything else.
+
+    Shared by the self-checks of notebooks 05, 06 and 08.
+    """
+    if not_filled(value):
+        raise NotFilledIn(name)
+    try:
+        return float(torch.as_tensor(value).reshape(()))
+    except Exception as exc:
+        raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
+
+
 def _blank_safe(check):
     """Turn a blank answer (``...``) into a printed "not filled in yet" instead of an exception."""
     import functools

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import torch.utils.benchmark as tbench
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 from .quantmath import QParams, _check_float_tensor, dequantize, qparams_from_tensor, quantize
 
 __all__ = [
@@ -456,22 +456,13 @@ def w8a8_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 # --------------------------------------------------------------------------- self-checks
 
 
-def _number(value: Any, name: str) -> float:
-    if not_filled(value):
-        raise NotFilledIn(name)
-    try:
-        return float(torch.as_tensor(value).reshape(()))
-    except Exception as exc:
-        raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
-
-
 @_blank_safe
 def check_int4_byte(byte: Any, low: int, high: int) -> bool:
     """Exercise: the ``uint8`` value that holds int4 code ``low`` in its low nibble and ``high`` in its high nibble.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    got = _number(byte, "packed byte")
+    got = as_number(byte, "packed byte")
     expected = int(pack_int4(torch.tensor([low, high]))[0])
     if got == expected:
         return report("packed byte", True)
@@ -490,7 +481,7 @@ def check_group_bytes(answer: Any, out_features: int, in_features: int, *, bits:
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    got = _number(answer, "bytes")
+    got = as_number(answer, "bytes")
     expected = weight_storage_bytes(out_features, in_features, bits=bits, group_size=group_size, scale_bytes=scale_bytes)
     if got == expected:
         return report("bytes", True)
@@ -514,7 +505,7 @@ def check_roofline_speedup(
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    got = _number(answer, "predicted speedup")
+    got = as_number(answer, "predicted speedup")
     cost_float = linear_cost(in_features, out_features, batch)
     cost_quant = linear_cost(in_features, out_features, batch, weight_bits=weight_bits)
     expected = roofline_ms(cost_float, gflops=gflops, gbps=gbps) / roofline_ms(cost_quant, gflops=gflops, gbps=gbps)

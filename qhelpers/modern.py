@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 from .data import atomic_write_bytes
 from .environment import KNOWN_DEPRECATIONS, _DropByMessage, silence_known_deprecations, warning_text
 from .quantmath import QParams, _fixed_point_multiplier, int8_linear, requantize
@@ -657,15 +657,6 @@ def save_exported(program: torch.export.ExportedProgram, path: Path | str) -> in
 # --------------------------------------------------------------------------- self-checks
 
 
-def _number(value: Any, name: str) -> float:
-    if not_filled(value):
-        raise NotFilledIn(name)
-    try:
-        return float(torch.as_tensor(value).reshape(()))
-    except Exception as exc:
-        raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
-
-
 @_blank_safe
 def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, out_scale: float, *, other_w_scales: Any = None) -> bool:
     """Exercise: the requantization multiplier ``x_scale * w_scale / out_scale`` of one output channel.
@@ -675,7 +666,7 @@ def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, ou
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
-    got = _number(multiplier, "multiplier")
+    got = as_number(multiplier, "multiplier")
     expected = x_scale * w_scale / out_scale
 
     def near(value: float) -> bool:
@@ -697,7 +688,7 @@ def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, ou
 @_blank_safe
 def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
     """Float file size divided by INT8 file size (within 1%)."""
-    got = _number(ratio, "size ratio")
+    got = as_number(ratio, "size ratio")
     expected = float_bytes / int8_bytes
     if abs(got - expected) <= 0.01 * expected:
         return report("size ratio", True)
@@ -712,7 +703,7 @@ def check_op_count(count: Any, graph_module: torch.fx.GraphModule, op: str = "qu
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
-    got = _number(count, f"number of {op}")
+    got = as_number(count, f"number of {op}")
     counts = count_quant_ops(graph_module)
     expected = counts[op]
     if got == expected:
@@ -815,7 +806,7 @@ def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.T
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
-    lo, hi = _number(low, "low"), _number(high, "high")
+    lo, hi = as_number(low, "low"), as_number(high, "high")
     name = f"prediction for {bits}-bit weights"
     if lo > hi:
         return report(name, False, "low is above high: swap them")

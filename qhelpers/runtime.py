@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 from .data import atomic_write_bytes
 
 __all__ = [
@@ -321,15 +321,6 @@ def run_pte(pte: PteModule | Path | str, *inputs: torch.Tensor) -> Any:
 # --------------------------------------------------------------------------- self-checks
 
 
-def _number(value: Any, name: str) -> float:
-    if not_filled(value):
-        raise NotFilledIn(name)
-    try:
-        return float(torch.as_tensor(value).reshape(()))
-    except Exception as exc:
-        raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
-
-
 def _close(a: float, b: float, rel: float = 1e-3) -> bool:
     return abs(a - b) <= rel * max(abs(b), 1e-12)
 
@@ -342,7 +333,7 @@ def check_delegated_fraction(fraction: Any, export: PteExport) -> bool:
     """
     if not isinstance(export, PteExport):
         raise TypeError(f"export must be the PteExport returned by qh.export_pte, got {type(export).__name__}")
-    got = _number(fraction, "delegated fraction")
+    got = as_number(fraction, "delegated fraction")
     d, n = export.delegated_nodes, export.non_delegated_nodes
     if _close(got, d / (d + n)):
         return report("delegated fraction", True)
@@ -363,7 +354,7 @@ def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> boo
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be the float nn.Module, got {type(model).__name__}")
-    got = _number(value, "bytes per weight")
+    got = as_number(value, "bytes per weight")
     params = sum(p.numel() for p in model.parameters())
     expected = file_bytes / params
     if _close(got, expected):
@@ -385,7 +376,7 @@ def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor) 
     """
     if not (isinstance(preds_a, torch.Tensor) and isinstance(preds_b, torch.Tensor)) or preds_a.shape != preds_b.shape:
         raise TypeError("preds_a and preds_b must be tensors of predicted classes with the same shape")
-    got = _number(percent, "agreement")
+    got = as_number(percent, "agreement")
     same = int((preds_a == preds_b).sum())
     expected = 100.0 * same / preds_a.numel()
     if abs(got - expected) <= 1e-6 + 1e-4 * expected:
