@@ -50,6 +50,7 @@ def test_run_bench_measures_the_chosen_paths_and_skips_a_missing_engine(tmp_path
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_compiled_and_executorch_paths_report_times_and_sizes():
     pytest.importorskip("executorch")
     result = bench.run_bench(["course"], paths=["float_compiled", "et_float", "et_int8"], **FAST)

@@ -411,6 +411,7 @@ def _console_script() -> list[str]:
     ],
     ids=["python-m-SIGTERM", "console-script-SIGINT"],
 )
+@pytest.mark.slow
 def test_killed_run_leaves_no_output(tmp_path, command, sig, expected, wait_for):
     """A real process killed mid-way exits with 128+signal, says so in one line and leaves nothing behind."""
     out = tmp_path / "m.pt"

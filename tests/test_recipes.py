@@ -13,6 +13,8 @@ from nbclient import NotebookClient
 
 from qhelpers.notebooks import notebook_paths
 
+pytestmark = pytest.mark.slow  # each recipe runs in a fresh kernel
+
 
 def recipe_cells():
     found = []

@@ -131,6 +131,7 @@ def test_runtime_log_filter_drops_only_the_cpuinfo_lines(capsys):
     assert "cpuinfo_utils" not in err and "[method.cpp:1243] Error resizing tensor" in err and "[program.cpp:168]" in err
 
 
+@pytest.mark.slow
 def test_loading_in_a_fresh_process_shows_no_cpuinfo_lines(float_pte):
     """The runtime logs them once per process, at the first load: a fresh process shows it, with and without the filter."""
     import subprocess
