@@ -43,7 +43,7 @@ progress: $(STAMP)
 test: $(DEVSTAMP)
 	bash scripts/ensure_chromium.sh
 	bash scripts/run_node_tests.sh
-	bash scripts/run_tests.sh $(PY) "$(NBVAL)" $(NOTEBOOKS)
+	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
 
 # The inner loop: unit tests without notebooks, browser, network or anything slow (about 3 minutes on 2 cores).
 quick: $(DEVSTAMP)
