@@ -119,13 +119,33 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
-def _read_meta(path: Path, rebuild_command: str) -> dict:
+def read_metadata(path: Path, rebuild_command: str) -> dict:
+    """The JSON metadata beside a shipped file; ``FileNotFoundError``/``ValueError`` naming it and the rebuild command."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; rebuild it with: {rebuild_command}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); rebuild it with: {rebuild_command}") from exc
+
+
+def load_checkpoint(directory: Path, checkpoint_name: str, metadata_name: str, rebuild_command: str) -> tuple[dict, dict]:
+    """A shipped state dict and its metadata: checksum verified, loaded with ``weights_only=True``.
+
+    One loader for every model the course ships (the course model, the
+    depthwise model, the INT8 artifact, the digit transformer); a missing,
+    altered or unreadable file raises an error naming it and ``rebuild_command``.
+    """
+    directory = Path(directory)
+    path = directory / checkpoint_name
+    meta = read_metadata(directory / metadata_name, rebuild_command)
+    verify_file(path, meta.get("sha256"), rebuild_command)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip ...
+        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {rebuild_command}") from exc
+    return state, meta
 
 
 def load_digits(directory: Optional[Path] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -135,7 +155,7 @@ def load_digits(directory: Optional[Path] = None) -> dict[str, tuple[np.ndarray,
     """
     directory = Path(directory) if directory is not None else data_dir()
     path = directory / DIGITS_NAME
-    meta = _read_meta(directory / DIGITS_META_NAME, REBUILD_DATA_COMMAND)
+    meta = read_metadata(directory / DIGITS_META_NAME, REBUILD_DATA_COMMAND)
     verify_file(path, meta.get("sha256"), REBUILD_DATA_COMMAND)
     with np.load(path, allow_pickle=False) as npz:
         return {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in SPLITS}

@@ -124,7 +124,7 @@ def course_model_metadata(data_dir: Optional[Path] = None) -> dict:
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     directory = data_dir or _data.data_dir()
-    return _data._read_meta(directory / METADATA_NAME, _data.RETRAIN_COMMAND)
+    return _data.read_metadata(directory / METADATA_NAME, _data.RETRAIN_COMMAND)
 
 
 def load_course_model(data_dir: Optional[Path] = None) -> CourseNet:
@@ -132,14 +132,7 @@ def load_course_model(data_dir: Optional[Path] = None) -> CourseNet:
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    data_dir = data_dir or _data.data_dir()
-    path = data_dir / CHECKPOINT_NAME
-    meta = course_model_metadata(data_dir)
-    _data.verify_file(path, meta.get("sha256"), _data.RETRAIN_COMMAND)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip ...
-        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {_data.RETRAIN_COMMAND}") from exc
+    state, _ = _data.load_checkpoint(data_dir or _data.data_dir(), CHECKPOINT_NAME, METADATA_NAME, _data.RETRAIN_COMMAND)
     model = CourseNet()
     model.load_state_dict(state)
     return model.eval()

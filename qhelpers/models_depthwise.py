@@ -7,13 +7,11 @@ folded into them (``w * gamma / sqrt(var + eps)``) the channels' weight ranges
 can differ by orders of magnitude, so one per-tensor scale is far too coarse
 for most channels. Per-channel scales fix it. The trained checkpoint ships in
 ``data/depthwise_model.pt``; rebuild it (seeded, under a minute on two cores)
-with ``python -m qhelpers.models_depthwise``.
+with ``python -m qhelpers.rebuild depthwise`` (``make depthwise``).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -37,7 +35,7 @@ __all__ = [
 
 DEPTHWISE_CHECKPOINT_NAME = "depthwise_model.pt"
 DEPTHWISE_METADATA_NAME = "depthwise_model.json"
-DEPTHWISE_RETRAIN_COMMAND = "python -m qhelpers.models_depthwise"
+DEPTHWISE_RETRAIN_COMMAND = "python -m qhelpers.rebuild depthwise"
 DEPTHWISE_RECIPE = {"seed": 0, "epochs": 6, "batch_size": 64, "max_lr": 1e-2, "weight_decay": 0.0, "shift_pixels": 1}
 
 
@@ -96,7 +94,7 @@ def depthwise_model_metadata(data_dir: Optional[Path] = None) -> dict:
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     directory = data_dir or _data.data_dir()
-    return _data._read_meta(directory / DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND)
+    return _data.read_metadata(directory / DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND)
 
 
 def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
@@ -104,14 +102,9 @@ def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
-    directory = data_dir or _data.data_dir()
-    path = directory / DEPTHWISE_CHECKPOINT_NAME
-    meta = depthwise_model_metadata(directory)
-    _data.verify_file(path, meta.get("sha256"), DEPTHWISE_RETRAIN_COMMAND)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {DEPTHWISE_RETRAIN_COMMAND}") from exc
+    state, _ = _data.load_checkpoint(
+        data_dir or _data.data_dir(), DEPTHWISE_CHECKPOINT_NAME, DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND
+    )
     model = DepthwiseNet()
     model.load_state_dict(state)
     return model.eval()
@@ -130,7 +123,3 @@ def rebuild_depthwise_model() -> dict:
         dict(DEPTHWISE_RECIPE),
     )
 
-
-if __name__ == "__main__":
-    print(json.dumps(rebuild_depthwise_model(), indent=2))
-    sys.exit(0)

@@ -8,7 +8,7 @@ Introduced in notebooks/02_pretrained_quantized_models.ipynb.
   ``.meta``. The INT8 artifact ships as ``data/course_model_int8.pt`` (the
   ``state_dict`` of the converted model) with ``data/course_model_int8.json``
   (sha256, test accuracy, backend, file size). Rebuild both with
-  ``python -m qhelpers.pretrained --rebuild``.
+  ``python -m qhelpers.rebuild int8`` (``make int8``).
 * ``hub_checkpoint_path`` / ``weights_cached`` look for torchvision's weights
   in the torch hub cache without any network call.
 * ``quantized_modules`` / ``is_quantized`` tell a converted model from a float
@@ -20,13 +20,11 @@ Introduced in notebooks/02_pretrained_quantized_models.ipynb.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -70,7 +68,7 @@ __all__ = [
 
 INT8_CHECKPOINT_NAME = "course_model_int8.pt"
 INT8_METADATA_NAME = "course_model_int8.json"
-REBUILD_INT8_COMMAND = "python -m qhelpers.pretrained --rebuild"
+REBUILD_INT8_COMMAND = "python -m qhelpers.rebuild int8"
 PHOTO_NAME = "grace_hopper.jpg"
 DEFAULT_ENGINE = "x86"
 
@@ -158,19 +156,14 @@ def quantize_course_model(
 def course_int8_metadata(data_dir: Optional[Path] = None) -> dict:
     """The metadata beside the INT8 artifact (sha256, test accuracy, backend, file size)."""
     directory = Path(data_dir) if data_dir is not None else _data.data_dir()
-    return _data._read_meta(directory / INT8_METADATA_NAME, REBUILD_INT8_COMMAND)
+    return _data.read_metadata(directory / INT8_METADATA_NAME, REBUILD_INT8_COMMAND)
 
 
 def _load_int8_state_dict(data_dir: Optional[Path] = None) -> dict:
     directory = Path(data_dir) if data_dir is not None else _data.data_dir()
-    path = directory / INT8_CHECKPOINT_NAME
-    meta = course_int8_metadata(directory)
-    _data.verify_file(path, meta.get("sha256"), REBUILD_INT8_COMMAND)
-    try:
-        with _quiet_torch_internals():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {REBUILD_INT8_COMMAND}") from exc
+    with _quiet_torch_internals():
+        state, _ = _data.load_checkpoint(directory, INT8_CHECKPOINT_NAME, INT8_METADATA_NAME, REBUILD_INT8_COMMAND)
+    return state
 
 
 def rebuild_course_int8(engine: str = DEFAULT_ENGINE, data_dir: Optional[Path] = None) -> dict:
@@ -609,19 +602,3 @@ def check_size_ratio_prediction(predicted_range: Any, float_model: nn.Module, in
     ok = report(name, True)
     print(f"   measured: float {model_size_bytes(float_model) / 1e6:.3f} MB / INT8 {model_size_bytes(int8_model) / 1e6:.3f} MB = {measured:.2f}x")
     return ok
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qhelpers.pretrained", description=__doc__.splitlines()[0])
-    parser.add_argument("--rebuild", action="store_true", help="rebuild data/course_model_int8.pt and its metadata")
-    parser.add_argument("--engine", default=DEFAULT_ENGINE, help="quantized engine to quantize for (default: x86)")
-    args = parser.parse_args(argv)
-    if not args.rebuild:
-        print(json.dumps(course_int8_metadata(), indent=2))
-        return 0
-    print(json.dumps(rebuild_course_int8(args.engine), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -183,7 +183,7 @@ def digit_transformer_metadata(data_dir: Optional[Path] = None) -> dict:
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     directory = data_dir or _data.data_dir()
-    return _data._read_meta(directory / TRANSFORMER_METADATA_NAME, TRANSFORMER_RETRAIN_COMMAND)
+    return _data.read_metadata(directory / TRANSFORMER_METADATA_NAME, TRANSFORMER_RETRAIN_COMMAND)
 
 
 def load_digit_transformer(data_dir: Optional[Path] = None) -> DigitTransformer:
@@ -191,14 +191,9 @@ def load_digit_transformer(data_dir: Optional[Path] = None) -> DigitTransformer:
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    directory = data_dir or _data.data_dir()
-    path = directory / TRANSFORMER_CHECKPOINT_NAME
-    meta = digit_transformer_metadata(directory)
-    _data.verify_file(path, meta.get("sha256"), TRANSFORMER_RETRAIN_COMMAND)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {TRANSFORMER_RETRAIN_COMMAND}") from exc
+    state, meta = _data.load_checkpoint(
+        data_dir or _data.data_dir(), TRANSFORMER_CHECKPOINT_NAME, TRANSFORMER_METADATA_NAME, TRANSFORMER_RETRAIN_COMMAND
+    )
     recipe = meta.get("recipe", TRANSFORMER_RECIPE)
     model = DigitTransformer(**{k: recipe.get(k, TRANSFORMER_RECIPE[k]) for k in _ARCH_KEYS})
     model.load_state_dict(state)

@@ -215,7 +215,7 @@ def test_missing_artifacts_name_the_rebuild_command(capsys, monkeypatch, tmp_pat
     folder, labels = digit_pngs
     monkeypatch.setenv("QHELPERS_DATA", str(tmp_path))  # an empty data/ folder
     code, _, err = run(capsys, "pretrained", str(folder / f"00_{labels[0]}.png"))
-    assert code == 1 and "course_model_int8.json is missing; rebuild it with: python -m qhelpers.pretrained --rebuild" in one_error_line(err, "pretrained")
+    assert code == 1 and "course_model_int8.json is missing; rebuild it with: python -m qhelpers.rebuild int8" in one_error_line(err, "pretrained")
     code, _, err = run(capsys, "quantize", "-o", str(tmp_path / "m.pt"), *QUICK)
     assert code == 1 and "rebuild it with: python -m qhelpers.rebuild model" in one_error_line(err, "quantize")
     assert leftovers(tmp_path) == []

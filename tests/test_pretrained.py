@@ -230,7 +230,7 @@ def test_missing_artifact_gives_clear_error(tmp_path, monkeypatch):
     for name in ("course_model.pt", "course_model.json", pt.INT8_METADATA_NAME):
         shutil.copy(qh.data_dir() / name, tmp_path / name)
     monkeypatch.setenv("QHELPERS_DATA", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"course_model_int8\.pt is missing; rebuild it with: python -m qhelpers\.pretrained --rebuild"):
+    with pytest.raises(FileNotFoundError, match=r"course_model_int8\.pt is missing; rebuild it with: python -m qhelpers\.rebuild int8"):
         qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
     (tmp_path / pt.INT8_METADATA_NAME).unlink()
     with pytest.raises(FileNotFoundError, match=r"course_model_int8\.json is missing"):

@@ -278,7 +278,7 @@ def test_depthwise_model_fusion_and_checkpoint():
     assert _types(found) == _types(by_hand)
     loaded = qh.load_depthwise_model()
     meta = qh.depthwise_model_metadata()
-    assert meta["training_command"] == "python -m qhelpers.models_depthwise" and not loaded.training
+    assert meta["training_command"] == "python -m qhelpers.rebuild depthwise" and not loaded.training
     assert qh.accuracy(loaded, qh.digits_loader("test")) == pytest.approx(meta["test_accuracy"], abs=0.05)
 
 
@@ -288,5 +288,5 @@ def test_depthwise_checkpoint_corruption_is_reported(tmp_path):
     for name in ("depthwise_model.pt", "depthwise_model.json"):
         shutil.copy(qh.data_dir() / name, tmp_path / name)
     (tmp_path / "depthwise_model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="python -m qhelpers.models_depthwise"):
+    with pytest.raises(ValueError, match="python -m qhelpers.rebuild depthwise"):
         qh.load_depthwise_model(tmp_path)
