@@ -81,10 +81,10 @@ execute: $(STAMP)
 # Float vs INT8 speed and size, measured in one run on this machine (results/ is git-ignored);
 # the full run also rewrites the results section of README.md.
 bench: $(STAMP)
-	$(PY) -m qhelpers.bench --update-readme
+	$(PY) -m qhelpers.deployment_benchmark --update-readme
 
 bench-quick: $(STAMP)
-	$(PY) -m qhelpers.bench --quick
+	$(PY) -m qhelpers.deployment_benchmark --quick
 
 # Student copies (no solutions, no outputs) in student/; a test fails when they are stale.
 student: $(STAMP)

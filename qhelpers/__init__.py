@@ -9,12 +9,12 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``models``      the course model and its checkpoint (01)
 * ``metrics``     accuracy, size, parameter count (01)
 * ``training``    training loops (01, 04)
-* ``benchmark``   latency with torch.utils.benchmark (01, 02)
+* ``latency``     latency measured properly: threads, warm-up, median and IQR (01, 02)
 * ``plotting``    histograms with the quantization grid, per-channel error (01)
 * ``checks``      self-checks for the exercises (01 onwards)
 * ``widgets``     the explorer and the chooser (00, 01)
 * ``pretrained``  pre-quantized models: torchvision offline, the course's INT8 weights enum (02);
-  the benchmark command is ``python -m qhelpers.bench`` (02)
+  the benchmark command is ``python -m qhelpers.deployment_benchmark`` (02)
 * ``ptq``         static PTQ: fusion finder, qconfig variants, the recipe, sensitivity with torch.ao.ns;
   the depthwise model of ``models_depthwise`` is re-exported here (03)
 * ``qat``         quantization-aware training: low-bit fake-quant qconfigs, the STE, the QAT recipe (04)
@@ -26,7 +26,7 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 
 Each helper's docstring names the notebook that introduced it. Tooling that is not
 imported here: ``qhelpers.cli`` (the command-line tool, ``python -m qhelpers``),
-``qhelpers.bench`` (the benchmark command), ``qhelpers.notebooks`` (execute notebooks,
+``qhelpers.deployment_benchmark`` (the benchmark command), ``qhelpers.notebooks`` (execute notebooks,
 hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild ``data/``), ``qhelpers.doctor``
 (the laptop check) and ``qhelpers.progress`` (the self-check log).
 """
@@ -38,7 +38,7 @@ from .data import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
 from .training import *  # noqa: F401,F403
-from .benchmark import *  # noqa: F401,F403
+from .latency import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .checks import *  # noqa: F401,F403
 from .widgets import *  # noqa: F401,F403

@@ -10,7 +10,7 @@ Subcommands::
     qhelpers pretrained  run a pre-quantized model (the course's, or torchvision's from the local cache) on an image
     qhelpers quantize    post-training static quantization of a float checkpoint -> TorchScript file + JSON report;
                          with --target xnnpack an ExecuTorch .pte for phones (notebook 08)
-    qhelpers bench       the benchmark command (``python -m qhelpers.bench``)
+    qhelpers bench       the benchmark command (``python -m qhelpers.deployment_benchmark``)
 
 Conventions: exit code 0 on success, 2 for usage errors (argparse's own, and
 values no run could accept such as an unknown architecture), 1 for failures
@@ -469,7 +469,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
     from . import data, metrics
-    from .benchmark import measure_latency
+    from .latency import measure_latency
     from .ptq import describe_qconfig, make_qconfig
 
     started = time.perf_counter()
@@ -594,7 +594,7 @@ def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: P
     import torch
 
     from . import data, metrics, runtime
-    from .benchmark import measure_latency
+    from .latency import measure_latency
 
     if output.suffix.lower() != ".pte":
         raise UsageError(f"--target xnnpack writes an ExecuTorch program: name the output .pte, got {output}")
@@ -717,7 +717,7 @@ def _executorch_version() -> Optional[str]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from . import deployment_benchmark as bench
 
     try:
         code = bench.main(list(args.bench_args))
@@ -812,8 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         parents=[common],
         add_help=False,
-        help="float vs INT8 speed and size benchmark (python -m qhelpers.bench); `qhelpers bench --help` for its options",
-        description="The benchmark command; every argument is passed to python -m qhelpers.bench.",
+        help="float vs INT8 speed and size benchmark (python -m qhelpers.deployment_benchmark); `qhelpers bench --help` for its options",
+        description="The benchmark command; every argument is passed to python -m qhelpers.deployment_benchmark.",
     )
     p.set_defaults(func=_cmd_bench, bench_args=[])  # main() hands it the arguments it does not know
 

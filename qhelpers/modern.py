@@ -548,7 +548,7 @@ def interleaved_latency(models: dict[str, Callable], example: torch.Tensor, *, r
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
-    from .benchmark import measure_latency
+    from .latency import measure_latency
 
     if not isinstance(models, dict) or not models:
         raise ValueError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")

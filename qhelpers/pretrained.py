@@ -35,7 +35,7 @@ from torch import nn
 from torchvision.models import Weights, WeightsEnum
 
 from . import data as _data
-from .benchmark import Latency
+from .latency import Latency
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine, default_engine, set_engine, supported_engines
 from .metrics import accuracy, count_parameters, model_size_bytes

@@ -438,9 +438,9 @@ def test_killed_run_leaves_no_output(tmp_path, command, sig, expected, wait_for)
 # --------------------------------------------------------------------------- bench and the entry points
 
 
-def test_bench_delegates_to_qhelpers_bench(capsys, monkeypatch):
-    """`qhelpers bench ARGS` is `python -m qhelpers.bench ARGS` (whose quick run tests/test_bench.py times out itself)."""
-    from qhelpers import bench
+def test_bench_delegates_to_the_deployment_benchmark(capsys, monkeypatch):
+    """`qhelpers bench ARGS` is `python -m qhelpers.deployment_benchmark ARGS` (whose quick run tests/test_deployment_benchmark.py times out itself)."""
+    from qhelpers import deployment_benchmark as bench
 
     code, out, _ = run(capsys, "bench", "--help")
     assert code == 0 and "--quick" in out and "--models" in out

@@ -3,8 +3,8 @@
 Introduced in notebooks/02_pretrained_quantized_models.ipynb; the ExecuTorch rows
 in notebooks/08_deploy_with_executorch.ipynb.
 
-    python -m qhelpers.bench            # make bench: the course model, MobileNetV2, ResNet18, ResNet50
-    python -m qhelpers.bench --quick    # make bench-quick: the course model only, shorter timing (under 3 minutes)
+    python -m qhelpers.deployment_benchmark            # make bench: the course model, MobileNetV2, ResNet18, ResNet50
+    python -m qhelpers.deployment_benchmark --quick    # make bench-quick: the course model only, shorter timing (under 3 minutes)
 
 For each model, at batch 1 and a fixed thread count (``--threads``, default 1),
 the paths (``PATHS``): float eager; float ``torch.compile`` (Inductor, freezing);
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from . import data as _data
-from .benchmark import measure_latency
+from .latency import measure_latency
 from .metrics import model_size_bytes
 from .models import load_course_model
 from .pretrained import CourseNet_QuantizedWeights, _quiet_torch_internals, course_net, is_quantized, quantize_course_model
@@ -636,7 +636,7 @@ def readme_section(readme: Path) -> tuple[str, Optional[bool]]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qhelpers.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qhelpers.deployment_benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"models {list(QUICK_MODELS)}, shorter timing (under 3 minutes)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="measure only these models")
     parser.add_argument("--paths", nargs="+", choices=[k for k, _ in PATHS], help="measure only these paths (float eager is always measured)")

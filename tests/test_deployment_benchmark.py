@@ -1,4 +1,4 @@
-"""qhelpers.bench: the benchmark command measures every path, reports what it skips, and its output is well formed (no timing thresholds)."""
+"""qhelpers.deployment_benchmark: the benchmark command measures every path, reports what it skips, and its output is well formed (no timing thresholds)."""
 
 import json
 import warnings
@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
-from qhelpers import bench
-from qhelpers.benchmark import Latency
+from qhelpers import deployment_benchmark as bench
+from qhelpers.latency import Latency
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
