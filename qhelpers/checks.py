@@ -57,6 +57,8 @@ def _blank_safe(check):
             result = check(*args, **kwargs)
         except NotFilledIn as blank:
             return report(str(blank), False, NOT_FILLED_DETAIL)
+        except WrongAnswer as wrong:
+            return report(wrong.name, False, wrong.hint)
         if isinstance(result, bool):  # a check that combined verdicts with and/all: still shows no ``Out: True``
             return CheckResult(result, check.__name__)
         return result
@@ -66,6 +68,42 @@ def _blank_safe(check):
 
 class NotFilledIn(Exception):
     """The learner has not replaced ``...`` with an answer yet."""
+
+
+class WrongAnswer(Exception):
+    """An answer rejected before it is compared with anything; ``_blank_safe`` shows ``hint`` under ``name``."""
+
+    def __init__(self, name: str, hint: str):
+        super().__init__(hint)
+        self.name, self.hint = name, hint
+
+
+def read_range(name: str, prediction: Any, *, max_width: float, unit: str) -> tuple[float, float]:
+    """A predicted ``(low, high)`` as two floats, or ``WrongAnswer`` saying why it is not a prediction.
+
+    The shape test every predict-first exercise shares (notebooks 00, 01, 02,
+    03, 04, 05): ``NotFilledIn`` for a blank; ``WrongAnswer`` for one number, a
+    pair that is not two numbers, low above high, and a range wider than
+    ``max_width`` ``unit`` (a range that wide predicts nothing). The caller
+    then compares the range with its measurement and names the reasoning
+    that missed.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    if not_filled(prediction) or (isinstance(prediction, (tuple, list)) and not_filled(*prediction)):
+        raise NotFilledIn(name)
+    if isinstance(prediction, (int, float)) and not isinstance(prediction, bool):
+        raise WrongAnswer(name, "give a range (low, high), not one number: a prediction says how sure you are")
+    try:
+        low, high = (float(v) for v in prediction)
+    except (TypeError, ValueError):
+        raise WrongAnswer(name, f"expected a (low, high) pair of numbers{' in ' + unit if unit else ''}, got {prediction!r}") from None
+    if low > high:
+        raise WrongAnswer(name, f"low {low:g} is above high {high:g}: swap them")
+    if high - low > max_width:
+        u = f" {unit}" if unit else ""
+        raise WrongAnswer(name, f"a range {high - low:.3g}{u} wide predicts little; commit to at most {max_width:g}{u}")
+    return low, high
 
 
 def not_filled(*values: Any) -> bool:
@@ -371,6 +409,7 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
     return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
 
 
+@_blank_safe
 def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: float, bits_from: int, bits_to: int, max_width: float = 6.0) -> bool:
     """Exercise (predict first): a ``(low, high)`` range in dB for the SQNR at ``bits_to`` bits, knowing ``reference_db`` at ``bits_from``.
 
@@ -382,16 +421,7 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     name = "prediction"
-    if not_filled(prediction):
-        return report(name, False, "not filled in yet: replace ... with your answer and run the cell again")
-    try:
-        low, high = (float(v) for v in prediction)
-    except (TypeError, ValueError):
-        return report(name, False, f"expected a (low, high) pair in dB, got {prediction!r}")
-    if low > high:
-        return report(name, False, f"low {low} is above high {high}: write (low, high)")
-    if high - low > max_width:
-        return report(name, False, f"a range {high - low:.1f} dB wide predicts little; commit to at most {max_width:g} dB")
+    low, high = read_range(name, prediction, max_width=max_width, unit="dB")
     if low <= measured_db <= high:
         return report(name, True)
     proportional = reference_db * bits_to / bits_from

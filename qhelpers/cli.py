@@ -38,7 +38,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 __all__ = ["main", "build_parser", "CLIError", "UsageError", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
 
@@ -463,13 +463,84 @@ def _report_path(output: Path, report: Optional[Path]) -> Path:
     return output.with_suffix(".json")
 
 
+def _check_output_folders(*paths: Path) -> None:
+    for path in paths:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise CLIError(f"cannot write {path}: {path.parent} is not a folder")
+
+
+def _calibration_loader(args: argparse.Namespace, prep: "_Preprocess") -> tuple[Any, dict]:
+    """The calibration batches (``--calib``: the bundled split or an image folder) and what the report says of them."""
+    if args.calib == "bundled":
+        calib = _bundled_loader("calib", args.calib_limit, args.batch_size, prep)
+        return calib, {"source": "bundled calib split", "images": len(calib.dataset)}
+    calib, n = _folder_loader(Path(args.calib), args.calib_limit, args.batch_size, prep)
+    return calib, {"source": str(Path(args.calib).resolve()), "images": n}
+
+
+def _accuracy_section(args: argparse.Namespace, prep: "_Preprocess", float_model: Any, int8_logits: Callable) -> dict:
+    """The report's ``accuracy``: float vs the INT8 artifact (``int8_logits(images)``) on the bundled test split, or why it was skipped."""
+    import torch
+
+    from . import metrics
+
+    if args.eval == "none":
+        return {"skipped": "--eval none"}
+    if not (args.arch == "course" or args.num_classes == 10):
+        return {"skipped": f"no labelled data for a {args.num_classes}-class model; the bundled test split has 10 digit classes (use --num-classes 10)"}
+    test = _bundled_loader("test", args.eval_limit, 250, prep)
+    acc_f = metrics.accuracy(float_model, test)
+    with torch.no_grad():
+        correct = sum(int((int8_logits(images).argmax(dim=1) == labels).sum()) for images, labels in test)
+    acc_q = 100.0 * correct / len(test.dataset)
+    return {"data": "bundled test split", "images": len(test.dataset), "float_percent": acc_f, "int8_percent": acc_q, "drop_points": round(acc_f - acc_q, 4)}
+
+
+def _latency_section(args: argparse.Namespace, float_fn: Callable[[], Callable], int8_fn: Callable, example: Any, measured: str) -> dict:
+    """The report's ``latency``: batch-1 medians of float and INT8 with ``qh.measure_latency``, or why it was skipped."""
+    from .latency import measure_latency
+
+    if args.latency_seconds <= 0:
+        return {"skipped": "--latency-seconds 0"}
+    _out(f"measuring latency (batch 1, {args.threads} thread{'s' if args.threads > 1 else ''}, {args.latency_seconds:g} s each)")
+    lat_f = measure_latency(float_fn(), example, threads=args.threads, min_run_time=args.latency_seconds)
+    lat_q = measure_latency(int8_fn, example, threads=args.threads, min_run_time=args.latency_seconds)
+    return {
+        "batch": 1,
+        "threads": args.threads,
+        "float_ms": round(lat_f.median_ms, 4),
+        "float_iqr_ms": round(lat_f.iqr_ms, 4),
+        "int8_ms": round(lat_q.median_ms, 4),
+        "int8_iqr_ms": round(lat_q.iqr_ms, 4),
+        "speedup": round(lat_f.median_ms / lat_q.median_ms, 3),
+        "measured": measured,
+    }
+
+
+def _write_artifact_and_report(output: Path, payload: bytes, report_path: Path, report: dict, *, wrote: str, size: str, float_name: str, int8_name: str) -> int:
+    """Write the model file and its JSON report (each atomically), then the summary lines of ``quantize``."""
+    from . import data
+
+    data.atomic_write_bytes(output, payload)
+    data.atomic_write_bytes(report_path, (_json(report) + "\n").encode())
+    accuracy, latency = report["accuracy"], report["latency"]
+    _out(f"wrote {output} ({wrote}) and {report_path}")
+    _out(f"size: {size}")
+    if "float_percent" in accuracy:
+        _out(f"accuracy on {accuracy['images']} test images: float {accuracy['float_percent']:.1f}% -> {int8_name} {accuracy['int8_percent']:.1f}%")
+    else:
+        _out(f"accuracy: skipped ({accuracy['skipped']})")
+    if "int8_ms" in latency:
+        _out(f"latency: {float_name} {latency['float_ms']:.3f} ms -> {int8_name} {latency['int8_ms']:.3f} ms ({latency['speedup']:.2f}x)")
+    return EXIT_OK
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     import io
 
     import torch
 
-    from . import data, metrics
-    from .latency import measure_latency
+    from . import metrics
     from .ptq import describe_qconfig, make_qconfig
 
     started = time.perf_counter()
@@ -483,20 +554,13 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {output} is an ExecuTorch file name; add --target xnnpack, or name the TorchScript file .pt")
     if args.arch != "course":
         _torchvision_arch(args.arch)  # unknown names fail before anything slow
-    for path in (output, report_path):
-        if path.parent.exists() and not path.parent.is_dir():
-            raise CLIError(f"cannot write {path}: {path.parent} is not a folder")
+    _check_output_folders(output, report_path)
     engine = _check_engine(args.engine or _default_engine())
     torch.manual_seed(args.seed)
 
     float_model, origin = _build_float_model(args)
     prep = _Preprocess(args.arch, args.image_size)
-    if args.calib == "bundled":
-        calib = _bundled_loader("calib", args.calib_limit, args.batch_size, prep)
-        calib_info = {"source": "bundled calib split", "images": len(calib.dataset)}
-    else:
-        calib, n = _folder_loader(Path(args.calib), args.calib_limit, args.batch_size, prep)
-        calib_info = {"source": str(Path(args.calib).resolve()), "images": n}
+    calib, calib_info = _calibration_loader(args, prep)
     _out(f"quantizing {args.arch} for engine {engine} ({args.weight_quant} weights), calibrating on {calib_info['images']} images ({calib_info['source']})")
     if origin["checkpoint"] is None:
         _out(f"note: {origin['weights']}")
@@ -511,41 +575,13 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     # Everything below describes the artifact as written: the TorchScript bytes loaded back.
     artifact = torch.jit.load(io.BytesIO(ts_bytes), map_location="cpu").eval()
 
-    labelled = args.arch == "course" or args.num_classes == 10
-    if args.eval == "bundled" and labelled:
-        test = _bundled_loader("test", args.eval_limit, 250, prep)
-        acc_f = metrics.accuracy(float_model, test)
-        acc_q = metrics.accuracy(artifact, test)
-        accuracy = {
-            "data": "bundled test split",
-            "images": len(test.dataset),
-            "float_percent": acc_f,
-            "int8_percent": acc_q,
-            "drop_points": round(acc_f - acc_q, 4),
-        }
-    elif args.eval == "none":
-        accuracy = {"skipped": "--eval none"}
-    else:
-        accuracy = {"skipped": f"no labelled data for a {args.num_classes}-class model; the bundled test split has 10 digit classes (use --num-classes 10)"}
+    accuracy = _accuracy_section(args, prep, float_model, artifact)
 
-    if args.latency_seconds > 0:
-        example = next(iter(calib))[0][:1]
-        _out(f"measuring latency (batch 1, {args.threads} thread{'s' if args.threads > 1 else ''}, {args.latency_seconds:g} s each)")
-        # both as TorchScript, so that the ratio is INT8 vs float and not TorchScript vs Python overhead
-        lat_f = measure_latency(torch.jit.script(float_model), example, threads=args.threads, min_run_time=args.latency_seconds)
-        lat_q = measure_latency(artifact, example, threads=args.threads, min_run_time=args.latency_seconds)
-        latency = {
-            "batch": 1,
-            "threads": args.threads,
-            "float_ms": round(lat_f.median_ms, 4),
-            "float_iqr_ms": round(lat_f.iqr_ms, 4),
-            "int8_ms": round(lat_q.median_ms, 4),
-            "int8_iqr_ms": round(lat_q.iqr_ms, 4),
-            "speedup": round(lat_f.median_ms / lat_q.median_ms, 3),
-            "measured": "qh.measure_latency (torch.utils.benchmark median after warm-up); the float model scripted vs the INT8 TorchScript file",
-        }
-    else:
-        latency = {"skipped": "--latency-seconds 0"}
+    # both as TorchScript, so that the ratio is INT8 vs float and not TorchScript vs Python overhead
+    latency = _latency_section(
+        args, lambda: torch.jit.script(float_model), artifact, next(iter(calib))[0][:1],
+        "qh.measure_latency (torch.utils.benchmark median after warm-up); the float model scripted vs the INT8 TorchScript file",
+    )
 
     float_sd = metrics.model_size_bytes(float_model)
     int8_sd = metrics.model_size_bytes(qmodel)
@@ -573,18 +609,12 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         "machine": _machine(),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    data.atomic_write_bytes(output, ts_bytes)
-    data.atomic_write_bytes(report_path, (_json(report) + "\n").encode())
-
-    _out(f"wrote {output} ({len(ts_bytes):,} bytes, TorchScript) and {report_path}")
-    _out(f"size: float {float_sd:,} B -> INT8 {int8_sd:,} B state dict ({report['size_bytes']['ratio_state_dict']:.2f}x smaller)")
-    if "float_percent" in accuracy:
-        _out(f"accuracy on {accuracy['images']} test images: float {accuracy['float_percent']:.1f}% -> INT8 {accuracy['int8_percent']:.1f}%")
-    else:
-        _out(f"accuracy: skipped ({accuracy['skipped']})")
-    if "int8_ms" in latency:
-        _out(f"latency: float {latency['float_ms']:.3f} ms -> INT8 {latency['int8_ms']:.3f} ms ({latency['speedup']:.2f}x)")
-    return EXIT_OK
+    return _write_artifact_and_report(
+        output, ts_bytes, report_path, report,
+        wrote=f"{len(ts_bytes):,} bytes, TorchScript",
+        size=f"float {float_sd:,} B -> INT8 {int8_sd:,} B state dict ({report['size_bytes']['ratio_state_dict']:.2f}x smaller)",
+        float_name="float", int8_name="INT8",
+    )
 
 
 def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: Path, started: float) -> int:
@@ -593,8 +623,7 @@ def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: P
 
     import torch
 
-    from . import data, metrics, runtime
-    from .latency import measure_latency
+    from . import metrics, runtime
 
     if output.suffix.lower() != ".pte":
         raise UsageError(f"--target xnnpack writes an ExecuTorch program: name the output .pte, got {output}")
@@ -602,21 +631,14 @@ def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: P
         raise UsageError("--engine chooses an eager quantized engine (--target torchscript); --target xnnpack always targets XNNPACK")
     if args.arch != "course":
         _torchvision_arch(args.arch)
-    for path in (output, report_path):
-        if path.parent.exists() and not path.parent.is_dir():
-            raise CLIError(f"cannot write {path}: {path.parent} is not a folder")
+    _check_output_folders(output, report_path)
     if not runtime.executorch_available():
         raise CLIError(f"--target xnnpack needs ExecuTorch, which is not installed: pip install {runtime.EXECUTORCH_PIN}")
     torch.manual_seed(args.seed)
 
     float_model, origin = _build_float_model(args)
     prep = _Preprocess(args.arch, args.image_size)
-    if args.calib == "bundled":
-        calib = _bundled_loader("calib", args.calib_limit, args.batch_size, prep)
-        calib_info = {"source": "bundled calib split", "images": len(calib.dataset)}
-    else:
-        calib, n = _folder_loader(Path(args.calib), args.calib_limit, args.batch_size, prep)
-        calib_info = {"source": str(Path(args.calib).resolve()), "images": n}
+    calib, calib_info = _calibration_loader(args, prep)
     per_channel = args.weight_quant == "per-channel"
     _out(f"quantizing {args.arch} for XNNPACK (ExecuTorch; {args.weight_quant} symmetric weights), calibrating on {calib_info['images']} images ({calib_info['source']})")
     if origin["checkpoint"] is None:
@@ -637,37 +659,13 @@ def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: P
         # Everything below describes the artifact as written: the .pte loaded back by the ExecuTorch runtime.
         artifact = runtime.load_pte(export.path)
 
-        labelled = args.arch == "course" or args.num_classes == 10
-        if args.eval == "bundled" and labelled:
-            test = _bundled_loader("test", args.eval_limit, 250, prep)
-            acc_f = metrics.accuracy(float_model, test)
-            correct = total = 0
-            for images, labels in test:
-                preds = torch.cat([artifact(images[i : i + 1]).argmax(dim=1) for i in range(len(images))])
-                correct, total = correct + int((preds == labels).sum()), total + len(labels)
-            acc_q = 100.0 * correct / total
-            accuracy = {"data": "bundled test split", "images": total, "float_percent": acc_f, "int8_percent": acc_q, "drop_points": round(acc_f - acc_q, 4)}
-        elif args.eval == "none":
-            accuracy = {"skipped": "--eval none"}
-        else:
-            accuracy = {"skipped": f"no labelled data for a {args.num_classes}-class model; the bundled test split has 10 digit classes (use --num-classes 10)"}
+        # the .pte was exported for batch 1: the INT8 side runs image by image
+        accuracy = _accuracy_section(args, prep, float_model, lambda images: torch.cat([artifact(images[i : i + 1]) for i in range(len(images))]))
 
-        if args.latency_seconds > 0:
-            _out(f"measuring latency (batch 1, {args.threads} thread{'s' if args.threads > 1 else ''}, {args.latency_seconds:g} s each)")
-            lat_f = measure_latency(float_model, example, threads=args.threads, min_run_time=args.latency_seconds)
-            lat_q = measure_latency(artifact, example, threads=args.threads, min_run_time=args.latency_seconds)
-            latency = {
-                "batch": 1,
-                "threads": args.threads,
-                "float_ms": round(lat_f.median_ms, 4),
-                "float_iqr_ms": round(lat_f.iqr_ms, 4),
-                "int8_ms": round(lat_q.median_ms, 4),
-                "int8_iqr_ms": round(lat_q.iqr_ms, 4),
-                "speedup": round(lat_f.median_ms / lat_q.median_ms, 3),
-                "measured": "qh.measure_latency (median after warm-up); the float model in eager PyTorch vs the INT8 .pte in the ExecuTorch runtime (its own thread pool)",
-            }
-        else:
-            latency = {"skipped": "--latency-seconds 0"}
+        latency = _latency_section(
+            args, lambda: float_model, artifact, example,
+            "qh.measure_latency (median after warm-up); the float model in eager PyTorch vs the INT8 .pte in the ExecuTorch runtime (its own thread pool)",
+        )
 
     float_sd = metrics.model_size_bytes(float_model)
     report = {
@@ -690,18 +688,12 @@ def _cmd_quantize_xnnpack(args: argparse.Namespace, output: Path, report_path: P
         "machine": _machine(),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    data.atomic_write_bytes(output, pte_bytes)
-    data.atomic_write_bytes(report_path, (_json(report) + "\n").encode())
-
-    _out(f"wrote {output} ({len(pte_bytes):,} bytes, ExecuTorch program, {export.delegated_nodes} nodes delegated to XNNPACK, {export.non_delegated_nodes} not) and {report_path}")
-    _out(f"size: float {float_sd:,} B state dict -> INT8 .pte {len(pte_bytes):,} B ({report['size_bytes']['ratio']:.2f}x smaller)")
-    if "float_percent" in accuracy:
-        _out(f"accuracy on {accuracy['images']} test images: float {accuracy['float_percent']:.1f}% -> INT8 .pte {accuracy['int8_percent']:.1f}%")
-    else:
-        _out(f"accuracy: skipped ({accuracy['skipped']})")
-    if "int8_ms" in latency:
-        _out(f"latency: float eager {latency['float_ms']:.3f} ms -> INT8 .pte {latency['int8_ms']:.3f} ms ({latency['speedup']:.2f}x)")
-    return EXIT_OK
+    return _write_artifact_and_report(
+        output, pte_bytes, report_path, report,
+        wrote=f"{len(pte_bytes):,} bytes, ExecuTorch program, {export.delegated_nodes} nodes delegated to XNNPACK, {export.non_delegated_nodes} not",
+        size=f"float {float_sd:,} B state dict -> INT8 .pte {len(pte_bytes):,} B ({report['size_bytes']['ratio']:.2f}x smaller)",
+        float_name="float eager", int8_name="INT8 .pte",
+    )
 
 
 def _executorch_version() -> Optional[str]:

@@ -181,35 +181,25 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    from .checks import NotFilledIn, not_filled, report
+    from .checks import _blank_safe, read_range, report
 
-    name = "prediction"
-    try:
-        if not_filled(prediction):
-            raise NotFilledIn(name)
-    except NotFilledIn:
-        return report(name, False, "not filled in yet: replace ... with your answer and run the cell again")
-    if isinstance(prediction, (int, float)) and not isinstance(prediction, bool):
-        return report(name, False, "give a range (low, high) in percent, not one number: a prediction says how sure you are")
-    try:
-        low, high = (float(v) for v in prediction)
-    except (TypeError, ValueError):
-        return report(name, False, f"expected a (low, high) pair of percentages, got {prediction!r}")
-    if high <= 1.0 < int8_acc:
-        return report(name, False, f"({low}, {high}) looks like a fraction: write the accuracy in percent, like the measurement")
-    if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
-        return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low}, {high}); did you write a fraction?")
-    if low > high:
-        return report(name, False, f"low {low} is above high {high}: write (low, high)")
-    if high - low > max_width:
-        return report(name, False, f"a range {high - low:.1f} points wide predicts little; commit to at most {max_width:g} points")
-    if high < int8_acc:
-        return report(
-            name,
-            False,
-            f"you expected a larger loss than INT8 costs here (measured {int8_acc:.1f} %, float {float_acc:.1f} %): "
-            "at 8 bits, PTQ with per-channel weights is usually within a point of float",
-        )
-    if low > int8_acc:
-        return report(name, False, f"you expected more than INT8 gives here (measured {int8_acc:.1f} %): rounding adds noise, it rarely helps")
-    return report(name, True)
+    @_blank_safe
+    def check() -> bool:
+        name = "prediction"
+        low, high = read_range(name, prediction, max_width=max_width, unit="points")
+        if high <= 1.0 < int8_acc:
+            return report(name, False, f"({low:g}, {high:g}) looks like a fraction: write the accuracy in percent, like the measurement")
+        if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
+            return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low:g}, {high:g}); did you write a fraction?")
+        if high < int8_acc:
+            return report(
+                name,
+                False,
+                f"you expected a larger loss than INT8 costs here (measured {int8_acc:.1f} %, float {float_acc:.1f} %): "
+                "at 8 bits, PTQ with per-channel weights is usually within a point of float",
+            )
+        if low > int8_acc:
+            return report(name, False, f"you expected more than INT8 gives here (measured {int8_acc:.1f} %): rounding adds noise, it rarely helps")
+        return report(name, True)
+
+    return check()

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
+from .checks import NotFilledIn, _blank_safe, as_number, not_filled, read_range, report
 from .data import atomic_write_bytes
 from .environment import KNOWN_DEPRECATIONS, _DropByMessage, silence_known_deprecations, warning_text
 from .quantmath import QParams, _fixed_point_multiplier, int8_linear, requantize
@@ -806,12 +806,8 @@ def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.T
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
-    lo, hi = as_number(low, "low"), as_number(high, "high")
     name = f"prediction for {bits}-bit weights"
-    if lo > hi:
-        return report(name, False, "low is above high: swap them")
-    if hi - lo > 6.0:
-        return report(name, False, f"a range {hi - lo:g} dB wide is not a prediction: narrow it to 6 dB or less")
+    lo, hi = read_range(name, (low, high), max_width=6.0, unit="dB")
     measured = weight_only_sqnr(model, inputs, bits=bits)
     reference = weight_only_sqnr(model, inputs, bits=reference_bits)
     print(f"measured: {reference_bits}-bit weights {reference:.1f} dB, {bits}-bit weights {measured:.1f} dB")

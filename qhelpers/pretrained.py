@@ -36,7 +36,7 @@ from torchvision.models import Weights, WeightsEnum
 
 from . import data as _data
 from .latency import Latency
-from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .checks import NotFilledIn, _blank_safe, not_filled, read_range, report
 from .environment import check_engine, default_engine, set_engine, supported_engines
 from .metrics import accuracy, count_parameters, model_size_bytes
 from .models import CourseNet, load_course_model
@@ -571,30 +571,21 @@ def check_size_ratio_prediction(predicted_range: Any, float_model: nn.Module, in
     """Exercise (predict first): a range ``(low, high)`` for float size / INT8 size, checked against the measured ratio.
 
     Accepts any range that contains the measured ratio of the serialized
-    state dicts and is at most 1.0 wide. Introduced in
-    notebooks/02_pretrained_quantized_models.ipynb.
+    state dicts and is at most 1.0 wide.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     name = "predicted_range"
-    if not_filled(predicted_range):
-        raise NotFilledIn(name)
-    if not isinstance(predicted_range, (tuple, list)) or len(predicted_range) != 2:
-        return report(name, False, "write a range (low, high), not one number: a prediction says how sure it is")
-    low, high = _number(predicted_range[0], "low"), _number(predicted_range[1], "high")
+    low, high = read_range(name, predicted_range, max_width=1.0, unit="")
     if not isinstance(float_model, nn.Module) or not isinstance(int8_model, nn.Module):
         raise TypeError("float_model and int8_model must be torch.nn.Module")
     if is_quantized(float_model) or not is_quantized(int8_model):
         raise ValueError("pass the float model first and the INT8 model second")
     measured = model_size_bytes(float_model) / model_size_bytes(int8_model)
-    if low >= high:
-        return report(name, False, "low must be below high")
     if low < 1 and high <= 1:
         return report(name, False, "a ratio below 1 would mean INT8 is larger; the ratio is float size divided by INT8 size")
     if low > 4.0:
         return report(name, False, "one byte instead of four per weight caps the ratio at about 4x; your range lies above that")
-    if high - low > 1.0:
-        return report(name, False, "a range wider than 1.0 says little; narrow it with what you know about what an INT8 file holds")
     if measured > high:
         return report(name, False, "the measured ratio is above your range: less of the file stays float (biases, scales, bookkeeping) than you assumed")
     if measured < low:

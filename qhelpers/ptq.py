@@ -43,7 +43,7 @@ from torch.ao.quantization import (
     prepare,
 )
 
-from .checks import _blank_safe, NotFilledIn, not_filled, report
+from .checks import _blank_safe, NotFilledIn, not_filled, read_range, report
 from .environment import check_engine
 from .environment import engine as use_engine
 from .models_depthwise import DepthwiseNet, depthwise_model_metadata, load_depthwise_model
@@ -571,16 +571,7 @@ def check_prediction(name: str, low: Any, high: Any, measured: float, *, max_wid
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
-    if not_filled(low, high):
-        raise NotFilledIn(f"{name} prediction")
-    try:
-        lo, hi = float(low), float(high)
-    except (TypeError, ValueError):
-        return report(name, False, f"low and high must be numbers, got {low!r} and {high!r}")
-    if lo > hi:
-        return report(name, False, f"low ({lo:g}) is above high ({hi:g}): swap them")
-    if hi - lo > max_width:
-        return report(name, False, f"[{lo:g}, {hi:g}] is {hi - lo:g} wide: a prediction narrower than {max_width:g} says something; reason it out")
+    lo, hi = read_range(name, (low, high), max_width=max_width, unit="")
     if measured < lo:
         return report(name, False, f"measured {measured:.3g}, below your range. {too_high}".strip())
     if measured > hi:

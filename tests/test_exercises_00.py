@@ -7,17 +7,11 @@ exercise 4 (predict first) accepts a range that contains the measurement and is 
 import pytest
 
 import qhelpers as qh
+from verdicts import rejected
 
 
 def _answers(scenario: str, **changes) -> qh.Recommendation:
     return qh.recommend(**{**qh.SCENARIOS[scenario][1], **changes})
-
-
-def _fails(capsys, ok: bool, *words: str) -> None:
-    out = capsys.readouterr().out
-    assert not ok and "❌" in out
-    for w in words:
-        assert w in out, f"{w!r} not in {out!r}"
 
 
 # ----------------------------------------------------------------------------- exercise 1: camera
@@ -31,19 +25,19 @@ def test_ex1_accepts_right_answer(capsys):
 
 def test_ex1_rejects_right_outcome_for_a_wrong_reason(capsys):
     # recommend(True, True): PTQ on x86 as expected, but the story leaves no time to train ("ship tomorrow")
-    _fails(capsys, qh.check_recommendation("camera", qh.recommend(True, True)), "wrong reason", "can_train")
+    rejected(capsys, qh.check_recommendation("camera", qh.recommend(True, True)), "wrong reason", "can_train")
 
 
 def test_ex1_rejects_the_wrong_device(capsys):
-    _fails(capsys, qh.check_recommendation("camera", _answers("camera", arm_device=True)), "arm_device", "where does the model run")
+    rejected(capsys, qh.check_recommendation("camera", _answers("camera", arm_device=True)), "arm_device", "where does the model run")
 
 
 def test_ex1_rejects_unlabelled_frames_read_as_no_data(capsys):
-    _fails(capsys, qh.check_recommendation("camera", _answers("camera", has_calibration_data=False)), "has_calibration_data")
+    rejected(capsys, qh.check_recommendation("camera", _answers("camera", has_calibration_data=False)), "has_calibration_data")
 
 
 def test_ex1_rejects_a_string_instead_of_a_recommendation(capsys):
-    _fails(capsys, qh.check_recommendation("camera", "PTQ"), "qh.recommend")
+    rejected(capsys, qh.check_recommendation("camera", "PTQ"), "qh.recommend")
 
 
 # ----------------------------------------------------------------------------- exercise 2: phone
@@ -54,15 +48,15 @@ def test_ex2_accepts_right_answer(capsys):
 
 
 def test_ex2_rejects_ptq_not_tried_yet(capsys):
-    _fails(capsys, qh.check_recommendation("phone", _answers("phone", ptq_drop_acceptable=None)), "ptq_drop_acceptable")
+    rejected(capsys, qh.check_recommendation("phone", _answers("phone", ptq_drop_acceptable=None)), "ptq_drop_acceptable")
 
 
 def test_ex2_rejects_the_server_engine(capsys):
-    _fails(capsys, qh.check_recommendation("phone", _answers("phone", arm_device=False)), "arm_device")
+    rejected(capsys, qh.check_recommendation("phone", _answers("phone", arm_device=False)), "arm_device")
 
 
 def test_ex2_rejects_no_training(capsys):
-    _fails(capsys, qh.check_recommendation("phone", _answers("phone", can_train=False)), "can_train")
+    rejected(capsys, qh.check_recommendation("phone", _answers("phone", can_train=False)), "can_train")
 
 
 # ----------------------------------------------------------------------------- exercise 3: no data
@@ -75,15 +69,15 @@ def test_ex3_accepts_right_answer(capsys):
 
 def test_ex3_rejects_an_lstm_read_as_a_cnn(capsys):
     # model_kind left at its default "conv": the outcome changes, and the hint names the question
-    _fails(capsys, qh.check_recommendation("no_data", _answers("no_data", model_kind="conv")), "model_kind", "what is the model made of")
+    rejected(capsys, qh.check_recommendation("no_data", _answers("no_data", model_kind="conv")), "model_kind", "what is the model made of")
 
 
 def test_ex3_rejects_retraining_that_the_story_rules_out(capsys):
-    _fails(capsys, qh.check_recommendation("no_data", _answers("no_data", can_train=True)), "can_train")
+    rejected(capsys, qh.check_recommendation("no_data", _answers("no_data", can_train=True)), "can_train")
 
 
 def test_ex3_rejects_calibration_data_that_does_not_exist(capsys):
-    _fails(capsys, qh.check_recommendation("no_data", _answers("no_data", has_calibration_data=True)), "has_calibration_data")
+    rejected(capsys, qh.check_recommendation("no_data", _answers("no_data", has_calibration_data=True)), "has_calibration_data")
 
 
 # ----------------------------------------------------------------------------- exercise 4: predict INT8 accuracy
@@ -97,24 +91,24 @@ def test_ex4_accepts_right_answer(capsys):
 
 
 def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
-    _fails(capsys, qh.check_int8_accuracy_prediction((50.0, 100.0), FLOAT_ACC, INT8_ACC), "predicts little")
+    rejected(capsys, qh.check_int8_accuracy_prediction((50.0, 100.0), FLOAT_ACC, INT8_ACC), "predicts little")
 
 
 def test_ex4_rejects_expecting_a_large_loss(capsys):
-    _fails(capsys, qh.check_int8_accuracy_prediction((90.0, 93.0), FLOAT_ACC, INT8_ACC), "larger loss", "within a point")
+    rejected(capsys, qh.check_int8_accuracy_prediction((90.0, 93.0), FLOAT_ACC, INT8_ACC), "larger loss", "within a point")
 
 
 def test_ex4_rejects_expecting_int8_to_beat_float(capsys):
-    _fails(capsys, qh.check_int8_accuracy_prediction((99.5, 100.0), FLOAT_ACC, INT8_ACC), "rarely helps")
+    rejected(capsys, qh.check_int8_accuracy_prediction((99.5, 100.0), FLOAT_ACC, INT8_ACC), "rarely helps")
 
 
 def test_ex4_rejects_a_fraction_instead_of_percent(capsys):
-    _fails(capsys, qh.check_int8_accuracy_prediction((0.97, 0.99), FLOAT_ACC, INT8_ACC), "percent")
+    rejected(capsys, qh.check_int8_accuracy_prediction((0.97, 0.99), FLOAT_ACC, INT8_ACC), "percent")
 
 
 def test_ex4_rejects_one_number_and_reversed_bounds(capsys):
-    _fails(capsys, qh.check_int8_accuracy_prediction(98.8, FLOAT_ACC, INT8_ACC), "range")
-    _fails(capsys, qh.check_int8_accuracy_prediction((99.0, 98.0), FLOAT_ACC, INT8_ACC), "low")
+    rejected(capsys, qh.check_int8_accuracy_prediction(98.8, FLOAT_ACC, INT8_ACC), "range")
+    rejected(capsys, qh.check_int8_accuracy_prediction((99.0, 98.0), FLOAT_ACC, INT8_ACC), "low")
 
 
 @pytest.mark.parametrize("blank", [..., None])

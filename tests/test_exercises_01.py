@@ -9,13 +9,7 @@ import pytest
 import torch
 
 import qhelpers as qh
-
-
-def _fails(capsys, ok: bool, *words: str) -> None:
-    out = capsys.readouterr().out
-    assert not ok and "❌" in out
-    for w in words:
-        assert w in out, f"{w!r} not in {out!r}"
+from verdicts import rejected
 
 
 @pytest.fixture
@@ -50,20 +44,20 @@ def test_ex1_accepts_right_answer(capsys):
 
 
 def test_ex1_rejects_no_change_with_fewer_bits(capsys):
-    _fails(capsys, _predict((36.0, 40.0)), "about the same SQNR")
+    rejected(capsys, _predict((36.0, 40.0)), "about the same SQNR")
 
 
 def test_ex1_rejects_sqnr_proportional_to_bits(capsys):
-    _fails(capsys, _predict((18.0, 21.0)), "not proportional")
+    rejected(capsys, _predict((18.0, 21.0)), "not proportional")
 
 
 def test_ex1_rejects_a_range_too_wide(capsys):
-    _fails(capsys, _predict((0.0, 40.0)), "predicts little")
+    rejected(capsys, _predict((0.0, 40.0)), "predicts little")
 
 
 def test_ex1_rejects_reversed_bounds_and_blank(capsys):
-    _fails(capsys, _predict((17.0, 12.0)), "write (low, high)")
-    _fails(capsys, _predict(...), "not filled in yet")
+    rejected(capsys, _predict((17.0, 12.0)), "above high", "swap them")
+    rejected(capsys, _predict(...), "not filled in yet")
 
 
 # ----------------------------------------------------------------------------- exercise 2: scale and zero point
@@ -76,32 +70,32 @@ def test_ex2_accepts_right_answer(capsys, x):
 
 def test_ex2_rejects_scale_from_zero_to_max_and_no_zero_point(capsys, x):
     # the answer that passed when the exercise used a tensor whose minimum was 0
-    _fails(capsys, qh.check_scale_zero_point(x.max().item() / 255, 0, x), "0..max only", "the zero point is missing")
+    rejected(capsys, qh.check_scale_zero_point(x.max().item() / 255, 0, x), "0..max only", "the zero point is missing")
 
 
 def test_ex2_rejects_a_missing_zero_point(capsys, x):
     _, _, scale, _ = _by_hand(x)
-    _fails(capsys, qh.check_scale_zero_point(scale, 0, x), "the zero point is missing")
+    rejected(capsys, qh.check_scale_zero_point(scale, 0, x), "the zero point is missing")
 
 
 def test_ex2_rejects_dividing_by_the_number_of_codes(capsys, x):
     lo, hi, _, zero_point = _by_hand(x)
-    _fails(capsys, qh.check_scale_zero_point((hi - lo) / 256, zero_point, x), "number of steps")
+    rejected(capsys, qh.check_scale_zero_point((hi - lo) / 256, zero_point, x), "number of steps")
 
 
 def test_ex2_rejects_a_flipped_sign(capsys, x):
     lo, _, scale, _ = _by_hand(x)
-    _fails(capsys, qh.check_scale_zero_point(scale, round(lo / scale), x), "sign is flipped")
+    rejected(capsys, qh.check_scale_zero_point(scale, round(lo / scale), x), "sign is flipped")
 
 
 def test_ex2_rejects_an_unrounded_zero_point(capsys, x):
     lo, _, scale, _ = _by_hand(x)
-    _fails(capsys, qh.check_scale_zero_point(scale, -lo / scale, x), "round it")
+    rejected(capsys, qh.check_scale_zero_point(scale, -lo / scale, x), "round it")
 
 
 def test_ex2_rejects_skipping_the_widening_to_zero(capsys):
     positive = torch.rand(100, generator=torch.Generator().manual_seed(2)) + 1.0  # min 1.0: widening matters
-    _fails(capsys, qh.check_scale_zero_point((positive.max() - positive.min()).item() / 255, 0, positive), "include 0")
+    rejected(capsys, qh.check_scale_zero_point((positive.max() - positive.min()).item() / 255, 0, positive), "include 0")
 
 
 # ----------------------------------------------------------------------------- exercise 3: the codes, as a function
@@ -119,12 +113,12 @@ def test_ex3_accepts_right_answer(capsys, x):
 def test_ex3_rejects_no_zero_point_and_no_clamp(capsys, x):
     # the answer that passed before: torch.round(fc_in / scale).to(torch.uint8)
     _, _, scale, zp = _by_hand(x)
-    _fails(capsys, qh.check_codes(lambda t: torch.round(t / scale).to(torch.uint8), x, scale, zp), "zero point is missing", "clamp")
+    rejected(capsys, qh.check_codes(lambda t: torch.round(t / scale).to(torch.uint8), x, scale, zp), "zero point is missing", "clamp")
 
 
 def test_ex3_rejects_a_missing_clamp(capsys, x):
     _, _, scale, zp = _by_hand(x)
-    _fails(capsys, qh.check_codes(lambda t: (torch.round(t / scale) + zp).to(torch.uint8), x, scale, zp), "values outside the range must clamp")
+    rejected(capsys, qh.check_codes(lambda t: (torch.round(t / scale) + zp).to(torch.uint8), x, scale, zp), "values outside the range must clamp")
 
 
 def test_ex3_rejects_a_missing_clamp_even_when_the_tensor_itself_fits(capsys, x):
@@ -132,22 +126,22 @@ def test_ex3_rejects_a_missing_clamp_even_when_the_tensor_itself_fits(capsys, x)
     _, _, scale, zp = _by_hand(x)
     no_clamp = lambda t: (torch.round(t / scale) + zp).to(torch.uint8)  # noqa: E731
     assert torch.equal(no_clamp(x), qh.quantize(x, qh.qparams_from_tensor(x, 8, signed=False)))
-    _fails(capsys, qh.check_codes(no_clamp, x, scale, zp), "clamp")
+    rejected(capsys, qh.check_codes(no_clamp, x, scale, zp), "clamp")
 
 
 def test_ex3_rejects_truncation_instead_of_rounding(capsys, x):
     _, _, scale, zp = _by_hand(x)
-    _fails(capsys, qh.check_codes(lambda t: torch.clamp(t / scale + zp, 0, 255).to(torch.uint8), x, scale, zp), "truncates")
+    rejected(capsys, qh.check_codes(lambda t: torch.clamp(t / scale + zp, 0, 255).to(torch.uint8), x, scale, zp), "truncates")
 
 
 def test_ex3_rejects_float_codes(capsys, x):
     _, _, scale, zp = _by_hand(x)
-    _fails(capsys, qh.check_codes(lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255), x, scale, zp), "integers")
+    rejected(capsys, qh.check_codes(lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255), x, scale, zp), "integers")
 
 
 def test_ex3_rejects_a_function_that_raises(capsys, x):
     _, _, scale, zp = _by_hand(x)
-    _fails(capsys, qh.check_codes(lambda t: t.nope(), x, scale, zp), "raised AttributeError")
+    rejected(capsys, qh.check_codes(lambda t: t.nope(), x, scale, zp), "raised AttributeError")
 
 
 # ----------------------------------------------------------------------------- exercise 4: per-channel scales
@@ -158,23 +152,23 @@ def test_ex4_accepts_right_answer(capsys, weight):
 
 
 def test_ex4_rejects_the_restricted_range(capsys, weight):
-    _fails(capsys, qh.check_per_channel_scales(weight.abs().amax(dim=1) / 127, weight), "restricted range")
+    rejected(capsys, qh.check_per_channel_scales(weight.abs().amax(dim=1) / 127, weight), "restricted range")
 
 
 def test_ex4_rejects_one_scale_for_the_whole_tensor(capsys, weight):
-    _fails(capsys, qh.check_per_channel_scales(weight.abs().max() / 127.5, weight), "one scale for the whole tensor")
+    rejected(capsys, qh.check_per_channel_scales(weight.abs().max() / 127.5, weight), "one scale for the whole tensor")
 
 
 def test_ex4_rejects_the_wrong_axis(capsys, weight):
-    _fails(capsys, qh.check_per_channel_scales(weight.abs().amax(dim=0) / 127.5, weight), "one scale per output row")
+    rejected(capsys, qh.check_per_channel_scales(weight.abs().amax(dim=0) / 127.5, weight), "one scale per output row")
 
 
 def test_ex4_rejects_max_instead_of_largest_absolute_value(capsys, weight):
-    _fails(capsys, qh.check_per_channel_scales(weight.amax(dim=1) / 127.5, weight), "largest absolute value")
+    rejected(capsys, qh.check_per_channel_scales(weight.amax(dim=1) / 127.5, weight), "largest absolute value")
 
 
 def test_ex4_rejects_an_affine_scale(capsys, weight):
-    _fails(capsys, qh.check_per_channel_scales((weight.amax(dim=1) - weight.amin(dim=1)) / 255, weight), "affine")
+    rejected(capsys, qh.check_per_channel_scales((weight.amax(dim=1) - weight.amin(dim=1)) / 255, weight), "affine")
 
 
 def test_ex3_blank_scale_or_codes_say_not_filled_in(capsys, x):

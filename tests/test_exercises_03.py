@@ -18,19 +18,12 @@ from torch.ao.quantization import (
 )
 
 import qhelpers as qh
+from verdicts import rejected
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
-
-
-def rejected(capsys, ok, *words):
-    """The check returned False and its printed hint names the mistake (every word appears, case-insensitive)."""
-    out = capsys.readouterr().out.lower()
-    assert not ok, out
-    assert "❌" in out and all(w.lower() in out for w in words), out
-    return out
 
 
 # --------------------------------------------------------------------------- Exercise 1: fusable groups

@@ -188,7 +188,7 @@ def test_ex4_rejects_too_pessimistic(mlp, capsys):
 
 def test_ex4_rejects_range_too_wide(mlp, capsys):
     assert not qh.check_bits_prediction(0, 45, *mlp, bits=4)
-    assert "not a prediction" in capsys.readouterr().out
+    assert "predicts little" in capsys.readouterr().out
 
 
 def test_ex4_rejects_swapped_bounds(mlp, capsys):

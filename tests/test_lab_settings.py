@@ -5,15 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from lab_server import jupyterlab
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("lab_settings", REPO / "scripts" / "lab_settings.py")
@@ -44,12 +40,6 @@ def test_bad_input(tmp_path):
         ls.install(tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_jupyterlab_serves_the_news_setting_off_by_default(tmp_path):
     """A real JupyterLab pointed at the written settings folder reports fetchNews "false" as the default."""
@@ -57,38 +47,14 @@ def test_jupyterlab_serves_the_news_setting_off_by_default(tmp_path):
     prefix = tmp_path / "prefix"
     prefix.mkdir()
     overrides, _ = ls.install(prefix)
-    port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={tmp_path}", f"--LabApp.app_settings_dir={overrides.parent}",
+    lab_args = [
+        f"--LabApp.app_settings_dir={overrides.parent}",
         f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}", f"--LabApp.workspaces_dir={tmp_path / 'ws'}",
     ]  # fmt: skip
-    log = open(tmp_path / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/lab/api/settings/{ls.NOTIFICATION}?token={token}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited: {(tmp_path / 'lab.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=3) as r:
-                    setting = json.loads(r.read())
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer: {(tmp_path / 'lab.log').read_text()[-2000:]}")
-                time.sleep(0.5)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with jupyterlab(tmp_path, lab_args, env, tmp_path / "lab.log", timeout_s=90) as (base, token):
+        with urllib.request.urlopen(f"{base}/lab/api/settings/{ls.NOTIFICATION}?token={token}", timeout=10) as r:
+            setting = json.loads(r.read())
     props = setting["schema"]["properties"]
     assert props["fetchNews"]["default"] == "false"
     assert props["checkForUpdates"]["default"] is False

@@ -1,0 +1,61 @@
+"""A JupyterLab server on loopback for the tests that need a real one (test_browser, test_lab_settings).
+
+Free port, random token, log to a file; waits until ``/api/status`` answers, and always stops the
+server (terminate, then kill after 15 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, lab_args: list[str], env: dict, log_path: Path, timeout_s: float = 60) -> Iterator[tuple[str, str]]:
+    """Start ``python -m jupyterlab`` serving ``root`` with ``lab_args``; yields ``(base_url, token)`` once it answers."""
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", *lab_args,
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{Path(log_path).read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not answer within {timeout_s:g} s:\n{Path(log_path).read_text()[-3000:]}")
+                time.sleep(0.3)
+            yield base, token
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
