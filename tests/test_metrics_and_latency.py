@@ -1,4 +1,4 @@
-"""Accuracy, size, parameter count and the latency helper."""
+"""Accuracy, size, parameter count and the latency helper (qhelpers.metrics, qhelpers.latency)."""
 
 import time
 
