@@ -45,7 +45,7 @@ test: $(DEVSTAMP)
 	bash scripts/run_node_tests.sh
 	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
 
-# The inner loop: unit tests without notebooks, browser, network or anything slow (about 3 minutes on 2 cores).
+# The inner loop: unit tests without notebooks, browser, network or anything slow (about a minute on 2 cores).
 quick: $(DEVSTAMP)
 	$(PY) -m pytest -q -m "not slow and not browser and not network" tests
 

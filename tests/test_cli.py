@@ -294,6 +294,7 @@ def test_quantize_torchvision_arch_offline(capsys, tmp_path):
 needs_executorch = pytest.mark.skipif(not qh.executorch_available(), reason="ExecuTorch is not installed (pip install executorch==1.5.1)")
 
 
+@pytest.mark.slow  # lowers and evaluates a .pte: about 9 s
 @needs_executorch
 def test_quantize_target_xnnpack_writes_a_pte_and_its_report(capsys, tmp_path):
     out_pte = tmp_path / "course_int8.pte"
