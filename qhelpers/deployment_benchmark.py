@@ -549,10 +549,17 @@ def plot_bench(result: dict):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    rows = [r for r in result["rows"] if r.get("vs_float_eager")]
+    def bar_label(r: dict) -> str:  # x86 and fbgemm are the same family of kernels: one colour for both
+        if r["path"] == "eager_int8" and r.get("engine") in ("x86", "fbgemm"):
+            return f"{dict(PATHS)['eager_int8']} (x86/fbgemm)"
+        return r["label"].split(" [")[0]
+
+    order = [k for k, _ in PATHS]
+    rows = sorted((r for r in result["rows"] if r.get("vs_float_eager")), key=lambda r: (order.index(r["path"]), r.get("engine") == "qnnpack"))
+    rows = [{**r, "label": bar_label(r)} for r in rows]
     models = list(dict.fromkeys(r["model"] for r in result["rows"]))
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 2.5 * len(models) + 4), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 2.5 * len(models) + 4), 5.5))
     width = 0.8 / max(1, len(labels))
     for k, label in enumerate(labels):
         xs, ys = [], []
@@ -570,7 +577,7 @@ def plot_bench(result: dict):
     ax.set_xticks(range(len(models)), models)
     ax.set_ylabel("float eager time / path time")
     ax.set_title(f"speed against float eager, batch {result['settings']['batch']}, {result['settings']['threads']} thread(s) (log scale)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below the axes: no bar hidden
     fig.suptitle(f"{result['machine']['cpu']}, {result['machine']['date_utc']} UTC", fontsize=9)
     fig.tight_layout()
     return fig
