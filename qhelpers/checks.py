@@ -92,8 +92,8 @@ def read_range(name: str, prediction: Any, *, max_width: float, unit: str) -> tu
     """
     if not_filled(prediction) or (isinstance(prediction, (tuple, list)) and not_filled(*prediction)):
         raise NotFilledIn(name)
-    if isinstance(prediction, (int, float)) and not isinstance(prediction, bool):
-        raise WrongAnswer(name, "give a range (low, high), not one number: a prediction says how sure you are")
+    if isinstance(prediction, (int, float, str)) and not isinstance(prediction, bool):  # "12" would iterate as (1, 2)
+        raise WrongAnswer(name, "give a range (low, high) of two numbers, not one value: a prediction says how sure you are")
     try:
         low, high = (float(v) for v in prediction)
     except (TypeError, ValueError):

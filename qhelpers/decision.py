@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from .checks import _blank_safe, read_range, report
+
 __all__ = [
     "Recommendation",
     "recommend",
@@ -171,6 +173,7 @@ def _default(question: str) -> Any:
 # --------------------------------------------------------------------------- predict first (notebook 00)
 
 
+@_blank_safe
 def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: float, *, max_width: float = 3.0) -> bool:
     """Exercise (notebook 00): a predicted ``(low, high)`` range of INT8 accuracy in percent, checked against the measurement.
 
@@ -181,25 +184,19 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    from .checks import _blank_safe, read_range, report
-
-    @_blank_safe
-    def check() -> bool:
-        name = "prediction"
-        low, high = read_range(name, prediction, max_width=max_width, unit="points")
-        if high <= 1.0 < int8_acc:
-            return report(name, False, f"({low:g}, {high:g}) looks like a fraction: write the accuracy in percent, like the measurement")
-        if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
-            return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low:g}, {high:g}); did you write a fraction?")
-        if high < int8_acc:
-            return report(
-                name,
-                False,
-                f"you expected a larger loss than INT8 costs here (measured {int8_acc:.1f} %, float {float_acc:.1f} %): "
-                "at 8 bits, PTQ with per-channel weights is usually within a point of float",
-            )
-        if low > int8_acc:
-            return report(name, False, f"you expected more than INT8 gives here (measured {int8_acc:.1f} %): rounding adds noise, it rarely helps")
-        return report(name, True)
-
-    return check()
+    name = "prediction"
+    low, high = read_range(name, prediction, max_width=max_width, unit="points")
+    if high <= 1.0 < int8_acc:
+        return report(name, False, f"({low:g}, {high:g}) looks like a fraction: write the accuracy in percent, like the measurement")
+    if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
+        return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low:g}, {high:g}); did you write a fraction?")
+    if high < int8_acc:
+        return report(
+            name,
+            False,
+            f"you expected a larger loss than INT8 costs here (measured {int8_acc:.1f} %, float {float_acc:.1f} %): "
+            "at 8 bits, PTQ with per-channel weights is usually within a point of float",
+        )
+    if low > int8_acc:
+        return report(name, False, f"you expected more than INT8 gives here (measured {int8_acc:.1f} %): rounding adds noise, it rarely helps")
+    return report(name, True)

@@ -74,18 +74,9 @@ class DepthwiseNet(nn.Module):
 
 def train_depthwise_model(progress: bool = False) -> DepthwiseNet:
     """Train ``DepthwiseNet`` from scratch on the train split with ``DEPTHWISE_RECIPE``; returns it in eval mode."""
-    from .training import train_one_epoch
+    from .training import train_with_recipe
 
-    recipe = DEPTHWISE_RECIPE
-    torch.manual_seed(recipe["seed"])
-    gen = torch.Generator().manual_seed(recipe["seed"])
-    model = DepthwiseNet()
-    loader = _data.digits_loader("train", batch_size=recipe["batch_size"], shuffle=True, seed=recipe["seed"])
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe["max_lr"], weight_decay=recipe["weight_decay"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["max_lr"], total_steps=recipe["epochs"] * len(loader))
-    for epoch in range(recipe["epochs"]):
-        train_one_epoch(model, loader, opt, sched, recipe["shift_pixels"], gen, f"epoch {epoch + 1}", progress)
-    return model.eval()
+    return train_with_recipe(DepthwiseNet, DEPTHWISE_RECIPE, progress)
 
 
 def depthwise_model_metadata(data_dir: Optional[Path] = None) -> dict:

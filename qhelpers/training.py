@@ -66,22 +66,31 @@ def train_one_epoch(
     return total / count
 
 
-def train_course_model(epochs: Optional[int] = None, progress: bool = True) -> nn.Module:
-    """Train ``CourseNet`` from scratch on the train split with ``COURSE_RECIPE``; returns it in eval mode."""
+def train_with_recipe(make_model: Callable[[], nn.Module], recipe: dict, progress: bool = True) -> nn.Module:
+    """Train a fresh ``make_model()`` on the train split with a recipe (seed, epochs, batch size, AdamW + one-cycle
+    learning rate, random shifts); returns it in eval mode. The seed is set before the model is built, so the same
+    recipe gives the same weights. Shared by the course model, the depthwise model (03) and the transformer (06).
+    """
     from .data import digits_loader
-    from .models import CourseNet
 
-    recipe = dict(COURSE_RECIPE)
-    if epochs is not None:
-        recipe["epochs"] = epochs
     torch.manual_seed(recipe["seed"])
     gen = torch.Generator().manual_seed(recipe["seed"])
-    model = CourseNet()
+    model = make_model()
     loader = digits_loader("train", batch_size=recipe["batch_size"], shuffle=True, seed=recipe["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["max_lr"], weight_decay=recipe["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["max_lr"], total_steps=recipe["epochs"] * len(loader))
     for epoch in range(recipe["epochs"]):
         loss = train_one_epoch(model, loader, opt, sched, recipe["shift_pixels"], gen, f"epoch {epoch + 1}", progress)
         if progress:
-            print(f"epoch {epoch + 1}/{recipe['epochs']}: loss {loss:.4f}")
+            print(f"epoch {epoch + 1}/{recipe['epochs']}: loss {loss:.4f}", flush=True)
     return model.eval()
+
+
+def train_course_model(epochs: Optional[int] = None, progress: bool = True) -> nn.Module:
+    """Train ``CourseNet`` from scratch on the train split with ``COURSE_RECIPE``; returns it in eval mode."""
+    from .models import CourseNet
+
+    recipe = dict(COURSE_RECIPE)
+    if epochs is not None:
+        recipe["epochs"] = epochs
+    return train_with_recipe(CourseNet, recipe, progress)

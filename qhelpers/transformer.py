@@ -159,22 +159,12 @@ def train_digit_transformer(progress: bool = False, epochs: Optional[int] = None
 
 
 def _train(progress: bool, epochs: Optional[int]) -> DigitTransformer:
-    from .training import train_one_epoch
+    from .training import train_with_recipe
 
     recipe = dict(TRANSFORMER_RECIPE)
     if epochs is not None:
         recipe["epochs"] = epochs
-    torch.manual_seed(recipe["seed"])
-    gen = torch.Generator().manual_seed(recipe["seed"])
-    model = DigitTransformer(**{k: recipe[k] for k in _ARCH_KEYS})
-    loader = _data.digits_loader("train", batch_size=recipe["batch_size"], shuffle=True, seed=recipe["seed"])
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe["max_lr"], weight_decay=recipe["weight_decay"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["max_lr"], total_steps=recipe["epochs"] * len(loader))
-    for epoch in range(recipe["epochs"]):
-        loss = train_one_epoch(model, loader, opt, sched, recipe["shift_pixels"], gen, f"epoch {epoch + 1}", progress)
-        if progress:
-            print(f"epoch {epoch + 1}/{recipe['epochs']}: loss {loss:.4f}", flush=True)
-    return model.eval()
+    return train_with_recipe(lambda: DigitTransformer(**{k: recipe[k] for k in _ARCH_KEYS}), recipe, progress)
 
 
 def digit_transformer_metadata(data_dir: Optional[Path] = None) -> dict:

@@ -102,9 +102,15 @@ def follows_exercise(item: Any) -> bool:
 def pytest_runtest_call(item):
     if type(item).__name__ != "IPyNbCell":  # a notebook cell run by nbval
         return (yield)
+    blank_problem = None
     if is_exercise(item.cell):
-        blank_first(item)
+        try:
+            blank_first(item)
+        except AssertionError as problem:  # still run the solution, so that later cells are not failed by this one
+            blank_problem = problem
     result = yield
+    if blank_problem is not None:
+        raise blank_problem
     if follows_exercise(item):
         answered_check_passes(item)
     return result

@@ -108,7 +108,9 @@ def test_ex4_rejects_a_fraction_instead_of_percent(capsys):
 
 def test_ex4_rejects_one_number_and_reversed_bounds(capsys):
     rejected(capsys, qh.check_int8_accuracy_prediction(98.8, FLOAT_ACC, INT8_ACC), "range")
-    rejected(capsys, qh.check_int8_accuracy_prediction((99.0, 98.0), FLOAT_ACC, INT8_ACC), "low")
+    rejected(capsys, qh.check_int8_accuracy_prediction("98", FLOAT_ACC, INT8_ACC), "two numbers")  # would iterate as (9, 8)
+    rejected(capsys, qh.check_int8_accuracy_prediction((97.0, 98.0, 99.0), FLOAT_ACC, INT8_ACC), "pair")
+    rejected(capsys, qh.check_int8_accuracy_prediction((99.0, 98.0), FLOAT_ACC, INT8_ACC), "low", "swap")
 
 
 @pytest.mark.parametrize("blank", [..., None])
