@@ -2,6 +2,7 @@
 
 Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 
+* ``cpu``         what this CPU does with INT8 and torch.compile, measured by probing the kernels (00)
 * ``environment`` setup, environment report, deprecation warnings (notebook 00)
 * ``decision``    the decision tree: PTQ, QAT or dynamic, and which engine (00)
 * ``quantmath``   scale/zero point, quantize/dequantize on plain int tensors, errors, int8 linear (01)
@@ -31,6 +32,7 @@ hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild ``data/``), ``qhe
 (the laptop check) and ``qhelpers.progress`` (the self-check log).
 """
 
+from .cpu import *  # noqa: F401,F403
 from .environment import *  # noqa: F401,F403
 from .decision import *  # noqa: F401,F403
 from .quantmath import *  # noqa: F401,F403

@@ -67,11 +67,8 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
-_X86_ONLY_ENGINES = ("x86", "fbgemm")  # FBGEMM kernels: x86 CPUs only (on aarch64 torch lists them, convert fails)
-
-
-def _is_x86_machine() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+from .cpu import _X86_ONLY_ENGINES, cpu_flags_label, int8_pairs_saturate
+from .cpu import is_x86_machine as _is_x86_machine
 
 
 def supported_engines() -> list[str]:
@@ -156,31 +153,17 @@ def engine(name: Optional[str] = None) -> Iterator[str]:
 
 
 def cpu_has_vnni() -> Optional[bool]:
-    """True when the CPU has VNNI (``avx512_vnni`` or ``avx_vnni``): u8 x s8 dot products in 32 bits, no 16-bit saturation.
+    """True when the ``x86`` engine's INT8 kernels compute exact 32-bit sums here; False when they saturate (measured).
 
-    Without VNNI the AVX2 kernels of fbgemm add pairs of u8 x s8 products in
-    16 bits, which saturate with full-range activations: the reason for
-    ``reduce_range=True`` (notebook 01). ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``
-    makes a VNNI CPU behave like one without, and this returns False then.
-    None where the CPU flags cannot be read (not Linux) and on non-x86 CPUs.
+    The name is kept for the notebooks that ask it; the answer comes from
+    ``qh.int8_pairs_saturate("x86")``, a probe of what the kernel does (see
+    ``qhelpers.cpu``), not from CPU flags. None where the ``x86`` engine does
+    not exist (ARM, or an engine list without it).
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
-    if not _is_x86_machine():
-        return None
-    forced = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").strip().upper()
-    if forced in ("AVX2", "AVX"):
-        return False
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        return None
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_vnni", "avx_vnni"})
+    saturates = int8_pairs_saturate("x86") if _is_x86_machine() else None
+    return None if saturates is None else not saturates
 
 
 def setup(
@@ -241,6 +224,7 @@ def env_report(print_it: bool = True) -> dict:
         "torchvision": torchvision.__version__,
         "machine": platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags_label(),
         "cpu_vnni": cpu_has_vnni(),
         "quantized_engines": supported_engines(),
         "active_engine": torch.backends.quantized.engine,

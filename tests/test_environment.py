@@ -62,15 +62,29 @@ def test_default_engine_follows_the_machine_and_QHELPERS_ENGINE(monkeypatch):
         qh.default_engine()
 
 
-def test_cpu_has_vnni_reads_the_flags_and_honours_the_avx2_override(monkeypatch):
-    monkeypatch.setattr("platform.machine", lambda: "x86_64")
-    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
-    assert qh.cpu_has_vnni() is False
-    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS")
-    flags = open("/proc/cpuinfo").read()
-    assert qh.cpu_has_vnni() == (("avx512_vnni" in flags) or ("avx_vnni" in flags))
+def test_cpu_has_vnni_is_the_measured_probe_not_the_flags(monkeypatch):
+    # The answer comes from running the x86 kernel (qhelpers.cpu), never from /proc/cpuinfo.
+    from qhelpers import cpu
+
+    assert qh.cpu_has_vnni() == (not cpu.int8_pairs_saturate("x86"))
+    assert qh.int8_pairs_saturate("qnnpack") is False  # qnnpack adds in 32 bits on every CPU
     monkeypatch.setattr("platform.machine", lambda: "arm64")
     assert qh.cpu_has_vnni() is None
+
+
+def test_probe_tells_exact_from_saturated_sums(monkeypatch):
+    from qhelpers import cpu
+
+    assert abs(cpu._probe_output("qnnpack") - cpu.PROBE_K) < 0.5
+    cpu.int8_pairs_saturate.cache_clear()
+    try:
+        monkeypatch.setattr(cpu, "_probe_output", lambda engine, k=cpu.PROBE_K: 32.5)  # what an AVX2 CPU returns
+        assert cpu.int8_pairs_saturate("qnnpack") is True
+        monkeypatch.setattr(cpu, "_probe_output", lambda engine, k=cpu.PROBE_K: 64.0)
+        assert cpu.int8_pairs_saturate("x86") is False
+        assert cpu.int8_pairs_saturate("no-such-engine") is None
+    finally:
+        cpu.int8_pairs_saturate.cache_clear()
 
 
 def test_env_report_has_what_results_depend_on(capsys):

@@ -84,3 +84,35 @@ def test_latency_bad_arguments(kwargs, error):
         qh.measure_latency(torch.nn.Linear(2, 2), torch.randn(1, 2), **kwargs)
     with pytest.raises(TypeError):
         qh.measure_latency(42, torch.randn(1, 2))
+
+
+def test_paired_test_is_the_exact_mcnemar_of_scipy():
+    from scipy.stats import binomtest
+
+    y = torch.arange(1000) % 10
+    a, b = y.clone(), y.clone()
+    a[:5] = (a[:5] + 1) % 10  # 5 images only B gets right
+    b[5:20] = (b[5:20] + 1) % 10  # 15 images only A gets right
+    a[20:30] = b[20:30] = (y[20:30] + 1) % 10  # 10 both wrong: no evidence either way
+    r = qh.paired_test(a, b, y, names=("a", "b"))
+    assert (r.n, r.only_a, r.only_b, r.correct_a, r.correct_b) == (1000, 15, 5, 985, 975)
+    assert r.p_value == pytest.approx(binomtest(15, 20, 0.5).pvalue, rel=1e-12)
+    assert r.significant and r.verdict == "a better" and r.difference == pytest.approx(1.0)
+    swapped = qh.paired_test(b, a, y, names=("b", "a"))
+    assert swapped.p_value == pytest.approx(r.p_value) and swapped.verdict == "a better"
+    same = qh.paired_test(a, a, y)
+    assert same.p_value == 1.0 and same.verdict == "inside the noise"
+    lo, hi = r.interval
+    assert lo < r.difference < hi
+
+
+def test_paired_test_refuses_bad_input():
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="same length"):
+        qh.paired_test(y, y[:3], y)
+    with pytest.raises(TypeError, match="integer class indices"):
+        qh.paired_test(y.float(), y, y)
+    with pytest.raises(ValueError, match="empty"):
+        qh.paired_test(y[:0], y[:0], y[:0])
+    with pytest.raises(ValueError, match="alpha"):
+        qh.paired_test(y, y, y, alpha=1.5)
