@@ -9,7 +9,10 @@
 #            AVX2 laptop), and /proc/cpuinfo is replaced, in a private mount namespace, by a copy
 #            without the AVX-512, VNNI and AMX flags (qemu-user passes the host's through). Needs root
 #            and Debian's qemu-user. Exports NBVAL_KERNEL (give it to nbval as --nbval-kernel-name)
-#            and QEMU_PY (a python command under the emulator, for scripts).
+#            and QEMU_PY (a python command under the emulator, for scripts). The C++ compiler runs
+#            natively (subprocesses of an emulated process are not emulated), so cc/c++/gcc/g++ on
+#            the PATH are wrappers that turn Inductor's -march=native into -march=haswell: the code a
+#            Haswell laptop's compiler would build (with the host's AVX-512 the kernel dies of SIGILL).
 #   qnnpack  ARM-like: QHELPERS_ENGINE=qnnpack hides the x86 engines (qnnpack is the only eager engine).
 #   nocc     no C++ compiler, as on most Windows laptops: a PATH without cc, c++, gcc, g++ or clang,
 #            and a fresh, empty Inductor cache.
@@ -64,6 +67,24 @@ haswell)
   # /proc/cpuinfo as a Haswell laptop shows it: the host's, without AVX-512, VNNI and AMX flags.
   sed -E 's/ (avx512[a-z0-9_]*|avx_vnni[a-z0-9_]*|amx[a-z0-9_]*)//g' /proc/cpuinfo > "$work/cpuinfo"
   mount --bind "$work/cpuinfo" /proc/cpuinfo
+  # The compiler as on a Haswell laptop: -march=native/-mtune=native would target the host's CPU.
+  mkdir -p "$work/bin"
+  for cc in cc c++ gcc g++; do
+    real=$(command -v "$cc" || true)
+    [ -n "$real" ] || continue
+    cat > "$work/bin/$cc" <<EOF
+#!/bin/sh
+n=\$#
+while [ \$n -gt 0 ]; do
+  a=\$1; shift; n=\$((n - 1))
+  case "\$a" in -march=native) a=-march=haswell ;; -mtune=native) a=-mtune=haswell ;; esac
+  set -- "\$@" "\$a"
+done
+exec $real "\$@"
+EOF
+    chmod +x "$work/bin/$cc"
+  done
+  export PATH="$work/bin:$PATH"
   mkdir -p "$work/jupyter/kernels/qhelpers-haswell"
   cat > "$work/jupyter/kernels/qhelpers-haswell/kernel.json" <<EOF
 {"argv": ["qemu-x86_64", "-cpu", "Haswell-v4", "$venv_py", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
