@@ -18,8 +18,6 @@ values no run could accept such as an unknown architecture), 1 for failures
 line on stderr, with the traceback only under ``--verbose``; an interrupted
 run (Ctrl-C, SIGTERM) exits 130/143 and leaves no half-written output, because
 every file is written to a temporary name and renamed (``qh.atomic_write_bytes``).
-
-Nothing heavy is imported until a subcommand runs.
 """
 
 from __future__ import annotations
@@ -40,12 +38,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from .environment import ENGINES
+
 __all__ = ["main", "build_parser", "CLIError", "UsageError", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 PROG = "qhelpers"
-KNOWN_ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -135,24 +134,16 @@ def _machine() -> dict:
     }
 
 
-def _check_engine(engine: str) -> str:
-    """Make ``engine`` the active quantized engine, or fail with one line naming what this CPU offers."""
+def _check_engine(engine: Optional[str]) -> str:
+    """Make ``engine`` the active quantized engine (None: the course's default here, ``qh.default_engine()``,
+    which honours ``QHELPERS_ENGINE`` and the engines a non-x86 CPU lacks), or fail with one line naming what
+    this CPU offers."""
     from .environment import set_engine
 
     try:
         return set_engine(engine)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise CLIError(str(exc)) from exc
-
-
-def _default_engine() -> str:
-    import torch
-
-    supported = torch.backends.quantized.supported_engines
-    for engine in ("x86", "fbgemm", "qnnpack", "onednn"):
-        if engine in supported:
-            return engine
-    raise CLIError("this torch build has no quantized engine")
 
 
 def _existing_file(path: Path, what: str) -> Path:
@@ -555,7 +546,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if args.arch != "course":
         _torchvision_arch(args.arch)  # unknown names fail before anything slow
     _check_output_folders(output, report_path)
-    engine = _check_engine(args.engine or _default_engine())
+    engine = _check_engine(args.engine)
     torch.manual_seed(args.seed)
 
     float_model, origin = _build_float_model(args)
@@ -788,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default="bundled", metavar="bundled|FOLDER", help="calibration data: the bundled calib split (default) or a folder of PNG/JPEG images")
     p.add_argument("--calib-limit", type=_positive_int, metavar="N", help="use only the first N calibration images")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="calibration batch size (default: 32)")
-    p.add_argument("--engine", choices=KNOWN_ENGINES, help="quantized engine (default: x86 when this CPU has it)")
+    p.add_argument("--engine", choices=ENGINES, help="quantized engine (default: qh.default_engine(): QHELPERS_ENGINE if set, else x86 where this CPU has it, else qnnpack)")
     p.add_argument("--weight-quant", choices=["per-channel", "per-tensor"], default="per-channel", help="weight observer (default: per-channel)")
     p.add_argument("--eval", choices=["bundled", "none"], default="bundled", help="evaluate float and INT8 accuracy on the bundled test split (default) or not")
     p.add_argument("--eval-limit", type=_positive_int, metavar="N", help="evaluate on the first N test images only")

@@ -70,6 +70,9 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 from .cpu import _X86_ONLY_ENGINES, cpu_flags_label, int8_pairs_saturate
 from .cpu import is_x86_machine as _is_x86_machine
 
+# Every eager quantized engine the course knows, in default_engine's order of preference (the CLI's choices too).
+ENGINES = ("x86", "qnnpack", "fbgemm", "onednn")
+
 
 def supported_engines() -> list[str]:
     """Quantized engines this course can use here, e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']`` on x86.
@@ -100,7 +103,7 @@ def default_engine() -> str:
     Introduced in notebooks/00_start_here.ipynb.
     """
     engines = supported_engines()
-    for name in ("x86", "qnnpack", "fbgemm", "onednn"):
+    for name in ENGINES:
         if name in engines:
             return name
     raise RuntimeError(f"this torch build offers no quantized engine the course can use (torch lists {engines})")
