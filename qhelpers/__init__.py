@@ -6,7 +6,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``environment`` setup, environment report, deprecation warnings (notebook 00)
 * ``decision``    the decision tree: PTQ, QAT or dynamic, and which engine (00)
 * ``quantmath``   scale/zero point, quantize/dequantize on plain int tensors, errors, int8 linear (01)
-* ``data``        the bundled digits, paths, checksums (01)
+* ``files``       the course folder, data/, checksums, atomic writes, checkpoints (00)
+* ``data``        the bundled digits (01)
 * ``models``      the course model and its checkpoint (01)
 * ``metrics``     accuracy, size, parameter count (01)
 * ``training``    training loops (01, 04)
@@ -36,6 +37,7 @@ from .cpu import *  # noqa: F401,F403
 from .environment import *  # noqa: F401,F403
 from .decision import *  # noqa: F401,F403
 from .quantmath import *  # noqa: F401,F403
+from .files import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403

@@ -44,6 +44,8 @@ import torch
 from torch import nn
 
 from . import data as _data
+from .files import course_root
+from .pins import pip_spec
 from .latency import measure_latency
 from .metrics import model_size_bytes
 from .models import load_course_model
@@ -333,7 +335,7 @@ def run_bench(
                 if path not in chosen:
                     continue
                 if not have_et:
-                    row(path, skipped="ExecuTorch is not installed (pip install executorch==1.5.1)")
+                    row(path, skipped=f"ExecuTorch is not installed (pip install {pip_spec('executorch')})")
                     continue
                 say(f"{name}: {labels[path]}: lowering")
                 try:
@@ -647,13 +649,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="measure only these models")
     parser.add_argument("--paths", nargs="+", choices=[k for k, _ in PATHS], help="measure only these paths (float eager is always measured)")
     parser.add_argument("--threads", type=int, default=1, help="threads for every path (default: 1)")
-    parser.add_argument("--out", type=Path, default=_data.repo_dir() / "results", help="output folder (default: results/)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/ in the course folder, else in the current directory)")
     parser.add_argument("--update-readme", action="store_true", help="also write the tables into README.md's results section (full runs only)")
     args = parser.parse_args(argv)
     if args.update_readme and (args.quick or args.models or args.paths):
         parser.error("--update-readme needs a full run (no --quick, --models or --paths)")
     if args.threads < 1:
         parser.error(f"--threads must be a positive int, got {args.threads}")
+    readme = None
+    if args.update_readme:  # the course's README, found before the long run
+        try:
+            readme = course_root() / "README.md"
+        except FileNotFoundError as exc:
+            parser.error(f"--update-readme: {exc}")
     from .environment import silence_known_deprecations
     from .modern import silence_pt2e_noise
 
@@ -663,11 +671,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     timing = {"min_run_time": 0.1, "warmup": 1} if args.quick else {"min_run_time": 1.0, "warmup": 3}
     result = run_bench(models, paths=args.paths, threads=args.threads, **timing, progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     result["mode"] = "quick" if args.quick else "full"
-    paths = write_results(result, args.out, "bench_quick" if args.quick else "bench")
+    out = args.out if args.out is not None else (course_root(required=False) or Path.cwd()) / "results"
+    paths = write_results(result, out, "bench_quick" if args.quick else "bench")
     print(markdown_table(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {result['seconds']} s")
     if args.update_readme:
-        update_readme(markdown_table(result), _data.repo_dir() / "README.md")
+        update_readme(markdown_table(result), readme)
         print("updated the results section of README.md")
     return 0
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .data import atomic_write_bytes, repo_dir
+from .files import atomic_write_bytes, course_root
 
 __all__ = ["execute_notebook", "hygiene_problems", "notebook_paths", "notebook_title", "student_copy", "write_student_copies", "STUDENT_DIR"]
 
@@ -30,8 +30,8 @@ MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
 
 
 def notebook_paths() -> list[Path]:
-    """The course notebooks, in order (``notebooks/NN_*.ipynb``)."""
-    return sorted((repo_dir() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    """The course notebooks, in order (``notebooks/NN_*.ipynb`` of ``qh.course_root()``)."""
+    return sorted((course_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 STUDENT_DIR = "student"
@@ -171,8 +171,8 @@ def student_copy(nb: dict) -> dict:
 
 
 def write_student_copies(out_dir: Optional[Path] = None, paths: Optional[list[Path]] = None) -> list[Path]:
-    """Write student copies of the notebooks to ``out_dir`` (default ``student/``); returns their paths."""
-    out_dir = Path(out_dir) if out_dir is not None else repo_dir() / STUDENT_DIR
+    """Write student copies of the notebooks to ``out_dir`` (default ``student/`` of ``qh.course_root()``); returns their paths."""
+    out_dir = Path(out_dir) if out_dir is not None else course_root() / STUDENT_DIR
     written = []
     for path in paths or notebook_paths():
         nb = student_copy(json.loads(Path(path).read_text()))
@@ -262,7 +262,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "student":
         for p in write_student_copies(args.out):
-            print(f"wrote {p.relative_to(repo_dir()) if p.is_relative_to(repo_dir()) else p}")
+            print(f"wrote {p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p}")
         return 0
     paths = args.paths or notebook_paths()
     if args.command == "execute":

@@ -42,6 +42,7 @@ from torch import nn
 
 from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 from .data import atomic_write_bytes
+from .pins import pip_spec
 
 __all__ = [
     "EXECUTORCH_PIN",
@@ -58,7 +59,7 @@ __all__ = [
     "check_agreement",
 ]
 
-EXECUTORCH_PIN = "executorch==1.5.1"
+EXECUTORCH_PIN = pip_spec("executorch")  # from requirements.txt (qhelpers.pins)
 
 # What load_pte drops from the runtime's C++ log, each by its pattern and nothing else:
 RUNTIME_LOG_NOISE: dict[str, str] = {

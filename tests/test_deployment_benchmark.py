@@ -177,9 +177,9 @@ def _table_rows(table):
 
 def test_committed_readme_section_is_an_unedited_full_run_of_the_current_bench():
     """The README's results: written by `make bench` (digest intact), every model and path present, ratios consistent."""
-    from qhelpers.data import repo_dir
+    from qhelpers.files import course_root
 
-    table, digest_ok = bench.readme_section(repo_dir() / "README.md")
+    table, digest_ok = bench.readme_section(course_root() / "README.md")
     assert digest_ok is not None, "the README's results have no digest line: they were not written by make bench; run: make bench"
     assert digest_ok, "the results section was edited by hand; run: make bench"
     rows = _table_rows(table)

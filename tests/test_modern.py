@@ -15,7 +15,7 @@ from torch import nn
 import qhelpers as qh
 from qhelpers import environment, modern
 
-NOTEBOOK = qh.repo_dir() / "notebooks" / "05_beyond_eager_mode.ipynb"
+NOTEBOOK = qh.course_root() / "notebooks" / "05_beyond_eager_mode.ipynb"
 
 
 @pytest.fixture(scope="module", autouse=True)

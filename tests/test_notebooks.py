@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qhelpers.notebooks import STUDENT_DIR, _blank_solution, hygiene_problems, notebook_paths, student_copy, write_student_copies
-from qhelpers.data import repo_dir
+from qhelpers.files import course_root as repo_dir
 from student_flow import is_exercise, shown_text
 
 NOTEBOOKS = notebook_paths()
