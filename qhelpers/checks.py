@@ -13,7 +13,7 @@ import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "not_filled", "NotFilledIn", "check_recommendation", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
 
 
 def report(name: str, ok: bool, detail: str = "") -> "CheckResult":
@@ -375,38 +375,6 @@ def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
         return report(name, False, "a symmetric range [-m, m] is 2m wide: spread it over the codes, not m alone")
     worst = int((a - expected).abs().argmax())
     return report(name, False, f"row {worst}: got {a[worst].item():.6g}; compare with section 5's symmetric scale")
-
-
-@_blank_safe
-def check_recommendation(scenario: str, answer: Any) -> bool:
-    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``.
-
-    Compares the reasoning (the answer given to each question of the tree),
-    not only the outcome: a right method reached from a wrong reading of the
-    story fails, with a hint that names the question read wrongly.
-
-    Introduced in notebooks/00_start_here.ipynb.
-    """
-    from .decision import SCENARIOS, Recommendation, recommend, scenario_mistakes
-
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
-    if not_filled(answer):
-        raise NotFilledIn(f"scenario {scenario!r}")
-    name = f"scenario {scenario!r}"
-    if not isinstance(answer, Recommendation):
-        return report(name, False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
-    expected = recommend(**SCENARIOS[scenario][1])
-    mistakes = scenario_mistakes(scenario, answer)
-    if not mistakes and (answer.method, answer.engine) == (expected.method, expected.engine):
-        return report(name, True)
-    if not mistakes:
-        return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
-    same = (answer.method, answer.engine) == (expected.method, expected.engine)
-    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if same else "")
-    question, hint = mistakes[0]
-    more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
-    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
 
 
 @_blank_safe
