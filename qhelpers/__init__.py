@@ -26,11 +26,17 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``recovery``    when INT8 loses accuracy: W/A debugging, PT2E numeric debugger, range setting, CLE, bias correction, AdaRound (07)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
 
-Each helper's docstring names the notebook that introduced it. Tooling that is not
-imported here: ``qhelpers.cli`` (the command-line tool, ``python -m qhelpers``),
-``qhelpers.deployment_benchmark`` (the benchmark command), ``qhelpers.notebooks`` (execute notebooks,
-hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild ``data/``), ``qhelpers.doctor``
-(the laptop check) and ``qhelpers.progress`` (the self-check log).
+Each helper's docstring names the notebook that introduced it. Not star-imported here (reach them as
+``qhelpers.X``): ``registry`` (the ``ModelSpec`` of each model in ``data/``: load, metadata, train, rebuild),
+``versions`` (the pins of requirements.txt, ``machine_info()``), and the tooling: ``qhelpers.cli`` with
+``cli_common``/``cli_inspect``/``cli_quantize`` (the command-line tool, ``python -m qhelpers``),
+``qhelpers.deployment_benchmark`` with ``bench_models``/``bench``/``bench_report`` (the benchmark command),
+``qhelpers.notebooks`` (execute notebooks, hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild
+``data/``), ``qhelpers.doctor`` (the laptop check) and ``qhelpers.progress`` (the self-check log).
+
+The modules sit in layers (foundations, platform, building blocks, models, lessons, tools, entry points), each
+importing only from its own layer or below, with no cycles: the table is ``LAYERS`` in tests/test_layers.py,
+which fails on an import that runs up or round.
 """
 
 from .cpu import *  # noqa: F401,F403

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._validate import positive_int
+
 # Paths and file helpers live in qhelpers.files; imported here for this module (and its older callers:
 # ``data.data_dir()``, ``data.load_checkpoint(...)``).
 from .files import atomic_write_bytes, data_dir, load_checkpoint, read_metadata, sha256_file, verify_file  # noqa: F401
@@ -40,7 +42,6 @@ SPLIT_SEED = 0
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 REBUILD_DATA_COMMAND = "python -m qhelpers.rebuild data"
-RETRAIN_COMMAND = "python -m qhelpers.rebuild model"
 
 
 def load_digits(directory: Optional[Path] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -69,8 +70,7 @@ def digits_dataset(split: str, limit: Optional[int] = None, directory: Optional[
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     _check_split(split)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    positive_int("limit", limit, allow_none=True)
     images, labels = load_digits(directory)[split]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -85,8 +85,7 @@ def digits_loader(
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     ds = digits_dataset(split, limit)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)

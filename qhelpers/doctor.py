@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .files import course_root, data_dir, verify_file
-from .pins import course_requirements
+from .versions import course_requirements
 
 __all__ = ["Finding", "run_checks", "doctor_report"]
 
@@ -60,7 +60,7 @@ def check_python(version: Optional[tuple[int, int]] = None) -> Finding:
 
 
 def check_versions(installed: Optional[Callable[[str], str]] = None, requirements: Optional[Path] = None) -> list[Finding]:
-    """Every package the course pins (``requirements.txt``, the one source: ``qhelpers.pins``) installed at its
+    """Every package the course pins (``requirements.txt``, the one source: ``qhelpers.versions``) installed at its
     version; ``installed`` maps a name to a version and ``requirements`` names the file, for tests.
 
     Without ``requirements.txt`` (run outside the course folder after ``pip install .``) it checks the version

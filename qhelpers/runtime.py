@@ -42,7 +42,7 @@ from torch import nn
 
 from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 from .data import atomic_write_bytes
-from .pins import pip_spec
+from .versions import pip_spec
 
 __all__ = [
     "EXECUTORCH_PIN",
@@ -59,7 +59,7 @@ __all__ = [
     "check_agreement",
 ]
 
-EXECUTORCH_PIN = pip_spec("executorch")  # from requirements.txt (qhelpers.pins)
+EXECUTORCH_PIN = pip_spec("executorch")  # from requirements.txt (qhelpers.versions)
 
 # What load_pte drops from the runtime's C++ log, each by its pattern and nothing else:
 RUNTIME_LOG_NOISE: dict[str, str] = {

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import qhelpers as qh
-from qhelpers import cli
+from qhelpers import cli, cli_quantize
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -313,10 +313,10 @@ def test_quantize_torchvision_arch_offline(capsys, tmp_path):
     r = json.loads((tmp_path / "sn.json").read_text())
     assert r["arch"] == "shufflenet_v2_x0_5" and r["checkpoint"] is None and "weights=None" in r["weights"]
     assert "weights=None" in out and r["input_shape"] == [3, 64, 64] and r["accuracy"]["images"] == 20
-    prep = cli._Preprocess("shufflenet_v2_x0_5", 64)  # the CLI's own preprocessing, so that only the model is checked
+    prep = cli_quantize._Preprocess("shufflenet_v2_x0_5", 64)  # the CLI's own preprocessing, so that only the model is checked
     torch.backends.quantized.engine = r["engine"]
     artifact = torch.jit.load(str(tmp_path / "sn.pt"))
-    assert r["accuracy"]["int8_percent"] == qh.accuracy(artifact, cli._bundled_loader("test", 20, 10, prep))
+    assert r["accuracy"]["int8_percent"] == qh.accuracy(artifact, cli_quantize._bundled_loader("test", 20, 10, prep))
 
 
 needs_executorch = pytest.mark.skipif(not qh.executorch_available(), reason="ExecuTorch is not installed (pip install executorch==1.5.1)")

@@ -10,7 +10,7 @@ import pytest
 
 from qhelpers import doctor
 from qhelpers.files import data_dir
-from qhelpers.pins import course_requirements
+from qhelpers.versions import course_requirements
 
 
 def test_this_machine_is_ready(capsys):
@@ -69,7 +69,7 @@ def test_every_pinned_package_is_checked():
 
 def test_without_requirements_txt_the_installed_ranges_are_checked_and_said(monkeypatch, tmp_path):
     """A pip install . used outside the course folder: no requirements.txt, so the declared ranges, with a WARN saying so."""
-    from qhelpers import pins
+    from qhelpers import versions as pins
 
     monkeypatch.setattr(pins, "_requirements_file", lambda: None)
     monkeypatch.setattr(md, "requires", lambda dist: [

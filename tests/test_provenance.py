@@ -25,7 +25,7 @@ CODE = {p.name: "\n".join("".join(c["source"]) for c in json.loads(p.read_text()
 # Functions that stay public though no notebook calls them: the file (package module, script, notebook or test)
 # that must use each one, and why. test_listed_names_are_used_where_the_list_says checks the file really uses it.
 NOT_IN_NOTEBOOKS = {
-    "atomic_write_bytes": ("qhelpers/rebuild.py", "every artifact writer (rebuild, CLI, runtime) uses it"),
+    "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
     "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
     "calibrate": ("qhelpers/qat.py", "the calibration loop qat and recovery reuse"),
     "check_close": ("tests/test_progress.py", "NOT USED BY THE COURSE: the progress-log tests call it; to delete or make private (checks.py)"),
@@ -50,15 +50,14 @@ NOT_IN_NOTEBOOKS = {
     "qat_qconfig": ("qhelpers/qat.py", "quantization_aware_training builds its default qconfig with it"),
     "qparams_from_minmax": ("qhelpers/quantmath.py", "qparams_from_tensor and the observers' twin build on it"),
     "quant_range": ("qhelpers/checks.py", "the integer range of bits/signed, used across the package"),
-    "quantize_xnnpack": ("qhelpers/cli.py", "the CLI's --target xnnpack and make bench"),
+    "quantize_xnnpack": ("qhelpers/cli_quantize.py", "the CLI's --target xnnpack and make bench"),
     "random_shift": ("qhelpers/training.py", "the course model's augmentation (make model)"),
-    "rebuild_course_int8": ("qhelpers/rebuild.py", "python -m qhelpers.rebuild int8"),
+    "rebuild_course_int8": ("qhelpers/pretrained.py", "python -m qhelpers.rebuild int8 (the INT8 artifact's ModelSpec)"),
     "report": ("qhelpers/ptq.py", "prints every self-check's verdict and logs progress"),
     "run_pte": ("qhelpers/runtime.py", "runs a .pte (the CLI, make bench)"),
-    "sha256_file": ("qhelpers/rebuild.py", "checksums of every shipped file"),
+    "sha256_file": ("qhelpers/registry.py", "checksums of every shipped file"),
     "storage_dtype": ("qhelpers/quantmath.py", "the smallest integer dtype for a range (quantize uses it)"),
-    "train_course_model": ("qhelpers/rebuild.py", "python -m qhelpers.rebuild model"),
-    "train_digit_transformer": ("qhelpers/transformer.py", "python -m qhelpers.rebuild transformer"),
+    "train_digit_transformer": ("tests/test_transformer.py", "trains the transformer with its recipe; only tests call it (the rebuild uses the registry)"),
     "verify_file": ("qhelpers/doctor.py", "every loader verifies its file's checksum with it"),
     "w8a8_linear": ("qhelpers/linear.py", "the simulated W8A8 layer behind SmoothQuant's measurement"),
     "weight_clip": ("qhelpers/recovery.py", "the clipping range behind range setting"),
