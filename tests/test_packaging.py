@@ -10,8 +10,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import qhelpers
+from qhelpers.versions import parse_requirements
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,12 +26,36 @@ def test_version_lives_in_one_place():
     assert qhelpers.__version__.count(".") == 2
 
 
+def _declared() -> dict[str, Requirement]:
+    """pyproject.toml's dependencies and extras, by canonical name."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = meta["dependencies"] + [r for extra in meta["optional-dependencies"].values() for r in extra]
+    return {canonicalize_name(Requirement(r).name): Requirement(r) for r in lines}
+
+
 def test_dependencies_cover_what_the_package_imports():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    deps = {d.split("=")[0].split(">")[0].split("<")[0].strip().lower() for d in meta["project"]["dependencies"]}
-    assert {"torch", "torchvision", "torchao", "numpy", "matplotlib", "ipywidgets", "tqdm"} <= deps
+    deps = {canonicalize_name(Requirement(d).name) for d in meta["project"]["dependencies"]}
+    assert {"torch", "torchvision", "torchao", "numpy", "scipy", "matplotlib", "ipywidgets", "tqdm", "packaging"} <= deps
+    assert set(meta["project"]["optional-dependencies"]) == {"deploy", "dev", "docs"}
     assert (REPO / "LICENSE").is_file() and meta["project"]["license"] == "MIT"
     assert any(r.startswith("setuptools>=77") for r in meta["build-system"]["requires"])  # SPDX license string
+
+
+def test_every_pin_lies_in_the_declared_range():
+    """requirements*.txt pin what pyproject.toml declares (dependencies or an extra), each pin inside its range:
+    the ranges are the tested ones because the pins are what the tests run with."""
+    declared = _declared()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        pins = parse_requirements((REPO / name).read_text())
+        for pkg, pin in pins.items():
+            if pkg in ("jupyterlab", "coverage", "ruff"):  # the lab itself, and tools the package never imports
+                continue
+            assert pkg in declared, f"{name} pins {pkg}, which pyproject.toml does not declare"
+            version = str(pin.specifier).removeprefix("==")
+            assert declared[pkg].specifier.contains(version), f"{name}: {pkg}=={version} is outside pyproject's {declared[pkg]}"
+    major, minor = map(int, tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"].removeprefix(">=").split("."))
+    assert (major, minor) == (3, 11) and sys.version_info[:2] >= (major, minor)
 
 
 def _files(folder: Path) -> set[str]:
