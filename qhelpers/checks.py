@@ -47,6 +47,19 @@ def as_number(value: Any, name: str) -> float:
         raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
 
 
+# How close a learner's number must be to the expected one, for every self-check that compares numbers: a value
+# copied from a printout with 4 significant digits is within 1e-3 of the exact one, while the typical slips
+# (256 for 255 steps, a 7-bit range for 8 bits, a missing zero point) are off by 0.4 % or far more.
+ANSWER_REL_TOL = 1e-3
+
+
+def is_close(answer: float, expected: float, *, rel: float = ANSWER_REL_TOL, abs_tol: float = 1e-12) -> bool:
+    """The one tolerance of the self-checks: ``answer`` (a float, e.g. from ``as_number``) equals ``expected``
+    within ``rel`` of it (``ANSWER_REL_TOL`` unless a check says why it needs another), or within ``abs_tol``
+    near zero."""
+    return abs(answer - expected) <= max(rel * abs(expected), abs_tol)
+
+
 def _blank_safe(check):
     """Turn a blank answer (``...``) into a printed "not filled in yet" instead of an exception."""
     import functools
