@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import qhelpers as qh
+from qhelpers.latency import latency_statistics
 
 
 def test_accuracy_counts_correct_predictions():
@@ -43,14 +44,82 @@ def test_latency_measurement_is_well_formed():
     assert lat.engine == torch.backends.quantized.engine
 
 
+class FakeClock:
+    """A clock that only moves when the timed function says so: each call of ``fn`` advances it by the next duration."""
+
+    def __init__(self, durations_ms, *, cold_ms=None, cold_calls=0):
+        self.now, self.calls, self.reads = 0.0, 0, 0
+        self.durations, self.cold_ms, self.cold_calls = list(durations_ms), cold_ms, cold_calls
+        self.reads_before_call = []  # clock readings made before each call of fn
+
+    def __call__(self):
+        self.reads += 1
+        return self.now
+
+    def fn(self, x):
+        self.reads_before_call.append(self.reads)
+        if self.calls < self.cold_calls:
+            self.now += self.cold_ms / 1e3
+        else:
+            self.now += self.durations[(self.calls - self.cold_calls) % len(self.durations)] / 1e3
+        self.calls += 1
+        return x
+
+
+def test_latency_statistics_of_a_fixed_measurement():
+    """The statistics are a pure function of the Measurement: per-call times, their median, IQR and minimum."""
+    import numpy as np
+    from torch.utils.benchmark import Measurement, TaskSpec
+
+    per_call_ms = [0.4, 0.1, 0.3, 0.2, 10.0, 0.25]
+    m = Measurement(number_per_run=10, raw_times=[t * 10 / 1e3 for t in per_call_ms], task_spec=TaskSpec("fn(example)", "pass"))
+    s = latency_statistics(m)
+    assert s["median_ms"] == pytest.approx(np.median(per_call_ms)) == pytest.approx(0.275)
+    q1, q3 = np.percentile(per_call_ms, [25, 75])
+    assert s["iqr_ms"] == pytest.approx(q3 - q1) == pytest.approx(0.1625)
+    assert s["min_ms"] == pytest.approx(0.1) and s["runs"] == 6 and s["calls_per_run"] == 10
+    with pytest.raises(ValueError, match="no timed samples"):
+        latency_statistics(Measurement(number_per_run=1, raw_times=[], task_spec=TaskSpec("fn(example)", "pass")))
+
+
+def test_latency_reports_the_median_and_iqr_of_the_timed_calls():
+    """Through the real Timer with a fake clock: calls of 1, 2, 6 ms in turn give a median of 2, an IQR of 5, a minimum of 1."""
+    clock = FakeClock([1, 2, 6])
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.1, warmup=0, timer=clock)
+    assert lat.calls_per_run == 1 and 30 <= lat.runs <= 40
+    assert lat.median_ms == pytest.approx(2.0)
+    assert lat.iqr_ms == pytest.approx(5.0)
+    assert lat.min_ms == pytest.approx(1.0)
+
+
+def test_latency_warms_up_before_it_reads_the_clock():
+    """The first ``warmup`` calls run before any clock reading; the slow cold calls are in no sample."""
+    clock = FakeClock([1.0], cold_ms=1000.0, cold_calls=3)
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.02, warmup=3, timer=clock)
+    assert clock.reads_before_call[:4] == [0, 0, 0, 1], clock.reads_before_call[:6]  # 3 warm-up calls, then the sizing call
+    assert lat.warmup == 3 and lat.median_ms == pytest.approx(1.0) and lat.iqr_ms == pytest.approx(0.0, abs=1e-9)
+    assert 20 <= lat.runs <= 22, lat.runs  # 0.02 s of 1 ms calls: the sizing call was warm (1 ms), not cold (1 s)
+
+
 def test_latency_takes_at_least_min_runs_samples_of_a_slow_call():
-    # A call longer than min_run_time still gets min_runs samples (the old single-shot pitfall).
+    """A call longer than min_run_time still gets min_runs samples (the old single-shot pitfall)."""
+    clock = FakeClock([100.0])
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.001, warmup=1, timer=clock)
+    assert lat.runs == qh.MIN_RUNS and lat.calls_per_run == 1 and lat.median_ms == pytest.approx(100.0)
+    assert lat.module == "fn" and lat.quantized is None
+    # The sizing call was fast and the timed calls slow: the Timer stops early and the missing samples are added.
+    clock = FakeClock([100.0], cold_ms=10.0, cold_calls=2)
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.001, warmup=1, min_runs=4, timer=clock)
+    assert lat.runs == 4 and lat.median_ms == pytest.approx(100.0) and lat.iqr_ms == pytest.approx(0.0, abs=1e-9)
+
+
+def test_latency_of_a_real_sleep():
     def slow(x):
         time.sleep(0.01)
         return x
 
     lat = qh.measure_latency(slow, torch.zeros(1), min_run_time=0.001, warmup=0, min_runs=4)
-    assert lat.runs == 4 and lat.calls_per_run == 1 and lat.median_ms >= 10
+    assert lat.runs >= 4 and lat.calls_per_run == 1 and lat.median_ms >= 10
     assert lat.module == "slow" and lat.quantized is None
 
 
@@ -77,7 +146,7 @@ def test_latency_sees_a_quantized_model():
 @pytest.mark.parametrize(
     "kwargs, error",
     [(dict(threads=0), ValueError), (dict(min_run_time=0), ValueError), (dict(min_runs=1), ValueError),
-     (dict(warmup=-1), ValueError), (dict(label=3), TypeError)],
+     (dict(warmup=-1), ValueError), (dict(label=3), TypeError), (dict(timer=3), TypeError)],
 )
 def test_latency_bad_arguments(kwargs, error):
     with pytest.raises(error):
