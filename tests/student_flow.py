@@ -2,10 +2,14 @@
 
 When nbval reaches an exercise cell (tag ``exercise``), the same kernel first runs what the student
 copy has there: the cell with its solution blanked (``qhelpers.notebooks._blank_solution``), then the
-self-check after it. The check must say "not yet" or "not filled in yet" (never "correct"), raise
-nothing and echo no ``Out: ...``. Then nbval runs the solution and the check as committed, and the
-check must say "correct" (compared with the committed output under ``--nbval``; asserted here too,
-so that ``--nbval-lax`` runs on other CPUs check it as well). Everything after an exercise therefore
+self-check after it. The check must give at least one verdict and all of them "not yet" (never
+"correct"), raise nothing and echo no ``Out: ...``. Then nbval runs the solution and the check as
+committed, and every verdict of the check must be "correct" (compared with the committed output under
+``--nbval``; asserted here too, so that ``--nbval-lax`` runs on other CPUs check it as well).
+The verdicts are read from the kernel, not from the printed words: ``qhelpers.checks.report``
+appends each ``CheckResult`` to ``qhelpers.checks.RESULTS``, which this plugin reads and clears around
+each check (``VERDICTS``); so a multi-part check with one part still blank fails, and a hint that
+happens to contain the word "correct" ("bias correction") cannot pass for a verdict. Everything after an exercise therefore
 runs in the state a learner has who filled the blank in after seeing "not yet": if a blank broke
 what a later cell builds on, nbval fails at that cell.
 
@@ -16,6 +20,7 @@ run (``-p student_flow``, with ``tests/`` on the path), so ``make test`` and ``m
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -66,6 +71,32 @@ def run_in_kernel(item: Any, source: str, timeout: float) -> list[dict]:
             outputs.append({"output_type": "error", "ename": content["ename"], "evalue": content["evalue"]})
 
 
+VERDICTS = """\
+def __qh_verdicts():
+    import json, sys
+    checks = sys.modules.get("qhelpers.checks")
+    found = [[r.name, r.ok, r.detail] for r in getattr(checks, "RESULTS", [])]
+    if checks is not None:
+        checks.RESULTS.clear()
+    print("QH_VERDICTS" + json.dumps(found))
+__qh_verdicts()
+del __qh_verdicts
+"""
+
+
+def verdicts(item: Any) -> list[tuple[str, bool, str]]:
+    """The self-check verdicts (name, ok, detail) given in the kernel since the last call, oldest first; clears them."""
+    outputs = run_in_kernel(item, VERDICTS, OUTPUT_TIMEOUT_S)
+    text = "".join(o["text"] for o in outputs if o["output_type"] == "stream")
+    errors = [o for o in outputs if o["output_type"] == "error"]
+    assert not errors and "QH_VERDICTS" in text, f"{_where(item)}: could not read the verdicts in the kernel: {errors or text[:200]!r}"
+    return [tuple(v) for v in json.loads(text.split("QH_VERDICTS", 1)[1].strip().splitlines()[0])]
+
+
+def _listed(found: list) -> str:
+    return "; ".join(f"{'✅' if ok else '❌'} {name}{': ' + detail if detail and not ok else ''}" for name, ok, detail in found) or "none"
+
+
 def _where(item: Any) -> str:
     return f"{item.parent.path.name} {item.name}"
 
@@ -75,21 +106,23 @@ def blank_first(item: Any) -> None:
     _, check = _neighbours(item)
     assert check is not None, f"{_where(item)}: an exercise cell must be followed by its self-check"
     timeout = item.config.option.nbval_cell_timeout
+    verdicts(item)  # forget the verdicts of earlier cells
     for label, source in (("blank exercise", _blank_solution(item.cell.source)), ("check after the blank", check.source)):
         outputs = run_in_kernel(item, _strip_nbval_markers(source), timeout)
         errors = [o for o in outputs if o["output_type"] == "error"]
         assert not errors, f"{_where(item)}: the {label} (student copy) raised {errors[0]['ename']}: {errors[0]['evalue']}"
-    shown = shown_text(outputs)
-    assert "not yet" in shown or "not filled in yet" in shown, f"{_where(item)}: a blank must be flagged, got {shown[:200]!r}"
-    assert "correct" not in shown.replace("not yet", ""), f"{_where(item)}: a blank exercise must not pass its self-check"
+    found = verdicts(item)
+    assert found, f"{_where(item)}: the check after the blank gave no verdict (qhelpers.checks.report was not called)"
+    assert not any(ok for _, ok, _ in found), f"{_where(item)}: a blank must be flagged, got {_listed(found)}"
     assert not [o for o in outputs if o["output_type"] == "execute_result"], f"{_where(item)}: the check echoed its return value (Out: ...)"
 
 
 def answered_check_passes(item: Any) -> None:
-    """After nbval ran the check that follows an exercise's solution: it said "correct" and echoed nothing."""
+    """After nbval ran the check that follows an exercise's solution: every verdict it gave is "correct", and it echoed nothing."""
+    found = verdicts(item)
+    assert found, f"{_where(item)}: the check after the answer gave no verdict (qhelpers.checks.report was not called)"
+    assert all(ok for _, ok, _ in found), f"{_where(item)}: after the answer every part of the check must pass, got {_listed(found)}"
     outputs = [dict(o) for o in (item.test_outputs or [])]
-    shown = shown_text(outputs)
-    assert "correct" in shown and "not yet" not in shown, f"{_where(item)}: after the answer the check must pass, got {shown[:300]!r}"
     assert not [o for o in outputs if o["output_type"] == "execute_result"], f"{_where(item)}: the check echoed its return value (Out: ...)"
 
 
@@ -108,6 +141,8 @@ def pytest_runtest_call(item):
             blank_first(item)
         except AssertionError as problem:  # still run the solution, so that later cells are not failed by this one
             blank_problem = problem
+    if follows_exercise(item):
+        verdicts(item)  # forget the verdicts of earlier cells (the blank's check, or a check in the exercise cell)
     result = yield
     if blank_problem is not None:
         raise blank_problem
