@@ -175,6 +175,108 @@ def test_paired_test_is_the_exact_mcnemar_of_scipy():
     assert lo < r.difference < hi
 
 
+def _predictions(n, only_a, only_b, both_wrong=0):
+    """Labels and two models' predictions on n images: only_a images only A gets right, only_b only B, both_wrong neither."""
+    y = torch.arange(n) % 10
+    a, b = y.clone(), y.clone()
+    b[:only_a] = (y[:only_a] + 1) % 10
+    a[only_a:only_a + only_b] = (y[only_a:only_a + only_b] + 1) % 10
+    k = only_a + only_b
+    a[k:k + both_wrong] = b[k:k + both_wrong] = (y[k:k + both_wrong] + 1) % 10
+    return a, b, y
+
+
+def _clopper_pearson(k, m, alpha):
+    """The exact interval of a binomial share, from beta quantiles (independently of binomtest.proportion_ci)."""
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else beta.ppf(alpha / 2, k, m - k + 1)
+    hi = 1.0 if k == m else beta.ppf(1 - alpha / 2, k + 1, m - k)
+    return lo, hi
+
+
+@pytest.mark.parametrize(
+    "n, only_a, only_b, both_wrong, alpha",
+    [(1000, 15, 5, 10, 0.05), (1000, 5, 15, 0, 0.05), (1000, 0, 0, 30, 0.05), (1000, 5, 0, 0, 0.05), (1000, 6, 0, 0, 0.05),
+     (1000, 0, 40, 0, 0.05), (200, 1, 1, 3, 0.05), (10_000, 160, 100, 50, 0.05), (10_000, 160, 100, 50, 0.01), (20, 20, 0, 0, 0.05)],
+    ids=["15-5", "5-15", "no-disagreement", "5-0", "6-0", "0-40", "1-1", "160-100", "160-100-alpha0.01", "all-20-only-a"],
+)
+def test_paired_test_against_scipy_on_several_tables(n, only_a, only_b, both_wrong, alpha):
+    from scipy.stats import binomtest
+
+    a, b, y = _predictions(n, only_a, only_b, both_wrong)
+    r = qh.paired_test(a, b, y, names=("a", "b"), alpha=alpha)
+    assert (r.n, r.only_a, r.only_b) == (n, only_a, only_b)
+    assert (r.correct_a, r.correct_b) == (n - only_b - both_wrong, n - only_a - both_wrong)
+    assert r.difference == pytest.approx(100.0 * (only_a - only_b) / n)
+    m = only_a + only_b
+    if m == 0:
+        assert r.p_value == 1.0 and r.interval == (0.0, 0.0) and not r.significant and r.verdict == "inside the noise"
+        return
+    p = binomtest(only_a, m, 0.5).pvalue
+    assert r.p_value == pytest.approx(p, rel=1e-12) and r.significant == (p < alpha)
+    lo, hi = _clopper_pearson(only_a, m, alpha)
+    assert r.interval == pytest.approx((100 * m / n * (2 * lo - 1), 100 * m / n * (2 * hi - 1)), rel=1e-6, abs=1e-9)
+    assert r.interval[0] <= r.difference <= r.interval[1]
+    assert r.verdict == ("inside the noise" if p >= alpha else "a better" if only_a > only_b else "b better")
+    assert f"{100 * (1 - alpha):g} % interval" in str(r) and f"p = {r.p_value:.3g}" in str(r)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_paired_test_interval_excludes_zero_exactly_when_significant(alpha):
+    """The interval and the verdict never disagree, for every split of up to 30 disagreements among 500 images."""
+    for m in range(1, 31):
+        for only_a in range(m + 1):
+            a, b, y = _predictions(500, only_a, m - only_a)
+            r = qh.paired_test(a, b, y, alpha=alpha)
+            lo, hi = r.interval
+            assert (lo > 0 or hi < 0) == r.significant, (only_a, m - only_a, r.p_value, r.interval)
+
+
+def test_paired_test_swapped_models_mirror_each_other():
+    a, b, y = _predictions(1000, 15, 5, 10)
+    r, s = qh.paired_test(a, b, y, names=("a", "b")), qh.paired_test(b, a, y, names=("b", "a"))
+    assert s.p_value == r.p_value and s.verdict == "a better" and s.difference == pytest.approx(-r.difference)
+    assert s.interval == pytest.approx((-r.interval[1], -r.interval[0]))
+
+
+def test_paired_test_accepts_lists_and_reports_as_a_dict():
+    r = qh.paired_test([1, 2, 3, 0], [1, 2, 0, 0], [1, 2, 3, 3], names=("x", "y"))
+    assert (r.only_a, r.only_b, r.correct_a, r.correct_b) == (1, 0, 3, 2)
+    d = r.as_dict()
+    assert d["accuracy_a"] == 75.0 and d["accuracy_b"] == 50.0 and d["verdict"] == "inside the noise" and d["significant"] is False
+
+
+def test_compare_models_is_the_paired_test_of_their_predictions():
+    class Fixed(torch.nn.Module):
+        def __init__(self, wrong):
+            super().__init__()
+            self.wrong = wrong
+
+        def forward(self, x):
+            classes = x[:, 0].long()
+            classes[self.wrong[: len(classes)]] = (classes[self.wrong[: len(classes)]] + 1) % 3
+            return torch.nn.functional.one_hot(classes, 3).float()
+
+    y = torch.arange(30) % 3
+    loader = [(y[i:i + 10].float().unsqueeze(1), y[i:i + 10]) for i in range(0, 30, 10)]
+    good, bad = Fixed(torch.tensor([], dtype=torch.long)).eval(), Fixed(torch.tensor([0, 1])).eval()
+    r = qh.compare_models(good, bad, loader, names=("good", "bad"))
+    pa, ya = qh.predict(good, loader)
+    pb, _ = qh.predict(bad, loader)
+    assert r == qh.paired_test(pa, pb, ya, names=("good", "bad"))
+    assert (r.only_a, r.only_b) == (6, 0) and r.significant and r.verdict == "good better"
+    with pytest.raises(ValueError, match="training mode"):
+        qh.compare_models(good, Fixed(torch.tensor([0])).train(), loader)
+    shuffled = iter([loader, loader[::-1]])
+
+    class Reshuffling:  # a loader that gives another order on each pass: read once, so both models see the same order
+        def __iter__(self):
+            return iter(next(shuffled))
+
+    assert qh.compare_models(good, bad, Reshuffling(), names=("good", "bad")) == r
+
+
 def test_paired_test_refuses_bad_input():
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="same length"):
