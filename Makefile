@@ -47,6 +47,7 @@ test: $(DEVSTAMP)
 
 # The inner loop: unit tests without notebooks, browser, network or anything slow (about a minute on 2 cores).
 quick: $(DEVSTAMP)
+	$(VENV)/bin/ruff check --select F qhelpers tests scripts
 	$(PY) -m pytest -q -m "not slow and not browser and not network" tests
 
 # Every notebook again, asserts only (--nbval-lax), on the CPUs learners bring: AVX2 without VNNI

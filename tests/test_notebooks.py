@@ -2,7 +2,6 @@
 exercise as a learner inside that run; see tests/README.md)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
