@@ -111,6 +111,18 @@ def run_tests(extra: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
+def blocks(statements: list[int], missing: set[int]) -> list[list[int]]:
+    """The missing statements in runs of consecutive statements (one block that never ran is reported once)."""
+    runs: list[list[int]] = []
+    for i, n in enumerate(statements):
+        if n in missing:
+            if runs and statements[i - 1] == runs[-1][-1]:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+    return runs
+
+
 def uncovered(functions: list[Function]) -> list[str]:
     """One line per line or branch of the gated functions that no test ran: ``file:line: function: what``."""
     import coverage
@@ -130,14 +142,7 @@ def uncovered(functions: list[Function]) -> list[str]:
             continue
         missing = {n for n in data["missing_lines"] if f.start <= n <= f.end}
         statements = sorted(n for n in set(data["executed_lines"]) | missing if f.start <= n <= f.end)
-        runs: list[list[int]] = []  # consecutive statements that never ran: one block, reported once
-        for i, n in enumerate(statements):
-            if n in missing:
-                if runs and statements[i - 1] == runs[-1][-1]:
-                    runs[-1].append(n)
-                else:
-                    runs.append([n])
-        for run in runs:
+        for run in blocks(statements, missing):
             span = f"{run[0]}" if len(run) == 1 else f"{run[0]}-{run[-1]}"
             what = "line never run" if len(run) == 1 else f"{len(run)} lines never run, from"
             problems.append(f"{rel}:{span}: {f.name}: {what}: {source[run[0] - 1].strip()}")
