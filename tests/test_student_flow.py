@@ -101,3 +101,55 @@ def test_report_keeps_its_last_hundred_results():
         report(f"r{i}", i % 2 == 0)
     assert len(RESULTS) == 100 and RESULTS[0].name == "r20" and RESULTS[-1].name == "r119" and RESULTS[-1].ok is False
     RESULTS.clear()
+
+
+@pytest.mark.slow
+def test_an_answer_printed_above_its_exercise_fails(tmp_path):
+    """A number, a word and a range printed above their exercises pass the checks: each is named; values printed
+    elsewhere, and answers that are not printed, pass."""
+    code = nbformat.v4.new_code_cell
+    shown = "the layer has 41,968 weights; engine qnnpack; accuracy 98.8 %"
+    printing = code(f"print({shown!r})")
+    printing.outputs = [nbformat.v4.new_output("stream", name="stdout", text=shown + "\n")]  # committed, as nbval reads them
+    out = _run(tmp_path, [
+        printing,
+        _exercise("n = 41968"), code("check(n=(n, 41968))"),                                   # cells 2, 3: printed above
+        _exercise("engine = 'qnnpack'"), code("check(engine=(engine, 'qnnpack'))"),            # 4, 5: a word printed above
+        _exercise("low = 98.0\nhigh = 99.5"), code("report('prediction', not not_filled(low, high) and low <= 98.8 <= high)"),  # 6, 7: the measurement printed above
+        _exercise("m = 7"), code("check(m=(m, 7))"),                                            # 8, 9: 7 is not printed above
+    ], "--answers-above=on")
+    assert "3 failed, 7 passed" in out, out[-3000:]
+    assert "Cell 3: exercise 1: values printed above it pass its check (the answer can be copied): n = 41968" in out
+    assert "Cell 5: exercise 2: values printed above it pass its check (the answer can be copied): engine = qnnpack" in out
+    assert "Cell 7: exercise 3: values printed above it pass its check (the answer can be copied): low, high = 98.8" in out
+
+
+def test_printed_candidates_nearest_cell_first():
+    from student_flow import printed_candidates
+
+    out = lambda text: {"output_type": "stream", "name": "stdout", "text": text}  # noqa: E731
+    cells = [
+        {"cell_type": "code", "outputs": [out("scale 0.0123, zero point 115; total 1,234 (x86)\n")]},
+        {"cell_type": "markdown", "source": "42 is not printed"},
+        {"cell_type": "code", "outputs": [{"output_type": "execute_result", "data": {"text/plain": "tensor([-3.5e-02, 7])"}}]},
+        {"cell_type": "code", "outputs": [out("after the exercise: 99")]},
+    ]
+    numbers, words = printed_candidates(cells, 3)
+    assert numbers == ["-3.5e-02", "7", "0.0123", "115", "1234"]
+    assert words[:1] == ["tensor"] and {"scale", "zero", "point", "total", "x86"} <= set(words) and "99" not in numbers
+
+
+def test_answer_names_are_the_solution_names_the_check_reads():
+    from student_flow import answer_names
+
+    exercise = "x = 1\n# BEGIN SOLUTION\nr1 = w1.abs()\nmy_scales = r1.sqrt()\nlow, high = 1, 2\n# END SOLUTION"
+    assert answer_names(exercise, "# NBVAL_CHECK_OUTPUT\nqh.check(my_scales, w1)\nqh.check_range(low, high)") == ["my_scales", "low", "high"]
+    assert answer_names("# BEGIN SOLUTION\nx = (\n# END SOLUTION", "check(x)") == []
+
+
+def test_only_the_check_calls_are_submitted_again():
+    from student_flow import check_statements
+
+    cell = "# NBVAL_IGNORE_OUTPUT\n# (timing)\nacc = qh.accuracy(model, loader)\nprint(acc)\nqh.check_int8_accuracy_prediction(p, 98.8, acc)\n"
+    assert check_statements(cell) == "qh.check_int8_accuracy_prediction(p, 98.8, acc)"
+    assert check_statements("ok = check(x=(x, 1)) and True\nprint(ok)") == "ok = check(x=(x, 1)) and True\nprint(ok)"  # no check_ call
