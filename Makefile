@@ -17,7 +17,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-arm quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,7 @@ test-ci: $(DEVSTAMP)
 
 # The inner loop, under a minute on 2 cores: no notebooks, nothing slow (tests/tiers.py), no browser or network.
 quick: $(DEVSTAMP)
+	$(VENV)/bin/ruff check --select F qhelpers tests scripts
 	$(PY) -m pytest -q -m "not slow and not ci and not browser and not network" tests
 
 # Every notebook again, asserts only (--nbval-lax), on the CPUs learners bring: AVX2 without VNNI
@@ -82,6 +83,16 @@ test-cpus: $(DEVSTAMP)
 # about 15 minutes and 3 GB the first time (build/arm64-root and build/arm64-wheels are reused after).
 test-arm:
 	bash scripts/test_arm.sh
+
+# Every line and branch of every self-check (and of the helpers it judges with) runs in an exercise test; lists
+# each one that does not as file:line (tests/checks_coverage.py; --report re-reads the last run).
+test-checks: $(DEVSTAMP)
+	$(PY) tests/checks_coverage.py
+
+# Each row of tests/mutation/mutations.json breaks one guarded thing in a copy of the repository; the tests that
+# own it must fail (CAUGHT). SURVIVED, STALE (the code moved) or ERROR fail the target. IDS="CK3 LAT1" for some rows.
+test-mutation: $(DEVSTAMP)
+	$(PY) tests/mutation/run.py $(IDS)
 
 # Every Python test of every tier (no notebooks): what `make test` and `make test-ci` run between them, minus nbval.
 test-py: $(DEVSTAMP)

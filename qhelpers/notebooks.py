@@ -26,7 +26,8 @@ from .files import atomic_write_bytes, course_root
 __all__ = ["execute_notebook", "hygiene_problems", "notebook_paths", "notebook_title", "student_copy", "write_student_copies", "STUDENT_DIR"]
 
 NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION", "NBVAL_SKIP"}
-MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
+# A path that names this machine: Linux and macOS home and scratch folders, and any Windows drive path.
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users|private|var/folders)/[\w.-]+|\b[A-Za-z]:\\{1,2}[\w .-]+")
 
 
 def notebook_paths() -> list[Path]:
@@ -217,6 +218,17 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
     return seconds
 
 
+def _strings(value) -> list[str]:
+    """Every string inside an output (stream text, each MIME type's data, a traceback's lines), as the reader sees it."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
 def hygiene_problems(path: Path) -> list[str]:
     """What is wrong with a committed notebook (empty list when it is clean)."""
     problems = []
@@ -241,10 +253,9 @@ def hygiene_problems(path: Path) -> list[str]:
         if first == "# NBVAL_RAISES_EXCEPTION" and "raises-exception" not in cell.get("metadata", {}).get("tags", []):
             problems.append(f"{path} cell {i}: a cell that fails on purpose needs the 'raises-exception' tag too (or Run All stops there)")
         for out in cell.get("outputs", []):
-            text = json.dumps(out)
             if out.get("output_type") == "error" and "NBVAL_RAISES_EXCEPTION" not in source:
                 problems.append(f"{path} cell {i}: committed traceback ({out.get('ename')})")
-            m = MACHINE_PATH.search(text)
+            m = MACHINE_PATH.search("\n".join(_strings(out)))
             if m:
                 problems.append(f"{path} cell {i}: output shows a machine path ({m.group(0)}...)")
     return problems

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
+from .checks import _blank_safe, as_number, report
 from .data import atomic_write_bytes
 from .versions import pip_spec
 

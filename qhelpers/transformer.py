@@ -17,10 +17,7 @@ cores) with ``python -m qhelpers.rebuild transformer`` (``make transformer``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import qhelpers as qh
-from qhelpers import environment, modern
+from qhelpers import environment
 
 NOTEBOOK = qh.course_root() / "notebooks" / "05_beyond_eager_mode.ipynb"
 

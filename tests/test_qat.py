@@ -10,7 +10,6 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, FakeQuantize, MovingAverageMinMaxObserver, QuantStub
 
 import qhelpers as qh
-from qhelpers import qat
 
 # Shown and explained in notebooks 01 and 03; hidden here by message only.
 pytestmark = [
