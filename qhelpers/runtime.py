@@ -365,7 +365,7 @@ def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> boo
     if _close(got, file_bytes / 1e6 / params) or _close(got, file_bytes / 2**20 / params):
         return report("bytes per weight", False, "the file size must be in bytes, not MB")
     if 3.0 < got < 4.5:
-        return report("bytes per weight", False, f"about 4 bytes per weight is the float file; use the INT8 .pte's size")
+        return report("bytes per weight", False, "about 4 bytes per weight is the float file; use the INT8 .pte's size")
     return report("bytes per weight", False, f"got {got:.4g}; count parameters with p.numel() over model.parameters()")
 
 
