@@ -6,7 +6,7 @@ import json
 import pytest
 
 from qhelpers.notebooks import STUDENT_DIR, _blank_solution, hygiene_problems, notebook_paths, student_copy, write_student_copies
-from qhelpers.files import course_root as repo_dir
+from qhelpers.files import course_root
 from student_flow import is_exercise, shown_text
 
 NOTEBOOKS = notebook_paths()
@@ -64,7 +64,7 @@ def test_blank_solution_keeps_the_answer_names():
 
 def test_blank_solution_keeps_a_name_the_exercise_builds_on():
     """Notebook 04's exercise 3: ``ex_model`` comes from the cell above and the solution updates it in place."""
-    nb = json.loads((repo_dir() / "notebooks" / "04_quantization_aware_training.ipynb").read_text())
+    nb = json.loads((course_root() / "notebooks" / "04_quantization_aware_training.ipynb").read_text())
     cells = code_cells(nb)
     (ex,) = [c for c in cells if is_exercise(c) and "ex_model = ex_model.apply" in "".join(c["source"])]
     blank = _blank_solution("".join(ex["source"]))
@@ -137,7 +137,7 @@ def test_student_check_cells_do_not_contain_the_solution(path):
 
 def test_committed_student_copies_are_up_to_date(tmp_path):
     fresh = write_student_copies(tmp_path)
-    committed_dir = repo_dir() / STUDENT_DIR
+    committed_dir = course_root() / STUDENT_DIR
     assert sorted(p.name for p in committed_dir.glob("*.ipynb")) == sorted(p.name for p in fresh), "run: make student"
     for p in fresh:
         assert (committed_dir / p.name).read_text() == p.read_text(), f"{STUDENT_DIR}/{p.name} is stale; run: make student"

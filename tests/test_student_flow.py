@@ -14,7 +14,7 @@ import sys
 import nbformat
 import pytest
 
-from qhelpers.data import repo_dir
+from qhelpers.files import course_root
 from student_flow import VERDICTS, _listed
 
 SETUP = '''\
@@ -42,7 +42,7 @@ def _run(tmp_path, cells, *flags):
         cell.execution_count = i + 1
     path = tmp_path / "exercises.ipynb"
     nbformat.write(nb, path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo_dir() / "tests"), str(repo_dir())]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(course_root() / "tests"), str(course_root())]))
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "student_flow", "--rootdir", str(tmp_path),
          "--nbval-lax", "--nbval-current-env", *flags, str(path)],

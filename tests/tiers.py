@@ -19,7 +19,6 @@ CI: dict[str, str] = {
     "tests/test_cli.py::test_quantize_target_xnnpack_writes_a_pte_and_its_report": "ExecuTorch lowering",
     "tests/test_deployment_benchmark.py::test_compiled_and_executorch_paths_report_times_and_sizes": "torch.compile and ExecuTorch lowering",
     "tests/test_runtime.py": "ExecuTorch lowering and its runtime (notebook 08 runs them in make test)",
-    "tests/test_notebooks.py::test_the_student_flow_fails_a_blank_that_passes_its_check_or_raises": "a nested pytest + nbval run",
     "tests/test_wheelhouse.py::test_wheelhouse_installs_offline": "downloads every wheel from the package index",
 }
 
