@@ -2,8 +2,9 @@
 
 Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
 It checks, in order: the Python version, every package pinned in requirements.txt (executorch
-included), the quantized engines and the CPU (AVX2, VNNI), free disk space, the bundled data and models against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line
-is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
+included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
+``torch.compile`` can build code (a C++ compiler), free disk space, the bundled data and models
+against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
 something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
 """
 
@@ -104,8 +105,9 @@ def check_versions(installed: Optional[Callable[[str], str]] = None, requirement
 
 
 def check_engines() -> list[Finding]:
-    """The quantized engines, the default one, and what the CPU means for INT8 speed."""
-    from .environment import cpu_has_vnni, default_engine, supported_engines
+    """The quantized engines, the default one, and what the CPU's INT8 kernels do (measured, not read from flags)."""
+    from .cpu import cpu_flags_label, emulated, int8_pairs_saturate, is_x86_machine
+    from .environment import default_engine, supported_engines
 
     try:
         engines = supported_engines()
@@ -118,23 +120,38 @@ def check_engines() -> list[Finding]:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    vnni = cpu_has_vnni()
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
-        out.append(Finding("OK", "cpu", f"ARM ({machine}): qnnpack is the engine; the notebooks print where x86-only cells are skipped"))
+    saturates = int8_pairs_saturate(default)
+    where = " (emulated: timings mean nothing here)" if emulated() else ""
+    if not is_x86_machine():
+        out.append(Finding("OK", "cpu", f"ARM ({platform.machine()}): {default} is the engine; INT8 sums "
+                                        f"{'saturate at 16 bits' if saturates else 'are exact (32 bits)'}{where}"))
     elif capability in ("DEFAULT", "NO AVX", "") or capability.startswith("SSE"):
         out.append(
-            Finding("WARN", "cpu", f"no AVX2 ({capability}): INT8 runs but is slow, speed-ups in 02-05 will be small or negative",
+            Finding("WARN", "cpu", f"no AVX2 ({capability}): INT8 runs but is slow, speed-ups in 02-05 will be small or negative{where}",
                     "pair this learner with a neighbour for the timing cells (triage: x86 without AVX2)")
         )
-    elif vnni:
-        out.append(Finding("OK", "cpu", f"{capability} with VNNI: full-speed INT8"))
-    elif vnni is False:
-        out.append(Finding("WARN", "cpu", f"{capability} without VNNI: INT8 works, smaller speed-ups; notebooks take the no-VNNI branch",
-                           "nothing to fix; expect different timings (triage: x86 without VNNI)"))
+    elif saturates is None:
+        out.append(Finding("WARN", "cpu", f"{capability}: the INT8 probe could not run on {default}{where}",
+                           "reinstall torch from requirements.txt (triage: wrong torch build)"))
+    elif saturates:
+        label = " (the flags say AVX-VNNI, which FBGEMM does not use)" if cpu_flags_label() == "avx_vnni" else ""
+        out.append(Finding("WARN", "cpu", f"{capability} without AVX512-VNNI{label}: {default}'s INT8 kernels add 8-bit products "
+                                          f"in 16-bit pairs (measured); notebooks take that branch, smaller speed-ups{where}",
+                           "nothing to fix; calibrate with reduce_range (the x86 qconfig) as notebook 01 shows (triage: x86 without VNNI)"))
     else:
-        out.append(Finding("OK", "cpu", f"{capability} (VNNI unknown on this OS)"))
+        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (AVX512-VNNI), full-speed INT8{where}"))
     return out
+
+
+def check_compiler() -> Finding:
+    """Whether ``torch.compile`` builds a one-line function here (Inductor needs a C++ compiler); a fix per OS."""
+    from .cpu import compile_available, compile_fix
+
+    ok, reason = compile_available()
+    if ok:
+        return Finding("OK", "compiler", "torch.compile builds and runs code here")
+    return Finding("WARN", "compiler", f"torch.compile cannot build code here ({reason}); notebooks 05-08 skip their compiled rows",
+                   compile_fix() + " (triage: no C++ compiler)")
 
 
 def check_disk(path: Optional[Path] = None, free_bytes: Optional[int] = None) -> Finding:
@@ -205,6 +222,7 @@ def run_checks() -> list[Finding]:
     findings = [check_python()]
     findings += check_versions()
     findings += check_engines()
+    findings.append(check_compiler())
     findings.append(check_disk())
     findings.append(check_data())
     findings.append(check_int8_smoke())

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from qhelpers import doctor
 from qhelpers.files import data_dir
@@ -17,7 +18,7 @@ def test_this_machine_is_ready(capsys):
     assert doctor.main([]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("OK")
-    for what in ("python", "packages", "engines", "cpu", "disk", "data", "int8"):
+    for what in ("python", "packages", "engines", "cpu", "compiler", "disk", "data", "int8"):
         assert f"  {what}: " in out or f"{what}: " in out
 
 
@@ -113,14 +114,37 @@ def test_engines_on_an_arm_like_machine_and_a_bad_engine_variable(monkeypatch):
     assert bad.status == "FAIL" and "QHELPERS_ENGINE" in bad.fix
 
 
-def test_without_vnni_it_warns_but_stays_ready(monkeypatch):
-    import qhelpers.environment as environment
+def test_cpu_line_follows_the_measured_probe(monkeypatch):
+    import qhelpers.cpu as cpu
 
-    monkeypatch.setattr(environment, "int8_pairs_saturate", lambda engine: True)  # what the probe measures on AVX2
-    cpu = doctor.check_engines()[1]
-    if cpu.message.startswith("ARM"):
-        pytest.skip("not an x86 machine")
-    assert cpu.status == "WARN" and "without VNNI" in cpu.message
+    monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
+    if not cpu.is_x86_machine() or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("the x86 lines need an x86 CPU with AVX2")
+    monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: True)  # what the probe measures without AVX512-VNNI
+    monkeypatch.setattr(cpu, "cpu_flags_label", lambda: "avx_vnni")  # Intel 12th gen and later
+    line = doctor.check_engines()[1]
+    assert line.status == "WARN" and "without AVX512-VNNI" in line.message and "AVX-VNNI, which FBGEMM does not use" in line.message
+    assert doctor.doctor_report([line])[1]  # a warning, still ready
+    monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: False)
+    line = doctor.check_engines()[1]
+    assert line.status == "OK" and "exact" in line.message
+    monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: None)
+    assert doctor.check_engines()[1].status == "WARN"
+    monkeypatch.setenv("QHELPERS_EMULATED", "1")
+    assert "emulated" in doctor.check_engines()[1].message
+
+
+def test_compiler_line_and_its_fix(monkeypatch):
+    import qhelpers.cpu as cpu
+
+    monkeypatch.setattr(cpu, "compile_available", lambda: (True, ""))
+    assert doctor.check_compiler().status == "OK"
+    monkeypatch.setattr(cpu, "compile_available", lambda: (False, "InvalidCxxCompiler: No working C++ compiler found"))
+    monkeypatch.setattr("platform.system", lambda: "Windows")
+    line = doctor.check_compiler()
+    assert line.status == "WARN" and "No working C++ compiler" in line.message and "Build Tools" in line.fix
+    monkeypatch.setattr("platform.system", lambda: "Darwin")
+    assert "xcode-select --install" in doctor.check_compiler().fix
 
 
 def test_report_lists_fixes_and_fails_on_a_problem():
