@@ -1,6 +1,14 @@
 # The course's commands. `make lab` and `make test` are the README's quick start;
 # both create .venv and install what they need when it is missing or has changed:
 # `make lab` the course (requirements.txt), `make test` also the test tools (requirements-dev.txt).
+#
+# Test tiers (the markers and the list of CI-only tests are in tests/tiers.py):
+#   make quick    the inner loop, under a minute: the unit tests that take well under a second each
+#   make test     the README's command, at most 12 minutes on 2 cores after setup: every unit test except the
+#                 CI tier, and every notebook run strictly (nbval) with the student flow
+#   make test-ci  the rest, for CI (.ci/run): browser, Node wrapper, packaging install, killed runs,
+#                 ExecuTorch lowering, the nested nbval run, the wheelhouse (needs the package index)
+# No test target installs system packages: `make setup-dev` does (Chromium, Debian's qemu-user).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,10 +17,16 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab doctor progress test test-cpus test-arm quick unit nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
 
 setup: $(STAMP)
+
+# The test tools, and the system packages some tests need: Debian's Chromium (the browser tests) and
+# qemu-user (scripts/cpu_kind.sh's Haswell kind). Each is installed with apt-get when missing (root or
+# passwordless sudo), or skipped with one line saying which tests will be skipped (an error under CI=true).
 setup-dev: $(DEVSTAMP)
+	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_apt.sh qemu-x86_64 qemu-user
 
 # Reinstall only when the requirements or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -42,16 +56,22 @@ doctor: $(STAMP)
 progress: $(STAMP)
 	$(PY) -m qhelpers.progress
 
-# Chromium (browser test) and Node (the Node wrapper's tests) are installed or skipped with one line saying
-# so; under CI (CI=true) a missing one is a failure. QHELPERS_SKIP_BROWSER=1 skips the browser test.
-test: $(DEVSTAMP)
-	bash scripts/ensure_chromium.sh
-	bash scripts/run_node_tests.sh
-	$(PY) -m pytest -q tests $(NBVAL) $(NOTEBOOKS)
+TIER_TEST := -m "not ci and not browser and not network"
+TIER_CI   := -m "ci or browser or network"
 
-# The inner loop: unit tests without notebooks, browser, network or anything slow (about a minute on 2 cores).
+test: $(DEVSTAMP)
+	$(PY) -m pytest -q $(TIER_TEST) tests $(NBVAL) $(NOTEBOOKS)
+
+# CI's extra tier: pytest first (so its results show even when Node fails), then the Node wrapper's tests.
+# Chromium and Node missing: one line each, or a failure under CI=true (make setup-dev installs Chromium).
+test-ci: $(DEVSTAMP)
+	$(PY) -m pytest -q $(TIER_CI) tests
+	bash scripts/run_node_tests.sh
+
+# The inner loop, under a minute on 2 cores: no notebooks, nothing slow (tests/tiers.py), no browser or network.
 quick: $(DEVSTAMP)
-	$(PY) -m pytest -q -m "not slow and not browser and not network" tests
+	$(VENV)/bin/ruff check --select F qhelpers tests scripts
+	$(PY) -m pytest -q -m "not slow and not ci and not browser and not network" tests
 
 # The notebooks again, asserts only (--nbval-lax: outputs not compared), on the other kinds of laptop CPU
 # (scripts/cpu_kind.sh says how each is made): first the CPU probes on each kind (tests/test_cpu.py), then
@@ -91,7 +111,18 @@ test-cpus: $(DEVSTAMP)
 test-arm:
 	bash scripts/test_arm.sh
 
-unit: $(DEVSTAMP)
+# Every line and branch of every self-check (and of the helpers it judges with) runs in an exercise test; lists
+# each one that does not as file:line (tests/checks_coverage.py; --report re-reads the last run).
+test-checks: $(DEVSTAMP)
+	$(PY) tests/checks_coverage.py
+
+# Each row of tests/mutation/mutations.json breaks one guarded thing in a copy of the repository; the tests that
+# own it must fail (CAUGHT). SURVIVED, STALE (the code moved) or ERROR fail the target. IDS="CK3 LAT1" for some rows.
+test-mutation: $(DEVSTAMP)
+	$(PY) tests/mutation/run.py $(IDS)
+
+# Every Python test of every tier (no notebooks): what `make test` and `make test-ci` run between them, minus nbval.
+test-py: $(DEVSTAMP)
 	$(PY) -m pytest -q tests
 
 node-test: $(STAMP)
@@ -118,7 +149,7 @@ student: $(STAMP)
 	$(PY) -m qhelpers.notebooks student
 
 # Static pages of the notebooks (committed outputs) in build/html/, index.html first.
-html: $(STAMP)
+html: $(DEVSTAMP)
 	$(PY) scripts/build_html.py
 
 # Every dependency as a wheel in wheelhouse/ (about 3 GB), for installing with no internet:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from qhelpers import doctor
-from qhelpers.data import data_dir
+from qhelpers.files import data_dir
+from qhelpers.versions import course_requirements
 
 
 def test_this_machine_is_ready(capsys):
@@ -25,30 +26,61 @@ def test_python_versions():
     assert doctor.check_python((3, 11)).status == "OK"
     warn = doctor.check_python((3, 12))
     assert warn.status == "WARN" and "wheelhouse" in warn.fix
-    assert doctor.check_python((3, 9)).status == "FAIL"
+    assert doctor.check_python((3, 10)).status == "FAIL"  # the pinned numpy and scipy need 3.11
+
+
+def fake(versions):
+    def get(name):
+        if name not in versions:
+            raise md.PackageNotFoundError(name)
+        return versions[name]
+    return get
 
 
 def test_versions_against_the_pins(tmp_path):
     req = tmp_path / "requirements.txt"
-    req.write_text("torch==2.14.1\ntorchvision==0.29.1  # comment\ntorchao==0.18.0\nmatplotlib==3.11.2\n-e .\n")
-    good = {"torch": "2.14.1+cpu", "torchvision": "0.29.1", "torchao": "0.18.0", "jupyterlab": "4.6.6", "ipywidgets": "8.1.9", "matplotlib": "3.11.2"}
-
-    def fake(versions):
-        def get(name):
-            if name not in versions:
-                raise md.PackageNotFoundError(name)
-            return versions[name]
-        return get
-
+    req.write_text("torch==2.14.1\ntorchvision==0.29.1  # comment\ntorchao==0.18.0\nexecutorch==1.5.1\nmatplotlib==3.11.2\n-e .\n")
+    good = {"torch": "2.14.1+cpu", "torchvision": "0.29.1", "torchao": "0.18.0", "executorch": "1.5.1", "matplotlib": "3.11.2"}
     (ok,) = doctor.check_versions(fake(good), req)
-    assert ok.status == "OK" and "torch 2.14.1+cpu" in ok.message
+    assert ok.status == "OK" and "torch 2.14.1+cpu" in ok.message and "executorch 1.5.1" in ok.message
     (bad,) = doctor.check_versions(fake({**good, "torch": "2.9.0"}), req)
     assert bad.status == "FAIL" and "torch 2.9.0 (pinned 2.14.1)" in bad.message and "requirements.txt" in bad.fix
+    (et,) = doctor.check_versions(fake({**good, "executorch": "1.4.0"}), req)
+    assert et.status == "FAIL" and "executorch 1.4.0 (pinned 1.5.1)" in et.message
     (minor,) = doctor.check_versions(fake({**good, "matplotlib": "3.10.0"}), req)
     assert minor.status == "WARN"
-    missing = {k: v for k, v in good.items() if k != "torchao"}
-    (gone,) = doctor.check_versions(fake(missing), req)
-    assert gone.status == "FAIL" and "torchao" in gone.message
+    for name in ("torchao", "executorch"):
+        (gone,) = doctor.check_versions(fake({k: v for k, v in good.items() if k != name}), req)
+        assert gone.status == "FAIL" and name in gone.message
+
+
+def test_every_pinned_package_is_checked():
+    """requirements.txt is the one list: each of its pins is checked (executorch and numpy among them)."""
+    names = list(course_requirements().requirements)
+    assert {"torch", "torchvision", "torchao", "executorch", "numpy", "scipy", "jupyterlab"} <= set(names)
+    seen = []
+
+    def get(name):
+        seen.append(name)
+        return md.version(name)
+
+    doctor.check_versions(get)
+    assert seen == names
+
+
+def test_without_requirements_txt_the_installed_ranges_are_checked_and_said(monkeypatch, tmp_path):
+    """A pip install . used outside the course folder: no requirements.txt, so the declared ranges, with a WARN saying so."""
+    from qhelpers import versions as pins
+
+    monkeypatch.setattr(pins, "_requirements_file", lambda: None)
+    monkeypatch.setattr(md, "requires", lambda dist: [
+        "torch<2.15,>=2.13", "numpy>=2", 'executorch<1.6,>=1.5; extra == "deploy"', 'pytest; extra == "dev"'])
+    found = doctor.check_versions(fake({"torch": "2.14.1", "numpy": "2.4.6"}))
+    assert [f.status for f in found] == ["WARN", "WARN", "OK"]
+    assert "requirements.txt not found" in found[0].message and "declared version ranges" in found[0].message
+    assert "executorch" in found[1].message and "qhelpers[deploy]" in found[1].fix  # an extra: WARN, not FAIL
+    (_, bad) = doctor.check_versions(fake({"torch": "2.12.0", "numpy": "2.4.6", "executorch": "1.5.1"}))
+    assert bad.status == "FAIL" and "torch 2.12.0 (needs <2.15,>=2.13)" in bad.message
 
 
 def test_disk_thresholds():
