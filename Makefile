@@ -98,7 +98,8 @@ test-cpus: $(DEVSTAMP)
 	printf '%s\n' $(HASWELL_NOTEBOOKS) | xargs -P $(CPUS_JOBS) -I{} bash scripts/cpu_kind.sh haswell \
 	  bash -c 'log=build/cpus-haswell-$$(basename {} .ipynb).log; t0=$$SECONDS; \
 	           timeout $(HASWELL_TIMEOUT) $(PY) -m pytest -q $(LAX) --nbval-kernel-name $$NBVAL_KERNEL {} > $$log 2>&1; \
-	           rc=$$?; echo "haswell {}: $$(tail -n 1 $$log) ($$((SECONDS - t0)) s, rc $$rc)"; \
+	           rc=$$?; [ $$rc = 124 ] && { echo; echo "stopped after HASWELL_TIMEOUT=$(HASWELL_TIMEOUT) s"; } >> $$log; \
+	           echo "haswell {}: $$(tail -n 1 $$log) ($$((SECONDS - t0)) s, rc $$rc)"; \
 	           [ $$rc = 0 ] || { tail -n 60 $$log; exit 1; }'
 	@echo "== notebooks with qnnpack as the only engine (as on ARM) =="
 	bash scripts/cpu_kind.sh qnnpack $(PY) -m pytest -q $(LAX) --nbval-current-env $(NOTEBOOKS)
