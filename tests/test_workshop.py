@@ -61,3 +61,17 @@ def test_optional_tracks_and_triage_rows():
 def test_the_kit_it_names_exists():
     for path in ("docs/ANSWERS.md", "qhelpers/doctor.py", "qhelpers/progress.py", "scripts/lab_settings.py", "scripts/build_html.py"):
         assert (REPO / path).is_file(), path
+
+
+def test_every_triage_reference_of_the_doctor_names_a_row():
+    """Each ``triage: NAME`` in the doctor's (and the CPU probes') fix lines is a row of the table starting ``**NAME**``."""
+    triage = _section("### Laptop triage")
+    rows = re.findall(r"^\| \*\*([^*]+)\*\*", triage, re.MULTILINE)
+    refs = set()
+    for path in (REPO / "qhelpers").glob("*.py"):
+        refs |= set(re.findall(r"triage: ([^)\"]+?)(?:\)|\")", path.read_text()))
+    assert refs, "no triage references found"
+    assert not refs - set(rows), f"fix lines name triage rows that do not exist: {sorted(refs - set(rows))}"
+    for row in ("No module named 'qhelpers'", "no venv module", "Ubuntu 24.04: no Python 3.11", "macOS: system Python 3.9",
+                "PowerShell execution policy", "OneDrive or a deep path", "antivirus", "no internet"):
+        assert row in rows, row
