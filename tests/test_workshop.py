@@ -75,3 +75,17 @@ def test_every_triage_reference_of_the_doctor_names_a_row():
     for row in ("No module named 'qhelpers'", "no venv module", "Ubuntu 24.04: no Python 3.11", "macOS: system Python 3.9",
                 "PowerShell execution policy", "OneDrive or a deep path", "antivirus", "no internet"):
         assert row in rows, row
+
+
+def test_the_day_before_has_the_pre_install_message_and_the_fall_behind_rule():
+    before = TEXT[TEXT.index("## The day before"):TEXT.index("## On the morning")]
+    for needed in ("How learners get the course", "student/", "One wheelhouse per OS", "build/html/", "cold compiler cache",
+                   "TORCHINDUCTOR_CACHE_DIR", "fall-behind rule", "docs/ANSWERS.md"):
+        assert needed in before, needed
+    message = _section("### The pre-install message")
+    for needed in ("macOS 14", "Intel Macs", "Windows on ARM", "12 GB", "C++ compiler", "xcode-select --install",
+                   "Desktop development with C++", "g++", "OneDrive", "WHOLE output"):
+        assert needed in message, needed
+    # the doctor runs with the course's venv, never a bare `python` (the system one has no qhelpers)
+    assert ".venv/bin/python -m qhelpers.doctor" in message and ".venv\\Scripts\\python -m qhelpers.doctor" in message
+    assert not re.search(r"^\s*python -m qhelpers\.doctor", message, re.MULTILINE)
