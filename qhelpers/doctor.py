@@ -171,7 +171,10 @@ def check_kernel(*, kernel_name: str = "python3", timeout_s: float = 120) -> Fin
         from jupyter_client.manager import start_new_kernel
     except ImportError:
         return Finding("FAIL", "kernel", "jupyter_client is not installed in this Python", "pip install -r requirements.txt (in the course's venv)")
-    root = course_root(required=False)
+    try:
+        root = course_root(required=False)
+    except FileNotFoundError:  # a QHELPERS_HOME that is not the course folder: the data line says so
+        root = None
     cwd = root / "student" if root is not None and (root / "student").is_dir() else Path.cwd()
     out: list[str] = []
 
