@@ -43,10 +43,13 @@ $(DEVSTAMP): $(STAMP) requirements-dev.txt
 	touch $(DEVSTAMP)
 
 # Jupyter refuses to run as root without --allow-root (containers, CI machines); added only for root.
+# The lab's root is the course folder (student/, notebooks/, docs/ all reachable; a folder argument would make
+# that folder the root) and it opens LAB_OPEN, the learner's first notebook (tests/test_lab_settings.py).
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
+LAB_OPEN  := student/00_start_here.ipynb
 lab: $(STAMP)
 	$(PY) scripts/lab_settings.py
-	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) --ServerApp.root_dir="$(CURDIR)" $(LAB_OPEN)
 
 # The 2-minute laptop check of a workshop morning (OK, or what is wrong and how to fix it).
 doctor: $(STAMP)

@@ -3,7 +3,7 @@
 Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
 It checks, in order: the Python version, every package pinned in requirements.txt (executorch
 included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
-``torch.compile`` can build code (a C++ compiler), free disk space, the bundled data and models
+``torch.compile`` can build code (a C++ compiler), whether the Jupyter kernel imports qhelpers, free disk space, the bundled data and models
 against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
 something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
 """
@@ -14,6 +14,7 @@ import argparse
 import importlib.metadata as md
 import platform
 import shutil
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -154,6 +155,60 @@ def check_compiler() -> Finding:
                    compile_fix() + " (triage: no C++ compiler)")
 
 
+KERNEL_FIX = ("start JupyterLab from the course's venv: `make lab`, or .venv/bin/jupyter lab (Windows: .venv\\Scripts\\jupyter lab); "
+              "in VS Code pick the .venv interpreter as the notebook's kernel (triage: No module named 'qhelpers')")
+
+
+def check_kernel(*, kernel_name: str = "python3", timeout_s: float = 120) -> Finding:
+    """Whether the Jupyter kernel ``kernel_name`` that this Python's JupyterLab starts imports this course's qhelpers.
+
+    The most common first-cell error of a workshop is ``No module named 'qhelpers'``: Jupyter started from another
+    Python (Anaconda's base, a system Jupyter) runs a kernel that has not got the course installed. This starts the
+    kernel as JupyterLab would (its kernel spec, in the course's ``student/`` folder), imports qhelpers in it and
+    says which file it imported.
+    """
+    try:
+        from jupyter_client.manager import start_new_kernel
+    except ImportError:
+        return Finding("FAIL", "kernel", "jupyter_client is not installed in this Python", "pip install -r requirements.txt (in the course's venv)")
+    try:
+        root = course_root(required=False)
+    except FileNotFoundError:  # a QHELPERS_HOME that is not the course folder: the data line says so
+        root = None
+    cwd = root / "student" if root is not None and (root / "student").is_dir() else Path.cwd()
+    out: list[str] = []
+
+    def collect(msg: dict) -> None:
+        content = msg.get("content", {})
+        if msg.get("msg_type") == "stream":
+            out.append(content.get("text", ""))
+        elif msg.get("msg_type") == "error":
+            out.append(f"{content.get('ename')}: {content.get('evalue')}")
+
+    try:
+        km, kc = start_new_kernel(kernel_name=kernel_name, startup_timeout=timeout_s, cwd=str(cwd),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # the kernel's own log lines
+    except Exception as exc:
+        return Finding("FAIL", "kernel", f"the Jupyter kernel {kernel_name!r} did not start: {type(exc).__name__}: {str(exc)[:160]}", KERNEL_FIX)
+    try:
+        kc.execute_interactive("import sys, qhelpers; print(qhelpers.__file__); print(sys.executable)", timeout=timeout_s, output_hook=collect)
+    except Exception as exc:
+        out.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    text = "".join(out).strip()
+    lines = text.splitlines()
+    if len(lines) != 2 or not lines[0].endswith(".py"):
+        return Finding("FAIL", "kernel", f"the Jupyter kernel {kernel_name!r} cannot import qhelpers ({text[:160] or 'no output'})", KERNEL_FIX)
+    imported = Path(lines[0]).resolve().parent
+    here = Path(__file__).resolve().parent
+    if imported != here:
+        return Finding("WARN", "kernel", f"the Jupyter kernel {kernel_name!r} ({lines[1]}) imports qhelpers from {imported}, not from {here}",
+                       KERNEL_FIX)
+    return Finding("OK", "kernel", f"the Jupyter kernel {kernel_name!r} ({lines[1]}) imports qhelpers from this course")
+
+
 def check_disk(path: Optional[Path] = None, free_bytes: Optional[int] = None) -> Finding:
     """Free space where the course lives: results, caches and a re-install need room."""
     free = free_bytes if free_bytes is not None else shutil.disk_usage(path or course_root(required=False) or Path.cwd()).free
@@ -223,6 +278,7 @@ def run_checks() -> list[Finding]:
     findings += check_versions()
     findings += check_engines()
     findings.append(check_compiler())
+    findings.append(check_kernel())
     findings.append(check_disk())
     findings.append(check_data())
     findings.append(check_int8_smoke())

@@ -1,12 +1,26 @@
 """A learner's progress: every self-check appends one line to a small local log, and a command prints it.
 
 Introduced in notebooks/00_start_here.ipynb (the first self-check). Each ``qh.check_...`` call in a
-notebook opened through Jupyter appends ``{"time", "learner", "notebook", "exercise", "ok"}`` as one
-JSON line to ``progress/<learner>.jsonl`` in the course folder (``qh.course_root()``; git-ignored; the
-current directory when the notebook runs outside the course folder), or to the file named by
-``QHELPERS_PROGRESS``. Nothing is written outside a Jupyter server (scripts, ``nbclient`` runs) or
-under pytest unless ``QHELPERS_PROGRESS`` asks for it, and a log that cannot be written never
-breaks a check.
+notebook opened through Jupyter appends one JSON line to ``progress/<learner>.jsonl`` in the course folder
+(``qh.course_root()``; git-ignored; the current directory when the notebook runs outside the course folder),
+or to the file named by ``QHELPERS_PROGRESS``::
+
+    {"time", "learner", "notebook", "source", "exercise", "of", "check", "status", "ok", "run"}
+
+* ``exercise``: the number of the exercise whose self-check ran (``"1"``, ``"2"``, ...: the exercise cells, tag
+  ``exercise``, in notebook order; the check is the exercise cell itself or the cell right after it), or ``""``
+  for a check outside an exercise; ``of``: how many exercises the notebook has;
+* ``source``: ``"student"`` when the exercise cell holds the learner's code, ``"solution"`` when it holds the
+  course's solution (``# BEGIN SOLUTION``: the full notebook in ``notebooks/``), ``"unknown"`` when the
+  notebook file cannot be read;
+* ``status``: ``"blank"`` (the answer is still ``...``), ``"wrong"`` or ``"correct"``; ``check``: the name the
+  check printed; ``run``: one id per cell execution (an exercise with two checks is correct when both are).
+
+The executing cell is the one JupyterLab names in its request (``cellId``), found in the notebook file the kernel
+was started for (``JPY_SESSION_NAME``, or VS Code's ``__vsc_ipynb_file__``); when no cell has that id (an editor
+that sends none) the cell whose code is the code being run. Nothing is written outside a notebook kernel
+(scripts, ``nbclient`` runs) or under pytest unless ``QHELPERS_PROGRESS`` asks for it, and a log that cannot
+be written never breaks a check.
 
     python -m qhelpers.progress                      # this laptop's table (progress/*.jsonl)
     python -m qhelpers.progress collected/           # a teacher's folder of collected logs
@@ -30,7 +44,7 @@ from typing import Iterable, Optional
 
 from .files import course_root
 
-__all__ = ["progress_log_path", "learner_name", "record", "read_progress", "progress_table"]
+__all__ = ["progress_log_path", "learner_name", "record", "read_progress", "exercise_states", "exercise_of_cell", "progress_table"]
 
 PROGRESS_ENV = "QHELPERS_PROGRESS"
 LEARNER_ENV = "QHELPERS_LEARNER"
@@ -53,12 +67,30 @@ def _safe_file_name(name: str) -> str:
     return re.sub(r"[^\w@.-]+", "_", name) or "learner"
 
 
+def _session_notebook() -> Optional[str]:
+    """The notebook file this kernel runs: ``JPY_SESSION_NAME`` (Jupyter's server) or VS Code's ``__vsc_ipynb_file__``."""
+    session = os.environ.get("JPY_SESSION_NAME", "").strip()
+    if session:
+        return session
+    shell = _shell()
+    vsc = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None
+    return str(vsc) if isinstance(vsc, (str, os.PathLike)) and str(vsc) else None
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the course
+        return None
+    return get_ipython()
+
+
 def progress_log_path() -> Optional[Path]:
-    """Where ``record`` writes, or ``None`` when no log is kept (outside Jupyter, or under pytest).
+    """Where ``record`` writes, or ``None`` when no log is kept (outside a notebook kernel, or under pytest).
 
     ``QHELPERS_PROGRESS`` (a ``.jsonl`` file, or a folder for ``<learner>.jsonl``) always wins;
-    otherwise a kernel started by a Jupyter server (which sets ``JPY_SESSION_NAME``) writes to
-    ``progress/<learner>.jsonl`` in the course folder.
+    otherwise a kernel started for a notebook (Jupyter's server sets ``JPY_SESSION_NAME``; VS Code sets
+    ``__vsc_ipynb_file__``) writes to ``progress/<learner>.jsonl`` in the course folder.
     """
     explicit = os.environ.get(PROGRESS_ENV, "").strip()
     if explicit:
@@ -66,7 +98,7 @@ def progress_log_path() -> Optional[Path]:
         if path.is_dir() or explicit.endswith(("/", os.sep)):
             return path / f"{_safe_file_name(learner_name())}.jsonl"
         return path
-    if "PYTEST_CURRENT_TEST" in os.environ or not os.environ.get("JPY_SESSION_NAME"):
+    if "PYTEST_CURRENT_TEST" in os.environ or not _session_notebook():
         return None
     return _progress_dir() / f"{_safe_file_name(learner_name())}.jsonl"
 
@@ -77,28 +109,95 @@ def _progress_dir() -> Path:
 
 
 def _notebook_name() -> str:
-    session = os.environ.get("JPY_SESSION_NAME", "").strip()
-    if not session:
-        return "(no notebook)"
-    return Path(session).stem
+    session = _session_notebook()
+    return Path(session).stem if session else "(no notebook)"
 
 
-def record(exercise: str, ok: bool, *, notebook: Optional[str] = None) -> Optional[Path]:
+def _running_cell() -> tuple[Optional[str], Optional[str], str]:
+    """``(cell id, code, run id)`` of the cell this kernel is executing (``None`` s outside a kernel)."""
+    shell = _shell()
+    kernel = getattr(shell, "kernel", None)
+    run = f"{os.getpid()}:{getattr(shell, 'execution_count', 0)}"
+    try:
+        parent = kernel.get_parent() if kernel is not None else {}
+    except Exception:
+        parent = {}
+    cell_id = (parent.get("metadata") or {}).get("cellId")
+    code = (parent.get("content") or {}).get("code")
+    return (str(cell_id) if cell_id else None), code, run
+
+
+_NOTEBOOK_CACHE: dict[str, tuple[float, list[dict]]] = {}
+
+
+def _notebook_cells(path: str) -> Optional[list[dict]]:
+    """The cells of the notebook file at ``path`` (cached by modification time), or ``None`` if unreadable."""
+    try:
+        mtime = os.stat(path).st_mtime
+        cached = _NOTEBOOK_CACHE.get(path)
+        if cached is None or cached[0] != mtime:
+            with open(path, encoding="utf-8") as f:
+                cells = json.load(f)["cells"]
+            _NOTEBOOK_CACHE[path] = cached = (mtime, cells)
+        return cached[1]
+    except Exception:
+        return None
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def _is_exercise(cell: dict) -> bool:
+    return cell.get("cell_type") == "code" and "exercise" in (cell.get("metadata") or {}).get("tags", [])
+
+
+def exercise_of_cell(cells: list[dict], cell_id: Optional[str], code: Optional[str]) -> tuple[str, int, str]:
+    """``(exercise, of, source)`` for the running cell of a notebook (see the module's docstring).
+
+    The cell is found by ``cell_id``, else by ``code``; its exercise is the exercise cell it is, or the one right
+    before it. ``exercise`` is ``""`` for a cell outside any exercise; ``source`` is ``"student"``,
+    ``"solution"`` (the exercise cell holds ``# BEGIN SOLUTION``) or ``"unknown"``.
+    """
+    exercises = [i for i, c in enumerate(cells) if _is_exercise(c)]
+    index = next((i for i, c in enumerate(cells) if cell_id and c.get("id") == cell_id), None)
+    if index is None and code is not None:
+        index = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code" and _source(c).strip() == code.strip()), None)
+    if index is None:
+        return "", len(exercises), "unknown"
+    for k, i in enumerate(exercises, start=1):
+        if i == index or i == index - 1:
+            return str(k), len(exercises), "solution" if "# BEGIN SOLUTION" in _source(cells[i]) else "student"
+    return "", len(exercises), "solution" if any("# BEGIN SOLUTION" in _source(cells[i]) for i in exercises) else "student"
+
+
+def record(check: str, ok: bool, *, blank: bool = False, notebook: Optional[str] = None) -> Optional[Path]:
     """Append one check's result to the progress log; returns the log's path, or ``None`` if none is kept.
 
-    Never raises: a full disk or a read-only folder only means this line is not logged.
+    ``blank``: the answer was still ``...`` (``qhelpers.checks.report`` says so). Never raises: a full disk or
+    a read-only folder only means this line is not logged.
     """
     path = progress_log_path()
     if path is None:
         return None
-    entry = {
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "learner": learner_name(),
-        "notebook": notebook if notebook is not None else _notebook_name(),
-        "exercise": str(exercise),
-        "ok": bool(ok),
-    }
     try:
+        cell_id, code, run = _running_cell()
+        session = _session_notebook()
+        cells = _notebook_cells(session) if session else None
+        exercise, of, source = exercise_of_cell(cells, cell_id, code) if cells is not None else ("", 0, "unknown")
+        entry = {
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "learner": learner_name(),
+            "notebook": notebook if notebook is not None else _notebook_name(),
+            "source": source,
+            "exercise": exercise,
+            "of": of,
+            "check": str(check),
+            "status": "correct" if ok else "blank" if blank else "wrong",
+            "ok": bool(ok),
+            "run": run,
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -121,7 +220,11 @@ def _log_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def read_progress(paths: Iterable[Path]) -> tuple[list[dict], int]:
-    """All entries of the given logs (files or folders of ``*.jsonl``) and the number of unreadable lines."""
+    """All entries of the given logs (files or folders of ``*.jsonl``) and the number of unreadable lines.
+
+    Lines written before exercises were recorded (``exercise`` was the check's name, no ``status``) are read as
+    checks outside an exercise, from an unknown source.
+    """
     entries, bad = [], 0
     for f in _log_files(paths):
         for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -136,49 +239,89 @@ def read_progress(paths: Iterable[Path]) -> tuple[list[dict], int]:
                 continue
             e.setdefault("learner", f.stem)
             e.setdefault("time", "")
+            if "status" not in e:  # the old format: one line per check, no exercise
+                e.update(check=str(e["exercise"]), exercise="", status="correct" if e["ok"] else "wrong")
+            e.setdefault("source", "unknown")
+            e.setdefault("of", 0)
+            e.setdefault("check", "")
+            e.setdefault("run", e["time"])
             entries.append(e)
     return entries, bad
 
 
-def progress_table(entries: list[dict]) -> str:
-    """A plain-text table per learner: each check's latest result, its number of tries, when first correct.
+def exercise_states(entries: list[dict]) -> dict[tuple[str, str, str, str], dict]:
+    """Each learner's exercises: ``{(learner, notebook, source, exercise): state}``, oldest entry first.
 
-    With more than one learner, a summary (checks correct per notebook, per learner) comes first.
+    ``state``: ``status`` (of the latest run of the exercise's checks: ``correct`` when every check in it is,
+    ``blank`` when every one is blank, else ``wrong``), ``tries`` (runs with something filled in), ``first_ok``
+    (time of the first correct run, or ``""``), ``of`` (exercises in the notebook). Checks outside an exercise
+    are left out.
+    """
+    runs: dict[tuple, dict[str, list[dict]]] = {}
+    for e in sorted(entries, key=lambda e: str(e.get("time", ""))):
+        if not str(e.get("exercise", "")):
+            continue
+        key = (str(e["learner"]), str(e["notebook"]), str(e["source"]), str(e["exercise"]))
+        runs.setdefault(key, {}).setdefault(str(e["run"]), []).append(e)
+    states = {}
+    for key, by_run in runs.items():
+        state = {"status": "blank", "tries": 0, "first_ok": "", "of": 0}
+        for checks in by_run.values():  # in order of their first entry
+            statuses = {c["status"] for c in checks}
+            status = "correct" if statuses == {"correct"} else "blank" if statuses == {"blank"} else "wrong"
+            state["status"] = status
+            state["tries"] += status != "blank"
+            state["of"] = max(state["of"], *(int(c.get("of") or 0) for c in checks))
+            if status == "correct" and not state["first_ok"]:
+                state["first_ok"] = str(checks[-1].get("time", ""))
+        states[key] = state
+    return states
+
+
+def progress_table(entries: list[dict]) -> str:
+    """The teacher's table, then one table per learner.
+
+    The summary has one row per learner and one column per notebook: exercises correct / exercises in the notebook
+    in the student copy, ``S`` after it when the learner ran the solution notebook's checks (those never count as
+    correct), ``-`` for a notebook not started. Each learner's table lists every exercise: where it ran (student
+    copy or solution), its latest status, the tries with something filled in, and when it was first correct.
     """
     if not entries:
         return "no self-check results yet: run a notebook's exercises and their check cells first"
-    by_learner: dict[str, dict[tuple[str, str], dict]] = {}
-    for e in sorted(entries, key=lambda e: e.get("time", "")):
-        rows = by_learner.setdefault(str(e["learner"]), {})
-        key = (str(e["notebook"]), str(e["exercise"]))
-        row = rows.setdefault(key, {"tries": 0, "ok": False, "first_ok": "", "last": ""})
-        row["tries"] += 1
-        row["ok"] = bool(e["ok"])
-        row["last"] = e.get("time", "")
-        if e["ok"] and not row["first_ok"]:
-            row["first_ok"] = e.get("time", "")
+    states = exercise_states(entries)
+    learners = sorted({str(e["learner"]) for e in entries})
+    notebooks = sorted({nb for (_, nb, _, _) in states})
     out = []
-    if len(by_learner) > 1:
-        notebooks = sorted({nb for rows in by_learner.values() for nb, _ in rows})
+    if notebooks:
         header = ["learner"] + [nb[:2] if re.match(r"\d\d_", nb) else nb for nb in notebooks]
         lines = []
-        for learner, rows in sorted(by_learner.items()):
+        for learner in learners:
             cells = [learner]
             for nb in notebooks:
-                mine = [r for (n, _), r in rows.items() if n == nb]
-                cells.append(f"{sum(r['ok'] for r in mine)}/{len(mine)}" if mine else "-")
+                mine = {k: v for k, v in states.items() if k[0] == learner and k[1] == nb}
+                student = [v for k, v in mine.items() if k[2] != "solution"]
+                of = max((v["of"] for v in mine.values()), default=0)
+                cell = f"{sum(v['status'] == 'correct' for v in student)}/{of or len(student)}" if student else ("0/" + str(of) if mine else "-")
+                if any(k[2] == "solution" for k in mine):
+                    cell += " S"
+                cells.append(cell)
             lines.append(cells)
-        out.append("Checks correct / checks tried, per notebook:")
+        out.append("Exercises correct in the student copy / exercises in the notebook (S: also ran the solution notebook's checks):")
         out.append(_format(header, lines))
         out.append("")
-    for learner, rows in sorted(by_learner.items()):
-        correct = sum(r["ok"] for r in rows.values())
-        out.append(f"{learner}: {correct} of {len(rows)} checks correct")
-        lines = [
-            [nb, ex, "correct" if r["ok"] else "not yet", str(r["tries"]), _hhmm(r["first_ok"]) or "-"]
-            for (nb, ex), r in sorted(rows.items())
-        ]
-        out.append(_format(["notebook", "check", "latest", "tries", "first correct (UTC)"], lines))
+    for learner in learners:
+        mine = sorted((k, v) for k, v in states.items() if k[0] == learner)
+        correct = sum(v["status"] == "correct" and k[2] != "solution" for k, v in mine)
+        out.append(f"{learner}: {correct} exercise{'s' if correct != 1 else ''} correct in the student copies")
+        if mine:
+            lines = [[nb, ex, src, v["status"], str(v["tries"]), _hhmm(v["first_ok"]) or "-"] for (_, nb, src, ex), v in mine]
+            out.append(_format(["notebook", "exercise", "copy", "latest", "tries", "first correct (UTC)"], lines))
+        outside: dict[tuple[str, str], str] = {}  # the latest status of each check outside an exercise
+        for e in sorted(entries, key=lambda e: str(e.get("time", ""))):
+            if str(e["learner"]) == learner and not str(e.get("exercise", "")):
+                outside[(str(e["notebook"]), str(e["check"]))] = str(e["status"])
+        if outside:
+            out.append("checks outside the exercises (latest): " + ", ".join(f"{nb} {check} {st}" for (nb, check), st in sorted(outside.items())))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

@@ -12,6 +12,9 @@ Writes two small files, merged with what is already there (other settings are ke
   (no news URL, never check for updates).
 
 A learner can still turn the news on in Settings; the override only changes the default.
+
+It ends by printing where a learner works (``LEARNER_FOLDER``), the line ``make lab`` shows just before
+JupyterLab opens the course folder at ``student/00_start_here.ipynb`` (the Makefile's ``LAB_OPEN``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from pathlib import Path
 
 NOTIFICATION = "@jupyterlab/apputils-extension:notification"
 OVERRIDES = {NOTIFICATION: {"fetchNews": "false", "checkForUpdates": False}}
+LEARNER_FOLDER = "student"
+LANDING_MESSAGE = (
+    "Work in student/: the notebooks with blanks to fill in (JupyterLab opens student/00_start_here.ipynb).\n"
+    "notebooks/ holds the same notebooks with their solutions; run those only to compare."
+)
 SERVER_CONFIG = {"LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}}
 
 
@@ -64,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for path in install(args.prefix):
         print(f"wrote {path}")
+    print(LANDING_MESSAGE)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -153,3 +154,26 @@ def test_report_lists_fixes_and_fails_on_a_problem():
     assert not ready and "fix: free space" in text and text.splitlines()[-1].startswith("NOT READY: 1 problem")
     text, ready = doctor.doctor_report([doctor.Finding("WARN", "cpu", "no VNNI", "nothing")])
     assert ready and "1 warning" in text
+
+
+def _kernel_spec(root, name, argv):
+    spec = root / "kernels" / name
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+
+
+@pytest.mark.slow
+def test_the_jupyter_kernel_imports_qhelpers_or_the_fix_says_how(monkeypatch, tmp_path):
+    """The course's kernel imports this qhelpers (OK); a kernel of a Python without the course (simulated: qhelpers
+    blocked in its sys.modules, as in Anaconda's base) FAILs with the fix; a kernel that cannot start FAILs too."""
+    ok = doctor.check_kernel()
+    assert ok.status == "OK" and "imports qhelpers from this course" in ok.message, ok.line()
+    no_course = "import sys; sys.modules['qhelpers'] = None; from ipykernel import kernelapp; kernelapp.launch_new_instance()"
+    _kernel_spec(tmp_path, "other-python", [sys.executable, "-c", no_course, "-f", "{connection_file}"])
+    _kernel_spec(tmp_path, "broken", [str(tmp_path / "no-such-python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    other = doctor.check_kernel(kernel_name="other-python")
+    assert other.status == "FAIL" and "cannot import qhelpers" in other.message and "ModuleNotFoundError" in other.message, other.line()
+    assert "make lab" in other.fix and "VS Code" in other.fix and "triage: No module named 'qhelpers'" in other.fix
+    broken = doctor.check_kernel(kernel_name="broken", timeout_s=30)
+    assert broken.status == "FAIL" and "did not start" in broken.message, broken.line()

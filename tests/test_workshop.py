@@ -61,3 +61,31 @@ def test_optional_tracks_and_triage_rows():
 def test_the_kit_it_names_exists():
     for path in ("docs/ANSWERS.md", "qhelpers/doctor.py", "qhelpers/progress.py", "scripts/lab_settings.py", "scripts/build_html.py"):
         assert (REPO / path).is_file(), path
+
+
+def test_every_triage_reference_of_the_doctor_names_a_row():
+    """Each ``triage: NAME`` in the doctor's (and the CPU probes') fix lines is a row of the table starting ``**NAME**``."""
+    triage = _section("### Laptop triage")
+    rows = re.findall(r"^\| \*\*([^*]+)\*\*", triage, re.MULTILINE)
+    refs = set()
+    for path in (REPO / "qhelpers").glob("*.py"):
+        refs |= set(re.findall(r"triage: ([^)\"]+?)(?:\)|\")", path.read_text()))
+    assert refs, "no triage references found"
+    assert not refs - set(rows), f"fix lines name triage rows that do not exist: {sorted(refs - set(rows))}"
+    for row in ("No module named 'qhelpers'", "no venv module", "Ubuntu 24.04: no Python 3.11", "macOS: system Python 3.9",
+                "PowerShell execution policy", "OneDrive or a deep path", "antivirus", "no internet"):
+        assert row in rows, row
+
+
+def test_the_day_before_has_the_pre_install_message_and_the_fall_behind_rule():
+    before = TEXT[TEXT.index("## The day before"):TEXT.index("## On the morning")]
+    for needed in ("How learners get the course", "student/", "One wheelhouse per OS", "build/html/", "cold compiler cache",
+                   "TORCHINDUCTOR_CACHE_DIR", "fall-behind rule", "docs/ANSWERS.md"):
+        assert needed in before, needed
+    message = _section("### The pre-install message")
+    for needed in ("macOS 14", "Intel Macs", "Windows on ARM", "12 GB", "C++ compiler", "xcode-select --install",
+                   "Desktop development with C++", "g++", "OneDrive", "WHOLE output"):
+        assert needed in message, needed
+    # the doctor runs with the course's venv, never a bare `python` (the system one has no qhelpers)
+    assert ".venv/bin/python -m qhelpers.doctor" in message and ".venv\\Scripts\\python -m qhelpers.doctor" in message
+    assert not re.search(r"^\s*python -m qhelpers\.doctor", message, re.MULTILINE)
