@@ -160,7 +160,7 @@ def cpu_has_vnni() -> Optional[bool]:
     ``qhelpers.cpu``), not from CPU flags. None where the ``x86`` engine does
     not exist (ARM, or an engine list without it).
 
-    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     saturates = int8_pairs_saturate("x86") if _is_x86_machine() else None
     return None if saturates is None else not saturates

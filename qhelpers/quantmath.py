@@ -381,10 +381,14 @@ def int8_linear(
     bias: Optional[torch.Tensor],
     out_qparams: QParams,
     *,
-    bias_mode: BiasMode = "int32",
+    bias_mode: BiasMode,
     saturate_int16_pairs: bool = False,
 ) -> torch.Tensor:
     """``y = x @ w.T + b`` computed the way an INT8 kernel does.
+
+    ``bias_mode`` has no default: ``"float"`` is the ``x86``/``fbgemm`` engines'
+    way and ``"int32"`` qnnpack's (see below), and a default would be one
+    engine's answer on the other engine.
 
     Shapes: ``x_q`` (N, in) codes, ``w_q`` (out, in) codes (per-tensor, or
     per-channel along axis 0), ``bias`` float (out,) or None. Steps:
@@ -405,7 +409,7 @@ def int8_linear(
     over a rounding boundary. Each matches ``torch.ao.nn.quantized.Linear`` on
     its own engine with 0 differing codes (tested), as long as the kernel does
     not saturate (full-range activations on a CPU without VNNI: see
-    ``qh.cpu_has_vnni`` and notebook 01).
+    ``qh.int8_pairs_saturate`` and notebook 01).
 
     ``saturate_int16_pairs=True`` computes step 1 the way FBGEMM's AVX2 kernels
     do on a CPU without VNNI: the raw codes are multiplied (u8 x s8), each

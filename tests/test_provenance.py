@@ -27,6 +27,7 @@ NOT_IN_NOTEBOOKS = {
     "calibrate": "ptq: the calibration loop qat and the CLI reuse",
     "check_close": "checks: the generic self-check other checks build on",
     "check_engine": "environment: every helper that takes engine= validates it here",
+    "check_scale_zero_point": "checks: exercise 2 of notebook 01 as numbers; check_qparams_function checks the function form",
     "check_size_ratio": "runtime: a self-check of notebook 08's exercises, called through a wrapper",
     "convert_qat_model": "qat: the 8-bit convert step of the QAT recipe (tests, qat_finetune)",
     "course_int8_metadata": "pretrained: the INT8 artifact's metadata (the weights enum's meta reads it)",
