@@ -223,3 +223,14 @@ def test_ex3_blank_scale_or_codes_say_not_filled_in(capsys, x):
     assert not qh.check_codes(..., x, ..., ...)
     assert not qh.check_codes(lambda t: t, x, ..., ...)
     assert capsys.readouterr().out.count("not filled in yet") == 2
+
+
+def test_ex2_blank_in_the_student_copy_names_the_function(capsys, x):
+    # the solution is a `def`: the student copy's blank must still define the name the check reads
+    from qhelpers.notebooks import _blank_solution
+
+    blank = _blank_solution("# BEGIN SOLUTION\ndef affine_qparams(t):\n    return 1.0, 0\n# END SOLUTION")
+    assert blank == "affine_qparams = ...  # your code here"
+    namespace: dict = {}
+    exec(blank, namespace)
+    rejected(capsys, qh.check_qparams_function(namespace["affine_qparams"], x), "not filled in yet")
