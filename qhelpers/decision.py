@@ -49,9 +49,9 @@ DECISION_TREE_TEXT = """\
 5. Where does it run?
      x86 server or laptop                 -> eager engine 'x86'; or PT2E with X86InductorQuantizer and
                                              torch.compile (notebook 05)
-     ARM phone or board                   -> PT2E with XNNPACKQuantizer (its QAT too, notebook 05), lowered to
-                                             ExecuTorch's XNNPACK backend (notebook 08); in eager mode 'qnnpack'
-                                             is the engine that runs there"""
+     ARM phone or board                   -> PTQ (or QAT, whose PT2E form notebook 05 shows) in PT2E with
+                                             XNNPACKQuantizer, lowered to ExecuTorch's XNNPACK backend
+                                             (notebook 08); in eager mode 'qnnpack' is the engine that runs there"""
 
 # Where a model runs: the eager engine there, how to ship it, and the notebook that does it.
 DEPLOY_TARGETS: dict[str, dict[str, str]] = {
@@ -72,7 +72,11 @@ DEPLOY_TARGETS: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class Recommendation:
-    """What to do (``method``), on which eager-mode engine, in which notebook, how to deploy, why, and the answers it came from."""
+    """What to do (``method``), on which eager-mode engine, in which notebook, how to deploy, why, and the answers it came from.
+
+    On an ARM device, PTQ and QAT are done in PT2E with ``XNNPACKQuantizer`` (the form ExecuTorch lowers);
+    ``engine`` is then the eager engine that runs there (``qnnpack``), for the eager-mode notebooks.
+    """
 
     method: str
     engine: str
@@ -82,7 +86,8 @@ class Recommendation:
     answers: dict = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.method} on engine '{self.engine}' ({self.notebook}): {self.reason}"
+        where = "" if "PT2E" in self.method else f" on engine '{self.engine}'"  # PT2E does not run on an eager engine
+        return f"{self.method}{where} ({self.notebook}): {self.reason}"
 
 
 def recommend(
@@ -135,6 +140,8 @@ def recommend(
     target = DEPLOY_TARGETS["arm" if arm_device else "x86"]
 
     def rec(method: str, notebook: str, reason: str) -> Recommendation:
+        if arm_device and method.endswith(("PTQ", "QAT")):
+            method += " in PT2E with XNNPACKQuantizer"  # the form ExecuTorch can lower (an eager INT8 model cannot be)
         return Recommendation(method, target["engine"], notebook, reason, target["deploy"], answers)
 
     def _notebooks(*numbers: str) -> str:
@@ -171,7 +178,8 @@ def recommend(
                 "QAT",
                 _notebooks("04", "05" if ship else "", ship),
                 "PTQ lost too much; training with fake quantization lets the model compensate"
-                + ("; to ship on a phone, run the QAT in PT2E with XNNPACKQuantizer (notebook 05)" if ship else ""),
+                + ("; notebook 04 teaches QAT in eager mode, notebook 05 runs it in PT2E (with the x86 quantizer: use "
+                   "XNNPACKQuantizer's QAT config instead), notebook 08 lowers the result to ExecuTorch" if ship else ""),
             )
         return rec(
             "recover without training",
@@ -232,7 +240,7 @@ _EXPECTED: dict[str, dict[str, str]] = {
         "can_train": "3a93eb4e7560de8e",
         "ptq_drop_acceptable": "4f0890fc79de7dae",
         "arm_device": "2161499a6064356e",
-        "outcome": "a2313029c3705ef0",
+        "outcome": "202c1ceabab85f79",
     },
     "lstm": {
         "pre_quantized": "6d3d65e725297246",

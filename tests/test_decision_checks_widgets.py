@@ -14,11 +14,11 @@ import qhelpers as qh
     "calib, train, drop, arm, method, engine, notebook",
     [
         (True, False, None, False, "PTQ", "x86", "notebook 03"),
-        (True, False, True, True, "PTQ", "qnnpack", "notebooks 03 and 08"),  # a phone: PT2E + ExecuTorch ship it
+        (True, False, True, True, "PTQ in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 03 and 08"),  # a phone: ExecuTorch ships it
         (True, True, False, False, "QAT", "x86", "notebook 04"),
-        (True, True, False, True, "QAT", "qnnpack", "notebooks 04, 05 and 08"),  # QAT in PT2E, then ExecuTorch
+        (True, True, False, True, "QAT in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 04, 05 and 08"),  # an eager QAT model cannot be lowered
         (True, False, False, False, "recover without training", "x86", "notebook 07"),
-        (False, True, None, True, "PTQ", "qnnpack", "notebooks 03 and 08"),  # training data calibrates: PTQ first
+        (False, True, None, True, "PTQ in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 03 and 08"),  # training data calibrates: PTQ first
         (False, False, None, False, "collect data, then PTQ", "x86", "notebook 03"),  # quantize_dynamic leaves Conv2d in float
     ],
 )
@@ -59,6 +59,7 @@ def test_the_tree_text_and_the_targets_know_notebooks_02_to_08():
 def test_arm_points_to_xnnpack_and_executorch_with_qnnpack_as_the_eager_engine():
     r = qh.recommend(True, False, arm_device=True)
     assert r.engine == "qnnpack" and "XNNPACKQuantizer" in r.deploy and "ExecuTorch" in r.deploy and "notebook 08" in r.deploy
+    assert "PT2E" in r.method and "engine" not in str(r).split("(")[0]  # no eager engine named for a PT2E path
     assert "XNNPACKQuantizer" in qh.DECISION_TREE_TEXT and "qnnpack" in qh.DECISION_TREE_TEXT
     assert "X86InductorQuantizer" in qh.recommend(True, False).deploy
 
@@ -116,6 +117,9 @@ def test_plots_draw_grid_and_lines():
     assert len(ax.lines) == 8 + 2  # every level plus the two red range edges
     ax2 = qh.plot_per_channel_error({"a": [1.0, 2.0], "b": [0.5, 0.1]})
     assert len(ax2.lines) == 2
+    assert ax2.get_yscale() == "linear" and ax2.get_ylim()[0] == 0  # readable ticks from 0, not two log labels
+    legend = ax2.get_legend().get_window_extent(ax2.figure.canvas.get_renderer())
+    assert legend.x0 >= ax2.get_window_extent().x1  # outside the axes: it hides no point
     with pytest.raises(ValueError):
         qh.plot_per_channel_error({})
     with pytest.raises(ValueError):

@@ -19,7 +19,7 @@ ANSWERS = {
 }
 OUTCOMES = {
     "camera": ("PTQ", "x86", "notebook 03"),
-    "phone": ("QAT", "qnnpack", "notebooks 04, 05 and 08"),
+    "phone": ("QAT in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 04, 05 and 08"),
     "lstm": ("weight-only or dynamic INT8", "x86", "notebook 06"),
 }
 
