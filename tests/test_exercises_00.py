@@ -47,6 +47,13 @@ def test_a_hand_built_recommendation_is_refused(capsys):
     right = _answers("camera")
     forged = qh.Recommendation("PTQ", "x86", "notebook 03", "", "", {**right.answers, "model_kind": "linear"})
     rejected(capsys, qh.check_recommendation("camera", forged), "do not build the result yourself")
+    nonsense = qh.Recommendation("PTQ", "x86", "notebook 03", "", "", {**right.answers, "model_kind": "rnn"})
+    rejected(capsys, qh.check_recommendation("camera", nonsense), "do not build the result yourself")
+
+
+def test_several_questions_read_wrongly_are_counted(capsys):
+    out = rejected(capsys, qh.check_recommendation("camera", _answers("camera", arm_device=True, can_train=True)), "1 more question")
+    assert "can_train" in out
 
 
 # ----------------------------------------------------------------------------- exercise 1: camera

@@ -234,3 +234,7 @@ def test_ex2_blank_in_the_student_copy_names_the_function(capsys, x):
     namespace: dict = {}
     exec(blank, namespace)
     rejected(capsys, qh.check_qparams_function(namespace["affine_qparams"], x), "not filled in yet")
+
+
+def test_ex2_rejects_a_function_returning_something_else_than_numbers(capsys, x):
+    rejected(capsys, qh.check_qparams_function(lambda t: ("0.1", 0), x), "on the tensor you were given", "number")
