@@ -7,6 +7,8 @@ raises ``TypeError`` only when the answer is of the wrong kind altogether.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import torch
@@ -252,6 +254,12 @@ def _scale_zero_point_mistakes(scale: Any, zero_point: Any, x: torch.Tensor, sig
     zp_int, zp_ok = int(round(zp_val)), int(qp.zero_point)
     if zp_int == zp_ok:
         return scale_hint, ""
+    exact = qmin - lo / s_ok
+    if zp_int in (math.floor(exact), math.ceil(exact)) and abs(exact - round(exact)) > 0.05:
+        return scale_hint, (
+            f"qmin - min/scale is {exact:.2f} here: round it to the nearest code ({zp_ok}); int() truncates and floor/ceil "
+            f"go one way, which gives {zp_int}"
+        )
     if zp_int == qmin != zp_ok:
         zp_hint = "the zero point is missing: min is negative, so 0.0 does not sit at code qmin; which code stands for 0.0?"
     elif zp_int == qmin + round(lo / s_ok) or zp_int == -zp_ok + 2 * qmin:
@@ -288,16 +296,28 @@ def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     x = x.detach().float()
     spread = (x.max() - x.min()).clamp(min=1e-3)
     positive = x - x.min() + 0.25 * spread  # all values positive: min is above 0
-    return [("the tensor you were given", x), ("a tensor whose values are all positive", positive), ("a tensor whose values are all negative", -positive)]
+    # min = -0.7 steps: qmin - min/scale = 0.7 rounds to 1, int()/floor give 0; negated (min = -254.3 steps): 254.3
+    # rounds to 254, ceil gives 255
+    step = spread / 255
+    fractional = (x - x.min()) / spread * 255 * step - 0.7 * step
+    return [
+        ("the tensor you were given", x),
+        ("a tensor whose values are all positive", positive),
+        ("a tensor whose values are all negative", -positive),
+        ("a tensor whose min is -0.7 steps (its zero point must be rounded, not truncated)", fractional),
+        ("a tensor whose min is -254.3 steps (its zero point must be rounded, not taken up)", -fractional),
+    ]
 
 
 @_blank_safe
 def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = False) -> bool:
     """Exercise: a function ``qparams_fn(t) -> (scale, zero_point)``, the affine 8-bit quantization parameters of any ``t``.
 
-    Runs it on ``x`` and on two tensors whose range excludes 0 (all
+    Runs it on ``x``, on two tensors whose range excludes 0 (all
     positive, all negative), where skipping the widening to include 0 gives
-    a different answer; on the first probe it gets wrong it names the
+    a different answer, and on two whose ``-min/scale`` is 0.7 and 254.3,
+    where truncating, flooring or ceiling the zero point differs from
+    rounding it; on the first probe it gets wrong it names the
     mistake as ``check_scale_zero_point`` does, and says which probe it was.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.

@@ -393,9 +393,16 @@ def paired_latency(
     the round touch every model alike. A sample is the mean of enough
     back-to-back calls to last about 1 ms.
 
+    Each sample is taken on two clocks: the wall clock (``time.perf_counter``,
+    what a user waits) and the process's CPU time (``time.process_time``, the
+    work done by all its threads). On a machine loaded beyond its cores a
+    waiting thread adds to the wall clock but not to the CPU time, so the CPU
+    time is the fairer basis for a ratio there.
+
     Returns, per name: ``median_ms``, ``iqr_ms``, ``runs`` (= ``rounds``),
-    ``warmup``, ``calls_per_run``, ``engine`` and ``samples_ms`` (one per
-    round, in round order; ``paired_ratio`` divides them round by round).
+    ``warmup``, ``calls_per_run``, ``engine``, ``samples_ms`` (one per
+    round, in round order; ``paired_ratio`` divides them round by round),
+    and ``cpu_median_ms``, ``cpu_iqr_ms``, ``cpu_samples_ms`` (the same on the CPU clock).
     The thread count and the quantized engine are restored at the end.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
@@ -412,6 +419,7 @@ def paired_latency(
             raise ValueError(f"{arg} must be an int >= {least}, got {value!r}")
     names = list(configs)
     samples: dict[str, list[float]] = {n: [] for n in names}
+    cpu_samples: dict[str, list[float]] = {n: [] for n in names}
     calls: dict[str, int] = {}
     saved_threads, saved_engine = torch.get_num_threads(), torch.backends.quantized.engine
     torch.set_num_threads(threads)
@@ -432,9 +440,10 @@ def paired_latency(
                     fn, engine = configs[n]
                     if engine is not None:
                         torch.backends.quantized.engine = engine
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     for _ in range(calls[n]):
                         fn(example)
+                    cpu_samples[n].append((time.process_time() - cpu_start) / calls[n] * 1e3)
                     samples[n].append((time.perf_counter() - start) / calls[n] * 1e3)
     finally:
         torch.set_num_threads(saved_threads)
@@ -442,17 +451,24 @@ def paired_latency(
     out = {}
     for n in names:
         median, iqr = _spread(samples[n])
+        cpu_median, cpu_iqr = _spread(cpu_samples[n])
         out[n] = {"median_ms": median, "iqr_ms": iqr, "runs": rounds, "warmup": warmup, "calls_per_run": calls[n],
-                  "engine": configs[n][1], "samples_ms": samples[n]}
+                  "engine": configs[n][1], "samples_ms": samples[n],
+                  "cpu_median_ms": cpu_median, "cpu_iqr_ms": cpu_iqr, "cpu_samples_ms": cpu_samples[n]}
     return out
 
 
-def paired_ratio(numerator: dict, denominator: dict) -> dict:
+def paired_ratio(numerator: dict, denominator: dict, *, clock: str = "wall") -> dict:
     """Median and IQR of the round-by-round ratio of two ``paired_latency`` entries (e.g. float time / INT8 time).
+
+    ``clock``: ``"wall"`` (``samples_ms``) or ``"cpu"`` (``cpu_samples_ms``, the process's CPU time).
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
-    a, b = numerator.get("samples_ms"), denominator.get("samples_ms")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    key = "samples_ms" if clock == "wall" else "cpu_samples_ms"
+    a, b = numerator.get(key), denominator.get(key)
     if not a or not b or len(a) != len(b):
         raise ValueError("both entries must come from one paired_latency call (the same rounds)")
     q1, ratio, q3 = statistics.quantiles([x / y for x, y in zip(a, b)], n=4, method="inclusive")
@@ -476,7 +492,8 @@ def compare_engines(
     model and its INT8 versions are timed together by ``paired_latency``
     (warm-up first, then ``rounds`` interleaved rounds), and each speedup is
     the median of the round-by-round ratios float time / INT8 time, with
-    their IQR. ``timing=False`` measures the sizes only (under a CPU emulator,
+    their IQR, on the wall clock (``speedup``) and on the process's CPU time
+    (``cpu_speedup``, the fairer one when the machine is loaded beyond its cores). ``timing=False`` measures the sizes only (under a CPU emulator,
     where times mean nothing).
 
     ``engines``/``batches`` override ``MODELS[name]`` per model. Each INT8
@@ -517,15 +534,19 @@ def compare_engines(
                     for key, lat in timed.items():
                         result["latency"].append(
                             {"model": name, "kind": key.split()[0], "engine": lat["engine"], "batch": batch, "threads": t,
-                             "median_ms": round(lat["median_ms"], 4), "iqr_ms": round(lat["iqr_ms"], 4), "runs": lat["runs"]}
+                             "median_ms": round(lat["median_ms"], 4), "iqr_ms": round(lat["iqr_ms"], 4), "runs": lat["runs"],
+                             "cpu_median_ms": round(lat["cpu_median_ms"], 4), "cpu_iqr_ms": round(lat["cpu_iqr_ms"], 4)}
                         )
                     for engine in int8_models:
                         ratio = paired_ratio(timed["float"], timed[f"int8 {engine}"])
+                        cpu = paired_ratio(timed["float"], timed[f"int8 {engine}"], clock="cpu")
                         result["speedups"].append(
                             {"model": name, "engine": engine, "batch": batch, "threads": t,
                              "float_ms": round(timed["float"]["median_ms"], 4), "int8_ms": round(timed[f"int8 {engine}"]["median_ms"], 4),
                              "speedup": round(ratio["ratio"], 3), "speedup_iqr": round(ratio["iqr"], 3),
-                             "speedup_q1": round(ratio["q1"], 3), "speedup_q3": round(ratio["q3"], 3), "runs": ratio["rounds"]}
+                             "speedup_q1": round(ratio["q1"], 3), "speedup_q3": round(ratio["q3"], 3), "runs": ratio["rounds"],
+                             "cpu_speedup": round(cpu["ratio"], 3), "cpu_speedup_q1": round(cpu["q1"], 3),
+                             "cpu_speedup_q3": round(cpu["q3"], 3)}
                         )
     finally:
         torch.backends.quantized.engine = saved_engine
@@ -545,8 +566,9 @@ def engines_markdown(result: dict) -> str:
         f"load average {m['load_average_1min']} at start, {m.get('load_average_1min_end')} at end. "
         + (
             f"Float and INT8 timed together: {st['warmup']} warm-up calls each, then {st['rounds']} interleaved rounds; "
-            "times are medians (IQR), the INT8 speedup is the median of the round-by-round ratios (IQR). "
-            "Ratios are the headline; absolute times belong to this machine. "
+            "times are wall-clock medians (IQR); the INT8 speedup is the median of the round-by-round ratios (IQR), "
+            "on the wall clock and on the process's CPU time (which a busy machine does not inflate: read it when the "
+            "load average exceeds the cores). Ratios are the headline; absolute times belong to this machine. "
             if result["speedups"] else "Sizes only (not timed). "
         )
         + "torchvision models have random weights.",
@@ -558,14 +580,16 @@ def engines_markdown(result: dict) -> str:
         lines.append(f"| {s['model']} | {s['engine']} | {s['float_bytes'] / 1e6:.3f} | {s['int8_bytes'] / 1e6:.3f} | {s['ratio']:.2f}x |")
     if result["speedups"]:
         iqr = {(r["model"], r["engine"], r["batch"], r["threads"], r["kind"]): r["iqr_ms"] for r in result["latency"]}
-        lines += ["", "| model | engine | batch | threads | float ms (IQR) | INT8 ms (IQR) | rounds | INT8 speedup (IQR) |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| model | engine | batch | threads | float ms (IQR) | INT8 ms (IQR) | rounds | INT8 speedup, wall (IQR) "
+                  "| INT8 speedup, CPU time (quartiles) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for s in result["speedups"]:
             f_iqr = iqr[(s["model"], None, s["batch"], s["threads"], "float")]
             q_iqr = iqr[(s["model"], s["engine"], s["batch"], s["threads"], "int8")]
             lines.append(
                 f"| {s['model']} | {s['engine']} | {s['batch']} | {s['threads']} | {s['float_ms']:.2f} ({f_iqr:.2f}) | "
-                f"{s['int8_ms']:.2f} ({q_iqr:.2f}) | {s['runs']} | {s['speedup']:.2f}x ({s['speedup_iqr']:.2f}) |"
+                f"{s['int8_ms']:.2f} ({q_iqr:.2f}) | {s['runs']} | {s['speedup']:.2f}x ({s['speedup_iqr']:.2f}) | "
+                f"{s['cpu_speedup']:.2f}x ({s['cpu_speedup_q1']:.2f}x to {s['cpu_speedup_q3']:.2f}x) |"
             )
     return "\n".join(lines) + "\n"
 
@@ -592,9 +616,11 @@ def plot_engines(result: dict):
                                             gridspec_kw={"width_ratios": [3, 2]})
     if speed:
         labels = [f"{s['model']}, batch {s['batch']}" + (f", {s['threads']} threads" if len(result["settings"]["threads"]) > 1 else "") for s in speed]
-        values = [s["speedup"] for s in speed]
-        q1 = [s.get("speedup_q1", v) for s, v in zip(speed, values)]
-        q3 = [s.get("speedup_q3", v) for s, v in zip(speed, values)]
+        cpu = all("cpu_speedup" in s for s in speed)  # the CPU-time ratios: a busy machine does not inflate them
+        prefix = "cpu_" if cpu else ""
+        values = [s[f"{prefix}speedup"] for s in speed]
+        q1 = [s.get(f"{prefix}speedup_q1", v) for s, v in zip(speed, values)]
+        q3 = [s.get(f"{prefix}speedup_q3", v) for s, v in zip(speed, values)]
         ys = list(range(len(speed)))[::-1]
         ax_speed.barh(ys, values, color="tab:blue")
         ax_speed.errorbar(values, ys, xerr=[[v - lo for v, lo in zip(values, q1)], [hi - v for v, hi in zip(values, q3)]],
@@ -607,7 +633,7 @@ def plot_engines(result: dict):
         ax_speed.set_xlim(0, top)
         ax_speed.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax_speed.xaxis.set_major_formatter(lambda v, _: f"{v:g}x")
-        ax_speed.set_xlabel("float time / INT8 time (1x: as fast as float)")
+        ax_speed.set_xlabel(f"float {'CPU ' if cpu else ''}time / INT8 {'CPU ' if cpu else ''}time (1x: as fast as float)")
         ax_speed.set_title("How much faster is INT8 here?", fontsize=10)
     else:
         ax_speed.axis("off")

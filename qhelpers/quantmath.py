@@ -416,8 +416,9 @@ def int8_linear(
     pair of neighbouring products along the input dimension is added in 16
     bits with saturation to -32768..32767, and the zero points are corrected
     afterwards in int32. With ``bias_mode="float"`` that reproduces the
-    ``x86``/``fbgemm`` kernel on such a CPU code for code (tested with
-    ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``).
+    ``x86``/``fbgemm`` kernel on such a CPU code for code (checked on all
+    16,384 output codes of notebook 01's fc1 under qemu with a Haswell CPU,
+    ``scripts/cpu_kind.sh haswell``).
 
     Returns codes of ``out_qparams.dtype``.
 

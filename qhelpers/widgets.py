@@ -8,6 +8,8 @@ tested without a browser and still readable where widgets do not render.
 
 from __future__ import annotations
 
+import html
+
 from typing import Optional
 
 import matplotlib.pyplot as plt
@@ -66,16 +68,20 @@ def clip_sweep(x: torch.Tensor, bits: int, *, scheme: str = "symmetric", percent
     return {"sqnr_db": sqnr, "best_percentile": best, "best_db": sqnr[best], "full_db": sqnr[100.0], "gain_db": sqnr[best] - sqnr[100.0]}
 
 
-def quantization_explorer(x: torch.Tensor, title: str = "values"):
+def quantization_explorer(x: torch.Tensor, title: str = "values", *, scheme: str = "affine"):
     """Sliders for bit width, scheme and clipping percentile -> histogram with the grid and the SQNR, live.
+
+    ``scheme`` is the scheme the dropdown starts on (``"affine"`` or ``"symmetric"``).
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     import ipywidgets as W
     from IPython.display import display
 
+    if scheme not in ("affine", "symmetric"):
+        raise ValueError(f"scheme must be 'affine' or 'symmetric', got {scheme!r}")
     bits = W.IntSlider(value=8, min=2, max=16, description="bits")
-    scheme = W.Dropdown(options=["affine", "symmetric"], value="affine", description="scheme")
+    scheme = W.Dropdown(options=["affine", "symmetric"], value=scheme, description="scheme")
     # the sweep's percentiles (and two coarser ones), so the widget reaches the sweep's best clips
     clip = W.SelectionSlider(options=list(CLIP_PERCENTILES), value=100.0, description="clip pctl")
     readout = W.HTML()
@@ -124,7 +130,8 @@ def decision_chooser():
 
     def update(*_):
         r = recommend(calib.value, train.value, drop.value, arm.value, model_kind=kind.value, pre_quantized=pre.value)
-        answer.value = f"<b>{r.method}</b> with engine <code>{r.engine}</code> &rarr; {r.notebook}<br>{r.reason}<br><i>{r.deploy}</i>"
+        head, _, reason = str(r).partition(": ")  # the same words as print(recommend(...)): no eager engine for PT2E
+        answer.value = f"<b>{html.escape(head)}</b><br>{html.escape(reason)}<br><i>{html.escape(r.deploy)}</i>"
 
     questions = (pre, kind, calib, drop, train, arm)
     for w in questions:

@@ -14,11 +14,12 @@ import qhelpers as qh
     "calib, train, drop, arm, method, engine, notebook",
     [
         (True, False, None, False, "PTQ", "x86", "notebook 03"),
-        (True, False, True, True, "PTQ in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 03 and 08"),  # a phone: ExecuTorch ships it
+        (True, False, True, True, "PTQ in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 03, 05 and 08"),  # a phone: PT2E (05), ExecuTorch ships it (08)
         (True, True, False, False, "QAT", "x86", "notebook 04"),
         (True, True, False, True, "QAT in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 04, 05 and 08"),  # an eager QAT model cannot be lowered
         (True, False, False, False, "recover without training", "x86", "notebook 07"),
-        (False, True, None, True, "PTQ in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 03 and 08"),  # training data calibrates: PTQ first
+            (True, False, False, True, "recover without training", "qnnpack", "notebooks 07 and 08"),  # a phone ships through PT2E
+        (False, True, None, True, "PTQ in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 03, 05 and 08"),  # training data calibrates: PTQ first
         (False, False, None, False, "collect data, then PTQ", "x86", "notebook 03"),  # quantize_dynamic leaves Conv2d in float
     ],
 )
@@ -33,7 +34,7 @@ def test_recommend_sends_linear_models_to_weight_only_or_dynamic_first_with_or_w
     for calib in (True, False):
         for train in (True, False):
             r = qh.recommend(calib, train, model_kind="linear")
-            assert (r.method, r.notebook) == ("weight-only or dynamic INT8", "notebook 06")
+            assert (r.method, r.notebook) == ("dynamic INT8", "notebook 06")
     assert qh.recommend(True, True, False, model_kind="linear").notebook == "notebook 06"
     assert qh.recommend(False, False, model_kind="conv").method == "collect data, then PTQ"
     assert "Conv2d" in qh.recommend(False, False).reason
@@ -45,6 +46,10 @@ def test_recommend_asks_first_for_a_pre_quantized_model():
     r = qh.recommend(False, False, model_kind="linear", pre_quantized=True)
     assert (r.method, r.notebook) == ("use the pre-quantized model", "notebook 02")
     assert qh.recommend(True, False, arm_device=True, pre_quantized=True).engine == "qnnpack"
+    # an eager torchvision model cannot be lowered to ExecuTorch: on a phone the tree goes on to PT2E
+    assert "PT2E" in qh.recommend(True, False, arm_device=True, pre_quantized=True).method
+    # a pre-quantized model that lost too much is not the answer
+    assert qh.recommend(True, True, ptq_drop_acceptable=False, pre_quantized=True).method == "QAT"
     with pytest.raises(TypeError, match="pre_quantized"):
         qh.recommend(True, False, pre_quantized="yes")
 
@@ -142,10 +147,12 @@ def test_widgets_build_without_a_browser():
     drop.value, train.value = False, False
     assert "notebook 07" in answer.value
     drop.value, calib.value, kind.value = None, False, "linear"
-    assert "weight-only or dynamic INT8" in answer.value and "notebook 06" in answer.value
+    assert "dynamic INT8" in answer.value and "notebook 06" in answer.value
     arm.value = True
     assert "ExecuTorch" in answer.value and "notebook 08" in answer.value
     pre.value = True
+    assert "pre-quantized" not in answer.value  # an eager torchvision model does not ship to a phone
+    arm.value = False
     assert "pre-quantized" in answer.value
     clip = box.children[0].children[2]
     clip.value = 99.999  # the sweep's best 8-bit clip is reachable

@@ -20,7 +20,7 @@ ANSWERS = {
 OUTCOMES = {
     "camera": ("PTQ", "x86", "notebook 03"),
     "phone": ("QAT in PT2E with XNNPACKQuantizer", "qnnpack", "notebooks 04, 05 and 08"),
-    "lstm": ("weight-only or dynamic INT8", "x86", "notebook 06"),
+    "lstm": ("dynamic INT8", "x86", "notebook 06"),
 }
 
 
@@ -111,7 +111,7 @@ def test_ex2_rejects_no_training(capsys):
 
 def test_ex3_accepts_right_answer(capsys):
     assert qh.check_recommendation("lstm", _answers("lstm"))
-    assert _answers("lstm").method == "weight-only or dynamic INT8"
+    assert _answers("lstm").method == "dynamic INT8"
 
 
 def test_ex3_rejects_an_lstm_read_as_a_cnn(capsys):
@@ -143,17 +143,29 @@ def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
 
 
 def test_ex4_rejects_expecting_a_large_loss(capsys):
-    rejected(capsys, qh.check_int8_accuracy_prediction((90.0, 93.0), FLOAT_ACC, INT8_ACC), "larger loss", "within a point")
+    rejected(capsys, qh.check_int8_accuracy_prediction((91.0, 93.0), FLOAT_ACC, INT8_ACC), "lose at least 5.8", "lost 0.0", "within 1-2 points")
 
 
 def test_ex4_rejects_expecting_int8_to_beat_float(capsys):
-    rejected(capsys, qh.check_int8_accuracy_prediction((99.5, 100.0), FLOAT_ACC, INT8_ACC), "rarely helps")
+    rejected(capsys, qh.check_int8_accuracy_prediction((99.0, 99.2), FLOAT_ACC, 98.4), "at least 99.0", "rarely helps")
 
 
 def test_ex4_rejects_a_range_reaching_well_above_float(capsys):
-    # (97.3, 100.0) is 2.7 points wide and holds the measurement, but expects INT8 may beat float by 1.2 points
-    rejected(capsys, qh.check_int8_accuracy_prediction((97.3, 100.0), FLOAT_ACC, INT8_ACC), "above float", "rarely helps")
-    assert qh.check_int8_accuracy_prediction((97.0, FLOAT_ACC + 1.0), FLOAT_ACC, INT8_ACC)  # up to a point above is fine
+    # (98.0, 99.8) holds the measurement, but expects INT8 may beat float by a point
+    rejected(capsys, qh.check_int8_accuracy_prediction((98.0, 99.8), FLOAT_ACC, INT8_ACC), "1.0 points above float")
+    assert qh.check_int8_accuracy_prediction((97.5, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)  # up to half a point above is fine
+
+
+def test_ex4_a_miss_inside_the_noise_of_a_few_images_counts(capsys):
+    # INT8 98.9 % against float 98.8 % (measured with qnnpack and on an x86 CPU without AVX2): the rule-following
+    # (97.8, 98.8) misses by one image of 1,000, which says nothing about the reasoning
+    assert qh.check_int8_accuracy_prediction((97.8, FLOAT_ACC), FLOAT_ACC, 98.9)
+    assert qh.check_int8_accuracy_prediction((98.9, 99.3), FLOAT_ACC, 98.6)  # 3 images below the range
+    rejected(capsys, qh.check_int8_accuracy_prediction((97.0, 98.0), FLOAT_ACC, 98.4), "lose at least 0.8")  # 4 images above
+
+
+def test_ex4_rejects_a_range_wider_than_the_rule(capsys):
+    rejected(capsys, qh.check_int8_accuracy_prediction((FLOAT_ACC - 3, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "at most 2 points")
 
 
 def test_ex4_rejects_a_fraction_instead_of_percent(capsys):

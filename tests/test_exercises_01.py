@@ -117,6 +117,19 @@ def test_ex2_rejects_an_unrounded_zero_point(capsys, x):
     rejected(capsys, qh.check_qparams_function(unrounded, x), "round it")
 
 
+def test_ex2_rejects_a_truncated_floored_or_ceiled_zero_point(capsys, x):
+    import math
+
+    def with_zero_point(how):
+        def fn(t):
+            scale = right_qparams(t)[0]
+            return scale, how(-min(t.min().item(), 0.0) / scale)
+        return fn
+
+    for how, word in ((int, "int() truncates"), (math.floor, "floor/ceil"), (math.ceil, "floor/ceil")):
+        rejected(capsys, qh.check_qparams_function(with_zero_point(how), x), "round it to the nearest code", word)
+
+
 def test_ex2_rejects_numbers_a_function_that_raises_and_a_single_value(capsys, x):
     rejected(capsys, qh.check_qparams_function(right_qparams(x), x), "function")
     rejected(capsys, qh.check_qparams_function(lambda t: t.nope(), x), "raised AttributeError")
