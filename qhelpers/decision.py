@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .checks import _blank_safe, read_range, report
+from .checks import NotFilledIn, _blank_safe, not_filled, read_range, report
 
 __all__ = [
     "Recommendation",
@@ -22,6 +22,7 @@ __all__ = [
     "DEPLOY_TARGETS",
     "SCENARIOS",
     "MODEL_KINDS",
+    "check_recommendation",
     "check_int8_accuracy_prediction",
 ]
 
@@ -291,6 +292,38 @@ def scenario_mistakes(scenario: str, answer: Any) -> list[tuple[str, str]]:
     expected = _EXPECTED[scenario]
     given = getattr(answer, "answers", {}) or {}
     return [(q, _HINTS[q]) for q in QUESTIONS if _digest(scenario, q, given.get(q, _DEFAULTS.get(q))) != expected[q]]
+
+
+@_blank_safe
+def check_recommendation(scenario: str, answer: Any) -> bool:
+    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``.
+
+    Compares the reasoning (the answer given to each question of the tree),
+    not only the outcome: a right method reached from a wrong reading of the
+    story fails, with a hint that names the question read wrongly.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
+    if not_filled(answer):
+        raise NotFilledIn(f"scenario {scenario!r}")
+    name = f"scenario {scenario!r}"
+    if not isinstance(answer, Recommendation):
+        return report(name, False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
+    mistakes = scenario_mistakes(scenario, answer)
+    try:
+        recomputed = recommend(**answer.answers)
+    except Exception:  # answers that recommend() would refuse: the result was not made by it
+        recomputed = None
+    if recomputed is None or (answer.method, answer.engine, answer.notebook) != (recomputed.method, recomputed.engine, recomputed.notebook):
+        return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
+    if not mistakes:
+        return report(name, True)
+    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if outcome_matches(scenario, answer) else "")
+    question, hint = mistakes[0]
+    more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
+    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
 
 
 # --------------------------------------------------------------------------- predict first (notebook 00)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import html
 
-from typing import Optional
-
 import matplotlib.pyplot as plt
 import torch
 
