@@ -119,7 +119,7 @@ def read_range(name: str, prediction: Any, *, max_width: float, unit: str) -> tu
         raise WrongAnswer(name, f"expected a (low, high) pair of numbers{' in ' + unit if unit else ''}, got {prediction!r}") from None
     if low > high:
         raise WrongAnswer(name, f"low {low:g} is above high {high:g}: swap them")
-    if high - low > max_width:
+    if high - low > max_width + 1e-9:  # (3.4, 3.7) is 0.30000000000000027 wide in floats
         u = f" {unit}" if unit else ""
         raise WrongAnswer(name, f"a range {high - low:.3g}{u} wide predicts little; commit to at most {max_width:g}{u}")
     return low, high

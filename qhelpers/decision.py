@@ -336,7 +336,7 @@ NOISE_PT = 0.3  # a miss this small is a few test images: calibration draws and 
 def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: float, *, max_width: float = 2.0) -> bool:
     """Exercise (notebook 00): a predicted ``(low, high)`` range of INT8 accuracy in percent, checked against the measurement.
 
-    Accepts a range of at most ``max_width`` points (the "within 1-2 points"
+    Accepts a range of at least ``2 * NOISE_PT`` and at most ``max_width`` points (the "within 1-2 points"
     rule) that does not reach more than ``ABOVE_FLOAT_PT`` points above
     ``float_acc`` and that the measured ``int8_acc`` falls in, or misses by at
     most ``NOISE_PT`` points (three of 1,000 test images: the calibration draw
@@ -354,6 +354,13 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
     if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
         return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low:g}, {high:g}); did you write a fraction?")
     eps = 1e-6  # printed one-decimal numbers: 98.8 + 0.5 is not exactly 99.3 in floats
+    if high - low < 2 * NOISE_PT - eps:
+        return report(
+            name,
+            False,
+            f"a range {high - low:.2g} points wide claims more than 1,000 test images can show (a few images move the "
+            f"accuracy by {NOISE_PT:g} points either way): commit to a range at least {2 * NOISE_PT:g} points wide",
+        )
     if high > float_acc + ABOVE_FLOAT_PT + eps:
         return report(
             name,
