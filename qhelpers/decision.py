@@ -204,15 +204,15 @@ def recommend(
     ptq_notebooks = _notebooks("03", "05" if ship else "", ship)
     if ptq_drop_acceptable is True:  # PTQ was tried, so there was data
         return rec("PTQ", ptq_notebooks, "PTQ kept the accuracy you need: keep it, and deploy it as below")
-    if has_calibration_data:
-        return rec("PTQ", ptq_notebooks, "a CNN with calibration data and no training needed: try it first, it is minutes of work")
-    if can_train:
+    if can_train:  # (before has_calibration_data: a team that can train is told why PTQ still comes first)
         return rec(
             "PTQ",
             ptq_notebooks,
             "the training data calibrates PTQ too (a few hundred inputs, labels unused); try PTQ first and train (QAT) "
             "only if it loses too much",
         )
+    if has_calibration_data:
+        return rec("PTQ", ptq_notebooks, "a CNN with calibration data: try PTQ first, it is minutes of work")
     return rec(
         "collect data, then PTQ",
         ptq_notebooks,
