@@ -7,13 +7,14 @@ raises ``TypeError`` only when the answer is of the wrong kind altogether.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_qparams_function", "check_codes", "check_per_channel_scales"]
 
 
 RESULTS: list = []  # every CheckResult report() made, oldest first (the last 100); the test plugin tests/student_flow.py reads and clears it
@@ -118,14 +119,17 @@ def read_range(name: str, prediction: Any, *, max_width: float, unit: str) -> tu
         raise WrongAnswer(name, f"expected a (low, high) pair of numbers{' in ' + unit if unit else ''}, got {prediction!r}") from None
     if low > high:
         raise WrongAnswer(name, f"low {low:g} is above high {high:g}: swap them")
-    if high - low > max_width:
+    if high - low > max_width + 1e-9:  # (3.4, 3.7) is 0.30000000000000027 wide in floats
         u = f" {unit}" if unit else ""
         raise WrongAnswer(name, f"a range {high - low:.3g}{u} wide predicts little; commit to at most {max_width:g}{u}")
     return low, high
 
 
 def not_filled(*values: Any) -> bool:
-    """True when any value is still ``...`` or ``None`` (an exercise left blank in a student copy)."""
+    """True when any value is still ``...`` or ``None`` (an exercise left blank in a student copy).
+
+    Introduced in notebooks/00_start_here.ipynb (a measurement that waits for the learner's prediction).
+    """
     return any(v is None or v is Ellipsis for v in values)
 
 
@@ -239,15 +243,11 @@ def _number(value: Any, name: str) -> float:
     return float(t.reshape(-1)[0])
 
 
-@_blank_safe
-def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed: bool = False) -> bool:
-    """Exercise: the affine 8-bit scale and zero point for ``x`` (unsigned by default).
+def _scale_zero_point_mistakes(scale: Any, zero_point: Any, x: torch.Tensor, signed: bool) -> tuple[str, str]:
+    """The hints for a wrong scale and a wrong zero point of ``x`` ("" where that one is right).
 
-    Names the typical mistakes: a scale from 0..max instead of min..max, dividing
-    by the number of codes (256) instead of the number of steps (255), a missing
-    or wrongly signed zero point, a zero point that is not rounded to a code.
-
-    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    Raises ``WrongAnswer`` for a zero point that is not one integer (a tensor of several values, or a
+    fraction: no code can stand for it).
     """
     qp = qparams_from_tensor(x, 8, signed, "affine")
     qmin, qmax = quant_range(8, signed)
@@ -256,34 +256,113 @@ def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed:
     lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
     close = lambda a, b: abs(a - b) <= 1e-5 * abs(b) + 1e-12  # noqa: E731
     if close(s, s_ok):
-        ok_scale = report("scale", True)
-    elif close(s, hi / (qmax - qmin)) or close(s, max(abs(lo), hi) / (qmax - qmin)):
-        ok_scale = report("scale", False, "your scale covers 0..max only: the range runs from min to max, and min is negative here")
-    elif close(s, (hi - lo) / (qmax - qmin + 1)):
-        ok_scale = report("scale", False, "divide by the number of steps between the end codes (qmax - qmin), not the number of codes")
+        scale_hint = ""
     elif close(s, (x.max().item() - x.min().item()) / (qmax - qmin)):
-        ok_scale = report("scale", False, "widen the range to include 0 before computing the scale")
+        scale_hint = "widen the range to include 0 before computing the scale"
+    elif close(s, hi / (qmax - qmin)) or close(s, max(abs(lo), hi) / (qmax - qmin)):
+        scale_hint = "your scale covers 0..max only: the range runs from min to max, and min is negative here"
+    elif close(s, (hi - lo) / (qmax - qmin + 1)):
+        scale_hint = "divide by the number of steps between the end codes (qmax - qmin), not the number of codes"
     else:
-        ok_scale = report("scale", False, f"got {s:.6g}; compare with section 2: the range (widened to include 0) divided by the steps between the end codes")
+        scale_hint = f"got {s:.6g}; compare with section 2: the range (widened to include 0) divided by the steps between the end codes"
     zp = _as_tensor(zero_point, "zero_point")
     if zp.numel() != 1:
-        return report("zero_point", False, f"the zero point is one integer, got a tensor of shape {tuple(zp.shape)}")
+        raise WrongAnswer("zero_point", f"the zero point is one integer, got a tensor of shape {tuple(zp.shape)}")
     zp_val = float(zp.reshape(-1)[0])
-    if zp.is_floating_point() and zp_val != round(zp_val):
-        return report("zero_point", False, f"{zp_val} is not an integer: the zero point is a code, round it")
+    if zp_val != round(zp_val):
+        raise WrongAnswer("zero_point", f"{zp_val:g} is not an integer: the zero point is a code, round it")
     zp_int, zp_ok = int(round(zp_val)), int(qp.zero_point)
     if zp_int == zp_ok:
-        ok_zp = report("zero_point", True)
-        return ok_scale if not ok_scale else ok_zp
+        return scale_hint, ""
+    exact = qmin - lo / s_ok
+    if zp_int in (math.floor(exact), math.ceil(exact)) and abs(exact - round(exact)) > 0.05:
+        return scale_hint, (
+            f"qmin - min/scale is {exact:.2f} here: round it to the nearest code ({zp_ok}); int() truncates and floor/ceil "
+            f"go one way, which gives {zp_int}"
+        )
     if zp_int == qmin != zp_ok:
-        hint = "the zero point is missing: min is negative, so 0.0 does not sit at code qmin; which code stands for 0.0?"
+        zp_hint = "the zero point is missing: min is negative, so 0.0 does not sit at code qmin; which code stands for 0.0?"
     elif zp_int == qmin + round(lo / s_ok) or zp_int == -zp_ok + 2 * qmin:
-        hint = "the sign is flipped: min is negative, so subtracting round(min / scale) moves the zero point up"
+        zp_hint = "the sign is flipped: min is negative, so subtracting round(min / scale) moves the zero point up"
     elif not qmin <= zp_int <= qmax:
-        hint = f"{zp_int} is not a code in {qmin}..{qmax}: the zero point is the code that stands for 0.0"
+        zp_hint = f"{zp_int} is not a code in {qmin}..{qmax}: the zero point is the code that stands for 0.0"
     else:
-        hint = f"got {zp_int}; the zero point is the code that stands for 0.0 (section 2)"
-    return report("zero_point", False, hint)
+        zp_hint = f"got {zp_int}; the zero point is the code that stands for 0.0 (section 2)"
+    return scale_hint, zp_hint
+
+
+@_blank_safe
+def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed: bool = False) -> bool:
+    """Exercise: the affine 8-bit scale and zero point for ``x`` (unsigned by default).
+
+    Names the typical mistakes: a scale from 0..max instead of min..max, dividing
+    by the number of codes (256) instead of the number of steps (255), a missing
+    or wrongly signed zero point, a zero point that is not rounded to a code.
+    A range that was not widened to include 0 can only be told apart on a
+    tensor whose range excludes 0: ``check_qparams_function`` probes such tensors.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    if not_filled(scale, zero_point):
+        raise NotFilledIn("scale" if not_filled(scale) else "zero_point")
+    scale_hint, zp_hint = _scale_zero_point_mistakes(scale, zero_point, x, signed)
+    ok_scale = report("scale", not scale_hint, scale_hint)
+    ok_zp = report("zero_point", not zp_hint, zp_hint)
+    return ok_scale if not ok_scale else ok_zp
+
+
+def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """``x`` and tensors built from it whose range excludes 0 from either side (where widening to 0 matters)."""
+    x = x.detach().float()
+    spread = (x.max() - x.min()).clamp(min=1e-3)
+    positive = x - x.min() + 0.25 * spread  # all values positive: min is above 0
+    # min = -0.7 steps: qmin - min/scale = 0.7 rounds to 1, int()/floor give 0; negated (min = -254.3 steps): 254.3
+    # rounds to 254, ceil gives 255
+    step = spread / 255
+    fractional = (x - x.min()) / spread * 255 * step - 0.7 * step
+    return [
+        ("the tensor you were given", x),
+        ("a tensor whose values are all positive", positive),
+        ("a tensor whose values are all negative", -positive),
+        ("a tensor whose min is -0.7 steps (its zero point must be rounded, not truncated)", fractional),
+        ("a tensor whose min is -254.3 steps (its zero point must be rounded, not taken up)", -fractional),
+    ]
+
+
+@_blank_safe
+def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = False) -> bool:
+    """Exercise: a function ``qparams_fn(t) -> (scale, zero_point)``, the affine 8-bit quantization parameters of any ``t``.
+
+    Runs it on ``x``, on two tensors whose range excludes 0 (all
+    positive, all negative), where skipping the widening to include 0 gives
+    a different answer, and on two whose ``-min/scale`` is 0.7 and 254.3,
+    where truncating, flooring or ceiling the zero point differs from
+    rounding it; on the first probe it gets wrong it names the
+    mistake as ``check_scale_zero_point`` does, and says which probe it was.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    name = "qparams function"
+    if not_filled(qparams_fn):
+        raise NotFilledIn(name)
+    if not callable(qparams_fn):
+        return report(name, False, f"expected a function t -> (scale, zero_point), got {type(qparams_fn).__name__}")
+    for what, t in _qparams_probes(x):
+        try:
+            out = qparams_fn(t.clone())
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            return report(name, False, f"your function raised {type(exc).__name__} on {what}: {exc}")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            return report(name, False, f"on {what} it returned {type(out).__name__}; return the pair (scale, zero_point)")
+        try:
+            scale_hint, zp_hint = _scale_zero_point_mistakes(out[0], out[1], t, signed)
+        except WrongAnswer as wrong:
+            return report(name, False, f"on {what}: {wrong.hint}")
+        except TypeError as exc:
+            return report(name, False, f"on {what}: {exc}")
+        if scale_hint or zp_hint:
+            return report(name, False, f"on {what}: " + "; ".join(h for h in (scale_hint, zp_hint) if h))
+    return report(name, True)
 
 
 _TIE = 1e-3  # values this close to a rounding boundary may round either way between float32 x/scale and x*(1/scale)
@@ -298,14 +377,20 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
     with values outside the range (far below the smallest and above the
     largest representable value), so a missing clamp or zero point fails.
     Names the typical mistakes: no rounding (truncation), no zero point, no
-    clamp (codes that wrapped around in uint8), a float dtype.
+    clamp (codes that wrapped around in uint8), a float dtype, another
+    integer dtype than the 8-bit one asked for, a zero point that is not an
+    integer (``int()`` would truncate it silently).
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     if not_filled(codes, scale, zero_point):  # the codes, or the scale and zero point they need, are still blank
         raise NotFilledIn("codes")
+    zp_value = _number(zero_point, "zero_point")
+    if zp_value != round(zp_value):  # int() would truncate it, and so would the learner's integer conversion
+        raise WrongAnswer("codes", f"the zero point {zp_value:g} is not an integer: round it first (exercise 2), then compute the codes")
     qmin, qmax = quant_range(8, signed)
-    qp = QParams(torch.tensor([float(scale)]), torch.tensor([int(zero_point)]), qmin, qmax, 8, signed, "affine")
+    want_dtype = torch.int8 if signed else torch.uint8
+    qp = QParams(torch.tensor([float(scale)]), torch.tensor([int(zp_value)]), qmin, qmax, 8, signed, "affine")
     lo_real, hi_real = (qmin - int(zero_point)) * float(scale), (qmax - int(zero_point)) * float(scale)
     probe = torch.tensor([lo_real - 10 * abs(lo_real) - 1.0, lo_real - float(scale), 0.0, hi_real + float(scale), hi_real + 10 * abs(hi_real) + 1.0])
     if callable(codes) and not isinstance(codes, torch.Tensor):
@@ -331,6 +416,8 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
             near_tie = ((ratio - ratio.floor()) - 0.5).abs() < _TIE
             if not ((c.long() - expected.long()).abs()[wrong].le(1).all() and near_tie[wrong].all()):
                 return report("codes", False, _codes_mistake(c, t, float(scale), int(zero_point), qmin, qmax, what))
+        if c.dtype != want_dtype:
+            return report("codes", False, f"the values are right, but the task asks for {want_dtype} codes (one byte each), got {c.dtype}: convert with .to({want_dtype})")
     return report("codes", True)
 
 

@@ -1,10 +1,15 @@
-"""The course's decision tree: which quantization workflow, which engine.
+"""The course's decision tree: which quantization workflow, which engine, which notebook.
 
 Introduced in notebooks/00_start_here.ipynb (the interactive chooser is built on it).
+
+The tree is data: ``DEPLOY_TARGETS`` holds where a model can run (engine, how to ship it, which notebook),
+``recommend`` walks the questions, and ``DECISION_TREE_TEXT`` prints the same tree. A new runtime is a new
+row of ``DEPLOY_TARGETS`` (and a line of the text); the questions before it do not change.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -14,6 +19,7 @@ __all__ = [
     "Recommendation",
     "recommend",
     "DECISION_TREE_TEXT",
+    "DEPLOY_TARGETS",
     "SCENARIOS",
     "MODEL_KINDS",
     "check_recommendation",
@@ -24,34 +30,57 @@ ModelKind = Literal["conv", "linear"]
 MODEL_KINDS = ("conv", "linear")
 
 DECISION_TREE_TEXT = """\
-1. Is there a pre-quantized model for your task (torchvision *_QuantizedWeights)?  -> use it (notebook 02).
-2. Is the model mostly convolutions (a CNN) or mostly Linear/LSTM layers (an MLP, RNN, transformer)?
-3. Do you have representative data (a few hundred inputs, no labels needed; training data counts)?
+1. Is there a pre-quantized model for your task (torchvision *_QuantizedWeights), to run on x86 or in eager mode?
+     yes                                  -> use it (notebook 02)
+2. What is the model made of?
+     mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8, which
+       (an MLP, an RNN, a transformer)       is faster on x86 only compiled (torchao + torch.compile, notebook 06);
+                                             an LSTM/GRU has only eager quantize_dynamic (deprecated; measure it);
+                                             weight-only INT8 for size. At small batch their time goes to loading
+                                             weights. Static INT8 only where it measures better
+     mostly convolutions (a CNN)          -> go on to 3
+3. A CNN: do you have representative inputs (a few hundred, no labels needed; training data counts)?
      yes                                  -> post-training static quantization, PTQ (notebook 03): try it first
-     no, Linear/LSTM model                -> dynamic quantization (weights INT8, activations at run time; notebook 03)
-     no, CNN                              -> collect a few hundred inputs first: quantize_dynamic leaves Conv2d
-                                             in float, so it does nothing for a CNN; then PTQ
-4. Is the accuracy drop after PTQ unacceptable?
-     yes, and you can train               -> quantization-aware training, QAT (notebook 04)
-     yes, but you cannot train            -> PTQ with per-channel weights, histogram observers and the most
-                                             sensitive layers left in float (notebook 03)
+     no                                   -> collect a few hundred if you can (quantize_dynamic leaves Conv2d in
+                                             float, so it leaves a CNN's compute in float), then PTQ; if you truly
+                                             cannot, data-free cross-layer equalization (notebook 07)
+4. Did quantizing lose too much accuracy?
+     yes, a CNN, and you can train        -> quantization-aware training, QAT (notebook 04)
+     yes, a CNN, but you cannot train     -> find the cause and recover it without training (notebook 07): range
+                                             setting, equalization, bias correction, AdaRound, layers left in float
+     yes, a Linear/LSTM model             -> per-group scales, outlier handling (SmoothQuant), layers left in
+                                             float (notebook 06)
 5. Where does it run?
-     x86 server or laptop                 -> eager engine 'x86' (FBGEMM and oneDNN kernels); or PT2E with
-                                             X86InductorQuantizer and torch.compile (notebook 05)
-     ARM phone or board                   -> ship with PT2E: XNNPACKQuantizer, lowered to ExecuTorch's
-                                             XNNPACK backend (notebook 05); in eager mode 'qnnpack' is the
-                                             engine that runs there"""
+     x86 server or laptop                 -> eager engine 'x86' (x86 CPUs with AVX2; older ones have 'qnnpack'
+                                             only); or PT2E with X86InductorQuantizer and torch.compile (notebook 05)
+     ARM phone or board                   -> PTQ (or QAT) in PT2E with XNNPACKQuantizer (notebook 05 teaches PT2E),
+                                             lowered to ExecuTorch's XNNPACK backend (notebook 08); in eager mode
+                                             'qnnpack' is the engine that runs there"""
 
-_DEPLOY = {
-    "x86": "eager mode runs on engine 'x86'; the non-deprecated path is PT2E with X86InductorQuantizer and torch.compile (notebook 05)",
-    "qnnpack": "eager mode runs on engine 'qnnpack'; to ship on a phone or board, quantize with PT2E's XNNPACKQuantizer "
-    "and run the model with ExecuTorch's XNNPACK backend (notebook 05)",
+# Where a model runs: the eager engine there, how to ship it, and the notebook that does it.
+DEPLOY_TARGETS: dict[str, dict[str, str]] = {
+    "x86": {
+        "engine": "x86",
+        "notebook": "notebook 05",
+        "deploy": "eager mode runs on engine 'x86' (on x86 CPUs with AVX2; older x86 CPUs have only 'qnnpack' and "
+        "'onednn'); the non-deprecated path is PT2E with X86InductorQuantizer and torch.compile (notebook 05)",
+    },
+    "arm": {
+        "engine": "qnnpack",
+        "notebook": "notebook 08",
+        "deploy": "eager mode runs on engine 'qnnpack'; to ship on a phone or board, quantize with PT2E's "
+        "XNNPACKQuantizer and run the model with ExecuTorch's XNNPACK backend (notebook 08)",
+    },
 }
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """What to do (``method``), on which eager-mode engine, how to deploy, why, and the answers it came from."""
+    """What to do (``method``), on which eager-mode engine, in which notebook, how to deploy, why, and the answers it came from.
+
+    On an ARM device, PTQ and QAT are done in PT2E with ``XNNPACKQuantizer`` (the form ExecuTorch lowers);
+    ``engine`` is then the eager engine that runs there (``qnnpack``), for the eager-mode notebooks.
+    """
 
     method: str
     engine: str
@@ -61,7 +90,8 @@ class Recommendation:
     answers: dict = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.method} on engine '{self.engine}' ({self.notebook}): {self.reason}"
+        where = "" if "PT2E" in self.method else f" on engine '{self.engine}'"  # PT2E does not run on an eager engine
+        return f"{self.method}{where} ({self.notebook}): {self.reason}"
 
 
 def recommend(
@@ -71,20 +101,35 @@ def recommend(
     arm_device: bool = False,
     *,
     model_kind: ModelKind = "conv",
+    pre_quantized: bool = False,
 ) -> Recommendation:
-    """Walk the decision tree.
+    """Walk the decision tree (``DECISION_TREE_TEXT``) and return a ``Recommendation``.
 
     ``has_calibration_data``: a few hundred representative inputs exist (no
     labels needed). ``can_train``: there is training data and time to
     fine-tune; training data also calibrates PTQ, so PTQ still comes first.
-    ``ptq_drop_acceptable`` is ``None`` when PTQ has not been tried yet.
-    ``model_kind`` is ``"conv"`` for a CNN and ``"linear"`` for a model whose
-    compute is in Linear/LSTM layers (MLP, RNN, transformer): dynamic
-    quantization only converts those, so it is no answer for a CNN.
+    ``ptq_drop_acceptable``: how the first post-training INT8 model did
+    (``None`` when it has not been tried yet, ``False`` when it lost too
+    much). ``arm_device``: the model runs on an ARM phone or board (else an
+    x86 server or laptop; see ``DEPLOY_TARGETS``). ``model_kind``: ``"conv"``
+    for a CNN, ``"linear"`` for a model whose compute is in Linear/LSTM layers
+    (MLP, RNN, transformer), which goes to dynamic INT8 first
+    whether or not there is data (PyTorch's quantization docs recommend
+    dynamic quantization for LSTM and transformer models, static for CNNs;
+    see docs/REFERENCES.md). ``pre_quantized``: a ready-made INT8 model for
+    the task exists (torchvision's ``*_QuantizedWeights``); it is used off ARM
+    and before PTQ has been tried (an eager torchvision model cannot be lowered
+    to ExecuTorch, and one that lost too much is not the answer). A
+    ``ptq_drop_acceptable`` that is not None means PTQ ran, so data existed.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    for name, value in (("has_calibration_data", has_calibration_data), ("can_train", can_train), ("arm_device", arm_device)):
+    for name, value in (
+        ("has_calibration_data", has_calibration_data),
+        ("can_train", can_train),
+        ("arm_device", arm_device),
+        ("pre_quantized", pre_quantized),
+    ):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if ptq_drop_acceptable is not None and not isinstance(ptq_drop_acceptable, bool):
@@ -97,61 +142,137 @@ def recommend(
         ptq_drop_acceptable=ptq_drop_acceptable,
         arm_device=arm_device,
         model_kind=model_kind,
+        pre_quantized=pre_quantized,
     )
-    engine = "qnnpack" if arm_device else "x86"
+    target = DEPLOY_TARGETS["arm" if arm_device else "x86"]
 
     def rec(method: str, notebook: str, reason: str) -> Recommendation:
-        return Recommendation(method, engine, notebook, reason, _DEPLOY[engine], answers)
+        if arm_device and method.endswith(("PTQ", "QAT")):
+            method += " in PT2E with XNNPACKQuantizer"  # the form ExecuTorch can lower (an eager INT8 model cannot be)
+        return Recommendation(method, target["engine"], notebook, reason, target["deploy"], answers)
 
-    if ptq_drop_acceptable is False:
-        if can_train:
-            return rec("QAT", "notebook 04", "PTQ lost too much; training with fake quantization lets the model compensate")
+    def _notebooks(*numbers: str) -> str:
+        nums = [n for n in numbers if n]
+        return f"notebook {nums[0]}" if len(nums) == 1 else f"notebooks {', '.join(nums[:-1])} and {nums[-1]}"
+
+    # On a phone the model ships through the target's own notebook (08), after PT2E (05); on x86 the eager
+    # engine runs what notebook 03/04 make.
+    ship = "" if not arm_device else target["notebook"].removeprefix("notebook ")
+    if pre_quantized and ptq_drop_acceptable is None and not arm_device:
+        # (torchvision's quantized models are eager models: ExecuTorch cannot lower them, so a phone goes on below)
         return rec(
-            "PTQ, tuned",
-            "notebook 03",
-            "PTQ lost too much and you cannot train: use per-channel weights, histogram observers and keep the most sensitive layers in float",
-        )
-    if has_calibration_data:
-        return rec("PTQ", "notebook 03", "calibration data and no training needed; try it first, it is minutes of work")
-    if can_train:
-        return rec(
-            "PTQ",
-            "notebook 03",
-            "the training data calibrates PTQ too (a few hundred inputs, labels unused); try PTQ first and train (QAT) only if it loses too much",
+            "use the pre-quantized model",
+            "notebook 02",
+            "someone has already quantized and evaluated it: load it with quantize=True, check it is really quantized "
+            "and measure it on your data; quantize yourself only if it does not fit",
         )
     if model_kind == "linear":
+        if ptq_drop_acceptable is False:
+            return rec(
+                "finer scales or outlier handling",
+                "notebook 06",
+                "INT8 lost too much on a Linear/LSTM model: per-group weight scales, SmoothQuant for activation "
+                "outliers, or the most sensitive layers left in float; QAT only if that is not enough and you can train",
+            )
         return rec(
-            "dynamic quantization",
-            "notebook 03",
-            "no data at all: quantize the Linear/LSTM weights ahead of time and the activations at run time",
+            "dynamic INT8",
+            "notebook 06",
+            "INT8 weights need no calibration and are 4x smaller; at small batch a Linear/LSTM model's time goes to "
+            "loading weights, but only a kernel that reads the int8 weights directly turns that into speed: on x86, "
+            "torchao's dynamic INT8 compiled with torch.compile (notebook 06 measures eager weight-only and eager "
+            "quantize_dynamic no faster than float); an LSTM/GRU has only eager quantize_dynamic (deprecated): "
+            "measure it; static INT8 only where it measures better",
         )
+    if ptq_drop_acceptable is False:
+        if can_train:
+            return rec(
+                "QAT",
+                _notebooks("04", "05" if ship else "", ship),
+                "PTQ lost too much; training with fake quantization lets the model compensate"
+                + ("; notebook 04 teaches QAT in eager mode, notebook 05 runs it in PT2E (with the x86 quantizer: use "
+                   "XNNPACKQuantizer's QAT config instead), notebook 08 lowers the result to ExecuTorch" if ship else ""),
+            )
+        return rec(
+            "recover without training",
+            _notebooks("07", ship),
+            "PTQ lost too much and you cannot train: find whether weights or activations cause it, then try range "
+            "setting, cross-layer equalization, bias correction, AdaRound, or the most sensitive layers left in float"
+            + ("; for a phone, apply the fix to the float model or in PT2E (notebook 07 uses PT2E's numeric debugger "
+               "and leaves a layer float with set_module_name_qconfig), then lower with XNNPACKQuantizer "
+               "(notebook 08)" if ship else ""),
+        )
+    ptq_notebooks = _notebooks("03", "05" if ship else "", ship)
+    if ptq_drop_acceptable is True:  # PTQ was tried, so there was data
+        return rec("PTQ", ptq_notebooks, "PTQ kept the accuracy you need: keep it, and deploy it as below")
+    if can_train:  # (before has_calibration_data: a team that can train is told why PTQ still comes first)
+        return rec(
+            "PTQ",
+            ptq_notebooks,
+            "the training data calibrates PTQ too (a few hundred inputs, labels unused); try PTQ first and train (QAT) "
+            "only if it loses too much",
+        )
+    if has_calibration_data:
+        return rec("PTQ", ptq_notebooks, "a CNN with calibration data: try PTQ first, it is minutes of work")
     return rec(
         "collect data, then PTQ",
-        "notebook 03",
-        "quantize_dynamic converts only Linear/LSTM/GRU layers and leaves Conv2d in float, so it does almost nothing for a CNN; "
-        "a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ",
+        ptq_notebooks,
+        "quantize_dynamic converts only Linear/LSTM/GRU layers and leaves Conv2d in float, so it leaves a CNN's compute "
+        "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ; if you "
+        "truly cannot get any, data-free cross-layer equalization (notebook 07) is the fallback",
     )
 
 
-# Exercise scenarios of notebooks/00_start_here.ipynb: the story a learner reads, the answers to the
-# questions that the story implies, and for each question a hint that points at the words of the
-# story that decide it (shown when the learner answers that question differently; never the answer).
-SCENARIOS: dict[str, tuple[str, dict]] = {
-    "camera": (
-        "A server team has a CNN, 500 unlabelled frames from the production camera, and must ship it tomorrow on x86 servers.",
-        dict(has_calibration_data=True, can_train=False, ptq_drop_acceptable=None, arm_device=False, model_kind="conv"),
-    ),
-    "phone": (
-        "A phone app's CNN lost 4 accuracy points with PTQ; the team has the training set and a week of GPU time.",
-        dict(has_calibration_data=True, can_train=True, ptq_drop_acceptable=False, arm_device=True, model_kind="conv"),
-    ),
-    "no_data": (
-        "A vendor's LSTM model arrives with no data at all, to be served on an x86 CPU, with no way to retrain.",
-        dict(has_calibration_data=False, can_train=False, ptq_drop_acceptable=None, arm_device=False, model_kind="linear"),
-    ),
+# Exercise scenarios of notebooks/00_start_here.ipynb: the story a learner reads. The answers the story
+# implies are kept only as digests (``_EXPECTED``), so that the object a learner can print holds no answer;
+# for each question a hint points at the words of the story that decide it (shown when the learner answers
+# that question differently; never the answer).
+SCENARIOS: dict[str, str] = {
+    "camera": "A server team has a CNN, 500 unlabelled frames from the production camera, and must ship it tomorrow on x86 servers.",
+    "phone": "A phone app's CNN lost 4 accuracy points with PTQ; the team has the training set and a week of GPU time.",
+    "lstm": "A vendor's LSTM language model is to be served on x86 CPUs; the team has a few thousand logged requests "
+    "and no way to retrain it.",
+}
+
+QUESTIONS = ("pre_quantized", "model_kind", "has_calibration_data", "can_train", "ptq_drop_acceptable", "arm_device")
+_DEFAULTS: dict[str, Any] = {"ptq_drop_acceptable": None, "arm_device": False, "model_kind": "conv", "pre_quantized": False}
+
+
+def _digest(scenario: str, question: str, value: Any) -> str:
+    return hashlib.sha256(f"{scenario}|{question}|{value!r}".encode()).hexdigest()[:16]
+
+
+_EXPECTED: dict[str, dict[str, str]] = {
+    "camera": {
+        "pre_quantized": "708f6388daf93ccc",
+        "model_kind": "7e913037ab4978db",
+        "has_calibration_data": "03bf1bdc1dd4fad9",
+        "can_train": "741d4f18c77bd789",
+        "ptq_drop_acceptable": "3d9e518162570ebc",
+        "arm_device": "97120129b2877b39",
+        "outcome": "04090e38c80c0a86",
+    },
+    "phone": {
+        "pre_quantized": "5b7881e46cc48abb",
+        "model_kind": "e57d40d24beb03cb",
+        "has_calibration_data": "d55395ef918fb5e8",
+        "can_train": "3a93eb4e7560de8e",
+        "ptq_drop_acceptable": "4f0890fc79de7dae",
+        "arm_device": "2161499a6064356e",
+        "outcome": "202c1ceabab85f79",
+    },
+    "lstm": {
+        "pre_quantized": "6d3d65e725297246",
+        "model_kind": "3ae88e80da2284c7",
+        "has_calibration_data": "29204b3829632739",
+        "can_train": "cbd42c4883746e11",
+        "ptq_drop_acceptable": "cd8929013889e502",
+        "arm_device": "f972169ef52ad311",
+        "outcome": "440fe4512af29bea",
+    },
 }
 
 _HINTS: dict[str, str] = {
+    "pre_quantized": "does the story mention a ready-made INT8 model for this task? Leave pre_quantized False unless it does",
     "has_calibration_data": "does the story give you inputs to calibrate on? Unlabelled inputs count, and so does a training set",
     "can_train": "is there time and data to fine-tune? 'Ship tomorrow' or 'no way to retrain' says one thing, 'a week of GPU time' another",
     "ptq_drop_acceptable": "has PTQ been tried yet? Leave it None until the story says how PTQ did",
@@ -160,18 +281,17 @@ _HINTS: dict[str, str] = {
 }
 
 
+def outcome_matches(scenario: str, answer: Any) -> bool:
+    """True when ``answer`` (a ``Recommendation``) has the method, engine and notebook the story leads to."""
+    outcome = (getattr(answer, "method", None), getattr(answer, "engine", None), getattr(answer, "notebook", None))
+    return _digest(scenario, "outcome", outcome) == _EXPECTED[scenario]["outcome"]
+
+
 def scenario_mistakes(scenario: str, answer: Any) -> list[tuple[str, str]]:
     """(question, hint) for each question of ``scenario`` that ``answer`` (a ``Recommendation``) answered differently."""
-    expected = SCENARIOS[scenario][1]
+    expected = _EXPECTED[scenario]
     given = getattr(answer, "answers", {}) or {}
-    return [(q, _HINTS[q]) for q, v in expected.items() if given.get(q, _default(q)) != v]
-
-
-def _default(question: str) -> Any:
-    return {"ptq_drop_acceptable": None, "arm_device": False, "model_kind": "conv"}.get(question)
-
-
-# --------------------------------------------------------------------------- predict first (notebook 00)
+    return [(q, _HINTS[q]) for q in QUESTIONS if _digest(scenario, q, given.get(q, _DEFAULTS.get(q))) != expected[q]]
 
 
 @_blank_safe
@@ -191,27 +311,39 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
     name = f"scenario {scenario!r}"
     if not isinstance(answer, Recommendation):
         return report(name, False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
-    expected = recommend(**SCENARIOS[scenario][1])
     mistakes = scenario_mistakes(scenario, answer)
-    if not mistakes and (answer.method, answer.engine) == (expected.method, expected.engine):
-        return report(name, True)
-    if not mistakes:
+    try:
+        recomputed = recommend(**answer.answers)
+    except Exception:  # answers that recommend() would refuse: the result was not made by it
+        recomputed = None
+    if recomputed is None or (answer.method, answer.engine, answer.notebook) != (recomputed.method, recomputed.engine, recomputed.notebook):
         return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
-    same = (answer.method, answer.engine) == (expected.method, expected.engine)
-    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if same else "")
+    if not mistakes:
+        return report(name, True)
+    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if outcome_matches(scenario, answer) else "")
     question, hint = mistakes[0]
     more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
     return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
 
 
+# --------------------------------------------------------------------------- predict first (notebook 00)
+
+ABOVE_FLOAT_PT = 0.5  # how far above float a predicted INT8 accuracy may reach (5 of 1,000 test images)
+NOISE_PT = 0.3  # a miss this small is a few test images: calibration draws and engines move INT8 by -0.3..+0.1 points
+
+
 @_blank_safe
-def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: float, *, max_width: float = 3.0) -> bool:
+def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: float, *, max_width: float = 2.0) -> bool:
     """Exercise (notebook 00): a predicted ``(low, high)`` range of INT8 accuracy in percent, checked against the measurement.
 
-    Accepts any range of at most ``max_width`` points that contains the
-    measured ``int8_acc``; rejects a range that is too wide to predict
-    anything, reversed bounds, and ranges on the wrong side of the
-    measurement, with a hint about the reasoning.
+    Accepts a range of at least ``2 * NOISE_PT`` and at most ``max_width`` points (the "within 1-2 points"
+    rule) that does not reach more than ``ABOVE_FLOAT_PT`` points above
+    ``float_acc`` and that the measured ``int8_acc`` falls in, or misses by at
+    most ``NOISE_PT`` points (three of 1,000 test images: the calibration draw
+    and the engine move INT8 accuracy by that much, so a miss that small says
+    nothing about the reasoning). Rejects a wider range, reversed bounds, and
+    a range clearly on the wrong side of the measurement, with a hint that
+    names the miss in points and images.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
@@ -221,13 +353,34 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
         return report(name, False, f"({low:g}, {high:g}) looks like a fraction: write the accuracy in percent, like the measurement")
     if not (0.0 <= low <= 100.0 and 0.0 <= high <= 100.0):
         return report(name, False, f"accuracy is a percentage from 0 to 100, got ({low:g}, {high:g}); did you write a fraction?")
-    if high < int8_acc:
+    eps = 1e-6  # printed one-decimal numbers: 98.8 + 0.5 is not exactly 99.3 in floats
+    if high - low < 2 * NOISE_PT - eps:
         return report(
             name,
             False,
-            f"you expected a larger loss than INT8 costs here (measured {int8_acc:.1f} %, float {float_acc:.1f} %): "
-            "at 8 bits, PTQ with per-channel weights is usually within a point of float",
+            f"a range {high - low:.2g} points wide claims more than 1,000 test images can show (a few images move the "
+            f"accuracy by {NOISE_PT:g} points either way): commit to a range at least {2 * NOISE_PT:g} points wide",
         )
-    if low > int8_acc:
-        return report(name, False, f"you expected more than INT8 gives here (measured {int8_acc:.1f} %): rounding adds noise, it rarely helps")
+    if high > float_acc + ABOVE_FLOAT_PT + eps:
+        return report(
+            name,
+            False,
+            f"your range reaches {high - float_acc:.1f} points above float ({float_acc:.1f} %): rounding adds noise to a trained "
+            "model; INT8 lands above float by a few test images at most",
+        )
+    if high < int8_acc - NOISE_PT - eps:
+        return report(
+            name,
+            False,
+            f"you expected INT8 to lose at least {float_acc - high:.1f} points; it lost {float_acc - int8_acc:.1f} "
+            f"(measured {int8_acc:.1f} %, float {float_acc:.1f} %): at 8 bits, PTQ with per-channel weights is usually "
+            "within 1-2 points of float",
+        )
+    if low > int8_acc + NOISE_PT + eps:
+        return report(
+            name,
+            False,
+            f"you expected at least {low:.1f} %; INT8 measured {int8_acc:.1f} % (float {float_acc:.1f} %): rounding adds "
+            "noise, it rarely helps",
+        )
     return report(name, True)

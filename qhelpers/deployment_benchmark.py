@@ -32,6 +32,7 @@ command, and notebook 02's engine comparison (``compare_engines``).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,11 +45,11 @@ from .bench_models import MODELS, PATHS, QUICK_MODELS, build_float, build_int8, 
 from .bench_models import check_model as _check_model
 from .bench_report import markdown_table, plot_bench, readme_section, update_readme, write_results
 from .files import course_root
-from .latency import MIN_RUNS, measure_latency
+from .latency import MIN_RUNS
 from .metrics import model_size_bytes
 from .versions import machine_info
 
-__all__ = ["MODELS", "PATHS", "QUICK_MODELS", "MIN_SAMPLES", "build_float", "build_int8", "example_input", "run_bench", "markdown_table", "plot_bench", "compare_engines", "engines_markdown", "plot_engines", "write_results", "machine_info", "update_readme", "readme_section"]
+__all__ = ["MODELS", "PATHS", "QUICK_MODELS", "MIN_SAMPLES", "build_float", "build_int8", "example_input", "run_bench", "markdown_table", "plot_bench", "compare_engines", "engines_markdown", "plot_engines", "paired_latency", "paired_ratio", "write_results", "machine_info", "update_readme", "readme_section"]
 
 MIN_SAMPLES = MIN_RUNS  # the older name of qh.MIN_RUNS, kept while notebook 02's engine comparison uses it
 
@@ -56,23 +57,139 @@ MIN_SAMPLES = MIN_RUNS  # the older name of qh.MIN_RUNS, kept while notebook 02'
 # --------------------------------------------------------------------------- notebook 02: float vs INT8 per engine
 
 
+def _spread(values: list[float]) -> tuple[float, float]:
+    """(median, interquartile range) of at least two values."""
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return median, q3 - q1
+
+
+def paired_latency(
+    configs: dict[str, tuple[Callable, Optional[str]]],
+    example: torch.Tensor,
+    *,
+    threads: int = 1,
+    rounds: int = 15,
+    warmup: int = 3,
+) -> dict[str, dict]:
+    """Time several models on one input in interleaved rounds, so that their ratios come from one run.
+
+    ``configs`` maps a name to ``(model, engine)``: the engine is made active
+    while that model runs (``None``: leave the engine as it is, e.g. for a
+    float model). Each model first gets ``warmup`` untimed calls (all of them
+    before any timing, at ``threads`` threads). Then each of ``rounds``
+    rounds times one sample of every model, in an order that rotates from
+    round to round, so a slow spell of a shared machine and the position in
+    the round touch every model alike. A sample is the mean of enough
+    back-to-back calls to last about 1 ms.
+
+    Each sample is taken on two clocks: the wall clock (``time.perf_counter``,
+    what a user waits) and the process's CPU time (``time.process_time``, the
+    work done by all its threads). On a machine loaded beyond its cores a
+    waiting thread adds to the wall clock but not to the CPU time, so the CPU
+    time is the fairer basis for a ratio there.
+
+    Returns, per name: ``median_ms``, ``iqr_ms``, ``runs`` (= ``rounds``),
+    ``warmup``, ``calls_per_run``, ``engine``, ``samples_ms`` (one per
+    round, in round order; ``paired_ratio`` divides them round by round),
+    and ``cpu_median_ms``, ``cpu_iqr_ms``, ``cpu_samples_ms`` (the same on the CPU clock).
+    The thread count and the quantized engine are restored at the end.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    if not isinstance(configs, dict) or len(configs) < 1:
+        raise ValueError(f"configs must be a non-empty dict name -> (model, engine), got {configs!r}")
+    for name, value in configs.items():
+        if not (isinstance(value, tuple) and len(value) == 2 and callable(value[0]) and (value[1] is None or isinstance(value[1], str))):
+            raise ValueError(f"configs[{name!r}] must be (model, engine or None), got {value!r}")
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a torch.Tensor, got {type(example).__name__}")
+    for arg, value, least in (("threads", threads, 1), ("rounds", rounds, MIN_SAMPLES), ("warmup", warmup, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{arg} must be an int >= {least}, got {value!r}")
+    names = list(configs)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    cpu_samples: dict[str, list[float]] = {n: [] for n in names}
+    calls: dict[str, int] = {}
+    saved_threads, saved_engine = torch.get_num_threads(), torch.backends.quantized.engine
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for n in names:
+                fn, engine = configs[n]
+                if engine is not None:
+                    torch.backends.quantized.engine = engine
+                for _ in range(warmup):
+                    fn(example)
+                start = time.perf_counter()
+                fn(example)  # one more untimed call, to size the samples
+                calls[n] = max(1, min(1000, int(1e-3 / max(time.perf_counter() - start, 1e-9))))
+            for r in range(rounds):
+                k = r % len(names)
+                for n in names[k:] + names[:k]:
+                    fn, engine = configs[n]
+                    if engine is not None:
+                        torch.backends.quantized.engine = engine
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    for _ in range(calls[n]):
+                        fn(example)
+                    cpu_samples[n].append((time.process_time() - cpu_start) / calls[n] * 1e3)
+                    samples[n].append((time.perf_counter() - start) / calls[n] * 1e3)
+    finally:
+        torch.set_num_threads(saved_threads)
+        torch.backends.quantized.engine = saved_engine
+    out = {}
+    for n in names:
+        median, iqr = _spread(samples[n])
+        cpu_median, cpu_iqr = _spread(cpu_samples[n])
+        out[n] = {"median_ms": median, "iqr_ms": iqr, "runs": rounds, "warmup": warmup, "calls_per_run": calls[n],
+                  "engine": configs[n][1], "samples_ms": samples[n],
+                  "cpu_median_ms": cpu_median, "cpu_iqr_ms": cpu_iqr, "cpu_samples_ms": cpu_samples[n]}
+    return out
+
+
+def paired_ratio(numerator: dict, denominator: dict, *, clock: str = "wall") -> dict:
+    """Median and IQR of the round-by-round ratio of two ``paired_latency`` entries (e.g. float time / INT8 time).
+
+    ``clock``: ``"wall"`` (``samples_ms``) or ``"cpu"`` (``cpu_samples_ms``, the process's CPU time).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    key = "samples_ms" if clock == "wall" else "cpu_samples_ms"
+    a, b = numerator.get(key), denominator.get(key)
+    if not a or not b or len(a) != len(b):
+        raise ValueError("both entries must come from one paired_latency call (the same rounds)")
+    q1, ratio, q3 = statistics.quantiles([x / y for x, y in zip(a, b)], n=4, method="inclusive")
+    return {"ratio": ratio, "iqr": q3 - q1, "q1": q1, "q3": q3, "rounds": len(a)}
+
+
 def compare_engines(
     models: Sequence[str] = tuple(MODELS),
     engines: Optional[dict[str, Sequence[str]]] = None,
     batches: Optional[dict[str, Sequence[int]]] = None,
-    threads: Sequence[int] = (1, 2),
-    min_run_time: float = 0.5,
-    warmup: int = 2,
+    threads: Sequence[int] = (1,),
+    rounds: int = 15,
+    warmup: int = 3,
+    timing: bool = True,
     progress: Optional[Callable[[str], None]] = None,
 ) -> dict:
-    """Float vs eager INT8 per engine, back to back: a JSON-ready dict with ``machine``, ``sizes``, ``latency``, ``speedups``.
+    """Float vs eager INT8 per engine: a JSON-ready dict with ``machine``, ``sizes``, ``latency``, ``speedups``.
 
     The engine comparison of notebook 02 (``make bench`` measures every path
-    with ``run_bench``). Every latency has at least ``qh.MIN_RUNS`` samples.
+    with ``run_bench``). For each model, batch and thread count, the float
+    model and its INT8 versions are timed together by ``paired_latency``
+    (warm-up first, then ``rounds`` interleaved rounds), and each speedup is
+    the median of the round-by-round ratios float time / INT8 time, with
+    their IQR, on the wall clock (``speedup``) and on the process's CPU time
+    (``cpu_speedup``, the fairer one when the machine is loaded beyond its cores). ``timing=False`` measures the sizes only (under a CPU emulator,
+    where times mean nothing).
 
     ``engines``/``batches`` override ``MODELS[name]`` per model. Each INT8
     model runs with the engine it was quantized for. The active engine is
     restored at the end.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     for name in models:
         _check_model(name)
@@ -80,112 +197,151 @@ def compare_engines(
         raise ValueError(f"threads must be positive ints, got {threads!r}")
     engines, batches = engines or {}, batches or {}
     start, saved_engine = time.perf_counter(), torch.backends.quantized.engine
-    result: dict = {"machine": machine_info(), "settings": {"threads": list(threads), "min_run_time_s": min_run_time, "warmup": warmup}, "sizes": [], "latency": []}
+    result: dict = {"machine": machine_info(), "settings": {"threads": list(threads), "rounds": rounds, "warmup": warmup, "timing": timing},
+                    "sizes": [], "latency": [], "speedups": []}
     say = progress or (lambda msg: None)
     try:
         for name in models:
             spec = MODELS[name]
             model_engines, model_batches = tuple(engines.get(name, spec["engines"])), tuple(batches.get(name, (1,)))
-            variants = [("float", None, build_float(name))] + [("int8", e, build_int8(name, e)) for e in model_engines]
-            float_bytes = model_size_bytes(variants[0][2])
-            for kind, engine, model in variants[1:]:
+            float_model = build_float(name)
+            int8_models = {e: build_int8(name, e) for e in model_engines}
+            float_bytes = model_size_bytes(float_model)
+            for engine, model in int8_models.items():
                 int8_bytes = model_size_bytes(model)
                 result["sizes"].append(
                     {"model": name, "engine": engine, "float_bytes": float_bytes, "int8_bytes": int8_bytes, "ratio": round(float_bytes / int8_bytes, 3)}
                 )
-            # Float and INT8 are measured back to back for each (batch, threads), so slow drifts in the
-            # machine's load touch both sides of a ratio alike.
+            if not timing:
+                continue
             for batch in model_batches:
                 x = example_input(name, batch)
                 for t in threads:
-                    for kind, engine, model in variants:
-                        if engine is not None:
-                            torch.backends.quantized.engine = engine
-                        say(f"{name} {kind} {engine or ''} batch {batch} threads {t}")
-                        lat = measure_latency(model, x, threads=t, min_run_time=min_run_time, warmup=warmup)
+                    say(f"{name} batch {batch} threads {t}")
+                    configs = {"float": (float_model, None), **{f"int8 {e}": (m, e) for e, m in int8_models.items()}}
+                    timed = paired_latency(configs, x, threads=t, rounds=rounds, warmup=warmup)
+                    for key, lat in timed.items():
                         result["latency"].append(
-                            {"model": name, "kind": kind, "engine": engine, "batch": batch, "threads": t,
-                             "median_ms": round(lat.median_ms, 4), "iqr_ms": round(lat.iqr_ms, 4), "runs": lat.runs}
+                            {"model": name, "kind": key.split()[0], "engine": lat["engine"], "batch": batch, "threads": t,
+                             "median_ms": round(lat["median_ms"], 4), "iqr_ms": round(lat["iqr_ms"], 4), "runs": lat["runs"],
+                             "cpu_median_ms": round(lat["cpu_median_ms"], 4), "cpu_iqr_ms": round(lat["cpu_iqr_ms"], 4)}
+                        )
+                    for engine in int8_models:
+                        ratio = paired_ratio(timed["float"], timed[f"int8 {engine}"])
+                        cpu = paired_ratio(timed["float"], timed[f"int8 {engine}"], clock="cpu")
+                        result["speedups"].append(
+                            {"model": name, "engine": engine, "batch": batch, "threads": t,
+                             "float_ms": round(timed["float"]["median_ms"], 4), "int8_ms": round(timed[f"int8 {engine}"]["median_ms"], 4),
+                             "speedup": round(ratio["ratio"], 3), "speedup_iqr": round(ratio["iqr"], 3),
+                             "speedup_q1": round(ratio["q1"], 3), "speedup_q3": round(ratio["q3"], 3), "runs": ratio["rounds"],
+                             "cpu_speedup": round(cpu["ratio"], 3), "cpu_speedup_q1": round(cpu["q1"], 3),
+                             "cpu_speedup_q3": round(cpu["q3"], 3)}
                         )
     finally:
         torch.backends.quantized.engine = saved_engine
-    result["speedups"] = _engine_speedups(result["latency"])
     result["machine"]["load_average_1min_end"] = machine_info()["load_average_1min"]
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 
 
-def _engine_speedups(rows: list[dict]) -> list[dict]:
-    floats = {(r["model"], r["batch"], r["threads"]): r["median_ms"] for r in rows if r["kind"] == "float"}
-    out = []
-    for r in rows:
-        if r["kind"] != "int8":
-            continue
-        f = floats[(r["model"], r["batch"], r["threads"])]
-        out.append({"model": r["model"], "engine": r["engine"], "batch": r["batch"], "threads": r["threads"],
-                    "float_ms": f, "int8_ms": r["median_ms"], "speedup": round(f / r["median_ms"], 3)})
-    return out
-
-
 def engines_markdown(result: dict) -> str:
-    """``compare_engines``' result as markdown: a machine line, the size table and the latency/speedup table."""
-    m = result["machine"]
+    """``compare_engines``' result as markdown: a machine line, the size table and the latency/speedup table.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    m, st = result["machine"], result["settings"]
     lines = [
         f"Measured {m['date_utc']} UTC on {m['cpu']} ({m['cpu_count']} cores, {m['cpu_capability']}), torch {m['torch']}; "
         f"load average {m['load_average_1min']} at start, {m.get('load_average_1min_end')} at end. "
-        "Ratios are the headline; absolute times belong to this machine. torchvision models have random weights.",
+        + (
+            f"Float and INT8 timed together: {st['warmup']} warm-up calls each, then {st['rounds']} interleaved rounds; "
+            "times are wall-clock medians (IQR); the INT8 speedup is the median of the round-by-round ratios (IQR), "
+            "on the wall clock and on the process's CPU time (which a busy machine does not inflate: read it when the "
+            "load average exceeds the cores). Ratios are the headline; absolute times belong to this machine. "
+            if result["speedups"] else "Sizes only (not timed). "
+        )
+        + "torchvision models have random weights.",
         "",
         "| model | engine | float MB | INT8 MB | size ratio |",
         "|---|---|---:|---:|---:|",
     ]
     for s in result["sizes"]:
         lines.append(f"| {s['model']} | {s['engine']} | {s['float_bytes'] / 1e6:.3f} | {s['int8_bytes'] / 1e6:.3f} | {s['ratio']:.2f}x |")
-    lines += ["", "| model | engine | batch | threads | float ms | INT8 ms | INT8 speedup |", "|---|---|---:|---:|---:|---:|---:|"]
-    for s in result["speedups"]:
-        lines.append(f"| {s['model']} | {s['engine']} | {s['batch']} | {s['threads']} | {s['float_ms']:.2f} | {s['int8_ms']:.2f} | {s['speedup']:.2f}x |")
+    if result["speedups"]:
+        iqr = {(r["model"], r["engine"], r["batch"], r["threads"], r["kind"]): r["iqr_ms"] for r in result["latency"]}
+        lines += ["", "| model | engine | batch | threads | float ms (IQR) | INT8 ms (IQR) | rounds | INT8 speedup, wall (IQR) "
+                  "| INT8 speedup, CPU time (quartiles) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in result["speedups"]:
+            f_iqr = iqr[(s["model"], None, s["batch"], s["threads"], "float")]
+            q_iqr = iqr[(s["model"], s["engine"], s["batch"], s["threads"], "int8")]
+            lines.append(
+                f"| {s['model']} | {s['engine']} | {s['batch']} | {s['threads']} | {s['float_ms']:.2f} ({f_iqr:.2f}) | "
+                f"{s['int8_ms']:.2f} ({q_iqr:.2f}) | {s['runs']} | {s['speedup']:.2f}x ({s['speedup_iqr']:.2f}) | "
+                f"{s['cpu_speedup']:.2f}x ({s['cpu_speedup_q1']:.2f}x to {s['cpu_speedup_q3']:.2f}x) |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def plot_engines(result: dict):
-    """``compare_engines``' result as a figure: INT8 speedup per model (bars per engine and thread count), batch 1 and the larger batch, and size ratios."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """``compare_engines``' result as one figure with two questions, each on a linear axis with readable ticks.
 
-    ratio_label = FuncFormatter(lambda v, _: f"{v:g}x")
+    Left: how many times faster is INT8 than float, per model and batch (one
+    horizontal bar each, labelled on the axis; the line at 1x is "as fast as
+    float"; whiskers span the quartiles of the round-by-round ratios). Right: how
+    many times smaller is the INT8 state dict, per model (the dashed line is
+    the 4x ceiling).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     speed = result["speedups"]
-    models = list(dict.fromkeys(s["model"] for s in speed))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [2, 2, 1]})
-    for ax, which in zip(axes[:2], ("batch 1", "larger batch")):
-        keys = list(dict.fromkeys((s["engine"], s["threads"]) for s in speed))
-        width = 0.8 / max(1, len(keys))
-        for k, (engine, t) in enumerate(keys):
-            xs, ys = [], []
-            for i, name in enumerate(models):
-                rows = [s for s in speed if s["model"] == name and s["engine"] == engine and s["threads"] == t]
-                rows = [r for r in rows if (r["batch"] == 1) == (which == "batch 1")]
-                if rows:
-                    xs.append(i + (k - (len(keys) - 1) / 2) * width)
-                    ys.append(rows[0]["speedup"])
-            ax.bar(xs, ys, width, label=f"{engine}, {t} thr")
-        ax.axhline(1.0, color="black", lw=0.8)
-        ax.set_yscale("log")  # ratios: 2x faster and 2x slower sit at the same distance from 1
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ratio_label)
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xticks(range(len(models)), models)
-        ax.set_title(f"INT8 speedup, {which} (log scale)")
-        ax.set_ylabel("float time / INT8 time")
-    axes[0].legend(fontsize=7)
-    sizes = {}
+    sizes: dict[str, float] = {}
     for s in result["sizes"]:
         sizes.setdefault(s["model"], s["ratio"])
-    axes[2].bar(list(sizes), list(sizes.values()), color="tab:gray")
-    axes[2].axhline(4.0, color="black", lw=0.8, ls="--")
-    axes[2].set_title("size ratio (float / INT8)")
-    axes[2].tick_params(axis="x", rotation=30)
-    fig.suptitle(f"{result['machine']['cpu']}, {result['machine']['date_utc']} UTC", fontsize=9)
+    fig, (ax_speed, ax_size) = plt.subplots(1, 2, figsize=(11, 0.45 * max(len(speed), len(sizes), 3) + 1.4),
+                                            gridspec_kw={"width_ratios": [3, 2]})
+    if speed:
+        labels = [f"{s['model']}, batch {s['batch']}" + (f", {s['threads']} threads" if len(result["settings"]["threads"]) > 1 else "") for s in speed]
+        cpu = all("cpu_speedup" in s for s in speed)  # the CPU-time ratios: a busy machine does not inflate them
+        prefix = "cpu_" if cpu else ""
+        values = [s[f"{prefix}speedup"] for s in speed]
+        q1 = [s.get(f"{prefix}speedup_q1", v) for s, v in zip(speed, values)]
+        q3 = [s.get(f"{prefix}speedup_q3", v) for s, v in zip(speed, values)]
+        ys = list(range(len(speed)))[::-1]
+        ax_speed.barh(ys, values, color="tab:blue")
+        ax_speed.errorbar(values, ys, xerr=[[v - lo for v, lo in zip(values, q1)], [hi - v for v, hi in zip(values, q3)]],
+                          fmt="none", ecolor="black", capsize=3, lw=1)
+        top = max(max(values), max(q3)) * 1.2 + 0.3
+        for y, v, hi in zip(ys, values, q3):
+            ax_speed.text(max(v, hi) + 0.02 * top, y, f"{v:.1f}x", va="center", fontsize=8)
+        ax_speed.axvline(1.0, color="black", lw=0.8)
+        ax_speed.set_yticks(ys, labels)
+        ax_speed.set_xlim(0, top)
+        ax_speed.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax_speed.xaxis.set_major_formatter(lambda v, _: f"{v:g}x")
+        ax_speed.set_xlabel(f"float {'CPU ' if cpu else ''}time / INT8 {'CPU ' if cpu else ''}time (1x: as fast as float)")
+        ax_speed.set_title("How much faster is INT8 here?", fontsize=10)
+    else:
+        ax_speed.axis("off")
+        ax_speed.text(0.5, 0.5, "not timed", ha="center", va="center")
+    ys = list(range(len(sizes)))[::-1]
+    ax_size.barh(ys, list(sizes.values()), color="tab:gray")
+    for y, v in zip(ys, sizes.values()):
+        ax_size.text(v + 0.05, y, f"{v:.2f}x", va="center", fontsize=8)
+    ax_size.axvline(4.0, color="black", lw=0.8, ls="--")
+    ax_size.set_yticks(ys, list(sizes))
+    ax_size.set_xlim(0, 4.8)
+    ax_size.set_xticks(range(5))
+    ax_size.xaxis.set_major_formatter(lambda v, _: f"{v:g}x")
+    ax_size.set_xlabel("float MB / INT8 MB (dashed: the 4x ceiling)")
+    ax_size.set_title("How much smaller is the INT8 file?", fontsize=10)
+    fig.suptitle(f"{result['machine']['cpu']}, {result['machine']['date_utc']} UTC", fontsize=8)
     fig.tight_layout()
     return fig
+
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -143,7 +143,7 @@ def cpu_has_vnni() -> Optional[bool]:
     the name is older than that and is kept only until the notebooks ask
     ``int8_pairs_saturate``.
 
-    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     saturates = int8_pairs_saturate("x86")
     return None if saturates is None else not saturates

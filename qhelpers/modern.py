@@ -468,7 +468,7 @@ def _conv(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tu
 def _linear(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tuple[torch.Tensor, QParams]:
     w_q, w_qp = _weight(module)
     out_qp = _uint8_qparams(module.scale, module.zero_point)
-    y = int8_linear(x_q, x_qp, w_q, w_qp, module.bias(), out_qp)
+    y = int8_linear(x_q, x_qp, w_q, w_qp, module.bias(), out_qp, bias_mode="int32")  # the default it had before bias_mode became required
     if relu:
         y = torch.maximum(y, out_qp.zero_point.to(y.dtype).reshape(()))
     return y, out_qp

@@ -36,7 +36,7 @@ def notebook_paths() -> list[Path]:
 
 
 STUDENT_DIR = "student"
-_ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)\s*=(?!=)")
+_ASSIGNMENT = re.compile(r"^(?:def\s+(?P<function>[A-Za-z_]\w*)\s*\(|(?P<name>[A-Za-z_]\w*)\s*=(?!=))")  # `name = ...` or `def name(`
 
 
 def _names_built_on(solution: str) -> set[str]:
@@ -92,8 +92,8 @@ def _blank_solution(source: str) -> str:
         if inside:
             block.append(line)
             m = _ASSIGNMENT.match(line)
-            if m and m.group(1) not in names:
-                names.append(m.group(1))
+            if m and (m["function"] or m["name"]) not in names:
+                names.append(m["function"] or m["name"])
             continue
         out.append(line)
     if inside:

@@ -44,9 +44,12 @@ def plot_histogram_with_grid(
 
 
 def plot_per_channel_error(
-    errors: dict[str, Sequence[float]], ax: Optional[plt.Axes] = None, ylabel: str = "max |error|", log: bool = True
+    errors: dict[str, Sequence[float]], ax: Optional[plt.Axes] = None, ylabel: str = "max |error|", log: bool = False
 ) -> plt.Axes:
     """One line per method (e.g. ``{"per-tensor": [...], "per-channel": [...]}``), error against channel index.
+
+    A linear axis from 0 by default (``log=True`` for errors that span decades), the legend outside the
+    axes so that it hides no point.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
@@ -60,7 +63,9 @@ def plot_per_channel_error(
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
-    ax.legend()
+    else:
+        ax.set_ylim(0, None)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 

@@ -8,6 +8,7 @@ tested without a browser and still readable where widgets do not render.
 
 from __future__ import annotations
 
+import html
 
 import matplotlib.pyplot as plt
 import torch
@@ -16,7 +17,10 @@ from .decision import recommend
 from .plotting import plot_histogram_with_grid
 from .quantmath import fake_quantize, qparams_from_minmax, sqnr_db
 
-__all__ = ["explore", "clip_sweep", "quantization_explorer", "decision_chooser"]
+__all__ = ["explore", "clip_sweep", "quantization_explorer", "decision_chooser", "CLIP_PERCENTILES"]
+
+
+CLIP_PERCENTILES = (100.0, 99.999, 99.99, 99.95, 99.9, 99.8, 99.5, 99.0, 98.0, 95.0, 90.0)  # the explorer's slider stops
 
 
 def explore(x: torch.Tensor, bits: int = 8, scheme: str = "affine", clip_percentile: float = 100.0) -> dict:
@@ -26,7 +30,12 @@ def explore(x: torch.Tensor, bits: int = 8, scheme: str = "affine", clip_percent
     ``clip_percentile``-th percentile of the signed values of ``x`` (both
     tails are clipped, each by ``100 - clip_percentile`` percent);
     ``clip_percentile=100`` uses the full min/max range. Lower values clip
-    outliers to give the bulk of the values a finer grid.
+    outliers to give the bulk of the values a finer grid. A symmetric scheme
+    then widens the range to ``[-m, m]`` with ``m`` the larger of the two
+    clipped ends, so fewer values clamp than the percentile says.
+    ``clipped_percent`` is the share of values whose code was clamped to an
+    end code (their rounded code fell outside the code range): the values
+    that lose more than half a step.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
@@ -37,11 +46,12 @@ def explore(x: torch.Tensor, bits: int = 8, scheme: str = "affine", clip_percent
     hi = torch.quantile(flat, clip_percentile / 100.0) if clip_percentile < 100 else flat.max()
     qp = qparams_from_minmax(lo, hi, bits, signed=True, scheme=scheme)
     x_hat = fake_quantize(x, qp)
-    clipped = float(((flat < lo) | (flat > hi)).float().mean()) * 100.0
+    raw_codes = torch.round(flat / qp.scale) + qp.zero_point  # before the clamp; as fake_quantize rounds
+    clipped = float(((raw_codes < qp.quant_min) | (raw_codes > qp.quant_max)).float().mean()) * 100.0
     return {"qparams": qp, "sqnr_db": sqnr_db(x, x_hat), "clipped_percent": clipped, "levels": qp.quant_max - qp.quant_min + 1}
 
 
-def clip_sweep(x: torch.Tensor, bits: int, *, scheme: str = "symmetric", percentiles: tuple = (100.0, 99.999, 99.99, 99.95, 99.9, 99.8, 99.5, 99.0, 98.0)) -> dict:
+def clip_sweep(x: torch.Tensor, bits: int, *, scheme: str = "symmetric", percentiles: tuple = CLIP_PERCENTILES[:9]) -> dict:
     """SQNR of ``x`` at ``bits`` for each clipping percentile (see ``explore``), and the best one.
 
     Returns ``{"sqnr_db": {percentile: dB}, "best_percentile", "best_db", "full_db", "gain_db"}``
@@ -56,17 +66,22 @@ def clip_sweep(x: torch.Tensor, bits: int, *, scheme: str = "symmetric", percent
     return {"sqnr_db": sqnr, "best_percentile": best, "best_db": sqnr[best], "full_db": sqnr[100.0], "gain_db": sqnr[best] - sqnr[100.0]}
 
 
-def quantization_explorer(x: torch.Tensor, title: str = "values"):
+def quantization_explorer(x: torch.Tensor, title: str = "values", *, scheme: str = "affine"):
     """Sliders for bit width, scheme and clipping percentile -> histogram with the grid and the SQNR, live.
+
+    ``scheme`` is the scheme the dropdown starts on (``"affine"`` or ``"symmetric"``).
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     import ipywidgets as W
     from IPython.display import display
 
+    if scheme not in ("affine", "symmetric"):
+        raise ValueError(f"scheme must be 'affine' or 'symmetric', got {scheme!r}")
     bits = W.IntSlider(value=8, min=2, max=16, description="bits")
-    scheme = W.Dropdown(options=["affine", "symmetric"], value="affine", description="scheme")
-    clip = W.FloatSlider(value=100.0, min=90.0, max=100.0, step=0.1, description="clip pctl")
+    scheme = W.Dropdown(options=["affine", "symmetric"], value=scheme, description="scheme")
+    # the sweep's percentiles (and two coarser ones), so the widget reaches the sweep's best clips
+    clip = W.SelectionSlider(options=list(CLIP_PERCENTILES), value=100.0, description="clip pctl")
     readout = W.HTML()
     out = W.Output()
 
@@ -92,7 +107,7 @@ def quantization_explorer(x: torch.Tensor, title: str = "values"):
 
 
 def decision_chooser():
-    """Five questions -> the recommended workflow and engine (see ``qhelpers.decision``).
+    """The decision tree's questions -> the recommended workflow, engine and notebook (see ``qhelpers.decision``).
 
     Introduced in notebooks/00_start_here.ipynb.
     """
@@ -100,22 +115,26 @@ def decision_chooser():
     from IPython.display import display
 
     style = {"description_width": "initial"}
-    calib = W.ToggleButtons(options=[("yes", True), ("no", False)], value=True, description="Representative calibration data?", style=style)
-    train = W.ToggleButtons(options=[("yes", True), ("no", False)], value=False, description="Time and data to train?", style=style)
+    yes_no = [("yes", True), ("no", False)]
+    pre = W.ToggleButtons(options=yes_no, value=False, description="1. A pre-quantized model exists?", style=style)
+    kind = W.ToggleButtons(options=[("CNN", "conv"), ("Linear/LSTM", "linear")], value="conv", description="2. Model made of", style=style)
+    calib = W.ToggleButtons(options=yes_no, value=True, description="3. Representative inputs?", style=style)
     drop = W.ToggleButtons(
-        options=[("not tried yet", None), ("acceptable", True), ("too large", False)], value=None, description="PTQ accuracy drop?", style=style
+        options=[("not tried yet", None), ("acceptable", True), ("too large", False)], value=None, description="4. Accuracy drop after quantizing?", style=style
     )
-    arm = W.ToggleButtons(options=[("x86", False), ("ARM", True)], value=False, description="Deploy on", style=style)
-    kind = W.ToggleButtons(options=[("CNN", "conv"), ("Linear/LSTM", "linear")], value="conv", description="Model made of", style=style)
+    train = W.ToggleButtons(options=yes_no, value=False, description="   Time and data to train?", style=style)
+    arm = W.ToggleButtons(options=[("x86", False), ("ARM", True)], value=False, description="5. Runs on", style=style)
     answer = W.HTML()
 
     def update(*_):
-        r = recommend(calib.value, train.value, drop.value, arm.value, model_kind=kind.value)
-        answer.value = f"<b>{r.method}</b> with engine <code>{r.engine}</code> &rarr; {r.notebook}<br>{r.reason}<br><i>{r.deploy}</i>"
+        r = recommend(calib.value, train.value, drop.value, arm.value, model_kind=kind.value, pre_quantized=pre.value)
+        head, _, reason = str(r).partition(": ")  # the same words as print(recommend(...)): no eager engine for PT2E
+        answer.value = f"<b>{html.escape(head)}</b><br>{html.escape(reason)}<br><i>{html.escape(r.deploy)}</i>"
 
-    for w in (kind, calib, train, drop, arm):
+    questions = (pre, kind, calib, drop, train, arm)
+    for w in questions:
         w.observe(update, names="value")
     update()
-    box = W.VBox([kind, calib, train, drop, arm, answer])
+    box = W.VBox([*questions, answer])
     display(box)
     return box

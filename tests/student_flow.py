@@ -173,12 +173,6 @@ ANSWERS_BUDGET_S = 60.0
 # The notebooks' own branches change these exercises; after they merge, this list is emptied. A listed case that no
 # longer happens fails too (so that the list cannot go stale).
 KNOWN_ANSWERS_ABOVE: dict[tuple[str, int, str, str], str] = {
-    ("00_start_here.ipynb", 4, "int8_prediction", "98.8"): "the float accuracy printed just above (98.8 %) is also the INT8 accuracy measured",
-    ("01_manual_tensor_quantization.ipynb", 2, "zero_point", "115"): "section 1's codes [0, 0, 5, 115, 255] show 115, fc_out's zero point",
-    ("02_pretrained_quantized_models.ipynb", 1, "backend", "qnnpack"): "the table of quantized weights (cell 5) shows mobilenet_v2's backend",
-    ("02_pretrained_quantized_models.ipynb", 1, "drop", "0.22"): "the same table shows the drop",
-    ("02_pretrained_quantized_models.ipynb", 1, "int8_top1", "71.658"): "the same table shows the INT8 top-1",
-    ("02_pretrained_quantized_models.ipynb", 2, "predicted_int8_mb", "25.503"): "'int8 weights 25.503 MB' printed in cell 33",
     ("05_beyond_eager_mode.ipynb", 1, "multiplier", "0.0050666216"): "'channel 0: M = 0.0050666216' printed in cell 63",
     ("05_beyond_eager_mode.ipynb", 2, "n_quantize", "9"): "count_quant_ops printed {'quantize_per_tensor': 9} in cell 20",
     ("06_linear_layers_and_transformers.ipynb", 1, "predicted_speedup_b1", "4.031"): "the bytes-per-weight table (cell 8) shows ratios within the check's 10 %",

@@ -103,7 +103,7 @@ def test_per_channel_scales_reject_m_over_255(capsys):
 
 
 def test_recommendation_built_by_hand_is_rejected(capsys):
-    answers = dict(qh.SCENARIOS["camera"][1])
+    answers = dict(qh.recommend(True, False).answers)  # the camera story's answers
     made_up = qh.Recommendation(method="made up", engine="x86", notebook="", reason="", answers=answers)
     rejected(capsys, qh.check_recommendation("camera", made_up), "call qh.recommend", "do not build the result yourself")
 
@@ -124,7 +124,7 @@ def test_sqnr_prediction_on_either_side_of_the_measurement(capsys, prediction, w
 
 def test_accuracy_prediction_above_100_percent(capsys):
     """CK5: a range reaching above 100 % that contains the measurement is still not an accuracy."""
-    rejected(capsys, qh.check_int8_accuracy_prediction((98.0, 100.5), 98.8, 98.8), "from 0 to 100", "(98, 100.5)")
+    rejected(capsys, qh.check_int8_accuracy_prediction((98.9, 100.5), 98.8, 98.8), "from 0 to 100", "(98.9, 100.5)")
 
 
 # ----------------------------------------------------------------------------- qhelpers/linear.py (notebook 06)
@@ -206,32 +206,34 @@ def test_bits_prediction_that_more_bits_lower_the_sqnr(capsys):
 
 FAKE_WEIGHTS = SimpleNamespace(meta={
     "backend": "qnnpack",
+    "_file_size": 21.554,
     "_metrics": {"ImageNet-1K": {"acc@1": 71.658, "acc@5": 90.150}},
-    "unquantized": SimpleNamespace(meta={"_metrics": {"ImageNet-1K": {"acc@1": 71.878}}}),
+    "unquantized": SimpleNamespace(meta={"_file_size": 21.114, "_metrics": {"ImageNet-1K": {"acc@1": 71.878}}}),
 })
 DROP = 71.878 - 71.658
+RATIO = 21.114 / 21.554
 
 
-def test_weights_meta_a_backend_that_is_no_engine(capsys):
-    rejected(capsys, qh.check_weights_meta(42, 71.658, DROP, FAKE_WEIGHTS), "got 42", "the backend is a string in weights.meta")
+def test_weights_meta_a_file_ratio_of_no_known_mistake(capsys):
+    rejected(capsys, qh.check_weights_meta(42, 71.658, DROP, FAKE_WEIGHTS), "not float meta['_file_size'] / INT8 meta['_file_size']")
 
 
 def test_weights_meta_another_top1(capsys):
-    out = rejected(capsys, qh.check_weights_meta("qnnpack", 12.3, DROP, FAKE_WEIGHTS), "not the published INT8 top-1")
-    assert "✅ backend: correct" in out and "✅ drop: correct" in out
+    out = rejected(capsys, qh.check_weights_meta(RATIO, 12.3, DROP, FAKE_WEIGHTS), "not the published INT8 top-1")
+    assert "✅ file_ratio: correct" in out and "✅ drop: correct" in out
 
 
 def test_weights_meta_another_drop(capsys):
-    rejected(capsys, qh.check_weights_meta("qnnpack", 71.658, 5.0, FAKE_WEIGHTS), "not float top-1 minus INT8 top-1")
+    rejected(capsys, qh.check_weights_meta(RATIO, 71.658, 5.0, FAKE_WEIGHTS), "not float top-1 minus INT8 top-1")
 
 
 def test_weights_meta_numbers_of_the_wrong_kind_and_blank(capsys):
     with pytest.raises(TypeError, match="int8_top1 must be a number, got True"):
-        qh.check_weights_meta("qnnpack", True, DROP, FAKE_WEIGHTS)
+        qh.check_weights_meta(RATIO, True, DROP, FAKE_WEIGHTS)
     with pytest.raises(TypeError, match="drop must be a number, got str"):
-        qh.check_weights_meta("qnnpack", 71.658, "0.2 points", FAKE_WEIGHTS)
+        qh.check_weights_meta(RATIO, 71.658, "0.2 points", FAKE_WEIGHTS)
     capsys.readouterr()
-    rejected(capsys, qh.check_weights_meta("qnnpack", ..., DROP, FAKE_WEIGHTS), "int8_top1", "not filled in yet")
+    rejected(capsys, qh.check_weights_meta(RATIO, ..., DROP, FAKE_WEIGHTS), "int8_top1", "not filled in yet")
 
 
 def test_int8_size_prediction_another_size(capsys):
@@ -240,7 +242,7 @@ def test_int8_size_prediction_another_size(capsys):
 
 
 def _latency(median_ms, min_ms, quantized):
-    return Latency(median_ms=median_ms, iqr_ms=0.5, runs=10, threads=1, min_ms=min_ms, quantized=quantized, input_shape=(1, 3, 224, 224))
+    return Latency(median_ms=median_ms, iqr_ms=0.5, runs=10, threads=1, min_ms=min_ms, quantized=quantized, input_shape=(1, 3, 224, 224), warmup=3)
 
 
 FLOAT_LAT, INT8_LAT = _latency(10.0, 8.0, False), _latency(4.0, 2.0, True)  # medians 2.5x, fastest runs 4x
@@ -262,9 +264,9 @@ def test_size_ratio_prediction_needs_two_models_in_order():
     float_model = nn.Sequential(nn.Linear(8, 8))
     int8_model = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(8, 8)), dtype=torch.qint8)
     with pytest.raises(TypeError, match="must be torch.nn.Module"):
-        qh.check_size_ratio_prediction((3.0, 3.5), "float.pt", int8_model)
+        qh.check_size_ratio_prediction((3.2, 3.5), "float.pt", int8_model)
     with pytest.raises(ValueError, match="float model first and the INT8 model second"):
-        qh.check_size_ratio_prediction((3.0, 3.5), int8_model, float_model)
+        qh.check_size_ratio_prediction((3.2, 3.5), int8_model, float_model)
 
 
 # ----------------------------------------------------------------------------- qhelpers/ptq.py (notebook 03)

@@ -60,40 +60,87 @@ def test_ex1_rejects_reversed_bounds_and_blank(capsys):
     rejected(capsys, _predict(...), "not filled in yet")
 
 
-# ----------------------------------------------------------------------------- exercise 2: scale and zero point
+# ----------------------------------------------------------------------------- exercise 2: a function t -> (scale, zero_point)
+
+
+def right_qparams(t):
+    lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+    scale = (hi - lo) / 255
+    return scale, 0 - round(lo / scale)
 
 
 def test_ex2_accepts_right_answer(capsys, x):
-    _, _, scale, zero_point = _by_hand(x)
-    assert qh.check_scale_zero_point(scale, zero_point, x)
+    assert qh.check_qparams_function(right_qparams, x)
+    as_tensors = lambda t: (  # noqa: E731  torch scalars and a tensor min/max are fine too
+        (torch.clamp(t.max(), min=0) - torch.clamp(t.min(), max=0)) / 255,
+        int(-torch.round(torch.clamp(t.min(), max=0) / ((torch.clamp(t.max(), min=0) - torch.clamp(t.min(), max=0)) / 255))),
+    )
+    assert qh.check_qparams_function(as_tensors, x)
+
+
+def test_ex2_rejects_skipping_the_widening_to_zero(capsys, x):
+    # identical to the right answer on x (its range holds 0): only the probes whose range excludes 0 tell
+    no_widening = lambda t: ((t.max() - t.min()).item() / 255, 0 - round(t.min().item() / ((t.max() - t.min()).item() / 255)))  # noqa: E731
+    assert no_widening(x) == right_qparams(x)
+    rejected(capsys, qh.check_qparams_function(no_widening, x), "all positive", "include 0")
 
 
 def test_ex2_rejects_scale_from_zero_to_max_and_no_zero_point(capsys, x):
-    # the answer that passed when the exercise used a tensor whose minimum was 0
-    rejected(capsys, qh.check_scale_zero_point(x.max().item() / 255, 0, x), "0..max only", "the zero point is missing")
+    rejected(capsys, qh.check_qparams_function(lambda t: (t.max().item() / 255, 0), x), "0..max only", "the zero point is missing")
 
 
 def test_ex2_rejects_a_missing_zero_point(capsys, x):
-    _, _, scale, _ = _by_hand(x)
-    rejected(capsys, qh.check_scale_zero_point(scale, 0, x), "the zero point is missing")
+    rejected(capsys, qh.check_qparams_function(lambda t: (right_qparams(t)[0], 0), x), "the zero point is missing")
 
 
 def test_ex2_rejects_dividing_by_the_number_of_codes(capsys, x):
-    lo, hi, _, zero_point = _by_hand(x)
-    rejected(capsys, qh.check_scale_zero_point((hi - lo) / 256, zero_point, x), "number of steps")
+    def by_256(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        return (hi - lo) / 256, right_qparams(t)[1]
+
+    rejected(capsys, qh.check_qparams_function(by_256, x), "number of steps")
 
 
 def test_ex2_rejects_a_flipped_sign(capsys, x):
-    lo, _, scale, _ = _by_hand(x)
-    rejected(capsys, qh.check_scale_zero_point(scale, round(lo / scale), x), "sign is flipped")
+    def flipped(t):
+        scale, _ = right_qparams(t)
+        return scale, round(min(t.min().item(), 0.0) / scale)
+
+    rejected(capsys, qh.check_qparams_function(flipped, x), "sign is flipped")
 
 
 def test_ex2_rejects_an_unrounded_zero_point(capsys, x):
-    lo, _, scale, _ = _by_hand(x)
+    def unrounded(t):
+        scale, _ = right_qparams(t)
+        return scale, -min(t.min().item(), 0.0) / scale
+
+    rejected(capsys, qh.check_qparams_function(unrounded, x), "round it")
+
+
+def test_ex2_rejects_a_truncated_floored_or_ceiled_zero_point(capsys, x):
+    import math
+
+    def with_zero_point(how):
+        def fn(t):
+            scale = right_qparams(t)[0]
+            return scale, how(-min(t.min().item(), 0.0) / scale)
+        return fn
+
+    for how, word in ((int, "int() truncates"), (math.floor, "floor/ceil"), (math.ceil, "floor/ceil")):
+        rejected(capsys, qh.check_qparams_function(with_zero_point(how), x), "round it to the nearest code", word)
+
+
+def test_ex2_rejects_numbers_a_function_that_raises_and_a_single_value(capsys, x):
+    rejected(capsys, qh.check_qparams_function(right_qparams(x), x), "function")
+    rejected(capsys, qh.check_qparams_function(lambda t: t.nope(), x), "raised AttributeError")
+    rejected(capsys, qh.check_qparams_function(lambda t: right_qparams(t)[0], x), "return the pair")
+    rejected(capsys, qh.check_qparams_function(..., x), "not filled in yet")
+
+
+def test_check_scale_zero_point_still_names_the_mistakes_for_numbers(capsys, x):
+    lo, hi, scale, zero_point = _by_hand(x)
+    assert qh.check_scale_zero_point(scale, zero_point, x)
     rejected(capsys, qh.check_scale_zero_point(scale, -lo / scale, x), "round it")
-
-
-def test_ex2_rejects_skipping_the_widening_to_zero(capsys):
     positive = torch.rand(100, generator=torch.Generator().manual_seed(2)) + 1.0  # min 1.0: widening matters
     rejected(capsys, qh.check_scale_zero_point((positive.max() - positive.min()).item() / 255, 0, positive), "include 0")
 
@@ -139,6 +186,20 @@ def test_ex3_rejects_float_codes(capsys, x):
     rejected(capsys, qh.check_codes(lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255), x, scale, zp), "integers")
 
 
+def test_ex3_rejects_another_integer_dtype(capsys, x):
+    # right values in int64: the task asks for torch.uint8 codes (one byte each)
+    _, _, scale, zp = _by_hand(x)
+    rejected(capsys, qh.check_codes(lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255).long(), x, scale, zp), "torch.uint8")
+
+
+def test_ex3_rejects_an_unrounded_zero_point(capsys, x):
+    # exercise 2 left unrounded: int() and .to(int) would truncate it in step, so the codes alone look right
+    lo, _, scale, _ = _by_hand(x)
+    zp = -lo / scale
+    to_codes = lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255).to(torch.int32)  # noqa: E731
+    rejected(capsys, qh.check_codes(to_codes, x, scale, zp), "not an integer", "round")
+
+
 def test_ex3_rejects_a_function_that_raises(capsys, x):
     _, _, scale, zp = _by_hand(x)
     rejected(capsys, qh.check_codes(lambda t: t.nope(), x, scale, zp), "raised AttributeError")
@@ -175,3 +236,18 @@ def test_ex3_blank_scale_or_codes_say_not_filled_in(capsys, x):
     assert not qh.check_codes(..., x, ..., ...)
     assert not qh.check_codes(lambda t: t, x, ..., ...)
     assert capsys.readouterr().out.count("not filled in yet") == 2
+
+
+def test_ex2_blank_in_the_student_copy_names_the_function(capsys, x):
+    # the solution is a `def`: the student copy's blank must still define the name the check reads
+    from qhelpers.notebooks import _blank_solution
+
+    blank = _blank_solution("# BEGIN SOLUTION\ndef affine_qparams(t):\n    return 1.0, 0\n# END SOLUTION")
+    assert blank == "affine_qparams = ...  # your code here"
+    namespace: dict = {}
+    exec(blank, namespace)
+    rejected(capsys, qh.check_qparams_function(namespace["affine_qparams"], x), "not filled in yet")
+
+
+def test_ex2_rejects_a_function_returning_something_else_than_numbers(capsys, x):
+    rejected(capsys, qh.check_qparams_function(lambda t: ("0.1", 0), x), "on the tensor you were given", "number")

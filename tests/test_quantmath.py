@@ -326,7 +326,7 @@ def test_saturating_int16_pairs_reproduce_the_avx2_kernel_or_the_exact_sum():
     exact = qh.int8_linear(*args, bias_mode="float")
     saturated = qh.int8_linear(*args, bias_mode="float", saturate_int16_pairs=True)
     assert int((exact != saturated).sum()) > 100  # full-range codes overflow 16-bit pair sums often
-    assert torch.equal(ref, saturated if not qh.cpu_has_vnni() else exact)
+    assert torch.equal(ref, saturated if qh.int8_pairs_saturate("x86") else exact)
 
 
 def test_saturating_pairs_change_nothing_with_a_reduced_range():
@@ -336,4 +336,12 @@ def test_saturating_pairs_change_nothing_with_a_reduced_range():
     w_qp = qh.qparams_from_tensor(w, 8, True, "symmetric", axis=0)
     out_qp = qh.qparams_from_tensor(x @ w.T, 8, signed=False)
     args = (qh.quantize(x, x_qp), x_qp, qh.quantize(w, w_qp), w_qp, None, out_qp)
-    assert torch.equal(qh.int8_linear(*args), qh.int8_linear(*args, saturate_int16_pairs=True))  # odd K padded too
+    assert torch.equal(qh.int8_linear(*args, bias_mode="float"), qh.int8_linear(*args, bias_mode="float", saturate_int16_pairs=True))  # odd K padded too
+
+
+def test_int8_linear_needs_the_bias_mode_spelled_out():
+    # "float" is the x86/fbgemm engines' way, "int32" qnnpack's: a default would be one engine's answer on the other
+    x_qp = qh.qparams_from_tensor(torch.rand(2, 3), 8, signed=False)
+    w_qp = qh.qparams_from_tensor(torch.randn(4, 3), 8, True, "symmetric")
+    with pytest.raises(TypeError, match="bias_mode"):
+        qh.int8_linear(torch.zeros(2, 3, dtype=torch.uint8), x_qp, torch.zeros(4, 3, dtype=torch.int8), w_qp, None, x_qp)
