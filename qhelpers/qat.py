@@ -20,8 +20,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -66,6 +67,7 @@ __all__ = [
     "fake_quant_bias_correction",
     "requantize_pool",
     "fake_quant_breakdown",
+    "rounding_removed",
     "observers_frozen",
     "QATResult",
     "quantization_aware_training",
@@ -513,8 +515,8 @@ class _SameGrid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fq = self._grid_of[0]
-        if int(fq.fake_quant_enabled[0]) == 0:
-            return x
+        if int(fq.fake_quant_enabled[0]) == 0 or getattr(fq, "_rounding_removed", False):
+            return x  # off, or its grid's rounding removed (``rounding_removed``): an average stays inside the range
         return torch.fake_quantize_per_tensor_affine(x, float(fq.scale), int(fq.zero_point), fq.quant_min, fq.quant_max)
 
 
@@ -566,15 +568,45 @@ def _unrounded(module: FakeQuantizeBase, inputs: tuple, output: torch.Tensor) ->
     return torch.maximum(torch.minimum(x, high), low)
 
 
+@contextmanager
+def rounding_removed(prepared: nn.Module, names: Optional[Iterable[str]] = None) -> Iterator[nn.Module]:
+    """Inside the ``with`` block, the fake quants ``names`` (default: all of ``prepared``) clamp to their range
+    without rounding: each output is its input clamped to the grid's interval, so the clipping of the chosen
+    ranges stays and only the resolution of the grid goes. Training works inside the block too: the gradient
+    is 1 inside the range and 0 where a value was clamped, as with the fake quant's own estimator. A pool
+    wrapped by ``requantize_pool`` stops re-rounding when the grid it follows is in ``names``.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    fqs = fake_quant_modules(prepared)
+    if not fqs:
+        raise ValueError("prepared has no FakeQuantize modules")
+    names = list(fqs) if names is None else list(names)
+    unknown = [n for n in names if n not in fqs]
+    if unknown:
+        raise ValueError(f"names {unknown} are not fake quants of prepared; valid: {list(fqs)}")
+    hooks = [fqs[n].register_forward_hook(_unrounded) for n in names]
+    for n in names:
+        fqs[n]._rounding_removed = True
+    try:
+        yield prepared
+    finally:
+        for h in hooks:
+            h.remove()
+        for n in names:
+            fqs[n]._rounding_removed = False
+
+
 @torch.no_grad()
 def fake_quant_breakdown(prepared: nn.Module, loader: Iterable) -> dict[str, float]:
     """What a fake-quant model's rounding costs: its accuracy on ``loader`` as it is, then with the rounding removed
-    (every value still clamped to its grid's range, so the clipping of the chosen ranges stays) everywhere, on the
-    weights only, and on the activations only. The model is left as it was.
+    (``rounding_removed``: every value still clamped to its grid's range, so the clipping of the chosen ranges
+    stays) everywhere, on the weights only, and on the activations only. The model is left as it was.
 
     Removing a fake quant altogether would also remove its clipping; removing only the rounding separates the cost
     of the grid's resolution from the cost of its range. Use it on a model that nothing adapted to the rounding
     (no bias correction, no training): a model trained or corrected for the rounding shifts when it is removed.
+    (To ask what rounding costs after training, train a second copy inside ``rounding_removed`` and compare.)
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -587,12 +619,8 @@ def fake_quant_breakdown(prepared: nn.Module, loader: Iterable) -> dict[str, flo
     acts = list(activation_fake_quants(prepared, _batch_inputs(next(iter(loader)))))
 
     def measure(unrounded: list[str]) -> float:
-        hooks = [fqs[n].register_forward_hook(_unrounded) for n in unrounded]
-        try:
+        with rounding_removed(prepared, unrounded):
             return accuracy(prepared.eval(), loader)
-        finally:
-            for h in hooks:
-                h.remove()
 
     return {"as quantized": measure([]), "weights not rounded": measure(weights), "activations not rounded": measure(acts),
             "no rounding (ranges still clip)": measure(weights + acts)}
@@ -1086,8 +1114,8 @@ def check_ptq_accuracy(name: str, accuracy: Any, expected: float) -> bool:
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     got = float(accuracy)
-    return report(
-        name, abs(got - float(expected)) < 1e-9,
+    return report(  # 1e-3: float32 means of the same predictions differ by ~1e-6; one image of 10,000 is 0.01
+        name, abs(got - float(expected)) < 1e-3,
         f"{got:.1f} % where the notebook measured {float(expected):.1f} % with the qconfig the exercise describes: some "
         "setting of yours differs (observer, range, dtype, qscheme or channel axis)",
     )

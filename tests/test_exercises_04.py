@@ -179,6 +179,8 @@ def test_ex2_rejects_signed_dtype_for_unsigned_activation_codes(capsys):
 
 def test_ex2_accuracy_check_compares_with_the_notebooks_measurement(capsys):
     assert qh.check_ptq_accuracy("3-bit PTQ", 25.2, 25.2)
+    assert qh.check_ptq_accuracy("3-bit PTQ", 100.0 * float(torch.tensor(0.252)), 25.2)  # a float32 mean of the same predictions
+    rejected(capsys, qh.check_ptq_accuracy("3-bit PTQ", 25.3, 25.2), "25.3", "differs")  # one image of 1,000
     rejected(capsys, qh.check_ptq_accuracy("3-bit PTQ", 54.6, 25.2), "54.6", "differs")
 
 

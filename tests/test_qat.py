@@ -516,3 +516,33 @@ def test_fake_quant_breakdown_removes_only_the_rounding_and_restores_the_model()
         hook.remove()
     low, high = qh.fake_quant_range(fq)
     assert torch.allclose(clipped, x.clamp(low, high), atol=1e-6) and not torch.equal(clipped, fq(x))
+
+
+def test_rounding_removed_clamps_trains_and_stops_the_pool_rerounding():
+    prepared, batches = _calibrated_tiny()
+    qh.requantize_pool(prepared, "pool", input_from="conv")
+    x = torch.cat(batches)
+    fqs = qh.fake_quant_modules(prepared)
+    with torch.no_grad():
+        before = prepared(x)
+    with qh.rounding_removed(prepared) as same:
+        assert same is prepared
+        with torch.no_grad():
+            out = prepared(x)
+        pooled = prepared.pool(prepared.conv(prepared.quant(x)))  # no longer on the conv's grid
+        conv_fq = prepared.conv.activation_post_process
+        codes = pooled / conv_fq.scale + conv_fq.zero_point
+        assert not torch.allclose(codes, codes.round(), atol=1e-4)
+        # training works inside: gradient 1 inside the range, 0 where clamped (the clipped STE)
+        fq_in = fqs["quant.activation_post_process"]
+        low, high = qh.fake_quant_range(fq_in)
+        probe = torch.tensor([low - 1.0, (low + high) / 3, high + 1.0], requires_grad=True)
+        fq_in(probe).sum().backward()
+        assert probe.grad.tolist() == [0.0, 1.0, 0.0]
+    assert not torch.equal(out, before)
+    with torch.no_grad():
+        assert torch.equal(prepared(x), before)  # hooks and the pool's rounding restored
+    assert not any(getattr(fq, "_rounding_removed", False) for fq in fqs.values())
+    with pytest.raises(ValueError, match="not fake quants"):
+        with qh.rounding_removed(prepared, ["conv"]):
+            pass
