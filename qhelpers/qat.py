@@ -329,8 +329,10 @@ def mse_range(values: torch.Tensor, quant_min: int, quant_max: int, *, steps: in
 
     Candidates: ``high = max * j / steps`` and ``low = min * i / steps`` (i, j = 1..steps; ``low = 0``
     when every value is >= 0), so the min/max range is one candidate and the result is never worse
-    than it. Each candidate grid uses torch's rounding of the zero point. The error is computed on a
-    ``bins``-bin histogram of ``values`` (bin centres), so the search costs the same for any number of values.
+    than it. Each candidate grid uses torch's rounding of the zero point. The search computes the error on a
+    ``bins``-bin histogram of ``values`` (bin centres), so it costs the same for any number of values; the
+    winner is then checked against the min/max range on the values themselves, and the min/max range is
+    returned if it is better there (the histogram is only an approximation, coarse next to a 256-level grid).
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -360,7 +362,17 @@ def mse_range(values: torch.Tensor, quant_min: int, quant_max: int, *, steps: in
         i, j = divmod(k, len(highs))
         if float(err[i, j]) < best[0]:
             best = (float(err[i, j]), float(chunk[i]), float(highs[j]))
+    flat = values.detach().float().flatten()
+    if _grid_mse(flat, lo, hi, quant_min, quant_max) <= _grid_mse(flat, best[1], best[2], quant_min, quant_max):
+        return lo, hi
     return best[1], best[2]
+
+
+def _grid_mse(values: torch.Tensor, low: float, high: float, quant_min: int, quant_max: int) -> float:
+    """Mean squared error of fake-quantizing ``values`` on the affine grid of range ``(low, high)`` (zero point rounded as torch does)."""
+    scale = max((high - low) / (quant_max - quant_min), 1e-12)
+    zero_point = int(min(max(quant_min - round(low / scale), quant_min), quant_max))
+    return float(((torch.fake_quantize_per_tensor_affine(values, scale, zero_point, quant_min, quant_max) - values) ** 2).mean())
 
 
 def _set_range(fake_quant: FakeQuantizeBase, low: torch.Tensor, high: torch.Tensor) -> None:

@@ -4,12 +4,13 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.ao.quantization import DeQuantStub, FakeQuantize, MovingAverageMinMaxObserver, QuantStub
 
 import qhelpers as qh
+from qhelpers import qat
 
 # Shown and explained in notebooks 01 and 03; hidden here by message only.
 pytestmark = [
@@ -399,6 +400,7 @@ def _mse_on_grid(values, low, high, qmin, qmax):
 
 @settings(max_examples=10, deadline=None)
 @given(st.lists(st.floats(-5, 20, allow_nan=False, width=32), min_size=20, max_size=200), st.sampled_from([(0, 7), (0, 15), (0, 255)]))
+@example([0.0] * 20 + [5.4659318923950195, 8.390621185302734, 11.386059761047363, 15.952363014221191, 20.0, -5.0], (0, 255))
 def test_mse_range_is_never_worse_than_min_max(values, qrange):
     v = torch.tensor(values)
     low, high = qat.mse_range(v, *qrange)
