@@ -10,12 +10,14 @@ Introduced in notebooks/03_post_training_quantization.ipynb.
   thing at a time (activation observer, weight granularity, ``reduce_range``).
 * ``post_training_quantize`` is the recipe: fuse, set qconfig, prepare,
   calibrate, convert.
+* ``calibration_draws`` measures how much calibration data is enough, over random draws;
+  ``tensor_bytes`` separates a state dict's tensors from the file's container.
 * ``sensitivity_table`` compares a float and a quantized model layer by layer
   with ``torch.ao.ns`` (``quantmath.sqnr_db`` of weights and of each layer's output);
-  ``keep_in_float`` leaves chosen layers in float.
+  ``keep_in_float`` leaves chosen layers in float (both used in notebook 07).
 
-All of it uses ``torch.ao.quantization``, deprecated in torch 2.13+ (it warns;
-see the "API status" in the course's reference numbers).
+All of it uses ``torch.ao.quantization``, which warns that it is deprecated (the warning names 2.10 for its
+removal; it still works in the pinned 2.14; see "API facts" in docs/REFERENCES.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
@@ -59,6 +62,10 @@ __all__ = [
     "describe_qconfig",
     "calibrate",
     "post_training_quantize",
+    "tensor_bytes",
+    "CalibrationDraws",
+    "calibration_draws",
+    "plot_calibration_draws",
     "keep_in_float",
     "sensitivity_table",
     "check_fusable_groups",
@@ -320,6 +327,134 @@ def post_training_quantize(
     return q
 
 
+# --------------------------------------------------------------------------- how much calibration data
+
+
+@dataclass
+class CalibrationDraws:
+    """What ``calibration_draws`` measured: for each size ``n``, one ``(accuracy %, logit SQNR dB)`` per random draw;
+    ``full`` is the same pair for all calibration images; ``margin_db`` the "close to the full set" margin."""
+
+    sizes: tuple
+    draws: dict
+    full: tuple
+    n_full: int
+    margin_db: float
+
+    def sqnr(self, n: int) -> list[float]:
+        """The SQNRs of the draws of size ``n``, sorted from worst to best."""
+        return sorted(s for _, s in self.draws[n])
+
+    def accuracies(self, n: int) -> list[float]:
+        return sorted(a for a, _ in self.draws[n])
+
+    def close(self, n: int) -> int:
+        """How many draws of size ``n`` are within ``margin_db`` of the full set's SQNR (or above it)."""
+        return sum(s >= self.full[1] - self.margin_db for s in self.sqnr(n))
+
+    def __str__(self) -> str:
+        k = len(self.draws[self.sizes[0]])
+        lines = [f"{'images':>6}  {'logit SQNR worst / median / best':>33}  {f'within {self.margin_db:g} dB':>13}  {'accuracy':>13}"]
+        for n in self.sizes:
+            s, a = self.sqnr(n), self.accuracies(n)
+            lines.append(f"{n:>6}  {s[0]:>14.1f} / {s[k // 2]:5.1f} / {s[-1]:5.1f} dB  {self.close(n):>5} of {k:<5}  {a[0]:5.1f}..{a[-1]:.1f}%")
+        lines.append(f"{self.n_full:>6}  {self.full[1]:>22.1f} dB {'':>15}  {self.full[0]:>11.1f}%   (all calibration images)")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def calibration_draws(
+    model: nn.Module,
+    calib_loader: Iterable,
+    test_loader: Iterable,
+    *,
+    sizes: Sequence[int] = (1, 3, 10, 30, 100),
+    draws: int = 8,
+    seed: int = 0,
+    engine: Optional[str] = None,
+    margin_db: float = 3.0,
+) -> CalibrationDraws:
+    """PTQ (``post_training_quantize``'s default qconfig) calibrated on ``draws`` random subsets of ``n`` calibration
+    images for each ``n`` in ``sizes``, and on all of them; each scored by test accuracy and by the SQNR of its test
+    logits against ``model``'s (``qh.sqnr_db``). Subsets are drawn without replacement within a draw, independently
+    across draws, from a generator seeded with ``seed``.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    images = torch.cat([_inputs(b) for b in calib_loader])
+    x = torch.cat([_inputs(b) for b in test_loader])
+    y = torch.cat([b[1] for b in test_loader])
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    bad = [n for n in sizes if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(images)]
+    if bad or not sizes:
+        raise ValueError(f"sizes must be ints from 1 to the {len(images)} calibration images, got {list(sizes)!r}")
+    engine = check_engine(engine)
+    with use_engine(engine):
+        reference = model(x)
+
+        def score(q: nn.Module) -> tuple[float, float]:
+            logits = q(x)
+            return 100.0 * int((logits.argmax(1) == y).sum()) / len(y), sqnr_db(reference, logits)
+
+        full = score(post_training_quantize(model, calib_loader, engine=engine))
+        generator = torch.Generator().manual_seed(seed)
+        results = {}
+        for n in sizes:
+            results[n] = [
+                score(post_training_quantize(model, [images[torch.randperm(len(images), generator=generator)[:n]]], engine=engine))
+                for _ in range(draws)
+            ]
+    return CalibrationDraws(tuple(sizes), results, full, len(images), float(margin_db))
+
+
+def plot_calibration_draws(result: CalibrationDraws, float_acc: Optional[float] = None) -> Any:
+    """Accuracy and logit SQNR against the number of calibration images: the band of the draws (worst..best),
+    their median, and the full set. Returns the two axes.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    k = len(result.draws[result.sizes[0]])
+    for ax, values, full, label in ((axes[0], result.accuracies, result.full[0], "test accuracy (%)"),
+                                    (axes[1], result.sqnr, result.full[1], "logit SQNR vs float (dB)")):
+        rows = [values(n) for n in result.sizes]
+        ax.fill_between(result.sizes, [r[0] for r in rows], [r[-1] for r in rows], alpha=0.3, label=f"worst..best of {k} draws")
+        ax.semilogx(result.sizes, [r[k // 2] for r in rows], marker="o", label="median")
+        ax.axhline(full, color="0.4", ls="--", label=f"all {result.n_full} images")
+        ax.set_xlabel("calibration images (random draws)")
+        ax.set_ylabel(label)
+    if float_acc is not None:
+        axes[0].axhline(float_acc, color="tab:green", ls=":", label="float")
+        axes[0].set_ylim(float_acc - 3, float_acc + 1)
+    axes[1].axhspan(result.full[1] - result.margin_db, result.full[1], color="tab:green", alpha=0.1, label=f"within {result.margin_db:g} dB")
+    for ax in axes:
+        ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return axes
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors in ``model.state_dict()`` alone: elements times element size (1 for INT8), plus, for a
+    per-channel quantized tensor, its float64 scales and int64 zero points (8 bytes each per channel).
+
+    ``qh.model_size_bytes`` (the file ``torch.save`` writes) is larger by the container: each tensor is a record in a
+    zip archive. Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    total = 0
+    for value in model.state_dict().values():
+        if not isinstance(value, torch.Tensor):
+            continue
+        total += value.numel() * value.element_size()
+        if value.is_quantized and value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            total += 8 * (value.q_per_channel_scales().numel() + value.q_per_channel_zero_points().numel())
+    return total
+
+
 def keep_in_float(model: nn.Module, names: Sequence[str]) -> nn.Module:
     """Wrap each named module as ``DeQuantStub -> module (qconfig None) -> QuantStub``, in place, before ``prepare``.
 
@@ -365,7 +500,7 @@ def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, exampl
     Rows in the order the layers are registered. ``float_model`` must be the
     model ``quantized_model`` was made from. Neither model is changed.
 
-    Introduced in notebooks/03_post_training_quantization.ipynb.
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     import torch.ao.ns._numeric_suite as ns
     from torch.ao.quantization.quantization_mappings import get_default_compare_output_module_list
@@ -418,8 +553,19 @@ def check_fusable_groups(groups: Any, model: nn.Module) -> bool:
         raise NotFilledIn("fusable groups")
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, (list, tuple)) for g in groups):
         raise TypeError(f"groups must be a list of lists of module names, got {groups!r}")
+    for g in groups:
+        odd = [n for n in g if not isinstance(n, str)]
+        if odd:
+            return report(
+                "fusable groups", False,
+                f"{list(g)}: module names are strings, as model.named_modules() gives them (\"0\", not 0); fuse_modules calls name.split('.')",
+            )
+    used = [n for g in groups for n in g]
+    repeated = sorted({n for n in used if used.count(n) > 1})
+    if repeated:
+        return report("fusable groups", False, f"module {repeated[0]!r} appears in more than one group (or twice in one): a module is fused once")
     expected = {tuple(g) for g in find_fusable_groups(model)}
-    given = {tuple(str(n) for n in g) for g in groups}
+    given = {tuple(g) for g in groups}
     if given == expected:
         return report("fusable groups", True)
     modules = dict(model.named_modules())
@@ -449,26 +595,58 @@ _WEIGHT_SCHEMES = {
 }
 
 
+def _observer_instance(factory: Any, role: str) -> tuple[Optional[Any], str]:
+    try:
+        return factory(), ""
+    except Exception as exc:  # a factory with arguments the observer refuses raises when called
+        return None, f"the {role} factory fails when torch calls it: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
 @_blank_safe
 def check_qconfig(qconfig: Any, activation: str, per_channel: bool, reduce_range: bool = False) -> bool:
-    """Exercise: ``qconfig`` has the named activation observer (quint8, ``reduce_range``) and qint8 symmetric weights.
+    """Exercise: ``qconfig`` has the named activation observer (quint8, affine, ``reduce_range``) and qint8
+    symmetric weights over the full -128..127 range, per output channel (``ch_axis=0``) when ``per_channel``.
+
+    Each factory is called the way ``prepare`` calls it; an argument torch refuses is reported, not raised.
+    A moving average with ``averaging_constant=1`` is refused: torch treats that observer as memoryless and
+    ``prepare`` then observes each module's *input* instead of its output.
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
+    from torch.ao.quantization.qconfig import _activation_is_memoryless
+
     if activation not in ACTIVATION_OBSERVERS:
         raise ValueError(f"activation must be one of {list(ACTIVATION_OBSERVERS)}, got {activation!r}")
     if not_filled(qconfig):
         raise NotFilledIn("qconfig")
     if not isinstance(qconfig, QConfig):
         return report("qconfig", False, f"expected a torch.ao.quantization.QConfig(activation=..., weight=...), got {type(qconfig).__name__}")
-    act, w = qconfig.activation(), qconfig.weight()
+    act, why = _observer_instance(qconfig.activation, "activation")
+    w, why_w = _observer_instance(qconfig.weight, "weight") if act is not None else (None, "")
+    if act is None or w is None:
+        return report("qconfig", False, why or why_w)
     want_act = ACTIVATION_OBSERVERS[activation]
     if type(act) is not want_act:
         return report("qconfig", False, f"the activation observer is {type(act).__name__}, the exercise asks for {want_act.__name__}")
     if act.dtype != torch.quint8:
         return report("qconfig", False, f"activations are {act.dtype}: activations after a ReLU are non-negative, use torch.quint8")
-    if bool(act.reduce_range) != reduce_range:
-        return report("qconfig", False, f"activation reduce_range is {act.reduce_range}, the exercise asks for {reduce_range}")
+    if act.qscheme != torch.per_tensor_affine:
+        return report("qconfig", False, f"activation qscheme {str(act.qscheme).replace('torch.', '')}: activations use the default per_tensor_affine (a zero point)")
+    if _activation_is_memoryless(QConfig(activation=qconfig.activation, weight=qconfig.weight)):
+        return report(
+            "qconfig", False,
+            "averaging_constant=1 makes the moving average forget every batch but the last; torch then treats the observer as "
+            "memoryless and prepare() puts it on each module's input, not its output: keep the default (0.01)",
+        )
+    want_range = (0, 127) if reduce_range else (0, 255)
+    if (act.quant_min, act.quant_max) != want_range:
+        if reduce_range and (act.quant_min, act.quant_max) == (0, 255):
+            hint = "activation reduce_range is False, the exercise asks for True (codes 0..127)"
+        elif not reduce_range and (act.quant_min, act.quant_max) == (0, 127):
+            hint = "activation codes 0..127 (reduce_range or quant_max=127), the exercise asks for the full 0..255"
+        else:
+            hint = f"activation codes {act.quant_min}..{act.quant_max}, the exercise asks for {want_range[0]}..{want_range[1]}"
+        return report("qconfig", False, hint)
     if w.dtype != torch.qint8:
         return report("qconfig", False, f"weights are {w.dtype}: weights are signed, use torch.qint8")
     scheme, words = _WEIGHT_SCHEMES[per_channel]
@@ -479,6 +657,14 @@ def check_qconfig(qconfig: Any, activation: str, per_channel: bool, reduce_range
             else "per tensor or per channel? one scale per output channel needs a per-channel observer"
         )
         return report("qconfig", False, f"the weight qscheme is {str(w.qscheme).replace('torch.', '')}, the exercise asks for {words}: {why}")
+    if per_channel and getattr(w, "ch_axis", 0) != 0:
+        return report(
+            "qconfig", False,
+            f"ch_axis={w.ch_axis}: a conv weight is (out_channels, in_channels, kh, kw) and a Linear's (out, in); one scale "
+            "per OUTPUT channel is axis 0 (the default)",
+        )
+    if (w.quant_min, w.quant_max) != (-128, 127):
+        return report("qconfig", False, f"weight codes {w.quant_min}..{w.quant_max}: INT8 weights use the full -128..127 (the default)")
     return report("qconfig", True)
 
 
@@ -555,8 +741,9 @@ def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader
         report("SQNR", False, hint)
         return False
     ok_sqnr = report(
-        "SQNR", abs(measured - expected) <= 1.0,
-        "your model's logits are far from this engine's PTQ: calibrate on calib_loader (all of it)",
+        "SQNR", abs(measured - expected) <= 0.02,
+        "your model's logits differ from this engine's PTQ on all of calib_loader: calibrate on calib_loader, every "
+        "batch of it (a part of it, or other images, gives other ranges)",
     )
     return ok_model and ok_sqnr
 

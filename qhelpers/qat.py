@@ -18,12 +18,15 @@ epochs (``disable_observer``), BatchNorm statistics frozen after some epochs
 from __future__ import annotations
 
 import copy
+import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
+import torch.ao.nn.intrinsic.qat as nniqat
 from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 from torch.ao.quantization import (
     FakeQuantizeBase,
@@ -34,6 +37,7 @@ from torch.ao.quantization import (
     convert,
     default_fused_per_channel_wt_fake_quant,
     default_fused_wt_fake_quant,
+    disable_fake_quant,
     disable_observer,
     enable_observer,
     fuse_modules_qat,
@@ -44,6 +48,7 @@ from torch.ao.quantization import (
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine
 from .environment import engine as use_engine
+from .ptq import _inputs as _batch_inputs
 from .ptq import calibrate
 from .metrics import accuracy
 from .training import train_one_epoch
@@ -57,9 +62,16 @@ __all__ = [
     "prepare_qat_model",
     "calibrate_fake_quant",
     "fake_quant_ptq",
+    "RangeChoice",
+    "mse_activation_ranges",
+    "fake_quant_bias_correction",
+    "requantize_pool",
+    "fake_quant_breakdown",
+    "rounding_removed",
     "observers_frozen",
     "QATResult",
     "quantization_aware_training",
+    "train_fake_quant",
     "convert_qat_model",
     "qat_finetune",
     "SteDemo",
@@ -68,6 +80,7 @@ __all__ = [
     "plot_qat_history",
     "check_ste",
     "check_low_bit_qconfig",
+    "check_ptq_accuracy",
     "check_frozen",
 ]
 
@@ -282,6 +295,349 @@ def fake_quant_ptq(model: nn.Module, calib_loader: Iterable, qconfig: QConfig) -
     return calibrate_fake_quant(prepare_qat_model(float_copy, qconfig, inplace=True), calib_loader)
 
 
+# --------------------------------------------------------------------------- the best low-bit PTQ: range setting, bias correction
+
+
+def activation_fake_quants(prepared: nn.Module, example: torch.Tensor) -> dict[str, FakeQuantizeBase]:
+    """The activation fake quants of a QAT-prepared model, by name, in the order a forward pass on ``example`` calls them.
+
+    Weight fake quants (``...weight_fake_quant``) are left out. The model runs once in eval mode (observers
+    are not touched: freeze them first if ``example`` must not move the ranges).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    acts = {n: m for n, m in fake_quant_modules(prepared).items() if not n.endswith("weight_fake_quant")}
+    if not acts:
+        raise ValueError("prepared has no activation FakeQuantize modules; prepare it with prepare_qat_model first")
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=n: order.append(name)) for n, m in acts.items()]
+    was_training = prepared.training
+    try:
+        prepared.eval()
+        with torch.no_grad():
+            prepared(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        prepared.train(was_training)
+    return {n: acts[n] for n in dict.fromkeys(order)}
+
+
+def mse_range(values: torch.Tensor, quant_min: int, quant_max: int, *, steps: int = 100, bins: int = 2048) -> tuple[float, float]:
+    """The range ``(low, high)`` of an affine grid with codes ``quant_min..quant_max`` that minimises the
+    quantization MSE of ``values``.
+
+    Candidates: ``high = max * j / steps`` and ``low = min * i / steps`` (i, j = 1..steps; ``low = 0``
+    when every value is >= 0), so the min/max range is one candidate and the result is never worse
+    than it. Each candidate grid uses torch's rounding of the zero point. The search computes the error on a
+    ``bins``-bin histogram of ``values`` (bin centres), so it costs the same for any number of values; the
+    winner is then checked against the min/max range on the values themselves, and the min/max range is
+    returned if it is better there (the histogram is only an approximation, coarse next to a 256-level grid).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    if not isinstance(values, torch.Tensor) or not values.is_floating_point() or values.numel() == 0:
+        raise TypeError(f"values must be a non-empty float tensor, got {type(values).__name__}")
+    if not quant_max > quant_min:
+        raise ValueError(f"quant_max must be larger than quant_min, got {quant_min}..{quant_max}")
+    for name, v in (("steps", steps), ("bins", bins)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if hi == lo:
+        return lo, hi
+    hist = torch.histc(values.detach().float(), bins=bins, min=lo, max=hi)
+    width = (hi - lo) / bins
+    centres = torch.linspace(lo + width / 2, hi - width / 2, bins)
+    fractions = torch.arange(1, steps + 1, dtype=torch.float32) / steps
+    highs = hi * fractions  # (J,)
+    lows = lo * fractions if lo < 0 else torch.zeros(1)
+    best = (math.inf, lo, hi)
+    for chunk in lows.split(8):  # (I,) lows at a time: an (I, J, bins) error table
+        scale = ((highs[None, :] - chunk[:, None]) / (quant_max - quant_min)).clamp_min(1e-12)  # (I, J)
+        zero_point = torch.clamp(quant_min - torch.round(chunk[:, None] / scale), quant_min, quant_max)
+        codes = torch.clamp(torch.round(centres / scale[..., None]) + zero_point[..., None], quant_min, quant_max)
+        err = (hist * ((codes - zero_point[..., None]) * scale[..., None] - centres) ** 2).sum(dim=-1)  # (I, J)
+        k = int(err.argmin())
+        i, j = divmod(k, len(highs))
+        if float(err[i, j]) < best[0]:
+            best = (float(err[i, j]), float(chunk[i]), float(highs[j]))
+    flat = values.detach().float().flatten()
+    if _grid_mse(flat, lo, hi, quant_min, quant_max) <= _grid_mse(flat, best[1], best[2], quant_min, quant_max):
+        return lo, hi
+    return best[1], best[2]
+
+
+def _grid_mse(values: torch.Tensor, low: float, high: float, quant_min: int, quant_max: int) -> float:
+    """Mean squared error of fake-quantizing ``values`` on the affine grid of range ``(low, high)`` (zero point rounded as torch does)."""
+    scale = max((high - low) / (quant_max - quant_min), 1e-12)
+    zero_point = int(min(max(quant_min - round(low / scale), quant_min), quant_max))
+    return float(((torch.fake_quantize_per_tensor_affine(values, scale, zero_point, quant_min, quant_max) - values) ** 2).mean())
+
+
+def _set_range(fake_quant: FakeQuantizeBase, low: torch.Tensor, high: torch.Tensor) -> None:
+    """Write a range into a fake quant's observer and its scale/zero-point buffers, so that training, the
+    simulation and ``convert`` (which calls ``calculate_qparams``) all use the same grid."""
+    obs = fake_quant.activation_post_process
+    obs.min_val.resize_(low.shape).copy_(low)
+    obs.max_val.resize_(high.shape).copy_(high)
+    scale, zero_point = fake_quant.calculate_qparams()
+    fake_quant.scale.resize_(scale.shape).copy_(scale)
+    fake_quant.zero_point.resize_(zero_point.shape).copy_(zero_point)
+    fake_quant.disable_observer()
+
+
+def _calibrated_and_batches(prepared: nn.Module, calib_loader: Iterable, num_batches: Optional[int]) -> list[torch.Tensor]:
+    """Refuse a model whose observers still run; put it in eval mode; the calibration inputs as a list of batches."""
+    if not observers_frozen(prepared):
+        raise ValueError("prepared still has observers running: calibrate it first (calibrate_fake_quant or fake_quant_ptq)")
+    batches = [_batch_inputs(b) for i, b in enumerate(calib_loader) if num_batches is None or i < num_batches]
+    if not batches:
+        raise ValueError("calib_loader yielded no batches")
+    prepared.eval()
+    return batches
+
+
+@dataclass(frozen=True)
+class RangeChoice:
+    """One activation's range before and after MSE range setting (``mse_activation_ranges``)."""
+
+    observed: tuple[float, float]
+    chosen: tuple[float, float]
+
+    @property
+    def clipped(self) -> float:
+        """Fraction of the observed range cut off (0: the min/max range was kept)."""
+        width = self.observed[1] - self.observed[0]
+        return 0.0 if width == 0 else 1.0 - (self.chosen[1] - self.chosen[0]) / width
+
+
+@torch.no_grad()
+def mse_activation_ranges(prepared: nn.Module, calib_loader: Iterable, *, num_batches: Optional[int] = None) -> dict[str, RangeChoice]:
+    """MSE range setting for every activation of a calibrated fake-quant model (in place): no labels, no training.
+
+    In forward order, each activation's fake quant is switched off, its input values on the calibration
+    images are collected (the activations before it already on their new grids), and its range becomes
+    the one ``mse_range`` picks (the "MSE" range setting of Nagel et al. 2021, "A White Paper on Neural Network Quantization").
+    Observers stay frozen; ``calculate_qparams`` agrees with the new scales. Returns, per activation,
+    the observed min/max and the chosen range.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    batches = _calibrated_and_batches(prepared, calib_loader, num_batches)
+    choices = {}
+    for name, fq in activation_fake_quants(prepared, batches[0]).items():
+        if getattr(fq, "is_per_channel", False):
+            raise ValueError(f"{name!r} is per channel; MSE range setting here is for per-tensor activations")
+        seen: list[torch.Tensor] = []
+        hook = fq.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].detach().flatten()))
+        enabled = int(fq.fake_quant_enabled[0])
+        fq.disable_fake_quant()
+        try:
+            for x in batches:
+                prepared(x)
+        finally:
+            hook.remove()
+            if enabled:
+                fq.enable_fake_quant()
+        values = torch.cat(seen)
+        low, high = mse_range(values, fq.quant_min, fq.quant_max)
+        _set_range(fq, torch.tensor(low), torch.tensor(high))
+        choices[name] = RangeChoice((min(float(values.min()), 0.0), max(float(values.max()), 0.0)), (low, high))
+    return choices
+
+
+def _pre_activation(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A QAT module's output before its fused ReLU (weights through their fake quant)."""
+    if isinstance(module, nniqat.modules.conv_fused._ConvBnNd):
+        return module._forward(x)  # conv + BatchNorm, the part before the fused ReLU
+    weight = module.weight_fake_quant(module.weight)
+    if isinstance(module, nn.Linear):
+        return torch.nn.functional.linear(x, weight, module.bias)
+    return module._conv_forward(x, weight, module.bias)
+
+
+def _mean_pre_activations(model: nn.Module, names: list[str], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    sums: dict[str, list] = {n: [0.0, 0] for n in names}
+
+    def hook(name: str):
+        def record(module: nn.Module, inp: tuple) -> None:
+            y = _pre_activation(module, inp[0])
+            dims = [d for d in range(y.dim()) if d != 1]
+            sums[name][0] = sums[name][0] + y.sum(dims)
+            sums[name][1] += y.numel() // y.shape[1]
+        return record
+
+    hooks = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: s / c for n, (s, c) in sums.items()}
+
+
+@torch.no_grad()
+def fake_quant_bias_correction(prepared: nn.Module, calib_loader: Iterable, *, num_batches: Optional[int] = None) -> dict[str, torch.Tensor]:
+    """Empirical bias correction of a calibrated fake-quant model (in place); returns the shift removed per layer.
+
+    For each weighted layer in forward order, the mean of its output before the ReLU over the
+    calibration images is measured in ``prepared`` (quantized weights and activations upstream, earlier
+    layers already corrected) and in the same model with every fake quant off (float); the difference
+    per output channel is subtracted from the layer's bias (BatchNorm's ``bias`` for fused Conv-BN
+    modules, which shifts the folded output by the same amount). Notebook 07 teaches the same method on
+    folded float models (``qh.bias_correction``). Call it once: the float reference is the model itself with
+    its fake quants off, which a second call would take with the first correction already in it.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    batches = _calibrated_and_batches(prepared, calib_loader, num_batches)
+    weighted = [n for n, m in prepared.named_modules() if hasattr(m, "weight_fake_quant")]
+    order: list[str] = []
+    hooks = [prepared.get_submodule(n).register_forward_pre_hook(lambda mod, inp, name=n: order.append(name)) for n in weighted]
+    try:
+        prepared(batches[0])
+    finally:
+        for h in hooks:
+            h.remove()
+    names = list(dict.fromkeys(order))
+    for n in names:
+        m = prepared.get_submodule(n)
+        if getattr(m, "bn", None) is None and m.bias is None:
+            raise ValueError(f"layer {n!r} has no bias (and no BatchNorm) to correct")
+    reference = copy.deepcopy(prepared)
+    reference.apply(disable_fake_quant)
+    float_means = _mean_pre_activations(reference, names, batches)
+    shifts = {}
+    for n in names:
+        shift = _mean_pre_activations(prepared, [n], batches)[n] - float_means[n]
+        m = prepared.get_submodule(n)
+        (m.bn.bias if getattr(m, "bn", None) is not None else m.bias).sub_(shift)
+        shifts[n] = shift
+    return shifts
+
+
+class _SameGrid(nn.Module):
+    """Re-rounds its input onto another fake quant's current grid (what an integer average pool does)."""
+
+    def __init__(self, grid_of: FakeQuantizeBase) -> None:
+        super().__init__()
+        self._grid_of = [grid_of]  # a list: not registered as a submodule (it belongs to another layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fq = self._grid_of[0]
+        if int(fq.fake_quant_enabled[0]) == 0 or getattr(fq, "_rounding_removed", False):
+            return x  # off, or its grid's rounding removed (``rounding_removed``): an average stays inside the range
+        return torch.fake_quantize_per_tensor_affine(x, float(fq.scale), int(fq.zero_point), fq.quant_min, fq.quant_max)
+
+
+def requantize_pool(prepared: nn.Module, pool: str, input_from: str) -> nn.Module:
+    """Make a fake-quant model round an average pool's output the way an integer kernel does (in place).
+
+    PyTorch's quantized average pools return their result with the *input's* scale and zero point, i.e.
+    the float average rounded back onto the input grid. In a fake-quant model the pool has no fake quant
+    of its own and its output would stay unrounded. This wraps module ``pool`` as
+    ``Sequential(pool, re-round)``, where the re-rounding uses the current grid of the activation fake
+    quant of module ``input_from`` (the layer that feeds the pool), so it follows that grid during QAT
+    too. Only for simulations: ``convert`` cannot handle the wrapper (8-bit models need no such step,
+    their pools are converted to integer ones).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    source = getattr(prepared.get_submodule(input_from), "activation_post_process", None)
+    if not isinstance(source, FakeQuantizeBase):
+        raise ValueError(f"{input_from!r} has no activation fake quant (activation_post_process); name the layer that feeds the pool")
+    if source.qscheme not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        raise ValueError(f"{input_from!r}'s activation fake quant is per channel; an average pool keeps a per-tensor grid")
+    module = prepared.get_submodule(pool)
+    if not isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)):
+        raise ValueError(f"{pool!r} is a {type(module).__name__}, not an average pool")
+    parent_name, _, child = pool.rpartition(".")
+    parent = prepared.get_submodule(parent_name) if parent_name else prepared
+    setattr(parent, child, nn.Sequential(module, _SameGrid(source)))
+    return prepared
+
+
+def _representable(fq: FakeQuantizeBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float interval of a fake quant's grid, per channel (shaped for broadcasting along ``ch_axis``) or per tensor."""
+    scale = fq.scale.detach()
+    zero_point = fq.zero_point.detach().to(scale.dtype)
+    low, high = (fq.quant_min - zero_point) * scale, (fq.quant_max - zero_point) * scale
+    if scale.numel() > 1:
+        return low, high
+    return low.reshape(()), high.reshape(())
+
+
+def _unrounded(module: FakeQuantizeBase, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the fake quant's input clamped to its range, without the rounding."""
+    x = inputs[0]
+    low, high = _representable(module)
+    if low.dim() == 1:  # per channel
+        shape = [1] * x.dim()
+        shape[module.ch_axis] = -1
+        low, high = low.reshape(shape), high.reshape(shape)
+    return torch.maximum(torch.minimum(x, high), low)
+
+
+@contextmanager
+def rounding_removed(prepared: nn.Module, names: Optional[Iterable[str]] = None) -> Iterator[nn.Module]:
+    """Inside the ``with`` block, the fake quants ``names`` (default: all of ``prepared``) clamp to their range
+    without rounding: each output is its input clamped to the grid's interval, so the clipping of the chosen
+    ranges stays and only the resolution of the grid goes. Training works inside the block too: the gradient
+    is 1 inside the range and 0 where a value was clamped, as with the fake quant's own estimator. A pool
+    wrapped by ``requantize_pool`` stops re-rounding when the grid it follows is in ``names``.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    fqs = fake_quant_modules(prepared)
+    if not fqs:
+        raise ValueError("prepared has no FakeQuantize modules")
+    names = list(fqs) if names is None else list(names)
+    unknown = [n for n in names if n not in fqs]
+    if unknown:
+        raise ValueError(f"names {unknown} are not fake quants of prepared; valid: {list(fqs)}")
+    hooks = [fqs[n].register_forward_hook(_unrounded) for n in names]
+    for n in names:
+        fqs[n]._rounding_removed = True
+    try:
+        yield prepared
+    finally:
+        for h in hooks:
+            h.remove()
+        for n in names:
+            fqs[n]._rounding_removed = False
+
+
+@torch.no_grad()
+def fake_quant_breakdown(prepared: nn.Module, loader: Iterable) -> dict[str, float]:
+    """What a fake-quant model's rounding costs: its accuracy on ``loader`` as it is, then with the rounding removed
+    (``rounding_removed``: every value still clamped to its grid's range, so the clipping of the chosen ranges
+    stays) everywhere, on the weights only, and on the activations only. The model is left as it was.
+
+    Removing a fake quant altogether would also remove its clipping; removing only the rounding separates the cost
+    of the grid's resolution from the cost of its range. Use it on a model that nothing adapted to the rounding
+    (no bias correction, no training): a model trained or corrected for the rounding shifts when it is removed.
+    (To ask what rounding costs after training, train a second copy inside ``rounding_removed`` and compare.)
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    fqs = fake_quant_modules(prepared)
+    if not fqs:
+        raise ValueError("prepared has no FakeQuantize modules")
+    if not observers_frozen(prepared):
+        raise ValueError("prepared still has observers running: freeze them first (disable_observer)")
+    weights = [n for n in fqs if n.endswith("weight_fake_quant")]
+    acts = list(activation_fake_quants(prepared, _batch_inputs(next(iter(loader)))))
+
+    def measure(unrounded: list[str]) -> float:
+        with rounding_removed(prepared, unrounded):
+            return accuracy(prepared.eval(), loader)
+
+    return {"as quantized": measure([]), "weights not rounded": measure(weights), "activations not rounded": measure(acts),
+            "no rounding (ranges still clip)": measure(weights + acts)}
+
+
 @torch.no_grad()
 def _evaluate(prepared: nn.Module, loader: Iterable) -> float:
     """Accuracy of a prepared model without letting its observers see the evaluation data."""
@@ -362,14 +718,6 @@ def quantization_aware_training(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive float (QAT fine-tunes: 1e-4 to 1e-3 is typical), got {lr!r}")
-    freeze_obs = _check_epochs_param(freeze_observers_after, "freeze_observers_after")
-    freeze_bn = _check_epochs_param(freeze_bn_after, "freeze_bn_after")
-    if lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if qconfig is not None:
         given = [f"{n}={v!r}" for n, v in (("engine", engine), ("bits", bits), ("per_channel", per_channel)) if v is not None]
         if given:
@@ -379,13 +727,66 @@ def quantization_aware_training(
             engine=check_engine(engine), bits=8 if bits is None else bits, per_channel=True if per_channel is None else per_channel
         )
     prepared = prepare_qat_model(model, qconfig, fuse_groups=fuse_groups)
-    result = QATResult(prepared)
     if calib_loader is not None:
         calibrate_fake_quant(prepared, calib_loader)
+    return train_fake_quant(  # it checks epochs, lr, the freezes and the schedule
+        prepared, train_loader, epochs, lr=lr, freeze_observers_after=freeze_observers_after, freeze_bn_after=freeze_bn_after,
+        eval_loader=eval_loader, weight_decay=weight_decay, lr_schedule=lr_schedule, progress=progress,
+        record_start=calib_loader is not None,
+    )
+
+
+def train_fake_quant(
+    prepared: nn.Module,
+    train_loader: Iterable,
+    epochs: int,
+    *,
+    lr: float = 1e-4,
+    freeze_observers_after: float = 2,
+    freeze_bn_after: float = 1,
+    eval_loader: Optional[Iterable] = None,
+    weight_decay: float = 0.0,
+    lr_schedule: str = "cosine",
+    progress: bool = True,
+    keep_activation_ranges: bool = False,
+    record_start: bool = True,
+) -> QATResult:
+    """The training part of QAT, on an already prepared (and usually calibrated) fake-quant model, in place.
+
+    Steps 3 and 4 of ``quantization_aware_training``: observers run (they are switched on) until
+    ``freeze_observers_after`` epochs, BatchNorm statistics until ``freeze_bn_after`` epochs (0: frozen
+    from the first step). ``keep_activation_ranges=True`` leaves every activation observer off from the
+    start, so ranges chosen before training (``mse_activation_ranges``) stay as they are while the weight
+    observers follow ``freeze_observers_after`` (a running min/max observer would pull a clipped range back
+    towards the batch min/max). History entry 0 is the accuracy before training (when ``record_start``
+    and ``eval_loader``). Returns the ``QATResult`` (its model is ``prepared``).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    if not fake_quant_modules(prepared):
+        raise ValueError("prepared has no FakeQuantize modules; prepare it with prepare_qat_model first")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive float (QAT fine-tunes: 1e-4 to 1e-3 is typical), got {lr!r}")
+    freeze_obs = _check_epochs_param(freeze_observers_after, "freeze_observers_after")
+    freeze_bn = _check_epochs_param(freeze_bn_after, "freeze_bn_after")
+    if lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+    if not isinstance(keep_activation_ranges, bool):
+        raise TypeError(f"keep_activation_ranges must be True or False, got {keep_activation_ranges!r}")
+    result = QATResult(prepared)
+    if freeze_obs > 0:
         prepared.apply(enable_observer)
-    acc0 = _evaluate(prepared, eval_loader) if eval_loader is not None and calib_loader is not None else None
-    if calib_loader is not None:
-        result.history.append({"epoch": 0, "loss": None, "accuracy": acc0, "observers_frozen": False, "bn_frozen": False})
+    if keep_activation_ranges:
+        for name, fq in fake_quant_modules(prepared).items():
+            if not name.endswith("weight_fake_quant"):
+                fq.disable_observer()
+    if record_start:
+        acc0 = _evaluate(prepared, eval_loader) if eval_loader is not None else None
+        bn_frozen = [bool(m.freeze_bn) for m in prepared.modules() if hasattr(m, "freeze_bn")]
+        result.history.append({"epoch": 0, "loss": None, "accuracy": acc0, "observers_frozen": observers_frozen(prepared),
+                               "bn_frozen": bool(bn_frozen) and all(bn_frozen)})
 
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     if steps_per_epoch == 0:
@@ -622,10 +1023,18 @@ def check_ste(y: Any, grad: Any, x: torch.Tensor, scale: float, zero_point: int,
     ok_g = ga.shape == expected_grad.shape and torch.equal(ga, expected_grad)
     if ok_g:
         return report("STE gradient", True) and ok_y
+    clamped = torch.clamp(codes, quant_min, quant_max)
     if ga.shape == expected_grad.shape and torch.equal(ga, ((xd >= low) & (xd <= high)).double()):
-        hint = "torch decides on the rounded code, not on x: a value less than half a step outside the range still rounds inside"
+        hint = ("torch decides on the rounded code before the clamp, not on x and not on the clamped code: a value less than "
+                "half a step outside the range still rounds inside (compare with <= and >=)")
     elif ga.shape == expected_grad.shape and torch.equal(ga, torch.ones_like(expected_grad)):
         hint = "that is the hand-written STE (gradient 1 everywhere): torch's STE is 0 where the code was clamped"
+    elif ga.shape == expected_grad.shape and not ga.any():
+        hint = ("all zeros: torch.round has a zero gradient almost everywhere, so autograd through it gives 0; that is why the "
+                "STE exists. Build the mask yourself: 1 where the rounded code lies in [quant_min, quant_max]")
+    elif ga.shape == expected_grad.shape and torch.equal(ga, ((clamped > quant_min) & (clamped < quant_max)).double()):
+        hint = ("compare the codes before clamping, with <= and >=: after the clamp every code is in range, and a strict "
+                "comparison then also zeroes the values that land exactly on the edge codes")
     else:
         hint = "1 where the code passes the clamp unchanged, 0 where it was clamped"
     report("STE gradient", False, hint)
@@ -647,7 +1056,9 @@ def _fake_quant_instance(factory: Any, role: str) -> tuple[Optional[FakeQuantize
 
 @_blank_safe
 def check_low_bit_qconfig(qconfig: Any, bits: int, *, per_channel: bool = True) -> bool:
-    """Exercise: a QConfig of ``FakeQuantize`` modules: signed symmetric ``bits``-bit weights, unsigned activations.
+    """Exercise: a QConfig of plain ``FakeQuantize`` modules with moving-average min/max observers: signed symmetric
+    ``bits``-bit weights ``-(2**(bits-1) - 1)..2**(bits-1) - 1`` (qint8; per output channel, ``ch_axis=0``, when
+    ``per_channel``) and unsigned ``bits``-bit activations ``0..2**bits - 1`` (quint8, per tensor, affine).
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -660,22 +1071,46 @@ def check_low_bit_qconfig(qconfig: Any, bits: int, *, per_channel: bool = True) 
     act, why_a = _fake_quant_instance(qconfig.activation, "activation")
     if weight is None or act is None:
         return report("qconfig", False, why_w or why_a)
+    for role, fq in (("weight", weight), ("activation", act)):
+        if type(fq) is not FakeQuantize:
+            return report("qconfig", False, f"the {role} is a {type(fq).__name__}; the exercise asks for plain FakeQuantize "
+                          "(the fused module picks another scale at symmetric ranges, section 6)")
+    want_act_obs = MovingAverageMinMaxObserver
+    want_w_obs = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
+    if type(act.activation_post_process) is not want_act_obs:
+        return report("qconfig", False, f"the activation observer is {type(act.activation_post_process).__name__}, "
+                      f"the exercise asks for {want_act_obs.__name__}")
     limit = 2 ** (bits - 1) - 1
-    if (weight.quant_min, weight.quant_max) in ((-limit, limit), (-limit - 1, limit)):
+    if weight.dtype != torch.qint8:
+        ok_w = report("weight range", False, f"weights are {weight.dtype}: weights are signed, use torch.qint8")
+    elif (weight.quant_min, weight.quant_max) == (-limit, limit):
         ok_w = report("weight range", True)
     elif weight.quant_min >= 0:
         ok_w = report("weight range", False, f"[{weight.quant_min}, {weight.quant_max}] has no negative codes: weights are signed")
+    elif (weight.quant_min, weight.quant_max) == (-limit - 1, limit):
+        ok_w = report("weight range", False, f"[{weight.quant_min}, {weight.quant_max}] is the two's-complement range; the "
+                      f"exercise asks for the symmetric -{limit}..{limit} (code {-limit - 1} has no positive twin)")
     else:
         ok_w = report("weight range", False, f"[{weight.quant_min}, {weight.quant_max}] is not a signed {bits}-bit range: count the levels")
     scheme = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
-    if weight.qscheme == scheme:
-        ok_s = report("weight qscheme", True)
-    else:
+    if weight.qscheme != scheme:
         words = "per-channel symmetric" if per_channel else "per-tensor symmetric"
         why = "one scale per output channel needs a per-channel observer (and qscheme)" if per_channel != (
             weight.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)) else "pass qscheme explicitly: the default is affine"
         ok_s = report("weight qscheme", False, f"{str(weight.qscheme).replace('torch.', '')}, the exercise asks for {words}: {why}")
-    if (act.quant_min, act.quant_max) == (0, 2**bits - 1):
+    elif type(weight.activation_post_process) is not want_w_obs:
+        ok_s = report("weight qscheme", False, f"the weight observer is {type(weight.activation_post_process).__name__}, "
+                      f"the exercise asks for {want_w_obs.__name__}")
+    elif per_channel and weight.ch_axis != 0:
+        ok_s = report("weight qscheme", False, f"ch_axis={weight.ch_axis}: a conv weight is (out, in, kh, kw), a Linear's (out, in); "
+                      "one scale per OUTPUT channel is axis 0")
+    else:
+        ok_s = report("weight qscheme", True)
+    if act.dtype != torch.quint8:
+        ok_a = report("activation range", False, f"activations are {act.dtype}: after a ReLU they are non-negative, use unsigned torch.quint8")
+    elif act.qscheme != torch.per_tensor_affine:
+        ok_a = report("activation range", False, f"activation qscheme {str(act.qscheme).replace('torch.', '')}: use per_tensor_affine (the default)")
+    elif (act.quant_min, act.quant_max) == (0, 2**bits - 1):
         ok_a = report("activation range", True)
     elif act.quant_min < 0:
         ok_a = report("activation range", False, f"[{act.quant_min}, {act.quant_max}] is signed: activations use unsigned codes from 0")
@@ -684,9 +1119,24 @@ def check_low_bit_qconfig(qconfig: Any, bits: int, *, per_channel: bool = True) 
     return ok_w and ok_s and ok_a
 
 
+def check_ptq_accuracy(name: str, accuracy: Any, expected: float) -> bool:
+    """Exercise: the accuracy a learner's qconfig gave in a PTQ simulation equals the one the notebook measured
+    with the qconfig the exercise describes (the same choices give the same model, to the last image).
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
+    got = float(accuracy)
+    return report(  # 1e-3: float32 means of the same predictions differ by ~1e-6; one image of 10,000 is 0.01
+        name, abs(got - float(expected)) < 1e-3,
+        f"{got:.1f} % where the notebook measured {float(expected):.1f} % with the qconfig the exercise describes: some "
+        "setting of yours differs (observer, range, dtype, qscheme or channel axis)",
+    )
+
+
 @_blank_safe
 def check_frozen(model: Any) -> bool:
-    """Exercise: every observer of a prepared model disabled and every fused Conv-BN using frozen statistics.
+    """Exercise: a prepared model ready for the last QAT epochs: fake quantization on, every observer disabled, every
+    fused Conv-BN using frozen statistics (``freeze_bn`` set and its BatchNorm out of training mode).
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -697,15 +1147,24 @@ def check_frozen(model: Any) -> bool:
     fqs = fake_quant_modules(model).values()
     if any(int(fq.fake_quant_enabled[0]) == 0 for fq in fqs):
         return report(
-            "frozen model", False, "fake quantization is switched off: disable_fake_quant is not a freeze, the model would train in float"
+            "frozen model", False,
+            "fake quantization is switched off (disable_fake_quant is not a freeze: the model would train in float); "
+            "switch it back on with enable_fake_quant",
         )
     ok_obs = report(
         "observers frozen", observers_frozen(model),
         "some FakeQuantize still has its observer enabled (model.eval() does not stop observers): use disable_observer",
     )
-    bns = [m for m in model.modules() if hasattr(m, "freeze_bn")]
+    fused = [m for m in model.modules() if hasattr(m, "freeze_bn")]
+    if fused and all(m.freeze_bn for m in fused) and any(m.bn.training for m in fused):
+        report(
+            "BatchNorm frozen", False,
+            "freeze_bn is set but BatchNorm is still in training mode (its running statistics keep changing): freeze_bn_stats "
+            "sets both, use model.apply(freeze_bn_stats)",
+        )
+        return False
     ok_bn = report(
-        "BatchNorm frozen", bool(bns) and all(m.freeze_bn for m in bns),
+        "BatchNorm frozen", bool(fused) and all(m.freeze_bn and not m.bn.training for m in fused),
         "some fused Conv-BN still updates its running statistics: disabling observers does not freeze BatchNorm",
     )
     return ok_obs and ok_bn

@@ -87,7 +87,7 @@ def make_dead_channel_model(
     ``running_var`` 0 for that channel, and folding blows its filter up.
     Returns the copy in eval mode; ``model`` is not changed.
 
-    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -19,6 +19,7 @@ from torch.ao.quantization import (
     QuantStub,
     disable_fake_quant,
     disable_observer,
+    enable_fake_quant,
 )
 
 import qhelpers as qh
@@ -78,6 +79,23 @@ def test_ex1_rejects_codes_instead_of_values(capsys):
     rejected(capsys, check_ex1(torch.clamp(torch.round(X_EX / SCALE) + ZP, 0, 15), grad), "integer codes")
 
 
+def test_ex1_rejects_autograd_through_round(capsys):
+    y, _ = right_answer()
+    x = X_EX.clone().requires_grad_(True)
+    ((torch.clamp(torch.round(x / SCALE) + ZP, 0, 15) - ZP) * SCALE).sum().backward()  # round: zero gradient
+    rejected(capsys, check_ex1(y, x.grad), "zero gradient", "that is why the ste exists")
+
+
+def test_ex1_rejects_strict_comparisons_on_clamped_codes(capsys):
+    y, _ = right_answer()
+    codes = torch.clamp(torch.round(X_EX / SCALE) + ZP, 0, 15)  # on x_ex this mask equals the one decided on x
+    rejected(capsys, check_ex1(y, ((codes > 0) & (codes < 15)).float()), "before the clamp", "<= and >=")
+    x = torch.tensor([-1.0, 0.0, 2.75, 1.0])  # codes exactly on the edges: only the strict mistake differs here
+    codes = torch.clamp(torch.round(x / SCALE) + ZP, 0, 15)
+    ok = qh.check_ste((codes - ZP) * SCALE, ((codes > 0) & (codes < 15)).float(), x, SCALE, ZP, 0, 15)
+    rejected(capsys, ok, "before clamping", "strict")
+
+
 def test_ex1_blank_is_not_filled_in(capsys):
     assert not check_ex1(..., ...)
     assert "not filled in yet" in capsys.readouterr().out
@@ -126,6 +144,45 @@ def test_ex2_rejects_signed_activations_and_4_bit_ranges(capsys):
     rejected(capsys, qh.check_low_bit_qconfig(qh.low_bit_qconfig(4), 3), "count the levels")
 
 
+def test_ex2_rejects_twos_complement_weights(capsys):
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-4, quant_max=3, dtype=torch.qint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "two's-complement", "-3..3")
+
+
+def test_ex2_rejects_the_wrong_channel_axis(capsys):
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-3, quant_max=3, dtype=torch.qint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=1)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "ch_axis=1", "output channel")
+
+
+def test_ex2_rejects_plain_min_max_observers_inside_fake_quantize(capsys):
+    from torch.ao.quantization import PerChannelMinMaxObserver
+
+    act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=0, quant_max=7, dtype=torch.quint8)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=act, weight=RIGHT_WEIGHT), 3), "MinMaxObserver", "MovingAverageMinMaxObserver")
+    weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=-3, quant_max=3, dtype=torch.qint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "PerChannelMinMaxObserver")
+
+
+def test_ex2_rejects_the_fused_fake_quant(capsys):
+    act = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=7, dtype=torch.quint8)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=act, weight=RIGHT_WEIGHT), 3), "FusedMovingAvgObsFakeQuantize", "plain FakeQuantize")
+
+
+def test_ex2_rejects_signed_dtype_for_unsigned_activation_codes(capsys):
+    act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=7, dtype=torch.qint8)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=act, weight=RIGHT_WEIGHT), 3), "quint8")
+
+
+def test_ex2_accuracy_check_compares_with_the_notebooks_measurement(capsys):
+    assert qh.check_ptq_accuracy("3-bit PTQ", 25.2, 25.2)
+    assert qh.check_ptq_accuracy("3-bit PTQ", 100.0 * float(torch.tensor(0.252)), 25.2)  # a float32 mean of the same predictions
+    rejected(capsys, qh.check_ptq_accuracy("3-bit PTQ", 25.3, 25.2), "25.3", "differs")  # one image of 1,000
+    rejected(capsys, qh.check_ptq_accuracy("3-bit PTQ", 54.6, 25.2), "54.6", "differs")
+
+
 def test_ex2_blank_is_not_filled_in(capsys):
     assert not qh.check_low_bit_qconfig(..., 3)
     assert "not filled in yet" in capsys.readouterr().out
@@ -147,27 +204,47 @@ def prepared_net():
     return qh.prepare_qat_model(Net().train(), qh.low_bit_qconfig(4), fuse_groups=[["conv", "bn", "relu"]])
 
 
+def broken_net():
+    """As the exercise cell builds it: prepared, then put in eval mode and with fake quantization switched off."""
+    model = prepared_net()
+    model.eval()
+    return model.apply(disable_fake_quant)
+
+
 def test_ex3_accepts_right_answer(capsys):
-    model = prepared_net().apply(disable_observer).apply(freeze_bn_stats)
-    assert qh.check_frozen(model)
+    assert qh.check_frozen(broken_net().apply(enable_fake_quant).apply(disable_observer).apply(freeze_bn_stats))
+    assert qh.check_frozen(prepared_net().apply(disable_observer).apply(freeze_bn_stats))  # in any order, from any start
+
+
+def test_ex3_rejects_the_broken_model_as_it_is(capsys):
+    rejected(capsys, qh.check_frozen(broken_net()), "disable_fake_quant is not a freeze", "enable_fake_quant")
+
+
+def test_ex3_rejects_freezing_without_switching_fake_quant_back_on(capsys):
+    rejected(capsys, qh.check_frozen(broken_net().apply(disable_observer).apply(freeze_bn_stats)), "enable_fake_quant")
 
 
 def test_ex3_rejects_eval_mode_instead_of_disable_observer(capsys):
-    model = prepared_net().apply(freeze_bn_stats).eval()
+    model = broken_net().apply(enable_fake_quant).apply(freeze_bn_stats).eval()
     rejected(capsys, qh.check_frozen(model), "model.eval() does not stop observers")
 
 
 def test_ex3_rejects_observers_only(capsys):
-    rejected(capsys, qh.check_frozen(prepared_net().apply(disable_observer)), "does not freeze batchnorm")
+    rejected(capsys, qh.check_frozen(broken_net().apply(enable_fake_quant).apply(disable_observer)), "does not freeze batchnorm")
 
 
-def test_ex3_rejects_disable_fake_quant(capsys):
-    model = prepared_net().apply(disable_fake_quant).apply(disable_observer).apply(freeze_bn_stats)
-    rejected(capsys, qh.check_frozen(model), "disable_fake_quant is not a freeze")
+def test_ex3_rejects_setting_the_freeze_bn_flag_by_hand(capsys):
+    model = prepared_net().apply(disable_observer)
+    for m in model.modules():
+        if hasattr(m, "freeze_bn"):
+            m.freeze_bn = True  # the flag alone: BatchNorm stays in training mode and keeps updating
+    rejected(capsys, qh.check_frozen(model), "still in training mode", "freeze_bn_stats")
 
 
-def test_ex3_rejects_a_float_model(capsys):
+def test_ex3_rejects_a_float_model_and_a_blank(capsys):
     rejected(capsys, qh.check_frozen(nn.Linear(2, 2)), "qat-prepared model")
+    assert not qh.check_frozen(...)
+    assert "not filled in yet" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- Exercise 4: predict the fused scale ratio

@@ -4,12 +4,13 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.ao.quantization import DeQuantStub, FakeQuantize, MovingAverageMinMaxObserver, QuantStub
 
 import qhelpers as qh
+from qhelpers import qat
 
 # Shown and explained in notebooks 01 and 03; hidden here by message only.
 pytestmark = [
@@ -378,3 +379,171 @@ def test_helper_gives_the_same_int8_model_as_the_notebook_recipe():
     assert isinstance(from_helper.conv, torch.ao.nn.intrinsic.quantized.ConvReLU2d)
     with torch.no_grad():
         assert torch.equal(from_notebook(x), from_helper(x))
+
+
+# --------------------------------------------------------------------------- the best low-bit PTQ: ranges, bias correction, pool
+
+
+def _calibrated_tiny(bits=3, seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(64, 1, 6, 6)
+    x[0, 0, 0, 0] = 12.0  # one outlier: min/max wastes the grid on it, MSE clips it
+    prepared = qh.fake_quant_ptq(tiny_net(), [x[:32], x[32:]], qh.low_bit_qconfig(bits))
+    return prepared, [x[:32], x[32:]]
+
+
+def _mse_on_grid(values, low, high, qmin, qmax):
+    fq = FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=qmin, quant_max=qmax)
+    fq(torch.tensor([low, high]))
+    return float(((fq(values) - values) ** 2).mean())
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.floats(-5, 20, allow_nan=False, width=32), min_size=20, max_size=200), st.sampled_from([(0, 7), (0, 15), (0, 255)]))
+@example([0.0] * 20 + [5.4659318923950195, 8.390621185302734, 11.386059761047363, 15.952363014221191, 20.0, -5.0], (0, 255))
+def test_mse_range_is_never_worse_than_min_max(values, qrange):
+    v = torch.tensor(values)
+    low, high = qat.mse_range(v, *qrange)
+    lo, hi = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
+    assert lo - 1e-6 <= low <= 0.0 <= high <= hi + 1e-6
+    if hi > lo:  # the histogram search is exact up to half a bin; allow that much
+        assert _mse_on_grid(v, low, high, *qrange) <= _mse_on_grid(v, lo, hi, *qrange) * 1.02 + 1e-6
+
+
+def test_mse_range_clips_a_lone_outlier_and_keeps_a_uniform_range():
+    torch.manual_seed(0)
+    uniform = torch.rand(10000) * 4
+    low, high = qat.mse_range(uniform, 0, 7)
+    assert low == 0.0 and high > 3.5  # no outlier: about the full range (3-bit rounding makes clipping the top few % pay)
+    with_outlier = torch.cat([uniform, torch.tensor([100.0])])
+    assert qat.mse_range(with_outlier, 0, 7)[1] < 10  # the outlier alone is not worth the grid
+    with pytest.raises(TypeError):
+        qat.mse_range(torch.tensor([], dtype=torch.float32), 0, 7)
+    with pytest.raises(ValueError):
+        qat.mse_range(uniform, 7, 0)
+
+
+def test_mse_activation_ranges_lower_each_error_and_agree_with_convert():
+    prepared, batches = _calibrated_tiny()
+    choices = qh.mse_activation_ranges(prepared, batches)
+    assert list(choices) == list(qat.activation_fake_quants(prepared, batches[0]))  # forward order
+    assert choices["quant.activation_post_process"].clipped > 0.3  # the input outlier is clipped
+    for name, fq in qat.activation_fake_quants(prepared, batches[0]).items():
+        assert float(qh.fused_scale_mismatch(fq)) == pytest.approx(1.0)  # calculate_qparams gives the same grid
+        assert int(fq.observer_enabled[0]) == 0
+    fresh, _ = _calibrated_tiny()
+    x = torch.cat(batches)
+    with torch.no_grad():
+        err_mse = float(((prepared.quant(x) - x) ** 2).mean())
+        err_minmax = float(((fresh.quant(x) - x) ** 2).mean())
+    assert err_mse < err_minmax
+
+
+def test_mse_activation_ranges_need_frozen_observers():
+    prepared = qh.prepare_qat_model(tiny_net(), qh.low_bit_qconfig(3))
+    with pytest.raises(ValueError, match="calibrate it first"):
+        qh.mse_activation_ranges(prepared, [torch.randn(4, 1, 6, 6)])
+
+
+def test_fake_quant_bias_correction_removes_the_mean_shift():
+    prepared, batches = _calibrated_tiny()
+    qh.mse_activation_ranges(prepared, batches)
+    reference = copy.deepcopy(prepared)
+    reference.apply(torch.ao.quantization.disable_fake_quant)  # the float model, measured before any correction
+    shifts = qh.fake_quant_bias_correction(prepared, batches)
+    assert set(shifts) == {"conv", "fc"} and any(float(s.abs().max()) > 1e-4 for s in shifts.values())
+    with torch.no_grad():
+        before, after = qat._mean_pre_activations(reference, ["conv", "fc"], batches), qat._mean_pre_activations(prepared, ["conv", "fc"], batches)
+    for name in ("conv", "fc"):  # measured again against the float model: nothing left to remove
+        assert torch.allclose(after[name], before[name], atol=1e-4), name
+
+
+def test_requantize_pool_matches_the_integer_kernel():
+    prepared, batches = _calibrated_tiny(bits=8)
+    x = torch.cat(batches)
+    qh.requantize_pool(prepared, "pool", input_from="conv")
+    assert isinstance(prepared.pool, nn.Sequential)
+    source = prepared.conv.activation_post_process
+    captured = {}
+    prepared.pool.register_forward_hook(lambda m, i, o: captured.update(inp=i[0], out=o))
+    with torch.no_grad():
+        prepared(x)
+    scale, zero_point = float(source.scale), int(source.zero_point)
+    q_in = torch.quantize_per_tensor(captured["inp"], scale, zero_point, torch.quint8)
+    integer = torch.nn.functional.adaptive_avg_pool2d(q_in, 2)
+    assert integer.q_scale() == pytest.approx(scale)  # the integer pool keeps its input's grid
+    assert torch.allclose(captured["out"], integer.dequantize(), atol=1e-6)
+    with pytest.raises(ValueError, match="not an average pool"):
+        qh.requantize_pool(prepared, "fc", input_from="conv")
+    with pytest.raises(ValueError, match="no activation fake quant"):
+        qh.requantize_pool(prepared, "pool", input_from="dequant")
+
+
+def test_train_fake_quant_keeps_frozen_ranges_and_batchnorm():
+    prepared, batches = _calibrated_tiny()
+    qh.mse_activation_ranges(prepared, batches)
+    scales = {n: fq.scale.clone() for n, fq in qat.activation_fake_quants(prepared, batches[0]).items()}
+    running = prepared.conv.bn.running_mean.clone()
+    loader = [(x, torch.randint(0, 3, (len(x),))) for x in batches]
+    weight_scale = prepared.conv.weight_fake_quant.scale.clone()
+    result = qh.train_fake_quant(copy.deepcopy(prepared), loader, 2, lr=1e-3, freeze_observers_after=0, freeze_bn_after=0,
+                                 eval_loader=loader, progress=False)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    for n, fq in qat.activation_fake_quants(result.model, batches[0]).items():
+        assert torch.equal(fq.scale, scales[n])
+    assert torch.equal(result.model.conv.bn.running_mean, running)
+    # weights observed for one epoch, activation ranges kept as they were set
+    kept = qh.train_fake_quant(prepared, loader, 2, lr=1e-2, freeze_observers_after=1, freeze_bn_after=2,
+                               keep_activation_ranges=True, progress=False)
+    for n, fq in qat.activation_fake_quants(kept.model, batches[0]).items():
+        assert torch.equal(fq.scale, scales[n])
+    assert not torch.equal(kept.model.conv.weight_fake_quant.scale, weight_scale)
+    assert qh.observers_frozen(kept.model)
+
+
+def test_fake_quant_breakdown_removes_only_the_rounding_and_restores_the_model():
+    prepared, batches = _calibrated_tiny()
+    loader = [(x, torch.randint(0, 3, (len(x),))) for x in batches]
+    x = torch.cat(batches)
+    with torch.no_grad():
+        before = prepared(x)
+    parts = qh.fake_quant_breakdown(prepared, loader)
+    assert list(parts) == ["as quantized", "weights not rounded", "activations not rounded", "no rounding (ranges still clip)"]
+    with torch.no_grad():
+        assert torch.equal(prepared(x), before)  # hooks removed
+        fq = prepared.quant.activation_post_process
+        hook = fq.register_forward_hook(qat._unrounded)
+        clipped = fq(x)
+        hook.remove()
+    low, high = qh.fake_quant_range(fq)
+    assert torch.allclose(clipped, x.clamp(low, high), atol=1e-6) and not torch.equal(clipped, fq(x))
+
+
+def test_rounding_removed_clamps_trains_and_stops_the_pool_rerounding():
+    prepared, batches = _calibrated_tiny()
+    qh.requantize_pool(prepared, "pool", input_from="conv")
+    x = torch.cat(batches)
+    fqs = qh.fake_quant_modules(prepared)
+    with torch.no_grad():
+        before = prepared(x)
+    with qh.rounding_removed(prepared) as same:
+        assert same is prepared
+        with torch.no_grad():
+            out = prepared(x)
+        pooled = prepared.pool(prepared.conv(prepared.quant(x)))  # no longer on the conv's grid
+        conv_fq = prepared.conv.activation_post_process
+        codes = pooled / conv_fq.scale + conv_fq.zero_point
+        assert not torch.allclose(codes, codes.round(), atol=1e-4)
+        # training works inside: gradient 1 inside the range, 0 where clamped (the clipped STE)
+        fq_in = fqs["quant.activation_post_process"]
+        low, high = qh.fake_quant_range(fq_in)
+        probe = torch.tensor([low - 1.0, (low + high) / 3, high + 1.0], requires_grad=True)
+        fq_in(probe).sum().backward()
+        assert probe.grad.tolist() == [0.0, 1.0, 0.0]
+    assert not torch.equal(out, before)
+    with torch.no_grad():
+        assert torch.equal(prepared(x), before)  # hooks and the pool's rounding restored
+    assert not any(getattr(fq, "_rounding_removed", False) for fq in fqs.values())
+    with pytest.raises(ValueError, match="not fake quants"):
+        with qh.rounding_removed(prepared, ["conv"]):
+            pass
