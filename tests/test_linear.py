@@ -1,15 +1,19 @@
 """qhelpers.linear against torchao's quant_primitives, plus int4 packing, the roofline and SmoothQuant."""
 
-import math
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torchao.quantization.quant_primitives import (
+    MappingType,
+    choose_qparams_affine,
+    dequantize_affine,
+    quantize_affine,
+)
 
 import qhelpers as qh
-from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -186,3 +190,53 @@ def test_smoothquant_scales_formula_and_bad_inputs():
         qh.smooth_layernorm_linears(nn.LayerNorm(2), [nn.Linear(2, 2)], torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="never called"):
         qh.activation_channel_max(nn.Linear(2, 2), [torch.randn(1, 2)], {"other": nn.Linear(2, 2)})
+
+
+def test_linear_stack_holds_independent_copies_and_stacks_their_outputs():
+    layer = nn.Linear(8, 4).eval()
+    stack = qh.LinearStack(layer, 3)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        out = stack(x)
+    assert out.shape == (3, 2, 4) and torch.equal(out[2], layer(x).detach())
+    ptrs = {m.weight.data_ptr() for m in stack.layers} | {layer.weight.data_ptr()}
+    assert len(ptrs) == 4  # each copy has its own memory: a stack of views would stay in the cache
+    with pytest.raises(ValueError, match="copies"):
+        qh.LinearStack(layer, 0)
+
+
+def test_round_robin_calls_the_next_layer_each_time():
+    layers = [nn.Linear(2, 1, bias=False) for _ in range(3)]
+    for k, m in enumerate(layers):
+        nn.init.constant_(m.weight, float(k))
+    rr = qh.RoundRobin(layers)
+    x = torch.ones(1, 2)
+    assert [float(rr(x)) for _ in range(4)] == [0.0, 2.0, 4.0, 0.0]
+    with pytest.raises(ValueError):
+        qh.RoundRobin([])
+
+
+def test_copies_beyond_cache():
+    assert qh.copies_beyond_cache(128 * 2**20) == 2
+    assert qh.copies_beyond_cache(16 * 2**20) == 16
+    assert qh.copies_beyond_cache(10 * 2**30) == 1
+    with pytest.raises(ValueError):
+        qh.copies_beyond_cache(0)
+
+
+def test_speed_vs_ranks_only_outside_the_spread():
+    from qhelpers.latency import Latency
+
+    base = Latency(median_ms=10.0, iqr_ms=1.0, runs=10, threads=1)
+    assert qh.speed_vs(Latency(median_ms=5.0, iqr_ms=0.5, runs=10, threads=1), base) == "2.00x"
+    assert qh.speed_vs(Latency(median_ms=20.0, iqr_ms=1.0, runs=10, threads=1), base) == "0.50x"
+    assert qh.speed_vs(Latency(median_ms=10.5, iqr_ms=1.0, runs=10, threads=1), base) == "within spread"
+    with pytest.raises(TypeError):
+        qh.speed_vs(5.0, base)
+
+
+def test_torchao_int8_dynamic_cpu_path_follows_torchao():
+    from torchao.utils import _cpu_is_amx_tile_supported, _cpu_is_vnni_supported
+
+    expected = "u8s8" if (_cpu_is_vnni_supported() and not _cpu_is_amx_tile_supported()) else "s8s8"
+    assert qh.torchao_int8_dynamic_cpu_path() == expected
