@@ -217,3 +217,12 @@ def test_a_check_leaves_the_forbidden_helper_in_place():
     import qhelpers.linear as lin
 
     assert lin.smoothquant_scales is qh.smoothquant_scales
+
+
+def test_each_check_has_a_general_hint_for_other_wrong_answers(capsys):
+    assert not qh.check_int4_pack(lambda low, high: 0)
+    assert "low nibble = first code & 0xF" in capsys.readouterr().out
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i)
+    assert "add the packed codes' bytes and the scales' bytes" in capsys.readouterr().out
+    assert not check3(lambda b: 2.0)
+    assert "divide the roofline time of the float layer by that of the quantized one" in capsys.readouterr().out
