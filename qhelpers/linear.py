@@ -13,8 +13,9 @@ Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
   matmul (W8A16 / W4A16).
 * the roofline: ``measure_bandwidth``, ``measure_matmul_rate``,
   ``linear_cost`` and ``roofline_ms``; timing a large layer as a model uses
-  it (``LinearStack``, ``RoundRobin``, ``copies_beyond_cache``), ``speed_vs``
-  (a ratio only outside the spread) and ``torchao_int8_dynamic_cpu_path``.
+  it (``LinearStack``, ``RoundRobin``, ``copies_beyond_cache``, ``layer_runner``), timing several
+  in interleaved rounds for paired ratios (``interleaved_times``, ``Interleaved``: a ratio only outside
+  the spread) and ``torchao_int8_dynamic_cpu_path``.
 * activation outliers and SmoothQuant: ``activation_channel_max``,
   ``smoothquant_scales``, ``smooth_layernorm_linears``, ``w8a8_linear``.
 * self-checks of the notebook's exercises.
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import re
+import statistics
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -60,12 +62,13 @@ __all__ = [
     "LinearStack",
     "RoundRobin",
     "copies_beyond_cache",
-    "speed_vs",
     "torchao_int8_dynamic_cpu_path",
     "count_aten_ops",
     "compile_frozen",
     "inductor_summary",
-    "time_layer",
+    "layer_runner",
+    "Interleaved",
+    "interleaved_times",
     "measure_matmul_rate",
     "LinearCost",
     "linear_cost",
@@ -404,23 +407,6 @@ def copies_beyond_cache(weight_bytes: float, *, total_bytes: int = DRAM_BYTES) -
     return max(1, math.ceil(total_bytes / weight_bytes))
 
 
-def speed_vs(lat: Any, base: Any) -> str:
-    """``base`` time over ``lat`` time (a speedup: above 1 is faster than ``base``), or "within spread".
-
-    ``lat`` and ``base`` are ``qh.measure_latency`` results. When the two middle halves of the samples
-    (median +- half the IQR) overlap, the ratio says nothing, and "within spread" is returned instead
-    of a number that would rank the two.
-
-    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
-    """
-    for name, v in (("lat", lat), ("base", base)):
-        if not (hasattr(v, "median_ms") and hasattr(v, "iqr_ms")):
-            raise TypeError(f"{name} must be a measure_latency result, got {type(v).__name__}")
-    if abs(lat.median_ms - base.median_ms) <= (lat.iqr_ms + base.iqr_ms) / 2:
-        return "within spread"
-    return f"{base.median_ms / lat.median_ms:.2f}x"
-
-
 def compile_frozen(module: nn.Module, example: torch.Tensor) -> tuple[Any, str]:
     """``torch.compile(module)`` built with Inductor's ``freezing`` on (weights become constants), for ``example``.
 
@@ -428,6 +414,9 @@ def compile_frozen(module: nn.Module, example: torch.Tensor) -> tuple[Any, str]:
     program is built by one call on ``example`` and reused for inputs of that shape. Returns the compiled
     module and the Python code Inductor generated for it (read it with ``inductor_summary``). Raises what
     ``torch.compile`` raises where it cannot build (no C++ compiler: check ``qh.compile_available()``).
+    It clears torch.compile's caches (``torch._dynamo.reset()``, which ``run_and_get_code`` calls too):
+    a program compiled before is rebuilt at its next call, then *without* freezing. To keep several
+    compiled programs alive together, build them with ``layer_runner``.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -473,29 +462,125 @@ def inductor_summary(code: str) -> dict:
     return {"calls": calls, "constants": constants}
 
 
-def time_layer(layer: nn.Module, example: torch.Tensor, *, copies: int = 1, compiled: bool = False, min_runs: int = 10) -> tuple[Any, str]:
-    """Latency of one call of ``layer`` on ``example``, with ``copies`` copies so that no weight stays cached.
+def layer_runner(layer: nn.Module, example: torch.Tensor, *, copies: int = 1, compiled: bool = False) -> tuple[Any, int]:
+    """What ``interleaved_times`` times for one layer: ``(fn, layers per call)``.
 
-    Eager: the calls go round-robin over ``copies`` deep copies (``RoundRobin``). Compiled: one
-    ``LinearStack`` of the copies is compiled with freezing (``compile_frozen``) and its time is divided
-    by ``copies``. One thread, ``qh.measure_latency``. Returns the ``Latency`` of one layer and the
-    generated code ("" when eager).
+    Eager: ``fn`` is a ``RoundRobin`` over ``copies`` deep copies of ``layer`` (one layer per call; with
+    ``copies=1`` the layer itself). Compiled: ``fn`` is a ``LinearStack`` of the copies, compiled and
+    built on ``example`` with Inductor's ``freezing`` on (scoped, as in ``compile_frozen``) at one thread,
+    the thread count ``interleaved_times`` times at (another count would rebuild it), and one call runs
+    ``copies`` layers. Unlike ``compile_frozen`` it leaves torch.compile's caches alone, so the
+    programs of several runners stay as they were built while they are timed together; call
+    ``torch._dynamo.reset()`` when done with them.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    from .latency import measure_latency
-
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies must be a positive int, got {copies!r}")
     if compiled:
-        stack = LinearStack(layer, copies)
-        fn, code = compile_frozen(stack, example)
-        lat = measure_latency(fn, example, threads=1, min_run_time=0.3, min_runs=min_runs)
-        del stack, fn
-        torch._dynamo.reset()
-        return dataclasses.replace(lat, median_ms=lat.median_ms / copies, iqr_ms=lat.iqr_ms / copies,
-                                   min_ms=lat.min_ms / copies, label=f"per layer, stack of {copies}"), code
+        fn = torch.compile(LinearStack(layer, copies))
+        saved_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the thread count is part of what a compiled program is built for
+        try:
+            with torch._inductor.config.patch(freezing=True), torch.inference_mode():
+                fn(example)
+        finally:
+            torch.set_num_threads(saved_threads)
+        return fn, copies
     layers = [layer] if copies == 1 else [copy.deepcopy(layer) for _ in range(copies)]
-    lat = measure_latency(RoundRobin(layers), example, threads=1, min_run_time=0.3, min_runs=min_runs)
-    return lat, ""
+    return RoundRobin(layers), 1
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """Times of several callables measured together in rounds (``interleaved_times``); milliseconds.
+
+    ``samples_ms[name]`` holds one per-call time per round, in round order: round ``r`` of every name was
+    measured within the same few seconds, so ``ratio`` divides them round by round (a paired ratio) and a
+    slow spell of a shared machine touches both sides of it.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+
+    samples_ms: dict
+    calls_per_sample: dict
+    rounds: int
+
+    def _get(self, name: str) -> list:
+        if name not in self.samples_ms:
+            raise KeyError(f"{name!r} was not timed; timed: {sorted(self.samples_ms)}")
+        return self.samples_ms[name]
+
+    def median_ms(self, name: str) -> float:
+        return _quartiles(self._get(name))[1]
+
+    def iqr_ms(self, name: str) -> float:
+        q1, _, q3 = _quartiles(self._get(name))
+        return q3 - q1
+
+    def ratio(self, base: str, name: str) -> tuple[float, float, float]:
+        """``base`` time over ``name`` time, round by round: ``(median, 25th, 75th percentile)`` (above 1: faster than base)."""
+        return _quartiles([b / a for a, b in zip(self._get(name), self._get(base))])
+
+    def speedup(self, base: str, name: str) -> str:
+        """The median paired ratio as "1.85x", or "within spread" when the middle half of the ratios includes 1."""
+        q1, median, q3 = self.ratio(base, name)
+        return "within spread" if q1 <= 1.0 <= q3 else f"{median:.2f}x"
+
+
+def interleaved_times(fns: dict, example: torch.Tensor, *, rounds: int = 10, warmup: int = 2, sample_ms: float = 20.0,
+                      layers_per_call: Optional[dict] = None) -> Interleaved:
+    """Time several callables on ``example`` in interleaved rounds, on one thread, so that their ratios are paired.
+
+    Each callable first gets ``warmup`` untimed calls, then one more timed call that sizes its samples
+    (a sample is the mean of enough back-to-back calls to last about ``sample_ms``). Then each of
+    ``rounds`` rounds times one sample of every callable, in an order that rotates from round to round.
+    ``layers_per_call[name]`` divides that name's times (a compiled ``LinearStack`` runs several layers
+    per call). Runs under ``torch.inference_mode()``; the thread count is restored.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise ValueError(f"fns must be a non-empty dict of name -> callable, got {fns!r}")
+    for arg, value, least in (("rounds", rounds, 2), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{arg} must be an int >= {least}, got {value!r}")
+    if not sample_ms > 0:
+        raise ValueError(f"sample_ms must be positive, got {sample_ms!r}")
+    per_call = {n: 1 for n in fns} | dict(layers_per_call or {})
+    if set(per_call) != set(fns):
+        raise ValueError(f"layers_per_call names {sorted(set(per_call) - set(fns))} that fns does not hold")
+    names = list(fns)
+    calls: dict = {}
+    samples: dict = {n: [] for n in names}
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for n in names:
+                for _ in range(warmup):
+                    fns[n](example)
+                start = time.perf_counter()
+                fns[n](example)
+                one = time.perf_counter() - start
+                calls[n] = max(1, min(1000, math.ceil(sample_ms / 1e3 / max(one, 1e-9))))
+            for r in range(rounds):
+                k = r % len(names)
+                for n in names[k:] + names[:k]:
+                    start = time.perf_counter()
+                    for _ in range(calls[n]):
+                        fns[n](example)
+                    samples[n].append((time.perf_counter() - start) / calls[n] / per_call[n] * 1e3)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return Interleaved(samples_ms=samples, calls_per_sample=calls, rounds=rounds)
 
 
 def count_aten_ops(fn: Any, example: torch.Tensor) -> int:
