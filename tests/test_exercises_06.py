@@ -116,7 +116,7 @@ def check3(answer):
     return qh.check_roofline_speedup(answer, 4096, 8192, weight_bits=8, gflops=GFLOPS, gbps=GBPS)
 
 
-def test_ex3_accepts_right_answer_and_a_prediction_within_ten_percent(capsys):
+def test_ex3_accepts_right_answer(capsys):
     assert check3(right_3)
     assert check3(lambda b: right_3(b) * 1.08)
     assert "✅" in capsys.readouterr().out

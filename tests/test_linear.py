@@ -275,6 +275,7 @@ def test_interleaved_ratio_is_paired_and_ranks_only_outside_the_spread():
         t.median_ms("other")
 
 
+@pytest.mark.slow  # compiles two layers
 def test_layer_runners_keep_their_frozen_programs_while_timed_together():
     ok, reason = qh.compile_available()
     if not ok:
