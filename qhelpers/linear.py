@@ -267,18 +267,29 @@ def weight_storage_bytes(out_features: int, in_features: int, *, bits: int, grou
 # --------------------------------------------------------------------------- the roofline
 
 
+def _clock_for(threads: int) -> Any:
+    """The clock a measurement on ``threads`` threads uses: the thread's CPU time for one thread (``_thread_clock``), else the wall clock."""
+    return _thread_clock() if threads == 1 else time.perf_counter
+
+
+def _thread_clock() -> Any:
+    """The CPU time of the calling thread (``time.thread_time``) where it is fine-grained, else ``time.perf_counter``."""
+    return time.thread_time if time.get_clock_info("thread_time").resolution <= 1e-6 else time.perf_counter
+
+
 def measure_bandwidth(*, megabytes: int = 64, threads: int = 1, min_run_time: float = 0.3) -> float:
     """Memory bandwidth in GB/s: the rate ``torch.sum`` reads a float32 tensor far larger than the caches.
 
     A read-only stream, like a weight read by a matmul at batch 1. With ``threads=1`` it is one core's
-    rate, the most a one-thread kernel can use; all cores together reach more.
+    rate, the most a one-thread kernel can use; all cores together reach more. With one thread the time is
+    that thread's CPU time (as in ``interleaved_times``: a busy machine's waits for the core are left out).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if isinstance(megabytes, bool) or not isinstance(megabytes, int) or megabytes < 8:
         raise ValueError(f"megabytes must be an int >= 8 (larger than the caches), got {megabytes!r}")
     x = torch.ones(megabytes * (1 << 20) // 4)
-    timer = tbench.Timer(stmt="torch.sum(x)", globals={"x": x, "torch": torch}, num_threads=threads)
+    timer = tbench.Timer(stmt="torch.sum(x)", globals={"x": x, "torch": torch}, num_threads=threads, timer=_clock_for(threads))
     seconds = timer.blocked_autorange(min_run_time=min_run_time).median
     return x.numel() * 4 / seconds / 1e9
 
@@ -287,7 +298,8 @@ def measure_matmul_rate(*, n: int = 512, threads: int = 1, dtype: torch.dtype = 
     """Matmul rate in GFLOP/s (GOP/s for int8) of an (n, n) @ (n, n) product (``2 n^3`` operations).
 
     ``dtype=torch.int8`` times ``torch._int_mm`` (int8 x int8 -> int32, the
-    kernel behind torchao's dynamic INT8 on CPU); float dtypes time ``torch.mm``.
+    kernel behind torchao's dynamic INT8 on CPU); float dtypes time ``torch.mm``. With one thread the
+    time is that thread's CPU time (as in ``interleaved_times``).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -302,7 +314,7 @@ def measure_matmul_rate(*, n: int = 512, threads: int = 1, dtype: torch.dtype = 
         stmt = "torch.mm(a, b)"
     else:
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.int8, got {dtype}")
-    timer = tbench.Timer(stmt=stmt, globals={"a": a, "b": b, "torch": torch}, num_threads=threads)
+    timer = tbench.Timer(stmt=stmt, globals={"a": a, "b": b, "torch": torch}, num_threads=threads, timer=_clock_for(threads))
     seconds = timer.blocked_autorange(min_run_time=min_run_time).median
     return 2 * n**3 / seconds / 1e9
 
@@ -536,14 +548,21 @@ class Interleaved:
 
 
 def interleaved_times(fns: dict, example: torch.Tensor, *, rounds: int = 10, warmup: int = 2, sample_ms: float = 20.0,
-                      layers_per_call: Optional[dict] = None) -> Interleaved:
+                      layers_per_call: Optional[dict] = None, clock: Any = None) -> Interleaved:
     """Time several callables on ``example`` in interleaved rounds, on one thread, so that their ratios are paired.
 
     Each callable first gets ``warmup`` untimed calls, then one more timed call that sizes its samples
     (a sample is the mean of enough back-to-back calls to last about ``sample_ms``). Then each of
     ``rounds`` rounds times one sample of every callable, in an order that rotates from round to round.
     ``layers_per_call[name]`` divides that name's times (a compiled ``LinearStack`` runs several layers
-    per call). Runs under ``torch.inference_mode()``; the thread count is restored.
+    per call). Runs under ``torch.inference_mode()`` on one thread (the count is restored after).
+
+    ``clock`` (default: the CPU time of the calling thread, ``time.thread_time``, where it counts in
+    microseconds or finer, as on Linux and macOS; otherwise ``time.perf_counter``) times the samples. With
+    one thread every kernel runs in the calling thread, so its CPU time is the call's time on a core, while
+    the moments a busy machine gives that core to another program are left out: on a shared machine a
+    wall-clock sample of a long call holds such waits and one of a short call often does not, which would
+    bias their ratio.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -554,6 +573,9 @@ def interleaved_times(fns: dict, example: torch.Tensor, *, rounds: int = 10, war
             raise ValueError(f"{arg} must be an int >= {least}, got {value!r}")
     if not sample_ms > 0:
         raise ValueError(f"sample_ms must be positive, got {sample_ms!r}")
+    clock = clock or _thread_clock()
+    if not callable(clock):
+        raise TypeError(f"clock must be a function returning seconds, got {type(clock).__name__}")
     per_call = {n: 1 for n in fns} | dict(layers_per_call or {})
     if set(per_call) != set(fns):
         raise ValueError(f"layers_per_call names {sorted(set(per_call) - set(fns))} that fns does not hold")
@@ -567,17 +589,17 @@ def interleaved_times(fns: dict, example: torch.Tensor, *, rounds: int = 10, war
             for n in names:
                 for _ in range(warmup):
                     fns[n](example)
-                start = time.perf_counter()
+                start = clock()
                 fns[n](example)
-                one = time.perf_counter() - start
+                one = clock() - start
                 calls[n] = max(1, min(1000, math.ceil(sample_ms / 1e3 / max(one, 1e-9))))
             for r in range(rounds):
                 k = r % len(names)
                 for n in names[k:] + names[:k]:
-                    start = time.perf_counter()
+                    start = clock()
                     for _ in range(calls[n]):
                         fns[n](example)
-                    samples[n].append((time.perf_counter() - start) / calls[n] / per_call[n] * 1e3)
+                    samples[n].append((clock() - start) / calls[n] / per_call[n] * 1e3)
     finally:
         torch.set_num_threads(saved_threads)
     return Interleaved(samples_ms=samples, calls_per_sample=calls, rounds=rounds)

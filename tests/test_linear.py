@@ -1,5 +1,6 @@
 """qhelpers.linear against torchao's quant_primitives, plus int4 packing, the roofline and SmoothQuant."""
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -248,13 +249,11 @@ def test_interleaved_times_pairs_the_rounds_and_divides_by_layers_per_call(monke
             clock["now"] += seconds
         return fn
 
-    monkeypatch.setattr(qhelpers.linear, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
     timed = qh.interleaved_times({"one": takes(0.002), "stack of 2": takes(0.004)}, torch.zeros(1), rounds=3,
-                                 warmup=0, sample_ms=5.0, layers_per_call={"stack of 2": 2})
+                                 warmup=0, sample_ms=5.0, layers_per_call={"stack of 2": 2}, clock=lambda: clock["now"])
     assert timed.calls_per_sample == {"one": 3, "stack of 2": 2}  # samples of at least 5 ms
     assert {k: [round(v, 9) for v in vs] for k, vs in timed.samples_ms.items()} == {"one": [2.0] * 3, "stack of 2": [2.0] * 3}  # per layer
     assert timed.ratio("one", "stack of 2") == pytest.approx((1.0, 1.0, 1.0)) and timed.speedup("one", "stack of 2") == "within spread"
-    monkeypatch.undo()
     for bad in ({}, {"a": 1}):
         with pytest.raises(ValueError, match="fns"):
             qh.interleaved_times(bad, torch.zeros(1))
@@ -262,6 +261,13 @@ def test_interleaved_times_pairs_the_rounds_and_divides_by_layers_per_call(monke
         qh.interleaved_times(fns, torch.zeros(1), rounds=1)
     with pytest.raises(ValueError, match="layers_per_call"):
         qh.interleaved_times(fns, torch.zeros(1), layers_per_call={"c": 2})
+    with pytest.raises(TypeError, match="clock"):
+        qh.interleaved_times(fns, torch.zeros(1), clock=5)
+    # the default clock: the thread's CPU time where it is fine-grained, the wall clock where it is not (Windows)
+    monkeypatch.setattr(qhelpers.linear.time, "get_clock_info", lambda name: SimpleNamespace(resolution=0.0156))
+    assert qhelpers.linear._thread_clock() is time.perf_counter
+    monkeypatch.setattr(qhelpers.linear.time, "get_clock_info", lambda name: SimpleNamespace(resolution=1e-9))
+    assert qhelpers.linear._thread_clock() is time.thread_time
 
 
 def test_interleaved_ratio_is_paired_and_ranks_only_outside_the_spread():
