@@ -12,7 +12,10 @@ Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
 * ``weight_only_linear``: float activations, integer weights, dequantize then
   matmul (W8A16 / W4A16).
 * the roofline: ``measure_bandwidth``, ``measure_matmul_rate``,
-  ``linear_cost`` and ``roofline_ms``.
+  ``linear_cost`` and ``roofline_ms``; timing a large layer as a model uses
+  it (``LinearStack``, ``RoundRobin``, ``copies_beyond_cache``, ``layer_runner``), timing several
+  in interleaved rounds for paired ratios (``interleaved_times``, ``Interleaved``: a ratio only outside
+  the spread) and ``torchao_int8_dynamic_cpu_path``.
 * activation outliers and SmoothQuant: ``activation_channel_max``,
   ``smoothquant_scales``, ``smooth_layernorm_linears``, ``w8a8_linear``.
 * self-checks of the notebook's exercises.
@@ -20,8 +23,13 @@ Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import re
+import statistics
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -30,8 +38,14 @@ import torch.nn.functional as F
 import torch.utils.benchmark as tbench
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
-from .quantmath import QParams, _check_float_tensor, dequantize, qparams_from_tensor, quantize
+from .checks import NotFilledIn, WrongAnswer, _blank_safe, as_number, not_filled, report
+from .quantmath import (
+    QParams,
+    _check_float_tensor,
+    dequantize,
+    qparams_from_tensor,
+    quantize,
+)
 
 __all__ = [
     "GroupQParams",
@@ -44,6 +58,17 @@ __all__ = [
     "weight_only_linear",
     "weight_storage_bytes",
     "measure_bandwidth",
+    "DRAM_BYTES",
+    "LinearStack",
+    "RoundRobin",
+    "copies_beyond_cache",
+    "torchao_int8_dynamic_cpu_path",
+    "count_aten_ops",
+    "compile_frozen",
+    "inductor_summary",
+    "layer_runner",
+    "Interleaved",
+    "interleaved_times",
     "measure_matmul_rate",
     "LinearCost",
     "linear_cost",
@@ -53,8 +78,8 @@ __all__ = [
     "smooth_layernorm_linears",
     "w8a8_linear",
     "simulate_w8a8",
-    "check_int4_byte",
-    "check_group_bytes",
+    "check_int4_pack",
+    "check_int4_weight_bytes",
     "check_roofline_speedup",
     "check_smoothquant_scales",
 ]
@@ -120,8 +145,8 @@ def group_qparams(
 
     ``group_size == in_features`` is per-channel quantization; smaller groups
     follow the weight's local range more closely and cost more scales.
-    ``bits=4, signed=True`` gives the int4 codes -8..7 (symmetric: -7..7 used
-    by the scale, as torchao does).
+    ``bits=4, signed=True`` gives the int4 codes -8..7 (symmetric: the scale is
+    ``max|w| / 7.5``, notebook 01's ``(qmax - qmin) / 2``, so both ends are used).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -242,17 +267,29 @@ def weight_storage_bytes(out_features: int, in_features: int, *, bits: int, grou
 # --------------------------------------------------------------------------- the roofline
 
 
+def _clock_for(threads: int) -> Any:
+    """The clock a measurement on ``threads`` threads uses: the thread's CPU time for one thread (``_thread_clock``), else the wall clock."""
+    return _thread_clock() if threads == 1 else time.perf_counter
+
+
+def _thread_clock() -> Any:
+    """The CPU time of the calling thread (``time.thread_time``) where it is fine-grained, else ``time.perf_counter``."""
+    return time.thread_time if time.get_clock_info("thread_time").resolution <= 1e-6 else time.perf_counter
+
+
 def measure_bandwidth(*, megabytes: int = 64, threads: int = 1, min_run_time: float = 0.3) -> float:
     """Memory bandwidth in GB/s: the rate ``torch.sum`` reads a float32 tensor far larger than the caches.
 
-    A read-only stream, like a weight read by a matmul at batch 1.
+    A read-only stream, like a weight read by a matmul at batch 1. With ``threads=1`` it is one core's
+    rate, the most a one-thread kernel can use; all cores together reach more. With one thread the time is
+    that thread's CPU time (as in ``interleaved_times``: a busy machine's waits for the core are left out).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     if isinstance(megabytes, bool) or not isinstance(megabytes, int) or megabytes < 8:
         raise ValueError(f"megabytes must be an int >= 8 (larger than the caches), got {megabytes!r}")
     x = torch.ones(megabytes * (1 << 20) // 4)
-    timer = tbench.Timer(stmt="torch.sum(x)", globals={"x": x, "torch": torch}, num_threads=threads)
+    timer = tbench.Timer(stmt="torch.sum(x)", globals={"x": x, "torch": torch}, num_threads=threads, timer=_clock_for(threads))
     seconds = timer.blocked_autorange(min_run_time=min_run_time).median
     return x.numel() * 4 / seconds / 1e9
 
@@ -261,7 +298,8 @@ def measure_matmul_rate(*, n: int = 512, threads: int = 1, dtype: torch.dtype = 
     """Matmul rate in GFLOP/s (GOP/s for int8) of an (n, n) @ (n, n) product (``2 n^3`` operations).
 
     ``dtype=torch.int8`` times ``torch._int_mm`` (int8 x int8 -> int32, the
-    kernel behind torchao's dynamic INT8 on CPU); float dtypes time ``torch.mm``.
+    kernel behind torchao's dynamic INT8 on CPU); float dtypes time ``torch.mm``. With one thread the
+    time is that thread's CPU time (as in ``interleaved_times``).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -276,7 +314,7 @@ def measure_matmul_rate(*, n: int = 512, threads: int = 1, dtype: torch.dtype = 
         stmt = "torch.mm(a, b)"
     else:
         raise ValueError(f"dtype must be torch.float32, torch.bfloat16, torch.float16 or torch.int8, got {dtype}")
-    timer = tbench.Timer(stmt=stmt, globals={"a": a, "b": b, "torch": torch}, num_threads=threads)
+    timer = tbench.Timer(stmt=stmt, globals={"a": a, "b": b, "torch": torch}, num_threads=threads, timer=_clock_for(threads))
     seconds = timer.blocked_autorange(min_run_time=min_run_time).median
     return 2 * n**3 / seconds / 1e9
 
@@ -327,6 +365,294 @@ def roofline_ms(cost: LinearCost, *, gflops: float, gbps: float) -> float:
     return 1e3 * max(cost.flops / (gflops * 1e9), cost.bytes / (gbps * 1e9))
 
 
+# --------------------------------------------------------------------------- timing a large layer honestly
+
+DRAM_BYTES = 256 * 2**20  # larger than the last-level cache of any laptop CPU
+
+
+class LinearStack(nn.Module):
+    """``copies`` of one layer, all called on the same input; the outputs are stacked to (copies, *out).
+
+    A stand-in for the many layers of a real model: together their weights are larger than the CPU's
+    caches, so every call reads each weight from memory, as an LLM decoding a token does. Timing one
+    layer in a loop instead lets a weight that fits in the last-level cache stay there between calls.
+    Divide a stack's time by ``len(stack.layers)`` for the time of one layer.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+
+    def __init__(self, layer: nn.Module, copies: int) -> None:
+        super().__init__()
+        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+            raise ValueError(f"copies must be a positive int, got {copies!r}")
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(copies)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([layer(x) for layer in self.layers])
+
+
+class RoundRobin:
+    """A callable that runs the next of ``layers`` at each call: eager timing across copies, one layer per call.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        if not layers:
+            raise ValueError("layers is empty")
+        self.layers, self._next = list(layers), 0
+        self.__name__ = type(self.layers[0]).__name__
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layers[self._next]
+        self._next = (self._next + 1) % len(self.layers)
+        return layer(x)
+
+
+def copies_beyond_cache(weight_bytes: float, *, total_bytes: int = DRAM_BYTES) -> int:
+    """How many copies of a weight of ``weight_bytes`` bytes add up to at least ``total_bytes`` (at least 1).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    if not weight_bytes > 0:
+        raise ValueError(f"weight_bytes must be positive, got {weight_bytes!r}")
+    return max(1, math.ceil(total_bytes / weight_bytes))
+
+
+def compile_frozen(module: nn.Module, example: torch.Tensor) -> tuple[Any, str]:
+    """``torch.compile(module)`` built with Inductor's ``freezing`` on (weights become constants), for ``example``.
+
+    The setting is scoped (``torch._inductor.config.patch``), so nothing global changes; the compiled
+    program is built by one call on ``example`` and reused for inputs of that shape. Returns the compiled
+    module and the Python code Inductor generated for it (read it with ``inductor_summary``). Raises what
+    ``torch.compile`` raises where it cannot build (no C++ compiler: check ``qh.compile_available()``).
+    It clears torch.compile's caches (``torch._dynamo.reset()``, which ``run_and_get_code`` calls too):
+    a program compiled before is rebuilt at its next call, then *without* freezing. To keep several
+    compiled programs alive together, build them with ``layer_runner``.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    from torch._inductor.utils import run_and_get_code
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    torch._dynamo.reset()
+    compiled = torch.compile(module)
+    with torch._inductor.config.patch(freezing=True), torch.inference_mode():
+        _, codes = run_and_get_code(compiled, example)
+    return compiled, "\n".join(codes)
+
+
+_FROZEN = re.compile(r"^\s*_frozen_param\d+ = None\s+# device\(type='\w+'\) (torch\.\w+) (\([\d, ]*\))")
+_CALL = re.compile(r"\b(extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.default)?|cpp_fused_\w+)\(")
+
+
+def inductor_summary(code: str) -> dict:
+    """What a compiled program calls and which constants it holds, read from Inductor's generated code.
+
+    Returns ``{"calls": [...], "constants": [(dtype, shape), ...]}``: ``calls`` are the kernels in call
+    order (``extern_kernels.X`` and ``torch.ops.ns.X`` library kernels, ``cpp_fused_*`` for the C++
+    Inductor wrote itself, shown as ``generated C++``); ``constants`` are the frozen tensors (weights,
+    and what freezing computed from them ahead of time).
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    if not isinstance(code, str):
+        raise TypeError(f"code must be the generated code (a str), got {type(code).__name__}")
+    calls, constants = [], []
+    for line in code.splitlines():
+        m = _FROZEN.match(line)
+        if m:
+            constants.append((m.group(1), m.group(2)))
+            continue
+        if line.lstrip().startswith(("def ", "from ", "import ", "#", "async_compile")):
+            continue
+        for name in _CALL.findall(line):
+            name = "generated C++" if name.startswith("cpp_fused") else name.removesuffix(".default")
+            if not calls or calls[-1] != name:
+                calls.append(name)
+    return {"calls": calls, "constants": constants}
+
+
+def layer_runner(layer: nn.Module, example: torch.Tensor, *, copies: int = 1, compiled: bool = False) -> tuple[Any, int]:
+    """What ``interleaved_times`` times for one layer: ``(fn, layers per call)``.
+
+    Eager: ``fn`` is a ``RoundRobin`` over ``copies`` deep copies of ``layer`` (one layer per call; with
+    ``copies=1`` the layer itself). Compiled: ``fn`` is a ``LinearStack`` of the copies, compiled and
+    built on ``example`` with Inductor's ``freezing`` on (scoped, as in ``compile_frozen``) at one thread,
+    the thread count ``interleaved_times`` times at (another count would rebuild it), and one call runs
+    ``copies`` layers. Unlike ``compile_frozen`` it leaves torch.compile's caches alone, so the
+    programs of several runners stay as they were built while they are timed together; call
+    ``torch._dynamo.reset()`` when done with them.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies must be a positive int, got {copies!r}")
+    if compiled:
+        fn = torch.compile(LinearStack(layer, copies))
+        saved_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the thread count is part of what a compiled program is built for
+        try:
+            with torch._inductor.config.patch(freezing=True), torch.inference_mode():
+                fn(example)
+        finally:
+            torch.set_num_threads(saved_threads)
+        return fn, copies
+    layers = [layer] if copies == 1 else [copy.deepcopy(layer) for _ in range(copies)]
+    return RoundRobin(layers), 1
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """Times of several callables measured together in rounds (``interleaved_times``); milliseconds.
+
+    ``samples_ms[name]`` holds one per-call time per round, in round order: round ``r`` of every name was
+    measured within the same few seconds, so ``ratio`` divides them round by round (a paired ratio) and a
+    slow spell of a shared machine touches both sides of it.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+
+    samples_ms: dict
+    calls_per_sample: dict
+    rounds: int
+
+    def _get(self, name: str) -> list:
+        if name not in self.samples_ms:
+            raise KeyError(f"{name!r} was not timed; timed: {sorted(self.samples_ms)}")
+        return self.samples_ms[name]
+
+    def median_ms(self, name: str) -> float:
+        return _quartiles(self._get(name))[1]
+
+    def iqr_ms(self, name: str) -> float:
+        q1, _, q3 = _quartiles(self._get(name))
+        return q3 - q1
+
+    def ratio(self, base: str, name: str) -> tuple[float, float, float]:
+        """``base`` time over ``name`` time, round by round: ``(median, 25th, 75th percentile)`` (above 1: faster than base)."""
+        return _quartiles([b / a for a, b in zip(self._get(name), self._get(base))])
+
+    def speedup(self, base: str, name: str) -> str:
+        """The median paired ratio as "1.85x", or "within spread" when the middle half of the ratios includes 1."""
+        q1, median, q3 = self.ratio(base, name)
+        return "within spread" if q1 <= 1.0 <= q3 else f"{median:.2f}x"
+
+
+def interleaved_times(fns: dict, example: torch.Tensor, *, rounds: int = 10, warmup: int = 2, sample_ms: float = 20.0,
+                      layers_per_call: Optional[dict] = None, clock: Any = None) -> Interleaved:
+    """Time several callables on ``example`` in interleaved rounds, on one thread, so that their ratios are paired.
+
+    Each callable first gets ``warmup`` untimed calls, then one more timed call that sizes its samples
+    (a sample is the mean of enough back-to-back calls to last about ``sample_ms``). Then each of
+    ``rounds`` rounds times one sample of every callable, in an order that rotates from round to round.
+    ``layers_per_call[name]`` divides that name's times (a compiled ``LinearStack`` runs several layers
+    per call). Runs under ``torch.inference_mode()`` on one thread (the count is restored after).
+
+    ``clock`` (default: the CPU time of the calling thread, ``time.thread_time``, where it counts in
+    microseconds or finer, as on Linux and macOS; otherwise ``time.perf_counter``) times the samples. With
+    one thread every kernel runs in the calling thread, so its CPU time is the call's time on a core, while
+    the moments a busy machine gives that core to another program are left out: on a shared machine a
+    wall-clock sample of a long call holds such waits and one of a short call often does not, which would
+    bias their ratio.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    if not isinstance(fns, dict) or not fns or not all(callable(f) for f in fns.values()):
+        raise ValueError(f"fns must be a non-empty dict of name -> callable, got {fns!r}")
+    for arg, value, least in (("rounds", rounds, 2), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{arg} must be an int >= {least}, got {value!r}")
+    if not sample_ms > 0:
+        raise ValueError(f"sample_ms must be positive, got {sample_ms!r}")
+    clock = clock or _thread_clock()
+    if not callable(clock):
+        raise TypeError(f"clock must be a function returning seconds, got {type(clock).__name__}")
+    per_call = {n: 1 for n in fns} | dict(layers_per_call or {})
+    if set(per_call) != set(fns):
+        raise ValueError(f"layers_per_call names {sorted(set(per_call) - set(fns))} that fns does not hold")
+    names = list(fns)
+    calls: dict = {}
+    samples: dict = {n: [] for n in names}
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for n in names:
+                for _ in range(warmup):
+                    fns[n](example)
+                start = clock()
+                fns[n](example)
+                one = clock() - start
+                calls[n] = max(1, min(1000, math.ceil(sample_ms / 1e3 / max(one, 1e-9))))
+            for r in range(rounds):
+                k = r % len(names)
+                for n in names[k:] + names[:k]:
+                    start = clock()
+                    for _ in range(calls[n]):
+                        fns[n](example)
+                    samples[n].append((clock() - start) / calls[n] / per_call[n] * 1e3)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return Interleaved(samples_ms=samples, calls_per_sample=calls, rounds=rounds)
+
+
+def count_aten_ops(fn: Any, example: torch.Tensor) -> int:
+    """How many aten operations one call ``fn(example)`` dispatches (under ``torch.inference_mode``).
+
+    Each one pays the dispatcher's fixed cost (microseconds), which decides the time of a model whose
+    layers are tiny. Counted with a ``TorchDispatchMode``, below any tensor subclass, so a torchao
+    config's quantize/rescale steps are counted one by one.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (a model or function), got {type(fn).__name__}")
+
+    class _Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode(), _Count() as counter:
+        fn(example)
+    return counter.n
+
+
+def torchao_int8_dynamic_cpu_path() -> str:
+    """Which integer matmul torchao's INT8 dynamic config runs on this CPU, by torchao's own test.
+
+    torchao/kernel/intmm.py ``_int_scaled_matmul_cpu``: with AVX512-VNNI and without AMX it shifts the
+    activations to uint8 (``"u8s8"``), calls ``torch._int_mm`` and subtracts ``128 * (sum of each weight
+    column)``, a sum it computes on every call; otherwise it calls ``torch._int_mm`` on int8 x int8
+    (``"s8s8"``). Both give exact integer results.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
+    from torchao.utils import (
+        _cpu_is_amx_tile_supported,
+        _cpu_is_vnni_supported,
+        torch_version_at_least,
+    )
+
+    u8s8 = not _cpu_is_amx_tile_supported() and _cpu_is_vnni_supported() and torch_version_at_least("2.12.0.dev")
+    return "u8s8" if u8s8 else "s8s8"
+
+
 # --------------------------------------------------------------------------- outliers and SmoothQuant
 
 
@@ -372,7 +698,9 @@ def smoothquant_scales(act_max: torch.Tensor, weight_max: torch.Tensor, *, alpha
 
     Dividing the activations' channel j by ``s_j`` and multiplying the weight's
     input column j by ``s_j`` leaves ``X W^T`` unchanged and moves the difficulty
-    from the activations to the weights: ``alpha=0`` moves none, ``alpha=1`` all.
+    from the activations to the weights. ``alpha=1`` (``s_j = max|X_j|``) moves all of the activations'
+    spread onto the weights; ``alpha=0`` (``s_j = 1 / max|W_j|``) is not "no change": it flattens the
+    weight columns and moves their spread onto the activations.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -442,8 +770,9 @@ def simulate_w8a8(model: nn.Module) -> nn.Module:
 
 
 def w8a8_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``linear(x)`` with 8-bit activations (one symmetric scale for the whole tensor, as static INT8 uses)
-    and 8-bit weights (symmetric, per output channel), simulated in float (fake quantization)."""
+    """``linear(x)`` with 8-bit activations (one symmetric scale for the whole tensor, computed from ``x``
+    itself: per-tensor and dynamic; a calibrated static scale behaves the same on these inputs) and 8-bit
+    weights (symmetric, per output channel), simulated in float (fake quantization)."""
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
     x = _check_float_tensor(x, "x").detach()
@@ -456,88 +785,190 @@ def w8a8_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 # --------------------------------------------------------------------------- self-checks
 
 
+class _UsedHelper(Exception):
+    """Raised by a stand-in for a ``qhelpers`` function that an exercise asks the learner not to call."""
+
+
+@contextlib.contextmanager
+def _forbid_helper(name: str):
+    """While active, ``qh.<name>`` raises ``_UsedHelper``: a check sees a learner's function that calls it."""
+    import qhelpers
+
+    modules = [m for m in (qhelpers, sys.modules[__name__]) if hasattr(m, name)]
+    saved = [getattr(m, name) for m in modules]
+
+    def trap(*_args: Any, **_kwargs: Any) -> Any:
+        raise _UsedHelper(name)
+
+    for m in modules:
+        setattr(m, name, trap)
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, saved):
+            setattr(m, name, f)
+
+
+def _learner_function(fn: Any, check_name: str, signature: str) -> Any:
+    """``fn`` if it is a function; ``NotFilledIn`` for a blank; ``WrongAnswer`` (a hint) for anything else."""
+    if not_filled(fn):
+        raise NotFilledIn(check_name)
+    if not callable(fn) or isinstance(fn, torch.Tensor):
+        raise WrongAnswer(
+            check_name,
+            f"write a function, e.g. `lambda {signature}: ...`, not a {type(fn).__name__}: "
+            "the check runs it on several inputs, not only the one in the task",
+        )
+    return fn
+
+
+def _call_learner(fn: Any, check_name: str, forbidden: Optional[str], *args: Any) -> Any:
+    """Run the learner's ``fn(*args)`` (with ``qh.<forbidden>`` disabled, if given); failures become ``WrongAnswer`` hints."""
+    try:
+        with _forbid_helper(forbidden) if forbidden else contextlib.nullcontext():
+            return fn(*args)
+    except _UsedHelper:
+        raise WrongAnswer(check_name, f"the task asks you to write the formula yourself, not to call qh.{forbidden}") from None
+    except Exception as exc:  # noqa: BLE001 (the learner's function failed: say how, never crash the notebook)
+        shown = ", ".join(repr(a) if not isinstance(a, torch.Tensor) else f"a tensor of shape {tuple(a.shape)}" for a in args)
+        raise WrongAnswer(check_name, f"your function raised {type(exc).__name__} on ({shown}): {exc}") from None
+
+
+INT4_PAIRS = ((-3, 5), (5, -3), (-8, -1), (7, 7), (0, -8), (-1, 0), (6, -7))
+
+
 @_blank_safe
-def check_int4_byte(byte: Any, low: int, high: int) -> bool:
-    """Exercise: the ``uint8`` value that holds int4 code ``low`` in its low nibble and ``high`` in its high nibble.
+def check_int4_pack(pack_byte: Any) -> bool:
+    """Exercise: ``pack_byte(low, high)``, the ``uint8`` value (0..255) holding int4 code ``low`` in its low nibble
+    and ``high`` in its high nibble, written with bit operations; checked on the pairs in ``INT4_PAIRS``
+    (negative low and high codes, both ends of -8..7).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    got = as_number(byte, "packed byte")
-    expected = int(pack_int4(torch.tensor([low, high]))[0])
-    if got == expected:
-        return report("packed byte", True)
-    if got == (high & 0xF) | ((low & 0xF) << 4):
-        return report("packed byte", False, "the nibbles are swapped: the first code goes to the low 4 bits")
-    if got < 0 or got > 255:
-        return report("packed byte", False, f"{got:g} is not a byte: keep only the low 4 bits of each code (& 0xF) before shifting")
-    if got == low + 16 * high:
-        return report("packed byte", False, "a negative code must be stored as its 4-bit two's complement (code & 0xF)")
-    return report("packed byte", False, f"got {got:g}; low nibble = first code & 0xF, high nibble = (second code & 0xF) << 4")
+    name = "pack_byte"
+    fn = _learner_function(pack_byte, name, "low, high")
+    for low, high in INT4_PAIRS:
+        expected = int(pack_int4(torch.tensor([low, high]))[0])
+        got = as_number(_call_learner(fn, name, "pack_int4", low, high), name)
+        if got == expected:
+            continue
+        where = f"for codes ({low}, {high}) you return {got:g}, the byte is {expected}"
+        if got == (high & 0xF) | ((low & 0xF) << 4):
+            return report(name, False, f"{where}: the nibbles are swapped (the first code goes to the low 4 bits)")
+        if got < 0 or got > 255 or got != int(got):
+            return report(name, False, f"{where}, and {got:g} is not a byte: keep only the low 4 bits of each code (& 0xF) before shifting")
+        if got == low + 16 * high:
+            return report(name, False, f"{where}: a negative code is stored as its 4-bit two's complement (code & 0xF)")
+        return report(name, False, f"{where}: low nibble = first code & 0xF, high nibble = (second code & 0xF) << 4")
+    return report(name, True)
+
+
+INT4_BYTES_CASES = ((4096, 4096, 128, 2), (4096, 11008, 64, 2), (1024, 4096, 32, 4), (256, 1024, 1024, 4))
 
 
 @_blank_safe
-def check_group_bytes(answer: Any, out_features: int, in_features: int, *, bits: int, group_size: int, scale_bytes: int = 4) -> bool:
-    """Exercise: bytes of a ``bits``-bit per-group weight with one ``scale_bytes`` scale per group.
+def check_int4_weight_bytes(int4_bytes: Any) -> bool:
+    """Exercise: ``int4_bytes(out_features, in_features, group_size, scale_bytes)``, the bytes of a weight stored as
+    packed int4 codes (two per byte) plus one ``scale_bytes`` scale per group; checked on ``INT4_BYTES_CASES``.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    got = as_number(answer, "bytes")
-    expected = weight_storage_bytes(out_features, in_features, bits=bits, group_size=group_size, scale_bytes=scale_bytes)
-    if got == expected:
-        return report("bytes", True)
-    codes_only = math.ceil(out_features * in_features * bits / 8)
-    if got == codes_only:
-        return report("bytes", False, "that counts the codes only; every group also stores its scale")
-    if got == out_features * in_features + out_features * (in_features // group_size) * scale_bytes:
-        return report("bytes", False, f"a {bits}-bit code takes {bits}/8 of a byte once packed, not a whole byte")
-    if got == codes_only + out_features * scale_bytes:
-        return report("bytes", False, "one scale per group, not one per row: count the groups of each row")
-    return report("bytes", False, f"got {got:g}; add the packed codes' bytes and the scales' bytes")
+    name = "int4_bytes"
+    fn = _learner_function(int4_bytes, name, "out_features, in_features, group_size, scale_bytes")
+    for out_f, in_f, g, sb in INT4_BYTES_CASES:
+        expected = weight_storage_bytes(out_f, in_f, bits=4, group_size=g, scale_bytes=sb)
+        got = as_number(_call_learner(fn, name, "weight_storage_bytes", out_f, in_f, g, sb), name)
+        if got == expected:
+            continue
+        codes, groups = out_f * in_f // 2, out_f * (in_f // g)
+        where = f"for {out_f} x {in_f}, groups of {g}, {sb}-byte scales you return {got:g}, the weight takes {expected}"
+        hints = [
+            (codes, "that counts the codes only; every group also stores its scale"),
+            (out_f * in_f + groups * sb, "a 4-bit code takes half a byte once packed, not a whole byte"),
+            (codes + out_f * sb, "one scale per group, not one per row: count the groups of each row"),
+            (codes + (in_f // g) * sb, "every row has its own groups: out_features * (in_features / group_size) scales"),
+            (codes + groups * (4 if sb != 4 else 2), "each scale takes scale_bytes bytes (2 for float16, 4 for float32)"),
+        ]
+        for value, hint in hints:
+            if got == value:
+                return report(name, False, f"{where}: {hint}")
+        return report(name, False, f"{where}: add the packed codes' bytes and the scales' bytes")
+    return report(name, True)
+
+
+ROOFLINE_BATCHES = (1, 4, 16, 64, 256)
 
 
 @_blank_safe
 def check_roofline_speedup(
-    answer: Any, in_features: int, out_features: int, *, batch: int = 1, weight_bits: int = 8, gflops: float, gbps: float
+    predicted_speedup: Any, in_features: int, out_features: int, *, weight_bits: int = 8, gflops: float, gbps: float
 ) -> bool:
-    """Exercise (predict first): the roofline's predicted speedup of a weight-quantized Linear over float (within 10%).
+    """Exercise (predict first): ``predicted_speedup(batch)``, the roofline's speedup of a Linear whose weight is
+    stored in ``weight_bits`` (activations float32, a kernel that reads the narrow weight directly) over the float32
+    Linear, within 10 % at each batch of ``ROOFLINE_BATCHES`` (memory-bound, near the ridge, compute-bound).
 
-    The expected value is computed here from the layer's shape, so the check cell shows no solution code.
+    The expected values are computed here from the layer's shape, so the check cell shows no solution code.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    got = as_number(answer, "predicted speedup")
-    cost_float = linear_cost(in_features, out_features, batch)
-    cost_quant = linear_cost(in_features, out_features, batch, weight_bits=weight_bits)
-    expected = roofline_ms(cost_float, gflops=gflops, gbps=gbps) / roofline_ms(cost_quant, gflops=gflops, gbps=gbps)
-    if abs(got - expected) <= 0.1 * expected:  # a prediction: the reasoning's range, not the exact digits
-        return report("predicted speedup", True)
-    if abs(got - 1.0) <= 0.05 and expected > 1.3:
-        return report("predicted speedup", False, "at this batch the layer is limited by memory, not arithmetic: fewer weight bytes help")
-    flops_bound = cost_float.flops / (gflops * 1e9) > cost_float.bytes / (gbps * 1e9)
-    if flops_bound and got > 1.3:
-        return report("predicted speedup", False, "at this batch the layer is compute-bound: weight-only quantization leaves the FLOPs as they were")
-    ratio = cost_float.weight_bytes / cost_quant.weight_bytes
-    if abs(got - ratio) <= 0.02 * ratio and abs(ratio - expected) > 0.05 * expected:
-        return report("predicted speedup", False, "the weight bytes shrink by that much, but the activations still move in float")
-    return report("predicted speedup", False, f"got {got:.3g}; divide the roofline time of the float layer by that of the quantized one")
+    name = "predicted speedup"
+    fn = _learner_function(predicted_speedup, name, "batch")
+
+    def roof(batch: int, bits: int, combine: Any = max) -> float:
+        c = linear_cost(in_features, out_features, batch, weight_bits=bits)
+        return combine(c.flops / (gflops * 1e9), c.bytes / (gbps * 1e9))
+
+    expected = {b: roof(b, 32) / roof(b, weight_bits) for b in ROOFLINE_BATCHES}
+    got = {b: as_number(_call_learner(fn, name, None, b), name) for b in ROOFLINE_BATCHES}
+    wrong = [b for b in ROOFLINE_BATCHES if abs(got[b] - expected[b]) > 0.1 * expected[b]]
+    if not wrong:
+        return report(name, True)
+    b = wrong[0]
+    where = f"at batch {b} you predict {got[b]:.3g}, the roofline gives {expected[b]:.3g}"
+    byte_ratio = 32 / weight_bits
+    if all(abs(got[k] * expected[k] - 1) < 0.1 for k in ROOFLINE_BATCHES):
+        return report(name, False, f"{where}: upside down; speedup = float time / quantized time")
+    if all(abs(got[k] - byte_ratio) < 0.1 * byte_ratio for k in ROOFLINE_BATCHES):
+        return report(name, False, f"{where}: the weight bytes shrink {byte_ratio:g}x at every batch, but at large batches "
+                                   "the FLOPs decide: the roofline takes the slower of FLOP time and byte time")
+    if abs(got[1] - 1.0) < 0.05 and expected[1] > 1.3:
+        return report(name, False, f"{where}: at batch 1 the layer is limited by memory, not arithmetic: fewer weight bytes help")
+    summed = {k: roof(k, 32, lambda a, c: a + c) / roof(k, weight_bits, lambda a, c: a + c) for k in ROOFLINE_BATCHES}
+    if all(abs(got[k] - summed[k]) < 0.02 * summed[k] for k in ROOFLINE_BATCHES):
+        return report(name, False, f"{where}: the roofline's time is the slower of the two (max), not their sum")
+    return report(name, False, f"{where}: divide the roofline time of the float layer by that of the quantized one, at each batch")
+
+
+SMOOTHQUANT_ALPHAS = (0.75, 0.25, 0.6)
 
 
 @_blank_safe
-def check_smoothquant_scales(scales: Any, act_max: torch.Tensor, weight_max: torch.Tensor, *, alpha: float) -> bool:
-    """Exercise: SmoothQuant's ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``.
+def check_smoothquant_scales(smooth_scales: Any, act_max: torch.Tensor, weight_max: torch.Tensor) -> bool:
+    """Exercise: ``smooth_scales(act_max, weight_max, alpha)``, SmoothQuant's ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``,
+    checked at each alpha of ``SMOOTHQUANT_ALPHAS`` (never 0.5, where swapped exponents give the same numbers) on
+    ``act_max``/``weight_max`` and on a second, hidden pair.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    if not_filled(scales):
-        raise NotFilledIn("smoothing scales")
-    s = torch.as_tensor(scales).detach().float().reshape(-1)
-    expected = smoothquant_scales(act_max, weight_max, alpha=alpha)
-    if s.shape != expected.shape:
-        return report("smoothing scales", False, f"expected one factor per input channel ({expected.numel()}), got {s.numel()}")
-    if torch.allclose(s, expected, rtol=1e-4):
-        return report("smoothing scales", True)
-    if torch.allclose(s, 1.0 / expected, rtol=1e-4):
-        return report("smoothing scales", False, "upside down: large activation channels need a large s (the activation is divided by s)")
-    if torch.allclose(s, smoothquant_scales(act_max, weight_max, alpha=1.0 - alpha), rtol=1e-4):
-        return report("smoothing scales", False, "alpha is the exponent of the activation range, 1 - alpha that of the weight range")
-    return report("smoothing scales", False, "compare your formula with s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)")
+    name = "smooth_scales"
+    fn = _learner_function(smooth_scales, name, "act_max, weight_max, alpha")
+    a0, w0 = torch.as_tensor(act_max).detach().float(), torch.as_tensor(weight_max).detach().float()
+    hidden = (torch.tensor([1.0, 50.0, 2.0, 0.5, 8.0]), torch.tensor([0.2, 0.1, 0.4, 0.3, 0.05]))
+    for a, w in ((a0, w0), hidden):
+        for alpha in SMOOTHQUANT_ALPHAS:
+            expected = smoothquant_scales(a, w, alpha=alpha)
+            out = _call_learner(fn, name, "smoothquant_scales", a.clone(), w.clone(), alpha)
+            s = torch.as_tensor(out).detach().float().reshape(-1)
+            if s.shape != expected.shape:
+                return report(name, False, f"expected one factor per input channel ({expected.numel()}), got {s.numel()}")
+            if torch.allclose(s, expected, rtol=1e-4):
+                continue
+            where = f"at alpha = {alpha}"
+            if torch.allclose(s, 1.0 / expected, rtol=1e-4):
+                return report(name, False, f"{where}: upside down; large activation channels need a large s (the activation is divided by s)")
+            if torch.allclose(s, smoothquant_scales(a, w, alpha=1.0 - alpha), rtol=1e-4):
+                return report(name, False, f"{where}: alpha is the exponent of the activation range, 1 - alpha that of the weight range")
+            if torch.allclose(s, smoothquant_scales(a, w, alpha=0.5), rtol=1e-4):
+                return report(name, False, f"{where}: your factors do not change with alpha; use the alpha argument")
+            return report(name, False, f"{where}: compare your formula with s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)")
+    return report(name, True)

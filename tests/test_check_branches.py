@@ -127,31 +127,6 @@ def test_accuracy_prediction_above_100_percent(capsys):
     rejected(capsys, qh.check_int8_accuracy_prediction((98.9, 100.5), 98.8, 98.8), "from 0 to 100", "(98.9, 100.5)")
 
 
-# ----------------------------------------------------------------------------- qhelpers/linear.py (notebook 06)
-
-
-def test_int4_byte_another_wrong_byte(capsys):
-    rejected(capsys, qh.check_int4_byte(7, -3, 5), "got 7", "low nibble = first code & 0xF")
-
-
-def test_group_bytes_another_wrong_count(capsys):
-    rejected(capsys, qh.check_group_bytes(12345, 4096, 4096, bits=4, group_size=128, scale_bytes=2), "got 12345", "packed codes' bytes and the scales' bytes")
-
-
-def test_roofline_speedup_the_weight_ratio_when_activations_matter(capsys):
-    """A small memory-bound layer at batch 64: weights shrink 4x, but the float activations keep the speedup near 2."""
-    cost_f, cost_q = qh.linear_cost(256, 256, 64), qh.linear_cost(256, 256, 64, weight_bits=8)
-    expected = qh.roofline_ms(cost_f, gflops=1000.0, gbps=10.0) / qh.roofline_ms(cost_q, gflops=1000.0, gbps=10.0)
-    assert expected == pytest.approx(2.0, rel=0.01)
-    ok = qh.check_roofline_speedup(4.0, 256, 256, batch=64, gflops=1000.0, gbps=10.0)
-    rejected(capsys, ok, "weight bytes shrink by that much", "activations still move in float")
-
-
-def test_smoothquant_scales_blank(capsys):
-    ok = qh.check_smoothquant_scales(..., torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5]), alpha=0.5)
-    rejected(capsys, ok, "smoothing scales", "not filled in yet")
-
-
 # ----------------------------------------------------------------------------- qhelpers/modern.py (notebook 05)
 
 

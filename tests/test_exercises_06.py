@@ -1,124 +1,228 @@
-"""Notebook 06's self-checks: the right answer passes, the typical wrong answers fail with a hint."""
+"""Notebook 06's self-checks: the right answer passes; each typical wrong answer fails with its hint."""
 
 import torch
 
 import qhelpers as qh
 
-# Exercise 1 (predict first): the roofline's speedup of int8 weight-only at batch 1 on a 4096 x 8192 layer.
-GFLOPS, GBPS = 100.0, 10.0
-COST_F = qh.linear_cost(4096, 8192, 1)
-COST_Q = qh.linear_cost(4096, 8192, 1, weight_bits=8)
-RIGHT_1 = qh.roofline_ms(COST_F, gflops=GFLOPS, gbps=GBPS) / qh.roofline_ms(COST_Q, gflops=GFLOPS, gbps=GBPS)
-
-
-def check1(answer):
-    return qh.check_roofline_speedup(answer, 4096, 8192, gflops=GFLOPS, gbps=GBPS)
+# Exercise 1: pack_byte(low, high) with bit operations.
+RIGHT_1 = lambda low, high: (low & 0xF) | ((high & 0xF) << 4)
 
 
 def test_ex1_accepts_right_answer(capsys):
-    assert check1(RIGHT_1)
-    assert check1(RIGHT_1 * 1.08)  # a prediction within the roofline's range
+    assert qh.check_int4_pack(RIGHT_1)
     assert "✅" in capsys.readouterr().out
 
 
-def test_ex1_rejects_no_speedup(capsys):
-    assert not check1(1.0)
-    assert "memory" in capsys.readouterr().out
+def test_ex1_rejects_the_number_for_one_pair(capsys):
+    assert not qh.check_int4_pack(93)
+    assert "write a function" in capsys.readouterr().out
 
 
-def test_ex1_rejects_the_int4_ratio(capsys):
-    assert not check1(8.0)
-    assert "❌" in capsys.readouterr().out
-
-
-def test_ex1_rejects_a_speedup_at_a_compute_bound_batch(capsys):
-    assert not qh.check_roofline_speedup(3.9, 4096, 8192, batch=256, gflops=GFLOPS, gbps=GBPS)
-    assert "compute-bound" in capsys.readouterr().out
-
-
-def test_ex1_blank_is_not_filled(capsys):
-    assert not check1(...)
-    assert "not filled in yet" in capsys.readouterr().out
-
-
-# Exercise 2: pack int4 codes -3 (low nibble) and 5 (high nibble) into one byte.
-
-
-def test_ex2_accepts_right_answer(capsys):
-    assert qh.check_int4_byte((-3 & 0xF) | (5 << 4), -3, 5)
-    assert "✅" in capsys.readouterr().out
-
-
-def test_ex2_rejects_swapped_nibbles(capsys):
-    assert not qh.check_int4_byte((5 & 0xF) | ((-3 & 0xF) << 4), -3, 5)
+def test_ex1_rejects_swapped_nibbles(capsys):
+    assert not qh.check_int4_pack(lambda low, high: (high & 0xF) | ((low & 0xF) << 4))
     assert "swapped" in capsys.readouterr().out
 
 
-def test_ex2_rejects_no_mask_on_the_negative_code(capsys):
-    assert not qh.check_int4_byte(-3 | (5 << 4), -3, 5)  # -3 unmasked gives a negative number
+def test_ex1_rejects_an_unmasked_high_nibble(capsys):
+    # right for (-3, 5), the pair of the old single-number exercise; wrong for a negative high code
+    assert (-3 & 0xF) | (5 << 4) == RIGHT_1(-3, 5)
+    assert not qh.check_int4_pack(lambda low, high: (low & 0xF) | (high << 4))
+    out = capsys.readouterr().out
+    assert "(5, -3)" in out and "& 0xF" in out
+
+
+def test_ex1_rejects_an_unmasked_low_nibble(capsys):
+    assert not qh.check_int4_pack(lambda low, high: low | ((high & 0xF) << 4))
     assert "& 0xF" in capsys.readouterr().out
 
 
-def test_ex2_rejects_plain_arithmetic(capsys):
-    assert not qh.check_int4_byte(-3 + 16 * 5, -3, 5)
+def test_ex1_rejects_plain_arithmetic(capsys):
+    assert not qh.check_int4_pack(lambda low, high: low + 16 * high)
     assert "two's complement" in capsys.readouterr().out
 
 
-# Exercise 3: bytes of a 4096 x 4096 int4 weight, groups of 128, float16 scales.
-RIGHT_3 = 4096 * 4096 // 2 + 4096 * 32 * 2
+def test_ex1_rejects_the_helper(capsys):
+    assert not qh.check_int4_pack(lambda low, high: int(qh.pack_int4(torch.tensor([low, high]))[0]))
+    assert "not to call qh.pack_int4" in capsys.readouterr().out
 
 
-def check3(answer):
-    return qh.check_group_bytes(answer, 4096, 4096, bits=4, group_size=128, scale_bytes=2)
+def test_ex1_blank_is_not_filled(capsys):
+    assert not qh.check_int4_pack(...)
+    assert "not filled in yet" in capsys.readouterr().out
 
 
-def test_ex3_accepts_right_answer(capsys):
-    assert check3(RIGHT_3)
+# Exercise 2: int4_bytes(out_features, in_features, group_size, scale_bytes).
+RIGHT_2 = lambda o, i, g, sb: o * i // 2 + o * (i // g) * sb
+
+
+def test_ex2_accepts_right_answer(capsys):
+    assert qh.check_int4_weight_bytes(RIGHT_2)
     assert "✅" in capsys.readouterr().out
 
 
-def test_ex3_rejects_codes_without_scales(capsys):
-    assert not check3(4096 * 4096 // 2)
-    assert "scale" in capsys.readouterr().out
+def test_ex2_rejects_the_number_for_one_shape(capsys):
+    assert not qh.check_int4_weight_bytes(4096 * 4096 // 2 + 4096 * 32 * 2)
+    assert "write a function" in capsys.readouterr().out
 
 
-def test_ex3_rejects_a_byte_per_code(capsys):
-    assert not check3(4096 * 4096 + 4096 * 32 * 2)
-    assert "packed" in capsys.readouterr().out
+def test_ex2_rejects_codes_without_scales(capsys):
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i // 2)
+    assert "codes only" in capsys.readouterr().out
 
 
-def test_ex3_rejects_one_scale_per_row(capsys):
-    assert not check3(4096 * 4096 // 2 + 4096 * 2)
-    assert "per group" in capsys.readouterr().out
+def test_ex2_rejects_a_byte_per_code(capsys):
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i + o * (i // g) * sb)
+    assert "half a byte" in capsys.readouterr().out
 
 
-# Exercise 4: SmoothQuant factors with alpha = 0.5.
+def test_ex2_rejects_one_scale_per_row(capsys):
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i // 2 + o * sb)
+    assert "one per row" in capsys.readouterr().out
+
+
+def test_ex2_rejects_the_groups_of_one_row_only(capsys):
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i // 2 + (i // g) * sb)
+    assert "every row has its own groups" in capsys.readouterr().out
+
+
+def test_ex2_rejects_float32_scales_always(capsys):
+    # 4096 x 4096 with groups of 256 and float32 scales gives the same total as groups of 128 and float16:
+    # a single number could not tell them apart; the other shapes do
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i // 2 + o * (i // g) * 4)
+    assert "scale_bytes" in capsys.readouterr().out
+
+
+def test_ex2_rejects_the_helper(capsys):
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: qh.weight_storage_bytes(o, i, bits=4, group_size=g, scale_bytes=sb))
+    assert "not to call qh.weight_storage_bytes" in capsys.readouterr().out
+
+
+def test_ex2_reports_a_crash_without_raising(capsys):
+    assert not qh.check_int4_weight_bytes(lambda o, i: o * i)
+    assert "raised TypeError" in capsys.readouterr().out
+
+
+# Exercise 3 (predict first): predicted_speedup(batch) of int8 weight-only over float32 on a 4096 x 8192 layer.
+GFLOPS, GBPS = 100.0, 17.0
+
+
+def right_3(batch):
+    return qh.roofline_ms(qh.linear_cost(4096, 8192, batch), gflops=GFLOPS, gbps=GBPS) / qh.roofline_ms(
+        qh.linear_cost(4096, 8192, batch, weight_bits=8), gflops=GFLOPS, gbps=GBPS
+    )
+
+
+def check3(answer):
+    return qh.check_roofline_speedup(answer, 4096, 8192, weight_bits=8, gflops=GFLOPS, gbps=GBPS)
+
+
+def test_ex3_accepts_right_answer(capsys):
+    assert check3(right_3)
+    assert check3(lambda b: right_3(b) * 1.08)
+    assert "✅" in capsys.readouterr().out
+
+
+def test_ex3_the_answer_is_not_a_constant():
+    from qhelpers.linear import ROOFLINE_BATCHES
+
+    values = dict(zip(ROOFLINE_BATCHES, (right_3(b) for b in ROOFLINE_BATCHES)))
+    assert values[1] > 3.5 and abs(values[256] - 1.0) < 0.01 and 1.2 < values[4] < 3.5  # batch 4 is neither
+
+
+def test_ex3_rejects_a_number(capsys):
+    assert not check3(right_3(1))
+    assert "write a function" in capsys.readouterr().out
+
+
+def test_ex3_rejects_the_byte_ratio_at_every_batch(capsys):
+    assert not check3(lambda b: 4.0)
+    assert "slower of FLOP time and byte time" in capsys.readouterr().out
+
+
+def test_ex3_rejects_no_speedup(capsys):
+    assert not check3(lambda b: 1.0)
+    assert "limited by memory" in capsys.readouterr().out
+
+
+def test_ex3_rejects_upside_down(capsys):
+    assert not check3(lambda b: 1 / right_3(b))
+    assert "upside down" in capsys.readouterr().out
+
+
+def test_ex3_rejects_the_sum_of_the_two_times(capsys):
+    def summed(b):
+        f, q = qh.linear_cost(4096, 8192, b), qh.linear_cost(4096, 8192, b, weight_bits=8)
+        t = lambda c: c.flops / (GFLOPS * 1e9) + c.bytes / (GBPS * 1e9)
+        return t(f) / t(q)
+
+    assert not check3(summed)
+    assert "not their sum" in capsys.readouterr().out
+
+
+def test_ex3_blank_is_not_filled(capsys):
+    assert not check3(...)
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+# Exercise 4: smooth_scales(act_max, weight_max, alpha), checked at alphas other than 0.5.
 ACT = torch.tensor([1.0, 50.0, 2.0, 0.5])
 WMAX = torch.tensor([0.2, 0.1, 0.4, 0.3])
+RIGHT_4 = lambda a, w, alpha: a.pow(alpha) / w.pow(1 - alpha)
 
 
 def test_ex4_accepts_right_answer(capsys):
-    assert qh.check_smoothquant_scales(ACT.pow(0.5) / WMAX.pow(0.5), ACT, WMAX, alpha=0.5)
+    assert qh.check_smoothquant_scales(RIGHT_4, ACT, WMAX)
     assert "✅" in capsys.readouterr().out
 
 
 def test_ex4_rejects_the_inverse(capsys):
-    assert not qh.check_smoothquant_scales(WMAX.pow(0.5) / ACT.pow(0.5), ACT, WMAX, alpha=0.5)
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha: w.pow(1 - alpha) / a.pow(alpha), ACT, WMAX)
     assert "upside down" in capsys.readouterr().out
 
 
 def test_ex4_rejects_swapped_exponents(capsys):
-    act, wmax = ACT, WMAX
-    wrong = act.pow(0.25) / wmax.pow(0.75)
-    assert not qh.check_smoothquant_scales(wrong, act, wmax, alpha=0.75)
+    assert torch.allclose(RIGHT_4(ACT, WMAX, 0.5), ACT.pow(0.5) / WMAX.pow(0.5))  # at 0.5 the swap is invisible
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha: a.pow(1 - alpha) / w.pow(alpha), ACT, WMAX)
     assert "exponent" in capsys.readouterr().out
 
 
+def test_ex4_rejects_a_fixed_alpha_of_one_half(capsys):
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha: a.pow(0.5) / w.pow(0.5), ACT, WMAX)
+    assert "use the alpha argument" in capsys.readouterr().out
+
+
 def test_ex4_rejects_the_plain_ratio(capsys):
-    assert not qh.check_smoothquant_scales(ACT / WMAX, ACT, WMAX, alpha=0.5)
-    assert "❌" in capsys.readouterr().out
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha: a / w, ACT, WMAX)
+    assert "compare your formula" in capsys.readouterr().out
 
 
 def test_ex4_rejects_one_factor_for_all_channels(capsys):
-    assert not qh.check_smoothquant_scales(torch.tensor([2.0]), ACT, WMAX, alpha=0.5)
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha: torch.tensor([2.0]), ACT, WMAX)
     assert "one factor per input channel" in capsys.readouterr().out
+
+
+def test_ex4_rejects_the_helper(capsys):
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha: qh.smoothquant_scales(a, w, alpha=alpha), ACT, WMAX)
+    assert "not to call qh.smoothquant_scales" in capsys.readouterr().out
+
+
+def test_ex4_blank_is_not_filled(capsys):
+    assert not qh.check_smoothquant_scales(..., ACT, WMAX)
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+def test_a_check_leaves_the_forbidden_helper_in_place():
+    qh.check_smoothquant_scales(lambda a, w, alpha: qh.smoothquant_scales(a, w, alpha=alpha), ACT, WMAX)
+    assert qh.smoothquant_scales(ACT, WMAX, alpha=1.0).allclose(ACT)
+    import qhelpers.linear as lin
+
+    assert lin.smoothquant_scales is qh.smoothquant_scales
+
+
+def test_each_check_has_a_general_hint_for_other_wrong_answers(capsys):
+    assert not qh.check_int4_pack(lambda low, high: 0)
+    assert "low nibble = first code & 0xF" in capsys.readouterr().out
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i)
+    assert "add the packed codes' bytes and the scales' bytes" in capsys.readouterr().out
+    assert not check3(lambda b: 2.0)
+    assert "divide the roofline time of the float layer by that of the quantized one" in capsys.readouterr().out

@@ -1,14 +1,22 @@
 """qhelpers.linear against torchao's quant_primitives, plus int4 packing, the roofline and SmoothQuant."""
 
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torchao.quantization.quant_primitives import (
+    MappingType,
+    choose_qparams_affine,
+    dequantize_affine,
+    quantize_affine,
+)
 
 import qhelpers as qh
-from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine, dequantize_affine, quantize_affine
+import qhelpers.linear
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -185,3 +193,109 @@ def test_smoothquant_scales_formula_and_bad_inputs():
         qh.smooth_layernorm_linears(nn.LayerNorm(2), [nn.Linear(2, 2)], torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="never called"):
         qh.activation_channel_max(nn.Linear(2, 2), [torch.randn(1, 2)], {"other": nn.Linear(2, 2)})
+
+
+def test_linear_stack_holds_independent_copies_and_stacks_their_outputs():
+    layer = nn.Linear(8, 4).eval()
+    stack = qh.LinearStack(layer, 3)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        out = stack(x)
+    assert out.shape == (3, 2, 4) and torch.equal(out[2], layer(x).detach())
+    ptrs = {m.weight.data_ptr() for m in stack.layers} | {layer.weight.data_ptr()}
+    assert len(ptrs) == 4  # each copy has its own memory: a stack of views would stay in the cache
+    with pytest.raises(ValueError, match="copies"):
+        qh.LinearStack(layer, 0)
+
+
+def test_round_robin_calls_the_next_layer_each_time():
+    layers = [nn.Linear(2, 1, bias=False) for _ in range(3)]
+    for k, m in enumerate(layers):
+        nn.init.constant_(m.weight, float(k))
+    rr = qh.RoundRobin(layers)
+    x = torch.ones(1, 2)
+    assert [float(rr(x)) for _ in range(4)] == [0.0, 2.0, 4.0, 0.0]
+    with pytest.raises(ValueError):
+        qh.RoundRobin([])
+
+
+def test_copies_beyond_cache():
+    assert qh.copies_beyond_cache(128 * 2**20) == 2
+    assert qh.copies_beyond_cache(16 * 2**20) == 16
+    assert qh.copies_beyond_cache(10 * 2**30) == 1
+    with pytest.raises(ValueError):
+        qh.copies_beyond_cache(0)
+
+
+def test_torchao_int8_dynamic_cpu_path_follows_torchao():
+    from torchao.utils import _cpu_is_amx_tile_supported, _cpu_is_vnni_supported
+
+    expected = "u8s8" if (_cpu_is_vnni_supported() and not _cpu_is_amx_tile_supported()) else "s8s8"
+    assert qh.torchao_int8_dynamic_cpu_path() == expected
+
+
+def test_interleaved_times_pairs_the_rounds_and_divides_by_layers_per_call(monkeypatch):
+    calls = []
+    fns = {"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}
+    t = qh.interleaved_times(fns, torch.zeros(1), rounds=3, warmup=1, sample_ms=1e-6, layers_per_call={"b": 4})
+    assert t.rounds == 3 and all(len(v) == 3 for v in t.samples_ms.values())
+    assert t.calls_per_sample == {"a": 1, "b": 1}
+    # warm-up and sizing call of each, then rounds in rotating order: ab, ba, ab
+    assert calls == ["a", "a", "b", "b", "a", "b", "b", "a", "a", "b"]
+    clock = {"now": 0.0}  # a fake clock: each call of "one" takes 2 ms, each call of "stack of 2" 4 ms
+
+    def takes(seconds):
+        def fn(x):
+            clock["now"] += seconds
+        return fn
+
+    timed = qh.interleaved_times({"one": takes(0.002), "stack of 2": takes(0.004)}, torch.zeros(1), rounds=3,
+                                 warmup=0, sample_ms=5.0, layers_per_call={"stack of 2": 2}, clock=lambda: clock["now"])
+    assert timed.calls_per_sample == {"one": 3, "stack of 2": 2}  # samples of at least 5 ms
+    assert {k: [round(v, 9) for v in vs] for k, vs in timed.samples_ms.items()} == {"one": [2.0] * 3, "stack of 2": [2.0] * 3}  # per layer
+    assert timed.ratio("one", "stack of 2") == pytest.approx((1.0, 1.0, 1.0)) and timed.speedup("one", "stack of 2") == "within spread"
+    for bad in ({}, {"a": 1}):
+        with pytest.raises(ValueError, match="fns"):
+            qh.interleaved_times(bad, torch.zeros(1))
+    with pytest.raises(ValueError, match="rounds"):
+        qh.interleaved_times(fns, torch.zeros(1), rounds=1)
+    with pytest.raises(ValueError, match="layers_per_call"):
+        qh.interleaved_times(fns, torch.zeros(1), layers_per_call={"c": 2})
+    with pytest.raises(TypeError, match="clock"):
+        qh.interleaved_times(fns, torch.zeros(1), clock=5)
+    # the default clock: the thread's CPU time where it is fine-grained, the wall clock where it is not (Windows)
+    monkeypatch.setattr(qhelpers.linear.time, "get_clock_info", lambda name: SimpleNamespace(resolution=0.0156))
+    assert qhelpers.linear._thread_clock() is time.perf_counter
+    monkeypatch.setattr(qhelpers.linear.time, "get_clock_info", lambda name: SimpleNamespace(resolution=1e-9))
+    assert qhelpers.linear._thread_clock() is time.thread_time
+
+
+def test_interleaved_ratio_is_paired_and_ranks_only_outside_the_spread():
+    t = qh.Interleaved(samples_ms={"float": [10.0, 20.0, 10.0, 20.0], "fast": [5.0, 10.0, 5.0, 10.0],
+                                   "same": [9.0, 22.0, 11.0, 18.0]}, calls_per_sample={}, rounds=4)
+    # unpaired medians would overlap (5-10 vs 10-20 ms); round by round "fast" is always 2x
+    assert t.ratio("float", "fast") == (2.0, 2.0, 2.0) and t.speedup("float", "fast") == "2.00x"
+    assert t.speedup("float", "same") == "within spread"
+    assert t.median_ms("float") == 15.0 and t.iqr_ms("fast") == 5.0
+    with pytest.raises(KeyError, match="not timed"):
+        t.median_ms("other")
+
+
+@pytest.mark.slow  # compiles two layers
+def test_layer_runners_keep_their_frozen_programs_while_timed_together():
+    ok, reason = qh.compile_available()
+    if not ok:
+        pytest.skip(reason)
+    from torch._dynamo.utils import counters
+
+    a, b, x = nn.Linear(64, 32).eval(), nn.Linear(64, 32).eval(), torch.randn(2, 64)
+    fa, per_call = qh.layer_runner(a, x, copies=2, compiled=True)
+    fb, _ = qh.layer_runner(b, x, compiled=True)
+    before = counters["stats"]["unique_graphs"]
+    qh.interleaved_times({"a": fa, "b": fb}, x, rounds=2, warmup=1)
+    assert counters["stats"]["unique_graphs"] == before and per_call == 2  # nothing rebuilt (compile_frozen would have reset a)
+    torch._dynamo.reset()
+    eager, one = qh.layer_runner(a, x, copies=3)
+    assert isinstance(eager, qh.RoundRobin) and len(eager.layers) == 3 and one == 1
+    with pytest.raises(ValueError, match="copies"):
+        qh.layer_runner(a, x, copies=0)
