@@ -181,16 +181,16 @@ def _inductor_freezing() -> Any:
 
 def _executorch_pool(threads: int) -> Optional[int]:
     """Size ExecuTorch's own thread pool (XNNPACK ignores torch.set_num_threads) to ``threads`` if no program has
-    been loaded in this process yet (resizing under a loaded program crashes it); returns the pool's size."""
+    been loaded in this process yet (``runtime.set_executorch_threads``); returns the pool's size."""
     from . import runtime
 
     try:
-        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
-    except ImportError:
+        return runtime.set_executorch_threads(threads)
+    except ModuleNotFoundError:
         return None
-    with runtime._native_stderr([]):  # the pool's creation logs the cpuinfo lines (runtime.RUNTIME_LOG_NOISE)
-        if _threadpool_get_thread_count() != threads and runtime._programs_loaded == 0:
-            _unsafe_reset_threadpool(threads)
+    except RuntimeError:  # a program is already loaded: the pool keeps its size
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
         return int(_threadpool_get_thread_count())
 
 
