@@ -263,7 +263,10 @@ def _probe_quant_primitives() -> None:
 
     x = torch.randn(4, 8)
     scale, zero_point = choose_qparams_affine(x, MappingType.ASYMMETRIC, (1, 8), torch.uint8, 0, 255)
-    dequantize_affine(quantize_affine(x, (1, 8), scale, zero_point, torch.uint8, 0, 255), (1, 8), scale, zero_point, torch.uint8, 0, 255)
+    codes = quantize_affine(x, (1, 8), scale, zero_point, torch.uint8, 0, 255)
+    back = dequantize_affine(codes, (1, 8), scale, zero_point, torch.uint8, 0, 255)
+    if codes.dtype != torch.uint8 or not torch.allclose(back, x, atol=float(scale.max())):
+        raise RuntimeError("quant_primitives did not round-trip plain uint8 codes")
 
 
 def linear_qat_int8(model: nn.Module, train_step: Callable[[nn.Module], Any]) -> nn.Module:
