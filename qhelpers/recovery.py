@@ -40,7 +40,6 @@ from torch import nn
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine
-from .quantmath import sqnr_db
 
 __all__ = [
     "make_dead_channel_model",
