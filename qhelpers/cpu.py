@@ -144,10 +144,31 @@ def _conv_probe_output(engine: str, channels: int = CONV_PROBE_CHANNELS) -> floa
         return float(conv(x).dequantize().flatten()[0].item())
 
 
-def _course_engines() -> list[str]:
-    """The engines the course offers here (``qh.supported_engines()``: honours ``QHELPERS_ENGINE``)."""
-    from .environment import supported_engines
+def supported_engines() -> list[str]:
+    """Quantized engines this course can use here, e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']`` on x86.
 
+    Decided in one place for the whole course: torch's own list, minus
+    ``x86``/``fbgemm`` on a CPU that is not x86 (torch lists them on aarch64
+    Linux, but ``convert`` then fails with "unknown architecure"). When the
+    environment variable ``QHELPERS_ENGINE`` names an engine, only that engine
+    is offered: ``QHELPERS_ENGINE=qnnpack`` makes an x86 machine behave like an
+    ARM laptop, where ``qnnpack`` is the only eager-mode engine.
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if not is_x86_machine():
+        engines = [e for e in engines if e not in _X86_ONLY_ENGINES]
+    forced = os.environ.get("QHELPERS_ENGINE", "").strip()
+    if forced:
+        if forced not in engines:
+            raise ValueError(f"QHELPERS_ENGINE={forced!r} is not available on this machine; available: {', '.join(engines)}")
+        return [forced]
+    return engines
+
+
+def _course_engines() -> list[str]:
+    """The engines the course offers here (``supported_engines()``: honours ``QHELPERS_ENGINE``)."""
     try:
         return supported_engines()
     except ValueError:  # QHELPERS_ENGINE names an engine this machine lacks: the doctor reports it

@@ -67,34 +67,10 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
-from .cpu import _X86_ONLY_ENGINES, cpu_flags_label, emulated, int8_pairs_saturate
-from .cpu import is_x86_machine as _is_x86_machine
+from .cpu import cpu_flags_label, emulated, int8_pairs_saturate, supported_engines
 
 # Every eager quantized engine the course knows, in default_engine's order of preference (the CLI's choices too).
 ENGINES = ("x86", "qnnpack", "fbgemm", "onednn")
-
-
-def supported_engines() -> list[str]:
-    """Quantized engines this course can use here, e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']`` on x86.
-
-    Decided in one place for the whole course: torch's own list, minus
-    ``x86``/``fbgemm`` on a CPU that is not x86 (torch lists them on aarch64
-    Linux, but ``convert`` then fails with "unknown architecure"). When the
-    environment variable ``QHELPERS_ENGINE`` names an engine, only that engine
-    is offered: ``QHELPERS_ENGINE=qnnpack`` makes an x86 machine behave like an
-    ARM laptop, where ``qnnpack`` is the only eager-mode engine.
-
-    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
-    """
-    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if not _is_x86_machine():
-        engines = [e for e in engines if e not in _X86_ONLY_ENGINES]
-    forced = os.environ.get("QHELPERS_ENGINE", "").strip()
-    if forced:
-        if forced not in engines:
-            raise ValueError(f"QHELPERS_ENGINE={forced!r} is not available on this machine; available: {', '.join(engines)}")
-        return [forced]
-    return engines
 
 
 def default_engine() -> str:
