@@ -106,7 +106,7 @@ test-cpus: $(DEVSTAMP)
 	@test -n "$(strip $(NOCC_NOTEBOOKS))" || { echo "test-cpus: no notebook calls torch.compile (check NOCC_NOTEBOOKS)"; exit 1; }
 	bash scripts/cpu_kind.sh nocc $(PY) -m pytest -q $(LAX) --nbval-current-env $(NOCC_NOTEBOOKS)
 
-# The unit tests and notebook 01 on an emulated aarch64 CPU (qnnpack only); not in CI: needs root,
+# The CPU unit tests and notebooks 00 01 02 05 08 on an emulated aarch64 CPU (qnnpack only); not in CI: needs root,
 # about 15 minutes and 3 GB the first time (build/arm64-root and build/arm64-wheels are reused after).
 test-arm:
 	bash scripts/test_arm.sh

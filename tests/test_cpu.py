@@ -100,6 +100,7 @@ def test_the_real_probes_here_agree_with_each_other_and_with_the_flags():
         assert qh.int8_pairs_saturate("x86") is True
 
 
+@pytest.mark.slow  # a fresh Python process that imports torch
 def test_the_probes_leave_the_deprecation_warning_for_the_notebook():
     # The quantized dtypes' deprecation is a once-per-process C++ warning: a probe must not use it up (notebook 00
     # shows it in its warnings section, after the environment report), nor print anything itself.
