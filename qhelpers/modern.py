@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -35,12 +36,14 @@ from torch import nn
 from .checks import NotFilledIn, _blank_safe, as_number, not_filled, read_range, report
 from .data import atomic_write_bytes
 from .environment import KNOWN_DEPRECATIONS, _DropByMessage, silence_known_deprecations, warning_text
-from .quantmath import QParams, _fixed_point_multiplier, int8_linear, requantize
+from .quantmath import QParams, _fixed_point_multiplier, requantize
+from .runtime import _native_stderr
 
 __all__ = [
     "PT2E_NOISE",
     "silence_pt2e_noise",
     "ApiProbe",
+    "linear_qat_int8",
     "COURSE_APIS",
     "probe_api",
     "deprecation_map",
@@ -48,6 +51,7 @@ __all__ = [
     "fixed_point_multiplier",
     "quantized_weight",
     "int8_conv2d",
+    "bias_in_float_for",
     "plain_int8_forward",
     "count_quant_ops",
     "graph_accuracy",
@@ -55,9 +59,11 @@ __all__ = [
     "save_torchscript",
     "save_exported",
     "weight_storage",
+    "refresh_bn_statistics",
     "interleaved_latency",
     "MIGRATION_TARGETS",
     "check_requant_multiplier",
+    "check_layer_multiplier",
     "check_size_ratio",
     "check_op_count",
     "check_migration",
@@ -104,13 +110,21 @@ def silence_pt2e_noise() -> list[str]:
 
 @dataclass(frozen=True)
 class ApiProbe:
-    """One API the course used: a call that exercises it, where the course met it, and what replaces it."""
+    """One API the course used: a call that exercises it and nothing else, where the course met it, and what replaces it.
+
+    ``setup`` (optional) builds what ``call`` needs, with its own warnings ignored (e.g. a converted model
+    for the qnnpack probe), so that a warning is attributed only to the API that emits it; ``call``
+    receives its result. ``note`` says what the row's status does not (e.g. that an API with no warning of
+    its own is only useful together with one that warns).
+    """
 
     name: str
     notebook: str
-    call: Callable[[], Any]
+    call: Callable[..., Any]
     replacement: str
     warns_once: bool = False  # torch's C++ side warns once per process: probe with torch.set_warn_always(True)
+    setup: Optional[Callable[[], Any]] = None
+    note: str = ""
 
 
 def _tiny_eager_model() -> nn.Module:
@@ -119,11 +133,19 @@ def _tiny_eager_model() -> nn.Module:
     return nn.Sequential(QuantStub(), nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), DeQuantStub()).eval()
 
 
-def _probe_prepare_convert() -> None:
-    from torch.ao.quantization import convert, get_default_qconfig, prepare
+def _with_qconfig(engine: str, *, qat: bool = False) -> nn.Module:
+    from torch.ao.quantization import get_default_qat_qconfig, get_default_qconfig
 
     m = _tiny_eager_model()
-    m.qconfig = get_default_qconfig("x86")
+    if qat:
+        m.train()
+    m.qconfig = (get_default_qat_qconfig if qat else get_default_qconfig)(engine)
+    return m
+
+
+def _probe_prepare_convert(m: nn.Module) -> None:
+    from torch.ao.quantization import convert, prepare
+
     prepare(m, inplace=True)
     m(torch.randn(1, 1, 5, 5))
     convert(m, inplace=True)
@@ -135,11 +157,9 @@ def _probe_fuse() -> None:
     fuse_modules(_tiny_eager_model(), [["1", "2", "3"]])
 
 
-def _probe_prepare_qat() -> None:
-    from torch.ao.quantization import get_default_qat_qconfig, prepare_qat
+def _probe_prepare_qat(m: nn.Module) -> None:
+    from torch.ao.quantization import prepare_qat
 
-    m = _tiny_eager_model().train()
-    m.qconfig = get_default_qat_qconfig("x86")
     prepare_qat(m, inplace=True)
 
 
@@ -159,22 +179,33 @@ def _probe_jit_script() -> None:
     torch.jit.script(nn.Linear(2, 2))
 
 
-def _probe_pt2e() -> None:
+def _pt2e_prepared() -> Any:
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
     example = (torch.randn(1, 1, 5, 5),)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(torch.export.export(m, example).module(), quantizer)
+    return prepare_pt2e(torch.export.export(m, example).module(), quantizer), example
+
+
+def _probe_pt2e(_: Any = None) -> None:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    prepared, example = _pt2e_prepared()  # prepare_pt2e inside the recorder: it is half of what this row probes
     prepared(*example)
-    convert_pt2e(prepared)
+    converted = convert_pt2e(prepared)
+    if not any("quantize_per_tensor" in str(n.target) for n in converted.graph.nodes):
+        raise RuntimeError("convert_pt2e produced no quantize ops")
 
 
 def _probe_quantize_() -> None:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    quantize_(nn.Sequential(nn.Linear(32, 32)), Int8DynamicActivationInt8WeightConfig())
+    m = nn.Sequential(nn.Linear(32, 32))
+    quantize_(m, Int8DynamicActivationInt8WeightConfig())
+    if getattr(m[0].weight, "qdata", m[0].weight).dtype != torch.int8:
+        raise RuntimeError("quantize_ left the weight in float")
 
 
 def _probe_quantize_dynamic_lstm() -> None:
@@ -196,25 +227,33 @@ def _probe_fx() -> None:
 def _probe_torchvision_quantizable() -> None:
     import torchvision
 
-    m = torchvision.models.quantization.mobilenet_v2(weights=None, quantize=False, width_mult=0.25).eval()
-    m.fuse_model()
-    m.qconfig = torch.ao.quantization.get_default_qconfig("qnnpack")
-    torch.ao.quantization.prepare(m, inplace=True)
+    # building the quantizable model and fusing it is all torchvision does; quantizing it is torch.ao's prepare/convert
+    torchvision.models.quantization.mobilenet_v2(weights=None, quantize=False, width_mult=0.25).eval().fuse_model()
 
 
-def _probe_qnnpack() -> None:
-    from torch.ao.quantization import convert, get_default_qconfig, prepare
+def _qnnpack_model() -> nn.Module:
+    from torch.ao.quantization import convert, prepare
 
     if "qnnpack" not in torch.backends.quantized.supported_engines:
         raise ImportError("this torch build has no qnnpack engine")
     previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "qnnpack"  # restored below, whatever QHELPERS_ENGINE says
+    torch.backends.quantized.engine = "qnnpack"
     try:
-        m = _tiny_eager_model()
-        m.qconfig = get_default_qconfig("qnnpack")
+        m = _with_qconfig("qnnpack")
         prepare(m, inplace=True)
         m(torch.randn(1, 1, 5, 5))
         convert(m, inplace=True)
+    finally:
+        torch.backends.quantized.engine = previous
+    return m
+
+
+def _probe_qnnpack(m: nn.Module) -> None:
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "qnnpack"  # restored below, whatever QHELPERS_ENGINE says
+    try:
+        with torch.no_grad():
+            m(torch.randn(1, 1, 5, 5))  # the engine's INT8 kernels, on a model converted outside the probe
     finally:
         torch.backends.quantized.engine = previous
 
@@ -224,48 +263,100 @@ def _probe_quant_primitives() -> None:
 
     x = torch.randn(4, 8)
     scale, zero_point = choose_qparams_affine(x, MappingType.ASYMMETRIC, (1, 8), torch.uint8, 0, 255)
-    dequantize_affine(quantize_affine(x, (1, 8), scale, zero_point, torch.uint8, 0, 255), (1, 8), scale, zero_point, torch.uint8, 0, 255)
+    codes = quantize_affine(x, (1, 8), scale, zero_point, torch.uint8, 0, 255)
+    back = dequantize_affine(codes, (1, 8), scale, zero_point, torch.uint8, 0, 255)
+    if codes.dtype != torch.uint8 or not torch.allclose(back, x, atol=float(scale.max())):
+        raise RuntimeError("quant_primitives did not round-trip plain uint8 codes")
 
 
-def _probe_qat_config() -> None:
-    from torchao.quantization import quantize_
+def linear_qat_int8(model: nn.Module, train_step: Callable[[nn.Module], Any]) -> nn.Module:
+    """QAT for the ``nn.Linear`` layers of ``model`` with torchao 0.18, ending in the course's INT8 config; in place.
+
+    Three steps: ``quantize_(model, QATConfig(activation_config=..., weight_config=..., step="prepare"))``
+    with int8 fake quantization (activations per token, asymmetric: symmetric per-token fake quantization
+    is not implemented in torchao 0.18; weights per channel, symmetric), then ``train_step(model)`` (your
+    training loop), then ``QATConfig(step="convert")``, which removes the fake quantizers and leaves float
+    ``nn.Linear`` layers with the trained weights, and finally
+    ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``, which makes them INT8. The course's
+    config is not accepted as a QAT base config in torchao 0.18 (``ValueError: Unexpected base config``).
+    Returns ``model``.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     from torchao.quantization.qat import IntxFakeQuantizeConfig, QATConfig
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(train_step):
+        raise TypeError(f"train_step must be a function that trains the model in place, got {type(train_step).__name__}")
     activations = IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
     weights = IntxFakeQuantizeConfig(torch.int8, "per_channel")
-    quantize_(nn.Sequential(nn.Linear(32, 32)), QATConfig(activation_config=activations, weight_config=weights, step="prepare"))
+    quantize_(model, QATConfig(activation_config=activations, weight_config=weights, step="prepare"))
+    train_step(model)
+    quantize_(model, QATConfig(step="convert"))
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return model
 
 
-# Where the course used an API: the notebook number; "-" for an API the course names but does not use.
+def _probe_qat_linear() -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(32, 32))
+
+    def one_step(model: nn.Module) -> None:
+        loss = model(torch.randn(8, 32)).pow(2).mean()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 1e-3 * p.grad
+
+    linear_qat_int8(m, one_step)
+    if getattr(m[0].weight, "qdata", m[0].weight).dtype != torch.int8:
+        raise RuntimeError("the QAT flow left the weight in float")
+
+
+_TORCH_AO = "no warning of its own, but it is part of torch.ao.quantization, which goes as a whole (pytorch/ao#2259)"
+
+# Where the course used an API: the notebooks (first use first); "-" for an API the course names but does not use.
 COURSE_APIS: tuple[ApiProbe, ...] = (
     ApiProbe("torch.quantize_per_tensor / per_channel (qint8, quint8)", "01",
              lambda: torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.quint8),
              "plain int8/uint8 tensors + scales: torchao quant_primitives (quantize_affine ...)", warns_once=True),
     ApiProbe("torch.ao.quantization.fuse_modules", "03", _probe_fuse,
-             "none needed: PT2E quantizers match Conv-BN-ReLU patterns"),
+             "none needed: PT2E quantizers match Conv-BN-ReLU patterns", note=_TORCH_AO),
     ApiProbe("torch.ao.quantization prepare / convert", "03", _probe_prepare_convert,
-             "CNNs: torchao prepare_pt2e / convert_pt2e; Linear-only models: quantize_"),
+             "CNNs: torchao prepare_pt2e / convert_pt2e; Linear-only models: quantize_",
+             setup=lambda: _with_qconfig("x86")),
     ApiProbe("torch.ao.quantization.quantize_fx prepare_fx / convert_fx", "-", _probe_fx,
              "torchao prepare_pt2e / convert_pt2e"),
     ApiProbe("torch.ao.quantization.prepare_qat", "04", _probe_prepare_qat,
-             "CNNs: prepare_qat_pt2e; Linear-only models: quantize_(m, QATConfig(...))"),
-    ApiProbe("torch.ao.quantization.quantize_dynamic (nn.Linear)", "02", _probe_quantize_dynamic,
+             "CNNs: prepare_qat_pt2e; Linear-only models: torchao QAT, then quantize_ (last row)",
+             setup=lambda: _with_qconfig("x86", qat=True)),
+    ApiProbe("torch.ao.quantization.quantize_dynamic (nn.Linear)", "00, 03", _probe_quantize_dynamic,
              "torchao quantize_(model, Int8DynamicActivationInt8WeightConfig())"),
     ApiProbe("torch.ao.quantization.quantize_dynamic (nn.LSTM / nn.GRU)", "03", _probe_quantize_dynamic_lstm,
              "none in torchao 0.18: quantize_ leaves RNNs float (keep them float)"),
     ApiProbe("torchvision.models.quantization (quantizable models)", "02", _probe_torchvision_quantizable,
-             "none: the float torchvision model + PT2E"),
-    ApiProbe("qnnpack engine (eager INT8 on Arm)", "02", _probe_qnnpack,
-             "PT2E with XNNPACKQuantizer, run by ExecuTorch (.pte)"),
+             "none: the float torchvision model + PT2E",
+             note="no warning of its own; quantizing it takes torch.ao prepare/convert, which warn"),
+    ApiProbe("qnnpack engine (eager INT8 on Arm)", "01, 02", _probe_qnnpack,
+             "PT2E with XNNPACKQuantizer, run by ExecuTorch (.pte)", warns_once=True, setup=_qnnpack_model,
+             note="selecting the engine says nothing; running its kernels makes quantized-dtype tensors, which warn"),
     ApiProbe("torch.ao.ns._numeric_suite.compare_weights", "03", _probe_ns,
-             "torchao.quantization.pt2e numeric debugger (compare_results)"),
-    ApiProbe("torch.jit.script (TorchScript deployment)", "05", _probe_jit_script,
+             "torchao.quantization.pt2e numeric debugger (compare_results)", note=_TORCH_AO),
+    ApiProbe("torch.jit.script (TorchScript deployment)", "03", _probe_jit_script,
              "torch.export.save / load (+ torch.compile or AOTInductor)"),
     ApiProbe("torchao prepare_pt2e / convert_pt2e", "05", _probe_pt2e, "(this is the replacement)"),
     ApiProbe("torchao quantize_", "05", _probe_quantize_, "(this is the replacement)"),
-    ApiProbe("torchao quantize_(m, QATConfig(...))", "05", _probe_qat_config, "(this is the replacement)"),
+    ApiProbe("torchao QAT for Linear (QATConfig), then quantize_", "05", _probe_qat_linear, "(this is the replacement)",
+             note="QATConfig prepare, train, QATConfig convert (float again), quantize_: an Int8Tensor weight (qh.linear_qat_int8)"),
     ApiProbe("torchao quant_primitives (quantize_affine ...)", "05", _probe_quant_primitives, "(this is the replacement)"),
 )
+
+
+# With torch.set_warn_always(True), kernels that make quantized tensors inside C++ also print the dtype deprecation
+# straight to stderr ("[W... Quantizer.cpp:111] Warning: ... deprecated ..."); the probe has recorded it already.
+_CPP_DEPRECATION_LINE = re.compile(r"^\[W.*\] Warning: .*deprecated")
 
 
 def _first_line(message: str) -> str:
@@ -274,39 +365,47 @@ def _first_line(message: str) -> str:
 
 
 def probe_api(probe: ApiProbe) -> dict:
-    """Call ``probe.call`` once and report what the installed torch says.
+    """Call ``probe.call`` once (after ``probe.setup``, whose warnings are ignored) and report what the installed torch says.
 
-    Returns a row ``{"api", "notebook", "status", "warning", "replacement"}``:
-    status ``"works"`` (no deprecation warning), ``"warns"`` (a
-    ``DeprecationWarning``/``FutureWarning``, or a ``UserWarning`` whose text
-    says "deprecated"), or ``"removed"`` (the call raises ``AttributeError``/
-    ``ImportError``). For a probe marked ``warns_once`` (torch's C++ side warns
-    about the quantized dtypes only once per process),
-    ``torch.set_warn_always(True)`` is on during the call, so that the map
-    does not depend on what ran before it.
+    Returns a row ``{"api", "notebook", "status", "warning", "note", "replacement"}``:
+    status ``"warns"`` (the call itself emitted a ``DeprecationWarning``/``FutureWarning``,
+    or a ``UserWarning`` whose text says "deprecated"), ``"no warning"``, ``"removed"``
+    (``AttributeError``/``ImportError``) or ``"fails"`` (any other exception: the call no
+    longer does what the course relies on; ``warning`` then holds the error). For a probe
+    marked ``warns_once`` (torch's C++ side warns about the quantized dtypes only once per
+    process), ``torch.set_warn_always(True)`` is on during the call, so that the map does
+    not depend on what ran before it.
     """
     if not isinstance(probe, ApiProbe):
         raise TypeError(f"probe must be an ApiProbe, got {type(probe).__name__}")
     was_always = torch.is_warn_always_enabled()
-    torch.set_warn_always(probe.warns_once or was_always)
-    status, text = "works", ""
+    status, text = "no warning", ""
+    caught: list = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        prepared = None
+        if probe.setup is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                prepared = probe.setup()
+        torch.set_warn_always(probe.warns_once or was_always)
+        with warnings.catch_warnings(record=True) as caught, _native_stderr([], drop=[_CPP_DEPRECATION_LINE]):
             warnings.simplefilter("always")
-            try:
-                probe.call()
-            except (AttributeError, ImportError) as exc:
-                status, text = "removed", f"{type(exc).__name__}: {exc}"
+            probe.call() if probe.setup is None else probe.call(prepared)
+    except (AttributeError, ImportError) as exc:
+        status, text = "removed", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001  the map reports it; the notebook asserts on the status
+        status, text = "fails", f"{type(exc).__name__}: {_first_line(str(exc))}"
     finally:
         torch.set_warn_always(was_always)
-    if status != "removed":
+    if status == "no warning":
         for w in caught:
             msg = str(w.message)
             deprecation = issubclass(w.category, (DeprecationWarning, FutureWarning)) or "deprecated" in msg.lower()
             if deprecation:
                 status, text = "warns", f"{w.category.__name__}: {_first_line(msg)}"
                 break
-    return {"api": probe.name, "notebook": probe.notebook, "status": status, "warning": text, "replacement": probe.replacement}
+    return {"api": probe.name, "notebook": probe.notebook, "status": status, "warning": text, "note": probe.note,
+            "replacement": probe.replacement}
 
 
 def deprecation_map(probes: Optional[tuple[ApiProbe, ...] | list[ApiProbe]] = None) -> list[dict]:
@@ -381,6 +480,9 @@ def int8_conv2d(
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] = 0,
     relu: bool = False,
+    *,
+    bias_in_float: bool = False,
+    fixed_point: bool = False,
 ) -> torch.Tensor:
     """A 2-D convolution (groups=1) on integer codes, the way an INT8 kernel does it.
 
@@ -388,10 +490,18 @@ def int8_conv2d(
     (O, C, kH, kW) codes, per-tensor or per-channel along axis 0; ``bias``
     float (O,) or None. Steps: subtract zero points; unfold the patches
     (zero padding in real numbers is padding with the zero point in codes,
-    i.e. 0 after the subtraction); multiply-accumulate in int32; add the bias
-    quantized to int32 at scale ``x_scale * w_scale``; requantize to
-    ``out_qparams``. ``relu=True`` clamps at the output zero point (a fused
-    ConvReLU). Returns (N, O, H', W') codes of ``out_qparams.dtype``.
+    i.e. 0 after the subtraction); multiply-accumulate in int32; add the bias;
+    requantize to ``out_qparams`` (one float multiply, one rounding half to
+    even). ``bias_in_float=False`` rounds the bias to int32 at scale
+    ``x_scale * w_scale`` first and adds it to the sum, as PyTorch's QNNPACK
+    kernels do; ``True`` adds ``bias / (x_scale * w_scale)`` to the sum in
+    float32, unrounded, before the one rounding, as the x86 engine's kernels
+    (FBGEMM's requantization, oneDNN) do. ``relu=True`` clamps at the output
+    zero point (a fused ConvReLU). ``fixed_point=True`` requantizes the int32
+    sums (bias rounded to int32) with an int32 multiplier and a shift instead
+    of a float multiply (``qh.requantize(..., fixed_point=True)``: the
+    integer-only form of gemmlowp and TFLite's reference kernels). Returns
+    (N, O, H', W') codes of ``out_qparams.dtype``.
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
@@ -417,11 +527,22 @@ def int8_conv2d(
     acc_scale = x_qparams.scale.to(torch.float32).reshape(()) * w_qparams.scale.to(torch.float32).reshape(-1)
     if acc_scale.numel() == 1:
         acc_scale = acc_scale.expand(n_out)
+    if not isinstance(bias_in_float, bool) or not isinstance(fixed_point, bool):
+        raise TypeError(f"bias_in_float and fixed_point must be True or False, got {bias_in_float!r} and {fixed_point!r}")
+    if bias_in_float and fixed_point:
+        raise ValueError("fixed_point=True works on int32 sums: it needs the bias rounded to int32 (bias_in_float=False)")
     if bias is not None:
         if bias.shape != (n_out,):
             raise ValueError(f"bias must have shape ({n_out},), got {tuple(bias.shape)}")
-        acc = acc + torch.round(bias.detach().float() / acc_scale).to(torch.int32).reshape(1, -1, 1)
-    y = requantize(acc, acc_scale, out_qparams)
+        bias_acc = bias.detach().float() / acc_scale  # the bias in units of the int32 sum
+        if bias_in_float:
+            real = (acc.float() + bias_acc.reshape(1, -1, 1)) * (acc_scale / out_qparams.scale.float().reshape(())).reshape(1, -1, 1)
+            codes = torch.round(real) + out_qparams.zero_point.float().reshape(())
+            y = torch.clamp(codes, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
+        else:
+            acc = acc + torch.round(bias_acc).to(torch.int32).reshape(1, -1, 1)
+    if bias is None or not bias_in_float:
+        y = requantize(acc, acc_scale, out_qparams, fixed_point=fixed_point)
     if relu:
         y = torch.maximum(y, out_qparams.zero_point.to(y.dtype).reshape(()))
     s = (stride, stride) if isinstance(stride, int) else stride
@@ -458,32 +579,43 @@ def quantized_weight(module: nn.Module) -> tuple[torch.Tensor, QParams]:
     return _weight(module)
 
 
-def _conv(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tuple[torch.Tensor, QParams]:
+def bias_in_float_for(engine: str) -> bool:
+    """How ``engine``'s eager INT8 kernels add the bias: True when in float before the one rounding (x86, fbgemm,
+    onednn), False when rounded to int32 first (qnnpack). Read from the kernels' source, checked by
+    ``qh.int8_conv2d`` reproducing each engine's codes exactly (tests/test_modern.py).
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
+    if engine not in ("x86", "fbgemm", "onednn", "qnnpack"):
+        raise ValueError(f"engine must be one of 'x86', 'fbgemm', 'onednn', 'qnnpack', got {engine!r}")
+    return engine != "qnnpack"
+
+
+def _conv(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool, bias_in_float: bool) -> tuple[torch.Tensor, QParams]:
     w_q, w_qp = _weight(module)
     out_qp = _uint8_qparams(module.scale, module.zero_point)
-    y = int8_conv2d(x_q, x_qp, w_q, w_qp, module.bias(), out_qp, module.stride, module.padding, relu)
+    y = int8_conv2d(x_q, x_qp, w_q, w_qp, module.bias(), out_qp, module.stride, module.padding, relu, bias_in_float=bias_in_float)
     return y, out_qp
 
 
-def _linear(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool) -> tuple[torch.Tensor, QParams]:
+def _linear(module: nn.Module, x_q: torch.Tensor, x_qp: QParams, relu: bool, bias_in_float: bool) -> tuple[torch.Tensor, QParams]:
+    # a Linear is a 1x1 convolution over a 1x1 image: the same arithmetic, and the same bias handling
     w_q, w_qp = _weight(module)
     out_qp = _uint8_qparams(module.scale, module.zero_point)
-    y = int8_linear(x_q, x_qp, w_q, w_qp, module.bias(), out_qp, bias_mode="int32")  # the default it had before bias_mode became required
-    if relu:
-        y = torch.maximum(y, out_qp.zero_point.to(y.dtype).reshape(()))
-    return y, out_qp
+    y = int8_conv2d(x_q[:, :, None, None], x_qp, w_q[:, :, None, None], w_qp, module.bias(), out_qp, relu=relu, bias_in_float=bias_in_float)
+    return y[:, :, 0, 0], out_qp
 
 
-def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor, *, bias_in_float: Optional[bool] = None) -> torch.Tensor:
     """The eager INT8 ``CourseNet``'s forward pass on plain ``torch.uint8``/``int8`` tensors; returns float logits (N, 10).
 
     ``qmodel`` is a converted eager INT8 course model (from
     ``qh.quantize_course_model``). Only its numbers are read (scales, zero
     points, int8 weight codes, float biases); every activation between the
     quantize at the input and the dequantize at the output is a plain
-    ``torch.uint8`` tensor. Matches ``qmodel(x)`` to within a few output codes
-    (rounding of the requantization differs from the kernels' fixed-point
-    arithmetic by at most one code per layer).
+    ``torch.uint8`` tensor. ``bias_in_float``: how each layer adds its bias
+    (see ``int8_conv2d``); ``None`` does what the current engine's kernels do
+    (``bias_in_float_for(torch.backends.quantized.engine)``).
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
@@ -493,13 +625,14 @@ def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must be a float tensor (N, 1, 28, 28), got {getattr(x, 'shape', type(x).__name__)}")
     if not hasattr(qmodel, "quant") or not hasattr(qmodel.stem[0], "weight") or not callable(qmodel.stem[0].weight):
         raise TypeError("qmodel must be a converted eager INT8 CourseNet (see qh.quantize_course_model)")
+    fb = bias_in_float_for(torch.backends.quantized.engine) if bias_in_float is None else bias_in_float
     qp = _uint8_qparams(float(qmodel.quant.scale), int(qmodel.quant.zero_point))
     h = quantize(x, qp)
-    h, qp = _conv(qmodel.stem[0], h, qp, relu=True)
-    h, qp = _conv(qmodel.down1[0], h, qp, relu=True)
+    h, qp = _conv(qmodel.stem[0], h, qp, True, fb)
+    h, qp = _conv(qmodel.down1[0], h, qp, True, fb)
     skip, skip_qp = h, qp
-    h, qp = _conv(qmodel.res.conv1[0], h, qp, relu=True)
-    h, qp = _conv(qmodel.res.conv2[0], h, qp, relu=False)
+    h, qp = _conv(qmodel.res.conv1[0], h, qp, True, fb)
+    h, qp = _conv(qmodel.res.conv2[0], h, qp, False, fb)
     # quantized add: both inputs rescaled to the output scale, summed, rounded once
     add_qp = _uint8_qparams(qmodel.res.skip_add.scale, qmodel.res.skip_add.zero_point)
     s = add_qp.scale.reshape(())
@@ -507,12 +640,48 @@ def plain_int8_forward(qmodel: nn.Module, x: torch.Tensor) -> torch.Tensor:
     h = torch.clamp(torch.round(total) + add_qp.zero_point, 0, 255).to(torch.uint8)
     h = torch.maximum(h, add_qp.zero_point.to(torch.uint8).reshape(()))  # ReLU on codes: clamp at the zero point
     qp = add_qp
-    h, qp = _conv(qmodel.down2[0], h, qp, relu=True)
+    h, qp = _conv(qmodel.down2[0], h, qp, True, fb)
     # global average pool: same scale in and out, so average the codes
     h = torch.round(h.to(torch.float32).mean(dim=(2, 3))).to(torch.uint8)
-    h, qp = _linear(qmodel.fc1, h, qp, relu=True)
-    h, qp = _linear(qmodel.fc2, h, qp, relu=False)
+    h, qp = _linear(qmodel.fc1, h, qp, True, fb)
+    h, qp = _linear(qmodel.fc2, h, qp, False, fb)
     return dequantize(h, qp)
+
+
+def refresh_bn_statistics(model: nn.Module, batches: Any) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance from ``batches`` (tensors); weights untouched; returns ``model`` in eval mode.
+
+    torchvision builds a model with ``weights=None`` with running mean 0 and variance 1 in
+    every BatchNorm, which does not match what its random convolutions produce: in
+    MobileNetV2 the activations then shrink block after block until the output is almost
+    exactly zero, and any INT8 version "matches" it. Forward passes in training mode under
+    ``torch.no_grad()``, with ``momentum=None`` (a plain average over the batches; each
+    layer's momentum is restored afterwards), give statistics that fit, so that
+    comparisons on such a model mean something.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    batches = list(batches)
+    if not batches or not all(isinstance(b, torch.Tensor) for b in batches):
+        raise ValueError("batches must be a non-empty list of input tensors")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("model has no BatchNorm layer")
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+    return model.eval()
 
 
 # --------------------------------------------------------------------------- what quantize_ touched, and latency
@@ -658,11 +827,14 @@ def save_exported(program: torch.export.ExportedProgram, path: Path | str) -> in
 
 
 @_blank_safe
-def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, out_scale: float, *, other_w_scales: Any = None) -> bool:
-    """Exercise: the requantization multiplier ``x_scale * w_scale / out_scale`` of one output channel.
+def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, out_scale: float, *, other_w_scales: Any = None,
+                             other_x_scales: Any = None, other_out_scales: Any = None) -> bool:
+    """Exercise: the requantization multiplier ``x_scale * w_scale / out_scale`` of one output channel of one layer.
 
-    ``other_w_scales``: the weight scales of the other channels, to recognise
-    an answer computed with the wrong channel's scale.
+    ``other_w_scales``: the weight scales of the layer's other channels, to recognise an
+    answer computed with the wrong channel's scale; ``other_x_scales`` /
+    ``other_out_scales``: scales of other tensors a learner might take for this layer's
+    input or output (e.g. the image's scale, or the previous layer's input).
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
@@ -672,6 +844,9 @@ def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, ou
     def near(value: float) -> bool:
         return abs(got - value) <= 1e-6 * abs(value)
 
+    def scales(values: Any) -> list[float]:
+        return [] if values is None else [float(v) for v in torch.as_tensor(values, dtype=torch.float64).reshape(-1)]
+
     if near(expected):
         return report("multiplier", True)
     if near(x_scale * w_scale):
@@ -680,9 +855,55 @@ def check_requant_multiplier(multiplier: Any, x_scale: float, w_scale: float, ou
         return report("multiplier", False, "upside down: the int32 sum is in units of x_scale * w_scale, and the output codes in units of out_scale")
     if near(w_scale / out_scale) or near(x_scale / out_scale):
         return report("multiplier", False, "one scale is missing: each int32 product carries the input's scale and the weight's scale")
-    if other_w_scales is not None and any(near(x_scale * float(s) / out_scale) for s in torch.as_tensor(other_w_scales).reshape(-1)):
+    if any(near(x_scale * s / out_scale) for s in scales(other_w_scales)):
         return report("multiplier", False, "that is another output channel's multiplier: per-channel weights have one scale per channel")
+    if any(near(s * w_scale / out_scale) for s in scales(other_x_scales)):
+        return report("multiplier", False, "wrong input scale: a layer's input is the previous layer's output, with that layer's output scale")
+    if any(near(x_scale * w_scale / s) for s in scales(other_out_scales)):
+        return report("multiplier", False, "wrong output scale: use the scale of this layer's own output (its .scale)")
     return report("multiplier", False, f"got {got:.6g}; the int32 sum has scale x_scale * w_scale and must land on out_scale")
+
+
+# The converted eager INT8 CourseNet's integer layers, in order: layer -> (its module, the module whose output it reads).
+_COURSE_LAYERS: dict[str, tuple[str, str]] = {
+    "stem": ("stem.0", "quant"), "down1": ("down1.0", "stem.0"), "res.conv1": ("res.conv1.0", "down1.0"),
+    "res.conv2": ("res.conv2.0", "res.conv1.0"), "down2": ("down2.0", "res.skip_add"), "fc1": ("fc1", "down2.0"),
+    "fc2": ("fc2", "fc1"),
+}
+
+
+def _scale_of(qmodel: nn.Module, path: str) -> float:
+    return float(qmodel.get_submodule(path).scale)
+
+
+@_blank_safe
+def check_layer_multiplier(multiplier: Any, qmodel: nn.Module, layer: str, channel: int) -> bool:
+    """Exercise: the requantization multiplier of output ``channel`` of ``layer`` in a converted eager INT8 CourseNet.
+
+    The expected value is read from ``qmodel`` here (the input scale is the output scale of
+    the layer before, the weight scale that of the channel, the output scale the layer's
+    own), so the check cell shows none of it; ``check_requant_multiplier`` gives the hints,
+    with the other layers' scales as the likely confusions.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    """
+    if layer not in _COURSE_LAYERS:
+        raise ValueError(f"layer must be one of {list(_COURSE_LAYERS)}, got {layer!r}")
+    try:
+        module = qmodel.get_submodule(_COURSE_LAYERS[layer][0])
+        _, w_qp = quantized_weight(module)
+    except (AttributeError, TypeError) as exc:
+        raise TypeError("qmodel must be a converted eager INT8 CourseNet (see qh.quantize_course_model)") from exc
+    w_scales = w_qp.scale.reshape(-1).double()
+    if not 0 <= channel < module.weight().shape[0]:
+        raise ValueError(f"{layer} has {module.weight().shape[0]} output channels, got channel {channel!r}")
+    w_scale = float(w_scales[channel % len(w_scales)])
+    x_scale, out_scale = _scale_of(qmodel, _COURSE_LAYERS[layer][1]), float(module.scale)
+    other_in = [_scale_of(qmodel, src) for name, (_, src) in _COURSE_LAYERS.items() if name != layer]
+    other_out = [_scale_of(qmodel, mod) for name, (mod, _) in _COURSE_LAYERS.items() if name != layer]
+    others = [float(s) for i, s in enumerate(w_scales) if i != channel % len(w_scales)]
+    return check_requant_multiplier(multiplier, x_scale, w_scale, out_scale, other_w_scales=others or None,
+                                    other_x_scales=other_in, other_out_scales=other_out)
 
 
 @_blank_safe
@@ -712,10 +933,17 @@ def check_op_count(count: Any, graph_module: torch.fx.GraphModule, op: str = "qu
     same_suffix = counts.get("de" + op, 0)  # 'dequantize_per_tensor' contains 'quantize_per_tensor'
     if same_suffix and got == expected + same_suffix:
         return report(f"number of {op}", False, f"'de{op}' contains {op!r}: you counted those too; test the name with startswith, not 'in'")
-    if got == expected + dequant or got == sum(counts.values()):
-        return report(f"number of {op}", False, "you counted the dequantize nodes too: count only the nodes whose name starts with the op's name")
-    if got in (same_suffix, dequant):
+    same_kind = sum(n for name, n in counts.items() if name.startswith(op.split("_per")[0]))  # e.g. every dequantize_per_*
+    if got == sum(counts.values()) or (op.startswith("quantize") and got == expected + dequant) or got == same_kind:
+        return report(f"number of {op}", False, "you counted other quantize/dequantize nodes too: count only the nodes whose name starts with the op's name")
+    others = {name: n for name, n in counts.items() if name != op}
+    if got in others.values():
+        name = next(name for name, n in others.items() if n == got)
+        return report(f"number of {op}", False, f"that is the number of {name} nodes; count the {op} ones")
+    if op.startswith("quantize") and got == dequant:
         return report(f"number of {op}", False, "those are the dequantize nodes: count the quantize steps, one per activation edge")
+    if op == "dequantize_per_channel" and got == expected - 1:
+        return report(f"number of {op}", False, "one short: every weight of the model (convolutions and the final Linear) is dequantized per channel")
     if got == len([n for n in graph_module.graph.nodes if n.op == "call_function"]):
         return report(f"number of {op}", False, "that is every call_function node: keep only those whose target's name starts with the op's name")
     return report(f"number of {op}", False, f"got {got:g}; count the call_function nodes whose target's __name__ starts with {op!r}")

@@ -35,7 +35,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -54,7 +54,9 @@ __all__ = [
     "PteModule",
     "load_pte",
     "run_pte",
-    "check_delegated_fraction",
+    "set_executorch_threads",
+    "pte_operators",
+    "check_qdq_fraction",
     "check_bytes_per_weight",
     "check_agreement",
 ]
@@ -66,6 +68,8 @@ RUNTIME_LOG_NOISE: dict[str, str] = {
     # ExecuTorch's thread-pool sizing reads Arm CPU identification files (midr_el1, soc0/image_version) to
     # count performance cores; on x86 they do not exist and it says so, once per process. Nothing to act on.
     "cpuinfo core-count probe": r"^\[cpuinfo_utils\.cpp:\d+\] ",
+    # Logged when set_executorch_threads resizes the pool: it says what the call asked for. Nothing to act on.
+    "thread-pool resize": r"^\[threadpool\.cpp:\d+\] Resetting threadpool to \d+ threads",
 }
 _NOISE = [re.compile(p) for p in RUNTIME_LOG_NOISE.values()]
 
@@ -100,10 +104,11 @@ def _require() -> None:
 
 
 @contextlib.contextmanager
-def _native_stderr(captured: list[str]) -> Iterator[None]:
+def _native_stderr(captured: list[str], drop: Optional[list[re.Pattern]] = None) -> Iterator[None]:
     """Capture what the runtime writes to stderr; afterwards put its lines into ``captured`` and write the
     lines that are not ``RUNTIME_LOG_NOISE`` to ``sys.stderr`` (so Jupyter shows them).
 
+    ``drop``: the patterns of lines not to pass on (default ``RUNTIME_LOG_NOISE``).
     Both levels are captured: file descriptor 2 (C/C++ ``stderr``) and Python's
     ``sys.stderr``, because ExecuTorch's Python bindings forward the C++ log to
     ``sys.stderr`` during a call (pybind11's stream redirect), which in Jupyter
@@ -125,7 +130,7 @@ def _native_stderr(captured: list[str]) -> Iterator[None]:
             tmp.seek(0)
             lines = tmp.read().decode(errors="replace").splitlines() + buffer.getvalue().splitlines()
             captured.extend(lines)
-            kept = [line for line in lines if not any(p.search(line) for p in _NOISE)]
+            kept = [line for line in lines if not any(p.search(line) for p in (_NOISE if drop is None else drop))]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
 
@@ -298,25 +303,88 @@ def load_pte(path: Path | str, *, method: str = "forward") -> PteModule:
     return PteModule(path, program, loaded, method)
 
 
-def run_pte(pte: PteModule | Path | str, *inputs: torch.Tensor) -> Any:
+def run_pte(pte: PteModule | Path | str, *inputs: torch.Tensor, check_shapes: bool = True) -> Any:
     """Run a loaded ``.pte`` (or load ``pte`` as a path first) on ``inputs``; returns the output tensor (a tuple if several).
 
     Inputs must have the shapes and dtypes the program was exported for
-    (``pte.input_shapes``); a mismatch raises ``ValueError`` naming both.
+    (``pte.input_shapes``); with ``check_shapes=True`` a mismatch raises this
+    course's ``ValueError`` naming both. ``check_shapes=False`` hands the inputs
+    to the runtime as they are, as an app on a phone would: the runtime then
+    logs its own message and raises ``RuntimeError``.
     """
     if isinstance(pte, (str, Path)):
         pte = load_pte(pte)
     if not isinstance(pte, PteModule):
         raise TypeError(f"pte must be a PteModule (from qh.load_pte) or a path to a .pte file, got {type(pte).__name__}")
+    if not isinstance(check_shapes, bool):
+        raise TypeError(f"check_shapes must be True or False, got {check_shapes!r}")
     if len(inputs) != len(pte.input_shapes):
         raise ValueError(f"{Path(pte.path).name} takes {len(pte.input_shapes)} input(s), got {len(inputs)}")
     for i, (x, shape, dtype) in enumerate(zip(inputs, pte.input_shapes, pte.input_dtypes)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input {i} must be a torch.Tensor, got {type(x).__name__}")
-        if tuple(x.shape) != shape or (dtype is not None and x.dtype != dtype):
+        if check_shapes and (tuple(x.shape) != shape or (dtype is not None and x.dtype != dtype)):
             raise ValueError(f"input {i} has shape {tuple(x.shape)} and dtype {x.dtype}; {Path(pte.path).name} was exported for shape {shape}, dtype {dtype} (re-export for another shape)")
-    outputs = pte._method.execute(inputs)
+    if check_shapes:
+        outputs = pte._method.execute(inputs)
+    else:
+        log: list[str] = []
+        with _native_stderr(log):  # the runtime's own complaint is printed (minus RUNTIME_LOG_NOISE), then raised
+            outputs = pte._method.execute(inputs)
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def set_executorch_threads(threads: int) -> int:
+    """Size the thread pool that ExecuTorch's XNNPACK delegate runs on (it ignores ``torch.set_num_threads``); returns its size.
+
+    Must be called before the first ``.pte`` is loaded in this process: a loaded XNNPACK
+    program keeps the pool it started with, and resizing it then crashes the process,
+    so a later call with another size raises ``RuntimeError``. Wraps ExecuTorch's
+    Python-binding functions ``_threadpool_get_thread_count`` / ``_unsafe_reset_threadpool``,
+    which ExecuTorch 1.5 marks private and experimental; an app on a phone sizes the pool
+    with its runtime's own options instead (e.g. ``numThreads`` of Android's ``Module.load``).
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    _require()
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+    with _native_stderr([]):  # the pool's creation logs the cpuinfo lines (RUNTIME_LOG_NOISE)
+        current = int(_threadpool_get_thread_count())
+        if current != threads:
+            if _programs_loaded:
+                raise RuntimeError(f"ExecuTorch's thread pool has {current} threads and a program is already loaded; "
+                                   "set the size before the first qh.load_pte (restart the kernel)")
+            _unsafe_reset_threadpool(threads)
+        return int(_threadpool_get_thread_count())
+
+
+def pte_operators(path: Path | str) -> dict[str, list[str]]:
+    """What a ``.pte`` asks of the runtime that links it: ``{"operators": [...], "delegates": [...]}`` for its ``forward``.
+
+    ``operators`` are the kernels it calls outside any delegate (each must be linked
+    into the app: portable or optimized kernel libraries); ``delegates`` are the
+    backends it needs registered (e.g. ``XnnpackBackend``). Read from the file's
+    execution plan with ExecuTorch's flatbuffer deserializer (``executorch.exir._serialize``,
+    a private module of ExecuTorch 1.5).
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no .pte file at {path}")
+    _require()
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    try:
+        program = deserialize_pte_binary(path.read_bytes())
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path} is not a valid ExecuTorch program (.pte): {type(exc).__name__}: {exc}") from exc
+    program = getattr(program, "program", program)
+    plan = next((p for p in program.execution_plan if p.name == "forward"), program.execution_plan[0])
+    return {"operators": [op.name for op in plan.operators], "delegates": [d.id for d in plan.delegates]}
 
 
 # --------------------------------------------------------------------------- self-checks
@@ -326,25 +394,49 @@ def _close(a: float, b: float, rel: float = 1e-3) -> bool:
     return abs(a - b) <= rel * max(abs(b), 1e-12)
 
 
+def _is_qdq(op_name: str) -> bool:
+    return "quantize_per" in op_name  # quantize_per_tensor, dequantize_per_tensor, dequantize_per_channel
+
+
 @_blank_safe
-def check_delegated_fraction(fraction: Any, export: PteExport) -> bool:
-    """Exercise: the fraction (0..1) of the lowered graph's nodes that run inside XNNPACK.
+def check_qdq_fraction(fraction: Any, export: PteExport) -> bool:
+    """Exercise: the fraction (0..1) of the nodes delegated to XNNPACK that are quantize/dequantize ops.
+
+    Exact up to float32 rounding (1e-6 relative): the answer is a ratio of two counts, so a
+    rounded guess does not pass. Typical mistakes get a hint: every delegated node, the
+    non-delegated ones counted in, only the quantize (or only the dequantize) ops, a
+    percentage, the complement.
 
     Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
     if not isinstance(export, PteExport):
         raise TypeError(f"export must be the PteExport returned by qh.export_pte, got {type(export).__name__}")
-    got = as_number(fraction, "delegated fraction")
+    got = as_number(fraction, "Q/DQ fraction")
     d, n = export.delegated_nodes, export.non_delegated_nodes
-    if _close(got, d / (d + n)):
-        return report("delegated fraction", True)
-    if _close(got, 100 * d / (d + n)):
-        return report("delegated fraction", False, "that is a percentage; give the fraction between 0 and 1")
-    if n and _close(got, n / (d + n)):
-        return report("delegated fraction", False, "that is the part left outside XNNPACK; the question asks for the part inside")
-    if n and _close(got, d / n):
-        return report("delegated fraction", False, "divide by all nodes (delegated + non-delegated), not by the non-delegated ones")
-    return report("delegated fraction", False, f"got {got:.4g}; use delegated_nodes and non_delegated_nodes of the export")
+    qdq = sum(dd for name, (dd, _) in export.by_operator.items() if _is_qdq(name))
+    q_only = sum(dd for name, (dd, _) in export.by_operator.items() if _is_qdq(name) and not name.split("quantize_per")[0].endswith("de"))
+    dq_only = qdq - q_only
+
+    def close(value: float) -> bool:
+        return abs(got - value) <= 1e-6 * max(abs(value), 1e-12)  # float32 precision: a learner may hold the answer in a tensor
+
+    if not d:
+        raise ValueError("the export delegated nothing to XNNPACK; there is no fraction to compute")
+    if close(qdq / d):
+        return report("Q/DQ fraction", True)
+    if close(100 * qdq / d):
+        return report("Q/DQ fraction", False, "that is a percentage; give the fraction between 0 and 1")
+    if close(qdq / (d + n)):
+        return report("Q/DQ fraction", False, "divide by the delegated nodes only, not by every node of the graph")
+    if close(1 - qdq / d):
+        return report("Q/DQ fraction", False, "that is the arithmetic part; the question asks for the quantize/dequantize part")
+    if close(d / (d + n)) or close(1 - 1 / d) or close(1 - 1 / (d + n)):
+        return report("Q/DQ fraction", False, "that is how much of the graph XNNPACK took; count only the quantize/dequantize ops among them (by_operator)")
+    if close(q_only / d) or close(dq_only / d):
+        return report("Q/DQ fraction", False, "count both kinds: the quantize ops and the dequantize ops (per tensor and per channel)")
+    if abs(got - qdq / d) <= 0.01:
+        return report("Q/DQ fraction", False, "close, but this is a ratio of two counts: compute it from by_operator rather than typing a rounded number")
+    return report("Q/DQ fraction", False, f"got {got:.4g}; add up by_operator's delegated counts of the ops whose name contains 'quantize_per'")
 
 
 @_blank_safe
@@ -370,20 +462,38 @@ def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> boo
 
 
 @_blank_safe
-def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor) -> bool:
+def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor, labels: torch.Tensor) -> bool:
     """Exercise: in percent, on how many images two models predict the same class (not accuracy).
+
+    Rejects with a hint: a fraction, a count, either model's accuracy, and
+    ``100 - |accuracy_a - accuracy_b|``, the belief that equal accuracies mean equal
+    predictions (whenever that differs from the truth: flips in both directions cancel
+    in the accuracies but not in the agreement).
 
     Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
-    if not (isinstance(preds_a, torch.Tensor) and isinstance(preds_b, torch.Tensor)) or preds_a.shape != preds_b.shape:
-        raise TypeError("preds_a and preds_b must be tensors of predicted classes with the same shape")
+    tensors = (preds_a, preds_b, labels)
+    if not all(isinstance(t, torch.Tensor) for t in tensors) or not preds_a.shape == preds_b.shape == labels.shape:
+        raise TypeError("preds_a, preds_b and labels must be tensors of class indices with the same shape")
     got = as_number(percent, "agreement")
+    n = preds_a.numel()
     same = int((preds_a == preds_b).sum())
-    expected = 100.0 * same / preds_a.numel()
-    if abs(got - expected) <= 1e-6 + 1e-4 * expected:
+    expected = 100.0 * same / n
+    acc_a = 100.0 * int((preds_a == labels).sum()) / n
+    acc_b = 100.0 * int((preds_b == labels).sum()) / n
+
+    def close(value: float) -> bool:
+        return abs(got - value) <= 1e-6 + 1e-6 * abs(value)
+
+    if close(expected):
         return report("agreement", True)
-    if abs(got - expected / 100) <= 1e-6:
+    if close(expected / 100):
         return report("agreement", False, "that is a fraction; the question asks for percent")
-    if got == same and same != expected:
+    if close(same) or close(n - same):
         return report("agreement", False, "that is a count of images; divide by how many there are, times 100")
-    return report("agreement", False, f"got {got:.4g}; compare the two models' predictions with each other, not with the labels")
+    if close(100.0 - abs(acc_a - acc_b)):
+        return report("agreement", False, "equal accuracies do not mean equal predictions: images flipped one way and the other cancel "
+                                          "in the accuracies; compare the two models' predictions image by image")
+    if close(acc_a) or close(acc_b):
+        return report("agreement", False, "that is an accuracy (predictions against the labels); compare the two models' predictions with each other")
+    return report("agreement", False, f"got {got:.4g}; compare the two models' predictions with each other, image by image")

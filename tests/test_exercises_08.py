@@ -8,42 +8,52 @@ from torch import nn
 
 import qhelpers as qh
 
-# An export like MobileNetV2's INT8 .pte: many nodes in XNNPACK, one left outside.
-EXPORT = qh.PteExport(Path("m.pte"), 3_707_040, 1, 365, 1)
+# An export like MobileNetV2's INT8 .pte: 365 nodes in XNNPACK (of them 55 quantize and 118 dequantize ops), 1 outside.
+BY_OPERATOR = {
+    "aten_convolution_default": (52, 0), "aten_hardtanh_default": (35, 0), "aten_add_tensor": (10, 0), "aten_linear_default": (1, 0),
+    "aten_mean_dim": (1, 0), "aten_view_copy_default": (1, 0), "aten_clone_default": (1, 0), "getitem": (0, 1),
+    "quantized_decomposed_quantize_per_tensor_default": (55, 0),
+    "quantized_decomposed_dequantize_per_tensor_default": (65, 0),
+    "quantized_decomposed_dequantize_per_channel_default": (53, 0),
+}
+D = sum(d for d, _ in BY_OPERATOR.values())
+EXPORT = qh.PteExport(Path("m.pte"), 3_707_040, 1, D, 1, BY_OPERATOR)
+QDQ = 55 + 65 + 53
 MODEL = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(8, 4))  # 224 + 8 + 32 + 4 = 268 parameters
 N_PARAMS = sum(p.numel() for p in MODEL.parameters())
 FILE_BYTES = 300
 
 
-# --------------------------------------------------------------------------- exercise 1: delegated fraction
+# --------------------------------------------------------------------------- exercise 1: Q/DQ fraction of the delegated nodes
 
 
 def test_ex1_accepts_right_answer(capsys):
-    assert qh.check_delegated_fraction(365 / 366, EXPORT)
-    assert qh.check_delegated_fraction(torch.tensor(365 / 366), EXPORT)
+    assert qh.check_qdq_fraction(QDQ / D, EXPORT)
+    assert qh.check_qdq_fraction(torch.tensor(QDQ / D, dtype=torch.float64), EXPORT)
     assert "✅" in capsys.readouterr().out
 
 
-def test_ex1_rejects_the_non_delegated_part(capsys):
-    assert not qh.check_delegated_fraction(1 / 366, EXPORT)
-    assert "outside XNNPACK" in capsys.readouterr().out
-
-
-def test_ex1_rejects_a_percentage(capsys):
-    assert not qh.check_delegated_fraction(100 * 365 / 366, EXPORT)
-    assert "percentage" in capsys.readouterr().out
-
-
-def test_ex1_rejects_dividing_by_the_non_delegated_count(capsys):
-    assert not qh.check_delegated_fraction(365 / 1, EXPORT)
-    assert "divide by all nodes" in capsys.readouterr().out
+@pytest.mark.parametrize("wrong, hint", [
+    (D / (D + 1), "how much of the graph XNNPACK took"),      # the old question's answer: delegated / all
+    (1 - 1 / D, "how much of the graph XNNPACK took"),        # 1 - 1/365, a formula right only by accident
+    (QDQ / (D + 1), "delegated nodes only"),                  # divided by every node
+    (1 - QDQ / D, "arithmetic part"),                         # the complement
+    (100 * QDQ / D, "percentage"),
+    (55 / D, "count both kinds"),                             # quantize ops only
+    ((65 + 53) / D, "count both kinds"),                      # dequantize ops only
+    (round(QDQ / D, 2), "ratio of two counts"),               # a rounded guess
+    (0.5, "add up by_operator"),                              # a plain guess
+])
+def test_ex1_rejects_typical_mistakes(wrong, hint, capsys):
+    assert not qh.check_qdq_fraction(wrong, EXPORT)
+    assert hint in capsys.readouterr().out
 
 
 def test_ex1_blank_and_wrong_kind(capsys):
-    assert not qh.check_delegated_fraction(..., EXPORT)
+    assert not qh.check_qdq_fraction(..., EXPORT)
     assert "not filled in yet" in capsys.readouterr().out
     with pytest.raises(TypeError, match="PteExport"):
-        qh.check_delegated_fraction(0.5, {"delegated_nodes": 1})
+        qh.check_qdq_fraction(0.5, {"delegated_nodes": 1})
 
 
 # --------------------------------------------------------------------------- exercise 2: bytes per weight
@@ -78,33 +88,47 @@ def test_ex2_rejects_counting_tensors_instead_of_parameters(capsys):
 
 # --------------------------------------------------------------------------- exercise 3: agreement
 
+# Ten digits; A and B are each right on 8 and agree on 8: two flips, one each way, cancel in the accuracies.
 LABELS = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-PTE = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 1])  # 9/10 correct
-PY = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 3, 2])  # 8/10 correct; agrees with PTE on 8 images
+A = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 1])
+B = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0, 8, 0])  # right on 8, A right on 8; they differ on digits 7, 8, 9
 
 
 def test_ex3_accepts_right_answer(capsys):
-    assert qh.check_agreement(80.0, PTE, PY)
+    assert qh.check_agreement(70.0, A, B, LABELS)
     assert "✅" in capsys.readouterr().out
 
 
-def test_ex3_rejects_a_fraction(capsys):
-    assert not qh.check_agreement(0.8, PTE, PY)
-    assert "fraction" in capsys.readouterr().out
+@pytest.mark.parametrize("wrong, hint", [
+    (100.0, "equal accuracies do not mean equal predictions"),  # 100 - |80 - 80|: the misconception the exercise targets
+    (80.0, "that is an accuracy"),
+    (0.7, "fraction"),
+    (7, "count of images"),
+    (3, "count of images"),
+    (50.0, "image by image"),
+])
+def test_ex3_rejects_typical_mistakes(wrong, hint, capsys):
+    assert not qh.check_agreement(wrong, A, B, LABELS)
+    assert hint in capsys.readouterr().out
 
 
-def test_ex3_rejects_a_count(capsys):
-    assert not qh.check_agreement(8, PTE, PY)
-    assert "count of images" in capsys.readouterr().out
+def test_ex3_rejects_the_misconception_on_the_notebook_s_shape_of_data(capsys):
+    """1,000 digits, the .pte right on 987 and float on 988, 3 disagreements (one flip each way plus one): 99.7 % agree."""
+    labels = torch.arange(1000) % 10
+    float_preds, pte_preds = labels.clone(), labels.clone()
+    float_preds[:12] = (labels[:12] + 1) % 10  # float wrong on 12
+    pte_preds[:12] = float_preds[:12]
+    pte_preds[12] = (labels[12] + 1) % 10  # the .pte wrong where float is right
+    pte_preds[13] = (labels[13] + 2) % 10
+    pte_preds[0] = labels[0]  # and right where float is wrong
+    assert (pte_preds == labels).sum() == 987 and (float_preds == labels).sum() == 988
+    assert qh.check_agreement(99.7, pte_preds, float_preds, labels)
+    assert not qh.check_agreement(100 - abs(98.7 - 98.8), pte_preds, float_preds, labels)
+    assert "equal accuracies" in capsys.readouterr().out
 
 
-def test_ex3_rejects_accuracy_against_the_labels(capsys):
-    accuracy = 100.0 * (PTE == LABELS).float().mean().item()
-    assert accuracy != 80.0
-    assert not qh.check_agreement(accuracy, PTE, PY)
-    assert "not with the labels" in capsys.readouterr().out
-
-
-def test_ex3_wrong_kind():
+def test_ex3_blank_and_bad_input(capsys):
+    assert not qh.check_agreement(..., A, B, LABELS)
+    assert "not filled in yet" in capsys.readouterr().out
     with pytest.raises(TypeError, match="same shape"):
-        qh.check_agreement(80.0, PTE, PY[:5])
+        qh.check_agreement(50.0, A, B[:5], LABELS)

@@ -147,3 +147,58 @@ def test_loading_in_a_fresh_process_shows_no_cpuinfo_lines(float_pte):
     done = subprocess.run([sys.executable, "-c", filtered], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "cpuinfo_utils" not in done.stderr and "cpuinfo_utils" not in done.stdout
+
+
+def test_run_pte_can_hand_a_wrong_shape_to_the_runtime(float_pte, capsys):
+    """check_shapes=False: the runtime's own complaint (logged, then RuntimeError), as an app on a phone meets it."""
+    _, x, export = float_pte
+    pte = qh.load_pte(export.path)
+    with pytest.raises(RuntimeError):
+        qh.run_pte(pte, torch.randn(2, 1, 8, 8), check_shapes=False)
+    assert "static tensor" in capsys.readouterr().err  # [tensor_impl.cpp] Attempted to resize a static tensor ...
+    assert torch.equal(qh.run_pte(pte, x, check_shapes=False), qh.run_pte(pte, x))
+    with pytest.raises(TypeError, match="check_shapes"):
+        qh.run_pte(pte, x, check_shapes="no")
+
+
+def test_pte_operators_lists_kernels_outside_the_delegate(tmp_path, float_pte):
+    _, x, export = float_pte
+    assert qh.pte_operators(export.path) == {"operators": [], "delegates": ["XnnpackBackend"]}
+    portable = qh.export_pte(_tiny(), (x,), tmp_path / "portable.pte", delegate=False)
+    ops = qh.pte_operators(portable.path)
+    assert ops["delegates"] == [] and any("convolution" in op for op in ops["operators"])
+    with pytest.raises(FileNotFoundError):
+        qh.pte_operators(tmp_path / "missing.pte")
+    (tmp_path / "junk.pte").write_bytes(b"not a program")
+    with pytest.raises(ValueError, match="not a valid ExecuTorch program"):
+        qh.pte_operators(tmp_path / "junk.pte")
+
+
+def test_set_executorch_threads_refuses_a_resize_under_a_loaded_program(float_pte):
+    qh.load_pte(float_pte[2].path)  # a program is loaded in this process from here on
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+    current = int(_threadpool_get_thread_count())
+    assert qh.set_executorch_threads(current) == current  # asking for the size it has is fine
+    with pytest.raises(RuntimeError, match="already loaded"):
+        qh.set_executorch_threads(current + 1)
+    with pytest.raises(ValueError, match="positive int"):
+        qh.set_executorch_threads(0)
+
+
+@pytest.mark.slow
+def test_the_40_db_bar_of_notebook_08_catches_a_per_tensor_file(tmp_path):
+    """Notebook 08 checks its course .pte against the graph it was lowered from at > 40 dB (44 dB measured). The bar
+    must separate a right file from a wrong one: a .pte lowered with per-tensor weights by mistake scores below it."""
+    model = qh.load_course_model()
+    calib = qh.digits_loader("calib", batch_size=100)
+    test_x, _ = next(iter(qh.digits_loader("test", batch_size=200)))
+    x1 = test_x[:1].clone()
+    graphs = {per_channel: qh.quantize_xnnpack(model, test_x[:2].clone(), calib, per_channel=per_channel) for per_channel in (True, False)}
+    with torch.no_grad():
+        reference = graphs[True](test_x)
+        sqnr = {}
+        for per_channel, graph in graphs.items():
+            pte = qh.load_pte(qh.export_pte(graph, (x1,), tmp_path / f"course_{per_channel}.pte").path)
+            sqnr[per_channel] = qh.sqnr_db(reference, torch.cat([pte(test_x[i : i + 1]) for i in range(len(test_x))]))
+    assert sqnr[True] > 40 > sqnr[False], sqnr  # 44.1 / 34.5 dB measured on 1,000 test digits
