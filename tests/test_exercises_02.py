@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 from torchvision.models import quantization as qmodels
-from torchvision.models.quantization import MobileNet_V2_QuantizedWeights, MobileNet_V3_Large_QuantizedWeights, ResNet50_QuantizedWeights
+from torchvision.models.quantization import MobileNet_V2_QuantizedWeights, MobileNet_V3_Large_QuantizedWeights
 
 import qhelpers as qh
 
