@@ -71,7 +71,6 @@ SLOW: dict[str, float] = {
     "tests/test_models.py::test_checkpoint_reaches_promised_accuracy": 7.4,
     "tests/test_models.py::test_fuse_model_keeps_outputs_and_removes_batchnorm": 3.8,
     "tests/test_models.py::test_model_has_quantization_ready_structure": 0.8,
-    "tests/test_modern.py::test_deprecation_map_statuses_come_from_the_calls": 10.5,
     "tests/test_modern.py::test_deprecation_map_pins_each_warning_on_the_call_that_emits_it": 10.5,
     "tests/test_modern.py::test_deprecation_map_statuses_come_from_the_calls": 9.6,
     "tests/test_modern.py::test_export_save_load_round_trip": 9.7,
