@@ -381,11 +381,6 @@ def test_mse_clip_blank_and_wrong_kind(capsys):
 # ----------------------------------------------------------------------------- qhelpers/runtime.py (notebook 08)
 
 
-def test_delegated_fraction_another_number(capsys):
-    export = qh.PteExport("m.pte", 3_707_040, 1, 365, 1)
-    rejected(capsys, qh.check_delegated_fraction(0.5, export), "got 0.5", "delegated_nodes and non_delegated_nodes")
-
-
 def test_bytes_per_weight_needs_the_float_model():
     with pytest.raises(TypeError, match="model must be the float nn.Module, got str"):
         qh.check_bytes_per_weight(1.1, 300, "model.pt")
