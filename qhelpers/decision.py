@@ -33,11 +33,12 @@ DECISION_TREE_TEXT = """\
 1. Is there a pre-quantized model for your task (torchvision *_QuantizedWeights), to run on x86 or in eager mode?
      yes                                  -> use it (notebook 02)
 2. What is the model made of?
-     mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8, which
-       (an MLP, an RNN, a transformer)       is faster on x86 only compiled (torchao + torch.compile, notebook 06);
-                                             an LSTM/GRU has only eager quantize_dynamic (deprecated; measure it);
-                                             weight-only INT8 for size. At small batch their time goes to loading
-                                             weights. Static INT8 only where it measures better
+     mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8; on x86
+       (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled
+                                             with torch.compile measure faster than float (torchao's eager path does
+                                             not); an LSTM/GRU has only quantize_dynamic; weight-only INT8 for size.
+                                             At small batch their time goes to loading weights. Static INT8 only
+                                             where it measures better
      mostly convolutions (a CNN)          -> go on to 3
 3. A CNN: do you have representative inputs (a few hundred, no labels needed; training data counts)?
      yes                                  -> post-training static quantization, PTQ (notebook 03): try it first
@@ -179,9 +180,9 @@ def recommend(
             "notebook 06",
             "INT8 weights need no calibration and are 4x smaller; at small batch a Linear/LSTM model's time goes to "
             "loading weights, but only a kernel that reads the int8 weights directly turns that into speed: on x86, "
-            "torchao's dynamic INT8 compiled with torch.compile (notebook 06 measures eager weight-only and eager "
-            "quantize_dynamic no faster than float); an LSTM/GRU has only eager quantize_dynamic (deprecated): "
-            "measure it; static INT8 only where it measures better",
+            "eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled with torch.compile (notebook 06 "
+            "measures both faster than float, and torchao's eager weight-only and dynamic paths slower); an LSTM/GRU "
+            "has only eager quantize_dynamic: measure it; static INT8 only where it measures better",
         )
     if ptq_drop_acceptable is False:
         if can_train:
