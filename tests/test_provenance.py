@@ -36,7 +36,6 @@ NOT_IN_NOTEBOOKS = {
     "fake_quant_range": "qat: reads a FakeQuantize's range (tests, plots)",
     "is_fused": "ptq: fuse() uses it to refuse fusing twice",
     "keep_in_float": "ptq: post_training_quantize(float_modules=...) calls it",
-    "mean_output_shift": "recovery: the measurement bias correction zeroes (tested invariant)",
     "not_filled": "checks: every self-check's blank-answer test",
     "observers_frozen": "qat: tells whether a QAT model's observers are frozen (tests, the exercise check)",
     "plot_histogram_with_grid": "plotting: the explorer widget draws with it",
@@ -58,7 +57,6 @@ NOT_IN_NOTEBOOKS = {
     "train_digit_transformer": "transformer: python -m qhelpers.rebuild transformer",
     "verify_file": "data: every loader verifies its file's checksum with it",
     "w8a8_linear": "linear: the simulated W8A8 layer behind SmoothQuant's measurement",
-    "weight_clip": "recovery: the clipping range behind range setting",
     "weight_only_sqnr": "modern: notebook 05's exercise check measures with it",
     "weight_storage_bytes": "linear: bytes of a quantized weight with its scales (tests, the per-group table)",
 }
