@@ -1002,7 +1002,9 @@ def adaround(
     row per output position of a Conv2d, from ``num_samples`` calibration images, at most
     ``max_rows`` rows drawn with ``seed``); each step uses ``batch_size`` rows.
     Calibration images after the first ``num_samples`` (up to as many again) are
-    held out: the reported losses are measured on them. Returns a copy;
+    held out: the reported losses are measured on them. Runs on one thread
+    (the caller's thread count is restored after): its steps are small, and a
+    second thread costs more in synchronisation than it gains. Returns a copy;
     ``model`` (folded, eval) is not changed.
 
     Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
@@ -1023,6 +1025,19 @@ def adaround(
         raise ValueError(f"warm_up must be a fraction in [0, 1), got {warm_up!r}")
     if not (isinstance(beta, (tuple, list)) and len(beta) == 2 and all(isinstance(b, (int, float)) and b > 0 for b in beta)):
         raise ValueError(f"beta must be (start, end), two positive numbers, got {beta!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small steps: a second thread costs more in synchronisation than it gains
+    try:
+        return _adaround(model, calib_loader, bits=bits, per_channel=per_channel, method=method, act_bits=act_bits, iterations=iterations,
+                         lr=lr, reg_weight=reg_weight, beta=beta, warm_up=warm_up, num_samples=num_samples, max_rows=max_rows,
+                         batch_size=batch_size, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _adaround(model: nn.Module, calib_loader: Iterable, *, bits: int, per_channel: bool, method: str, act_bits: Optional[int], iterations: int,
+              lr: float, reg_weight: float, beta: tuple, warm_up: float, num_samples: int, max_rows: int, batch_size: int, seed: int) -> AdaRoundResult:
+    """``adaround`` after its arguments are checked, on the calling thread count."""
     start = time.perf_counter()
     qmax = 2 ** (bits - 1) - 1
     xs = []
