@@ -6,7 +6,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``environment`` setup, environment report, deprecation warnings (notebook 00)
 * ``decision``    the decision tree: PTQ, QAT or dynamic, and which engine (00)
 * ``quantmath``   scale/zero point, quantize/dequantize on plain int tensors, errors, int8 linear (01)
-* ``data``        the bundled digits, paths, checksums (01)
+* ``files``       the course folder, data/, checksums, atomic writes, checkpoints (00)
+* ``data``        the bundled digits (01)
 * ``models``      the course model and its checkpoint (01)
 * ``metrics``     accuracy, size, parameter count (01)
 * ``training``    training loops (01, 04)
@@ -25,17 +26,24 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``recovery``    when INT8 loses accuracy: W/A debugging, PT2E numeric debugger, range setting, CLE, bias correction, AdaRound (07)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
 
-Each helper's docstring names the notebook that introduced it. Tooling that is not
-imported here: ``qhelpers.cli`` (the command-line tool, ``python -m qhelpers``),
-``qhelpers.deployment_benchmark`` (the benchmark command), ``qhelpers.notebooks`` (execute notebooks,
-hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild ``data/``), ``qhelpers.doctor``
-(the laptop check) and ``qhelpers.progress`` (the self-check log).
+Each helper's docstring names the notebook that introduced it. Not star-imported here (reach them as
+``qhelpers.X``): ``registry`` (the ``ModelSpec`` of each model in ``data/``: load, metadata, train, rebuild),
+``versions`` (the pins of requirements.txt, ``machine_info()``), and the tooling: ``qhelpers.cli`` with
+``cli_common``/``cli_inspect``/``cli_quantize`` (the command-line tool, ``python -m qhelpers``),
+``qhelpers.deployment_benchmark`` with ``bench_models``/``bench``/``bench_report`` (the benchmark command),
+``qhelpers.notebooks`` (execute notebooks, hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild
+``data/``), ``qhelpers.doctor`` (the laptop check) and ``qhelpers.progress`` (the self-check log).
+
+The modules sit in layers (foundations, platform, building blocks, models, lessons, tools, entry points), each
+importing only from its own layer or below, with no cycles: the table is ``LAYERS`` in tests/test_layers.py,
+which fails on an import that runs up or round.
 """
 
 from .cpu import *  # noqa: F401,F403
 from .environment import *  # noqa: F401,F403
 from .decision import *  # noqa: F401,F403
 from .quantmath import *  # noqa: F401,F403
+from .files import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403

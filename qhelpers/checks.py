@@ -13,7 +13,10 @@ import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "not_filled", "NotFilledIn", "check_recommendation", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_codes", "check_per_channel_scales"]
+
+
+RESULTS: list = []  # every CheckResult report() made, oldest first (the last 100); the test plugin tests/student_flow.py reads and clears it
 
 
 def report(name: str, ok: bool, detail: str = "") -> "CheckResult":
@@ -24,6 +27,8 @@ def report(name: str, ok: bool, detail: str = "") -> "CheckResult":
     also appended to the learner's progress log when one is kept (see ``qhelpers.progress``).
     """
     result = CheckResult(bool(ok), str(name), str(detail))
+    RESULTS.append(result)
+    del RESULTS[:-100]
     _show_check_line(result)
     try:
         from .progress import record
@@ -45,6 +50,19 @@ def as_number(value: Any, name: str) -> float:
         return float(torch.as_tensor(value).reshape(()))
     except Exception as exc:
         raise TypeError(f"{name} must be a single number, got {type(value).__name__}") from exc
+
+
+# How close a learner's number must be to the expected one, for every self-check that compares numbers: a value
+# copied from a printout with 4 significant digits is within 1e-3 of the exact one, while the typical slips
+# (256 for 255 steps, a 7-bit range for 8 bits, a missing zero point) are off by 0.4 % or far more.
+ANSWER_REL_TOL = 1e-3
+
+
+def is_close(answer: float, expected: float, *, rel: float = ANSWER_REL_TOL, abs_tol: float = 1e-12) -> bool:
+    """The one tolerance of the self-checks: ``answer`` (a float, e.g. from ``as_number``) equals ``expected``
+    within ``rel`` of it (``ANSWER_REL_TOL`` unless a check says why it needs another), or within ``abs_tol``
+    near zero."""
+    return abs(answer - expected) <= max(rel * abs(expected), abs_tol)
 
 
 def _blank_safe(check):
@@ -375,38 +393,6 @@ def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
         return report(name, False, "a symmetric range [-m, m] is 2m wide: spread it over the codes, not m alone")
     worst = int((a - expected).abs().argmax())
     return report(name, False, f"row {worst}: got {a[worst].item():.6g}; compare with section 5's symmetric scale")
-
-
-@_blank_safe
-def check_recommendation(scenario: str, answer: Any) -> bool:
-    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``.
-
-    Compares the reasoning (the answer given to each question of the tree),
-    not only the outcome: a right method reached from a wrong reading of the
-    story fails, with a hint that names the question read wrongly.
-
-    Introduced in notebooks/00_start_here.ipynb.
-    """
-    from .decision import SCENARIOS, Recommendation, recommend, scenario_mistakes
-
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
-    if not_filled(answer):
-        raise NotFilledIn(f"scenario {scenario!r}")
-    name = f"scenario {scenario!r}"
-    if not isinstance(answer, Recommendation):
-        return report(name, False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
-    expected = recommend(**SCENARIOS[scenario][1])
-    mistakes = scenario_mistakes(scenario, answer)
-    if not mistakes and (answer.method, answer.engine) == (expected.method, expected.engine):
-        return report(name, True)
-    if not mistakes:
-        return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
-    same = (answer.method, answer.engine) == (expected.method, expected.engine)
-    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if same else "")
-    question, hint = mistakes[0]
-    more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
-    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
 
 
 @_blank_safe

@@ -1,4 +1,4 @@
-"""The bundled handwritten-digit data set and the paths of everything in ``data/``.
+"""The bundled handwritten-digit data set (the paths of ``data/`` and its file helpers: ``qhelpers.files``).
 
 Introduced in notebooks/01_manual_tensor_quantization.ipynb.
 
@@ -11,10 +11,7 @@ mlxtend``; nothing else in the course does).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -22,12 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._validate import positive_int
+
+# Paths and file helpers live in qhelpers.files; imported here for this module (and its older callers:
+# ``data.data_dir()``, ``data.load_checkpoint(...)``).
+from .files import atomic_write_bytes, data_dir, load_checkpoint, read_metadata, sha256_file, verify_file  # noqa: F401
+
 __all__ = [
-    "data_dir",
-    "repo_dir",
-    "sha256_file",
-    "verify_file",
-    "atomic_write_bytes",
     "load_digits",
     "digits_dataset",
     "digits_loader",
@@ -44,108 +42,6 @@ SPLIT_SEED = 0
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 REBUILD_DATA_COMMAND = "python -m qhelpers.rebuild data"
-RETRAIN_COMMAND = "python -m qhelpers.rebuild model"
-
-
-DATA_ENV = "QHELPERS_DATA"
-INSTALL_HINT = (
-    "install the course with `pip install -e .` from the course folder (or `make setup`), "
-    f"or set {DATA_ENV} to the course's data/ folder"
-)
-
-
-def repo_dir() -> Path:
-    """The folder the package sits in: the course's top folder (``notebooks/``, ``data/``) for the editable install."""
-    return Path(__file__).resolve().parent.parent
-
-
-def data_dir() -> Path:
-    """The course's ``data/``: ``$QHELPERS_DATA`` if set, else ``data/`` beside the package (the editable install).
-
-    A non-editable ``pip install .`` puts the package in site-packages, where
-    there is no ``data/``: then this raises ``FileNotFoundError`` saying how
-    to install or where to point ``QHELPERS_DATA``.
-
-    Introduced in notebooks/00_start_here.ipynb.
-    """
-    env = os.environ.get(DATA_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"{DATA_ENV}={env!r} is not a folder; point it at the course's data/ folder")
-        return path
-    path = repo_dir() / "data"
-    if not path.is_dir():
-        raise FileNotFoundError(f"the course's data/ folder was not found beside the package ({path}): {INSTALL_HINT}")
-    return path
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_file(path: Path, expected_sha256: Optional[str], rebuild_command: str) -> None:
-    """Raise ``FileNotFoundError``/``ValueError`` naming ``path`` and the rebuild command if it is missing or altered."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with: {rebuild_command}")
-    if expected_sha256 is None:
-        raise ValueError(f"no checksum is recorded for {path}; rebuild it with: {rebuild_command}")
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise ValueError(
-            f"{path} is corrupt or was changed: sha256 {actual[:12]}... but {expected_sha256[:12]}... was recorded; "
-            f"rebuild it with: {rebuild_command}"
-        )
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename, so no half-written file is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_metadata(path: Path, rebuild_command: str) -> dict:
-    """The JSON metadata beside a shipped file; ``FileNotFoundError``/``ValueError`` naming it and the rebuild command."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with: {rebuild_command}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); rebuild it with: {rebuild_command}") from exc
-
-
-def load_checkpoint(directory: Path, checkpoint_name: str, metadata_name: str, rebuild_command: str) -> tuple[dict, dict]:
-    """A shipped state dict and its metadata: checksum verified, loaded with ``weights_only=True``.
-
-    One loader for every model the course ships (the course model, the
-    depthwise model, the INT8 artifact, the digit transformer); a missing,
-    altered or unreadable file raises an error naming it and ``rebuild_command``.
-    """
-    directory = Path(directory)
-    path = directory / checkpoint_name
-    meta = read_metadata(directory / metadata_name, rebuild_command)
-    verify_file(path, meta.get("sha256"), rebuild_command)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip ...
-        raise ValueError(f"{path} could not be read as a checkpoint ({exc}); rebuild it with: {rebuild_command}") from exc
-    return state, meta
 
 
 def load_digits(directory: Optional[Path] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -174,8 +70,7 @@ def digits_dataset(split: str, limit: Optional[int] = None, directory: Optional[
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
     _check_split(split)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    positive_int("limit", limit, allow_none=True)
     images, labels = load_digits(directory)[split]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -190,8 +85,7 @@ def digits_loader(
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     ds = digits_dataset(split, limit)
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .checks import _blank_safe, read_range, report
+from .checks import NotFilledIn, _blank_safe, not_filled, read_range, report
 
 __all__ = [
     "Recommendation",
@@ -16,6 +16,7 @@ __all__ = [
     "DECISION_TREE_TEXT",
     "SCENARIOS",
     "MODEL_KINDS",
+    "check_recommendation",
     "check_int8_accuracy_prediction",
 ]
 
@@ -171,6 +172,36 @@ def _default(question: str) -> Any:
 
 
 # --------------------------------------------------------------------------- predict first (notebook 00)
+
+
+@_blank_safe
+def check_recommendation(scenario: str, answer: Any) -> bool:
+    """Exercise (notebook 00): the ``qh.recommend(...)`` result for one of ``qh.SCENARIOS``.
+
+    Compares the reasoning (the answer given to each question of the tree),
+    not only the outcome: a right method reached from a wrong reading of the
+    story fails, with a hint that names the question read wrongly.
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
+    if not_filled(answer):
+        raise NotFilledIn(f"scenario {scenario!r}")
+    name = f"scenario {scenario!r}"
+    if not isinstance(answer, Recommendation):
+        return report(name, False, f"expected the result of qh.recommend(...), got {type(answer).__name__}")
+    expected = recommend(**SCENARIOS[scenario][1])
+    mistakes = scenario_mistakes(scenario, answer)
+    if not mistakes and (answer.method, answer.engine) == (expected.method, expected.engine):
+        return report(name, True)
+    if not mistakes:
+        return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
+    same = (answer.method, answer.engine) == (expected.method, expected.engine)
+    lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if same else "")
+    question, hint = mistakes[0]
+    more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
+    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
 
 
 @_blank_safe

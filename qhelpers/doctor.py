@@ -1,10 +1,10 @@
 """The 2-minute laptop check of a workshop morning: ``python -m qhelpers.doctor`` says OK or what is wrong.
 
 Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
-It checks, in order: the Python version, the pinned torch/torchvision/torchao (and the Jupyter
-packages), the quantized engines and the CPU (AVX2, VNNI), free disk space, the bundled data and
-models against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line
-is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
+It checks, in order: the Python version, every package pinned in requirements.txt (executorch
+included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
+``torch.compile`` can build code (a C++ compiler), free disk space, the bundled data and models
+against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
 something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import platform
-import re
 import shutil
 import sys
 import warnings
@@ -21,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .data import data_dir, repo_dir, verify_file
+from .files import course_root, data_dir, verify_file
+from .versions import course_requirements
 
 __all__ = ["Finding", "run_checks", "doctor_report"]
 
 COURSE_PYTHON = (3, 11)
-MIN_PYTHON = (3, 10)
-# Used when requirements.txt is not next to the package (a non-editable install).
-FALLBACK_PINS = {"torch": "2.14.1", "torchvision": "0.29.1", "torchao": "0.18.0"}
-CHECKED_PACKAGES = ("torch", "torchvision", "torchao", "jupyterlab", "ipywidgets", "matplotlib")
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python: the pinned numpy and scipy need 3.11
+# The packages whose version changes what the notebooks compute: another version of these FAILs, of the rest WARNs.
+CORE_PACKAGES = ("torch", "torchvision", "torchao", "executorch")
 MIN_FREE_GB, LOW_FREE_GB = 1.0, 3.0
 
 
@@ -48,7 +47,7 @@ class Finding:
 
 
 def check_python(version: Optional[tuple[int, int]] = None) -> Finding:
-    """3.11 is the course's Python (its wheelhouse is built with it); 3.10 and newer work online."""
+    """3.11 is the course's Python (its wheelhouse is built with it); newer ones work online."""
     v = tuple(version or sys.version_info[:2])
     shown = ".".join(map(str, v))
     if v < MIN_PYTHON:
@@ -61,51 +60,54 @@ def check_python(version: Optional[tuple[int, int]] = None) -> Finding:
     return Finding("OK", "python", f"{shown} ({platform.python_implementation()}, {platform.machine()})")
 
 
-def _pins(requirements: Optional[Path] = None) -> dict[str, str]:
-    path = requirements if requirements is not None else repo_dir() / "requirements.txt"
-    pins = {}
-    if Path(path).is_file():
-        for line in Path(path).read_text().splitlines():
-            m = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
-            if m:
-                pins[m.group(1).lower()] = m.group(2)
-    return pins or dict(FALLBACK_PINS)
-
-
 def check_versions(installed: Optional[Callable[[str], str]] = None, requirements: Optional[Path] = None) -> list[Finding]:
-    """Each course package installed at its pinned version (``installed`` maps a name to a version, for tests)."""
+    """Every package the course pins (``requirements.txt``, the one source: ``qhelpers.versions``) installed at its
+    version; ``installed`` maps a name to a version and ``requirements`` names the file, for tests.
+
+    Without ``requirements.txt`` (run outside the course folder after ``pip install .``) it checks the version
+    ranges the installed package declares, and says so in a WARN line.
+    """
+    from packaging.version import InvalidVersion, Version
+
     get = installed or md.version
-    pins = _pins(requirements)
-    found, wrong, missing = [], [], []
-    for name in CHECKED_PACKAGES:
+    course = course_requirements(requirements)
+    found, wrong, missing, optional_missing = [], [], [], []
+    for name, req in course.requirements.items():
         try:
             have = get(name)
         except md.PackageNotFoundError:
-            missing.append(name)
+            (optional_missing if name in course.optional else missing).append(name)
             continue
-        want = pins.get(name)
         found.append(f"{name} {have}")
-        if want and have.split("+")[0] != want:
-            wrong.append(f"{name} {have} (pinned {want})")
+        try:
+            ok = req.specifier.contains(Version(have).public, prereleases=True)
+        except InvalidVersion:
+            ok = False
+        if not ok:
+            wrong.append((name, f"{name} {have} ({'pinned' if course.exact else 'needs'} {str(req.specifier).lstrip('=')})"))
+    fix = "pip install -r requirements.txt in the course's venv (the notebooks' numbers are checked with the pinned versions)"
     out = []
+    if not course.exact:
+        out.append(Finding("WARN", "pins", f"requirements.txt not found: checking {course.source}",
+                           "run the doctor from the course folder (or set QHELPERS_HOME to it) to check the exact pins"))
+    if not course.requirements:
+        out.append(Finding("FAIL", "packages", "no requirements found to check", "run the doctor from the course folder"))
     if missing:
         out.append(Finding("FAIL", "packages", "missing: " + ", ".join(missing), "pip install -r requirements.txt (or from the wheelhouse: triage: no internet)"))
+    if optional_missing:
+        out.append(Finding("WARN", "packages", "missing (notebook 08, make bench): " + ", ".join(optional_missing), "pip install 'qhelpers[deploy]'"))
     if wrong:
-        core = any(w.split()[0] in FALLBACK_PINS for w in wrong)
-        out.append(
-            Finding(
-                "FAIL" if core else "WARN", "versions", "; ".join(wrong),
-                "pip install -r requirements.txt in the course's venv (the notebooks' numbers are checked with the pinned versions)",
-            )
-        )
-    if not out:
+        core = any(name in CORE_PACKAGES for name, _ in wrong)
+        out.append(Finding("FAIL" if core else "WARN", "versions", "; ".join(text for _, text in wrong), fix))
+    if not missing and not wrong and course.requirements:
         out.append(Finding("OK", "packages", ", ".join(found)))
     return out
 
 
 def check_engines() -> list[Finding]:
-    """The quantized engines, the default one, and what the CPU means for INT8 speed."""
-    from .environment import cpu_has_vnni, default_engine, supported_engines
+    """The quantized engines, the default one, and what the CPU's INT8 kernels do (measured, not read from flags)."""
+    from .cpu import cpu_flags_label, emulated, int8_pairs_saturate, is_x86_machine
+    from .environment import default_engine, supported_engines
 
     try:
         engines = supported_engines()
@@ -118,28 +120,43 @@ def check_engines() -> list[Finding]:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    vnni = cpu_has_vnni()
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
-        out.append(Finding("OK", "cpu", f"ARM ({machine}): qnnpack is the engine; the notebooks print where x86-only cells are skipped"))
+    saturates = int8_pairs_saturate(default)
+    where = " (emulated: timings mean nothing here)" if emulated() else ""
+    if not is_x86_machine():
+        out.append(Finding("OK", "cpu", f"ARM ({platform.machine()}): {default} is the engine; INT8 sums "
+                                        f"{'saturate at 16 bits' if saturates else 'are exact (32 bits)'}{where}"))
     elif capability in ("DEFAULT", "NO AVX", "") or capability.startswith("SSE"):
         out.append(
-            Finding("WARN", "cpu", f"no AVX2 ({capability}): INT8 runs but is slow, speed-ups in 02-05 will be small or negative",
+            Finding("WARN", "cpu", f"no AVX2 ({capability}): INT8 runs but is slow, speed-ups in 02-05 will be small or negative{where}",
                     "pair this learner with a neighbour for the timing cells (triage: x86 without AVX2)")
         )
-    elif vnni:
-        out.append(Finding("OK", "cpu", f"{capability} with VNNI: full-speed INT8"))
-    elif vnni is False:
-        out.append(Finding("WARN", "cpu", f"{capability} without VNNI: INT8 works, smaller speed-ups; notebooks take the no-VNNI branch",
-                           "nothing to fix; expect different timings (triage: x86 without VNNI)"))
+    elif saturates is None:
+        out.append(Finding("WARN", "cpu", f"{capability}: the INT8 probe could not run on {default}{where}",
+                           "reinstall torch from requirements.txt (triage: wrong torch build)"))
+    elif saturates:
+        label = " (the flags say AVX-VNNI, which FBGEMM does not use)" if cpu_flags_label() == "avx_vnni" else ""
+        out.append(Finding("WARN", "cpu", f"{capability} without AVX512-VNNI{label}: {default}'s INT8 kernels add 8-bit products "
+                                          f"in 16-bit pairs (measured); notebooks take that branch, smaller speed-ups{where}",
+                           "nothing to fix; calibrate with reduce_range (the x86 qconfig) as notebook 01 shows (triage: x86 without VNNI)"))
     else:
-        out.append(Finding("OK", "cpu", f"{capability} (VNNI unknown on this OS)"))
+        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (AVX512-VNNI), full-speed INT8{where}"))
     return out
+
+
+def check_compiler() -> Finding:
+    """Whether ``torch.compile`` builds a one-line function here (Inductor needs a C++ compiler); a fix per OS."""
+    from .cpu import compile_available, compile_fix
+
+    ok, reason = compile_available()
+    if ok:
+        return Finding("OK", "compiler", "torch.compile builds and runs code here")
+    return Finding("WARN", "compiler", f"torch.compile cannot build code here ({reason}); notebooks 05-08 skip their compiled rows",
+                   compile_fix() + " (triage: no C++ compiler)")
 
 
 def check_disk(path: Optional[Path] = None, free_bytes: Optional[int] = None) -> Finding:
     """Free space where the course lives: results, caches and a re-install need room."""
-    free = free_bytes if free_bytes is not None else shutil.disk_usage(path or repo_dir()).free
+    free = free_bytes if free_bytes is not None else shutil.disk_usage(path or course_root(required=False) or Path.cwd()).free
     gb = free / 1e9
     if gb < MIN_FREE_GB:
         return Finding("FAIL", "disk", f"{gb:.1f} GB free", f"free at least {MIN_FREE_GB:.0f} GB (a fresh venv with the CUDA torch build needs ~6 GB; triage: low disk)")
@@ -205,6 +222,7 @@ def run_checks() -> list[Finding]:
     findings = [check_python()]
     findings += check_versions()
     findings += check_engines()
+    findings.append(check_compiler())
     findings.append(check_disk())
     findings.append(check_data())
     findings.append(check_int8_smoke())

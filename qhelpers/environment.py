@@ -67,31 +67,10 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
-from .cpu import _X86_ONLY_ENGINES, cpu_flags_label, int8_pairs_saturate
-from .cpu import is_x86_machine as _is_x86_machine
+from .cpu import cpu_flags_label, emulated, int8_pairs_saturate, supported_engines
 
-
-def supported_engines() -> list[str]:
-    """Quantized engines this course can use here, e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']`` on x86.
-
-    Decided in one place for the whole course: torch's own list, minus
-    ``x86``/``fbgemm`` on a CPU that is not x86 (torch lists them on aarch64
-    Linux, but ``convert`` then fails with "unknown architecure"). When the
-    environment variable ``QHELPERS_ENGINE`` names an engine, only that engine
-    is offered: ``QHELPERS_ENGINE=qnnpack`` makes an x86 machine behave like an
-    ARM laptop, where ``qnnpack`` is the only eager-mode engine.
-
-    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
-    """
-    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if not _is_x86_machine():
-        engines = [e for e in engines if e not in _X86_ONLY_ENGINES]
-    forced = os.environ.get("QHELPERS_ENGINE", "").strip()
-    if forced:
-        if forced not in engines:
-            raise ValueError(f"QHELPERS_ENGINE={forced!r} is not available on this machine; available: {', '.join(engines)}")
-        return [forced]
-    return engines
+# Every eager quantized engine the course knows, in default_engine's order of preference (the CLI's choices too).
+ENGINES = ("x86", "qnnpack", "fbgemm", "onednn")
 
 
 def default_engine() -> str:
@@ -100,7 +79,7 @@ def default_engine() -> str:
     Introduced in notebooks/00_start_here.ipynb.
     """
     engines = supported_engines()
-    for name in ("x86", "qnnpack", "fbgemm", "onednn"):
+    for name in ENGINES:
         if name in engines:
             return name
     raise RuntimeError(f"this torch build offers no quantized engine the course can use (torch lists {engines})")
@@ -153,16 +132,20 @@ def engine(name: Optional[str] = None) -> Iterator[str]:
 
 
 def cpu_has_vnni() -> Optional[bool]:
-    """True when the ``x86`` engine's INT8 kernels compute exact 32-bit sums here; False when they saturate (measured).
+    """Deprecated alias: ``not qh.int8_pairs_saturate("x86")``; ask ``int8_pairs_saturate(engine)`` instead.
 
-    The name is kept for the notebooks that ask it; the answer comes from
-    ``qh.int8_pairs_saturate("x86")``, a probe of what the kernel does (see
-    ``qhelpers.cpu``), not from CPU flags. None where the ``x86`` engine does
-    not exist (ARM, or an engine list without it).
+    True when the ``x86`` engine's INT8 kernels compute exact 32-bit sums here
+    (a CPU with AVX512-VNNI), False when they add u8 x s8 products in 16-bit
+    pairs and saturate (every other x86 CPU, including Intel's 12th gen and
+    later with AVX-VNNI, which FBGEMM does not use), None where the course
+    offers no ``x86`` engine (ARM, or ``QHELPERS_ENGINE`` set to another
+    engine). Measured by ``qhelpers.cpu``'s probes, never read from CPU flags;
+    the name is older than that and is kept only until the notebooks ask
+    ``int8_pairs_saturate``.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
-    saturates = int8_pairs_saturate("x86") if _is_x86_machine() else None
+    saturates = int8_pairs_saturate("x86")
     return None if saturates is None else not saturates
 
 
@@ -208,16 +191,25 @@ def fast_mode() -> bool:
 
 
 def env_report(print_it: bool = True) -> dict:
-    """Versions, quantized engines, the ISA torch uses, VNNI and threads: what the course's numbers depend on.
+    """Versions, quantized engines, the ISA torch uses, what the INT8 kernels do, threads: what results depend on.
 
     ``cpu_capability`` is the vector ISA of torch's float kernels (``AVX512``
-    with or without VNNI); ``cpu_vnni`` is what decides the INT8 arithmetic
-    of the x86/fbgemm engines (see ``cpu_has_vnni``).
+    with or without VNNI, ``AVX2``, ...). ``int8_16bit_pairs`` lists the
+    engines whose INT8 kernels add u8 x s8 products in saturating 16-bit pairs
+    here, measured by ``qh.int8_pairs_saturate`` (empty with AVX512-VNNI and
+    on ARM); ``int8_exact`` the engines that sum in 32 bits. ``cpu_flags``
+    is a label only (``qh.cpu_flags_label``). ``cpu_vnni`` is the older name
+    of "the ``x86`` engine sums exactly" (``qh.cpu_has_vnni``). ``emulated``
+    is True under a CPU emulator, where timings mean nothing
+    (``qh.emulated``). Whether ``torch.compile`` works is
+    ``qh.compile_available()`` (not probed here: it takes seconds).
 
     Introduced in notebooks/00_start_here.ipynb.
     """
     import torchvision
 
+    engines = supported_engines()
+    saturates = {e: int8_pairs_saturate(e) for e in engines}
     report = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -225,11 +217,14 @@ def env_report(print_it: bool = True) -> dict:
         "machine": platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": cpu_flags_label(),
+        "quantized_engines": engines,
+        "int8_exact": [e for e in engines if saturates[e] is False],
+        "int8_16bit_pairs": [e for e in engines if saturates[e] is True],
         "cpu_vnni": cpu_has_vnni(),
-        "quantized_engines": supported_engines(),
         "active_engine": torch.backends.quantized.engine,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "emulated": emulated(),
     }
     if print_it:
         width = max(len(k) for k in report)

@@ -1,4 +1,4 @@
-"""Latency measured properly: fixed threads, warm-up, at least ten timed runs, median and spread.
+"""Latency measured with ``torch.utils.benchmark``: fixed threads, warm-up, at least ten timed samples, median and spread.
 
 Introduced in notebooks/01_manual_tensor_quantization.ipynb; the benchmark
 command of notebooks/02 (``make bench``) builds on it.
@@ -6,12 +6,12 @@ command of notebooks/02 (``make bench``) builds on it.
 
 from __future__ import annotations
 
-import statistics
-import time
+import timeit
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 import torch
+from torch.utils import benchmark
 
 __all__ = ["Latency", "measure_latency", "MIN_RUNS"]
 
@@ -67,9 +67,26 @@ class Latency:
         return asdict(self)
 
 
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, median, q3
+def latency_statistics(measurement: benchmark.Measurement) -> dict:
+    """The numbers a ``Latency`` reports from a ``torch.utils.benchmark.Measurement``, in milliseconds.
+
+    ``median_ms`` and ``iqr_ms`` are the Measurement's own ``median`` and ``iqr`` (75th minus 25th
+    percentile), computed by ``Measurement._lazy_init`` (torch/utils/benchmark/utils/common.py) with
+    ``torch.quantile`` (linear interpolation) over ``Measurement.times``: each raw block time divided by
+    ``number_per_run``, i.e. the mean time of one call in that block. ``min_ms`` is the fastest block's
+    per-call time, ``runs`` the number of blocks (timed samples), ``calls_per_run`` the calls per block.
+    A pure function of the measurement (tested on fixed samples in tests/test_metrics_and_latency.py).
+    """
+    times = measurement.times
+    if not times:
+        raise ValueError("the measurement has no timed samples")
+    return dict(
+        median_ms=measurement.median * 1e3,
+        iqr_ms=measurement.iqr * 1e3,
+        runs=len(times),
+        min_ms=min(times) * 1e3,
+        calls_per_run=measurement.number_per_run,
+    )
 
 
 def measure_latency(
@@ -81,23 +98,40 @@ def measure_latency(
     label: str = "",
     *,
     min_runs: int = MIN_RUNS,
+    timer: Optional[Callable[[], float]] = None,
 ) -> Latency:
-    """Median latency of ``fn(example)``, with its spread, at a fixed thread count.
+    """Median latency of ``fn(example)``, with its spread, at a fixed thread count, timed by ``torch.utils.benchmark``.
 
-    * ``threads`` is set for the warm-up and the timing alike (and restored
-      after): a warm-up at another thread count would leave the thread pool
-      and caches in another state than the one being timed.
-    * ``warmup`` calls run first and are not counted (they pay for
-      allocation, weight packing and lazy initialisation; a quantized model
-      measured only on its first call can look slower than the float one).
-    * Then timed samples are taken until both ``min_run_time`` seconds have
-      been spent AND at least ``min_runs`` samples (default 10) exist, so a
-      call of 100 ms still gets ten samples and a real IQR. Fast calls are
-      grouped ``calls_per_run`` to a sample so that one sample lasts at least
-      about 1 ms (the timer's own overhead stays negligible).
+    What runs, in order, all with ``threads`` threads (``torch.utils.benchmark``'s
+    ``set_torch_threads``; the caller's count is restored after) and under
+    ``torch.inference_mode()``:
 
-    Runs under ``torch.inference_mode()``; times with ``time.perf_counter``
-    (the clock ``torch.utils.benchmark`` uses on the CPU).
+    1. ``warmup`` untimed calls (they pay for allocation, weight packing and lazy initialisation; a
+       quantized model measured on its first calls can look slower than the float one). The Timer
+       has no warm-up of that kind: ``Timer.blocked_autorange``
+       (torch/utils/benchmark/utils/timer.py) only sizes its blocks in ``Timer._estimate_block_size``,
+       whose comment says "This also serves as a warmup", but for a call slower than
+       ``min_run_time / 1000`` that is ONE call.
+    2. One more untimed call, timed with the same clock, to estimate how long one call takes.
+    3. ``benchmark.Timer(stmt="fn(example)", num_threads=threads).blocked_autorange(min_run_time=...)``.
+       In torch/utils/benchmark/utils/timer.py: ``Timer._estimate_block_size`` tries blocks of 1, 10,
+       100, ... calls until a block lasts at least ``min_run_time / 1000`` and the timer's own overhead
+       (the median of five empty timings) is at most 1e-4 of it; ``Timer._threaded_measurement_loop``
+       then times blocks of that size until their total reaches ``min_run_time``; both run inside
+       ``common.set_torch_threads(num_threads)`` (the Timer's own thread setting: its default is 1
+       thread, whatever ``torch.get_num_threads()`` says, so it is passed explicitly). The Timer gets
+       ``max(min_run_time, (min_runs - 0.5) * one call)`` seconds, so that a call slower than
+       ``min_run_time / min_runs`` still gets ``min_runs`` samples; when noise leaves it short of them,
+       ``Timer.timeit(block size)`` adds the missing samples (each after its own two-call warm-up) and
+       ``Measurement.merge`` joins them.
+    4. The statistics are the Measurement's (``latency_statistics``): median and IQR of the per-call
+       times of the blocks.
+
+    ``timer`` is the clock: by default ``timeit.default_timer`` (``time.perf_counter``), which is what the
+    Timer's own default (``timer`` in torch/utils/benchmark/utils/timer.py) returns after asking
+    ``torch.accelerator.is_available()`` on every reading; the course times the CPU, and that question
+    would count in the timer's overhead and so in the block size. Tests pass a fake clock. A learner's own project can call ``torch.utils.benchmark.Timer`` directly: this helper adds
+    the warm-up, the minimum sample count, and the record of what was measured (``Latency``).
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -115,38 +149,31 @@ def measure_latency(
         raise ValueError(f"min_runs must be an int >= 2 (a median and an IQR need several samples), got {min_runs!r}")
     if not isinstance(label, str):
         raise TypeError(f"label must be a string, got {type(label).__name__}")
+    if timer is not None and not callable(timer):
+        raise TypeError(f"timer must be a clock (a callable returning seconds), got {type(timer).__name__}")
 
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                fn(example)
-            start = time.perf_counter()
-            fn(example)  # one more untimed call, to size the samples
-            one_call = max(time.perf_counter() - start, 1e-9)
-            calls = max(1, min(10_000, int(1e-3 / one_call)))
-            samples: list[float] = []
-            spent = 0.0
-            while spent < min_run_time or len(samples) < min_runs:
-                start = time.perf_counter()
-                for _ in range(calls):
-                    fn(example)
-                elapsed = time.perf_counter() - start
-                spent += elapsed
-                samples.append(elapsed / calls)
-    finally:
-        torch.set_num_threads(saved_threads)
-    q1, median, q3 = _quartiles(samples)
+    clock = timer if timer is not None else timeit.default_timer
+    bench = benchmark.Timer(
+        stmt="fn(example)", globals={"fn": fn, "example": example}, timer=clock, num_threads=threads, label=label or None
+    )
+    with benchmark.set_torch_threads(threads), torch.inference_mode():
+        for _ in range(warmup):
+            fn(example)
+        start = clock()
+        fn(example)  # one more untimed call, to size the run
+        one_call = max(clock() - start, 1e-9)
+        measurement = bench.blocked_autorange(min_run_time=max(float(min_run_time), (min_runs - 0.5) * one_call))
+        calls = measurement.number_per_run
+        if len(measurement.raw_times) < min_runs:
+            extra = [bench.timeit(calls) for _ in range(min_runs - len(measurement.raw_times))]
+            (measurement,) = benchmark.Measurement.merge([measurement, *extra])
+    stats = latency_statistics(measurement)
+    stats["calls_per_run"] = calls
     module = type(fn).__name__ if isinstance(fn, torch.nn.Module) else getattr(fn, "__name__", type(fn).__name__)
     return Latency(
-        median_ms=median * 1e3,
-        iqr_ms=(q3 - q1) * 1e3,
-        runs=len(samples),
+        **stats,
         threads=threads,
         label=label,
-        min_ms=min(samples) * 1e3,
-        calls_per_run=calls,
         warmup=warmup,
         module=module,
         quantized=_has_quantized_modules(fn),

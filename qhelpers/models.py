@@ -18,12 +18,17 @@ from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, fuse_modules_qat
 
-from . import data as _data
+from .registry import ModelSpec, load_model, model_metadata
 
-__all__ = ["ConvBNReLU", "ConvBN", "ResidualBlock", "CourseNet", "load_course_model", "course_model_metadata", "CHECKPOINT_NAME", "METADATA_NAME"]
+__all__ = [
+    "ConvBNReLU", "ConvBN", "ResidualBlock", "CourseNet", "load_course_model", "course_model_metadata",
+    "CHECKPOINT_NAME", "METADATA_NAME", "COURSE_RECIPE",
+]  # fmt: skip
 
 CHECKPOINT_NAME = "course_model.pt"
 METADATA_NAME = "course_model.json"
+# The recipe that made data/course_model.pt (also written into its metadata).
+COURSE_RECIPE = {"seed": 0, "epochs": 30, "batch_size": 64, "max_lr": 5e-3, "weight_decay": 5e-4, "shift_pixels": 2}
 
 
 def _fuse(model: nn.Module, groups: list[list[str]], is_qat: bool) -> None:
@@ -118,13 +123,18 @@ class CourseNet(nn.Module):
         _fuse(self, [["fc1", "relu_fc"]], is_qat)
 
 
+COURSE_MODEL = ModelSpec(
+    name="model", checkpoint=CHECKPOINT_NAME, metadata=METADATA_NAME, label="qhelpers.models.CourseNet",
+    recipe=COURSE_RECIPE, build=lambda recipe: CourseNet(),
+)  # fmt: skip
+
+
 def course_model_metadata(data_dir: Optional[Path] = None) -> dict:
     """The metadata that ships beside the checkpoint (test accuracy, training command, seed, sha256).
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
-    directory = data_dir or _data.data_dir()
-    return _data.read_metadata(directory / METADATA_NAME, _data.RETRAIN_COMMAND)
+    return model_metadata(COURSE_MODEL, data_dir)
 
 
 def load_course_model(data_dir: Optional[Path] = None) -> CourseNet:
@@ -132,7 +142,4 @@ def load_course_model(data_dir: Optional[Path] = None) -> CourseNet:
 
     Introduced in notebooks/00_start_here.ipynb.
     """
-    state, _ = _data.load_checkpoint(data_dir or _data.data_dir(), CHECKPOINT_NAME, METADATA_NAME, _data.RETRAIN_COMMAND)
-    model = CourseNet()
-    model.load_state_dict(state)
-    return model.eval()
+    return load_model(COURSE_MODEL, data_dir)

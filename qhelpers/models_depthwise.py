@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, fuse_modules_qat
 
-from . import data as _data
 from .models import ConvBNReLU
+from .registry import ModelSpec, load_model, model_metadata, train_model
 
 __all__ = [
     "DepthwiseNet",
@@ -72,11 +72,15 @@ class DepthwiseNet(nn.Module):
             fuse(block, [["0", "1", "2"]], inplace=True)
 
 
+DEPTHWISE_MODEL = ModelSpec(
+    name="depthwise", checkpoint=DEPTHWISE_CHECKPOINT_NAME, metadata=DEPTHWISE_METADATA_NAME,
+    label="qhelpers.models_depthwise.DepthwiseNet", recipe=DEPTHWISE_RECIPE, build=lambda recipe: DepthwiseNet(),
+)  # fmt: skip
+
+
 def train_depthwise_model(progress: bool = False) -> DepthwiseNet:
     """Train ``DepthwiseNet`` from scratch on the train split with ``DEPTHWISE_RECIPE``; returns it in eval mode."""
-    from .training import train_with_recipe
-
-    return train_with_recipe(DepthwiseNet, DEPTHWISE_RECIPE, progress)
+    return train_model(DEPTHWISE_MODEL, progress=progress)
 
 
 def depthwise_model_metadata(data_dir: Optional[Path] = None) -> dict:
@@ -84,8 +88,7 @@ def depthwise_model_metadata(data_dir: Optional[Path] = None) -> dict:
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
-    directory = data_dir or _data.data_dir()
-    return _data.read_metadata(directory / DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND)
+    return model_metadata(DEPTHWISE_MODEL, data_dir)
 
 
 def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
@@ -93,24 +96,4 @@ def load_depthwise_model(data_dir: Optional[Path] = None) -> DepthwiseNet:
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
-    state, _ = _data.load_checkpoint(
-        data_dir or _data.data_dir(), DEPTHWISE_CHECKPOINT_NAME, DEPTHWISE_METADATA_NAME, DEPTHWISE_RETRAIN_COMMAND
-    )
-    model = DepthwiseNet()
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def rebuild_depthwise_model() -> dict:
-    """Retrain, evaluate on the test split, write checkpoint and metadata atomically; returns the metadata."""
-    from .rebuild import train_and_save
-
-    return train_and_save(
-        train_depthwise_model,
-        DEPTHWISE_CHECKPOINT_NAME,
-        DEPTHWISE_METADATA_NAME,
-        "qhelpers.models_depthwise.DepthwiseNet",
-        DEPTHWISE_RETRAIN_COMMAND,
-        dict(DEPTHWISE_RECIPE),
-    )
-
+    return load_model(DEPTHWISE_MODEL, data_dir)

@@ -21,17 +21,18 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .data import atomic_write_bytes, repo_dir
+from .files import atomic_write_bytes, course_root
 
 __all__ = ["execute_notebook", "hygiene_problems", "notebook_paths", "notebook_title", "student_copy", "write_student_copies", "STUDENT_DIR"]
 
 NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION", "NBVAL_SKIP"}
-MACHINE_PATH = re.compile(r"/(work|tmp|root|home)/[\w.-]+")
+# A path that names this machine: Linux and macOS home and scratch folders, and any Windows drive path.
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users|private|var/folders)/[\w.-]+|\b[A-Za-z]:\\{1,2}[\w .-]+")
 
 
 def notebook_paths() -> list[Path]:
-    """The course notebooks, in order (``notebooks/NN_*.ipynb``)."""
-    return sorted((repo_dir() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    """The course notebooks, in order (``notebooks/NN_*.ipynb`` of ``qh.course_root()``)."""
+    return sorted((course_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 STUDENT_DIR = "student"
@@ -171,8 +172,8 @@ def student_copy(nb: dict) -> dict:
 
 
 def write_student_copies(out_dir: Optional[Path] = None, paths: Optional[list[Path]] = None) -> list[Path]:
-    """Write student copies of the notebooks to ``out_dir`` (default ``student/``); returns their paths."""
-    out_dir = Path(out_dir) if out_dir is not None else repo_dir() / STUDENT_DIR
+    """Write student copies of the notebooks to ``out_dir`` (default ``student/`` of ``qh.course_root()``); returns their paths."""
+    out_dir = Path(out_dir) if out_dir is not None else course_root() / STUDENT_DIR
     written = []
     for path in paths or notebook_paths():
         nb = student_copy(json.loads(Path(path).read_text()))
@@ -217,6 +218,17 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
     return seconds
 
 
+def _strings(value) -> list[str]:
+    """Every string inside an output (stream text, each MIME type's data, a traceback's lines), as the reader sees it."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
 def hygiene_problems(path: Path) -> list[str]:
     """What is wrong with a committed notebook (empty list when it is clean)."""
     problems = []
@@ -241,10 +253,9 @@ def hygiene_problems(path: Path) -> list[str]:
         if first == "# NBVAL_RAISES_EXCEPTION" and "raises-exception" not in cell.get("metadata", {}).get("tags", []):
             problems.append(f"{path} cell {i}: a cell that fails on purpose needs the 'raises-exception' tag too (or Run All stops there)")
         for out in cell.get("outputs", []):
-            text = json.dumps(out)
             if out.get("output_type") == "error" and "NBVAL_RAISES_EXCEPTION" not in source:
                 problems.append(f"{path} cell {i}: committed traceback ({out.get('ename')})")
-            m = MACHINE_PATH.search(text)
+            m = MACHINE_PATH.search("\n".join(_strings(out)))
             if m:
                 problems.append(f"{path} cell {i}: output shows a machine path ({m.group(0)}...)")
     return problems
@@ -262,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "student":
         for p in write_student_copies(args.out):
-            print(f"wrote {p.relative_to(repo_dir()) if p.is_relative_to(repo_dir()) else p}")
+            print(f"wrote {p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p}")
         return 0
     paths = args.paths or notebook_paths()
     if args.command == "execute":

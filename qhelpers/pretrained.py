@@ -40,6 +40,7 @@ from .checks import NotFilledIn, _blank_safe, not_filled, read_range, report
 from .environment import check_engine, default_engine, set_engine, supported_engines
 from .metrics import accuracy, count_parameters, model_size_bytes
 from .models import CourseNet, load_course_model
+from .registry import ModelSpec, model_metadata
 
 __all__ = [
     "DigitsClassification",
@@ -155,8 +156,7 @@ def quantize_course_model(
 
 def course_int8_metadata(data_dir: Optional[Path] = None) -> dict:
     """The metadata beside the INT8 artifact (sha256, test accuracy, backend, file size)."""
-    directory = Path(data_dir) if data_dir is not None else _data.data_dir()
-    return _data.read_metadata(directory / INT8_METADATA_NAME, REBUILD_INT8_COMMAND)
+    return model_metadata(INT8_MODEL, data_dir)
 
 
 def _load_int8_state_dict(data_dir: Optional[Path] = None) -> dict:
@@ -195,6 +195,14 @@ def rebuild_course_int8(engine: str = DEFAULT_ENGINE, data_dir: Optional[Path] =
     }
     _data.atomic_write_bytes(directory / INT8_METADATA_NAME, (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+# The INT8 artifact in the registry of shipped models: quantized from the course model (not trained), so it
+# rebuilds with rebuild_course_int8, and loads through course_net (which picks an engine this CPU has).
+INT8_MODEL = ModelSpec(
+    name="int8", checkpoint=INT8_CHECKPOINT_NAME, metadata=INT8_METADATA_NAME,
+    label="qhelpers.models.CourseNet, INT8 (eager post-training static quantization)", rebuild=lambda epochs: rebuild_course_int8(),
+)  # fmt: skip
 
 
 def _int8_from_state_dict(state: dict, engine: str) -> nn.Module:

@@ -2,7 +2,8 @@
 
 Introduced in notebooks/00_start_here.ipynb (the first self-check). Each ``qh.check_...`` call in a
 notebook opened through Jupyter appends ``{"time", "learner", "notebook", "exercise", "ok"}`` as one
-JSON line to ``progress/<learner>.jsonl`` in the course folder (git-ignored), or to the file named by
+JSON line to ``progress/<learner>.jsonl`` in the course folder (``qh.course_root()``; git-ignored; the
+current directory when the notebook runs outside the course folder), or to the file named by
 ``QHELPERS_PROGRESS``. Nothing is written outside a Jupyter server (scripts, ``nbclient`` runs) or
 under pytest unless ``QHELPERS_PROGRESS`` asks for it, and a log that cannot be written never
 breaks a check.
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .data import repo_dir
+from .files import course_root
 
 __all__ = ["progress_log_path", "learner_name", "record", "read_progress", "progress_table"]
 
@@ -67,7 +68,12 @@ def progress_log_path() -> Optional[Path]:
         return path
     if "PYTEST_CURRENT_TEST" in os.environ or not os.environ.get("JPY_SESSION_NAME"):
         return None
-    return repo_dir() / PROGRESS_DIR / f"{_safe_file_name(learner_name())}.jsonl"
+    return _progress_dir() / f"{_safe_file_name(learner_name())}.jsonl"
+
+
+def _progress_dir() -> Path:
+    """``progress/`` in the course folder, or in the current directory outside one (never beside the package)."""
+    return (course_root(required=False) or Path.cwd()) / PROGRESS_DIR
 
 
 def _notebook_name() -> str:
@@ -182,7 +188,7 @@ def _hhmm(iso: str) -> str:
 
 
 def _format(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -198,7 +204,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     paths = args.paths
     if not paths:
         explicit = os.environ.get(PROGRESS_ENV, "").strip()
-        paths = [Path(explicit)] if explicit else [repo_dir() / PROGRESS_DIR]
+        paths = [Path(explicit)] if explicit else [_progress_dir()]
         if not paths[0].exists():
             print(f"no progress log at {paths[0]} yet: the self-checks write it when run in JupyterLab (make lab)")
             return 0

@@ -44,7 +44,6 @@ from torch import nn
 
 from .checks import NotFilledIn, WrongAnswer, _blank_safe, not_filled, report
 from .environment import check_engine
-from .quantmath import sqnr_db
 
 __all__ = [
     "make_dead_channel_model",

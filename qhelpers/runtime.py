@@ -40,8 +40,9 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
+from .checks import _blank_safe, as_number, report
 from .data import atomic_write_bytes
+from .versions import pip_spec
 
 __all__ = [
     "EXECUTORCH_PIN",
@@ -58,7 +59,7 @@ __all__ = [
     "check_agreement",
 ]
 
-EXECUTORCH_PIN = "executorch==1.5.1"
+EXECUTORCH_PIN = pip_spec("executorch")  # from requirements.txt (qhelpers.versions)
 
 # What load_pte drops from the runtime's C++ log, each by its pattern and nothing else:
 RUNTIME_LOG_NOISE: dict[str, str] = {
@@ -364,7 +365,7 @@ def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> boo
     if _close(got, file_bytes / 1e6 / params) or _close(got, file_bytes / 2**20 / params):
         return report("bytes per weight", False, "the file size must be in bytes, not MB")
     if 3.0 < got < 4.5:
-        return report("bytes per weight", False, f"about 4 bytes per weight is the float file; use the INT8 .pte's size")
+        return report("bytes per weight", False, "about 4 bytes per weight is the float file; use the INT8 .pte's size")
     return report("bytes per weight", False, f"got {got:.4g}; count parameters with p.numel() over model.parameters()")
 
 

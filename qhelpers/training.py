@@ -1,4 +1,5 @@
-"""Training loops: the course model's recipe, reused by quantization-aware training.
+"""Training loops: one epoch, and training from scratch with a seeded recipe (every model in ``data/``), reused by
+quantization-aware training.
 
 Introduced in notebooks/01_manual_tensor_quantization.ipynb (the checkpoint it loads);
 ``train_one_epoch`` is reused by notebooks/04_quantization_aware_training.ipynb.
@@ -13,10 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["random_shift", "train_one_epoch", "train_course_model", "COURSE_RECIPE"]
-
-# The recipe that made data/course_model.pt (also written into its metadata).
-COURSE_RECIPE = {"seed": 0, "epochs": 30, "batch_size": 64, "max_lr": 5e-3, "weight_decay": 5e-4, "shift_pixels": 2}
+__all__ = ["random_shift", "train_one_epoch"]
 
 
 def random_shift(x: torch.Tensor, pixels: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -84,13 +82,3 @@ def train_with_recipe(make_model: Callable[[], nn.Module], recipe: dict, progres
         if progress:
             print(f"epoch {epoch + 1}/{recipe['epochs']}: loss {loss:.4f}", flush=True)
     return model.eval()
-
-
-def train_course_model(epochs: Optional[int] = None, progress: bool = True) -> nn.Module:
-    """Train ``CourseNet`` from scratch on the train split with ``COURSE_RECIPE``; returns it in eval mode."""
-    from .models import CourseNet
-
-    recipe = dict(COURSE_RECIPE)
-    if epochs is not None:
-        recipe["epochs"] = epochs
-    return train_with_recipe(CourseNet, recipe, progress)

@@ -17,10 +17,7 @@ cores) with ``python -m qhelpers.rebuild transformer`` (``make transformer``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data as _data
+from .registry import ModelSpec, load_model, model_metadata, train_model
 
 __all__ = [
     "Attention",
@@ -143,6 +140,16 @@ class DigitTransformer(nn.Module):
         return self.head(self.norm(z).mean(dim=1))
 
 
+TRANSFORMER_MODEL = ModelSpec(
+    name="transformer", checkpoint=TRANSFORMER_CHECKPOINT_NAME, metadata=TRANSFORMER_METADATA_NAME,
+    label="qhelpers.transformer.DigitTransformer", recipe=TRANSFORMER_RECIPE,
+    build=lambda recipe: DigitTransformer(**{k: recipe[k] for k in _ARCH_KEYS}),
+    # One thread: the model is so small that a second thread costs more in synchronisation than it gains,
+    # and on a busy machine far more.
+    threads=1,
+)  # fmt: skip
+
+
 def train_digit_transformer(progress: bool = False, epochs: Optional[int] = None) -> DigitTransformer:
     """Train ``DigitTransformer`` from scratch on the train split with ``TRANSFORMER_RECIPE``; returns it in eval mode.
 
@@ -150,21 +157,7 @@ def train_digit_transformer(progress: bool = False, epochs: Optional[int] = None
     thread costs more in synchronisation than it gains, and on a busy machine
     far more.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train(progress, epochs)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(progress: bool, epochs: Optional[int]) -> DigitTransformer:
-    from .training import train_with_recipe
-
-    recipe = dict(TRANSFORMER_RECIPE)
-    if epochs is not None:
-        recipe["epochs"] = epochs
-    return train_with_recipe(lambda: DigitTransformer(**{k: recipe[k] for k in _ARCH_KEYS}), recipe, progress)
+    return train_model(TRANSFORMER_MODEL, epochs=epochs, progress=progress)
 
 
 def digit_transformer_metadata(data_dir: Optional[Path] = None) -> dict:
@@ -172,8 +165,7 @@ def digit_transformer_metadata(data_dir: Optional[Path] = None) -> dict:
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    directory = data_dir or _data.data_dir()
-    return _data.read_metadata(directory / TRANSFORMER_METADATA_NAME, TRANSFORMER_RETRAIN_COMMAND)
+    return model_metadata(TRANSFORMER_MODEL, data_dir)
 
 
 def load_digit_transformer(data_dir: Optional[Path] = None) -> DigitTransformer:
@@ -181,25 +173,4 @@ def load_digit_transformer(data_dir: Optional[Path] = None) -> DigitTransformer:
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
-    state, meta = _data.load_checkpoint(
-        data_dir or _data.data_dir(), TRANSFORMER_CHECKPOINT_NAME, TRANSFORMER_METADATA_NAME, TRANSFORMER_RETRAIN_COMMAND
-    )
-    recipe = meta.get("recipe", TRANSFORMER_RECIPE)
-    model = DigitTransformer(**{k: recipe.get(k, TRANSFORMER_RECIPE[k]) for k in _ARCH_KEYS})
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def rebuild_digit_transformer(epochs: Optional[int] = None) -> dict:
-    """Retrain, evaluate on the test split, write checkpoint and metadata atomically; returns the metadata."""
-    from .rebuild import train_and_save
-
-    recipe = {**TRANSFORMER_RECIPE, **({"epochs": epochs} if epochs else {})}
-    return train_and_save(
-        lambda: train_digit_transformer(progress=True, epochs=epochs),
-        TRANSFORMER_CHECKPOINT_NAME,
-        TRANSFORMER_METADATA_NAME,
-        "qhelpers.transformer.DigitTransformer",
-        TRANSFORMER_RETRAIN_COMMAND,
-        recipe,
-    )
+    return load_model(TRANSFORMER_MODEL, data_dir)

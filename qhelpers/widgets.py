@@ -8,7 +8,6 @@ tested without a browser and still readable where widgets do not render.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import matplotlib.pyplot as plt
 import torch

@@ -9,7 +9,10 @@
 #            AVX2 laptop), and /proc/cpuinfo is replaced, in a private mount namespace, by a copy
 #            without the AVX-512, VNNI and AMX flags (qemu-user passes the host's through). Needs root
 #            and Debian's qemu-user. Exports NBVAL_KERNEL (give it to nbval as --nbval-kernel-name)
-#            and QEMU_PY (a python command under the emulator, for scripts).
+#            and QEMU_PY (a python command under the emulator, for scripts). The C++ compiler runs
+#            natively (subprocesses of an emulated process are not emulated), so Inductor is told to
+#            build for Haswell (TORCHINDUCTOR_CPP_MARCH=haswell instead of -march=native: with the
+#            host's AVX-512 the emulated kernel dies of SIGILL) into a fresh TORCHINDUCTOR_CACHE_DIR.
 #   qnnpack  ARM-like: QHELPERS_ENGINE=qnnpack hides the x86 engines (qnnpack is the only eager engine).
 #   nocc     no C++ compiler, as on most Windows laptops: a PATH without cc, c++, gcc, g++ or clang,
 #            and a fresh, empty Inductor cache.
@@ -59,22 +62,30 @@ haswell)
   if [ -z "${CPU_KIND_INNER:-}" ]; then
     exec env CPU_KIND_INNER=1 unshare -m "$0" haswell "$@"
   fi
+  # Haswell-v4 without the CPUID bits qemu's TCG cannot emulate (none matters to computing; qemu would warn
+  # about each, for every thread the kernel starts, into the notebooks' outputs).
+  cpu=Haswell-v4,-pcid,-x2apic,-tsc-deadline,-invpcid,-spec-ctrl
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   # /proc/cpuinfo as a Haswell laptop shows it: the host's, without AVX-512, VNNI and AMX flags.
   sed -E 's/ (avx512[a-z0-9_]*|avx_vnni[a-z0-9_]*|amx[a-z0-9_]*)//g' /proc/cpuinfo > "$work/cpuinfo"
   mount --bind "$work/cpuinfo" /proc/cpuinfo
+  # Inductor's C++ as a Haswell laptop's compiler builds it: the compiler runs natively (subprocesses of an
+  # emulated process are not emulated) and Inductor's default -march=native would target the host's AVX-512,
+  # which the emulated kernel cannot run (SIGILL). TORCHINDUCTOR_CPP_MARCH is torch._inductor.config.cpp.march.
+  # A fresh, empty cache: kernels that a native run built for the host must not be loaded.
+  mkdir -p "$work/inductor"
+  export TORCHINDUCTOR_CPP_MARCH=haswell TORCHINDUCTOR_CACHE_DIR="$work/inductor"
   mkdir -p "$work/jupyter/kernels/qhelpers-haswell"
   cat > "$work/jupyter/kernels/qhelpers-haswell/kernel.json" <<EOF
-{"argv": ["qemu-x86_64", "-cpu", "Haswell-v4", "$venv_py", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+{"argv": ["qemu-x86_64", "-cpu", "$cpu", "$venv_py", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
  "display_name": "Python 3 (emulated Haswell: AVX2, no VNNI)", "language": "python",
  "env": {"QHELPERS_EMULATED": "1"}}
 EOF
   export JUPYTER_PATH="$work/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
   export NBVAL_KERNEL=qhelpers-haswell
-  export QEMU_PY="qemu-x86_64 -cpu Haswell-v4 $venv_py"
+  export QEMU_PY="qemu-x86_64 -cpu $cpu $venv_py"
   export QHELPERS_EMULATED=1
-  # qemu prints two lines about CPUID bits TCG cannot emulate; they are harmless.
   "$@"
   ;;
 *)

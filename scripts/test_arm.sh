@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# `make test-arm`: the qhelpers unit tests and notebook 01 (lax) on an emulated aarch64 CPU, where qnnpack is
-# the only eager engine, as on an ARM laptop. Not in CI: it needs root, minutes and gigabytes.
+# `make test-arm`: the CPU unit tests and notebooks 00, 01, 02, 05 and 08 (lax: asserts only) on an emulated
+# aarch64 CPU, where qnnpack is the only eager engine, as on an ARM laptop. Not in CI: it needs root, about
+# 3 GB, and about 15 minutes to build the root the first time, then tens of minutes to run.
+#
+#   scripts/test_arm.sh [NOTEBOOK...]     (notebooks/NN_*.ipynb paths; default: 00 01 02 05 08)
+#
+# The notebooks run in fast mode (QHELPERS_FAST=1: shorter loops, same code paths) with QHELPERS_EMULATED=1
+# (timings under an emulator mean nothing: the notebooks skip their timing work and say so). Each notebook's
+# time is printed.
 #
 # Builds (once; reused after) a Debian bookworm arm64 root with debootstrap, runs it under Debian's
 # qemu-user-static through binfmt_misc, installs the pinned aarch64 wheels there (downloaded on the host with
@@ -13,6 +20,10 @@
 # - The host's /sys is not bound into the root (torch segfaults on import); instead the root gets
 #   /sys/devices/system/cpu/{possible,present,online} = "0-1" (else "failed to initialize QNNPACK").
 # - pip inside the root uses the host's CA bundle. Every import prints "Can't open MIDR_EL1 sysfs entry".
+# - `pip download --platform` on the host evaluates dependency markers for the host (x86_64): executorch then
+#   asks for coremltools (x86_64 and macOS only), which has no aarch64 wheel. executorch is downloaded without
+#   its dependencies, and those are read from its wheel and evaluated for aarch64 Linux. One of them
+#   (antlr4-python3-runtime 4.9.3, through hydra-core) has no wheel at all: it is built on the host (pure Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -52,17 +63,42 @@ fi
 mkdir -p "$WHEELS"
 if [ ! -f "$WHEELS/.complete" ]; then
     say "downloading the aarch64 wheels ($TORCH_PIN is a CUDA build there: about 2.3 GB)"
-    grep -vE '^(-e|#|$)|^jupyterlab' requirements.txt > "$WHEELS/requirements-arm.txt"
+    grep -vE '^(-e|#|$)|^jupyterlab|^executorch==' requirements.txt > "$WHEELS/requirements-arm.txt"
     grep -E '^(nbval|pytest|hypothesis)==' requirements-dev.txt >> "$WHEELS/requirements-arm.txt"
     echo "ipykernel" >> "$WHEELS/requirements-arm.txt"
     # pip takes only the platform tags it is given: list every manylinux level bookworm's glibc (2.36) runs.
     platforms=(--platform manylinux2014_aarch64 --platform linux_aarch64)
     for v in $(seq 17 36); do platforms+=(--platform "manylinux_2_${v}_aarch64"); done
-    python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: "${platforms[@]}" \
-        --python-version 3.11 --implementation cp -r "$WHEELS/requirements-arm.txt" 2>&1 | grep -v "^WARNING: Location" || true
-    python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: "${platforms[@]}" \
-        --python-version 3.11 --implementation cp -r "$WHEELS/requirements-arm.txt" >/dev/null 2>&1  # fails loudly if incomplete
-    python3 -m pip download --quiet --dest "$WHEELS" --only-binary=:all: --no-deps setuptools wheel
+    download() { python3 -m pip download --quiet --dest "$WHEELS" --find-links "$WHEELS" --only-binary=:all: \
+        "${platforms[@]}" --python-version 3.11 --implementation cp "$@"; }
+    # Pure-Python dependencies published as source only, built into wheels here: hydra-core (executorch) needs
+    # antlr4-python3-runtime 4.9.*.
+    python3 -m pip wheel --quiet --no-deps --wheel-dir "$WHEELS" "antlr4-python3-runtime==4.9.3"
+    ET_PIN=$(grep -E '^executorch==' requirements.txt || true)
+    if [ -n "$ET_PIN" ]; then
+        download --no-deps "$ET_PIN"
+        # executorch's own dependencies, with their markers evaluated for aarch64 Linux (not for this host).
+        python3 - "$WHEELS" "${ET_PIN#executorch==}" >> "$WHEELS/requirements-arm.txt" <<'PY'
+import glob, sys, zipfile
+from pip._vendor.packaging.requirements import Requirement
+wheel = glob.glob(f"{sys.argv[1]}/executorch-{sys.argv[2]}-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+env = {"platform_machine": "aarch64", "platform_system": "Linux", "sys_platform": "linux", "os_name": "posix",
+       "python_version": "3.11", "python_full_version": "3.11.2", "implementation_name": "cpython",
+       "platform_python_implementation": "CPython", "extra": ""}
+for line in meta.splitlines():
+    if line.startswith("Requires-Dist:"):
+        req = Requirement(line.split(":", 1)[1].strip())
+        if req.marker is None or req.marker.evaluate(env):
+            req.marker = None
+            print(req)
+PY
+        echo "$ET_PIN" >> "$WHEELS/executorch-pin.txt"
+    fi
+    download -r "$WHEELS/requirements-arm.txt" 2>&1 | grep -v "^WARNING: Location" || true
+    download -r "$WHEELS/requirements-arm.txt" >/dev/null 2>&1  # fails loudly if incomplete
+    download --no-deps setuptools wheel
     touch "$WHEELS/.complete"
 fi
 
@@ -79,6 +115,10 @@ if [ ! -x "$ROOT/venv/bin/python" ] || ! chroot "$ROOT" /venv/bin/python -c "imp
     say "installing the wheels in the root's venv (emulated: several minutes)"
     chroot "$ROOT" python3 -m venv /venv
     chroot "$ROOT" env PIP_CONFIG_FILE=/dev/null /venv/bin/pip install --quiet --no-index --find-links /wheels -r /wheels/requirements-arm.txt
+    if [ -f "$WHEELS/executorch-pin.txt" ]; then
+        chroot "$ROOT" env PIP_CONFIG_FILE=/dev/null /venv/bin/pip install --quiet --no-index --no-deps --find-links /wheels \
+            -r /wheels/executorch-pin.txt
+    fi
 fi
 
 say "copying the course into the root"
@@ -94,14 +134,26 @@ print(platform.machine(), \"engines:\", qh.supported_engines(), \"default:\", qh
 assert platform.machine() == \"aarch64\" and qh.default_engine() == \"qnnpack\"
 "' 2>&1 | grep -v MIDR_EL1
 
-say "unit tests (quantmath, environment, data) and notebook 01 (lax), emulated"
+NOTEBOOKS=("$@")
+[ ${#NOTEBOOKS[@]} -gt 0 ] || NOTEBOOKS=(notebooks/00_start_here.ipynb notebooks/01_manual_tensor_quantization.ipynb \
+    notebooks/02_pretrained_quantized_models.ipynb notebooks/05_beyond_eager_mode.ipynb notebooks/08_deploy_with_executorch.ipynb)
+in_root() { chroot "$ROOT" /bin/sh -c "cd /course && HOME=/tmp QHELPERS_FAST=1 QHELPERS_EMULATED=1 $1" 2>&1 | grep -v MIDR_EL1; }
+
+say "unit tests (cpu, quantmath, environment, data), emulated"
 set +e
-chroot "$ROOT" /bin/sh -c "cd /course && HOME=/tmp /venv/bin/python -m pytest -q -p no:warnings -m 'not slow' \
-    tests/test_quantmath.py tests/test_environment.py tests/test_data.py" 2>&1 | grep -v MIDR_EL1 | tail -n 15
+in_root "/venv/bin/python -m pytest -q -p no:warnings -m 'not slow' \
+    tests/test_cpu.py tests/test_quantmath.py tests/test_environment.py tests/test_data.py" | tail -n 15
 unit=${PIPESTATUS[0]}
-chroot "$ROOT" /bin/sh -c "cd /course && HOME=/tmp /venv/bin/python -m pytest -q -p no:warnings --nbval-lax \
-    --nbval-current-env --nbval-cell-timeout 1800 notebooks/01_manual_tensor_quantization.ipynb" 2>&1 | grep -v MIDR_EL1 | tail -n 15
-nb=${PIPESTATUS[0]}
+failed=()
+for nb in "${NOTEBOOKS[@]}"; do
+    t0=$(date +%s)
+    say "$nb (lax, fast mode, emulated)"
+    in_root "/venv/bin/python -m pytest -q -p no:warnings -p no:student_flow --nbval-lax --nbval-current-env \
+        --nbval-cell-timeout 1800 $nb" | tail -n 25
+    rc=${PIPESTATUS[0]}
+    say "$nb: exit $rc in $(( $(date +%s) - t0 )) s"
+    [ "$rc" = 0 ] || failed+=("$nb")
+done
 set -e
-say "done: unit tests exit $unit, notebook 01 exit $nb"
-[ "$unit" = 0 ] && [ "$nb" = 0 ]
+say "done: unit tests exit $unit; notebooks failed: ${failed[*]:-none}"
+[ "$unit" = 0 ] && [ ${#failed[@]} = 0 ]

@@ -1,12 +1,18 @@
-"""Shared test setup: fixed threads and seeds, and the markers that keep the inner loop fast.
+"""Shared test setup: fixed threads and seeds, and the markers that make the test tiers.
 
-Markers (declared in pyproject.toml): ``slow`` (notebook runs, installs, training), ``browser`` (Chromium),
-``network`` (the package index). Tests marked ``network`` are skipped unless ``-m`` names them
-(``pytest -m network``): nothing in the default run needs the network. nbval's notebook cells are ``slow``.
-``make quick`` runs ``pytest -m "not slow and not browser and not network" tests``.
+Markers (declared in pyproject.toml): ``slow`` (half a second or more: notebook runs, training, quantizing a
+model), ``ci`` (the CI tier only), ``browser`` (Chromium), ``network`` (the package index). Tests marked
+``network`` are skipped unless ``-m`` names them (``pytest -m network``): nothing in the default run needs the
+network. nbval's notebook cells are ``slow``; tests/tiers.py lists the other ``ci`` and ``slow`` tests.
+``make quick`` runs ``-m "not slow and not ci and not browser and not network"``, ``make test`` everything but
+``ci``, ``browser`` and ``network`` (plus the notebooks), ``make test-ci`` those.
 """
+from pathlib import Path
+
 import pytest
 import torch
+
+from tiers import CI, SLOW
 
 
 @pytest.fixture(autouse=True)
@@ -16,11 +22,34 @@ def _fixed_threads_and_seed():
     yield
 
 
+def _tier_keys(item) -> list[str]:
+    """The keys of tests/tiers.py that name ``item``: its file, and its file::name (parametrizations included)."""
+    path = Path(str(item.fspath)).resolve()
+    try:
+        rel = path.relative_to(Path(__file__).resolve().parents[1]).as_posix()
+    except ValueError:
+        return []
+    return [rel, f"{rel}::{getattr(item, 'originalname', None) or item.name.split('[')[0]}"]
+
+
 def pytest_collection_modifyitems(config, items):
     wants_network = "network" in (config.getoption("-m") or "") and "not network" not in (config.getoption("-m") or "")
     skip_network = pytest.mark.skip(reason="needs the package index: run with -m network")
+    used = set()
     for item in items:
         if type(item).__name__ == "IPyNbCell":  # a cell run by nbval
             item.add_marker(pytest.mark.slow)
+        for key in _tier_keys(item):
+            if key in CI:
+                item.add_marker(pytest.mark.ci)
+                used.add(key)
+            if key in SLOW:
+                item.add_marker(pytest.mark.slow)
+                used.add(key)
         if "network" in item.keywords and not wants_network:
             item.add_marker(skip_network)
+    tests_dir = Path(__file__).resolve().parent
+    if not config.getoption("-k") and {Path(str(a).split("::")[0]).resolve() for a in config.args} >= {tests_dir}:
+        stale = sorted((set(CI) | set(SLOW)) - used)
+        if stale:
+            raise pytest.UsageError(f"tests/tiers.py names tests that do not exist (renamed or deleted?): {stale}")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import qhelpers as qh
-from qhelpers import cli
+from qhelpers import cli, cli_quantize
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -276,6 +276,34 @@ def test_quantize_folder_per_tensor_qnnpack(capsys, tmp_path, digit_pngs):
     assert weight.qscheme() == torch.per_tensor_affine and weight.q_zero_point() == 0
 
 
+@pytest.mark.parametrize(
+    "machine, torch_engines, forced, expected",
+    [
+        (None, None, None, "default"),  # this machine as it is: qh.default_engine()
+        (None, None, "qnnpack", "qnnpack"),  # QHELPERS_ENGINE=qnnpack on x86
+        ("aarch64", ["qnnpack", "x86", "fbgemm", "none"], None, "qnnpack"),  # ARM Linux: torch lists x86/fbgemm too
+    ],
+    ids=["this-machine", "QHELPERS_ENGINE=qnnpack", "arm-like"],
+)
+def test_quantize_without_engine_uses_the_course_default(capsys, monkeypatch, tmp_path, machine, torch_engines, forced, expected):
+    """No --engine: the engine qh.default_engine() picks (one decision for notebooks and CLI), not a CLI-own list."""
+    import platform
+
+    monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
+    if forced:
+        monkeypatch.setenv("QHELPERS_ENGINE", forced)
+    if machine:
+        monkeypatch.setattr(platform, "machine", lambda: machine)
+    if torch_engines:
+        monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", torch_engines)
+    if expected == "default":
+        expected = qh.default_engine()
+    code, _, err = run(capsys, "quantize", "-o", str(tmp_path / "m.pt"), "--calib-limit", "16", "--batch-size", "16",
+                       "--eval", "none", "--latency-seconds", "0", "--no-progress")
+    assert code == 0, err
+    assert json.loads((tmp_path / "m.json").read_text())["engine"] == expected
+
+
 def test_quantize_torchvision_arch_offline(capsys, tmp_path):
     """A torchvision quantizable architecture by name, weights=None (offline), evaluated on the digits as 10 classes."""
     code, out, err = run(capsys, "quantize", "-o", str(tmp_path / "sn.pt"), "--arch", "shufflenet_v2_x0_5",
@@ -285,10 +313,10 @@ def test_quantize_torchvision_arch_offline(capsys, tmp_path):
     r = json.loads((tmp_path / "sn.json").read_text())
     assert r["arch"] == "shufflenet_v2_x0_5" and r["checkpoint"] is None and "weights=None" in r["weights"]
     assert "weights=None" in out and r["input_shape"] == [3, 64, 64] and r["accuracy"]["images"] == 20
-    prep = cli._Preprocess("shufflenet_v2_x0_5", 64)  # the CLI's own preprocessing, so that only the model is checked
+    prep = cli_quantize._Preprocess("shufflenet_v2_x0_5", 64)  # the CLI's own preprocessing, so that only the model is checked
     torch.backends.quantized.engine = r["engine"]
     artifact = torch.jit.load(str(tmp_path / "sn.pt"))
-    assert r["accuracy"]["int8_percent"] == qh.accuracy(artifact, cli._bundled_loader("test", 20, 10, prep))
+    assert r["accuracy"]["int8_percent"] == qh.accuracy(artifact, cli_quantize._bundled_loader("test", 20, 10, prep))
 
 
 needs_executorch = pytest.mark.skipif(not qh.executorch_available(), reason="ExecuTorch is not installed (pip install executorch==1.5.1)")

@@ -108,7 +108,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def fdopen(fd, *args, **kwargs):
         return DiesHalfWay(real_fdopen(fd, *args, **kwargs))
 
-    monkeypatch.setattr("qhelpers.data.os.fdopen", fdopen)
+    monkeypatch.setattr("qhelpers.files.os.fdopen", fdopen)
     with pytest.raises(OSError, match="disk full"):
         qh.atomic_write_bytes(target, b"partial payload")
     assert target.read_bytes() == b"first"
@@ -122,9 +122,32 @@ def test_data_dir_follows_QHELPERS_DATA_and_says_how_to_fix_a_missing_one(tmp_pa
     with pytest.raises(FileNotFoundError, match="QHELPERS_DATA=.*is not a folder"):
         qh.data_dir()
     monkeypatch.delenv("QHELPERS_DATA")
-    monkeypatch.setattr("qhelpers.data.repo_dir", lambda: tmp_path)  # as after a non-editable install
-    with pytest.raises(FileNotFoundError, match=r"pip install -e \.` from the course folder.*QHELPERS_DATA"):
+    monkeypatch.delenv("QHELPERS_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # no course folder at or above the current directory ...
+    monkeypatch.setattr("qhelpers.files._package_course_folder", lambda: None)  # ... nor beside the package (pip install .)
+    with pytest.raises(FileNotFoundError, match=r"pip install -e \.` from the course folder.*QHELPERS_HOME.*QHELPERS_DATA"):
         qh.data_dir()
+
+
+def test_course_root_is_where_the_learner_works(tmp_path, monkeypatch):
+    """QHELPERS_HOME, else the nearest folder holding notebooks/ and data/ at or above the current directory."""
+    course = tmp_path / "course"
+    (course / "notebooks" / "deep").mkdir(parents=True)
+    (course / "data").mkdir()
+    monkeypatch.delenv("QHELPERS_HOME", raising=False)
+    monkeypatch.delenv("QHELPERS_DATA", raising=False)
+    monkeypatch.chdir(course / "notebooks" / "deep")
+    assert qh.course_root() == course.resolve()
+    assert qh.data_dir() == course.resolve() / "data"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="QHELPERS_HOME"):
+        qh.course_root()
+    assert qh.course_root(required=False) is None
+    monkeypatch.setenv("QHELPERS_HOME", str(course))
+    assert qh.course_root() == course.resolve()
+    monkeypatch.setenv("QHELPERS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="QHELPERS_HOME=.*not the course folder"):
+        qh.course_root()
 
 
 @pytest.mark.parametrize("bad", [dict(split="valid"), dict(split="test", limit=0), dict(split="test", batch_size=0)])

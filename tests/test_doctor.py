@@ -7,16 +7,18 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from qhelpers import doctor
-from qhelpers.data import data_dir
+from qhelpers.files import data_dir
+from qhelpers.versions import course_requirements
 
 
 def test_this_machine_is_ready(capsys):
     assert doctor.main([]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("OK")
-    for what in ("python", "packages", "engines", "cpu", "disk", "data", "int8"):
+    for what in ("python", "packages", "engines", "cpu", "compiler", "disk", "data", "int8"):
         assert f"  {what}: " in out or f"{what}: " in out
 
 
@@ -24,30 +26,61 @@ def test_python_versions():
     assert doctor.check_python((3, 11)).status == "OK"
     warn = doctor.check_python((3, 12))
     assert warn.status == "WARN" and "wheelhouse" in warn.fix
-    assert doctor.check_python((3, 9)).status == "FAIL"
+    assert doctor.check_python((3, 10)).status == "FAIL"  # the pinned numpy and scipy need 3.11
+
+
+def fake(versions):
+    def get(name):
+        if name not in versions:
+            raise md.PackageNotFoundError(name)
+        return versions[name]
+    return get
 
 
 def test_versions_against_the_pins(tmp_path):
     req = tmp_path / "requirements.txt"
-    req.write_text("torch==2.14.1\ntorchvision==0.29.1  # comment\ntorchao==0.18.0\nmatplotlib==3.11.2\n-e .\n")
-    good = {"torch": "2.14.1+cpu", "torchvision": "0.29.1", "torchao": "0.18.0", "jupyterlab": "4.6.6", "ipywidgets": "8.1.9", "matplotlib": "3.11.2"}
-
-    def fake(versions):
-        def get(name):
-            if name not in versions:
-                raise md.PackageNotFoundError(name)
-            return versions[name]
-        return get
-
+    req.write_text("torch==2.14.1\ntorchvision==0.29.1  # comment\ntorchao==0.18.0\nexecutorch==1.5.1\nmatplotlib==3.11.2\n-e .\n")
+    good = {"torch": "2.14.1+cpu", "torchvision": "0.29.1", "torchao": "0.18.0", "executorch": "1.5.1", "matplotlib": "3.11.2"}
     (ok,) = doctor.check_versions(fake(good), req)
-    assert ok.status == "OK" and "torch 2.14.1+cpu" in ok.message
+    assert ok.status == "OK" and "torch 2.14.1+cpu" in ok.message and "executorch 1.5.1" in ok.message
     (bad,) = doctor.check_versions(fake({**good, "torch": "2.9.0"}), req)
     assert bad.status == "FAIL" and "torch 2.9.0 (pinned 2.14.1)" in bad.message and "requirements.txt" in bad.fix
+    (et,) = doctor.check_versions(fake({**good, "executorch": "1.4.0"}), req)
+    assert et.status == "FAIL" and "executorch 1.4.0 (pinned 1.5.1)" in et.message
     (minor,) = doctor.check_versions(fake({**good, "matplotlib": "3.10.0"}), req)
     assert minor.status == "WARN"
-    missing = {k: v for k, v in good.items() if k != "torchao"}
-    (gone,) = doctor.check_versions(fake(missing), req)
-    assert gone.status == "FAIL" and "torchao" in gone.message
+    for name in ("torchao", "executorch"):
+        (gone,) = doctor.check_versions(fake({k: v for k, v in good.items() if k != name}), req)
+        assert gone.status == "FAIL" and name in gone.message
+
+
+def test_every_pinned_package_is_checked():
+    """requirements.txt is the one list: each of its pins is checked (executorch and numpy among them)."""
+    names = list(course_requirements().requirements)
+    assert {"torch", "torchvision", "torchao", "executorch", "numpy", "scipy", "jupyterlab"} <= set(names)
+    seen = []
+
+    def get(name):
+        seen.append(name)
+        return md.version(name)
+
+    doctor.check_versions(get)
+    assert seen == names
+
+
+def test_without_requirements_txt_the_installed_ranges_are_checked_and_said(monkeypatch, tmp_path):
+    """A pip install . used outside the course folder: no requirements.txt, so the declared ranges, with a WARN saying so."""
+    from qhelpers import versions as pins
+
+    monkeypatch.setattr(pins, "_requirements_file", lambda: None)
+    monkeypatch.setattr(md, "requires", lambda dist: [
+        "torch<2.15,>=2.13", "numpy>=2", 'executorch<1.6,>=1.5; extra == "deploy"', 'pytest; extra == "dev"'])
+    found = doctor.check_versions(fake({"torch": "2.14.1", "numpy": "2.4.6"}))
+    assert [f.status for f in found] == ["WARN", "WARN", "OK"]
+    assert "requirements.txt not found" in found[0].message and "declared version ranges" in found[0].message
+    assert "executorch" in found[1].message and "qhelpers[deploy]" in found[1].fix  # an extra: WARN, not FAIL
+    (_, bad) = doctor.check_versions(fake({"torch": "2.12.0", "numpy": "2.4.6", "executorch": "1.5.1"}))
+    assert bad.status == "FAIL" and "torch 2.12.0 (needs <2.15,>=2.13)" in bad.message
 
 
 def test_disk_thresholds():
@@ -81,14 +114,37 @@ def test_engines_on_an_arm_like_machine_and_a_bad_engine_variable(monkeypatch):
     assert bad.status == "FAIL" and "QHELPERS_ENGINE" in bad.fix
 
 
-def test_without_vnni_it_warns_but_stays_ready(monkeypatch):
-    import qhelpers.environment as environment
+def test_cpu_line_follows_the_measured_probe(monkeypatch):
+    import qhelpers.cpu as cpu
 
-    monkeypatch.setattr(environment, "int8_pairs_saturate", lambda engine: True)  # what the probe measures on AVX2
-    cpu = doctor.check_engines()[1]
-    if cpu.message.startswith("ARM"):
-        pytest.skip("not an x86 machine")
-    assert cpu.status == "WARN" and "without VNNI" in cpu.message
+    monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
+    if not cpu.is_x86_machine() or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("the x86 lines need an x86 CPU with AVX2")
+    monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: True)  # what the probe measures without AVX512-VNNI
+    monkeypatch.setattr(cpu, "cpu_flags_label", lambda: "avx_vnni")  # Intel 12th gen and later
+    line = doctor.check_engines()[1]
+    assert line.status == "WARN" and "without AVX512-VNNI" in line.message and "AVX-VNNI, which FBGEMM does not use" in line.message
+    assert doctor.doctor_report([line])[1]  # a warning, still ready
+    monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: False)
+    line = doctor.check_engines()[1]
+    assert line.status == "OK" and "exact" in line.message
+    monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: None)
+    assert doctor.check_engines()[1].status == "WARN"
+    monkeypatch.setenv("QHELPERS_EMULATED", "1")
+    assert "emulated" in doctor.check_engines()[1].message
+
+
+def test_compiler_line_and_its_fix(monkeypatch):
+    import qhelpers.cpu as cpu
+
+    monkeypatch.setattr(cpu, "compile_available", lambda: (True, ""))
+    assert doctor.check_compiler().status == "OK"
+    monkeypatch.setattr(cpu, "compile_available", lambda: (False, "InvalidCxxCompiler: No working C++ compiler found"))
+    monkeypatch.setattr("platform.system", lambda: "Windows")
+    line = doctor.check_compiler()
+    assert line.status == "WARN" and "No working C++ compiler" in line.message and "Build Tools" in line.fix
+    monkeypatch.setattr("platform.system", lambda: "Darwin")
+    assert "xcode-select --install" in doctor.check_compiler().fix
 
 
 def test_report_lists_fixes_and_fails_on_a_problem():

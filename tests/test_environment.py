@@ -62,37 +62,13 @@ def test_default_engine_follows_the_machine_and_QHELPERS_ENGINE(monkeypatch):
         qh.default_engine()
 
 
-def test_cpu_has_vnni_is_the_measured_probe_not_the_flags(monkeypatch):
-    # The answer comes from running the x86 kernel (qhelpers.cpu), never from /proc/cpuinfo.
-    from qhelpers import cpu
-
-    assert qh.cpu_has_vnni() == (not cpu.int8_pairs_saturate("x86"))
-    assert qh.int8_pairs_saturate("qnnpack") is False  # qnnpack adds in 32 bits on every CPU
-    monkeypatch.setattr("platform.machine", lambda: "arm64")
-    assert qh.cpu_has_vnni() is None
-
-
-def test_probe_tells_exact_from_saturated_sums(monkeypatch):
-    from qhelpers import cpu
-
-    assert abs(cpu._probe_output("qnnpack") - cpu.PROBE_K) < 0.5
-    cpu.int8_pairs_saturate.cache_clear()
-    try:
-        monkeypatch.setattr(cpu, "_probe_output", lambda engine, k=cpu.PROBE_K: 32.5)  # what an AVX2 CPU returns
-        assert cpu.int8_pairs_saturate("qnnpack") is True
-        monkeypatch.setattr(cpu, "_probe_output", lambda engine, k=cpu.PROBE_K: 64.0)
-        assert cpu.int8_pairs_saturate("x86") is False
-        assert cpu.int8_pairs_saturate("no-such-engine") is None
-    finally:
-        cpu.int8_pairs_saturate.cache_clear()
-
-
 def test_env_report_has_what_results_depend_on(capsys):
     r = qh.env_report()
     assert r["torch"].startswith("2.14.1") and r["torchvision"].startswith("0.29.1")
     assert r["active_engine"] in r["quantized_engines"]
     assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert r["cpu_vnni"] == qh.cpu_has_vnni()
+    assert r["cpu_vnni"] == qh.cpu_has_vnni() and r["emulated"] == qh.emulated()
+    assert set(r["int8_exact"]) | set(r["int8_16bit_pairs"]) <= set(r["quantized_engines"])  # the probes: tests/test_cpu.py
     assert "cpu_capability" in capsys.readouterr().out
 
 

@@ -3,7 +3,6 @@
 Each case calls the check function with values, the way the notebook's check cell does.
 """
 
-import copy
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """qhelpers.linear against torchao's quant_primitives, plus int4 packing, the roofline and SmoothQuant."""
 
-import math
 
 import pytest
 import torch

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import qhelpers as qh
+from qhelpers.latency import latency_statistics
 
 
 def test_accuracy_counts_correct_predictions():
@@ -43,14 +44,82 @@ def test_latency_measurement_is_well_formed():
     assert lat.engine == torch.backends.quantized.engine
 
 
+class FakeClock:
+    """A clock that only moves when the timed function says so: each call of ``fn`` advances it by the next duration."""
+
+    def __init__(self, durations_ms, *, cold_ms=None, cold_calls=0):
+        self.now, self.calls, self.reads = 0.0, 0, 0
+        self.durations, self.cold_ms, self.cold_calls = list(durations_ms), cold_ms, cold_calls
+        self.reads_before_call = []  # clock readings made before each call of fn
+
+    def __call__(self):
+        self.reads += 1
+        return self.now
+
+    def fn(self, x):
+        self.reads_before_call.append(self.reads)
+        if self.calls < self.cold_calls:
+            self.now += self.cold_ms / 1e3
+        else:
+            self.now += self.durations[(self.calls - self.cold_calls) % len(self.durations)] / 1e3
+        self.calls += 1
+        return x
+
+
+def test_latency_statistics_of_a_fixed_measurement():
+    """The statistics are a pure function of the Measurement: per-call times, their median, IQR and minimum."""
+    import numpy as np
+    from torch.utils.benchmark import Measurement, TaskSpec
+
+    per_call_ms = [0.4, 0.1, 0.3, 0.2, 10.0, 0.25]
+    m = Measurement(number_per_run=10, raw_times=[t * 10 / 1e3 for t in per_call_ms], task_spec=TaskSpec("fn(example)", "pass"))
+    s = latency_statistics(m)
+    assert s["median_ms"] == pytest.approx(np.median(per_call_ms)) == pytest.approx(0.275)
+    q1, q3 = np.percentile(per_call_ms, [25, 75])
+    assert s["iqr_ms"] == pytest.approx(q3 - q1) == pytest.approx(0.1625)
+    assert s["min_ms"] == pytest.approx(0.1) and s["runs"] == 6 and s["calls_per_run"] == 10
+    with pytest.raises(ValueError, match="no timed samples"):
+        latency_statistics(Measurement(number_per_run=1, raw_times=[], task_spec=TaskSpec("fn(example)", "pass")))
+
+
+def test_latency_reports_the_median_and_iqr_of_the_timed_calls():
+    """Through the real Timer with a fake clock: calls of 1, 2, 6 ms in turn give a median of 2, an IQR of 5, a minimum of 1."""
+    clock = FakeClock([1, 2, 6])
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.1, warmup=0, timer=clock)
+    assert lat.calls_per_run == 1 and 30 <= lat.runs <= 40
+    assert lat.median_ms == pytest.approx(2.0)
+    assert lat.iqr_ms == pytest.approx(5.0)
+    assert lat.min_ms == pytest.approx(1.0)
+
+
+def test_latency_warms_up_before_it_reads_the_clock():
+    """The first ``warmup`` calls run before any clock reading; the slow cold calls are in no sample."""
+    clock = FakeClock([1.0], cold_ms=1000.0, cold_calls=3)
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.02, warmup=3, timer=clock)
+    assert clock.reads_before_call[:4] == [0, 0, 0, 1], clock.reads_before_call[:6]  # 3 warm-up calls, then the sizing call
+    assert lat.warmup == 3 and lat.median_ms == pytest.approx(1.0) and lat.iqr_ms == pytest.approx(0.0, abs=1e-9)
+    assert 20 <= lat.runs <= 22, lat.runs  # 0.02 s of 1 ms calls: the sizing call was warm (1 ms), not cold (1 s)
+
+
 def test_latency_takes_at_least_min_runs_samples_of_a_slow_call():
-    # A call longer than min_run_time still gets min_runs samples (the old single-shot pitfall).
+    """A call longer than min_run_time still gets min_runs samples (the old single-shot pitfall)."""
+    clock = FakeClock([100.0])
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.001, warmup=1, timer=clock)
+    assert lat.runs == qh.MIN_RUNS and lat.calls_per_run == 1 and lat.median_ms == pytest.approx(100.0)
+    assert lat.module == "fn" and lat.quantized is None
+    # The sizing call was fast and the timed calls slow: the Timer stops early and the missing samples are added.
+    clock = FakeClock([100.0], cold_ms=10.0, cold_calls=2)
+    lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.001, warmup=1, min_runs=4, timer=clock)
+    assert lat.runs == 4 and lat.median_ms == pytest.approx(100.0) and lat.iqr_ms == pytest.approx(0.0, abs=1e-9)
+
+
+def test_latency_of_a_real_sleep():
     def slow(x):
         time.sleep(0.01)
         return x
 
     lat = qh.measure_latency(slow, torch.zeros(1), min_run_time=0.001, warmup=0, min_runs=4)
-    assert lat.runs == 4 and lat.calls_per_run == 1 and lat.median_ms >= 10
+    assert lat.runs >= 4 and lat.calls_per_run == 1 and lat.median_ms >= 10
     assert lat.module == "slow" and lat.quantized is None
 
 
@@ -77,7 +146,7 @@ def test_latency_sees_a_quantized_model():
 @pytest.mark.parametrize(
     "kwargs, error",
     [(dict(threads=0), ValueError), (dict(min_run_time=0), ValueError), (dict(min_runs=1), ValueError),
-     (dict(warmup=-1), ValueError), (dict(label=3), TypeError)],
+     (dict(warmup=-1), ValueError), (dict(label=3), TypeError), (dict(timer=3), TypeError)],
 )
 def test_latency_bad_arguments(kwargs, error):
     with pytest.raises(error):
@@ -104,6 +173,108 @@ def test_paired_test_is_the_exact_mcnemar_of_scipy():
     assert same.p_value == 1.0 and same.verdict == "inside the noise"
     lo, hi = r.interval
     assert lo < r.difference < hi
+
+
+def _predictions(n, only_a, only_b, both_wrong=0):
+    """Labels and two models' predictions on n images: only_a images only A gets right, only_b only B, both_wrong neither."""
+    y = torch.arange(n) % 10
+    a, b = y.clone(), y.clone()
+    b[:only_a] = (y[:only_a] + 1) % 10
+    a[only_a:only_a + only_b] = (y[only_a:only_a + only_b] + 1) % 10
+    k = only_a + only_b
+    a[k:k + both_wrong] = b[k:k + both_wrong] = (y[k:k + both_wrong] + 1) % 10
+    return a, b, y
+
+
+def _clopper_pearson(k, m, alpha):
+    """The exact interval of a binomial share, from beta quantiles (independently of binomtest.proportion_ci)."""
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else beta.ppf(alpha / 2, k, m - k + 1)
+    hi = 1.0 if k == m else beta.ppf(1 - alpha / 2, k + 1, m - k)
+    return lo, hi
+
+
+@pytest.mark.parametrize(
+    "n, only_a, only_b, both_wrong, alpha",
+    [(1000, 15, 5, 10, 0.05), (1000, 5, 15, 0, 0.05), (1000, 0, 0, 30, 0.05), (1000, 5, 0, 0, 0.05), (1000, 6, 0, 0, 0.05),
+     (1000, 0, 40, 0, 0.05), (200, 1, 1, 3, 0.05), (10_000, 160, 100, 50, 0.05), (10_000, 160, 100, 50, 0.01), (20, 20, 0, 0, 0.05)],
+    ids=["15-5", "5-15", "no-disagreement", "5-0", "6-0", "0-40", "1-1", "160-100", "160-100-alpha0.01", "all-20-only-a"],
+)
+def test_paired_test_against_scipy_on_several_tables(n, only_a, only_b, both_wrong, alpha):
+    from scipy.stats import binomtest
+
+    a, b, y = _predictions(n, only_a, only_b, both_wrong)
+    r = qh.paired_test(a, b, y, names=("a", "b"), alpha=alpha)
+    assert (r.n, r.only_a, r.only_b) == (n, only_a, only_b)
+    assert (r.correct_a, r.correct_b) == (n - only_b - both_wrong, n - only_a - both_wrong)
+    assert r.difference == pytest.approx(100.0 * (only_a - only_b) / n)
+    m = only_a + only_b
+    if m == 0:
+        assert r.p_value == 1.0 and r.interval == (0.0, 0.0) and not r.significant and r.verdict == "inside the noise"
+        return
+    p = binomtest(only_a, m, 0.5).pvalue
+    assert r.p_value == pytest.approx(p, rel=1e-12) and r.significant == (p < alpha)
+    lo, hi = _clopper_pearson(only_a, m, alpha)
+    assert r.interval == pytest.approx((100 * m / n * (2 * lo - 1), 100 * m / n * (2 * hi - 1)), rel=1e-6, abs=1e-9)
+    assert r.interval[0] <= r.difference <= r.interval[1]
+    assert r.verdict == ("inside the noise" if p >= alpha else "a better" if only_a > only_b else "b better")
+    assert f"{100 * (1 - alpha):g} % interval" in str(r) and f"p = {r.p_value:.3g}" in str(r)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_paired_test_interval_excludes_zero_exactly_when_significant(alpha):
+    """The interval and the verdict never disagree, for every split of up to 30 disagreements among 500 images."""
+    for m in range(1, 31):
+        for only_a in range(m + 1):
+            a, b, y = _predictions(500, only_a, m - only_a)
+            r = qh.paired_test(a, b, y, alpha=alpha)
+            lo, hi = r.interval
+            assert (lo > 0 or hi < 0) == r.significant, (only_a, m - only_a, r.p_value, r.interval)
+
+
+def test_paired_test_swapped_models_mirror_each_other():
+    a, b, y = _predictions(1000, 15, 5, 10)
+    r, s = qh.paired_test(a, b, y, names=("a", "b")), qh.paired_test(b, a, y, names=("b", "a"))
+    assert s.p_value == r.p_value and s.verdict == "a better" and s.difference == pytest.approx(-r.difference)
+    assert s.interval == pytest.approx((-r.interval[1], -r.interval[0]))
+
+
+def test_paired_test_accepts_lists_and_reports_as_a_dict():
+    r = qh.paired_test([1, 2, 3, 0], [1, 2, 0, 0], [1, 2, 3, 3], names=("x", "y"))
+    assert (r.only_a, r.only_b, r.correct_a, r.correct_b) == (1, 0, 3, 2)
+    d = r.as_dict()
+    assert d["accuracy_a"] == 75.0 and d["accuracy_b"] == 50.0 and d["verdict"] == "inside the noise" and d["significant"] is False
+
+
+def test_compare_models_is_the_paired_test_of_their_predictions():
+    class Fixed(torch.nn.Module):
+        def __init__(self, wrong):
+            super().__init__()
+            self.wrong = wrong
+
+        def forward(self, x):
+            classes = x[:, 0].long()
+            classes[self.wrong[: len(classes)]] = (classes[self.wrong[: len(classes)]] + 1) % 3
+            return torch.nn.functional.one_hot(classes, 3).float()
+
+    y = torch.arange(30) % 3
+    loader = [(y[i:i + 10].float().unsqueeze(1), y[i:i + 10]) for i in range(0, 30, 10)]
+    good, bad = Fixed(torch.tensor([], dtype=torch.long)).eval(), Fixed(torch.tensor([0, 1])).eval()
+    r = qh.compare_models(good, bad, loader, names=("good", "bad"))
+    pa, ya = qh.predict(good, loader)
+    pb, _ = qh.predict(bad, loader)
+    assert r == qh.paired_test(pa, pb, ya, names=("good", "bad"))
+    assert (r.only_a, r.only_b) == (6, 0) and r.significant and r.verdict == "good better"
+    with pytest.raises(ValueError, match="training mode"):
+        qh.compare_models(good, Fixed(torch.tensor([0])).train(), loader)
+    shuffled = iter([loader, loader[::-1]])
+
+    class Reshuffling:  # a loader that gives another order on each pass: read once, so both models see the same order
+        def __iter__(self):
+            return iter(next(shuffled))
+
+    assert qh.compare_models(good, bad, Reshuffling(), names=("good", "bad")) == r
 
 
 def test_paired_test_refuses_bad_input():

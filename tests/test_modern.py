@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import qhelpers as qh
-from qhelpers import environment, modern
+from qhelpers import environment
 
-NOTEBOOK = qh.repo_dir() / "notebooks" / "05_beyond_eager_mode.ipynb"
+NOTEBOOK = qh.course_root() / "notebooks" / "05_beyond_eager_mode.ipynb"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 import qhelpers as qh
 from qhelpers import progress
@@ -18,7 +17,7 @@ def _lines(path):
 def test_nothing_is_logged_under_pytest_even_in_a_jupyter_kernel(monkeypatch, tmp_path):
     monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "01_manual_tensor_quantization.ipynb"))
-    monkeypatch.setattr(progress, "repo_dir", lambda: tmp_path)
+    monkeypatch.setattr(progress, "course_root", lambda required=True: tmp_path)
     assert progress.progress_log_path() is None  # PYTEST_CURRENT_TEST is set while this test runs
     report("scale", True)
     assert not (tmp_path / "progress").exists()
@@ -28,7 +27,7 @@ def test_nothing_is_logged_outside_jupyter(monkeypatch, tmp_path):
     monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
-    monkeypatch.setattr(progress, "repo_dir", lambda: tmp_path)
+    monkeypatch.setattr(progress, "course_root", lambda required=True: tmp_path)
     assert progress.progress_log_path() is None
 
 
@@ -37,7 +36,7 @@ def test_a_jupyter_kernel_logs_to_the_course_progress_folder(monkeypatch, tmp_pa
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     monkeypatch.setenv("JPY_SESSION_NAME", "/somewhere/student/01_manual_tensor_quantization.ipynb")
     monkeypatch.setenv(progress.LEARNER_ENV, "ada lovelace")
-    monkeypatch.setattr(progress, "repo_dir", lambda: tmp_path)
+    monkeypatch.setattr(progress, "course_root", lambda required=True: tmp_path)
     qh.check_close("scale", 1.0, 2.0)
     qh.check_close("scale", 2.0, 2.0)
     log = tmp_path / "progress" / "ada_lovelace.jsonl"
@@ -111,7 +110,7 @@ def test_a_teacher_reads_a_folder_of_collected_logs(tmp_path, capsys):
 
 def test_the_command_without_logs_and_with_a_bad_path(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
-    monkeypatch.setattr(progress, "repo_dir", lambda: tmp_path)
+    monkeypatch.setattr(progress, "course_root", lambda required=True: tmp_path)
     assert progress.main([]) == 0
     assert "no progress log" in capsys.readouterr().out
     assert progress.main([str(tmp_path / "missing.jsonl")]) == 2

@@ -7,10 +7,12 @@ fails here until it is used by a notebook, listed with its reason, or made priva
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import re
 import types
+from pathlib import Path
 
 import pytest
 
@@ -20,46 +22,62 @@ from qhelpers.notebooks import notebook_paths
 NOTEBOOKS = notebook_paths()
 CODE = {p.name: "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code") for p in NOTEBOOKS}
 
-# Functions that stay public though no notebook calls them, and why.
+# Functions that stay public though no notebook calls them: the file (package module, script, notebook or test)
+# that must use each one, and why. test_listed_names_are_used_where_the_list_says checks the file really uses it.
 NOT_IN_NOTEBOOKS = {
-    "atomic_write_bytes": "data: every artifact writer (rebuild, CLI, runtime) uses it",
-    "cached_hash_matches": "pretrained: the CLI's torchvision path checks the hub cache with it",
-    "calibrate": "ptq: the calibration loop qat and the CLI reuse",
-    "check_close": "checks: the generic self-check other checks build on",
-    "check_engine": "environment: every helper that takes engine= validates it here",
-    "check_size_ratio": "runtime: a self-check of notebook 08's exercises, called through a wrapper",
-    "convert_qat_model": "qat: the 8-bit convert step of the QAT recipe (tests, qat_finetune)",
-    "course_int8_metadata": "pretrained: the INT8 artifact's metadata (the weights enum's meta reads it)",
-    "data_dir": "data: where the course's data lives (QHELPERS_DATA), used by every loader",
-    "equalize_pair": "recovery: the one-pair step of cross_layer_equalization, tested on its own",
-    "explore": "widgets: the explorer's computation, behind the widget notebook 01 shows",
-    "fake_quant_range": "qat: reads a FakeQuantize's range (tests, plots)",
-    "is_fused": "ptq: fuse() uses it to refuse fusing twice",
-    "keep_in_float": "ptq: post_training_quantize(float_modules=...) calls it",
-    "not_filled": "checks: every self-check's blank-answer test",
-    "observers_frozen": "qat: tells whether a QAT model's observers are frozen (tests, the exercise check)",
-    "plot_histogram_with_grid": "plotting: the explorer widget draws with it",
-    "predict": "metrics: the CLI's pretrained command",
-    "probe_api": "modern: deprecation_map probes each API with it",
-    "qat_finetune": "qat: the package twin of notebook 04's recipe cell (tests compare the two)",
-    "qat_qconfig": "qat: quantization_aware_training builds its default qconfig with it",
-    "qparams_from_minmax": "quantmath: qparams_from_tensor and the observers' twin build on it",
-    "quant_range": "quantmath: the integer range of bits/signed, used across the package",
-    "quantize_xnnpack": "runtime: the CLI's --target xnnpack and export_pte's callers",
-    "random_shift": "training: the course model's augmentation (make model)",
-    "rebuild_course_int8": "pretrained: python -m qhelpers.rebuild int8",
-    "repo_dir": "data: the course folder (notebooks, student copies, bench output)",
-    "report": "checks: prints every self-check's verdict and logs progress",
-    "run_pte": "runtime: runs a .pte (the CLI, make bench)",
-    "sha256_file": "data: checksums of every shipped file",
-    "storage_dtype": "quantmath: the smallest integer dtype for a range (quantize uses it)",
-    "train_course_model": "training: python -m qhelpers.rebuild model",
-    "train_digit_transformer": "transformer: python -m qhelpers.rebuild transformer",
-    "verify_file": "data: every loader verifies its file's checksum with it",
-    "w8a8_linear": "linear: the simulated W8A8 layer behind SmoothQuant's measurement",
-    "weight_only_sqnr": "modern: notebook 05's exercise check measures with it",
-    "weight_storage_bytes": "linear: bytes of a quantized weight with its scales (tests, the per-group table)",
+    "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
+    "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
+    "calibrate": ("qhelpers/qat.py", "the calibration loop qat and recovery reuse"),
+    "check_close": ("tests/test_progress.py", "NOT USED BY THE COURSE: the progress-log tests call it; to delete or make private (checks.py)"),
+    "check_engine": ("qhelpers/ptq.py", "every helper that takes engine= validates it here"),
+    "check_size_ratio": ("tests/test_modern.py", "NOT USED BY THE COURSE: only its own test calls it; to delete (modern.py)"),
+    "convert_qat_model": ("qhelpers/qat.py", "the 8-bit convert step of the QAT recipe (qat_finetune)"),
+    "course_int8_metadata": ("qhelpers/pretrained.py", "the INT8 artifact's metadata (the weights enum's meta reads it)"),
+    "course_root": ("qhelpers/deployment_benchmark.py", "where outputs go: results/, progress/, student/, the README"),
+    "data_dir": ("qhelpers/models.py", "where the course's data lives, used by every loader"),
+    "equalize_pair": ("qhelpers/recovery.py", "the one-pair step of cross_layer_equalization, tested on its own"),
+    "explore": ("qhelpers/widgets.py", "the explorer's computation, behind the widget notebook 01 shows"),
+    "fake_quant_range": ("qhelpers/qat.py", "reads a FakeQuantize's range (tests, plots)"),
+    "is_fused": ("qhelpers/ptq.py", "fuse() uses it to refuse fusing twice"),
+    "keep_in_float": ("qhelpers/ptq.py", "post_training_quantize(float_modules=...) calls it"),
+    "not_filled": ("qhelpers/ptq.py", "every self-check's blank-answer test"),
+    "observers_frozen": ("qhelpers/qat.py", "tells whether a QAT model's observers are frozen (the exercise check)"),
+    "plot_histogram_with_grid": ("qhelpers/widgets.py", "the explorer widget draws with it"),
+    "predict": ("qhelpers/modern.py", "predictions and labels for the paired test"),
+    "probe_api": ("qhelpers/modern.py", "deprecation_map probes each API with it"),
+    "qat_finetune": ("tests/test_qat.py", "the package twin of notebook 04's recipe cell; tests compare the two"),
+    "qat_qconfig": ("qhelpers/qat.py", "quantization_aware_training builds its default qconfig with it"),
+    "qparams_from_minmax": ("qhelpers/quantmath.py", "qparams_from_tensor and the observers' twin build on it"),
+    "quant_range": ("qhelpers/checks.py", "the integer range of bits/signed, used across the package"),
+    "quantize_xnnpack": ("qhelpers/cli_quantize.py", "the CLI's --target xnnpack and make bench"),
+    "random_shift": ("qhelpers/training.py", "the course model's augmentation (make model)"),
+    "rebuild_course_int8": ("qhelpers/pretrained.py", "python -m qhelpers.rebuild int8 (the INT8 artifact's ModelSpec)"),
+    "report": ("qhelpers/ptq.py", "prints every self-check's verdict and logs progress"),
+    "run_pte": ("qhelpers/runtime.py", "runs a .pte (the CLI, make bench)"),
+    "sha256_file": ("qhelpers/registry.py", "checksums of every shipped file"),
+    "storage_dtype": ("qhelpers/quantmath.py", "the smallest integer dtype for a range (quantize uses it)"),
+    "train_digit_transformer": ("tests/test_transformer.py", "trains the transformer with its recipe; only tests call it (the rebuild uses the registry)"),
+    "verify_file": ("qhelpers/doctor.py", "every loader verifies its file's checksum with it"),
+    "w8a8_linear": ("qhelpers/linear.py", "the simulated W8A8 layer behind SmoothQuant's measurement"),
+    "weight_only_sqnr": ("qhelpers/modern.py", "notebook 05's exercise check measures with it"),
+    "weight_storage_bytes": ("qhelpers/linear.py", "bytes of a quantized weight with its scales (the per-group table)"),
 }
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _used_in(name: str, relpath: str) -> bool:
+    """Does the file use ``name``: a load of it (a call or a reference, not its definition) in a .py file, or
+    ``qh.<name>`` anywhere in a notebook's cells (code or text)?"""
+    path = REPO / relpath
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return any(re.search(rf"\bqh\.{re.escape(name)}\b", "".join(c["source"])) for c in cells)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id == name:
+            return True
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and node.attr == name:
+            return True
+    return False
 
 
 def first_use(name: str):
@@ -86,3 +104,10 @@ def test_public_functions_no_notebook_uses_are_listed_with_a_reason():
     assert set(unused) <= set(NOT_IN_NOTEBOOKS), f"public but used by no notebook, and not listed: {sorted(set(unused) - set(NOT_IN_NOTEBOOKS))}"
     stale = sorted(n for n in NOT_IN_NOTEBOOKS if n in PUBLIC and first_use(n))
     assert not stale, f"listed as unused but a notebook uses them now: {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(NOT_IN_NOTEBOOKS))
+def test_listed_names_are_used_where_the_list_says(name):
+    """A reason on the list is true: the named file uses the name (so a list entry cannot outlive its caller)."""
+    where, _ = NOT_IN_NOTEBOOKS[name]
+    assert _used_in(name, where), f"qh.{name} is listed as used by {where}, which does not use it: fix the entry, or delete {name}"

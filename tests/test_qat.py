@@ -10,7 +10,6 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, FakeQuantize, MovingAverageMinMaxObserver, QuantStub
 
 import qhelpers as qh
-from qhelpers import qat
 
 # Shown and explained in notebooks 01 and 03; hidden here by message only.
 pytestmark = [
@@ -360,7 +359,7 @@ def _notebook_recipe():
     """The ``qat_finetune`` defined by the recipe cell of notebook 04, executed on its own."""
     import json
 
-    nb = json.loads((qh.repo_dir() / "notebooks" / "04_quantization_aware_training.ipynb").read_text())
+    nb = json.loads((qh.course_root() / "notebooks" / "04_quantization_aware_training.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "recipe" in c["metadata"].get("tags", []))
     namespace: dict = {}
     exec("".join(cell["source"]), namespace)

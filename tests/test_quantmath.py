@@ -1,7 +1,6 @@
 """qhelpers.quantmath against torch's own observers, quantize functions and quantized Linear."""
 
 import math
-import warnings
 
 import pytest
 import torch

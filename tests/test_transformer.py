@@ -82,6 +82,6 @@ def test_training_restores_the_thread_count(monkeypatch):
 def test_the_one_rebuild_entry_point_knows_the_transformer():
     from qhelpers import rebuild
 
-    assert "transformer" in rebuild.TARGETS
+    assert "transformer" in rebuild.MODELS
     with pytest.raises(SystemExit):  # --epochs is for model and transformer only
         rebuild.main(["int8", "--epochs", "2"])

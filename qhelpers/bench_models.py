@@ -1,0 +1,97 @@
+"""The models and paths the benchmark measures (``make bench``, notebook 02's engine comparison): each model
+built in float and in eager INT8 for an engine, with a seeded example input.
+
+Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._validate import positive_int
+from .data import digits_dataset, digits_loader
+from .models import load_course_model
+from .pretrained import CourseNet_QuantizedWeights, _quiet_torch_internals, course_net, is_quantized, quantize_course_model
+
+__all__ = ["MODELS", "PATHS", "QUICK_MODELS", "TORCHVISION_ENGINES", "check_model", "build_float", "build_int8", "example_input", "calibration_images"]
+
+TORCHVISION_ENGINES = ("fbgemm", "qnnpack")  # torchvision's quantize=True knows only these two
+MODELS: dict[str, dict] = {
+    "course": {"input": (1, 28, 28), "engines": ("x86", "qnnpack"), "strict": False},
+    "mobilenet_v2": {"input": (3, 224, 224), "engines": TORCHVISION_ENGINES, "strict": False},
+    # torchvision's ResNet blocks call one ReLU module twice: PT2E needs strict export (notebook 05)
+    "resnet18": {"input": (3, 224, 224), "engines": TORCHVISION_ENGINES, "strict": True},
+    "resnet50": {"input": (3, 224, 224), "engines": TORCHVISION_ENGINES, "strict": True},
+}
+QUICK_MODELS = ("course",)
+# (key, label); "eager_int8" is one row per engine of the model
+PATHS: tuple[tuple[str, str], ...] = (
+    ("float", "float eager"),
+    ("float_compiled", "float torch.compile"),
+    ("eager_int8", "eager INT8"),
+    ("pt2e", "PT2E x86, not compiled"),
+    ("pt2e_compiled", "PT2E x86 + torch.compile"),
+    ("et_float", "ExecuTorch XNNPACK float"),
+    ("et_int8", "ExecuTorch XNNPACK INT8"),
+)
+CALIB_IMAGES = 8  # calibration images for the PT2E paths (latency does not depend on calibration quality)
+
+
+def check_model(name: str) -> dict:
+    """``MODELS[name]``, or ``ValueError`` naming the models there are."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
+    return MODELS[name]
+
+
+def build_float(name: str) -> nn.Module:
+    """The float model in eval mode: the trained course model, or torchvision's float architecture (random weights)."""
+    check_model(name)
+    if name == "course":
+        return load_course_model()
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+def build_int8(name: str, engine: str) -> nn.Module:
+    """The eager INT8 model quantized for ``engine`` (which is left active, as torchvision's builders do).
+
+    course: the shipped artifact for its backend, otherwise the trained model
+    quantized on the calibration split. torchvision: ``weights=None,
+    quantize=True, backend=engine`` (random weights, calibrated by torchvision
+    on one random image). Raises ``RuntimeError`` if the result is not
+    quantized (torchvision with ``backend="x86"``).
+    """
+    spec = check_model(name)
+    if engine not in spec["engines"]:
+        raise ValueError(f"engine for {name} must be one of {spec['engines']}, got {engine!r}")
+    if name == "course":
+        if engine == CourseNet_QuantizedWeights.DEFAULT.meta["backend"]:
+            model = course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+        else:
+            model = quantize_course_model(load_course_model(), digits_loader("calib"), engine=engine)
+    else:
+        from torchvision.models import quantization as qmodels
+
+        with _quiet_torch_internals():
+            model = getattr(qmodels, name)(weights=None, quantize=True, backend=engine).eval()
+    if not is_quantized(model):
+        raise RuntimeError(f"{name} built for engine {engine!r} has no quantized modules")
+    return model
+
+
+def example_input(name: str, batch: int, seed: int = 0) -> torch.Tensor:
+    """A seeded random input batch (N, C, H, W) float32 for ``name``."""
+    spec = check_model(name)
+    positive_int("batch", batch)
+    return torch.randn((batch, *spec["input"]), generator=torch.Generator().manual_seed(seed))
+
+
+def calibration_images(name: str) -> list[torch.Tensor]:
+    """Single images for the PT2E paths (exported at batch 1): bundled calibration digits, or seeded noise."""
+    if name == "course":
+        images = digits_dataset("calib", CALIB_IMAGES)
+        return [images[i][0].unsqueeze(0) for i in range(len(images))]
+    return [example_input(name, 1, seed=1 + i) for i in range(2)]

@@ -1,0 +1,414 @@
+"""Wrong-answer branches of the self-checks that the per-notebook exercise tests do not reach, each with its hint.
+
+The coverage gate (``make test-checks``, tests/checks_coverage.py) runs these with tests/test_exercises_NN.py
+and fails on any branch of a self-check that no test runs. The cases live here, not in the per-notebook
+files, so that the gate's tests stay apart from the notebooks' own; each asserts the hint with
+``verdicts.rejected``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import qhelpers as qh
+from qhelpers.latency import Latency
+from verdicts import rejected
+
+
+def _quiet():
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
+
+
+_quiet()
+
+
+# ----------------------------------------------------------------------------- qhelpers/checks.py (notebook 01)
+
+
+def test_as_number_and_as_tensor_name_the_argument_of_the_wrong_kind():
+    from qhelpers.checks import _as_tensor, as_number
+
+    with pytest.raises(TypeError, match="size ratio must be a single number, got str"):
+        as_number("three", "size ratio")
+    with pytest.raises(TypeError, match="codes must be a number or tensor, got object"):
+        _as_tensor(object(), "codes")
+
+
+@pytest.mark.skipif(not hasattr(qh, "check_close"), reason="check_close was removed")
+def test_check_close_shape_value_and_right(capsys):
+    rejected(capsys, qh.check_close("w", [1.0, 2.0, 3.0], [[1.0, 2.0]]), "expected shape (1, 2), got (3,)")
+    rejected(capsys, qh.check_close("w", [1.0, 2.5], [1.0, 2.0]), "entry 1 is 2.5, expected 2")
+    assert qh.check_close("w", [[1.0, 2.0]], [1.0, 2.0])  # same numbers, another shape of the same size
+
+
+@pytest.fixture
+def x01():
+    """Like notebook 01's fc_out: negative minimum, positive maximum (unsigned zero point 135)."""
+    return torch.randn(256, 64, generator=torch.Generator().manual_seed(0)) * 2 + 0.3
+
+
+def _right_scale(x):
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    return (hi - lo) / 255, 0 - round(lo / ((hi - lo) / 255))
+
+
+def test_scale_zero_point_rejects_a_scale_of_several_numbers(x01):
+    with pytest.raises(TypeError, match="scale must be one number, got a tensor of shape \\(2,\\)"):
+        qh.check_scale_zero_point([0.1, 0.2], 3, x01)
+
+
+def test_scale_zero_point_rejects_a_zero_point_of_several_numbers(x01, capsys):
+    scale, zp = _right_scale(x01)
+    rejected(capsys, qh.check_scale_zero_point(scale, torch.tensor([zp, zp]), x01), "one integer", "shape (2,)")
+
+
+def test_scale_zero_point_rejects_a_zero_point_outside_the_codes(x01, capsys):
+    scale, _ = _right_scale(x01)
+    rejected(capsys, qh.check_scale_zero_point(scale, 300, x01), "300 is not a code in 0..255")
+
+
+def test_scale_zero_point_rejects_another_code_as_zero_point(x01, capsys):
+    scale, zp = _right_scale(x01)
+    out = rejected(capsys, qh.check_scale_zero_point(scale, zp + 17, x01), f"got {zp + 17}", "the code that stands for 0.0")
+    assert "✅ scale: correct" in out
+
+
+def test_codes_accept_a_different_rounding_of_an_exact_tie(capsys):
+    # 0.25 / 0.5 = 0.5 exactly: torch rounds half to even (0), a learner's round-half-up gives 1; both are right here.
+    x = torch.tensor([0.25, 1.0, -0.5])
+    assert qh.check_codes(torch.tensor([2, 3, 0], dtype=torch.uint8), x, 0.5, 1)  # torch: [1, 3, 0]
+    assert "✅ codes: correct" in capsys.readouterr().out
+
+
+def test_codes_name_how_many_differ_when_no_known_mistake_explains_them(x01, capsys):
+    scale, zp = _right_scale(x01)
+    right = torch.clamp(torch.round(x01 / scale) + zp, 0, 255)
+    wrong = torch.clamp(right + 3, 0, 255).to(torch.uint8)
+    rejected(capsys, qh.check_codes(wrong, x01, scale, zp), "codes of the tensor differ", "divide by the scale, round, add the zero point, clamp to 0..255")
+
+
+def test_per_channel_scales_reject_m_over_255(capsys):
+    """CK7: the half-width range spread over 255 steps (a symmetric range is 2m wide)."""
+    w = torch.randn(10, 64, generator=torch.Generator().manual_seed(1)) * 0.2
+    rejected(capsys, qh.check_per_channel_scales(w.abs().amax(dim=1) / 255, w), "2m wide")
+    rejected(capsys, qh.check_per_channel_scales(w.abs().amax(dim=1) / 256, w), "2m wide")
+
+
+def test_recommendation_built_by_hand_is_rejected(capsys):
+    answers = dict(qh.SCENARIOS["camera"][1])
+    made_up = qh.Recommendation(method="made up", engine="x86", notebook="", reason="", answers=answers)
+    rejected(capsys, qh.check_recommendation("camera", made_up), "call qh.recommend", "do not build the result yourself")
+
+
+@pytest.mark.parametrize(
+    "prediction, words",
+    [((5.0, 10.0), ("outside your range", "more noise than the grid gives")),
+     ((25.0, 30.0), ("outside your range", "less noise than the grid gives"))],
+    ids=["too-pessimistic", "too-optimistic"],
+)
+def test_sqnr_prediction_on_either_side_of_the_measurement(capsys, prediction, words):
+    ok = qh.check_sqnr_prediction(prediction, 14.4, reference_db=39.0, bits_from=8, bits_to=4)
+    rejected(capsys, ok, *words)
+
+
+# ----------------------------------------------------------------------------- qhelpers/decision.py (notebook 00)
+
+
+def test_accuracy_prediction_above_100_percent(capsys):
+    """CK5: a range reaching above 100 % that contains the measurement is still not an accuracy."""
+    rejected(capsys, qh.check_int8_accuracy_prediction((98.0, 100.5), 98.8, 98.8), "from 0 to 100", "(98, 100.5)")
+
+
+# ----------------------------------------------------------------------------- qhelpers/linear.py (notebook 06)
+
+
+def test_int4_byte_another_wrong_byte(capsys):
+    rejected(capsys, qh.check_int4_byte(7, -3, 5), "got 7", "low nibble = first code & 0xF")
+
+
+def test_group_bytes_another_wrong_count(capsys):
+    rejected(capsys, qh.check_group_bytes(12345, 4096, 4096, bits=4, group_size=128, scale_bytes=2), "got 12345", "packed codes' bytes and the scales' bytes")
+
+
+def test_roofline_speedup_the_weight_ratio_when_activations_matter(capsys):
+    """A small memory-bound layer at batch 64: weights shrink 4x, but the float activations keep the speedup near 2."""
+    cost_f, cost_q = qh.linear_cost(256, 256, 64), qh.linear_cost(256, 256, 64, weight_bits=8)
+    expected = qh.roofline_ms(cost_f, gflops=1000.0, gbps=10.0) / qh.roofline_ms(cost_q, gflops=1000.0, gbps=10.0)
+    assert expected == pytest.approx(2.0, rel=0.01)
+    ok = qh.check_roofline_speedup(4.0, 256, 256, batch=64, gflops=1000.0, gbps=10.0)
+    rejected(capsys, ok, "weight bytes shrink by that much", "activations still move in float")
+
+
+def test_smoothquant_scales_blank(capsys):
+    ok = qh.check_smoothquant_scales(..., torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5]), alpha=0.5)
+    rejected(capsys, ok, "smoothing scales", "not filled in yet")
+
+
+# ----------------------------------------------------------------------------- qhelpers/modern.py (notebook 05)
+
+
+def test_requant_multiplier_another_wrong_number(capsys):
+    rejected(capsys, qh.check_requant_multiplier(0.5, 0.0039, 0.0021, 0.047), "got 0.5", "must land on out_scale")
+
+
+@pytest.mark.skipif(not hasattr(qh, "check_size_ratio"), reason="check_size_ratio was removed")
+def test_size_ratio_within_one_percent_only(capsys):
+    """CK4: 2.0 is within 50 % of 3.0 but not within 1 %."""
+    assert qh.check_size_ratio(3.02, 300, 100)
+    rejected(capsys, qh.check_size_ratio(1 / 3, 300, 100), "upside down")
+    rejected(capsys, qh.check_size_ratio(2.0, 300, 100), "got 2, expected about 3")
+
+
+def _tiny_qdq_graph():
+    """An FX graph with 2 quantize_per_tensor and 2 dequantize_per_tensor calls (what count_quant_ops counts)."""
+    def quantize_per_tensor(x):
+        return x
+
+    def dequantize_per_tensor(x):
+        return x
+
+    g = torch.fx.Graph()
+    x = g.placeholder("x")
+    for _ in range(2):
+        x = g.call_function(dequantize_per_tensor, (g.call_function(quantize_per_tensor, (x,)),))
+    g.output(x)
+    return torch.fx.GraphModule(nn.Module(), g)
+
+
+def test_op_count_another_wrong_count(capsys):
+    gm = _tiny_qdq_graph()
+    assert qh.check_op_count(2, gm)
+    rejected(capsys, qh.check_op_count(999, gm), "got 999", "starts with 'quantize_per_tensor'")
+
+
+def test_migration_with_a_situation_left_out(capsys):
+    right = {"b": "quantize_", "c": "keep float", "d": "XNNPACKQuantizer"}
+    out = rejected(capsys, qh.check_migration(right), "situation a", "not filled in yet")
+    assert out.count("✅") == 3
+
+
+def test_bits_prediction_that_more_bits_lower_the_sqnr(capsys):
+    torch.manual_seed(0)
+    block, tokens = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16)).eval(), torch.randn(8, 16)
+    # Asked the other way round (8 bits, from a 4-bit reference), a range below the measurement:
+    rejected(capsys, qh.check_bits_prediction(0.0, 5.0, block, tokens, bits=8, reference_bits=4), "fewer bits cannot raise the SQNR")
+
+
+# ----------------------------------------------------------------------------- qhelpers/pretrained.py (notebook 02)
+
+FAKE_WEIGHTS = SimpleNamespace(meta={
+    "backend": "qnnpack",
+    "_metrics": {"ImageNet-1K": {"acc@1": 71.658, "acc@5": 90.150}},
+    "unquantized": SimpleNamespace(meta={"_metrics": {"ImageNet-1K": {"acc@1": 71.878}}}),
+})
+DROP = 71.878 - 71.658
+
+
+def test_weights_meta_a_backend_that_is_no_engine(capsys):
+    rejected(capsys, qh.check_weights_meta(42, 71.658, DROP, FAKE_WEIGHTS), "got 42", "the backend is a string in weights.meta")
+
+
+def test_weights_meta_another_top1(capsys):
+    out = rejected(capsys, qh.check_weights_meta("qnnpack", 12.3, DROP, FAKE_WEIGHTS), "not the published INT8 top-1")
+    assert "✅ backend: correct" in out and "✅ drop: correct" in out
+
+
+def test_weights_meta_another_drop(capsys):
+    rejected(capsys, qh.check_weights_meta("qnnpack", 71.658, 5.0, FAKE_WEIGHTS), "not float top-1 minus INT8 top-1")
+
+
+def test_weights_meta_numbers_of_the_wrong_kind_and_blank(capsys):
+    with pytest.raises(TypeError, match="int8_top1 must be a number, got True"):
+        qh.check_weights_meta("qnnpack", True, DROP, FAKE_WEIGHTS)
+    with pytest.raises(TypeError, match="drop must be a number, got str"):
+        qh.check_weights_meta("qnnpack", 71.658, "0.2 points", FAKE_WEIGHTS)
+    capsys.readouterr()
+    rejected(capsys, qh.check_weights_meta("qnnpack", ..., DROP, FAKE_WEIGHTS), "int8_top1", "not filled in yet")
+
+
+def test_int8_size_prediction_another_size(capsys):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    rejected(capsys, qh.check_int8_size_prediction(123.0, model), "not one byte per Conv2d/Linear weight")
+
+
+def _latency(median_ms, min_ms, quantized):
+    return Latency(median_ms=median_ms, iqr_ms=0.5, runs=10, threads=1, min_ms=min_ms, quantized=quantized, input_shape=(1, 3, 224, 224))
+
+
+FLOAT_LAT, INT8_LAT = _latency(10.0, 8.0, False), _latency(4.0, 2.0, True)  # medians 2.5x, fastest runs 4x
+
+
+def test_speedup_of_the_fastest_runs(capsys):
+    """CK3: min_ms / min_ms is not the ratio of the medians."""
+    assert qh.check_speedup(FLOAT_LAT, INT8_LAT, 2.5)
+    capsys.readouterr()
+    rejected(capsys, qh.check_speedup(FLOAT_LAT, INT8_LAT, 4.0), "fastest runs", ".median_ms")
+
+
+def test_speedup_another_number_and_a_blank_measurement(capsys):
+    rejected(capsys, qh.check_speedup(FLOAT_LAT, INT8_LAT, 3.3), "not the ratio of the two medians")
+    rejected(capsys, qh.check_speedup(..., INT8_LAT, 2.5), "float_latency", "not filled in yet")
+
+
+def test_size_ratio_prediction_needs_two_models_in_order():
+    float_model = nn.Sequential(nn.Linear(8, 8))
+    int8_model = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(8, 8)), dtype=torch.qint8)
+    with pytest.raises(TypeError, match="must be torch.nn.Module"):
+        qh.check_size_ratio_prediction((3.0, 3.5), "float.pt", int8_model)
+    with pytest.raises(ValueError, match="float model first and the INT8 model second"):
+        qh.check_size_ratio_prediction((3.0, 3.5), int8_model, float_model)
+
+
+# ----------------------------------------------------------------------------- qhelpers/ptq.py (notebook 03)
+
+def _exercise_net():
+    return nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 4, 3), bn=nn.BatchNorm2d(4), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1),
+                                     flat=nn.Flatten(), fc=nn.Linear(4, 2))).eval()
+
+
+def test_fusable_groups_of_the_wrong_kind_and_not_a_chain(capsys):
+    net = _exercise_net()
+    assert qh.check_fusable_groups([["conv", "bn", "relu"]], net)
+    with pytest.raises(TypeError, match="list of lists of module names"):
+        qh.check_fusable_groups(["conv", "bn", "relu"], net)
+    capsys.readouterr()
+    rejected(capsys, qh.check_fusable_groups([["conv", "fc"]], net), "['conv', 'fc'] is not a chain fuse_modules can fuse")
+
+
+def test_qconfig_unknown_observer_and_blank(capsys):
+    with pytest.raises(ValueError, match="activation must be one of"):
+        qh.check_qconfig(..., "no such observer", per_channel=True)
+    rejected(capsys, qh.check_qconfig(..., "histogram", per_channel=True), "qconfig", "not filled in yet")
+
+
+class _QuantizedWithoutWeight(nn.Module):
+    """Stands for a quantized module whose weight() cannot be read (as the dynamic ones without a packed weight)."""
+
+    def weight(self):
+        raise RuntimeError("no packed weight")
+
+
+_QuantizedWithoutWeight.__module__ = "torch.ao.nn.quantized.modules.stand_in"
+
+
+def test_quantized_weights_skips_unreadable_and_float_weights():
+    from qhelpers.ptq import _quantized_weights
+
+    fp16 = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), dtype=torch.float16)  # weight() is float
+    assert _quantized_weights(fp16) == []
+    assert _quantized_weights(nn.Sequential(_QuantizedWithoutWeight())) == []
+    int8 = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), dtype=torch.qint8)
+    assert len(_quantized_weights(int8)) == 1
+
+
+def test_engine_ptq_blank_not_a_model_and_not_made_by_the_helper(capsys):
+    float_model, loader = nn.Sequential(nn.Linear(4, 4)), [torch.randn(8, 4)]
+    rejected(capsys, qh.check_engine_ptq(..., 30.0, float_model, loader, loader), "model", "not filled in yet")
+    rejected(capsys, qh.check_engine_ptq("model.pt", 30.0, float_model, loader, loader), "expected the quantized model", "got str")
+    by_hand = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), dtype=torch.qint8)
+    rejected(capsys, qh.check_engine_ptq(by_hand, 30.0, float_model, loader, loader), "qh.post_training_quantize(..., engine=...)")
+
+
+def test_engine_ptq_sqnr_that_is_not_a_number(capsys):
+    torch.manual_seed(0)
+    float_model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Linear(4, 4), torch.ao.quantization.DeQuantStub()).eval()
+    loader = [torch.randn(16, 4)]
+    from torch.ao.quantization import get_default_qconfig
+
+    model = qh.post_training_quantize(float_model, loader, engine="qnnpack", qconfig=get_default_qconfig("qnnpack"))
+    out = rejected(capsys, qh.check_engine_ptq(model, "40 dB", float_model, loader, loader), "expected a number in dB, got str")
+    assert "✅ model: correct" in out
+
+
+# ----------------------------------------------------------------------------- qhelpers/qat.py (notebook 04)
+
+X_EX = torch.tensor([-2.0, -1.1, -0.3, 0.26, 1.9, 2.8, 5.0])
+SCALE, ZP = 0.25, 4
+
+
+def _right_ste():
+    codes = torch.round(X_EX / SCALE) + ZP
+    return (torch.clamp(codes, 0, 15) - ZP) * SCALE, ((codes >= 0) & (codes <= 15)).float()
+
+
+def test_ste_other_values_and_other_gradient(capsys):
+    y, g = _right_ste()
+    rejected(capsys, qh.check_ste(y + 0.1, g, X_EX, SCALE, ZP, 0, 15), "round(x / scale) + zero_point, clamp to [quant_min, quant_max]")
+    out = rejected(capsys, qh.check_ste(y, 1 - g, X_EX, SCALE, ZP, 0, 15), "1 where the code passes the clamp unchanged")
+    assert "✅ fake-quantized values: correct" in out
+
+
+def test_ste_answer_of_the_wrong_kind():
+    y, g = _right_ste()
+    with pytest.raises(TypeError, match="y must be a tensor or a list of numbers, got str"):
+        qh.check_ste("y", g, X_EX, SCALE, ZP, 0, 15)
+
+
+def test_low_bit_qconfig_bad_bits_factory_that_fails_and_not_a_qconfig(capsys):
+    from torch.ao.quantization import FakeQuantize, QConfig
+
+    right = qh.low_bit_qconfig(3)
+    with pytest.raises(ValueError, match="bits must be an int from 2 to 8, got 1"):
+        qh.check_low_bit_qconfig(right, 1)
+    broken = QConfig(activation=right.activation, weight=FakeQuantize.with_args(no_such_argument=1))
+    rejected(capsys, qh.check_low_bit_qconfig(broken, 3), "the weight factory fails when called", "TypeError")
+    rejected(capsys, qh.check_low_bit_qconfig("3-bit", 3), "expected a torch.ao.quantization.QConfig", "got str")
+
+
+def test_frozen_blank(capsys):
+    rejected(capsys, qh.check_frozen(...), "model", "not filled in yet")
+
+
+# ----------------------------------------------------------------------------- qhelpers/recovery.py (notebook 07)
+
+
+def test_culprit_not_a_name():
+    with pytest.raises(TypeError, match="answer must be a layer name \\(str\\), got int"):
+        qh.check_culprit(3, nn.Sequential(), [])
+
+
+W1 = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(2))
+W2 = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+
+
+def _cle(w1, w2):
+    return torch.sqrt(w1.flatten(1).abs().amax(1) / w2.transpose(0, 1).flatten(1).abs().amax(1))
+
+
+def test_cle_scales_wrong_count_other_values_wrong_kind_and_blank(capsys):
+    """CK6: three scales for four channels is a hint, not a size-mismatch error from torch."""
+    assert qh.check_cle_scales(_cle(W1, W2), W1, W2)
+    capsys.readouterr()
+    rejected(capsys, qh.check_cle_scales(_cle(W1, W2)[:3], W1, W2), "one scale per channel between the layers (4), got 3")
+    rejected(capsys, qh.check_cle_scales(_cle(W1, W2) * 1.5, W1, W2), "s_i = sqrt(r1_i / r2_i)")
+    rejected(capsys, qh.check_cle_scales(..., W1, W2), "scales", "not filled in yet")
+    with pytest.raises(TypeError, match="scales must be a tensor or list of numbers, got str"):
+        qh.check_cle_scales("1, 2", W1, W2)
+
+
+def test_mse_clip_blank_and_wrong_kind(capsys):
+    w = torch.randn(64, generator=torch.Generator().manual_seed(4))
+    rejected(capsys, qh.check_mse_clip(..., w), "clip", "not filled in yet")
+    with pytest.raises(TypeError, match="clip must be one number \\(per tensor\\), got list"):
+        qh.check_mse_clip([1.0, 2.0], w)
+
+
+# ----------------------------------------------------------------------------- qhelpers/runtime.py (notebook 08)
+
+
+def test_delegated_fraction_another_number(capsys):
+    export = qh.PteExport("m.pte", 3_707_040, 1, 365, 1)
+    rejected(capsys, qh.check_delegated_fraction(0.5, export), "got 0.5", "delegated_nodes and non_delegated_nodes")
+
+
+def test_bytes_per_weight_needs_the_float_model():
+    with pytest.raises(TypeError, match="model must be the float nn.Module, got str"):
+        qh.check_bytes_per_weight(1.1, 300, "model.pt")
