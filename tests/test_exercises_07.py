@@ -7,10 +7,16 @@ import qhelpers as qh
 
 
 @pytest.fixture(scope="module")
-def patient():
-    calib = qh.digits_loader("calib", limit=250)
-    dead = qh.make_dead_channel_model(qh.load_depthwise_model(), calib)
-    return qh.fuse(dead), qh.digits_loader("test", limit=250)
+def course_scan():
+    """Patient 2 (the folded course model) with small loaders, and the right scan done by hand as the exercise asks."""
+    folded = qh.fuse(qh.load_course_model())
+    calib, probe = qh.digits_loader("calib", limit=100), qh.digits_loader("test", limit=100)
+    layers = qh.weight_layers(folded)
+    right = {}
+    for keep in layers:
+        others = [name for name in layers if name != keep]
+        right[keep] = qh.accuracy(qh.quantize_activations(qh.quantize_weights(folded, bits=4, layers=others), calib, bits=4), probe)
+    return folded, calib, probe, right
 
 
 @pytest.fixture(scope="module")
@@ -19,32 +25,53 @@ def pair():
     return folded.res.conv1[0][0].weight.detach(), folded.res.conv2[0].weight.detach(), folded.fc2.weight.detach()
 
 
-# Exercise 1 (predict first): the culprit layer of patient 1
+# Exercise 1: the leave-one-out scan of patient 2's weights
 
 
-def test_ex1_accepts_right_answer(patient, capsys):
-    folded, loader = patient
-    assert qh.check_culprit("dw1.0", folded, loader)
-    assert qh.check_culprit("dw1", folded, loader)
+def test_ex1_accepts_the_scan_done_as_asked(course_scan, capsys):
+    folded, calib, probe, right = course_scan
+    assert qh.check_leave_one_out(right, folded, calib, probe, bits=4)
+    assert qh.check_leave_one_out({k: torch.tensor(v) for k, v in right.items()}, folded, calib, probe, bits=4)  # tensors are fine
     assert "✅" in capsys.readouterr().out
 
 
-def test_ex1_rejects_the_pointwise_layer_after_it(patient, capsys):
-    folded, loader = patient
-    assert not qh.check_culprit("pw1.0", folded, loader)
-    assert "costs little" in capsys.readouterr().out
+def test_ex1_rejects_the_one_at_a_time_scan(course_scan, capsys):
+    folded, calib, probe, right = course_scan
+    one_at_a_time = {n: qh.accuracy(qh.quantize_activations(qh.quantize_weights(folded, bits=4, layers=[n]), calib, bits=4), probe) for n in right}
+    assert one_at_a_time != right
+    assert not qh.check_leave_one_out(one_at_a_time, folded, calib, probe, bits=4)
+    assert "every *other* layer" in capsys.readouterr().out
 
 
-def test_ex1_rejects_a_name_that_is_not_a_layer(patient, capsys):
-    folded, loader = patient
-    assert not qh.check_culprit("conv3", folded, loader)
-    assert "not a quantized layer" in capsys.readouterr().out
+def test_ex1_rejects_activations_left_in_float(course_scan, capsys):
+    folded, calib, probe, right = course_scan
+    weights_only = {n: qh.accuracy(qh.quantize_weights(folded, bits=4, layers=[m for m in right if m != n]), probe) for n in right}
+    assert not qh.check_leave_one_out(weights_only, folded, calib, probe, bits=4)
+    assert "activations are still float" in capsys.readouterr().out
 
 
-def test_ex1_blank_is_reported_not_raised(patient, capsys):
-    folded, loader = patient
-    assert not qh.check_culprit(..., folded, loader)
+def test_ex1_rejects_fractions_wrong_names_and_other_numbers(course_scan, capsys):
+    folded, calib, probe, right = course_scan
+    assert not qh.check_leave_one_out({k: v / 100 for k, v in right.items()}, folded, calib, probe, bits=4)
+    assert "fractions" in capsys.readouterr().out
+    short = {k[:-2] if k.endswith(".0") else k: v for k, v in right.items()}  # "stem.0" instead of "stem.0.0"
+    assert not qh.check_leave_one_out(short, folded, calib, probe, bits=4)
+    assert "qh.weight_layers" in capsys.readouterr().out
+    assert not qh.check_leave_one_out({k: right[k] for k in list(right)[:-1]}, folded, calib, probe, bits=4)  # a layer missing
+    assert "missing" in capsys.readouterr().out
+    shifted = {k: v + 1.0 for k, v in right.items()}
+    assert not qh.check_leave_one_out(shifted, folded, calib, probe, bits=4)
+    assert "every other layer's weights" in capsys.readouterr().out
+
+
+def test_ex1_blank_and_wrong_types_are_reported_not_raised(course_scan, capsys):
+    folded, calib, probe, _ = course_scan
+    assert not qh.check_leave_one_out(..., folded, calib, probe, bits=4)
     assert "not filled in yet" in capsys.readouterr().out
+    assert not qh.check_leave_one_out("stem.0", folded, calib, probe, bits=4)
+    assert "must be a dict" in capsys.readouterr().out
+    assert not qh.check_leave_one_out({n: "high" for n in qh.weight_layers(folded)}, folded, calib, probe, bits=4)
+    assert "a number" in capsys.readouterr().out
 
 
 # Exercise 2: DFQ scales by hand
@@ -81,6 +108,23 @@ def test_ex2_rejects_output_channel_ranges_of_the_second_layer(pair, capsys):
     assert "input" in capsys.readouterr().out
 
 
+def test_ex2_rejects_the_wrong_number_of_scales_and_other_formulas(pair, capsys):
+    w1, w2, _ = pair
+    assert not qh.check_cle_scales(_right_scales(w1, w2)[:16], w1, w2)
+    assert "one scale per channel" in capsys.readouterr().out
+    r1, r2 = w1.flatten(1).abs().amax(1), w2.transpose(0, 1).flatten(1).abs().amax(1)
+    assert not qh.check_cle_scales(torch.sqrt(r1 * r2), w1, w2)  # the equalized range, not the scale
+    assert "s_i = sqrt(r1_i / r2_i)" in capsys.readouterr().out
+
+
+def test_ex2_blank_and_wrong_types_are_reported(pair, capsys):
+    w1, w2, _ = pair
+    assert not qh.check_cle_scales(..., w1, w2)
+    assert "not filled in yet" in capsys.readouterr().out
+    assert not qh.check_cle_scales("sqrt", w1, w2)
+    assert "list of numbers" in capsys.readouterr().out
+
+
 # Exercise 3: MSE clipping by hand
 
 
@@ -93,6 +137,7 @@ def _right_clip(w):
 def test_ex3_accepts_right_answer(pair, capsys):
     w = pair[2]
     assert qh.check_mse_clip(_right_clip(w), w, bits=4)
+    assert qh.check_mse_clip(float(_right_clip(w)), w, bits=4)
     assert float(_right_clip(w)) < float(w.abs().max())  # the exercise is not trivial: min/max is not the answer
 
 
@@ -108,6 +153,28 @@ def test_ex3_rejects_the_scale_instead_of_the_clip(pair, capsys):
     assert "scale" in capsys.readouterr().out
 
 
-def test_ex3_rejects_a_clip_chosen_for_8_bits(pair, capsys):
+def test_ex3_rejects_another_candidate(pair, capsys):
+    """The right grid but the wrong candidate (e.g. the error measured without the clamp to -7..7)."""
+    w = pair[2]
+    candidates = w.abs().max() * torch.arange(1, 101) / 100
+    no_clamp = candidates[torch.stack([((torch.round(w / (c / 7)) * (c / 7) - w) ** 2).mean() for c in candidates]).argmin()]
+    eight = candidates[torch.stack([((torch.clamp(torch.round(w / (c / 8)), -8, 7) * (c / 8) - w) ** 2).mean() for c in candidates]).argmin()]
+    wrong = next(c for c in (no_clamp, eight, candidates[49]) if not torch.isclose(c, _right_clip(w)))
+    assert not qh.check_mse_clip(wrong, w, bits=4)
+    assert "one of the candidates" in capsys.readouterr().out
+
+
+def test_ex3_rejects_a_clip_chosen_for_8_bits_and_a_value_off_the_candidates(pair, capsys):
     w = pair[2]
     assert not qh.check_mse_clip(qh.weight_clip(w, bits=8, method="mse"), w, bits=4)
+    capsys.readouterr()
+    assert not qh.check_mse_clip(float(_right_clip(w)) * 1.013, w, bits=4)
+    assert "max|w| * k / 100" in capsys.readouterr().out
+
+
+def test_ex3_blank_and_wrong_shape(pair, capsys):
+    w = pair[2]
+    assert not qh.check_mse_clip(..., w, bits=4)
+    assert "not filled in yet" in capsys.readouterr().out
+    assert not qh.check_mse_clip(torch.ones(3), w, bits=4)
+    assert "one number" in capsys.readouterr().out

@@ -40,7 +40,6 @@ NOT_IN_NOTEBOOKS = {
     "fake_quant_range": ("qhelpers/qat.py", "reads a FakeQuantize's range (tests, plots)"),
     "is_fused": ("qhelpers/ptq.py", "fuse() uses it to refuse fusing twice"),
     "keep_in_float": ("qhelpers/ptq.py", "post_training_quantize(float_modules=...) calls it"),
-    "mean_output_shift": ("tests/test_recovery.py", "the measurement bias correction zeroes; only tests call it"),
     "not_filled": ("qhelpers/ptq.py", "every self-check's blank-answer test"),
     "observers_frozen": ("qhelpers/qat.py", "tells whether a QAT model's observers are frozen (the exercise check)"),
     "plot_histogram_with_grid": ("qhelpers/widgets.py", "the explorer widget draws with it"),
@@ -60,7 +59,6 @@ NOT_IN_NOTEBOOKS = {
     "train_digit_transformer": ("tests/test_transformer.py", "trains the transformer with its recipe; only tests call it (the rebuild uses the registry)"),
     "verify_file": ("qhelpers/doctor.py", "every loader verifies its file's checksum with it"),
     "w8a8_linear": ("qhelpers/linear.py", "the simulated W8A8 layer behind SmoothQuant's measurement"),
-    "weight_clip": ("qhelpers/recovery.py", "the clipping range behind range setting"),
     "weight_only_sqnr": ("qhelpers/modern.py", "notebook 05's exercise check measures with it"),
     "weight_storage_bytes": ("qhelpers/linear.py", "bytes of a quantized weight with its scales (the per-group table)"),
 }

@@ -158,18 +158,108 @@ def test_weight_clip_values_and_errors():
 # --------------------------------------------------------------------------- AdaRound
 
 
-def test_adaround_codes_are_floor_or_ceil_and_beat_nearest():
-    net = _pair_net()
-    result = qh.adaround(net, _calib(), bits=4, iterations=150, num_samples=64)
+def _notebook_adaround_checks(result, model, qmax):
+    """The assertions notebook 07 makes about an AdaRound result (section 7)."""
+    on_grid = all(
+        bool(((codes.float() == torch.floor(t)) | (codes.float() == torch.ceil(t))).all())
+        for name, codes in result.codes.items()
+        for t in [torch.clamp(model.get_submodule(name).weight.detach() / result.scales[name], -qmax, qmax)]
+    )
+    converged = min(result.converged.values()) > 0.99
+    lower = all(result.loss_adaround[n] < 0.8 * result.loss_nearest[n] for n in result.codes)
+    return {"on_grid": on_grid, "converged": converged, "lower_held_out_loss": lower}
+
+
+@pytest.fixture(scope="module")
+def stem_and_down1():
+    """The course model's first two layers (144 and 4,608 weights) and 256 digits: AdaRound on them takes seconds."""
+    folded = qh.fuse(qh.load_course_model())
+    return nn.Sequential(folded.stem, folded.down1).eval(), qh.digits_loader("calib", limit=256, batch_size=64)
+
+
+def test_adaround_converges_and_beats_nearest_on_held_out_images(stem_and_down1):
+    model, calib = stem_and_down1
+    result = qh.adaround(model, calib, bits=3, method="mse", num_samples=128)
+    checks = _notebook_adaround_checks(result, model, 3)
+    assert all(checks.values()), checks
+    assert result.heldout_images == 128
+    for name in result.codes:
+        torch.testing.assert_close(result.model.get_submodule(name).weight, result.codes[name].float() * result.scales[name])
+        assert 0 < result.flipped[name] < 0.5
+    assert result.seconds > 0
+
+
+def test_the_notebooks_adaround_assertions_fail_with_round_to_nearest(stem_and_down1):
+    """lr = 0 leaves every V at its start, h = the fractional part, so the codes are round-to-nearest: the checks must fail."""
+    model, calib = stem_and_down1
+    nearest = qh.adaround(model, calib, bits=3, method="mse", num_samples=128, iterations=50, lr=0.0)
+    assert all(f == 0.0 for f in nearest.flipped.values())
+    assert all(math.isclose(nearest.loss_adaround[n], nearest.loss_nearest[n], rel_tol=1e-6) for n in nearest.codes)
+    checks = _notebook_adaround_checks(nearest, model, 3)
+    assert checks["on_grid"] and not checks["converged"] and not checks["lower_held_out_loss"], checks
+
+
+def test_a_short_adaround_does_not_pass_as_converged(stem_and_down1):
+    """80 steps (the budget of a simplified AdaRound) leave most h between 0 and 1: the convergence check catches it."""
+    model, calib = stem_and_down1
+    short = qh.adaround(model, calib, bits=3, method="mse", num_samples=128, iterations=80)
+    assert not _notebook_adaround_checks(short, model, 3)["converged"]
+
+
+def test_adaround_with_quantized_activations_in_its_inputs(stem_and_down1):
+    model, calib = stem_and_down1
+    with pytest.raises(ValueError, match="stubs|BatchNorm|activation"):
+        qh.adaround(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).eval(), calib, act_bits=4, iterations=1)
+    folded = qh.fuse(qh.load_course_model())
+    result = qh.adaround(folded, calib, bits=4, method="mse", act_bits=4, num_samples=64, iterations=100, max_rows=1024)
+    assert set(result.codes) == set(qh.weight_layers(folded))
+    assert all(result.loss_adaround[n] <= result.loss_nearest[n] * 1.05 for n in result.codes)
+
+
+def test_adaround_handles_grouped_convolutions():
+    net = _pair_net(groups=8)
+    result = qh.adaround(net, _calib(), bits=4, iterations=200, num_samples=32)
     for name in qh.weight_layers(net):
-        w = net.get_submodule(name).weight.detach()
-        scale = result.scales[name]
-        t = torch.clamp(w / scale, -7, 7)
+        t = torch.clamp(net.get_submodule(name).weight.detach() / result.scales[name], -7, 7)
         codes = result.codes[name].float()
         assert bool(((codes == torch.floor(t)) | (codes == torch.ceil(t))).all()), name
-        torch.testing.assert_close(result.model.get_submodule(name).weight, codes * scale)
         assert result.loss_adaround[name] <= result.loss_nearest[name] * 1.05 + 1e-9
-    assert result.seconds > 0
+
+
+@pytest.mark.parametrize("groups,relu", [(1, True), (1, False), (4, True)])
+def test_adaround_steps_match_autograd_and_torch_adam(groups, relu):
+    """The hand-written gradient and Adam of recovery._optimise_rounding equal autograd + torch.optim.Adam, step by step."""
+    from qhelpers import recovery
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups)
+    layer = recovery._RowLayer(conv)
+    x = recovery._rows(conv, torch.randn(6, 8, 7, 7))
+    w = conv.weight.detach()
+    target = layer.pre(x, w)
+    target = torch.relu(target) if relu else target
+    s = w.abs().max() / 7
+    w_floor = torch.floor(w / s)
+    v0 = torch.randn(w.shape) * 2
+    kw = dict(lr=0.05, reg_weight=0.1, beta=(20.0, 2.0), warm=2, batch_size=64)
+    by_hand = v0.clone()
+    recovery._optimise_rounding(by_hand, layer, relu, x, target, w_floor, s, 7, iterations=12, generator=torch.Generator().manual_seed(3), **kw)
+    v = v0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=kw["lr"])
+    gen = torch.Generator().manual_seed(3)
+    for it in range(12):
+        idx = torch.randint(0, len(x), (64,), generator=gen)
+        h = recovery._rect_sigmoid(v)
+        pre = layer.pre(x[idx], torch.clamp(w_floor + h, -7, 7) * s)
+        loss = recovery._reconstruction(torch.relu(pre) if relu else pre, target[idx])
+        if it >= kw["warm"]:
+            rel = (it - kw["warm"]) / (12 - kw["warm"])
+            b = 2 + 0.5 * 18 * (1 + math.cos(rel * math.pi))
+            loss = loss + kw["reg_weight"] * (1 - (2 * h - 1).abs().pow(b)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.testing.assert_close(by_hand, v.detach(), rtol=1e-4, atol=1e-5)
 
 
 def test_adaround_rejects_bad_arguments():
@@ -177,6 +267,85 @@ def test_adaround_rejects_bad_arguments():
         qh.adaround(_pair_net(), _calib(1), iterations=0)
     with pytest.raises(ValueError, match="no data"):
         qh.adaround(_pair_net(), [], iterations=1)
+    with pytest.raises(ValueError, match="lr"):
+        qh.adaround(_pair_net(), _calib(1), lr=-1.0)
+    with pytest.raises(ValueError, match="beta"):
+        qh.adaround(_pair_net(), _calib(1), beta=(20, 0))
+    with pytest.raises(ValueError, match="warm_up"):
+        qh.adaround(_pair_net(), _calib(1), warm_up=1.0)
+    with pytest.raises(ValueError, match="bits"):
+        qh.adaround(_pair_net(), _calib(1), act_bits=1)
+
+
+# --------------------------------------------------------------------------- the deployed grid, activation ranges, the scans
+
+
+def test_quantize_weights_on_a_qconfig_grid_matches_the_converted_int8_model():
+    calib = qh.digits_loader("calib", limit=100)
+    model = qh.load_course_model()
+    folded = qh.fuse(model)
+    for per_channel in (False, True):
+        qconfig = qh.make_qconfig("minmax", per_channel=per_channel)
+        int8 = qh.post_training_quantize(model, calib, qconfig=qconfig)
+        on_grid = qh.quantize_weights(folded, qconfig=qconfig)
+        modules = dict(int8.named_modules())
+        for name in qh.weight_layers(folded):
+            # a fused ConvReLU is converted into one module at its parent's name; a plain conv keeps its name
+            module = modules[name] if callable(getattr(modules.get(name), "weight", None)) else modules[name[:-2]]
+            converted = module.weight().dequantize()
+            torch.testing.assert_close(on_grid.get_submodule(name).weight, converted, rtol=0, atol=1e-7)
+    w = folded.fc2.weight.detach()
+    per_tensor = qh.quantize_weights(folded, qconfig=qh.make_qconfig("minmax", per_channel=False), layers=["fc2"]).fc2.weight
+    scale = float(w.abs().max()) / 127.5                      # torch.ao's symmetric qint8 grid: codes -128 .. 127
+    codes = per_tensor / scale
+    torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-4)
+    assert codes.max() <= 127 and codes.min() >= -128
+    with pytest.raises(ValueError, match="qconfig"):
+        qh.quantize_weights(folded, bits=4, qconfig=qh.make_qconfig("minmax"))
+    with pytest.raises(TypeError, match="qconfig"):
+        qh.quantize_weights(folded, qconfig="minmax")
+
+
+def test_mse_activation_ranges_never_worse_than_minmax_on_what_they_see():
+    calib = qh.digits_loader("calib", limit=200)
+    model = qh.load_course_model()
+    prepared = qh.fake_quant_ptq(model, calib, qh.low_bit_qconfig(4))          # notebook 04's PTQ model: the other caller
+    before = {n: (float(fq.scale), int(fq.zero_point)) for n, fq in qh.fake_quant_modules(prepared).items() if n.endswith("activation_post_process")}
+    tuned = qh.mse_activation_ranges(prepared, calib)
+    after_prepared = {n: (float(fq.scale), int(fq.zero_point)) for n, fq in qh.fake_quant_modules(prepared).items() if n.endswith("activation_post_process")}
+    assert after_prepared == before                                            # the input model is not changed
+    fqs = {n: fq for n, fq in qh.fake_quant_modules(tuned).items() if n.endswith("activation_post_process")}
+    assert fqs and all(int(fq.observer_enabled[0]) == 0 for fq in fqs.values())
+    # the input quantizer sees the raw images in both models: its MSE can only go down (min/max is a candidate)
+    x = torch.cat([b[0] for b in calib])
+    first = next(n for n in fqs if n.startswith("quant."))
+    old, new = qh.fake_quant_modules(prepared)[first], fqs[first]
+    err = lambda fq: float(((torch.fake_quantize_per_tensor_affine(x, float(fq.scale), int(fq.zero_point), fq.quant_min, fq.quant_max) - x) ** 2).mean())
+    assert err(new) <= err(old) + 1e-9
+    assert any(before[n] != (float(fq.scale), int(fq.zero_point)) for n, fq in fqs.items())
+    sim = qh.quantize_activations(qh.fuse(model), calib, bits=4, method="mse")
+    assert all(int(fq.observer_enabled[0]) == 0 for n, fq in qh.fake_quant_modules(sim).items() if n.endswith("activation_post_process"))
+    with pytest.raises(ValueError, match="method"):
+        qh.quantize_activations(qh.fuse(model), calib, bits=4, method="kl")
+    with pytest.raises(ValueError, match="grid"):
+        qh.mse_activation_ranges(prepared, calib, grid=0)
+    with pytest.raises(ValueError, match="FakeQuantize"):
+        qh.mse_activation_ranges(model, calib)
+    with pytest.raises(ValueError, match="act_method"):
+        qh.simulate(qh.fuse(model), calib, act_bits=None, act_method="mse")
+
+
+def test_leave_one_out_keeps_one_layer_in_float():
+    calib = qh.digits_loader("calib", limit=100)
+    probe = qh.digits_loader("test", limit=100)
+    folded = qh.fuse(qh.load_course_model())
+    rows = qh.leave_one_out_sensitivity(folded, calib, probe, bits=4)
+    assert [r["layer"] for r in rows] == [r["layer"] for r in qh.per_layer_sensitivity(folded, calib, probe, bits=4)]
+    stem = next(r for r in rows if r["layer"] == "stem.0")
+    others = [n for n in qh.weight_layers(folded) if n != "stem.0.0"]
+    by_hand = qh.accuracy(qh.quantize_activations(qh.quantize_weights(folded, bits=4, layers=others), calib, bits=4), probe)
+    assert stem["weights_float"] == by_hand
+    assert math.isnan(next(r for r in rows if r["layer"] == "quant")["weights_float"])
 
 
 # --------------------------------------------------------------------------- simulation, the patients
