@@ -72,6 +72,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "notebooks"
     shutil.copytree(NOTEBOOK_SRC, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (tmp / "data").symlink_to(REPO / "data")  # tmp is then a course folder: qh.course_root() finds notebooks/ and data/ there
     config, settings = tmp / "config", tmp / "settings"
     # No announcements or update checks (closed network), and every cell kept in the DOM so that the
     # test can read all prompts and outputs without scrolling.
