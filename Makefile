@@ -17,7 +17,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
 
 setup: $(STAMP)
 
@@ -95,6 +95,15 @@ LAX := -p no:student_flow --nbval-lax --nbval-cell-timeout 1200
 test-cpus: $(DEVSTAMP)
 	@echo "== the CPU probes on each kind (tests/test_cpu.py -m cpu_kinds) =="
 	$(PY) -m pytest -q -m cpu_kinds tests/test_cpu.py
+	$(MAKE) --no-print-directory test-cpus-haswell
+	@echo "== notebooks with qnnpack as the only engine (as on ARM) =="
+	bash scripts/cpu_kind.sh qnnpack $(PY) -m pytest -q $(LAX) --nbval-current-env $(NOTEBOOKS)
+	@echo "== notebooks without a C++ compiler (as on most Windows laptops): $(notdir $(NOCC_NOTEBOOKS)) =="
+	@test -n "$(strip $(NOCC_NOTEBOOKS))" || { echo "test-cpus: no notebook calls torch.compile (check NOCC_NOTEBOOKS)"; exit 1; }
+	bash scripts/cpu_kind.sh nocc $(PY) -m pytest -q $(LAX) --nbval-current-env $(NOCC_NOTEBOOKS)
+
+# The haswell part of test-cpus alone (HASWELL_NOTEBOOKS="..." for others).
+test-cpus-haswell: $(DEVSTAMP)
 	@echo "== $(words $(HASWELL_NOTEBOOKS)) notebooks on x86 without AVX512-VNNI (emulated Haswell: AVX2), $(CPUS_JOBS) at a time =="
 	@test -n "$(strip $(HASWELL_NOTEBOOKS))" || { echo "test-cpus: no notebooks for the haswell kind"; exit 1; }
 	mkdir -p build
@@ -104,11 +113,12 @@ test-cpus: $(DEVSTAMP)
 	           rc=$$?; [ $$rc = 124 ] && { echo; echo "stopped after HASWELL_TIMEOUT=$(HASWELL_TIMEOUT) s"; } >> $$log; \
 	           echo "haswell {}: $$(tail -n 1 $$log) ($$((SECONDS - t0)) s, rc $$rc)"; \
 	           [ $$rc = 0 ] || { tail -n 60 $$log; exit 1; }'
-	@echo "== notebooks with qnnpack as the only engine (as on ARM) =="
-	bash scripts/cpu_kind.sh qnnpack $(PY) -m pytest -q $(LAX) --nbval-current-env $(NOTEBOOKS)
-	@echo "== notebooks without a C++ compiler (as on most Windows laptops): $(notdir $(NOCC_NOTEBOOKS)) =="
-	@test -n "$(strip $(NOCC_NOTEBOOKS))" || { echo "test-cpus: no notebook calls torch.compile (check NOCC_NOTEBOOKS)"; exit 1; }
-	bash scripts/cpu_kind.sh nocc $(PY) -m pytest -q $(LAX) --nbval-current-env $(NOCC_NOTEBOOKS)
+
+# CI's share of test-cpus (the rest by hand until it fits CI's budget): the probes on every kind, and notebooks
+# 00 and 01 (the CPU facts and the 16-bit pair lesson) under the faithful Haswell emulator.
+test-cpus-ci: $(DEVSTAMP)
+	$(PY) -m pytest -q -m cpu_kinds tests/test_cpu.py
+	$(MAKE) --no-print-directory test-cpus-haswell HASWELL_NOTEBOOKS="notebooks/00_start_here.ipynb notebooks/01_manual_tensor_quantization.ipynb"
 
 # The CPU unit tests and notebooks 00 01 02 05 08 on an emulated aarch64 CPU (qnnpack only); not in CI: needs root,
 # about 15 minutes and 3 GB the first time (build/arm64-root and build/arm64-wheels are reused after).
