@@ -235,7 +235,7 @@ def compile_available() -> tuple[bool, str]:
     less with a warm Inductor cache); the reason is the first line of the error.
     ``compile_fix()`` says how to install a compiler on this OS.
 
-    Introduced in notebooks/00_start_here.ipynb.
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     if "ok" not in _COMPILE_RESULT:
         try:

@@ -23,7 +23,10 @@ def _check_module(model: object) -> nn.Module:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted classes and true labels (both int64 (N,)) over a loader of ``(images, labels)``."""
+    """Predicted classes and true labels (both int64 (N,)) over a loader of ``(images, labels)``.
+
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    """
     _check_module(model)
     preds, labels = [], []
     for x, y in loader:

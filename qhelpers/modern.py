@@ -758,7 +758,7 @@ def graph_accuracy(graph_module: torch.fx.GraphModule, loader: Any) -> float:
     graph keeps that flag at True and refuses ``.eval()``, because its train/eval
     behaviour was fixed at export (``move_exported_model_to_eval`` switches it).
 
-    Introduced in notebooks/05_beyond_eager_mode.ipynb.
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from .metrics import predict
 

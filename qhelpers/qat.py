@@ -714,7 +714,7 @@ def quantization_aware_training(
     4. the accuracy on ``eval_loader`` after each epoch, with observers
        disabled while measuring (``model.eval()`` alone does not stop them).
 
-    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -311,6 +311,8 @@ def run_pte(pte: PteModule | Path | str, *inputs: torch.Tensor, check_shapes: bo
     course's ``ValueError`` naming both. ``check_shapes=False`` hands the inputs
     to the runtime as they are, as an app on a phone would: the runtime then
     logs its own message and raises ``RuntimeError``.
+
+    Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
     if isinstance(pte, (str, Path)):
         pte = load_pte(pte)

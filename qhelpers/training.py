@@ -43,7 +43,7 @@ def train_one_epoch(
     The model is put in training mode. ``after_step`` runs after every
     optimizer step (QAT uses it to freeze observers at a set point).
 
-    Introduced in notebooks/03_post_training_quantization.ipynb.
+    Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
     model.train()
     total, count = 0.0, 0
