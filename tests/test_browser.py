@@ -217,23 +217,24 @@ def test_explorer_slider_changes_readout_and_plot(page, lab):
 def test_decision_chooser_answers(page, lab):
     _open_and_run_all(page, lab, NB00)
 
-    def buttons(question: str):
-        label = page.locator(".widget-label", has_text=re.compile(f"^{re.escape(question)}$"))
+    def buttons(question: str, strip: bool = False):
+        pattern = f"^\\s*{re.escape(question)}\\s*$" if strip else f"^{re.escape(question)}$"
+        label = page.locator(".widget-label", has_text=re.compile(pattern))
         return page.locator(".widget-toggle-buttons", has=label).first
 
-    answer = page.locator(".widget-html-content", has_text=" with engine ").first
+    answer = page.locator(".widget-html-content", has_text=" on engine ").first
     answer.wait_for()
     chooser = page.locator(".widget-vbox", has=answer).last
     chooser.scroll_into_view_if_needed()
     before = answer.inner_text()
-    assert before.startswith("PTQ with engine x86"), before
+    assert before.startswith("PTQ on engine 'x86'"), before
 
-    buttons("Time and data to train?").get_by_role("button", name="yes", exact=True).click()
-    buttons("PTQ accuracy drop?").get_by_role("button", name="too large", exact=True).click()
+    buttons("Time and data to train?", strip=True).get_by_role("button", name="yes", exact=True).click()
+    buttons("4. Accuracy drop after quantizing?").get_by_role("button", name="too large", exact=True).click()
     page.wait_for_function("([el]) => el.innerText.startsWith('QAT')", arg=[answer.element_handle()], timeout=20_000)
     assert "notebook 04" in answer.inner_text()
 
-    buttons("Deploy on").get_by_role("button", name="ARM", exact=True).click()
-    page.wait_for_function("([el]) => el.innerText.includes('qnnpack')", arg=[answer.element_handle()], timeout=20_000)
-    assert answer.inner_text().startswith("QAT with engine qnnpack")
+    buttons("5. Runs on").get_by_role("button", name="ARM", exact=True).click()
+    page.wait_for_function("([el]) => el.innerText.includes('XNNPACKQuantizer')", arg=[answer.element_handle()], timeout=20_000)
+    assert answer.inner_text().startswith("QAT in PT2E with XNNPACKQuantizer")
     chooser.screenshot(path=str(SCREENSHOTS / "00_chooser_qat_arm.png"))
