@@ -63,7 +63,7 @@ __all__ = [
     "calibrate_fake_quant",
     "fake_quant_ptq",
     "RangeChoice",
-    "mse_activation_ranges",
+    "set_mse_activation_ranges",
     "fake_quant_bias_correction",
     "requantize_pool",
     "fake_quant_breakdown",
@@ -400,7 +400,7 @@ def _calibrated_and_batches(prepared: nn.Module, calib_loader: Iterable, num_bat
 
 @dataclass(frozen=True)
 class RangeChoice:
-    """One activation's range before and after MSE range setting (``mse_activation_ranges``)."""
+    """One activation's range before and after MSE range setting (``set_mse_activation_ranges``)."""
 
     observed: tuple[float, float]
     chosen: tuple[float, float]
@@ -413,7 +413,7 @@ class RangeChoice:
 
 
 @torch.no_grad()
-def mse_activation_ranges(prepared: nn.Module, calib_loader: Iterable, *, num_batches: Optional[int] = None) -> dict[str, RangeChoice]:
+def set_mse_activation_ranges(prepared: nn.Module, calib_loader: Iterable, *, num_batches: Optional[int] = None) -> dict[str, RangeChoice]:
     """MSE range setting for every activation of a calibrated fake-quant model (in place): no labels, no training.
 
     In forward order, each activation's fake quant is switched off, its input values on the calibration
@@ -756,7 +756,7 @@ def train_fake_quant(
     Steps 3 and 4 of ``quantization_aware_training``: observers run (they are switched on) until
     ``freeze_observers_after`` epochs, BatchNorm statistics until ``freeze_bn_after`` epochs (0: frozen
     from the first step). ``keep_activation_ranges=True`` leaves every activation observer off from the
-    start, so ranges chosen before training (``mse_activation_ranges``) stay as they are while the weight
+    start, so ranges chosen before training (``set_mse_activation_ranges``) stay as they are while the weight
     observers follow ``freeze_observers_after`` (a running min/max observer would pull a clipped range back
     towards the batch min/max). History entry 0 is the accuracy before training (when ``record_start``
     and ``eval_loader``). Returns the ``QATResult`` (its model is ``prepared``).

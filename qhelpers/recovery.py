@@ -312,7 +312,7 @@ def mse_activation_ranges(
     gets its range but passes its input through). The weights are not touched.
     Returns the copy in eval mode with its activation observers off.
 
-    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from .qat import fake_quant_modules
 

@@ -425,7 +425,7 @@ def test_mse_range_clips_a_lone_outlier_and_keeps_a_uniform_range():
 
 def test_mse_activation_ranges_lower_each_error_and_agree_with_convert():
     prepared, batches = _calibrated_tiny()
-    choices = qh.mse_activation_ranges(prepared, batches)
+    choices = qh.set_mse_activation_ranges(prepared, batches)
     assert list(choices) == list(qat.activation_fake_quants(prepared, batches[0]))  # forward order
     assert choices["quant.activation_post_process"].clipped > 0.3  # the input outlier is clipped
     for name, fq in qat.activation_fake_quants(prepared, batches[0]).items():
@@ -442,12 +442,12 @@ def test_mse_activation_ranges_lower_each_error_and_agree_with_convert():
 def test_mse_activation_ranges_need_frozen_observers():
     prepared = qh.prepare_qat_model(tiny_net(), qh.low_bit_qconfig(3))
     with pytest.raises(ValueError, match="calibrate it first"):
-        qh.mse_activation_ranges(prepared, [torch.randn(4, 1, 6, 6)])
+        qh.set_mse_activation_ranges(prepared, [torch.randn(4, 1, 6, 6)])
 
 
 def test_fake_quant_bias_correction_removes_the_mean_shift():
     prepared, batches = _calibrated_tiny()
-    qh.mse_activation_ranges(prepared, batches)
+    qh.set_mse_activation_ranges(prepared, batches)
     reference = copy.deepcopy(prepared)
     reference.apply(torch.ao.quantization.disable_fake_quant)  # the float model, measured before any correction
     shifts = qh.fake_quant_bias_correction(prepared, batches)
@@ -481,7 +481,7 @@ def test_requantize_pool_matches_the_integer_kernel():
 
 def test_train_fake_quant_keeps_frozen_ranges_and_batchnorm():
     prepared, batches = _calibrated_tiny()
-    qh.mse_activation_ranges(prepared, batches)
+    qh.set_mse_activation_ranges(prepared, batches)
     scales = {n: fq.scale.clone() for n, fq in qat.activation_fake_quants(prepared, batches[0]).items()}
     running = prepared.conv.bn.running_mean.clone()
     loader = [(x, torch.randint(0, 3, (len(x),))) for x in batches]
