@@ -28,7 +28,7 @@ def pair():
 # Exercise 1: the leave-one-out scan of patient 2's weights
 
 
-def test_ex1_accepts_the_scan_done_as_asked(course_scan, capsys):
+def test_ex1_accepts_right_answer(course_scan, capsys):
     folded, calib, probe, right = course_scan
     assert qh.check_leave_one_out(right, folded, calib, probe, bits=4)
     assert qh.check_leave_one_out({k: torch.tensor(v) for k, v in right.items()}, folded, calib, probe, bits=4)  # tensors are fine
