@@ -50,7 +50,7 @@ from .environment import check_engine
 from .environment import engine as use_engine
 from .ptq import _inputs as _batch_inputs
 from .ptq import calibrate
-from .metrics import accuracy
+from .metrics import accuracy, predict
 from .training import train_one_epoch
 
 __all__ = [
@@ -165,10 +165,15 @@ def fused_scale_mismatch(fake_quant: FakeQuantizeBase) -> torch.Tensor:
     quant) writes its buffer from a C++ kernel that assumes a two's-complement
     range: ``max(|min| / (n + 1), |max| / n) * (2n + 1) / (quant_max - quant_min)``
     with ``n = (quant_max - quant_min) // 2``, where the observer uses
-    ``max(|min|, |max|) / ((quant_max - quant_min) / 2)``. The ratio is 15/14
-    at -7..7 and 127.5/127 at -128..127 when ``|max|`` dominates
-    (pytorch/pytorch#180990, #194816; pytorch/ao#4345, #4824). Returns one
-    ratio per scale (per channel or a single one).
+    ``max(|min|, |max|) / ((quant_max - quant_min) / 2)``, for a tensor (or
+    channel) with values of both signs: the ratio is 15/14 at -7..7 and
+    127.5/127 at -128..127 when ``|max|`` dominates. The kernel's symmetric
+    branch needs ``min < 0 < max`` (``ChooseQuantizationParams`` in
+    ``torch/include/ATen/native/quantized/cpu/QuantUtils.h``); with values of
+    one sign it trains on an affine grid of half the observer's scale (ratio
+    0.5, zero point at an end of the range). pytorch/pytorch#180990, #194816;
+    pytorch/ao#4345, #4824. Returns one ratio per scale (per channel or a
+    single one).
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -610,8 +615,8 @@ def rounding_removed(prepared: nn.Module, names: Optional[Iterable[str]] = None)
 
 
 @torch.no_grad()
-def fake_quant_breakdown(prepared: nn.Module, loader: Iterable) -> dict[str, float]:
-    """What a fake-quant model's rounding costs: its accuracy on ``loader`` as it is, then with the rounding removed
+def fake_quant_breakdown(prepared: nn.Module, loader: Iterable, *, predictions: bool = False) -> dict[str, Any]:
+    """What a fake-quant model's rounding costs: its accuracy on ``loader`` (in %) as it is, then with the rounding removed
     (``rounding_removed``: every value still clamped to its grid's range, so the clipping of the chosen ranges
     stays) everywhere, on the weights only, and on the activations only. The model is left as it was.
 
@@ -619,6 +624,8 @@ def fake_quant_breakdown(prepared: nn.Module, loader: Iterable) -> dict[str, flo
     of the grid's resolution from the cost of its range. Use it on a model that nothing adapted to the rounding
     (no bias correction, no training): a model trained or corrected for the rounding shifts when it is removed.
     (To ask what rounding costs after training, train a second copy inside ``rounding_removed`` and compare.)
+    With ``predictions=True`` each value is ``predict``'s ``(predicted classes, labels)`` instead of the accuracy,
+    so that the rows can be compared with ``paired_test``.
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -630,9 +637,9 @@ def fake_quant_breakdown(prepared: nn.Module, loader: Iterable) -> dict[str, flo
     weights = [n for n in fqs if n.endswith("weight_fake_quant")]
     acts = list(activation_fake_quants(prepared, _batch_inputs(next(iter(loader)))))
 
-    def measure(unrounded: list[str]) -> float:
+    def measure(unrounded: list[str]) -> Any:
         with rounding_removed(prepared, unrounded):
-            return accuracy(prepared.eval(), loader)
+            return predict(prepared.eval(), loader) if predictions else accuracy(prepared.eval(), loader)
 
     return {"as quantized": measure([]), "weights not rounded": measure(weights), "activations not rounded": measure(acts),
             "no rounding (ranges still clip)": measure(weights + acts)}
@@ -873,9 +880,13 @@ def qat_finetune(
 ) -> nn.Module:
     """The recipe cell of notebook 04 built from the helpers above: QAT at 8 bits, then the INT8 model.
 
-    Same arguments and same result as the notebook's self-contained
-    ``qat_finetune`` (constant ``lr``, freezes at epoch boundaries, the
-    engine's default QAT qconfig); the tests check that the two agree.
+    Same arguments and the same recipe as the notebook's self-contained
+    ``qat_finetune`` (constant ``lr``, freezes at epoch boundaries, observers
+    off before ``convert``, the engine's default QAT qconfig); on the same
+    list of batches the two give the same INT8 model (tested). On a shuffling
+    ``DataLoader`` they do not: ``train_one_epoch`` wraps the loader in
+    ``tqdm.auto.tqdm``, which calls ``iter(loader)`` once more even when
+    disabled, so the same seed gives another data order.
     Unlike the copyable cell it accepts the model in any mode.
     """
     engine = check_engine(engine)
@@ -967,7 +978,7 @@ def plot_qat_history(
         _, ax = plt.subplots(figsize=(7, 3.5))
     for name, values in curves.items():
         ax.plot(range(len(values)), values, marker="o", label=name)
-    styles = iter([("--", "tab:green"), (":", "0.3"), ("-.", "tab:red"), ((0, (5, 1)), "tab:purple")])
+    styles = iter([("--", "black"), (":", "0.3"), ("-.", "0.45"), ((0, (5, 1)), "0.6")])  # greys: never a run's colour
     for name, value in lines.items():
         ls, color = next(styles, ("--", "0.5"))
         ax.axhline(value, ls=ls, color=color, lw=1.3, label=f"{name} ({value:.1f}%)")
@@ -1135,7 +1146,8 @@ def check_ptq_accuracy(name: str, accuracy: Any, expected: float) -> bool:
 
 @_blank_safe
 def check_frozen(model: Any) -> bool:
-    """Exercise: a prepared model ready for the last QAT epochs: fake quantization on, every observer disabled, every
+    """Exercise: a prepared model ready for the last QAT epochs: fake quantization on, every observer disabled after
+    it saw data, every
     fused Conv-BN using frozen statistics (``freeze_bn`` set and its BatchNorm out of training mode).
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
@@ -1150,6 +1162,14 @@ def check_frozen(model: Any) -> bool:
             "frozen model", False,
             "fake quantization is switched off (disable_fake_quant is not a freeze: the model would train in float); "
             "switch it back on with enable_fake_quant",
+        )
+    never = _never_observed(model)
+    if never:
+        return report(
+            "frozen model", False,
+            f"{len(never)} fake quant(s) never saw data (e.g. {never[0]}): freezing an observer that saw nothing freezes "
+            "its default scale 1.0 (and a per-channel one cannot even run); run data through the model with the observers "
+            "on first (qh.calibrate_fake_quant), then freeze",
         )
     ok_obs = report(
         "observers frozen", observers_frozen(model),

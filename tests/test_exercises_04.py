@@ -20,6 +20,7 @@ from torch.ao.quantization import (
     disable_fake_quant,
     disable_observer,
     enable_fake_quant,
+    enable_observer,
 )
 
 import qhelpers as qh
@@ -204,16 +205,33 @@ def prepared_net():
     return qh.prepare_qat_model(Net().train(), qh.low_bit_qconfig(4), fuse_groups=[["conv", "bn", "relu"]])
 
 
-def broken_net():
-    """As the exercise cell builds it: prepared, then put in eval mode and with fake quantization switched off."""
+def observed_net():
+    """Prepared, ranges from data, observers running again: a model in the middle of QAT."""
     model = prepared_net()
+    torch.manual_seed(0)
+    qh.calibrate_fake_quant(model, [torch.randn(8, 1, 6, 6)])
+    return model.train().apply(enable_observer)
+
+
+def broken_net():
+    """As the exercise cell builds it: calibrated, then put in eval mode and with fake quantization switched off."""
+    model = observed_net()
     model.eval()
     return model.apply(disable_fake_quant)
 
 
 def test_ex3_accepts_right_answer(capsys):
     assert qh.check_frozen(broken_net().apply(enable_fake_quant).apply(disable_observer).apply(freeze_bn_stats))
-    assert qh.check_frozen(prepared_net().apply(disable_observer).apply(freeze_bn_stats))  # in any order, from any start
+    assert qh.check_frozen(observed_net().apply(disable_observer).apply(freeze_bn_stats))  # in any order
+    model = broken_net().apply(enable_fake_quant).apply(disable_observer).apply(freeze_bn_stats)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 1, 6, 6))  # the ready model runs
+
+
+def test_ex3_rejects_freezing_observers_that_never_saw_data(capsys):
+    fresh = prepared_net().apply(disable_observer).apply(freeze_bn_stats)
+    rejected(capsys, qh.check_frozen(fresh), "never saw data", "scale 1.0", "calibrate_fake_quant")
 
 
 def test_ex3_rejects_the_broken_model_as_it_is(capsys):
@@ -234,7 +252,7 @@ def test_ex3_rejects_observers_only(capsys):
 
 
 def test_ex3_rejects_setting_the_freeze_bn_flag_by_hand(capsys):
-    model = prepared_net().apply(disable_observer)
+    model = observed_net().apply(disable_observer)
     for m in model.modules():
         if hasattr(m, "freeze_bn"):
             m.freeze_bn = True  # the flag alone: BatchNorm stays in training mode and keeps updating
@@ -262,15 +280,16 @@ def measured():
 
 def check_ex4(low, high, ratio):
     return qh.check_prediction(
-        "fused / observer scale at -3..3", low, high, ratio, max_width=0.05,
-        too_low="the fused kernel assumes one more negative code than positive ones: redo its formula with n = 3",
+        "fused / observer scale at -3..3", low, high, ratio, max_width=0.02,
+        too_low="not levels / (levels - 1) = 8/7: the fused kernel assumes one more negative code than positive ones; "
+                "redo its formula with n = 3",
         too_high="which of |min| / (n + 1) and |max| / n is larger here?",
     )
 
 
 def test_ex4_accepts_right_answer(measured, capsys):
     assert measured == pytest.approx(7 / 6, abs=1e-5)
-    assert check_ex4(1.15, 1.18, measured)
+    assert check_ex4(1.16, 1.175, measured)
 
 
 def test_ex4_rejects_no_mismatch(measured, capsys):
@@ -286,8 +305,13 @@ def test_ex4_rejects_the_4_bit_ratio(measured, capsys):
 
 
 def test_ex4_rejects_min_dominating_and_too_wide(measured, capsys):
-    rejected(capsys, check_ex4(1.3, 1.34, measured), "|min| / (n + 1)")  # 0.5 / 4 * 7/6 over 0.4: the wrong extreme
+    rejected(capsys, check_ex4(1.31, 1.33, measured), "|min| / (n + 1)")  # 0.5 / 4 * 7/6 over 0.4: the wrong extreme
     rejected(capsys, check_ex4(1.0, 1.5, measured), "wide")
+    rejected(capsys, check_ex4(1.142, 1.19, measured), "wide")  # a hedge over 8/7 and 7/6
+
+
+def test_ex4_rejects_levels_over_levels_minus_one(measured, capsys):
+    rejected(capsys, check_ex4(1.135, 1.15, measured), "8/7", "n = 3")  # 7 levels: 8/7 = 1.1429
 
 
 def test_ex4_blank_is_not_filled_in(measured, capsys):

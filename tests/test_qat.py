@@ -295,6 +295,11 @@ def test_check_frozen(capsys):
     assert not qh.check_frozen(prepared)
     prepared.apply(torch.ao.quantization.disable_observer)
     prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+    assert not qh.check_frozen(prepared)  # frozen before any data: the default scale 1.0
+    assert "never saw data" in capsys.readouterr().out
+    prepared = qh.prepare_qat_model(tiny_net(), qh.low_bit_qconfig(4))
+    qh.calibrate_fake_quant(prepared, [torch.randn(8, 1, 6, 6)])
+    prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
     assert qh.check_frozen(prepared)
     assert not qh.check_frozen(...)
     assert "not filled in yet" in capsys.readouterr().out
@@ -377,6 +382,11 @@ def test_helper_gives_the_same_int8_model_as_the_notebook_recipe():
     from_notebook = recipe(tiny_net(), loader, **kwargs)
     from_helper = qh.qat_finetune(tiny_net(), loader, **kwargs)
     assert isinstance(from_helper.conv, torch.ao.nn.intrinsic.quantized.ConvReLU2d)
+    with torch.no_grad():
+        assert torch.equal(from_notebook(x), from_helper(x))
+    # one epoch, observers never frozen by the loop: both must still switch them off before convert
+    kwargs = dict(epochs=1, lr=1e-2, freeze_observers_after=1, freeze_bn_after=0, fuse_groups=[["conv", "bn", "relu"]])
+    from_notebook, from_helper = recipe(tiny_net(), loader, **kwargs), qh.qat_finetune(tiny_net(), loader, **kwargs)
     with torch.no_grad():
         assert torch.equal(from_notebook(x), from_helper(x))
 
@@ -509,6 +519,10 @@ def test_fake_quant_breakdown_removes_only_the_rounding_and_restores_the_model()
         before = prepared(x)
     parts = qh.fake_quant_breakdown(prepared, loader)
     assert list(parts) == ["as quantized", "weights not rounded", "activations not rounded", "no rounding (ranges still clip)"]
+    paired = qh.fake_quant_breakdown(prepared, loader, predictions=True)
+    assert list(paired) == list(parts)
+    for row, (pred, labels) in paired.items():  # the same passes, as predictions for paired_test
+        assert 100.0 * float((pred == labels).float().mean()) == pytest.approx(parts[row], abs=1e-4)
     with torch.no_grad():
         assert torch.equal(prepared(x), before)  # hooks removed
         fq = prepared.quant.activation_post_process
