@@ -138,6 +138,8 @@ def test_ex3_names_the_wrong_model_compared_with(capsys):
     graph[9] = 9  # the graph differs from A on one digit: 90 % agreement with A
     assert not qh.check_agreement(90.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
     assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out
+    assert not qh.check_agreement(90.0, A, B, LABELS, others={"labels": LABELS, "the INT8 graph (pt2e_preds)": graph})  # first does not match
+    assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out
     assert qh.check_agreement(70.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
     with pytest.raises(TypeError, match="others"):
         qh.check_agreement(50.0, A, B, LABELS, others={"x": graph[:5]})
