@@ -443,34 +443,47 @@ def check_qdq_fraction(fraction: Any, export: PteExport) -> bool:
 
 @_blank_safe
 def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> bool:
-    """Exercise: bytes of the INT8 ``.pte`` file per parameter of the float model (within 0.1%).
+    """Exercise: bytes of the INT8 ``.pte`` file per parameter of the float model.
+
+    A ratio of two integers, so it is compared to 1e-6 relative: a rounded or typed-in
+    number is rejected. Counting only the convolution/Linear weights (not BatchNorm
+    parameters and biases) gets its own hint.
 
     Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be the float nn.Module, got {type(model).__name__}")
-    got = as_number(value, "bytes per weight")
+    got = as_number(value, "bytes per parameter")
     params = sum(p.numel() for p in model.parameters())
     expected = file_bytes / params
-    if _close(got, expected):
-        return report("bytes per weight", True)
+    if _close(got, expected, rel=1e-6):
+        return report("bytes per parameter", True)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    if _close(got, file_bytes / weights, rel=1e-6):
+        return report("bytes per parameter", False, "you counted only the convolution and Linear weights; "
+                                                   "the question divides by every parameter of the float model (model.parameters())")
+    if _close(got, expected, rel=1e-2):
+        return report("bytes per parameter", False, "close, but rounded: compute it from the two integers, not from printed numbers")
     if _close(got, 1 / expected):
-        return report("bytes per weight", False, "upside down: divide the file's bytes by the number of parameters")
+        return report("bytes per parameter", False, "upside down: divide the file's bytes by the number of parameters")
     if _close(got, file_bytes / 1e6 / params) or _close(got, file_bytes / 2**20 / params):
-        return report("bytes per weight", False, "the file size must be in bytes, not MB")
+        return report("bytes per parameter", False, "the file size must be in bytes, not MB")
     if 3.0 < got < 4.5:
-        return report("bytes per weight", False, "about 4 bytes per weight is the float file; use the INT8 .pte's size")
-    return report("bytes per weight", False, f"got {got:.4g}; count parameters with p.numel() over model.parameters()")
+        return report("bytes per parameter", False, "about 4 bytes per parameter is the float file; use the INT8 .pte's size")
+    return report("bytes per parameter", False, f"got {got:.4g}; count parameters with p.numel() over model.parameters()")
 
 
 @_blank_safe
-def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor, labels: torch.Tensor) -> bool:
+def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor, labels: torch.Tensor, *,
+                    others: dict[str, torch.Tensor] | None = None) -> bool:
     """Exercise: in percent, on how many images two models predict the same class (not accuracy).
 
     Rejects with a hint: a fraction, a count, either model's accuracy, and
     ``100 - |accuracy_a - accuracy_b|``, the belief that equal accuracies mean equal
     predictions (whenever that differs from the truth: flips in both directions cancel
-    in the accuracies but not in the agreement).
+    in the accuracies but not in the agreement). ``others`` names predictions a learner
+    may compare with by mistake (e.g. ``{"the INT8 graph (pt2e_preds)": pt2e_preds}``):
+    ``preds_a``'s agreement with one of them gets a hint naming it, tested first.
 
     Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
@@ -489,6 +502,11 @@ def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor, 
 
     if close(expected):
         return report("agreement", True)
+    for name, preds in (others or {}).items():
+        if not isinstance(preds, torch.Tensor) or preds.shape != preds_a.shape:
+            raise TypeError(f"others[{name!r}] must be a tensor of class indices shaped like preds_a")
+        if close(100.0 * int((preds_a == preds).sum()) / n):
+            return report("agreement", False, f"that is the agreement with {name}; the question compares with the other model")
     if close(expected / 100):
         return report("agreement", False, "that is a fraction; the question asks for percent")
     if close(same) or close(n - same):

@@ -170,6 +170,40 @@ def test_ex2_quantize_counting_hints_still_hold(pt2e_graph, capsys):
     assert "startswith, not 'in'" in capsys.readouterr().out
 
 
+
+def _dq_nodes(graph):
+    return [n for n in graph.graph.nodes if n.op == "call_function" and getattr(n.target, "__name__", "").startswith("dequantize_per_channel")]
+
+
+def test_ex2_weights_accepts_the_graph_walk(pt2e_graph, capsys):
+    weights = [getattr(pt2e_graph, n.args[0].target) for n in _dq_nodes(pt2e_graph)]
+    assert len(weights) == 7 and all(w.dtype == torch.int8 for w in weights)
+    assert qh.check_dequantized_weights(weights, pt2e_graph)
+    assert "✅" in capsys.readouterr().out
+
+
+def test_ex2_weights_rejects_what_avoids_the_graph(pt2e_graph, capsys):
+    """The helper's count, the float model's weights, every argument, one short, another order: each with its hint."""
+    nodes = _dq_nodes(pt2e_graph)
+    weights = [getattr(pt2e_graph, n.args[0].target) for n in nodes]
+    model = qh.load_course_model()
+    float_weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    every_arg = [getattr(pt2e_graph, a.target) for n in nodes for a in n.args[:3] if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
+    cases = [
+        (qh.count_quant_ops(pt2e_graph)["dequantize_per_channel"], "that is a count"),
+        (float_weights, "float tensors"),
+        (every_arg, "every get_attr argument"),
+        (weights[:-1], "one short"),
+        (weights[::-1], "another order"),
+        (weights[:2], "got 2 tensors"),
+        ("weights", "give a list of tensors"),
+    ]
+    for wrong, hint in cases:
+        assert not qh.check_dequantized_weights(wrong, pt2e_graph)
+        assert hint in capsys.readouterr().out, hint
+    assert not qh.check_dequantized_weights(..., pt2e_graph)
+    assert "not filled in yet" in capsys.readouterr().out
+
 # --------------------------------------------------------------------------- exercise 3: use the map
 
 RIGHT = {"a": "prepare_pt2e", "b": "quantize_", "c": "keep float", "d": "XNNPACKQuantizer"}

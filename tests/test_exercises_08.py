@@ -59,6 +59,26 @@ def test_ex1_blank_and_wrong_kind(capsys):
 # --------------------------------------------------------------------------- exercise 2: bytes per weight
 
 
+def test_ex2_rejects_a_rounded_or_weights_only_answer(capsys):
+    """A ratio of two integers: a value rounded to 3 decimals fails; dividing by the conv/Linear weights only has its hint."""
+    assert not qh.check_bytes_per_weight(round(FILE_BYTES / N_PARAMS, 3), FILE_BYTES, MODEL)
+    assert "rounded" in capsys.readouterr().out
+    assert not qh.check_bytes_per_weight(FILE_BYTES / (216 + 32), FILE_BYTES, MODEL)  # weights of the Conv2d and the Linear
+    assert "only the convolution and Linear weights" in capsys.readouterr().out
+
+
+def test_ex2_on_the_notebook_s_numbers(capsys):
+    """MobileNetV2: 3,742,880 bytes / 3,504,872 parameters; 1.068 (typed from printed numbers) is rejected."""
+    import torchvision
+    mv2 = torchvision.models.mobilenet_v2()
+    assert sum(p.numel() for p in mv2.parameters()) == 3_504_872
+    assert qh.check_bytes_per_weight(3_742_880 / 3_504_872, 3_742_880, mv2)
+    assert not qh.check_bytes_per_weight(1.068, 3_742_880, mv2)
+    assert "rounded" in capsys.readouterr().out
+    assert not qh.check_bytes_per_weight(3_742_880 / 3_469_760, 3_742_880, mv2)
+    assert "only the convolution and Linear weights" in capsys.readouterr().out
+
+
 def test_ex2_accepts_right_answer(capsys):
     assert qh.check_bytes_per_weight(FILE_BYTES / N_PARAMS, FILE_BYTES, MODEL)
     assert "✅" in capsys.readouterr().out
@@ -110,6 +130,19 @@ def test_ex3_accepts_right_answer(capsys):
 def test_ex3_rejects_typical_mistakes(wrong, hint, capsys):
     assert not qh.check_agreement(wrong, A, B, LABELS)
     assert hint in capsys.readouterr().out
+
+
+def test_ex3_names_the_wrong_model_compared_with(capsys):
+    """Comparing with the INT8 graph's predictions instead of float's: the hint names what was compared."""
+    graph = A.clone()
+    graph[9] = 9  # the graph differs from A on one digit: 90 % agreement with A
+    assert not qh.check_agreement(90.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
+    assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out
+    assert not qh.check_agreement(90.0, A, B, LABELS, others={"labels": LABELS, "the INT8 graph (pt2e_preds)": graph})  # first does not match
+    assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out
+    assert qh.check_agreement(70.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
+    with pytest.raises(TypeError, match="others"):
+        qh.check_agreement(50.0, A, B, LABELS, others={"x": graph[:5]})
 
 
 def test_ex3_rejects_the_misconception_on_the_notebook_s_shape_of_data(capsys):

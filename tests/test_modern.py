@@ -382,6 +382,26 @@ def test_linear_qat_int8_ends_in_int8_weights():
         qh.linear_qat_int8(nn.Linear(2, 2), None)
 
 
+def test_linear_qat_int8_deploys_the_activation_quantizer_it_trained_with():
+    """The INT8 model computes what the fake-quantized one computed (asymmetric per-token activations in both;
+    the config's default, symmetric, gives about 40 dB here), and torchao's Inductor option setter does not run."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 16))
+    x = torch.randn(32, 64) + 0.5
+    outputs = {}
+
+    def no_training(model):
+        with torch.no_grad():
+            outputs["fake"] = model(x)
+
+    setter_options = ("coordinate_descent_tuning", "coordinate_descent_check_all_directions", "force_fuse_int_mm_with_mul", "fx_graph_cache")
+    before = {k: getattr(torch._inductor.config, k) for k in setter_options}  # what torchao's recommended_inductor_config_setter sets
+    qh.linear_qat_int8(m, no_training)
+    with torch.no_grad():
+        assert qh.sqnr_db(outputs["fake"], m(x)) > 80
+    assert {k: getattr(torch._inductor.config, k) for k in setter_options} == before
+
+
 def test_weight_storage_shows_what_quantize_touched():
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 

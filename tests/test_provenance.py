@@ -25,6 +25,7 @@ CODE = {p.name: "\n".join("".join(c["source"]) for c in json.loads(p.read_text()
 # Functions that stay public though no notebook calls them: the file (package module, script, notebook or test)
 # that must use each one, and why. test_listed_names_are_used_where_the_list_says checks the file really uses it.
 NOT_IN_NOTEBOOKS = {
+    "check_op_count": ("tests/test_exercises_05.py", "NOT USED BY THE COURSE since notebook 05's exercise 2 asks for the tensors (check_dequantized_weights): its tests call it; to delete or make private (modern.py)"),
     "check_requant_multiplier": ("tests/test_exercises_05.py", "NOT USED BY THE COURSE since notebook 05's exercise 1 changed: its tests call it; to delete or make private (modern.py)"),
     "check_scale_zero_point": ("tests/test_exercises_01.py", "NOT USED BY THE COURSE since notebook 01's exercise 2 became a function: its tests call it; to delete or make private (checks.py)"),
     "compile_fix": ("qhelpers/doctor.py", "the doctor's fix line when torch.compile cannot build code"),

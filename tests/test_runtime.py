@@ -201,4 +201,4 @@ def test_the_40_db_bar_of_notebook_08_catches_a_per_tensor_file(tmp_path):
         for per_channel, graph in graphs.items():
             pte = qh.load_pte(qh.export_pte(graph, (x1,), tmp_path / f"course_{per_channel}.pte").path)
             sqnr[per_channel] = qh.sqnr_db(reference, torch.cat([pte(test_x[i : i + 1]) for i in range(len(test_x))]))
-    assert sqnr[True] > 40 > sqnr[False], sqnr  # 44.1 / 34.5 dB measured on 1,000 test digits
+    assert sqnr[True] > 40 > sqnr[False], sqnr  # notebook 08 measures 44.1 dB for the per-channel file on its 1,000 test digits; this test uses 200
