@@ -267,3 +267,15 @@ def test_each_check_has_a_general_hint_for_other_wrong_answers(capsys):
     assert "add the packed codes' bytes and the scales' bytes" in capsys.readouterr().out
     assert not check3(lambda b, i, o: 2.0)
     assert "divide the roofline time of the float layer by that of the quantized one" in capsys.readouterr().out
+
+
+def test_a_closure_with_an_empty_cell_is_run_not_crashed(capsys):
+    def outer():
+        def inner(a, w, alpha):
+            return unset(a)  # noqa: F821 (a free variable never assigned: its closure cell is empty)
+
+        return inner
+        unset = None  # noqa: F841 (unreachable: leaves the cell empty)
+
+    assert not qh.check_smoothquant_scales(outer(), ACT, WMAX)
+    assert "raised NameError" in capsys.readouterr().out
