@@ -59,7 +59,10 @@ _X86_ONLY_ENGINES = ("x86", "fbgemm")  # FBGEMM kernels: x86 CPUs only (torch li
 
 
 def is_x86_machine() -> bool:
-    """True on an x86-64 (or 32-bit x86) CPU, from ``platform.machine()``."""
+    """True on an x86-64 (or 32-bit x86) CPU, from ``platform.machine()``.
+
+    Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
+    """
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 

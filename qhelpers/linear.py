@@ -337,8 +337,13 @@ class LinearCost:
         return self.flops / self.bytes
 
 
-def linear_cost(in_features: int, out_features: int, batch: int, *, weight_bits: int = 32, activation_bits: int = 32) -> LinearCost:
+def linear_cost(
+    in_features: int, out_features: int, batch: int, *, weight_bits: int = 32, activation_bits: int = 32, scale_bits: float = 0.0
+) -> LinearCost:
     """``2 * batch * in * out`` FLOPs; the weight read once, the input read and the output written once.
+
+    ``scale_bits``: what the weight's scales and zero points add per weight, in bits (e.g. a bfloat16 scale and a
+    bfloat16 zero point per group of 32: ``2 * 16 / 32 = 1``); they are read with the weight.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
@@ -348,9 +353,11 @@ def linear_cost(in_features: int, out_features: int, batch: int, *, weight_bits:
     for name, v in (("weight_bits", weight_bits), ("activation_bits", activation_bits)):
         if v not in (4, 8, 16, 32):
             raise ValueError(f"{name} must be 4, 8, 16 or 32, got {v!r}")
+    if isinstance(scale_bits, bool) or not isinstance(scale_bits, (int, float)) or not 0 <= scale_bits <= 32:
+        raise ValueError(f"scale_bits must be a number of bits per weight from 0 to 32, got {scale_bits!r}")
     return LinearCost(
         flops=2.0 * batch * in_features * out_features,
-        weight_bytes=in_features * out_features * weight_bits / 8,
+        weight_bytes=in_features * out_features * (weight_bits + scale_bits) / 8,
         activation_bytes=batch * (in_features + out_features) * activation_bits / 8,
     )
 
@@ -790,23 +797,48 @@ class _UsedHelper(Exception):
 
 
 @contextlib.contextmanager
-def _forbid_helper(name: str):
-    """While active, ``qh.<name>`` raises ``_UsedHelper``: a check sees a learner's function that calls it."""
+def _forbid_helper(name: str, fn: Any = None):
+    """While active, ``qh.<name>`` raises ``_UsedHelper``: a check sees a learner's function that calls it.
+
+    The same stand-in replaces every other name under which ``fn`` can reach the helper: a global of the
+    learner's namespace bound to it (``from qhelpers.linear import smoothquant_scales as s``) and a closure
+    cell holding it.
+    """
     import qhelpers
 
-    modules = [m for m in (qhelpers, sys.modules[__name__]) if hasattr(m, name)]
-    saved = [getattr(m, name) for m in modules]
+    original = getattr(sys.modules[__name__], name)
 
     def trap(*_args: Any, **_kwargs: Any) -> Any:
         raise _UsedHelper(name)
 
-    for m in modules:
+    targets: list = [m for m in (qhelpers, sys.modules[__name__]) if hasattr(m, name)]
+    saved = [(m, name, getattr(m, name)) for m in targets]
+    for m in targets:
         setattr(m, name, trap)
+    namespace = getattr(fn, "__globals__", None)
+    aliases = [k for k, v in namespace.items() if v is original] if isinstance(namespace, dict) else []
+    for k in aliases:
+        namespace[k] = trap
+    cells = [c for c in (getattr(fn, "__closure__", None) or ()) if _cell_holds(c, original)]
+    for c in cells:
+        c.cell_contents = trap
     try:
         yield
     finally:
-        for m, f in zip(modules, saved):
-            setattr(m, name, f)
+        for m, attr, f in saved:
+            setattr(m, attr, f)
+        for k in aliases:
+            namespace[k] = original
+        for c in cells:
+            c.cell_contents = original
+
+
+def _cell_holds(cell: Any, value: Any) -> bool:
+    """True if the closure ``cell`` holds ``value`` (an empty cell holds nothing)."""
+    try:
+        return cell.cell_contents is value
+    except ValueError:
+        return False
 
 
 def _learner_function(fn: Any, check_name: str, signature: str) -> Any:
@@ -825,7 +857,7 @@ def _learner_function(fn: Any, check_name: str, signature: str) -> Any:
 def _call_learner(fn: Any, check_name: str, forbidden: Optional[str], *args: Any) -> Any:
     """Run the learner's ``fn(*args)`` (with ``qh.<forbidden>`` disabled, if given); failures become ``WrongAnswer`` hints."""
     try:
-        with _forbid_helper(forbidden) if forbidden else contextlib.nullcontext():
+        with _forbid_helper(forbidden, fn) if forbidden else contextlib.nullcontext():
             return fn(*args)
     except _UsedHelper:
         raise WrongAnswer(check_name, f"the task asks you to write the formula yourself, not to call qh.{forbidden}") from None
@@ -897,44 +929,54 @@ def check_int4_weight_bytes(int4_bytes: Any) -> bool:
 
 
 ROOFLINE_BATCHES = (1, 4, 16, 64, 256)
+ROOFLINE_SMALL_LAYER = (1, 16, 16)  # batch, in, out: a layer so small that the activations' bytes count
 
 
 @_blank_safe
 def check_roofline_speedup(
     predicted_speedup: Any, in_features: int, out_features: int, *, weight_bits: int = 8, gflops: float, gbps: float
 ) -> bool:
-    """Exercise (predict first): ``predicted_speedup(batch)``, the roofline's speedup of a Linear whose weight is
-    stored in ``weight_bits`` (activations float32, a kernel that reads the narrow weight directly) over the float32
-    Linear, within 10 % at each batch of ``ROOFLINE_BATCHES`` (memory-bound, near the ridge, compute-bound).
+    """Exercise (predict first): ``predicted_speedup(batch, in_features, out_features)``, the roofline's speedup of a
+    Linear whose weight is stored in ``weight_bits`` (activations float32, a kernel that reads the narrow weight
+    directly) over the float32 Linear, within 10 % at each batch of ``ROOFLINE_BATCHES`` on the
+    ``in_features`` x ``out_features`` layer (memory-bound, near the ridge, compute-bound) and on the small layer
+    of ``ROOFLINE_SMALL_LAYER``, where counting the activations in ``weight_bits`` instead of float32 changes the
+    prediction by a third.
 
     The expected values are computed here from the layer's shape, so the check cell shows no solution code.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
     """
     name = "predicted speedup"
-    fn = _learner_function(predicted_speedup, name, "batch")
+    fn = _learner_function(predicted_speedup, name, "batch, in_features, out_features")
+    cases = [(b, in_features, out_features) for b in ROOFLINE_BATCHES] + [ROOFLINE_SMALL_LAYER]
 
-    def roof(batch: int, bits: int, combine: Any = max) -> float:
-        c = linear_cost(in_features, out_features, batch, weight_bits=bits)
+    def roof(case: tuple, bits: int, combine: Any = max, act_bits: int = 32) -> float:
+        c = linear_cost(case[1], case[2], case[0], weight_bits=bits, activation_bits=act_bits)
         return combine(c.flops / (gflops * 1e9), c.bytes / (gbps * 1e9))
 
-    expected = {b: roof(b, 32) / roof(b, weight_bits) for b in ROOFLINE_BATCHES}
-    got = {b: as_number(_call_learner(fn, name, None, b), name) for b in ROOFLINE_BATCHES}
-    wrong = [b for b in ROOFLINE_BATCHES if abs(got[b] - expected[b]) > 0.1 * expected[b]]
+    expected = {k: roof(k, 32) / roof(k, weight_bits) for k in cases}
+    got = {k: as_number(_call_learner(fn, name, None, *k), name) for k in cases}
+    wrong = [k for k in cases if abs(got[k] - expected[k]) > 0.1 * expected[k]]
     if not wrong:
         return report(name, True)
-    b = wrong[0]
-    where = f"at batch {b} you predict {got[b]:.3g}, the roofline gives {expected[b]:.3g}"
+    k = wrong[0]
+    where = f"at batch {k[0]} on a {k[1]} x {k[2]} layer you predict {got[k]:.3g}, the roofline gives {expected[k]:.3g}"
     byte_ratio = 32 / weight_bits
-    if all(abs(got[k] * expected[k] - 1) < 0.1 for k in ROOFLINE_BATCHES):
+    if all(abs(got[c] * expected[c] - 1) < 0.1 for c in cases):
         return report(name, False, f"{where}: upside down; speedup = float time / quantized time")
-    if all(abs(got[k] - byte_ratio) < 0.1 * byte_ratio for k in ROOFLINE_BATCHES):
+    if all(abs(got[c] - byte_ratio) < 0.1 * byte_ratio for c in cases):
         return report(name, False, f"{where}: the weight bytes shrink {byte_ratio:g}x at every batch, but at large batches "
                                    "the FLOPs decide: the roofline takes the slower of FLOP time and byte time")
-    if abs(got[1] - 1.0) < 0.05 and expected[1] > 1.3:
+    narrow_acts = {c: roof(c, 32) / roof(c, weight_bits, act_bits=weight_bits) for c in cases}
+    if all(abs(got[c] - narrow_acts[c]) < 0.02 * narrow_acts[c] for c in cases):
+        return report(name, False, f"{where}: you count the activations in {weight_bits} bits too; here only the weight "
+                                   "is quantized, the input and output stay float32 (activation_bits=32)")
+    first = (1, in_features, out_features)
+    if abs(got[first] - 1.0) < 0.05 and expected[first] > 1.3:
         return report(name, False, f"{where}: at batch 1 the layer is limited by memory, not arithmetic: fewer weight bytes help")
-    summed = {k: roof(k, 32, lambda a, c: a + c) / roof(k, weight_bits, lambda a, c: a + c) for k in ROOFLINE_BATCHES}
-    if all(abs(got[k] - summed[k]) < 0.02 * summed[k] for k in ROOFLINE_BATCHES):
+    summed = {c: roof(c, 32, lambda a, b: a + b) / roof(c, weight_bits, lambda a, b: a + b) for c in cases}
+    if all(abs(got[c] - summed[c]) < 0.02 * summed[c] for c in cases):
         return report(name, False, f"{where}: the roofline's time is the slower of the two (max), not their sum")
     return report(name, False, f"{where}: divide the roofline time of the float layer by that of the quantized one, at each batch")
 

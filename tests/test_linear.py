@@ -150,6 +150,15 @@ def test_linear_cost_and_roofline():
     assert qh.roofline_ms(big, gflops=100, gbps=10) == qh.roofline_ms(qh.linear_cost(4096, 4096, 256, weight_bits=8), gflops=100, gbps=10)
     with pytest.raises(ValueError, match="weight_bits"):
         qh.linear_cost(8, 8, 1, weight_bits=3)
+    with pytest.raises(ValueError, match="scale_bits"):
+        qh.linear_cost(8, 8, 1, weight_bits=4, scale_bits=-1)
+
+
+def test_linear_cost_counts_the_scales_with_the_weight():
+    # int4 codes + a bfloat16 scale and zero point per group of 32 (PrototypeInt4WeightOnlyConfig): 5 bits per weight
+    c = qh.linear_cost(4096, 8192, 1, weight_bits=4, scale_bits=2 * 16 / 32)
+    assert c.weight_bytes == 4096 * 8192 * 5 / 8
+    assert qh.linear_cost(64, 64, 1, weight_bits=4).weight_bytes == 64 * 64 / 2
     with pytest.raises(ValueError, match="positive"):
         qh.roofline_ms(c, gflops=0, gbps=1)
 

@@ -31,7 +31,6 @@ NOT_IN_NOTEBOOKS = {
     "compile_fix": ("qhelpers/doctor.py", "the doctor's fix line when torch.compile cannot build code"),
     "cpu_flags_label": ("qhelpers/doctor.py", "the doctor's CPU line names the flags beside the measured probe"),
     "cpu_has_vnni": ("tests/test_environment.py", "NOT USED BY THE COURSE any more (the notebooks measure with int8_pairs_saturate): an alias kept for copied cells; to delete"),
-    "is_x86_machine": ("qhelpers/bench.py", "the benchmark skips the x86-only engines elsewhere"),
     "linear_qat_int8": ("tests/test_modern.py", "NOT USED BY THE COURSE since notebook 05 changed: only its tests call it; to delete or make private (modern.py)"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
     "requantize": ("qhelpers/modern.py", "the fixed-point requantization step plain_int8_forward uses"),
