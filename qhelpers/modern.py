@@ -64,7 +64,6 @@ __all__ = [
     "MIGRATION_TARGETS",
     "check_requant_multiplier",
     "check_layer_multiplier",
-    "check_size_ratio",
     "check_op_count",
     "check_migration",
     "weight_only_sqnr",
@@ -904,18 +903,6 @@ def check_layer_multiplier(multiplier: Any, qmodel: nn.Module, layer: str, chann
     others = [float(s) for i, s in enumerate(w_scales) if i != channel % len(w_scales)]
     return check_requant_multiplier(multiplier, x_scale, w_scale, out_scale, other_w_scales=others or None,
                                     other_x_scales=other_in, other_out_scales=other_out)
-
-
-@_blank_safe
-def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
-    """Float file size divided by INT8 file size (within 1%)."""
-    got = as_number(ratio, "size ratio")
-    expected = float_bytes / int8_bytes
-    if abs(got - expected) <= 0.01 * expected:
-        return report("size ratio", True)
-    if abs(got - 1 / expected) <= 0.01 / expected:
-        return report("size ratio", False, "upside down: divide the float size by the INT8 size")
-    return report("size ratio", False, f"got {got:.3g}, expected about {expected:.3g}")
 
 
 @_blank_safe

@@ -170,6 +170,14 @@ def test_ex2_quantize_counting_hints_still_hold(pt2e_graph, capsys):
     assert "startswith, not 'in'" in capsys.readouterr().out
 
 
+def test_ex2_quantize_count_rejects_the_dequantize_nodes(pt2e_graph, capsys):
+    counts = qh.count_quant_ops(pt2e_graph)
+    dequantize = sum(n for name, n in counts.items() if name.startswith("dequantize"))
+    assert dequantize not in (counts["quantize_per_tensor"], *counts.values())  # else an earlier hint names it
+    assert not qh.check_op_count(dequantize, pt2e_graph)
+    assert "those are the dequantize nodes" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- exercise 3: use the map
 
 RIGHT = {"a": "prepare_pt2e", "b": "quantize_", "c": "keep float", "d": "XNNPACKQuantizer"}
