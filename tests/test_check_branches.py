@@ -68,6 +68,11 @@ def test_qparams_function_rejects_a_zero_point_of_several_numbers(x01, capsys):
     rejected(capsys, qh.check_qparams_function(fn, x01), "one integer", "shape (2,)")
 
 
+def test_qparams_function_whose_scale_is_still_blank_is_not_filled_in(x01, capsys):
+    fn = _qparams_fn(lambda t: ..., lambda t: 3)  # the function's body still returns the blank for the scale
+    rejected(capsys, qh.check_qparams_function(fn, x01), "not filled in yet")
+
+
 def test_qparams_function_rejects_a_zero_point_outside_the_codes(x01, capsys):
     fn = _qparams_fn(lambda t: _right_scale(t)[0], lambda t: 300)
     rejected(capsys, qh.check_qparams_function(fn, x01), "300 is not a code in 0..255")
