@@ -14,7 +14,7 @@ import torch
 
 from .quantmath import QParams, qparams_from_tensor, quant_range, quantize
 
-__all__ = ["report", "not_filled", "NotFilledIn", "check_close", "check_scale_zero_point", "check_qparams_function", "check_codes", "check_per_channel_scales"]
+__all__ = ["report", "not_filled", "NotFilledIn", "check_qparams_function", "check_codes", "check_per_channel_scales"]
 
 
 RESULTS: list = []  # every CheckResult report() made, oldest first (the last 100); the test plugin tests/student_flow.py reads and clears it
@@ -223,19 +223,6 @@ def _as_tensor(value: Any, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a number or tensor, got {type(value).__name__}") from exc
 
 
-@_blank_safe
-def check_close(name: str, answer: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
-    """Generic check: ``answer`` equals ``expected`` within ``rtol``/``atol`` (same shape)."""
-    a, e = _as_tensor(answer, name).double(), _as_tensor(expected, "expected").double()
-    if a.shape != e.shape and a.numel() != e.numel():
-        return report(name, False, f"expected shape {tuple(e.shape)}, got {tuple(a.shape)}")
-    a = a.reshape(e.shape)
-    if torch.allclose(a, e, rtol=rtol, atol=atol):
-        return report(name, True)
-    worst = (a - e).abs().argmax()
-    return report(name, False, f"entry {int(worst)} is {a.flatten()[worst].item():.6g}, expected {e.flatten()[worst].item():.6g}")
-
-
 def _number(value: Any, name: str) -> float:
     t = _as_tensor(value, name)
     if t.numel() != 1:
@@ -291,26 +278,6 @@ def _scale_zero_point_mistakes(scale: Any, zero_point: Any, x: torch.Tensor, sig
     return scale_hint, zp_hint
 
 
-@_blank_safe
-def check_scale_zero_point(scale: Any, zero_point: Any, x: torch.Tensor, signed: bool = False) -> bool:
-    """Exercise: the affine 8-bit scale and zero point for ``x`` (unsigned by default).
-
-    Names the typical mistakes: a scale from 0..max instead of min..max, dividing
-    by the number of codes (256) instead of the number of steps (255), a missing
-    or wrongly signed zero point, a zero point that is not rounded to a code.
-    A range that was not widened to include 0 can only be told apart on a
-    tensor whose range excludes 0: ``check_qparams_function`` probes such tensors.
-
-    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
-    """
-    if not_filled(scale, zero_point):
-        raise NotFilledIn("scale" if not_filled(scale) else "zero_point")
-    scale_hint, zp_hint = _scale_zero_point_mistakes(scale, zero_point, x, signed)
-    ok_scale = report("scale", not scale_hint, scale_hint)
-    ok_zp = report("zero_point", not zp_hint, zp_hint)
-    return ok_scale if not ok_scale else ok_zp
-
-
 def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """``x`` and tensors built from it whose range excludes 0 from either side (where widening to 0 matters)."""
     x = x.detach().float()
@@ -338,7 +305,7 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
     a different answer, and on two whose ``-min/scale`` is 0.7 and 254.3,
     where truncating, flooring or ceiling the zero point differs from
     rounding it; on the first probe it gets wrong it names the
-    mistake as ``check_scale_zero_point`` does, and says which probe it was.
+    mistake and says which probe it was.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """

@@ -64,8 +64,6 @@ __all__ = [
     "MIGRATION_TARGETS",
     "check_requant_multiplier",
     "check_layer_multiplier",
-    "check_size_ratio",
-    "check_op_count",
     "check_dequantized_weights",
     "check_migration",
     "weight_only_sqnr",
@@ -909,50 +907,6 @@ def check_layer_multiplier(multiplier: Any, qmodel: nn.Module, layer: str, chann
     others = [float(s) for i, s in enumerate(w_scales) if i != channel % len(w_scales)]
     return check_requant_multiplier(multiplier, x_scale, w_scale, out_scale, other_w_scales=others or None,
                                     other_x_scales=other_in, other_out_scales=other_out)
-
-
-@_blank_safe
-def check_size_ratio(ratio: Any, float_bytes: int, int8_bytes: int) -> bool:
-    """Float file size divided by INT8 file size (within 1%)."""
-    got = as_number(ratio, "size ratio")
-    expected = float_bytes / int8_bytes
-    if abs(got - expected) <= 0.01 * expected:
-        return report("size ratio", True)
-    if abs(got - 1 / expected) <= 0.01 / expected:
-        return report("size ratio", False, "upside down: divide the float size by the INT8 size")
-    return report("size ratio", False, f"got {got:.3g}, expected about {expected:.3g}")
-
-
-@_blank_safe
-def check_op_count(count: Any, graph_module: torch.fx.GraphModule, op: str = "quantize_per_tensor") -> bool:
-    """Exercise: how many ``op`` nodes the PT2E graph holds; the typical miscounts get a hint.
-
-    Introduced in notebooks/05_beyond_eager_mode.ipynb.
-    """
-    got = as_number(count, f"number of {op}")
-    counts = count_quant_ops(graph_module)
-    expected = counts[op]
-    if got == expected:
-        return report(f"number of {op}", True)
-    dequant = sum(n for name, n in counts.items() if name.startswith("dequantize"))
-    same_suffix = counts.get("de" + op, 0)  # 'dequantize_per_tensor' contains 'quantize_per_tensor'
-    if same_suffix and got == expected + same_suffix:
-        return report(f"number of {op}", False, f"'de{op}' contains {op!r}: you counted those too; test the name with startswith, not 'in'")
-    same_kind = sum(n for name, n in counts.items() if name.startswith(op.split("_per")[0]))  # e.g. every dequantize_per_*
-    if got == sum(counts.values()) or (op.startswith("quantize") and got == expected + dequant) or got == same_kind:
-        return report(f"number of {op}", False, "you counted other quantize/dequantize nodes too: count only the nodes whose name starts with the op's name")
-    others = {name: n for name, n in counts.items() if name != op}
-    if got in others.values():
-        name = next(name for name, n in others.items() if n == got)
-        return report(f"number of {op}", False, f"that is the number of {name} nodes; count the {op} ones")
-    if op.startswith("quantize") and got == dequant:
-        return report(f"number of {op}", False, "those are the dequantize nodes: count the quantize steps, one per activation edge")
-    if op == "dequantize_per_channel" and got == expected - 1:
-        return report(f"number of {op}", False, "one short: every weight of the model (convolutions and the final Linear) is dequantized per channel")
-    if got == len([n for n in graph_module.graph.nodes if n.op == "call_function"]):
-        return report(f"number of {op}", False, "that is every call_function node: keep only those whose target's name starts with the op's name")
-    return report(f"number of {op}", False, f"got {got:g}; count the call_function nodes whose target's __name__ starts with {op!r}")
-
 
 
 @_blank_safe

@@ -1123,9 +1123,7 @@ def check_low_bit_qconfig(qconfig: Any, bits: int, *, per_channel: bool = True) 
         ok_a = report("activation range", False, f"activation qscheme {str(act.qscheme).replace('torch.', '')}: use per_tensor_affine (the default)")
     elif (act.quant_min, act.quant_max) == (0, 2**bits - 1):
         ok_a = report("activation range", True)
-    elif act.quant_min < 0:
-        ok_a = report("activation range", False, f"[{act.quant_min}, {act.quant_max}] is signed: activations use unsigned codes from 0")
-    else:
+    else:  # quant_min < 0 cannot reach here: FakeQuantize asserts quant_min >= iinfo(quint8).min = 0 (fake_quantize.py __init__)
         ok_a = report("activation range", False, f"[{act.quant_min}, {act.quant_max}] is not an unsigned {bits}-bit range: count the levels")
     return ok_w and ok_s and ok_a
 

@@ -92,6 +92,14 @@ def test_ex2_accepts_right_answer(capsys):
     assert check_ex2(RIGHT_QCONFIG)
 
 
+def test_ex2_rejects_an_activation_range_other_than_asked(capsys):
+    # the check serves other exercises too: without reduce_range, codes 0..127 and any other range are refused
+    full = dict(activation="moving_average", per_channel=True, reduce_range=False)
+    rejected(capsys, qh.check_qconfig(RIGHT_QCONFIG, **full), "codes 0..127", "full 0..255")
+    qc = QConfig(activation=MovingAverageMinMaxObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=63), weight=RIGHT_QCONFIG.weight)
+    rejected(capsys, qh.check_qconfig(qc, **full), "activation codes 0..63", "asks for 0..255")
+
+
 def test_ex2_rejects_per_channel_affine(capsys):
     qc = QConfig(activation=RIGHT_QCONFIG.activation, weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8))
     rejected(capsys, check_ex2(qc), "per_channel_affine", "symmetric")

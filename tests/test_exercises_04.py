@@ -145,6 +145,15 @@ def test_ex2_rejects_signed_activations_and_4_bit_ranges(capsys):
     rejected(capsys, qh.check_low_bit_qconfig(qh.low_bit_qconfig(4), 3), "count the levels")
 
 
+def test_ex2_rejects_weights_without_negative_codes_and_symmetric_activations(capsys):
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=0, quant_max=7, dtype=torch.qint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=weight), 3), "[0, 7] has no negative codes")
+    act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=7, dtype=torch.quint8,
+                                 qscheme=torch.per_tensor_symmetric)
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=act, weight=RIGHT_WEIGHT), 3), "per_tensor_symmetric", "per_tensor_affine")
+
+
 def test_ex2_rejects_twos_complement_weights(capsys):
     weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-4, quant_max=3, dtype=torch.qint8,
                                     qscheme=torch.per_channel_symmetric, ch_axis=0)

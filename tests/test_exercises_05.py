@@ -131,51 +131,11 @@ def test_ex1_layer_check_bad_input(eager_int8):
 # (7 dequantize_per_channel: 5 convolutions + 2 Linears) and builds in a second.
 
 
-def _names(graph):
-    return [getattr(n.target, "__name__", "") for n in graph.graph.nodes if n.op == "call_function"]
-
-
-def test_ex2_accepts_right_answer(pt2e_graph, capsys):
-    n = sum(name.startswith("dequantize_per_channel") for name in _names(pt2e_graph))
-    assert n == 7 and qh.check_op_count(n, pt2e_graph, op="dequantize_per_channel")
-
-
-@pytest.mark.parametrize("wrong, hint", [
-    ("quantize_per_tensor", "number of quantize_per_tensor nodes"),       # the count printed for ResNet18 in section 7
-    ("dequantize_per_tensor", "number of dequantize_per_tensor nodes"),
-    ("all_dequantize", "other quantize/dequantize nodes too"),
-    ("all_qdq", "other quantize/dequantize nodes too"),
-    ("convs_only", "one short"),                                          # the convolutions, forgetting the final Linear
-    ("every_call", "every call_function node"),
-])
-def test_ex2_rejects_typical_mistakes(pt2e_graph, wrong, hint, capsys):
-    counts = qh.count_quant_ops(pt2e_graph)
-    answers = {
-        "quantize_per_tensor": counts["quantize_per_tensor"],
-        "dequantize_per_tensor": counts["dequantize_per_tensor"],
-        "all_dequantize": sum(name.startswith("dequantize") for name in _names(pt2e_graph)),
-        "all_qdq": sum(counts.values()),
-        "convs_only": counts["dequantize_per_channel"] - 1,
-        "every_call": len(_names(pt2e_graph)),
-    }
-    assert not qh.check_op_count(answers[wrong], pt2e_graph, op="dequantize_per_channel")
-    assert hint in capsys.readouterr().out
-
-
-def test_ex2_quantize_counting_hints_still_hold(pt2e_graph, capsys):
-    names = _names(pt2e_graph)
-    n = sum(name.startswith("quantize_per_tensor") for name in names)
-    assert qh.check_op_count(n, pt2e_graph)
-    assert not qh.check_op_count(sum("quantize_per_tensor" in name for name in names), pt2e_graph)
-    assert "startswith, not 'in'" in capsys.readouterr().out
-
-
-
 def _dq_nodes(graph):
     return [n for n in graph.graph.nodes if n.op == "call_function" and getattr(n.target, "__name__", "").startswith("dequantize_per_channel")]
 
 
-def test_ex2_weights_accepts_the_graph_walk(pt2e_graph, capsys):
+def test_ex2_accepts_right_answer(pt2e_graph, capsys):
     weights = [getattr(pt2e_graph, n.args[0].target) for n in _dq_nodes(pt2e_graph)]
     assert len(weights) == 7 and all(w.dtype == torch.int8 for w in weights)
     assert qh.check_dequantized_weights(weights, pt2e_graph)

@@ -56,6 +56,12 @@ def test_ex1_blank_and_wrong_kind(capsys):
         qh.check_qdq_fraction(0.5, {"delegated_nodes": 1})
 
 
+def test_ex1_refuses_an_export_that_delegated_nothing():
+    nothing = qh.PteExport(Path("m.pte"), 1_000, 0, 0, 5, {"aten_linear_default": (0, 5)})
+    with pytest.raises(ValueError, match="delegated nothing to XNNPACK"):
+        qh.check_qdq_fraction(0.0, nothing)
+
+
 # --------------------------------------------------------------------------- exercise 2: bytes per weight
 
 

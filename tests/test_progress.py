@@ -8,9 +8,14 @@ import os
 import pytest
 
 
-import qhelpers as qh
 from qhelpers import progress
-from qhelpers.checks import CheckResult, report
+from qhelpers.checks import CheckResult, _blank_safe, as_number, is_close, report
+
+
+@_blank_safe
+def sample_check(name, answer, expected):
+    """A self-check like the course's (blank-safe, one verdict through report): what the progress log records."""
+    return report(name, is_close(as_number(answer, name), expected), f"expected {expected:g}")
 
 
 def _lines(path):
@@ -40,8 +45,8 @@ def test_a_jupyter_kernel_logs_to_the_course_progress_folder(monkeypatch, tmp_pa
     monkeypatch.setenv("JPY_SESSION_NAME", "/somewhere/student/01_manual_tensor_quantization.ipynb")
     monkeypatch.setenv(progress.LEARNER_ENV, "ada lovelace")
     monkeypatch.setattr(progress, "course_root", lambda required=True: tmp_path)
-    qh.check_close("scale", 1.0, 2.0)
-    qh.check_close("scale", 2.0, 2.0)
+    sample_check("scale", 1.0, 2.0)
+    sample_check("scale", 2.0, 2.0)
     log = tmp_path / "progress" / "ada_lovelace.jsonl"
     entries = _lines(log)
     assert [(e["notebook"], e["check"], e["status"], e["learner"], e["exercise"], e["source"]) for e in entries] == [
@@ -55,7 +60,7 @@ def test_qhelpers_progress_asks_for_a_log_even_under_pytest(monkeypatch, tmp_pat
     log = tmp_path / "mine.jsonl"
     monkeypatch.setenv(progress.PROGRESS_ENV, str(log))
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    qh.check_close("zero_point", ..., 3)  # a blank answer is logged as not correct
+    sample_check("zero_point", ..., 3)  # a blank answer is logged as not correct
     (e,) = _lines(log)
     assert (e["notebook"], e["check"], e["status"], e["ok"]) == ("(no notebook)", "zero_point", "blank", False)
     folder = tmp_path / "logs"
@@ -70,7 +75,7 @@ def test_a_log_that_cannot_be_written_never_breaks_a_check(monkeypatch, tmp_path
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(progress.PROGRESS_ENV, str(blocker / "sub" / "log.jsonl"))
-    result = qh.check_close("scale", 2.0, 2.0)
+    result = sample_check("scale", 2.0, 2.0)
     assert result and isinstance(result, CheckResult)
     assert "✅ scale: correct" in capsys.readouterr().out
     assert progress.record("scale", True) is None
@@ -145,7 +150,7 @@ def test_a_kernel_records_the_exercise_status_and_copy(monkeypatch, tmp_path):
     """record() in a (simulated) JupyterLab kernel: the cell id JupyterLab sends, the notebook file it was started for."""
     nb = tmp_path / "student" / "01_x.ipynb"
     nb.parent.mkdir()
-    nb.write_text(json.dumps({"cells": _cells(("ex", "a = ..."), ("code", "qh.check_close('a', a, 2.0)")), "nbformat": 4}))
+    nb.write_text(json.dumps({"cells": _cells(("ex", "a = ..."), ("code", "qh.check_a(a)")), "nbformat": 4}))
     monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
@@ -153,9 +158,9 @@ def test_a_kernel_records_the_exercise_status_and_copy(monkeypatch, tmp_path):
     monkeypatch.setattr(progress, "course_root", lambda required=True: tmp_path)
     runs = iter(["1:1", "1:2", "1:3"])
     monkeypatch.setattr(progress, "_running_cell", lambda: ("c1", None, next(runs)))
-    qh.check_close("a", ..., 2.0)
-    qh.check_close("a", 1.0, 2.0)
-    qh.check_close("a", 2.0, 2.0)
+    sample_check("a", ..., 2.0)
+    sample_check("a", 1.0, 2.0)
+    sample_check("a", 2.0, 2.0)
     entries = _lines(tmp_path / "progress" / "ann.jsonl")
     assert [(e["notebook"], e["exercise"], e["of"], e["source"], e["status"]) for e in entries] == [
         ("01_x", "1", 1, "student", s) for s in ("blank", "wrong", "correct")

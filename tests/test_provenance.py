@@ -25,21 +25,17 @@ CODE = {p.name: "\n".join("".join(c["source"]) for c in json.loads(p.read_text()
 # Functions that stay public though no notebook calls them: the file (package module, script, notebook or test)
 # that must use each one, and why. test_listed_names_are_used_where_the_list_says checks the file really uses it.
 NOT_IN_NOTEBOOKS = {
-    "check_op_count": ("tests/test_exercises_05.py", "NOT USED BY THE COURSE since notebook 05's exercise 2 asks for the tensors (check_dequantized_weights): its tests call it; to delete or make private (modern.py)"),
-    "check_requant_multiplier": ("tests/test_exercises_05.py", "NOT USED BY THE COURSE since notebook 05's exercise 1 changed: its tests call it; to delete or make private (modern.py)"),
-    "check_scale_zero_point": ("tests/test_exercises_01.py", "NOT USED BY THE COURSE since notebook 01's exercise 2 became a function: its tests call it; to delete or make private (checks.py)"),
+    "check_requant_multiplier": ("qhelpers/modern.py", "check_layer_multiplier (notebook 05's exercise 1) gives its hints with it"),
     "compile_fix": ("qhelpers/doctor.py", "the doctor's fix line when torch.compile cannot build code"),
     "cpu_flags_label": ("qhelpers/doctor.py", "the doctor's CPU line names the flags beside the measured probe"),
-    "cpu_has_vnni": ("tests/test_environment.py", "NOT USED BY THE COURSE any more (the notebooks measure with int8_pairs_saturate): an alias kept for copied cells; to delete"),
-    "linear_qat_int8": ("tests/test_modern.py", "NOT USED BY THE COURSE since notebook 05 changed: only its tests call it; to delete or make private (modern.py)"),
+    "cpu_has_vnni": ("qhelpers/environment.py", "env_report's cpu_vnni entry (the notebooks measure with int8_pairs_saturate)"),
+    "linear_qat_int8": ("qhelpers/modern.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
     "requantize": ("qhelpers/modern.py", "the fixed-point requantization step plain_int8_forward uses"),
     "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
     "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
     "calibrate": ("qhelpers/qat.py", "the calibration loop qat and recovery reuse"),
-    "check_close": ("tests/test_progress.py", "NOT USED BY THE COURSE: the progress-log tests call it; to delete or make private (checks.py)"),
     "check_engine": ("qhelpers/ptq.py", "every helper that takes engine= validates it here"),
-    "check_size_ratio": ("tests/test_modern.py", "NOT USED BY THE COURSE: only its own test calls it; to delete (modern.py)"),
     "convert_qat_model": ("qhelpers/qat.py", "the 8-bit convert step of the QAT recipe (qat_finetune)"),
     "course_int8_metadata": ("qhelpers/pretrained.py", "the INT8 artifact's metadata (the weights enum's meta reads it)"),
     "course_root": ("qhelpers/deployment_benchmark.py", "where outputs go: results/, progress/, student/, the README"),
@@ -52,7 +48,7 @@ NOT_IN_NOTEBOOKS = {
     "observers_frozen": ("qhelpers/qat.py", "tells whether a QAT model's observers are frozen (the exercise check)"),
     "plot_histogram_with_grid": ("qhelpers/widgets.py", "the explorer widget draws with it"),
     "probe_api": ("qhelpers/modern.py", "deprecation_map probes each API with it"),
-    "qat_finetune": ("tests/test_qat.py", "the package twin of notebook 04's recipe cell; tests compare the two"),
+    "qat_finetune": ("notebooks/04_quantization_aware_training.ipynb", "the package twin of notebook 04's recipe cell, named in its text; tests compare the two"),
     "qat_qconfig": ("qhelpers/qat.py", "quantization_aware_training builds its default qconfig with it"),
     "qparams_from_minmax": ("qhelpers/quantmath.py", "qparams_from_tensor and the observers' twin build on it"),
     "quant_range": ("qhelpers/checks.py", "the integer range of bits/signed, used across the package"),
@@ -110,6 +106,26 @@ def test_public_functions_no_notebook_uses_are_listed_with_a_reason():
     assert set(unused) <= set(NOT_IN_NOTEBOOKS), f"public but used by no notebook, and not listed: {sorted(set(unused) - set(NOT_IN_NOTEBOOKS))}"
     stale = sorted(n for n in NOT_IN_NOTEBOOKS if n in PUBLIC and first_use(n))
     assert not stale, f"listed as unused but a notebook uses them now: {stale}"
+
+
+# Listed names whose only caller is a test: public helpers kept on purpose, each with the reason here.
+TEST_ONLY = {
+    "train_digit_transformer": "the transformer's one-line train helper beside load_digit_transformer/digit_transformer_metadata",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_IN_NOTEBOOKS))
+def test_listed_callers_are_course_files_not_tests(name):
+    """A public name is kept for a caller in the course (the package, a script, a notebook), not for its own tests:
+    a name only tests use is dead code (delete it with its tests), unless TEST_ONLY says why it stays."""
+    where, _ = NOT_IN_NOTEBOOKS[name]
+    if name in TEST_ONLY:
+        assert where.startswith("tests/"), f"{name} has a course caller now ({where}): remove it from TEST_ONLY"
+        return
+    assert where.split("/")[0] in ("qhelpers", "scripts", "notebooks"), (
+        f"qh.{name} is listed as used by {where} only: a test is not a caller. Point the entry at the course file "
+        f"that calls it, or delete {name} and its tests"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(NOT_IN_NOTEBOOKS))
