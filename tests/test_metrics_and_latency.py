@@ -186,13 +186,14 @@ def _predictions(n, only_a, only_b, both_wrong=0):
     return a, b, y
 
 
-def _clopper_pearson(k, m, alpha):
-    """The exact interval of a binomial share, from beta quantiles (independently of binomtest.proportion_ci)."""
-    from scipy.stats import beta
+def _bonett_price(only_a, only_b, n, alpha):
+    """Bonett and Price's adjusted Wald interval of the paired difference, written out here from their paper."""
+    from scipy.stats import norm
 
-    lo = 0.0 if k == 0 else beta.ppf(alpha / 2, k, m - k + 1)
-    hi = 1.0 if k == m else beta.ppf(1 - alpha / 2, k + 1, m - k)
-    return lo, hi
+    z = norm.ppf(1 - alpha / 2)
+    pa, pb = (only_a + 1) / (n + 2), (only_b + 1) / (n + 2)
+    se = ((pa + pb - (pa - pb) ** 2) / (n + 2)) ** 0.5
+    return max(-100.0, 100 * (pa - pb - z * se)), min(100.0, 100 * (pa - pb + z * se))
 
 
 @pytest.mark.parametrize(
@@ -209,61 +210,53 @@ def test_paired_test_against_scipy_on_several_tables(n, only_a, only_b, both_wro
     assert (r.n, r.only_a, r.only_b) == (n, only_a, only_b)
     assert (r.correct_a, r.correct_b) == (n - only_b - both_wrong, n - only_a - both_wrong)
     assert r.difference == pytest.approx(100.0 * (only_a - only_b) / n)
+    assert r.interval == pytest.approx(_bonett_price(only_a, only_b, n, alpha), rel=1e-9, abs=1e-9)
+    assert r.interval[0] <= r.difference <= r.interval[1]
     m = only_a + only_b
     if m == 0:
-        assert r.p_value == 1.0 and r.interval == (0.0, 0.0) and not r.significant and r.verdict == "inside the noise"
+        assert r.p_value == 1.0 and not r.significant and r.verdict == "inside the noise"
+        assert r.interval[0] < 0 < r.interval[1]  # 0 disagreements of n rule out only large differences
         return
     p = binomtest(only_a, m, 0.5).pvalue
     assert r.p_value == pytest.approx(p, rel=1e-12) and r.significant == (p < alpha)
-    lo, hi = _clopper_pearson(only_a, m, alpha)
-    assert r.interval == pytest.approx((100 * m / n * (2 * lo - 1), 100 * m / n * (2 * hi - 1)), rel=1e-6, abs=1e-9)
-    assert r.interval[0] <= r.difference <= r.interval[1]
     assert r.verdict == ("inside the noise" if p >= alpha else "a better" if only_a > only_b else "b better")
     assert f"{100 * (1 - alpha):g} % interval" in str(r) and f"p = {r.p_value:.3g}" in str(r)
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.01])
-def test_paired_test_interval_excludes_zero_exactly_when_significant(alpha):
-    """The interval and the verdict never disagree, for every split of up to 30 disagreements among 500 images."""
-    for m in range(1, 31):
+def test_paired_test_interval_and_verdict_disagree_only_near_alpha_and_say_so(alpha):
+    """For every split of up to 40 disagreements among 500 images: where the interval's side of 0 and the exact
+    verdict differ, p lies between 0.7 and 1.5 alpha (measured: 1.00-1.28 at 0.05, 0.78-1.13 at 0.01) and str() says "borderline"; elsewhere it does not."""
+    seen = 0
+    for m in range(1, 41):
         for only_a in range(m + 1):
-            a, b, y = _predictions(500, only_a, m - only_a)
-            r = qh.paired_test(a, b, y, alpha=alpha)
+            r = qh.paired_test(*_predictions(500, only_a, m - only_a), alpha=alpha)
             lo, hi = r.interval
-            assert (lo > 0 or hi < 0) == r.significant, (only_a, m - only_a, r.p_value, r.interval)
+            if (lo > 0 or hi < 0) != r.significant:
+                seen += 1
+                assert r.borderline and "borderline" in str(r) and 0.7 * alpha <= r.p_value < 1.5 * alpha, (only_a, m, r.p_value)
+            else:
+                assert not r.borderline and "borderline" not in str(r)
+    assert seen > 0  # the case exists (e.g. 3 vs 11 of 1000 images), so the message is reachable
 
 
-@pytest.mark.parametrize("pi", [0.5, 0.75, 0.95])
-def test_paired_test_interval_is_exact_given_the_number_of_disagreements(pi):
-    """What the docstring says the interval is: given d disagreements of which A wins each with probability pi, it
-    holds 100 * d / n * (2 * pi - 1) with probability >= 95 % (summed exactly over the binomial, with scipy)."""
+@pytest.mark.parametrize("p_a, p_b", [(0.02, 0.01), (0.03, 0.005), (0.19, 0.004), (0.05, 0.05)])
+def test_paired_test_interval_covers_the_accuracy_difference(p_a, p_b):
+    """Exact coverage of 100 * (p_a_only - p_b_only) over new draws of 1000 images (disagreement counts vary too),
+    summed over the multinomial with scipy: at least 0.94 in each case, including many one-sided disagreements."""
+    import numpy as np
     from scipy.stats import binom
 
-    n, d = 1000, 20
-    target = 100 * d / n * (2 * pi - 1)
-    covered = 0.0
-    for only_a in range(d + 1):
-        lo, hi = qh.paired_test(*_predictions(n, only_a, d - only_a)).interval
-        covered += binom.pmf(only_a, d, pi) * (lo <= target <= hi)
-    assert covered >= 0.95
-
-
-def test_paired_test_interval_is_not_an_interval_of_the_accuracy_difference():
-    """The docstring's numbers: over new draws of n images the number of disagreements varies too, which the interval
-    leaves out; its coverage of 100 * (p_a_only - p_b_only) is 0.956 at 2 % vs 1 % and 0.84 at 3 % vs 0.5 % (n = 1000)."""
-    from scipy.stats import binom
-
-    def coverage(n, p_a, p_b):
-        true, total = 100 * (p_a - p_b), 0.0
-        for d in range(1, int(binom.ppf(1 - 1e-9, n, p_a + p_b)) + 1):
-            for only_a in range(d + 1):
-                lo, hi = _clopper_pearson(only_a, d, 0.05)  # = paired_test's interval (tested above against it)
-                if 100 * d / n * (2 * lo - 1) <= true <= 100 * d / n * (2 * hi - 1):
-                    total += binom.pmf(d, n, p_a + p_b) * binom.pmf(only_a, d, p_a / (p_a + p_b))
-        return total
-
-    assert coverage(1000, 0.02, 0.01) == pytest.approx(0.956, abs=0.001)
-    assert coverage(1000, 0.03, 0.005) == pytest.approx(0.840, abs=0.001)
+    n, true = 1000, 100 * (p_a - p_b)
+    total = 0.0
+    hi_d = int(binom.ppf(1 - 1e-10, n, p_a + p_b)) + 1
+    for d in range(0, hi_d + 1):
+        w = binom.pmf(d, n, p_a + p_b)
+        k = np.arange(d + 1)
+        pk = binom.pmf(k, d, p_a / (p_a + p_b))
+        ok = [(lambda lo, hi: lo <= true <= hi)(*_bonett_price(int(x), d - int(x), n, 0.05)) for x in k]
+        total += w * float(np.sum(pk * np.array(ok)))
+    assert total >= 0.94, total
 
 
 def test_paired_test_swapped_models_mirror_each_other():

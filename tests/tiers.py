@@ -65,7 +65,6 @@ SLOW: dict[str, float] = {
     "tests/test_linear.py::test_smaller_groups_give_higher_sqnr": 0.7,
     "tests/test_linear.py::test_smoothquant_keeps_the_float_output_and_helps_w8a8": 0.9,
     "tests/test_metrics_and_latency.py::test_paired_test_is_the_exact_mcnemar_of_scipy": 12.9,
-    "tests/test_metrics_and_latency.py::test_paired_test_interval_is_not_an_interval_of_the_accuracy_difference": 15.8,
     "tests/test_models.py::test_checkpoint_reaches_promised_accuracy": 7.4,
     "tests/test_models.py::test_fuse_model_keeps_outputs_and_removes_batchnorm": 3.8,
     "tests/test_models.py::test_model_has_quantization_ready_structure": 0.8,
