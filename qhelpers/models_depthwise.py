@@ -1,4 +1,4 @@
-"""A small MobileNet-style digits model: the classic case where per-tensor weight quantization loses.
+"""A small MobileNet-style digits model: per-tensor weight quantization loses on it once a channel is dead (``make_dead_channel_model``).
 
 Introduced in notebooks/03_post_training_quantization.ipynb.
 

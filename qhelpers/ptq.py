@@ -72,6 +72,7 @@ __all__ = [
     "check_qconfig",
     "check_engine_ptq",
     "check_prediction",
+    "prediction_ready",
     "DepthwiseNet",
     "load_depthwise_model",
     "depthwise_model_metadata",
@@ -731,7 +732,12 @@ def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader
         measured = sqnr_db(reference_logits, model(x))
         helper = post_training_quantize(float_model, calib_loader, engine=engine, qconfig=get_default_qconfig(engine))
         expected = sqnr_db(reference_logits, helper(x))
-    if abs(given - measured) > 0.05:
+    with torch.no_grad(), use_engine(engine):
+        swapped = sqnr_db(model(x), reference_logits)
+    if abs(given - measured) > 1e-3 and abs(given - swapped) <= 1e-3:
+        report("SQNR", False, "reference and test are swapped: qh.sqnr_db(reference, test) takes the float model's logits first")
+        return False
+    if abs(given - measured) > 1e-3:
         if math.isinf(given) or given > 100:
             hint = "an infinite SQNR means no quantization error at all: you compared the float model with itself"
         elif 50 <= given <= 100 and measured < 50:
@@ -746,6 +752,19 @@ def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader
         "batch of it (a part of it, or other images, gives other ranges)",
     )
     return ok_model and ok_sqnr
+
+
+@_blank_safe
+def prediction_ready(name: str, low: Any, high: Any, *, max_width: float) -> bool:
+    """Exercise (predict first), before measuring: True when ``(low, high)`` is a range ``check_prediction`` can judge.
+
+    Otherwise shows why (blank, not two numbers, swapped, wider than ``max_width``) and returns False, so that a
+    notebook measures, and prints, the answer only after a prediction is written.
+
+    Introduced in notebooks/03_post_training_quantization.ipynb.
+    """
+    read_range(name, (low, high), max_width=max_width, unit="")
+    return True
 
 
 @_blank_safe

@@ -143,16 +143,16 @@ def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
 
 
 def test_ex4_rejects_expecting_a_large_loss(capsys):
-    rejected(capsys, qh.check_int8_accuracy_prediction((91.0, 93.0), FLOAT_ACC, INT8_ACC), "lose at least 5.8", "lost 0.0", "within 1-2 points")
+    rejected(capsys, qh.check_int8_accuracy_prediction((91.0, 93.0), FLOAT_ACC, INT8_ACC), "lose at least 5.8", "INT8 matched float", "bound the loss")
 
 
 def test_ex4_rejects_expecting_int8_to_beat_float(capsys):
-    rejected(capsys, qh.check_int8_accuracy_prediction((98.7, 99.3), FLOAT_ACC, 98.3), "at least 98.7", "rarely helps")
+    rejected(capsys, qh.check_int8_accuracy_prediction((98.7, 99.3), FLOAT_ACC, 98.3), "at least 98.7", "5 test images below float", "above as often as below")
 
 
 def test_ex4_rejects_a_range_reaching_well_above_float(capsys):
     # (98.0, 99.8) holds the measurement, but expects INT8 may beat float by a point
-    rejected(capsys, qh.check_int8_accuracy_prediction((98.0, 99.8), FLOAT_ACC, INT8_ACC), "1.0 points above float")
+    rejected(capsys, qh.check_int8_accuracy_prediction((98.0, 99.8), FLOAT_ACC, INT8_ACC), "1.0 points above float", "at most 0.5 points above float")
     assert qh.check_int8_accuracy_prediction((97.5, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)  # up to half a point above is fine
 
 
@@ -189,3 +189,50 @@ def test_ex4_rejects_one_number_and_reversed_bounds(capsys):
 def test_ex4_blank_says_not_filled_in(capsys, blank):
     assert not qh.check_int8_accuracy_prediction(blank, FLOAT_ACC, INT8_ACC)
     assert "not filled in yet" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- exercise 4: the gate before measuring
+
+
+def test_ex4_hint_names_a_gain_by_images(capsys):
+    # INT8 one image above float (qnnpack): the hint says so instead of "lost -0.1"
+    rejected(capsys, qh.check_int8_accuracy_prediction((96.5, 98.5), FLOAT_ACC, 98.9), "1 test image above float")
+
+
+def test_ex4_gate_measures_only_a_well_formed_prediction(capsys):
+    # the check cell measures (and prints INT8 accuracy) only when int8_prediction_ready is true
+    assert qh.int8_prediction_ready((FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), FLOAT_ACC)
+    assert qh.int8_prediction_ready((97.3, 99.3), FLOAT_ACC)
+    rejected(capsys, qh.int8_prediction_ready(98.0, FLOAT_ACC), "two numbers, not one value")
+    rejected(capsys, qh.int8_prediction_ready("98-99", FLOAT_ACC), "two numbers, not one value")
+    rejected(capsys, qh.int8_prediction_ready((90.0, 100.0), FLOAT_ACC), "predicts little")
+    rejected(capsys, qh.int8_prediction_ready((99.5, 98.5), FLOAT_ACC), "swap")
+    rejected(capsys, qh.int8_prediction_ready((98.4, 99.4), FLOAT_ACC), "0.6 points above float", "at most 0.5")
+    rejected(capsys, qh.int8_prediction_ready((98.7, 98.9), FLOAT_ACC), "at least 0.6 points wide")
+    rejected(capsys, qh.int8_prediction_ready((0.97, 0.99), FLOAT_ACC), "fraction")
+    rejected(capsys, qh.int8_prediction_ready((98.9, 100.5), FLOAT_ACC), "from 0 to 100")
+
+
+@pytest.mark.parametrize("blank", [..., None, (..., ...)])
+def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
+    assert not qh.int8_prediction_ready(blank, FLOAT_ACC)
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- recommend() for Linear/LSTM models
+
+
+def test_recommend_linear_model_on_arm_goes_to_pt2e_dynamic():
+    rec = qh.recommend(True, False, arm_device=True, model_kind="linear")
+    assert "XNNPACKQuantizer" in rec.method and "is_dynamic=True" in rec.method and "08" in rec.notebook
+    assert "torch.compile" not in rec.reason and rec.engine == "qnnpack"
+
+
+def test_recommend_linear_model_that_kept_its_accuracy_keeps_it():
+    assert "keep it" in qh.recommend(True, False, ptq_drop_acceptable=True, model_kind="linear").reason
+    assert "keep it" in qh.recommend(True, False, ptq_drop_acceptable=True, arm_device=True, model_kind="linear").reason
+
+
+def test_recommend_linear_names_the_compiler_need():
+    assert "compile_available" in qh.recommend(True, False, model_kind="linear").reason
+    assert "compile_available" in qh.DECISION_TREE_TEXT

@@ -235,6 +235,14 @@ def test_ex3_rejects_calibration_on_part_of_calib_loader(course, capsys):
     rejected(capsys, check_ex3(model, logit_sqnr(model, course), course), "every batch")
 
 
+def test_ex3_rejects_swapped_sqnr_arguments(course, right_model, capsys):
+    x = torch.cat([x for x, _ in course["test"]])
+    with torch.no_grad(), qh.engine("qnnpack"):
+        swapped = qh.sqnr_db(right_model(x), course["float"](x))  # reference and test swapped: close, not equal
+    assert swapped != logit_sqnr(right_model, course)
+    rejected(capsys, check_ex3(right_model, swapped, course), "swapped")
+
+
 def test_ex3_rejects_the_float_model(course, capsys):
     rejected(capsys, check_ex3(course["float"], 30.0, course), "still the float model")
 
@@ -261,7 +269,8 @@ def one_digit_sqnr():
 def check_ex4(low, high, measured):
     return qh.check_prediction(
         "logit SQNR calibrated on one digit (dB)", low, high, measured, max_width=10.0,
-        too_low="one digit's fifty images show the observers more than a single random image does: compare section 5's draws",
+        too_low="compare with the worst single random images of section 5, not the median: one digit's images show "
+                "the observers only that digit's strokes",
         too_high="the ranges of one digit are not all of them: values the other digits need fall outside them and clip; "
                  "the accuracy hides that, the logits do not",
     )
@@ -277,7 +286,7 @@ def test_ex4_rejects_the_full_set_sqnr(one_digit_sqnr, capsys):  # section 5 pri
 
 
 def test_ex4_rejects_a_collapse(one_digit_sqnr, capsys):
-    rejected(capsys, check_ex4(0.0, 5.0, one_digit_sqnr), "above your range", "single random image")
+    rejected(capsys, check_ex4(0.0, 5.0, one_digit_sqnr), "above your range", "worst single random images")
 
 
 def test_ex4_rejects_a_range_too_wide_and_swapped(one_digit_sqnr, capsys):
@@ -287,4 +296,14 @@ def test_ex4_rejects_a_range_too_wide_and_swapped(one_digit_sqnr, capsys):
 
 def test_ex4_blank_is_not_filled_in(one_digit_sqnr, capsys):
     assert not check_ex4(..., ..., one_digit_sqnr)
+    assert "not filled in yet" in capsys.readouterr().out
+
+
+def test_ex4_gate_measures_only_a_well_formed_prediction(capsys):
+    name = "logit SQNR calibrated on one digit (dB)"
+    assert qh.prediction_ready(name, 8.0, 18.0, max_width=10.0)
+    rejected(capsys, qh.prediction_ready(name, 5.0, 30.0, max_width=10.0), "wide")
+    rejected(capsys, qh.prediction_ready(name, 18.0, 8.0, max_width=10.0), "swap")
+    rejected(capsys, qh.prediction_ready(name, "8", "x", max_width=10.0), "pair")
+    assert not qh.prediction_ready(name, ..., ..., max_width=10.0)
     assert "not filled in yet" in capsys.readouterr().out
