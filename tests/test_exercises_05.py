@@ -142,27 +142,38 @@ def test_ex2_accepts_right_answer(pt2e_graph, capsys):
     assert "✅" in capsys.readouterr().out
 
 
-def test_ex2_weights_rejects_what_avoids_the_graph(pt2e_graph, capsys):
+@pytest.mark.parametrize("wrong, hint", [
+    ("count", "that is a count"),
+    ("float_weights", "float tensors"),
+    ("every_arg", "every get_attr argument"),
+    ("one_short", "one short"),
+    ("reversed", "another order"),
+    ("two", "got 2 tensors"),
+    ("a_word", "give a list of tensors"),
+])
+def test_ex2_rejects_what_avoids_the_graph(pt2e_graph, wrong, hint, capsys):
     """The helper's count, the float model's weights, every argument, one short, another order: each with its hint."""
     nodes = _dq_nodes(pt2e_graph)
     weights = [getattr(pt2e_graph, n.args[0].target) for n in nodes]
     model = qh.load_course_model()
-    float_weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    every_arg = [getattr(pt2e_graph, a.target) for n in nodes for a in n.args[:3] if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
-    cases = [
-        (qh.count_quant_ops(pt2e_graph)["dequantize_per_channel"], "that is a count"),
-        (float_weights, "float tensors"),
-        (every_arg, "every get_attr argument"),
-        (weights[:-1], "one short"),
-        (weights[::-1], "another order"),
-        (weights[:2], "got 2 tensors"),
-        ("weights", "give a list of tensors"),
-    ]
-    for wrong, hint in cases:
-        assert not qh.check_dequantized_weights(wrong, pt2e_graph)
-        assert hint in capsys.readouterr().out, hint
+    answers = {
+        "count": qh.count_quant_ops(pt2e_graph)["dequantize_per_channel"],
+        "float_weights": [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
+        "every_arg": [getattr(pt2e_graph, a.target) for n in nodes for a in n.args[:3]
+                      if isinstance(a, torch.fx.Node) and a.op == "get_attr"],
+        "one_short": weights[:-1],
+        "reversed": weights[::-1],
+        "two": weights[:2],
+        "a_word": "weights",
+    }
+    assert not qh.check_dequantized_weights(answers[wrong], pt2e_graph)
+    assert hint in capsys.readouterr().out, hint
+
+
+def test_ex2_rejects_a_blank(pt2e_graph, capsys):
     assert not qh.check_dequantized_weights(..., pt2e_graph)
     assert "not filled in yet" in capsys.readouterr().out
+
 
 # --------------------------------------------------------------------------- exercise 3: use the map
 
