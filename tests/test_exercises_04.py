@@ -290,7 +290,7 @@ def measured():
 def check_ex4(low, high, ratio):
     return qh.check_prediction(
         "fused / observer scale at -3..3", low, high, ratio, max_width=0.02,
-        too_low="not levels / (levels - 1) = 8/7: the fused kernel assumes one more negative code than positive ones; "
+        too_low="not 8/7 (that is (levels + 1) / levels for 7 levels): the fused kernel assumes one more negative code than positive ones; "
                 "redo its formula with n = 3",
         too_high="which of |min| / (n + 1) and |max| / n is larger here?",
     )
