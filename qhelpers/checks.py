@@ -383,8 +383,11 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
             near_tie = ((ratio - ratio.floor()) - 0.5).abs() < _TIE
             if not ((c.long() - expected.long()).abs()[wrong].le(1).all() and near_tie[wrong].all()):
                 return report("codes", False, _codes_mistake(c, t, float(scale), int(zero_point), qmin, qmax, what))
+    for out in outputs:  # the dtype only once the values are right on every input
+        c = _as_tensor(out, "codes")
         if c.dtype != want_dtype:
-            return report("codes", False, f"the values are right, but the task asks for {want_dtype} codes (one byte each), got {c.dtype}: convert with .to({want_dtype})")
+            on = "on every input" if len(outputs) > 1 else ""
+            return report("codes", False, f"the values are right{' ' + on if on else ''}, but the task asks for {want_dtype} codes (one byte each), got {c.dtype}: convert with .to({want_dtype})")
     return report("codes", True)
 
 
@@ -396,7 +399,8 @@ def _codes_mistake(c: torch.Tensor, t: torch.Tensor, scale: float, zero_point: i
     as_dtype = lambda v: v.to(store).long()  # noqa: E731  (values outside the dtype wrap, as in the learner's code)
     clamp = lambda v: torch.clamp(v, qmin, qmax).long()  # noqa: E731
     candidates = [
-        ("values outside the range must clamp to the end codes before the conversion to 8 bits (they wrapped around)",
+        ("values outside the range must clamp to the end codes before the conversion to 8 bits (they wrapped around)"
+         if store != torch.int64 else "values outside the range must clamp to the end codes (yours go below or above them)",
          as_dtype(torch.round(r) + zero_point)),
         ("the zero point is missing: add it after rounding", clamp(torch.round(r))),
         ("the zero point is missing and values outside the range must clamp", as_dtype(torch.round(r))),
@@ -467,12 +471,14 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     proportional = reference_db * bits_to / bits_from
     if low <= reference_db <= high:
         hint = "you expected about the same SQNR: fewer bits mean a coarser grid and more noise"
-    elif low <= proportional <= high:
-        hint = "SQNR is not proportional to the bit count: each bit halves the step, which is a fixed number of dB"
+    elif low <= proportional <= high:  # also where too few dB per bit lands (5 dB per bit: 19 dB)
+        hint = (f"your range holds {proportional:.1f} dB, what an SQNR proportional to the bit count would give, but it is"
+                " not proportional: each removed bit halves the step and costs a fixed 20 log10 2 = 6.02 dB")
     elif high < measured_db:
         hint = "you expected more noise than the grid gives: count the dB that each removed bit costs"
     else:
-        hint = "you expected less noise than the grid gives: count the dB that each removed bit costs"
+        hint = ("you expected less noise than the grid gives: count the dB that each removed bit costs"
+                " (each bit halves the step: 20 log10 2 = 6.02 dB)")
     return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")
 
 

@@ -32,6 +32,7 @@ command, and notebook 02's engine comparison (``compare_engines``).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -52,6 +53,7 @@ from .versions import machine_info
 __all__ = ["MODELS", "PATHS", "QUICK_MODELS", "MIN_SAMPLES", "build_float", "build_int8", "example_input", "run_bench", "markdown_table", "plot_bench", "compare_engines", "engines_markdown", "plot_engines", "paired_latency", "paired_ratio", "write_results", "machine_info", "update_readme", "readme_section"]
 
 MIN_SAMPLES = MIN_RUNS  # the older name of qh.MIN_RUNS, kept while notebook 02's engine comparison uses it
+SAMPLE_CPU_S = 0.010  # paired_latency: each sample lasts at least this much CPU time (seconds)
 
 
 # --------------------------------------------------------------------------- notebook 02: float vs INT8 per engine
@@ -78,15 +80,22 @@ def paired_latency(
     float model). Each model first gets ``warmup`` untimed calls (all of them
     before any timing, at ``threads`` threads). Then each of ``rounds``
     rounds times one sample of every model, in an order that rotates from
-    round to round, so a slow spell of a shared machine and the position in
-    the round touch every model alike. A sample is the mean of enough
-    back-to-back calls to last about 1 ms.
+    round to round, so a drift of a shared machine slower than a round and the
+    position in the round touch every model alike (a preemption inside one
+    sample touches only that sample). A sample is the mean of enough
+    back-to-back calls to last at least ``SAMPLE_CPU_S`` (10 ms) of CPU time,
+    well above a scheduler time slice; the number of calls is sized from the
+    median CPU time of three untimed calls, so that waiting for a core does
+    not shrink the samples.
 
     Each sample is taken on two clocks: the wall clock (``time.perf_counter``,
     what a user waits) and the process's CPU time (``time.process_time``, the
     work done by all its threads). On a machine loaded beyond its cores a
     waiting thread adds to the wall clock but not to the CPU time, so the CPU
-    time is the fairer basis for a ratio there.
+    time leaves out that waiting; it still moves with cache and memory
+    contention from other processes, so on a busy machine repeat the whole
+    measurement in a fresh process to see the spread between runs (the
+    quartiles of one run describe its rounds only).
 
     Returns, per name: ``median_ms``, ``iqr_ms``, ``runs`` (= ``rounds``),
     ``warmup``, ``calls_per_run``, ``engine``, ``samples_ms`` (one per
@@ -120,9 +129,12 @@ def paired_latency(
                     torch.backends.quantized.engine = engine
                 for _ in range(warmup):
                     fn(example)
-                start = time.perf_counter()
-                fn(example)  # one more untimed call, to size the samples
-                calls[n] = max(1, min(1000, int(1e-3 / max(time.perf_counter() - start, 1e-9))))
+                sizing = []
+                for _ in range(3):  # three more untimed calls, to size the samples on the CPU clock
+                    cpu_start = time.process_time()
+                    fn(example)
+                    sizing.append(time.process_time() - cpu_start)
+                calls[n] = max(1, min(1000, math.ceil(SAMPLE_CPU_S / max(statistics.median(sizing), 1e-6))))
             for r in range(rounds):
                 k = r % len(names)
                 for n in names[k:] + names[:k]:
@@ -256,8 +268,10 @@ def engines_markdown(result: dict) -> str:
         + (
             f"Float and INT8 timed together: {st['warmup']} warm-up calls each, then {st['rounds']} interleaved rounds; "
             "times are wall-clock medians (IQR); the INT8 speedup is the median of the round-by-round ratios (IQR), "
-            "on the wall clock and on the process's CPU time (which a busy machine does not inflate: read it when the "
-            "load average exceeds the cores). Ratios are the headline; absolute times belong to this machine. "
+            "on the wall clock and on the process's CPU time (which leaves out waiting for a core but still moves with "
+            "other processes' cache and memory traffic: read it when the load average exceeds the cores, and repeat the "
+            "run for the spread between runs; the quartiles describe the rounds of this run). Absolute times belong to "
+            "this machine. "
             if result["speedups"] else "Sizes only (not timed). "
         )
         + "torchvision models have random weights.",
@@ -305,7 +319,7 @@ def plot_engines(result: dict):
                                             gridspec_kw={"width_ratios": [3, 2]})
     if speed:
         labels = [f"{s['model']}, batch {s['batch']}" + (f", {s['threads']} threads" if len(result["settings"]["threads"]) > 1 else "") for s in speed]
-        cpu = all("cpu_speedup" in s for s in speed)  # the CPU-time ratios: a busy machine does not inflate them
+        cpu = all("cpu_speedup" in s for s in speed)  # the CPU-time ratios: they leave out waiting for a core
         prefix = "cpu_" if cpu else ""
         values = [s[f"{prefix}speedup"] for s in speed]
         q1 = [s.get(f"{prefix}speedup_q1", v) for s, v in zip(speed, values)]

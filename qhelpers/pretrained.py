@@ -60,7 +60,7 @@ __all__ = [
     "check_weights_meta",
     "check_int8_size_prediction",
     "check_speedup",
-    "check_size_ratio_prediction",
+    "check_scale_bytes_prediction",
     "INT8_CHECKPOINT_NAME",
     "INT8_METADATA_NAME",
     "REBUILD_INT8_COMMAND",
@@ -619,37 +619,62 @@ def check_speedup(
     return report("speedup", False, "not the ratio of the two medians (.median_ms)")
 
 
-SIZE_RATIO_CEILING = 4.0  # one byte per weight instead of four: an INT8 state dict is never more than 4x smaller
+def _conv_linear(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 @_blank_safe
-def check_size_ratio_prediction(predicted_range: Any, float_model: nn.Module, int8_model: nn.Module, *, max_width: float = 0.3) -> bool:
-    """Exercise (predict first): a range ``(low, high)`` for float size / INT8 size, checked against the measured ratio.
+def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
+    """Exercise: the bytes an INT8 state dict spends on per-channel weight scales and zero points, from the float model's layers.
 
-    Accepts any range at most ``max_width`` wide that contains the measured
-    ratio of the serialized state dicts and stays at or below the 4x
-    ceiling (``SIZE_RATIO_CEILING``) that the notebook teaches. 0.3 is
-    narrow enough that "a bit below 4" alone does not pass: the range must
-    also reflect what stays wider (per-channel scales on ``fbgemm``, 3.56x;
-    per-tensor on ``qnnpack``, 3.83x for ShuffleNetV2 x0.5).
+    The expected value is ``int8_size_breakdown(int8_model)["scales and zero
+    points"]``: per-channel weights store a float64 scale and an int64 zero
+    point per output channel of every Conv2d and Linear (16 bytes each);
+    per-tensor weights (``qnnpack``) store no per-channel tensors, only a
+    couple of numbers per layer. Accepts a number within 10 % (or 2,000
+    bytes) of it. Names the typical mistakes: megabytes or kilobytes instead
+    of bytes; 8 bytes per channel (float32 and int32); per-channel counting
+    on a per-tensor backend; the Linear layer left out; the INT8 weights or
+    the whole file counted instead.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
-    name = "predicted_range"
-    low, high = read_range(name, predicted_range, max_width=max_width, unit="")
+    name = "predicted_bytes"
+    if not_filled(predicted_bytes):
+        raise NotFilledIn(name)
+    if isinstance(predicted_bytes, bool) or not isinstance(predicted_bytes, (int, float)):
+        return report(name, False, f"expected one number of bytes, got {type(predicted_bytes).__name__}")
     if not isinstance(float_model, nn.Module) or not isinstance(int8_model, nn.Module):
         raise TypeError("float_model and int8_model must be torch.nn.Module")
     if is_quantized(float_model) or not is_quantized(int8_model):
         raise ValueError("pass the float model first and the INT8 model second")
-    measured = model_size_bytes(float_model) / model_size_bytes(int8_model)
-    if low < 1 and high <= 1:
-        return report(name, False, "a ratio below 1 would mean INT8 is larger; the ratio is float size divided by INT8 size")
-    if high > SIZE_RATIO_CEILING:
-        return report(name, False, "one byte instead of four per weight caps the ratio at 4x, and what stays wider only lowers it: keep your range at or below 4")
-    if measured > high:
-        return report(name, False, "the measured ratio is above your range: less of the file stays float (biases, scales, bookkeeping) than you assumed")
-    if measured < low:
-        return report(name, False, "the measured ratio is below your range: more of the file stays float or is bookkeeping than you assumed")
-    ok = report(name, True)
-    print(f"   measured: float {model_size_bytes(float_model) / 1e6:.3f} MB / INT8 {model_size_bytes(int8_model) / 1e6:.3f} MB = {measured:.2f}x")
-    return ok
+    p = float(predicted_bytes)
+    parts = int8_size_breakdown(int8_model)
+    measured = parts["scales and zero points"]
+    layers = _conv_linear(float_model)
+    channels = sum(m.weight.shape[0] for m in layers)
+    conv_channels = sum(m.weight.shape[0] for m in layers if isinstance(m, nn.Conv2d))
+    near = lambda value, target: abs(value - target) <= max(0.1 * abs(target), 2000)  # noqa: E731
+    if near(p, measured):
+        ok = report(name, True)
+        print(f"   measured: {measured:,} bytes of scales and zero points ({channels:,} output channels in {len(layers)} "
+              f"Conv2d/Linear layers); the whole INT8 file: {parts['total']:,} bytes")
+        return ok
+    per_channel = measured > 0
+    if measured > 2000 and (near(p * 1e6, measured) or near(p * 1e3, measured)):
+        hint = "give the answer in bytes, not megabytes or kilobytes"
+    elif per_channel and near(p, channels * 8):
+        hint = "the state dict stores each channel's scale as float64 and its zero point as int64: 16 bytes per channel, not 8"
+    elif not per_channel and near(p, channels * 16):
+        hint = "this backend's weights are per-tensor: there are no per-channel scale tensors, only a couple of numbers per layer"
+    elif per_channel and conv_channels != channels and near(p, conv_channels * 16):
+        hint = "the Linear layer at the end has per-channel scales too: count its output channels"
+    elif near(p, int8_weight_bytes(float_model)):
+        hint = "that is the INT8 weights themselves, one byte each; the question is the scales and zero points beside them"
+    elif near(p, parts["total"]):
+        hint = "that is the whole INT8 file; the question is only its scales and zero points"
+    elif p > measured:
+        hint = "too many: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
+    else:
+        hint = "too few: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
+    return report(name, False, hint)

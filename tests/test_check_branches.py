@@ -208,13 +208,13 @@ def test_speedup_another_number_and_a_blank_measurement(capsys):
     rejected(capsys, qh.check_speedup(..., INT8_LAT, 2.5), "float_latency", "not filled in yet")
 
 
-def test_size_ratio_prediction_needs_two_models_in_order():
+def test_scale_bytes_prediction_needs_two_models_in_order():
     float_model = nn.Sequential(nn.Linear(8, 8))
     int8_model = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(8, 8)), dtype=torch.qint8)
     with pytest.raises(TypeError, match="must be torch.nn.Module"):
-        qh.check_size_ratio_prediction((3.2, 3.5), "float.pt", int8_model)
+        qh.check_scale_bytes_prediction(100, "float.pt", int8_model)
     with pytest.raises(ValueError, match="float model first and the INT8 model second"):
-        qh.check_size_ratio_prediction((3.2, 3.5), int8_model, float_model)
+        qh.check_scale_bytes_prediction(100, int8_model, float_model)
 
 
 # ----------------------------------------------------------------------------- qhelpers/ptq.py (notebook 03)

@@ -69,3 +69,18 @@ def test_compare_engines_reports_ratios_with_their_spread_and_a_readable_figure(
     ticks = [t for t in speed_ax.get_xticks() if 0 <= t <= speed_ax.get_xlim()[1]]
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
     assert speed_ax.get_legend() is None  # every bar is labelled on the axis
+
+
+def test_paired_latency_samples_last_at_least_the_cpu_floor():
+    # a call of about 0.5 ms of CPU: each sample must bundle enough calls for >= SAMPLE_CPU_S of CPU time
+    x = torch.randn(64, 64)
+
+    def busy(t):
+        for _ in range(20):
+            t = torch.tanh(t @ t.T / 64)
+        return t
+
+    out = db.paired_latency({"a": (busy, None), "b": (busy, None)}, x, rounds=10, warmup=1)
+    for lat in out.values():
+        assert lat["calls_per_run"] >= 2
+        assert lat["calls_per_run"] * lat["cpu_median_ms"] >= 0.5 * db.SAMPLE_CPU_S * 1e3  # half: a busy CI machine

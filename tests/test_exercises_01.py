@@ -243,3 +243,48 @@ def test_ex2_blank_in_the_student_copy_names_the_function(capsys, x):
 
 def test_ex2_rejects_a_function_returning_something_else_than_numbers(capsys, x):
     rejected(capsys, qh.check_qparams_function(lambda t: ("0.1", 0), x), "on the tensor you were given", "number")
+
+
+# ----------------------------------------------------------------------------- round-3 branches
+
+
+def test_ex1_too_few_db_per_bit_gets_the_fixed_cost_per_bit(capsys):
+    # 5 dB per bit: (39 - 20 - 3, 39 - 20 + 3) holds the proportional 19.5 dB; the hint names the 6.02 dB per bit
+    rejected(capsys, _predict((16.0, 22.0)), "not proportional", "6.02 dB")
+
+
+def test_ex1_too_optimistic_range_gets_the_db_per_bit(capsys):
+    rejected(capsys, _predict((23.0, 28.0)), "less noise than the grid gives", "6.02 dB")
+
+
+def test_ex3_unclamped_int64_is_told_to_clamp_not_that_its_values_are_right(capsys, x):
+    # values right on the tensor, wrong (negative, above 255) on the out-of-range probe: the clamp comes first
+    _, _, scale, zp = _by_hand(x)
+    no_clamp_long = lambda t: (torch.round(t / scale) + zp).long()  # noqa: E731
+    out = rejected(capsys, qh.check_codes(no_clamp_long, x, scale, zp), "must clamp", "go below or above")
+    assert "values are right" not in out
+
+
+def test_ex3_right_values_wrong_dtype_says_every_input(capsys, x):
+    _, _, scale, zp = _by_hand(x)
+    rejected(capsys, qh.check_codes(lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255).long(), x, scale, zp),
+             "right on every input", "torch.uint8")
+
+
+def test_ex2_solution_with_the_eps_floor_passes_and_survives_zeros(capsys, x):
+    def with_eps(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        scale = max((hi - lo) / 255, torch.finfo(torch.float32).eps)
+        return scale, 0 - round(lo / scale)
+
+    assert qh.check_qparams_function(with_eps, x)
+    scale, zero_point = with_eps(torch.zeros(8))  # a dead ReLU channel's output: torch's observer gives eps, 0
+    observer = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8)
+    observer(torch.zeros(8))
+    s, z = observer.calculate_qparams()
+    assert scale == s.item() and zero_point == int(z)
+
+
+def test_check_scale_zero_point_blank(capsys, x):
+    rejected(capsys, qh.check_scale_zero_point(..., 3, x), "not filled in yet", "scale")
+    rejected(capsys, qh.check_scale_zero_point(0.1, ..., x), "not filled in yet", "zero_point")

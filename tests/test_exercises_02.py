@@ -7,6 +7,7 @@ answer must name the mistake and must not contain the expected value.
 import pytest
 import torch
 import torchvision
+from torch import nn
 from torchvision.models import quantization as qmodels
 from torchvision.models.quantization import MobileNet_V2_QuantizedWeights, MobileNet_V3_Large_QuantizedWeights
 
@@ -241,75 +242,69 @@ def test_ex3_rejects_a_plain_number(capsys, latencies):
     assert not ok and "qh.measure_latency" in out
 
 
-# --------------------------------------------------------------------------- Ex4: predict the size ratio first
+# --------------------------------------------------------------------------- Ex4: count the bytes of scales and zero points
 
 
-@pytest.fixture(scope="module")
-def shufflenet():
-    backend = "fbgemm" if "fbgemm" in qh.supported_engines() else "qnnpack"
+def _shufflenet(backend):
     saved = torch.backends.quantized.engine
     try:
         int8 = qmodels.shufflenet_v2_x0_5(weights=None, quantize=True, backend=backend).eval()
     finally:
         torch.backends.quantized.engine = saved
-    float_model = torchvision.models.shufflenet_v2_x0_5(weights=None).eval()
-    return float_model, int8, qh.model_size_bytes(float_model) / qh.model_size_bytes(int8)
+    return torchvision.models.shufflenet_v2_x0_5(weights=None).eval(), int8
 
 
-def test_ex4_accepts_right_answer(capsys, shufflenet):
-    right = (3.4, 3.7) if "fbgemm" in qh.supported_engines() else (3.7, 4.0)  # per-channel scales cost more than per-tensor
-    ok, out = run(qh.check_size_ratio_prediction, capsys, right, *shufflenet[:2])
-    assert ok and "✅" in out
+@pytest.fixture(scope="module")
+def shufflenet():
+    """ShuffleNetV2 x0.5 with per-channel weights (fbgemm's qconfig; converting needs only the qconfig)."""
+    return _shufflenet("fbgemm" if "fbgemm" in qh.supported_engines() else "qnnpack")
 
 
-def test_ex4_rejects_just_below_the_ceiling(capsys, shufflenet):
-    # "below 4, a bit" is not a prediction about this model: 0.5 wide is refused
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (3.5, 4.0), *shufflenet[:2])
-    assert not ok and "predicts little" in out
+def _channels(model, linear=True):
+    kinds = (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,)
+    return sum(m.weight.shape[0] for m in model.modules() if isinstance(m, kinds))
 
 
-def test_ex4_accepts_any_narrow_range_that_holds_the_measurement(capsys, shufflenet):
-    ratio = shufflenet[2]
-    ok, _ = run(qh.check_size_ratio_prediction, capsys, [ratio - 0.2, ratio + 0.1], *shufflenet[:2])
+def test_ex4_accepts_the_count(capsys, shufflenet):
+    f, q = shufflenet
+    per_channel = qh.int8_size_breakdown(q)["scales and zero points"] > 0
+    right = 16 * _channels(f) if per_channel else 0
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, right, f, q)
+    assert ok and "✅" in out and "measured" in out
+
+
+def test_ex4_per_channel_mistakes(capsys, shufflenet):
+    f, q = shufflenet
+    if qh.int8_size_breakdown(q)["scales and zero points"] == 0:
+        pytest.skip("this machine's backend has per-tensor weights")
+    channels = _channels(f)
+    for answer, words in [
+        (16 * channels / 1e6, "bytes, not megabytes"),
+        (8 * channels, "16 bytes per channel"),
+        (16 * _channels(f, linear=False), "Linear layer"),
+        (qh.int8_weight_bytes(f), "INT8 weights themselves"),
+        (qh.model_size_bytes(q), "whole INT8 file"),
+        (40 * channels, "too many"),
+        (4 * channels, "too few"),
+    ]:
+        ok, out = run(qh.check_scale_bytes_prediction, capsys, answer, f, q)
+        assert not ok and words in out, (answer, out)
+
+
+def test_ex4_per_tensor_backend(capsys):
+    if "qnnpack" not in qh.supported_engines():
+        pytest.skip("no qnnpack here")
+    f, q = _shufflenet("qnnpack")
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, 16 * _channels(f), f, q)
+    assert not ok and "per-tensor" in out
+    ok, _ = run(qh.check_scale_bytes_prediction, capsys, 2 * 8 * 57, f, q)  # two numbers per layer: passes
     assert ok
 
 
-def test_ex4_rejects_a_range_reaching_above_the_ceiling(capsys, shufflenet):
-    # narrow enough, but it reaches above the 4x ceiling the notebook teaches
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (3.8, 4.1), *shufflenet[:2])
-    assert not ok and "caps the ratio at 4x" in out
-
-
-def test_ex4_rejects_a_single_number(capsys, shufflenet):
-    ok, out = run(qh.check_size_ratio_prediction, capsys, 4.0, *shufflenet[:2])
-    assert not ok and "range (low, high)" in out
-
-
-def test_ex4_rejects_a_range_above_the_4x_ceiling(capsys, shufflenet):
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (4.1, 4.3), *shufflenet[:2])
-    assert not ok and "caps the ratio" in out
-
-
-def test_ex4_rejects_a_range_too_wide_to_mean_anything(capsys, shufflenet):
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (1.0, 4.0), *shufflenet[:2])
-    assert not ok and "predicts little" in out
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (3.0, 4.0), *shufflenet[:2])  # "below the ceiling": 1.0 wide
-    assert not ok and "predicts little" in out
-
-
-def test_ex4_rejects_an_inverted_ratio(capsys, shufflenet):
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (0.2, 0.3), *shufflenet[:2])
-    assert not ok and "INT8 is larger" in out
-
-
-def test_ex4_rejects_a_range_that_misses(capsys, shufflenet):
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (2.0, 2.3), *shufflenet[:2])
-    assert not ok and "above your range" in out
-    ratio = shufflenet[2]
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (ratio + 0.05, min(ratio + 0.3, 4.0)), *shufflenet[:2])
-    assert not ok and "below your range" in out
-
-
-def test_ex4_rejects_low_above_high(capsys, shufflenet):
-    ok, out = run(qh.check_size_ratio_prediction, capsys, (4.0, 3.0), *shufflenet[:2])
-    assert not ok and "swap them" in out
+def test_ex4_blank_and_not_a_number(capsys, shufflenet):
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, ..., *shufflenet)
+    assert not ok and "not filled in yet" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, "80 kB", *shufflenet)
+    assert not ok and "one number of bytes" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, True, *shufflenet)
+    assert not ok and "one number of bytes" in out
