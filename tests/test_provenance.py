@@ -37,6 +37,7 @@ NOT_IN_NOTEBOOKS = {
     "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
     "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
     "calibrate": ("qhelpers/qat.py", "the calibration loop qat and recovery reuse"),
+    "quantization_aware_training": ("qhelpers/qat.py", "the QAT loop that qat_finetune (the package twin of notebook 04's recipe) runs; notebook 07 no longer calls it"),
     "check_close": ("tests/test_progress.py", "NOT USED BY THE COURSE: the progress-log tests call it; to delete or make private (checks.py)"),
     "check_engine": ("qhelpers/ptq.py", "every helper that takes engine= validates it here"),
     "check_size_ratio": ("tests/test_modern.py", "NOT USED BY THE COURSE: only its own test calls it; to delete (modern.py)"),
