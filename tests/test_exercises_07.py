@@ -128,8 +128,8 @@ def test_ex2_blank_and_wrong_types_are_reported(pair, capsys):
 # Exercise 3: MSE clipping by hand
 
 
-def _right_clip(w):
-    candidates = w.abs().max() * torch.arange(1, 101) / 100
+def _right_clip(w, grid=100):
+    candidates = w.abs().max() * torch.arange(1, grid + 1) / grid
     errors = torch.stack([((torch.clamp(torch.round(w / (c / 7)), -7, 7) * (c / 7) - w) ** 2).mean() for c in candidates])
     return candidates[errors.argmin()]
 
@@ -178,3 +178,41 @@ def test_ex3_blank_and_wrong_shape(pair, capsys):
     assert "not filled in yet" in capsys.readouterr().out
     assert not qh.check_mse_clip(torch.ones(3), w, bits=4)
     assert "one number" in capsys.readouterr().out
+
+
+# The notebook's versions: Exercise 2 on the pair the helper refuses, Exercise 3 on 64 candidates
+
+
+@pytest.mark.slow
+def test_ex2_notebook_pair_is_one_the_helper_does_not_equalize(capsys):
+    folded = qh.fuse(qh.load_course_model())
+    w1, w2 = folded.down1[0][0].weight.detach(), folded.res.conv1[0][0].weight.detach()
+    _, scales = qh.cross_layer_equalization(folded)
+    assert not any(first.startswith("down1") for first, _ in scales)          # no helper output to copy
+    with pytest.raises(ValueError, match="not consecutive"):
+        qh.equalize_pair(folded, "down1.0.0", "res.conv1.0.0")
+    assert qh.check_cle_scales(_right_scales(w1, w2), w1, w2)
+    assert not qh.check_cle_scales(1 / _right_scales(w1, w2), w1, w2)
+    assert "upside down" in capsys.readouterr().out
+
+
+def _right_clip_64(w):
+    return _right_clip(w, grid=64)
+
+
+def test_ex3_64_candidates_right_and_the_helpers_default_rejected(pair, capsys):
+    w = pair[2]
+    assert qh.check_mse_clip(_right_clip_64(w), w, bits=4, grid=64)
+    assert not torch.isclose(_right_clip_64(w), _right_clip(w))              # the two grids give different answers here
+    assert not qh.check_mse_clip(qh.weight_clip(w, bits=4, method="mse"), w, bits=4, grid=64)
+    out = capsys.readouterr().out
+    assert "100 candidates" in out or "one of the candidates" in out
+    assert not qh.check_mse_clip(_right_clip(w), w, bits=4, grid=64)
+    capsys.readouterr()
+    other = w.abs().max() * 40 / 64
+    assert not qh.check_mse_clip(other, w, bits=4, grid=64)
+    assert "k = 40" in capsys.readouterr().out
+    assert not qh.check_mse_clip(float(_right_clip_64(w)) * 1.013, w, bits=4, grid=64)
+    assert "max|w| * k / 64" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="grid"):
+        qh.check_mse_clip(_right_clip_64(w), w, bits=4, grid=0)

@@ -35,6 +35,7 @@ NOT_IN_NOTEBOOKS = {
     "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
     "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
     "calibrate": ("qhelpers/qat.py", "the calibration loop qat and recovery reuse"),
+    "quantization_aware_training": ("qhelpers/qat.py", "the QAT loop that qat_finetune (the package twin of notebook 04's recipe) runs; notebook 07 no longer calls it"),
     "check_engine": ("qhelpers/ptq.py", "every helper that takes engine= validates it here"),
     "convert_qat_model": ("qhelpers/qat.py", "the 8-bit convert step of the QAT recipe (qat_finetune)"),
     "course_int8_metadata": ("qhelpers/pretrained.py", "the INT8 artifact's metadata (the weights enum's meta reads it)"),

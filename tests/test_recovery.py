@@ -348,6 +348,35 @@ def test_leave_one_out_keeps_one_layer_in_float():
     assert math.isnan(next(r for r in rows if r["layer"] == "quant")["weights_float"])
 
 
+@pytest.mark.slow
+def test_leave_one_out_reuses_the_last_scan_only_for_the_same_model_and_loaders(monkeypatch):
+    calib = qh.digits_loader("calib", limit=50)
+    probe = qh.digits_loader("test", limit=50)
+    folded = qh.fuse(qh.load_course_model())
+    runs = []
+    real = qh.recovery._leave_one_out
+    monkeypatch.setattr(qh.recovery, "_leave_one_out", lambda *a, **k: runs.append(1) or real(*a, **k))
+    qh.recovery._LOO_CACHE.clear()
+    first = qh.leave_one_out_sensitivity(folded, calib, probe, bits=4)
+    first[0]["weights_float"] = -1.0                               # the caller's copy: the kept scan is not touched
+    again = qh.leave_one_out_sensitivity(folded, calib, probe, bits=4)
+    assert len(runs) == 1 and again[0]["weights_float"] != -1.0
+    assert qh.check_leave_one_out({r["layer"] + (".0" if r["layer"] + ".0" in qh.weight_layers(folded) else ""): r["weights_float"]
+                                   for r in again if not math.isnan(r["weights_float"])}, folded, calib, probe, bits=4)
+    assert len(runs) == 1                                          # the exercise check reuses the scan
+    copy_ = qh.fuse(qh.load_course_model())
+    qh.leave_one_out_sensitivity(copy_, calib, probe, bits=4)     # an equal model (same bytes): reused
+    assert len(runs) == 1
+    with torch.no_grad():
+        folded.fc2.weight[0, 0] += 1e-3                            # any change of the model runs the scan again
+    qh.leave_one_out_sensitivity(folded, calib, probe, bits=4)
+    assert len(runs) == 2
+    qh.leave_one_out_sensitivity(folded, calib, probe, bits=3)     # other bits
+    qh.leave_one_out_sensitivity(folded, qh.digits_loader("calib", limit=50), probe, bits=3)   # another loader object
+    assert len(runs) == 4
+    qh.recovery._LOO_CACHE.clear()
+
+
 # --------------------------------------------------------------------------- simulation, the patients
 
 
