@@ -106,8 +106,10 @@ def low_bit_qconfig(bits: int = 4, *, per_channel: bool = True, activation_bits:
     observers; the storage dtypes stay ``qint8``/``quint8``, only the range
     narrows. (``get_default_qat_qconfig`` uses ``FusedMovingAvgObsFakeQuantize``,
     one C++ op for both; for every symmetric range its kernel picks a scale that
-    differs from its own observer's ``calculate_qparams``: 15/14 larger at
-    -7..7, 127.5/127 at -128..127, see notebook 04 section 5. Plain
+    differs from its own observer's ``calculate_qparams``: for values of both
+    signs, between 15/16 (``|min|`` dominates: finer, the most negative values
+    clipped) and 15/14 (``|max|`` dominates: coarser) at -7..7, between
+    127.5/128 and 127.5/127 at -128..127; see notebook 04 section 6. Plain
     ``FakeQuantize`` trains with the scale ``convert`` will use.)
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
@@ -167,7 +169,8 @@ def fused_scale_mismatch(fake_quant: FakeQuantizeBase) -> torch.Tensor:
     with ``n = (quant_max - quant_min) // 2``, where the observer uses
     ``max(|min|, |max|) / ((quant_max - quant_min) / 2)``, for a tensor (or
     channel) with values of both signs: the ratio is 15/14 at -7..7 and
-    127.5/127 at -128..127 when ``|max|`` dominates. The kernel's symmetric
+    127.5/127 at -128..127 when ``|max|`` dominates, 15/16 and 127.5/128 when
+    ``|min|`` dominates by a factor (n + 1) / n or more, in between otherwise. The kernel's symmetric
     branch needs ``min < 0 < max`` (``ChooseQuantizationParams`` in
     ``torch/include/ATen/native/quantized/cpu/QuantUtils.h``); with values of
     one sign it trains on an affine grid of half the observer's scale (ratio
