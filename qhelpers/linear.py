@@ -28,7 +28,6 @@ import copy
 import math
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
@@ -644,8 +643,8 @@ def torchao_int8_dynamic_cpu_path() -> str:
     """Which integer matmul torchao's INT8 dynamic config runs on this CPU, by torchao's own test.
 
     torchao/kernel/intmm.py ``_int_scaled_matmul_cpu``: with AVX512-VNNI and without AMX it shifts the
-    activations to uint8 (``"u8s8"``), calls ``torch._int_mm`` and subtracts ``128 * (sum of each weight
-    column)``, a sum it computes on every call; otherwise it calls ``torch._int_mm`` on int8 x int8
+    activations to uint8 (``"u8s8"``), calls ``torch._int_mm`` and subtracts ``128 * (sum of each output's
+    int8 weights)`` (a row of the (out, in) weight), a sum it computes on every call; otherwise it calls ``torch._int_mm`` on int8 x int8
     (``"s8s8"``). Both give exact integer results.
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
@@ -796,49 +795,31 @@ class _UsedHelper(Exception):
     """Raised by a stand-in for a ``qhelpers`` function that an exercise asks the learner not to call."""
 
 
+def _trap(*_args: Any, **_kwargs: Any) -> Any:
+    """The code a forbidden helper runs while a check calls the learner's function."""
+    raise _UsedHelper()
+
+
+# The helpers an exercise asks the learner not to call, and the ones that do the same arithmetic.
+_SAME_ARITHMETIC = {"weight_storage_bytes": ("weight_storage_bytes", "linear_cost")}
+
+
 @contextlib.contextmanager
 def _forbid_helper(name: str, fn: Any = None):
-    """While active, ``qh.<name>`` raises ``_UsedHelper``: a check sees a learner's function that calls it.
-
-    The same stand-in replaces every other name under which ``fn`` can reach the helper: a global of the
-    learner's namespace bound to it (``from qhelpers.linear import smoothquant_scales as s``) and a closure
-    cell holding it.
+    """While active, the helper ``qh.<name>`` (and those that do its arithmetic, ``_SAME_ARITHMETIC``) raises
+    ``_UsedHelper`` however the learner's function reaches it: the function object's code itself is swapped, so a
+    global alias, a closure cell, a default argument, ``functools.partial`` or a container all hit the stand-in.
+    ``fn`` (the learner's function) is not needed and kept for the callers' signature.
     """
-    import qhelpers
-
-    original = getattr(sys.modules[__name__], name)
-
-    def trap(*_args: Any, **_kwargs: Any) -> Any:
-        raise _UsedHelper(name)
-
-    targets: list = [m for m in (qhelpers, sys.modules[__name__]) if hasattr(m, name)]
-    saved = [(m, name, getattr(m, name)) for m in targets]
-    for m in targets:
-        setattr(m, name, trap)
-    namespace = getattr(fn, "__globals__", None)
-    aliases = [k for k, v in namespace.items() if v is original] if isinstance(namespace, dict) else []
-    for k in aliases:
-        namespace[k] = trap
-    cells = [c for c in (getattr(fn, "__closure__", None) or ()) if _cell_holds(c, original)]
-    for c in cells:
-        c.cell_contents = trap
+    helpers = [globals()[n] for n in _SAME_ARITHMETIC.get(name, (name,))]
+    saved = [(h, h.__code__) for h in helpers]
+    for h in helpers:
+        h.__code__ = _trap.__code__
     try:
         yield
     finally:
-        for m, attr, f in saved:
-            setattr(m, attr, f)
-        for k in aliases:
-            namespace[k] = original
-        for c in cells:
-            c.cell_contents = original
-
-
-def _cell_holds(cell: Any, value: Any) -> bool:
-    """True if the closure ``cell`` holds ``value`` (an empty cell holds nothing)."""
-    try:
-        return cell.cell_contents is value
-    except ValueError:
-        return False
+        for h, code in saved:
+            h.__code__ = code
 
 
 def _learner_function(fn: Any, check_name: str, signature: str) -> Any:
@@ -860,7 +841,8 @@ def _call_learner(fn: Any, check_name: str, forbidden: Optional[str], *args: Any
         with _forbid_helper(forbidden, fn) if forbidden else contextlib.nullcontext():
             return fn(*args)
     except _UsedHelper:
-        raise WrongAnswer(check_name, f"the task asks you to write the formula yourself, not to call qh.{forbidden}") from None
+        helpers = " or ".join(f"qh.{n}" for n in _SAME_ARITHMETIC.get(forbidden, (forbidden,)))
+        raise WrongAnswer(check_name, f"the task asks you to write the formula yourself, not to call {helpers}") from None
     except Exception as exc:  # noqa: BLE001 (the learner's function failed: say how, never crash the notebook)
         shown = ", ".join(repr(a) if not isinstance(a, torch.Tensor) else f"a tensor of shape {tuple(a.shape)}" for a in args)
         raise WrongAnswer(check_name, f"your function raised {type(exc).__name__} on ({shown}): {exc}") from None

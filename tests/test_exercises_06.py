@@ -279,3 +279,26 @@ def test_a_closure_with_an_empty_cell_is_run_not_crashed(capsys):
 
     assert not qh.check_smoothquant_scales(outer(), ACT, WMAX)
     assert "raised NameError" in capsys.readouterr().out
+
+
+def test_the_helpers_are_caught_however_they_are_reached(capsys):
+    import functools
+
+    helpers = {"bytes": qh.weight_storage_bytes}
+    smuggled = {
+        "default argument": lambda o, i, g, sb, f=qh.weight_storage_bytes: f(o, i, bits=4, group_size=g, scale_bytes=sb),
+        "functools.partial": functools.partial(lambda f, o, i, g, sb: f(o, i, bits=4, group_size=g, scale_bytes=sb), qh.weight_storage_bytes),
+        "a dict": lambda o, i, g, sb: helpers["bytes"](o, i, bits=4, group_size=g, scale_bytes=sb),
+        "another helper with the same arithmetic": lambda o, i, g, sb: qh.linear_cost(i, o, 1, weight_bits=4, scale_bits=8 * sb / g).weight_bytes,
+    }
+    for how, answer in smuggled.items():
+        assert not qh.check_int4_weight_bytes(answer), how
+        assert "not to call qh.weight_storage_bytes or qh.linear_cost" in capsys.readouterr().out, how
+    assert not qh.check_int4_pack(lambda low, high, f=qh.pack_int4: int(f(torch.tensor([low, high]))[0]))
+    assert "not to call qh.pack_int4" in capsys.readouterr().out
+    assert not qh.check_smoothquant_scales(lambda a, w, alpha, f=qh.smoothquant_scales: f(a, w, alpha=alpha), ACT, WMAX)
+    assert "not to call qh.smoothquant_scales" in capsys.readouterr().out
+    # every helper works again afterwards
+    assert qh.weight_storage_bytes(16, 32, bits=4, group_size=32, scale_bytes=2) == 16 * 16 + 16 * 2
+    assert qh.linear_cost(32, 16, 1, weight_bits=8).weight_bytes == 512
+    assert qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i // 2 + o * (i // g) * sb)
