@@ -31,24 +31,29 @@ ModelKind = Literal["conv", "linear"]
 MODEL_KINDS = ("conv", "linear")
 
 DECISION_TREE_TEXT = """\
-1. Is there a pre-quantized model for your task (torchvision *_QuantizedWeights), to run on x86 or in eager mode?
+1. Is there a pre-quantized model for your task (torchvision *_QuantizedWeights), to run on x86, or in eager mode on
+   ARM with 'qnnpack' weights (not through ExecuTorch)?
      yes                                  -> use it (notebook 02)
 2. What is the model made of?
-     mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8; on x86
+     mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8. On x86,
        (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled
-                                             with torch.compile measure faster than float (torchao's eager path does
-                                             not; torch.compile needs a C++ compiler: qh.compile_available(); without
-                                             one, eager quantize_dynamic); an LSTM/GRU has only quantize_dynamic;
-                                             on an ARM device, dynamic INT8 in PT2E with XNNPACKQuantizer
-                                             (is_dynamic=True, notebook 08); weight-only INT8 for size.
-                                             At small batch their time goes to loading weights. Static INT8 only
-                                             where it measures better
+                                             with torch.compile (needs a C++ compiler: qh.compile_available())
+                                             measure faster than float on a layer large enough that its weights
+                                             come from memory, and slower on a small model whose weights stay in
+                                             cache (notebook 06): measure yours; without AVX512-VNNI, torchao's
+                                             needs reduce_range=True (notebook 05). An LSTM/GRU has only eager
+                                             quantize_dynamic. On an ARM device: Linear layers via PT2E with
+                                             XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
+                                             LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic on 'qnnpack'.
+                                             Weight-only INT8 for size. Static INT8 only where it measures better
      mostly convolutions (a CNN)          -> go on to 3
-3. A CNN: do you have representative inputs (a few hundred, no labels needed; training data counts)?
+3. A CNN: do you have representative inputs (a hundred or more, no labels needed; training data counts)?
      yes                                  -> post-training static quantization, PTQ (notebook 03): try it first
-     no                                   -> collect a few hundred if you can (quantize_dynamic leaves Conv2d in
-                                             float, so it leaves a CNN's compute in float), then PTQ; if you truly
-                                             cannot, data-free cross-layer equalization (notebook 07)
+     no                                   -> collect a few hundred unlabelled ones if you can (quantize_dynamic
+                                             leaves Conv2d in float), then PTQ. Without any, no recipe in this
+                                             course quantizes a CNN's convolutions: dynamic or weight-only INT8
+                                             reach only its Linear layers (notebook 06); cross-layer equalization
+                                             (notebook 07) needs no data but sets weight ranges, not activation ranges
 4. Did quantizing lose too much accuracy?
      yes, a CNN, and you can train        -> quantization-aware training, QAT (notebook 04)
      yes, a CNN, but you cannot train     -> find the cause and recover it without training (notebook 07): range
@@ -58,10 +63,12 @@ DECISION_TREE_TEXT = """\
 5. Where does it run?
      x86 server or laptop                 -> eager engine 'x86' (x86 CPUs with AVX2; older ones: 'qnnpack', and
                                              'onednn', which the course does not use); or PT2E with
-                                             X86InductorQuantizer and torch.compile (notebook 05; needs a C++ compiler)
+                                             X86InductorQuantizer and torch.compile (notebook 05; needs a C++
+                                             compiler; without AVX512-VNNI: reduce_range=True)
      ARM phone or board                   -> PTQ (or QAT) in PT2E with XNNPACKQuantizer (notebook 05 teaches PT2E),
                                              lowered to ExecuTorch's XNNPACK backend (notebook 08); in eager mode
-                                             'qnnpack' is the engine that runs there"""
+                                             'qnnpack' is the engine the course uses there (ARM Linux also offers
+                                             'onednn', which the course does not use)"""
 
 # Where a model runs: the eager engine there, how to ship it, and the notebook that does it.
 DEPLOY_TARGETS: dict[str, dict[str, str]] = {
@@ -111,7 +118,7 @@ def recommend(
 ) -> Recommendation:
     """Walk the decision tree (``DECISION_TREE_TEXT``) and return a ``Recommendation``.
 
-    ``has_calibration_data``: a few hundred representative inputs exist (no
+    ``has_calibration_data``: representative inputs exist (a hundred or more; no
     labels needed). ``can_train``: there is training data and time to
     fine-tune; training data also calibrates PTQ, so PTQ still comes first.
     ``ptq_drop_acceptable``: how the first post-training INT8 model did
@@ -123,9 +130,12 @@ def recommend(
     whether or not there is data (PyTorch's quantization docs recommend
     dynamic quantization for LSTM and transformer models, static for CNNs;
     see docs/REFERENCES.md). ``pre_quantized``: a ready-made INT8 model for
-    the task exists (torchvision's ``*_QuantizedWeights``); it is used off ARM
-    and before PTQ has been tried (an eager torchvision model cannot be lowered
-    to ExecuTorch, and one that lost too much is not the answer). A
+    the task exists (torchvision's ``*_QuantizedWeights``); it is used before
+    PTQ has been tried (one that lost too much is not the answer); on ARM it runs
+    in eager mode on ``qnnpack`` (an eager model cannot be lowered to ExecuTorch,
+    which the reason says). On ARM a Linear/LSTM model gets ``"dynamic INT8"``:
+    PT2E's XNNPACKQuantizer for Linear layers, eager ``quantize_dynamic`` on
+    ``qnnpack`` for an LSTM/GRU (XNNPACKQuantizer leaves ``aten.lstm`` float). A
     ``ptq_drop_acceptable`` that is not None means PTQ ran, so data existed.
 
     Introduced in notebooks/00_start_here.ipynb.
@@ -164,28 +174,27 @@ def recommend(
     # On a phone the model ships through the target's own notebook (08), after PT2E (05); on x86 the eager
     # engine runs what notebook 03/04 make.
     ship = "" if not arm_device else target["notebook"].removeprefix("notebook ")
-    if pre_quantized and ptq_drop_acceptable is None and not arm_device:
-        # (torchvision's quantized models are eager models: ExecuTorch cannot lower them, so a phone goes on below)
+    if pre_quantized and ptq_drop_acceptable is None:
         return rec(
             "use the pre-quantized model",
             "notebook 02",
             "someone has already quantized and evaluated it: load it with quantize=True, check it is really quantized "
-            "and measure it on your data; quantize yourself only if it does not fit",
+            "and measure it on your data; quantize yourself only if it does not fit"
+            + ("; on ARM it runs in eager mode on 'qnnpack' where torchvision ships weights for it (e.g. "
+               "MobileNet_V2_QuantizedWeights.IMAGENET1K_QNNPACK_V1); an eager model cannot be lowered to ExecuTorch, "
+               "so for an ExecuTorch app quantize yourself in PT2E (answer pre_quantized=False)" if arm_device else ""),
         )
     if model_kind == "linear":
+        arm_how = ("on a phone or board, Linear layers go through PT2E with XNNPACKQuantizer's dynamic config "
+                   "(get_symmetric_quantization_config(is_dynamic=True)), run by ExecuTorch's XNNPACK backend (notebook 08); "
+                   "XNNPACKQuantizer has no LSTM/GRU pattern and leaves those layers float, so an LSTM/GRU is quantized by "
+                   "eager quantize_dynamic on engine 'qnnpack' (notebook 06), or rewritten with nn.Linear gates; measure "
+                   "it on the device")
         if ptq_drop_acceptable is True:  # INT8 was tried and kept the accuracy
-            return rec("dynamic INT8" + (" in PT2E with XNNPACKQuantizer (is_dynamic=True)" if arm_device else ""),
-                       "notebook 06" if not arm_device else "notebooks 06 and 08",
-                       "INT8 kept the accuracy you need: keep it, and deploy it as below")
+            return rec("dynamic INT8", "notebook 06" if not arm_device else "notebooks 06 and 08",
+                       "INT8 kept the accuracy you need: keep it, and deploy it as below" + (f"; {arm_how}" if arm_device else ""))
         if arm_device:
-            return rec(
-                "dynamic INT8 in PT2E with XNNPACKQuantizer (is_dynamic=True)",
-                "notebooks 06 and 08",
-                "INT8 weights need no calibration and are 4x smaller; notebook 06 teaches dynamic INT8 (on x86), and on a "
-                "phone or board the form ExecuTorch can lower is PT2E with XNNPACKQuantizer's dynamic config "
-                "(get_symmetric_quantization_config(is_dynamic=True)), run by its XNNPACK backend (notebook 08); "
-                "measure it on the device",
-            )
+            return rec("dynamic INT8", "notebooks 06 and 08", f"INT8 weights need no calibration and are 4x smaller; {arm_how}")
         if ptq_drop_acceptable is False:
             return rec(
                 "finer scales or outlier handling",
@@ -197,12 +206,13 @@ def recommend(
         return rec(
             "dynamic INT8",
             "notebook 06",
-            "INT8 weights need no calibration and are 4x smaller; at small batch a Linear/LSTM model's time goes to "
-            "loading weights, but only a kernel that reads the int8 weights directly turns that into speed: on x86, "
-            "eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled with torch.compile (notebook 06 "
-            "measures both faster than float, and torchao's eager weight-only and dynamic paths slower; torch.compile needs a "
-            "C++ compiler, see qh.compile_available(): without one, eager quantize_dynamic); an LSTM/GRU "
-            "has only eager quantize_dynamic: measure it; static INT8 only where it measures better",
+            "INT8 weights need no calibration and are 4x smaller; speed needs a kernel that reads the int8 weights "
+            "directly: on x86, eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled with torch.compile "
+            "(notebook 06 measures both faster than float on a layer large enough that its weights come from memory, "
+            "slower on its small digit transformer whose weights stay in cache, and torchao's eager paths slower: "
+            "measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
+            "quantize_dynamic; without AVX512-VNNI, torchao's dynamic INT8 needs reduce_range=True, notebook 05); an "
+            "LSTM/GRU has only eager quantize_dynamic; static INT8 only where it measures better",
         )
     if ptq_drop_acceptable is False:
         if can_train:
@@ -229,7 +239,7 @@ def recommend(
         return rec(
             "PTQ",
             ptq_notebooks,
-            "the training data calibrates PTQ too (a few hundred inputs, labels unused); try PTQ first and train (QAT) "
+            "the training data calibrates PTQ too (a hundred or more inputs, labels unused); try PTQ first and train (QAT) "
             "only if it loses too much",
         )
     if has_calibration_data:
@@ -238,8 +248,11 @@ def recommend(
         "collect data, then PTQ",
         ptq_notebooks,
         "quantize_dynamic converts only Linear/LSTM/GRU layers and leaves Conv2d in float, so it leaves a CNN's compute "
-        "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ; if you "
-        "truly cannot get any, data-free cross-layer equalization (notebook 07) is the fallback",
+        "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ (notebook 03 "
+        "measures about a hundred on the course model). Without any inputs, no recipe in this course quantizes a CNN's "
+        "convolutions: dynamic or weight-only INT8 (notebook 06) reach only its Linear layers (a small share of a CNN's "
+        "multiply-adds; notebook 00 counts it), and cross-layer equalization (notebook 07) needs no data but sets "
+        "weight ranges, not the activation ranges PTQ calibrates",
     )
 
 
@@ -294,7 +307,7 @@ _EXPECTED: dict[str, dict[str, str]] = {
 
 _HINTS: dict[str, str] = {
     "pre_quantized": "does the story mention a ready-made INT8 model for this task? Leave pre_quantized False unless it does",
-    "has_calibration_data": "does the story give you inputs to calibrate on? Unlabelled inputs count, and so does a training set",
+    "has_calibration_data": "does the story give you representative inputs, whatever the method then does with them? Unlabelled inputs count, so does a training set, and so do inputs kept to measure accuracy",
     "can_train": "is there time and data to fine-tune? 'Ship tomorrow' or 'no way to retrain' says one thing, 'a week of GPU time' another",
     "ptq_drop_acceptable": "has PTQ been tried yet? Leave it None until the story says how PTQ did",
     "arm_device": "where does the model run: a server/x86 CPU or a phone?",

@@ -45,9 +45,10 @@ def test_recommend_sends_linear_models_to_weight_only_or_dynamic_first_with_or_w
 def test_recommend_asks_first_for_a_pre_quantized_model():
     r = qh.recommend(False, False, model_kind="linear", pre_quantized=True)
     assert (r.method, r.notebook) == ("use the pre-quantized model", "notebook 02")
-    assert qh.recommend(True, False, arm_device=True, pre_quantized=True).engine == "qnnpack"
-    # an eager torchvision model cannot be lowered to ExecuTorch: on a phone the tree goes on to PT2E
-    assert "PT2E" in qh.recommend(True, False, arm_device=True, pre_quantized=True).method
+    arm = qh.recommend(True, False, arm_device=True, pre_quantized=True)
+    # torchvision ships qnnpack weights: on ARM the model runs in eager mode; an ExecuTorch app quantizes in PT2E
+    assert (arm.method, arm.engine) == ("use the pre-quantized model", "qnnpack")
+    assert "IMAGENET1K_QNNPACK_V1" in arm.reason and "ExecuTorch" in arm.reason and "PT2E" in arm.reason
     # a pre-quantized model that lost too much is not the answer
     assert qh.recommend(True, True, ptq_drop_acceptable=False, pre_quantized=True).method == "QAT"
     with pytest.raises(TypeError, match="pre_quantized"):
@@ -155,8 +156,9 @@ def test_widgets_build_without_a_browser():
     assert "dynamic INT8" in answer.value and "notebook 06" in answer.value
     arm.value = True
     assert "ExecuTorch" in answer.value and "notebook 08" in answer.value
+    assert "quantize_dynamic on engine &#x27;qnnpack&#x27;" in answer.value  # an LSTM on ARM: XNNPACKQuantizer leaves it float
     pre.value = True
-    assert "pre-quantized" not in answer.value  # an eager torchvision model does not ship to a phone
+    assert "pre-quantized" in answer.value and "ExecuTorch" in answer.value  # eager on qnnpack, not an ExecuTorch model
     arm.value = False
     assert "pre-quantized" in answer.value
     clip = box.children[0].children[2]

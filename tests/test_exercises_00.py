@@ -222,10 +222,20 @@ def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
 # ----------------------------------------------------------------------------- recommend() for Linear/LSTM models
 
 
-def test_recommend_linear_model_on_arm_goes_to_pt2e_dynamic():
+def test_recommend_linear_model_on_arm_goes_to_pt2e_dynamic_and_an_lstm_to_eager_qnnpack():
+    # XNNPACKQuantizer(is_dynamic=True) leaves aten.lstm float; eager quantize_dynamic on qnnpack converts it
     rec = qh.recommend(True, False, arm_device=True, model_kind="linear")
-    assert "XNNPACKQuantizer" in rec.method and "is_dynamic=True" in rec.method and "08" in rec.notebook
-    assert "torch.compile" not in rec.reason and rec.engine == "qnnpack"
+    assert rec.method == "dynamic INT8" and rec.engine == "qnnpack" and "08" in rec.notebook and "06" in rec.notebook
+    assert "XNNPACKQuantizer" in rec.reason and "is_dynamic=True" in rec.reason
+    assert "no LSTM/GRU pattern" in rec.reason and "quantize_dynamic on engine 'qnnpack'" in rec.reason
+    assert "torch.compile" not in rec.reason
+
+
+def test_recommend_cnn_without_data_offers_no_course_recipe_for_its_convolutions():
+    reason = qh.recommend(False, False, model_kind="conv").reason
+    assert "no recipe in this course quantizes a CNN's convolutions" in reason
+    assert "notebook 06" in reason and "Linear layers" in reason  # what can be done without data
+    assert "not the activation ranges" in reason  # CLE (notebook 07) is no data-free PTQ
 
 
 def test_recommend_linear_model_that_kept_its_accuracy_keeps_it():
