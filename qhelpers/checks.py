@@ -128,7 +128,7 @@ def read_range(name: str, prediction: Any, *, max_width: float, unit: str) -> tu
 def not_filled(*values: Any) -> bool:
     """True when any value is still ``...`` or ``None`` (an exercise left blank in a student copy).
 
-    Introduced in notebooks/00_start_here.ipynb (a measurement that waits for the learner's prediction).
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb (a measurement that waits for the learner's prediction).
     """
     return any(v is None or v is Ellipsis for v in values)
 

@@ -26,7 +26,7 @@ def _check_module(model: object) -> nn.Module:
 def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes and true labels (both int64 (N,)) over a loader of ``(images, labels)``.
 
-    Introduced in notebooks/04_quantization_aware_training.ipynb.
+    Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     _check_module(model)
     preds, labels = [], []
