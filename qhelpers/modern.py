@@ -911,13 +911,16 @@ def check_layer_multiplier(multiplier: Any, qmodel: nn.Module, layer: str, chann
 
 @_blank_safe
 def check_dequantized_weights(weights: Any, graph_module: torch.fx.GraphModule) -> bool:
-    """Exercise: the tensors the graph's ``dequantize_per_channel`` nodes read, in graph order.
+    """Exercise: for each ``dequantize_per_channel`` node of the graph, in graph order, the pair (stored weight, its scales).
 
-    Each such node's first argument is a ``get_attr`` node; the tensor it names
-    (``getattr(graph_module, arg.target)``) is the stored int8 weight. The answer is a list
-    of those tensors; it is compared with ``torch.equal`` one by one. Hints: a count
-    instead of tensors; float tensors (the float model's weights); the scales or zero
-    points (the node's other arguments) included; one short; another order.
+    Each such node's first three arguments are ``get_attr`` nodes: the stored int8 weight,
+    its per-output-channel scales and its zero points (``getattr(graph_module, arg.target)``
+    is the tensor each names). The answer is a list of ``(weight, scales)`` pairs; both are
+    compared with ``torch.equal``, in order. A filter over the state dict or the buffers
+    finds the int8 weights but not which scales go with which weight: that pairing is
+    what the graph's nodes say. Hints: a count; tensors instead of pairs; float tensors
+    (the float model's weights); the zero points instead of the scales; scales paired with
+    the wrong weight; one short; another order.
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
@@ -926,30 +929,44 @@ def check_dequantized_weights(weights: Any, graph_module: torch.fx.GraphModule) 
     name = "dequantized weights"
     nodes = [n for n in graph_module.graph.nodes
              if n.op == "call_function" and getattr(n.target, "__name__", "").startswith("dequantize_per_channel")]
-    expected = [getattr(graph_module, n.args[0].target) for n in nodes]
+    expected = [tuple(getattr(graph_module, a.target) for a in n.args[:3]) for n in nodes]  # (weight, scales, zero points)
+
+    def same(x: Any, y: torch.Tensor) -> bool:
+        return isinstance(x, torch.Tensor) and x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+
+    def same_list(a: list, b: list) -> bool:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+
     if isinstance(weights, (int, float)):
-        return report(name, False, "that is a count; give the list of tensors, one per dequantize_per_channel node")
-    if not isinstance(weights, (list, tuple)) or not all(isinstance(w, torch.Tensor) for w in weights):
-        return report(name, False, "give a list of tensors: getattr(resnet_pt2e, node.args[0].target) for each node")
-
-    def same(a: list, b: list) -> bool:
-        return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b))
-
-    if same(list(weights), expected):
+        return report(name, False, "that is a count; give a list of (weight, scales) pairs, one per dequantize_per_channel node")
+    if not isinstance(weights, (list, tuple)):
+        return report(name, False, "give a list of (weight, scales) pairs: (getattr(resnet_pt2e, node.args[0].target), getattr(resnet_pt2e, node.args[1].target))")
+    if weights and all(isinstance(w, torch.Tensor) for w in weights):
+        if same_list(list(weights), [e[0] for e in expected]):
+            return report(name, False, "the int8 weights are right; pair each with its scales, the tensor named by the node's second argument")
+        if all(w.is_floating_point() for w in weights) and len(weights) == len(expected):
+            return report(name, False, "float tensors: those are the float model's weights, not what the graph stores; "
+                                       "read the tensors named by each node's arguments (get_attr nodes)")
+        return report(name, False, "give pairs (weight, scales), not single tensors: one pair per dequantize_per_channel node")
+    if not all(isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(t, torch.Tensor) for t in w) for w in weights):
+        return report(name, False, "each item must be a pair of tensors (weight, scales)")
+    got_w, got_s = [w[0] for w in weights], [w[1] for w in weights]
+    exp_w, exp_s, exp_z = [e[0] for e in expected], [e[1] for e in expected], [e[2] for e in expected]
+    if same_list(got_w, exp_w) and same_list(got_s, exp_s):
         return report(name, True)
-    if weights and all(w.is_floating_point() for w in weights) and len(weights) == len(expected):
-        return report(name, False, "float tensors: those are the float model's weights, not what the graph stores; "
-                                   "read the tensor named by each node's first argument (a get_attr node)")
-    every_arg = [getattr(graph_module, a.target) for n in nodes for a in n.args[:3] if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
-    if len(weights) == len(every_arg) and len(weights) > len(expected):
-        return report(name, False, "you took every get_attr argument: the first is the weight, the next two are its scales and zero points")
+    if same_list(got_w, exp_w):
+        if same_list(got_s, exp_z):
+            return report(name, False, "those are the zero points (the third argument); the scales are the second")
+        return report(name, False, "the weights are right but not their scales: take the tensor named by the same node's second argument")
     if len(weights) == len(expected) - 1:
         return report(name, False, "one short: every convolution and the final Linear has its dequantize_per_channel node")
+    if len(weights) == len(expected) and all(w.is_floating_point() for w in got_w):
+        return report(name, False, "float weights: those are the float model's, not what the graph stores (int8)")
     key = lambda t: (tuple(t.shape), t.dtype, float(t.float().sum()))  # noqa: E731
-    if len(weights) == len(expected) and sorted(map(key, weights)) == sorted(map(key, expected)):
-        return report(name, False, "the right tensors in another order: walk graph.nodes in order")
-    return report(name, False, f"got {len(weights)} tensors for {len(expected)} dequantize_per_channel nodes; "
-                               "for each node whose target's __name__ starts with 'dequantize_per_channel', take getattr(graph_module, node.args[0].target)")
+    if len(weights) == len(expected) and sorted(map(key, got_w)) == sorted(map(key, exp_w)):
+        return report(name, False, "the right weights in another order: walk graph.nodes in order")
+    return report(name, False, f"got {len(weights)} pairs for {len(expected)} dequantize_per_channel nodes; "
+                               "for each node whose target's __name__ starts with 'dequantize_per_channel', take the tensors its first two arguments name")
 
 # --------------------------------------------------------------------------- exercise 3: use the map
 
@@ -1043,6 +1060,10 @@ def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.T
     print(f"measured: {reference_bits}-bit weights {reference:.1f} dB, {bits}-bit weights {measured:.1f} dB")
     if lo <= measured <= hi:
         return report(name, True)
+    proportional = reference * bits / reference_bits
+    if lo > measured and lo <= proportional <= hi:
+        return report(name, False, f"the SQNR is not proportional to the bits: each bit adds about 6 dB, so {reference_bits - bits} bits fewer "
+                                   f"cost about {6 * (reference_bits - bits)} dB whatever the {reference_bits}-bit figure, not a share of it")
     if lo > measured and lo >= reference - 6.0:
         return report(name, False, f"too optimistic: {reference_bits - bits} bits fewer make the step {2 ** (reference_bits - bits)}x coarser, and the noise power grows with the step squared")
     if lo > measured:

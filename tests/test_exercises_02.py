@@ -265,7 +265,7 @@ def _channels(model, linear=True):
     return sum(m.weight.shape[0] for m in model.modules() if isinstance(m, kinds))
 
 
-def test_ex4_accepts_the_count(capsys, shufflenet):
+def test_ex4_accepts_right_answer(capsys, shufflenet):
     f, q = shufflenet
     per_channel = qh.int8_size_breakdown(q)["scales and zero points"] > 0
     right = 16 * _channels(f) if per_channel else 0
@@ -273,22 +273,34 @@ def test_ex4_accepts_the_count(capsys, shufflenet):
     assert ok and "✅" in out and "measured" in out
 
 
-def test_ex4_per_channel_mistakes(capsys, shufflenet):
+EX4_WRONG = [
+    ("megabytes", "bytes, not megabytes"),
+    ("eight_per_channel", "16 bytes per channel"),
+    ("convolutions_only", "Linear layer"),
+    ("int8_weights", "INT8 weights themselves"),
+    ("whole_file", "whole INT8 file"),
+    ("too_many", "too many"),
+    ("too_few", "too few"),
+]
+
+
+@pytest.mark.parametrize("wrong, words", EX4_WRONG, ids=[w for w, _ in EX4_WRONG])
+def test_ex4_rejects_per_channel_mistakes(capsys, shufflenet, wrong, words):
     f, q = shufflenet
     if qh.int8_size_breakdown(q)["scales and zero points"] == 0:
         pytest.skip("this machine's backend has per-tensor weights")
     channels = _channels(f)
-    for answer, words in [
-        (16 * channels / 1e6, "bytes, not megabytes"),
-        (8 * channels, "16 bytes per channel"),
-        (16 * _channels(f, linear=False), "Linear layer"),
-        (qh.int8_weight_bytes(f), "INT8 weights themselves"),
-        (qh.model_size_bytes(q), "whole INT8 file"),
-        (40 * channels, "too many"),
-        (4 * channels, "too few"),
-    ]:
-        ok, out = run(qh.check_scale_bytes_prediction, capsys, answer, f, q)
-        assert not ok and words in out, (answer, out)
+    answer = {
+        "megabytes": 16 * channels / 1e6,
+        "eight_per_channel": 8 * channels,
+        "convolutions_only": 16 * _channels(f, linear=False),
+        "int8_weights": qh.int8_weight_bytes(f),
+        "whole_file": qh.model_size_bytes(q),
+        "too_many": 40 * channels,
+        "too_few": 4 * channels,
+    }[wrong]
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, answer, f, q)
+    assert not ok and words in out, (answer, out)
 
 
 def test_ex4_per_tensor_backend(capsys):

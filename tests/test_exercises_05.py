@@ -135,35 +135,56 @@ def _dq_nodes(graph):
     return [n for n in graph.graph.nodes if n.op == "call_function" and getattr(n.target, "__name__", "").startswith("dequantize_per_channel")]
 
 
+def _pairs(graph, i=1):
+    return [(getattr(graph, n.args[0].target), getattr(graph, n.args[i].target)) for n in _dq_nodes(graph)]
+
+
 def test_ex2_accepts_right_answer(pt2e_graph, capsys):
-    weights = [getattr(pt2e_graph, n.args[0].target) for n in _dq_nodes(pt2e_graph)]
-    assert len(weights) == 7 and all(w.dtype == torch.int8 for w in weights)
-    assert qh.check_dequantized_weights(weights, pt2e_graph)
+    pairs = _pairs(pt2e_graph)
+    assert len(pairs) == 7 and all(w.dtype == torch.int8 and s.is_floating_point() for w, s in pairs)
+    assert all(s.shape == (w.shape[0],) for w, s in pairs)  # one scale per output channel
+    assert qh.check_dequantized_weights(pairs, pt2e_graph)
     assert "✅" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong, hint", [
+EX2_WRONG = [  # (answer builder, hint): answers that never read a dequantize node's arguments
     ("count", "that is a count"),
+    ("weights", "the int8 weights are right; pair each"),
+    ("state_int8", "the int8 weights are right; pair each"),  # the state-dict filter: no scales
     ("float_weights", "float tensors"),
-    ("every_arg", "every get_attr argument"),
+    ("three_weights", "not single tensors"),
+    ("float_with_scales", "float weights"),
+    ("zero_points", "zero points"),
+    ("shifted_scales", "not their scales"),
     ("one_short", "one short"),
     ("reversed", "another order"),
-    ("two", "got 2 tensors"),
-    ("a_word", "give a list of tensors"),
-])
+    ("two", "got 2 pairs"),
+    ("singletons", "a pair of tensors"),
+    ("a_word", "give a list of (weight, scales) pairs"),
+]
+
+
+@pytest.mark.parametrize("wrong, hint", EX2_WRONG, ids=[w for w, _ in EX2_WRONG])
 def test_ex2_rejects_what_avoids_the_graph(pt2e_graph, wrong, hint, capsys):
-    """The helper's count, the float model's weights, every argument, one short, another order: each with its hint."""
-    nodes = _dq_nodes(pt2e_graph)
-    weights = [getattr(pt2e_graph, n.args[0].target) for n in nodes]
-    model = qh.load_course_model()
+    pairs = _pairs(pt2e_graph)
+    weights = [w for w, _ in pairs]
+    scales = [s for _, s in pairs]
+    float_weights = [m.weight for m in qh.load_course_model().modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    state_int8 = [t for t in pt2e_graph.state_dict().values() if t.dtype == torch.int8]
+    assert len(_dq_nodes(pt2e_graph)) == len(state_int8) == 7
     answers = {
         "count": qh.count_quant_ops(pt2e_graph)["dequantize_per_channel"],
-        "float_weights": [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))],
-        "every_arg": [getattr(pt2e_graph, a.target) for n in nodes for a in n.args[:3]
-                      if isinstance(a, torch.fx.Node) and a.op == "get_attr"],
-        "one_short": weights[:-1],
-        "reversed": weights[::-1],
-        "two": weights[:2],
+        "weights": weights,
+        "state_int8": state_int8,
+        "float_weights": float_weights,
+        "three_weights": weights[:3],
+        "float_with_scales": list(zip(float_weights, scales)),
+        "zero_points": _pairs(pt2e_graph, 2),
+        "shifted_scales": list(zip(weights, scales[1:] + scales[:1])),
+        "one_short": pairs[:-1],
+        "reversed": pairs[::-1],
+        "two": pairs[:2],
+        "singletons": [(w,) for w in weights],
         "a_word": "weights",
     }
     assert not qh.check_dequantized_weights(answers[wrong], pt2e_graph)
@@ -261,6 +282,39 @@ def test_ex4_rejects_swapped_bounds(mlp, capsys):
     assert "swap" in capsys.readouterr().out
     assert not qh.check_bits_prediction(..., 24, *mlp, bits=4)
     assert "not filled in yet" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def mlp_outlier(mlp):
+    """The notebook's exercise-4 block: one weight per output row set to 3x the row's largest."""
+    import copy
+
+    block, tokens = mlp
+    outlier = copy.deepcopy(block)
+    with torch.no_grad():
+        for layer in outlier:
+            if isinstance(layer, nn.Linear):
+                layer.weight[:, 0] = 3 * layer.weight.abs().amax(1)
+    return outlier, tokens
+
+
+def test_ex4_outlier_separates_the_rules(mlp_outlier):
+    """8-bit 35.6 dB, 4-bit 11.0 dB: 'proportional to bits' (17.8) is more than 6 dB from the measurement."""
+    r8, r4 = (qh.weight_only_sqnr(*mlp_outlier, bits=b) for b in (8, 4))
+    assert 34 < r8 < 37 and 9.5 < r4 < 12.5
+    assert r8 / 2 - r4 > 6  # no 6-dB range holds both
+
+
+def test_ex4_outlier_accepts_six_db_per_bit(mlp_outlier, capsys):
+    assert qh.check_bits_prediction(8.5, 14.5, *mlp_outlier, bits=4)
+    assert "✅" in capsys.readouterr().out
+
+
+def test_ex4_outlier_rejects_proportional_to_bits(mlp_outlier, capsys):
+    assert not qh.check_bits_prediction(15, 21, *mlp_outlier, bits=4)  # 35.6 / 2 = 17.8, centred
+    assert "not proportional to the bits" in capsys.readouterr().out
+    assert not qh.check_bits_prediction(31, 37, *mlp_outlier, bits=4)  # no change: still its own hint
+    assert "coarser" in capsys.readouterr().out
 
 
 def test_weight_only_sqnr_bad_input(mlp):
