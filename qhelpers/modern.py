@@ -1024,6 +1024,8 @@ def weight_only_sqnr(model: nn.Module, inputs: torch.Tensor, *, bits: int = 8) -
 
     The model itself is not changed (a copy is quantized). At 8 bits this is
     what torchao's ``Int8WeightOnlyConfig`` computes.
+
+    Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
     import copy
 

@@ -36,7 +36,7 @@ from torchvision.models import Weights, WeightsEnum
 
 from . import data as _data
 from .latency import MIN_RUNS, Latency
-from .checks import NotFilledIn, _blank_safe, not_filled, read_range, report
+from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine, default_engine, set_engine, supported_engines
 from .metrics import accuracy, count_parameters, model_size_bytes
 from .models import CourseNet, load_course_model
