@@ -43,6 +43,7 @@ import torch
 __all__ = [
     "CpuFacts",
     "cpu_facts",
+    "outputs_kind",
     "int8_pairs_saturate",
     "probe_outputs",
     "compile_available",
@@ -360,3 +361,22 @@ def cpu_facts(*, probe_compile: bool = False) -> CpuFacts:
         compile_ok=compile_ok,
         compile_reason=reason,
     )
+
+
+def outputs_kind() -> dict:
+    """The facts of this CPU that change what a notebook prints: machine, float ISA, the course's engines, and
+    which of them saturate 16-bit pair sums.
+
+    ``python -m qhelpers.notebooks execute`` records this in each notebook's metadata
+    (``metadata.qhelpers.outputs_recorded_on``), and the strict nbval run of ``make test`` compares committed
+    outputs only on a CPU of the same kind: on another kind (an AVX2 laptop against outputs recorded with
+    AVX512-VNNI, say) the kernels compute other numbers and the run checks the notebooks' asserts only, and
+    says so.
+    """
+    facts = cpu_facts()
+    return {
+        "machine": facts.machine,
+        "isa": facts.isa,
+        "engines": sorted(facts.engines),
+        "saturating_engines": sorted(facts.saturating_engines),
+    }

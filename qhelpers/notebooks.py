@@ -149,6 +149,7 @@ def student_copy(nb: dict) -> dict:
 
     nb = copy.deepcopy(nb)
     nb.get("metadata", {}).pop("widgets", None)
+    nb.get("metadata", {}).pop("qhelpers", None)  # the CPU kind of outputs a student copy does not have
     first_markdown = True
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
@@ -208,6 +209,10 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
                 tags.append("raises-exception")
     for cell in nb.cells:  # per-cell timestamps would make every re-run a diff of hundreds of lines
         cell.metadata.pop("execution", None)
+    from .cpu import outputs_kind
+
+    # which kind of CPU printed these outputs: make test compares them strictly only on the same kind (tests/conftest.py)
+    nb.metadata.setdefault("qhelpers", {})["outputs_recorded_on"] = outputs_kind()
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(path.parent)}}
     )
@@ -237,6 +242,10 @@ def hygiene_problems(path: Path) -> list[str]:
     except Exception as exc:
         return [f"{path}: not valid JSON ({exc})"]
     cells = nb.get("cells", [])
+    recorded = nb.get("metadata", {}).get("qhelpers", {}).get("outputs_recorded_on")
+    if not isinstance(recorded, dict) or not {"machine", "isa", "engines", "saturating_engines"} <= set(recorded):
+        problems.append(f"{path}: metadata.qhelpers.outputs_recorded_on (the CPU kind of its outputs) is missing: "
+                        "re-execute it with python -m qhelpers.notebooks execute")
     counts = [c.get("execution_count") for c in cells if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]
     if counts and any(n is None for n in counts):
         problems.append(f"{path}: {sum(n is None for n in counts)} code cells not executed")

@@ -14,8 +14,14 @@ import pytest
 from qhelpers.notebooks import MACHINE_PATH, hygiene_problems
 
 
-def _notebook(*cells):
-    return nbformat.v4.new_notebook(cells=list(cells))
+KIND = {"machine": "x86_64", "isa": "AVX512", "engines": ["fbgemm", "onednn", "qnnpack", "x86"], "saturating_engines": []}
+
+
+def _notebook(*cells, recorded=KIND):
+    nb = nbformat.v4.new_notebook(cells=list(cells))
+    if recorded is not None:
+        nb.metadata["qhelpers"] = {"outputs_recorded_on": recorded}
+    return nb
 
 
 def _code(source, count, *outputs, tags=()):
@@ -87,6 +93,12 @@ def test_a_machine_path_in_any_output_is_caught(tmp_path, text, shown):
         problems = _problems(tmp_path, _notebook(_code("f()", 1, output)))
         assert len(problems) == 1 and problems[0].startswith("NB cell 0: output shows a machine path (") and (
             shown in problems[0] or shown.replace("\\", "\\\\") in problems[0]), problems  # a repr doubles backslashes
+
+
+@pytest.mark.parametrize("recorded", [None, {}, {"machine": "x86_64", "isa": "AVX2"}, "AVX512"])
+def test_a_notebook_must_say_which_cpu_kind_printed_its_outputs(tmp_path, recorded):
+    (problem,) = _problems(tmp_path, _notebook(_code("x = 1", 1), recorded=recorded))
+    assert problem.startswith("NB: metadata.qhelpers.outputs_recorded_on (the CPU kind of its outputs) is missing")
 
 
 def test_the_path_pattern_leaves_urls_and_relative_paths_alone():
