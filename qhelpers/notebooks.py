@@ -55,6 +55,10 @@ def _names_built_on(solution: str) -> set[str]:
     assigned: set[str] = set()
     built_on: set[str] = set()
     for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):  # a definition: its body runs later
+            built_on |= {n.id for d in stmt.decorator_list for n in ast.walk(d) if isinstance(n, ast.Name)} - assigned
+            assigned.add(stmt.name)
+            continue
         loads = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
             loads.add(stmt.target.id)

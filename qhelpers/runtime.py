@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 from torch import nn
 
-from .checks import _blank_safe, as_number, report
+from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 from .data import atomic_write_bytes
 from .versions import pip_spec
 
@@ -473,47 +473,81 @@ def check_bytes_per_weight(value: Any, file_bytes: int, model: nn.Module) -> boo
     return report("bytes per parameter", False, f"got {got:.4g}; count parameters with p.numel() over model.parameters()")
 
 
-@_blank_safe
-def check_agreement(percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor, labels: torch.Tensor, *,
-                    others: dict[str, torch.Tensor] | None = None) -> bool:
-    """Exercise: in percent, on how many images two models predict the same class (not accuracy).
+# Small cases the learner's agreement(a, b) must get right: flips one way and the other that cancel in the
+# accuracies (both 80 % right on labels 0..4, yet they agree on 60 %), identical predictions, and no agreement.
+_AGREEMENT_CASES = (
+    (torch.tensor([0, 9, 2, 3, 4]), torch.tensor([9, 1, 2, 3, 4])),
+    (torch.tensor([1, 1, 1, 1]), torch.tensor([1, 1, 1, 1])),
+    (torch.tensor([0, 1, 2, 3]), torch.tensor([3, 2, 1, 0])),
+)
 
-    Rejects with a hint: a fraction, a count, either model's accuracy, and
-    ``100 - |accuracy_a - accuracy_b|``, the belief that equal accuracies mean equal
-    predictions (whenever that differs from the truth: flips in both directions cancel
-    in the accuracies but not in the agreement). ``others`` names predictions a learner
-    may compare with by mistake (e.g. ``{"the INT8 graph (pt2e_preds)": pt2e_preds}``):
-    ``preds_a``'s agreement with one of them gets a hint naming it, tested first.
+
+@_blank_safe
+def check_agreement(agreement: Any, percent: Any, preds_a: torch.Tensor, preds_b: torch.Tensor, labels: torch.Tensor, *,
+                    others: dict[str, torch.Tensor] | None = None) -> bool:
+    """Exercise: ``agreement(a, b)``, in percent, on how many images two models predict the same class (not
+    accuracy), and ``percent``, that function applied to ``preds_a`` and ``preds_b``.
+
+    The function is tried first on small cases whose right answers differ from every mistake: flips in both
+    directions that cancel in the accuracies but not in the agreement, identical predictions, no agreement;
+    a fraction, a count, or a function that raises (e.g. one that reads the notebook's tensors instead of its
+    arguments) gets a hint naming the case. Then ``percent``: a fraction, a count, either model's accuracy,
+    ``100 - |accuracy_a - accuracy_b|`` (the belief that equal accuracies mean equal predictions), and the
+    agreement of ``preds_a`` or ``preds_b`` with one of ``others`` (predictions a learner may compare with by
+    mistake, e.g. ``{"the INT8 graph (pt2e_preds)": pt2e_preds}``) are each rejected with a hint, whenever that
+    value differs from the truth. When a mistake gives the true value on these tensors (the INT8 graph and the
+    ``.pte`` predicting the same class on every image, say) no check on the value can tell them apart: the
+    function's cases are what test the method.
 
     Introduced in notebooks/08_deploy_with_executorch.ipynb.
     """
     tensors = (preds_a, preds_b, labels)
     if not all(isinstance(t, torch.Tensor) for t in tensors) or not preds_a.shape == preds_b.shape == labels.shape:
         raise TypeError("preds_a, preds_b and labels must be tensors of class indices with the same shape")
+    if not_filled(agreement):
+        raise NotFilledIn("agreement")
+    if not callable(agreement):
+        return report("agreement", False, "agreement must be a function of two prediction tensors: def agreement(a, b): ...")
+
+    def close(got: float, value: float) -> bool:
+        return abs(got - value) <= 1e-6 + 1e-6 * abs(value)
+
+    for a, b in _AGREEMENT_CASES:
+        shown = f"agreement({a.tolist()}, {b.tolist()})"
+        same, n = int((a == b).sum()), a.numel()
+        try:
+            result = agreement(a.clone(), b.clone())
+        except Exception as exc:
+            return report("agreement", False, f"{shown} raised {type(exc).__name__}: compute from the two arguments only")
+        got = as_number(result, shown)
+        if close(got, 100.0 * same / n):
+            continue
+        if close(got, same / n):
+            return report("agreement", False, f"{shown} is a fraction; the question asks for percent")
+        if close(got, same) or close(got, n - same):
+            return report("agreement", False, f"{shown} is a count of images; divide by how many there are, times 100")
+        return report("agreement", False, f"{shown} gave {got:.4g}; count the images where a and b predict the same class, in percent")
+
     got = as_number(percent, "agreement")
     n = preds_a.numel()
     same = int((preds_a == preds_b).sum())
     expected = 100.0 * same / n
     acc_a = 100.0 * int((preds_a == labels).sum()) / n
     acc_b = 100.0 * int((preds_b == labels).sum()) / n
-
-    def close(value: float) -> bool:
-        return abs(got - value) <= 1e-6 + 1e-6 * abs(value)
-
-    if close(expected):
+    if close(got, expected):
         return report("agreement", True)
     for name, preds in (others or {}).items():
         if not isinstance(preds, torch.Tensor) or preds.shape != preds_a.shape:
             raise TypeError(f"others[{name!r}] must be a tensor of class indices shaped like preds_a")
-        if close(100.0 * int((preds_a == preds).sum()) / n):
-            return report("agreement", False, f"that is the agreement with {name}; the question compares with the other model")
-    if close(expected / 100):
+        if close(got, 100.0 * int((preds_a == preds).sum()) / n) or close(got, 100.0 * int((preds_b == preds).sum()) / n):
+            return report("agreement", False, f"that is an agreement with {name}; the question compares the two models it names")
+    if close(got, expected / 100):
         return report("agreement", False, "that is a fraction; the question asks for percent")
-    if close(same) or close(n - same):
+    if close(got, same) or close(got, n - same):
         return report("agreement", False, "that is a count of images; divide by how many there are, times 100")
-    if close(100.0 - abs(acc_a - acc_b)):
+    if close(got, 100.0 - abs(acc_a - acc_b)):
         return report("agreement", False, "equal accuracies do not mean equal predictions: images flipped one way and the other cancel "
                                           "in the accuracies; compare the two models' predictions image by image")
-    if close(acc_a) or close(acc_b):
+    if close(got, acc_a) or close(got, acc_b):
         return report("agreement", False, "that is an accuracy (predictions against the labels); compare the two models' predictions with each other")
-    return report("agreement", False, f"got {got:.4g}; compare the two models' predictions with each other, image by image")
+    return report("agreement", False, f"got {got:.4g}; apply your agreement function to the two models' predictions")

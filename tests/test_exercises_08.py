@@ -114,15 +114,36 @@ def test_ex2_rejects_counting_tensors_instead_of_parameters(capsys):
 
 # --------------------------------------------------------------------------- exercise 3: agreement
 
-# Ten digits; A and B are each right on 8 and agree on 8: two flips, one each way, cancel in the accuracies.
+# Ten digits; A and B are each right on 8 and agree on 7: flips one way and the other cancel in the accuracies.
 LABELS = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
 A = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 1])
 B = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0, 8, 0])  # right on 8, A right on 8; they differ on digits 7, 8, 9
 
 
+def right(a, b):
+    return 100.0 * (a == b).float().mean().item()
+
+
 def test_ex3_accepts_right_answer(capsys):
-    assert qh.check_agreement(70.0, A, B, LABELS)
+    assert qh.check_agreement(right, 70.0, A, B, LABELS)
     assert "✅" in capsys.readouterr().out
+    # a tensor result and an integer formula are fine too
+    assert qh.check_agreement(lambda a, b: (a == b).sum() * 100 / a.numel(), torch.tensor(70.0), A, B, LABELS)
+
+
+@pytest.mark.parametrize("function, hint", [
+    (lambda a, b: (a == b).float().mean().item(), "agreement([0, 9, 2, 3, 4], [9, 1, 2, 3, 4]) is a fraction"),
+    (lambda a, b: int((a == b).sum()), "is a count of images"),
+    (lambda a, b: int((a != b).sum()), "is a count of images"),
+    (lambda a, b: 100.0 * (A == B).float().mean().item(), "gave 70; count the images"),  # reads tensors outside its arguments
+    (lambda a, b: 100.0 * (a == LABELS).float().mean().item(), "raised RuntimeError: compute from the two arguments only"),
+    # right on the first case (60 %) but not on identical predictions: a formula fitted to one input
+    (lambda a, b: 60.0, "agreement([1, 1, 1, 1], [1, 1, 1, 1]) gave 60"),
+    (lambda a, b: 100.0 - abs((a == a).float().mean().item() - (b == b).float().mean().item()) * 100, "gave 100"),
+])
+def test_ex3_rejects_a_wrong_function_on_its_own_cases(function, hint, capsys):
+    assert not qh.check_agreement(function, 70.0, A, B, LABELS)
+    assert hint in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -131,24 +152,28 @@ def test_ex3_accepts_right_answer(capsys):
     (0.7, "fraction"),
     (7, "count of images"),
     (3, "count of images"),
-    (50.0, "image by image"),
+    (50.0, "apply your agreement function"),
 ])
-def test_ex3_rejects_typical_mistakes(wrong, hint, capsys):
-    assert not qh.check_agreement(wrong, A, B, LABELS)
+def test_ex3_rejects_typical_mistakes_in_the_value(wrong, hint, capsys):
+    assert not qh.check_agreement(right, wrong, A, B, LABELS)
     assert hint in capsys.readouterr().out
 
 
 def test_ex3_names_the_wrong_model_compared_with(capsys):
-    """Comparing with the INT8 graph's predictions instead of float's: the hint names what was compared."""
+    """Comparing the .pte, or the float model, with the INT8 graph's predictions: the hint names what was compared."""
     graph = A.clone()
-    graph[9] = 9  # the graph differs from A on one digit: 90 % agreement with A
-    assert not qh.check_agreement(90.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
+    graph[9] = 9  # the graph differs from A on one digit: 90 % agreement with A, 80 % with B
+    assert not qh.check_agreement(right, 90.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
     assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out
-    assert not qh.check_agreement(90.0, A, B, LABELS, others={"labels": LABELS, "the INT8 graph (pt2e_preds)": graph})  # first does not match
+    assert not qh.check_agreement(right, 90.0, A, B, LABELS, others={"labels": torch.full_like(A, 5), "the INT8 graph (pt2e_preds)": graph})
+    assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out  # the first of others does not match
+    near_float = B.clone()
+    near_float[0] = 9  # a graph that differs from float (B) on one digit: the graph against float is 90 %
+    assert not qh.check_agreement(right, 90.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": near_float})
     assert "agreement with the INT8 graph (pt2e_preds)" in capsys.readouterr().out
-    assert qh.check_agreement(70.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
+    assert qh.check_agreement(right, 70.0, A, B, LABELS, others={"the INT8 graph (pt2e_preds)": graph})
     with pytest.raises(TypeError, match="others"):
-        qh.check_agreement(50.0, A, B, LABELS, others={"x": graph[:5]})
+        qh.check_agreement(right, 50.0, A, B, LABELS, others={"x": graph[:5]})
 
 
 def test_ex3_rejects_the_misconception_on_the_notebook_s_shape_of_data(capsys):
@@ -161,13 +186,17 @@ def test_ex3_rejects_the_misconception_on_the_notebook_s_shape_of_data(capsys):
     pte_preds[13] = (labels[13] + 2) % 10
     pte_preds[0] = labels[0]  # and right where float is wrong
     assert (pte_preds == labels).sum() == 987 and (float_preds == labels).sum() == 988
-    assert qh.check_agreement(99.7, pte_preds, float_preds, labels)
-    assert not qh.check_agreement(100 - abs(98.7 - 98.8), pte_preds, float_preds, labels)
+    assert qh.check_agreement(right, 99.7, pte_preds, float_preds, labels)
+    assert not qh.check_agreement(right, 100 - abs(98.7 - 98.8), pte_preds, float_preds, labels)
     assert "equal accuracies" in capsys.readouterr().out
 
 
 def test_ex3_blank_and_bad_input(capsys):
-    assert not qh.check_agreement(..., A, B, LABELS)
+    assert not qh.check_agreement(..., ..., A, B, LABELS)
     assert "not filled in yet" in capsys.readouterr().out
+    assert not qh.check_agreement(right, ..., A, B, LABELS)
+    assert "not filled in yet" in capsys.readouterr().out
+    assert not qh.check_agreement(70.0, 70.0, A, B, LABELS)
+    assert "agreement must be a function" in capsys.readouterr().out
     with pytest.raises(TypeError, match="same shape"):
-        qh.check_agreement(50.0, A, B[:5], LABELS)
+        qh.check_agreement(right, 50.0, A, B[:5], LABELS)

@@ -81,6 +81,15 @@ def test_blank_solution_keeps_a_name_the_exercise_builds_on():
     assert _blank_solution("# BEGIN SOLUTION\nqh.set_engine('x86')\n# END SOLUTION") == "# your code here"
 
 
+def test_blank_solution_blanks_a_function_the_solution_defines_and_then_calls():
+    """A function defined in the solution and called after it is the learner's to write, not one built on."""
+    src = "# BEGIN SOLUTION\ndef agreement(a, b):\n    return 100.0 * (a == b).float().mean().item()\n\n\nvalue = agreement(x, y)\n# END SOLUTION"
+    assert _blank_solution(src).splitlines() == ["agreement = ...  # your code here", "value = ...  # your code here"]
+    # a decorator reads a name before the definition assigns anything
+    src = "# BEGIN SOLUTION\nhelper = helper\n@helper\ndef f():\n    pass\n# END SOLUTION"
+    assert _blank_solution(src).splitlines()[0].startswith("helper = helper  # your code here")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_student_copy_has_no_solutions_and_no_outputs(path):
     nb = json.loads(path.read_text())
