@@ -6,6 +6,7 @@ command of notebooks/02 (``make bench``) builds on it.
 
 from __future__ import annotations
 
+import hashlib
 import timeit
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
@@ -30,6 +31,48 @@ def _has_quantized_modules(fn: object) -> Optional[bool]:
     )
 
 
+def _feed(h: "hashlib._Hash", value: object) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.is_quantized:
+            h.update(str((t.qscheme(), tuple(t.shape), t.dtype)).encode())
+            if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                h.update(str((t.q_scale(), t.q_zero_point())).encode())
+            else:
+                _feed(h, t.q_per_channel_scales())
+                _feed(h, t.q_per_channel_zero_points())
+            t = t.int_repr()
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.contiguous().cpu().numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _feed(h, v)
+    else:
+        h.update(repr(value).encode())
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short hash of ``model.state_dict()``: the same values (integer codes, scales, zero points, float tensors) give the same digest.
+
+    It identifies which weights a model holds, not how they are packed: a state dict loaded with another
+    engine active gives the same digest. Used by ``Latency`` to record which quantized model was timed.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return state_dict_digest(model.state_dict())
+
+
+def state_dict_digest(state: dict) -> str:
+    """``weights_digest`` of a state dict (a model's, or one loaded from a file)."""
+    h = hashlib.blake2b(digest_size=8)
+    for key, value in state.items():
+        h.update(key.encode())
+        _feed(h, value)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Latency:
     """One latency measurement; times in milliseconds.
@@ -41,7 +84,9 @@ class Latency:
     fields say what was measured: ``module`` (the model's class name, or the
     function's name), ``quantized`` (whether the model contains quantized
     modules; None for a function), ``input_shape`` and ``engine`` (the
-    quantized engine active during the timing).
+    quantized engine active during the timing), and ``weights_digest``
+    (``weights_digest(model)`` of a quantized model, "" otherwise: which
+    INT8 weights were timed).
     """
 
     median_ms: float
@@ -56,6 +101,7 @@ class Latency:
     quantized: Optional[bool] = None
     input_shape: tuple = ()
     engine: str = ""
+    weights_digest: str = ""
 
     def __str__(self) -> str:
         return (
@@ -170,13 +216,15 @@ def measure_latency(
     stats = latency_statistics(measurement)
     stats["calls_per_run"] = calls
     module = type(fn).__name__ if isinstance(fn, torch.nn.Module) else getattr(fn, "__name__", type(fn).__name__)
+    quantized = _has_quantized_modules(fn)
     return Latency(
         **stats,
         threads=threads,
         label=label,
         warmup=warmup,
         module=module,
-        quantized=_has_quantized_modules(fn),
+        quantized=quantized,
         input_shape=tuple(example.shape),
         engine=torch.backends.quantized.engine,
+        weights_digest=weights_digest(fn) if quantized else "",
     )

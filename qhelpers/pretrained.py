@@ -35,7 +35,7 @@ from torch import nn
 from torchvision.models import Weights, WeightsEnum
 
 from . import data as _data
-from .latency import MIN_RUNS, Latency
+from .latency import MIN_RUNS, Latency, state_dict_digest, weights_digest
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine, default_engine, set_engine, supported_engines
 from .metrics import accuracy, count_parameters, model_size_bytes
@@ -554,6 +554,7 @@ def check_speedup(
     module: Optional[str] = None,
     input_shape: Optional[tuple] = None,
     min_warmup: int = 1,
+    int8_model: Optional[nn.Module] = None,
 ) -> bool:
     """Exercise: two ``qh.measure_latency`` results with ``threads`` threads, and the INT8 speedup from their medians.
 
@@ -565,7 +566,13 @@ def check_speedup(
     packed for; the check sees the engine active while it ran, not how the
     weights were packed), each warmed up (``warmup >= min_warmup``) and with
     at least ``qh.MIN_RUNS`` timed runs, the same input (of ``input_shape``,
-    when given) and thread count.
+    when given) and thread count. The INT8 measurement must have timed the
+    weights of ``int8_model`` (compared by ``Latency.weights_digest``, a hash
+    of the state dict); when ``int8_model`` is not given and ``module`` is
+    ``"CourseNet"``, the reference is the course's shipped INT8 model
+    (``course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)``),
+    so that timing another INT8 CourseNet (one calibrated with qnnpack's
+    qconfig, or an untrained one) is rejected.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -601,6 +608,21 @@ def check_speedup(
             f"the INT8 model ran on engine {int8_latency.engine!r}, but its weights were packed for {engine!r}: "
             f"set that engine (qh.set_engine(...)) before timing it",
         )
+    if int8_model is not None:
+        reference = weights_digest(int8_model)
+    elif module == "CourseNet":  # the shipped INT8 weights, hashed from their file (the same digest as the loaded model's)
+        reference = state_dict_digest(CourseNet_QuantizedWeights.DEFAULT.get_state_dict())
+    else:
+        reference = None
+    if reference is not None and int8_latency.weights_digest != reference:
+        return report(
+            "int8_latency",
+            False,
+            "it timed an INT8 model with other weights than the one the task names"
+            + (" (course_int8, the shipped INT8 course model)" if int8_model is None else "")
+            + ": a model quantized with another qconfig (such as qnnpack's, packed for qnnpack) or an untrained one "
+            "runs other kernels; time that model itself",
+        )
     if float_latency.input_shape != int8_latency.input_shape:
         return report("measurements", False, f"the two models ran on different inputs ({float_latency.input_shape} vs {int8_latency.input_shape}): time both on the same batch")
     if input_shape is not None and tuple(float_latency.input_shape) != tuple(input_shape):
@@ -631,11 +653,16 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     points"]``: per-channel weights store a float64 scale and an int64 zero
     point per output channel of every Conv2d and Linear (16 bytes each);
     per-tensor weights (``qnnpack``) store no per-channel tensors, only a
-    couple of numbers per layer. Accepts a number within 10 % (or 2,000
-    bytes) of it. Names the typical mistakes: megabytes or kilobytes instead
-    of bytes; 8 bytes per channel (float32 and int32); per-channel counting
-    on a per-tensor backend; the Linear layer left out; the INT8 weights or
-    the whole file counted instead.
+    couple of numbers per layer, kept inside each quantized weight tensor
+    (``q_scale()``, ``q_zero_point()``), so the row is 0. The count is exact:
+    accepts a number less than one channel's 16 bytes from it (per-channel),
+    and only 0 on a per-tensor backend. Names the typical mistakes:
+    megabytes or kilobytes instead of bytes; 8 bytes per channel (float32
+    and int32); the input axis counted (the Linear layer's ``in_features``,
+    or every layer's input channels) instead of the output channels;
+    per-channel counting, or a couple of numbers per layer, on a per-tensor
+    backend; the Linear layer left out; the INT8 weights or the whole file
+    counted instead.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -654,20 +681,30 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     layers = _conv_linear(float_model)
     channels = sum(m.weight.shape[0] for m in layers)
     conv_channels = sum(m.weight.shape[0] for m in layers if isinstance(m, nn.Conv2d))
-    near = lambda value, target: abs(value - target) <= max(0.1 * abs(target), 2000)  # noqa: E731
-    if near(p, measured):
+    exact = lambda value, target: abs(value - target) < 16  # noqa: E731  (less than one channel's bytes)
+    near = lambda value, target: abs(value - target) <= max(0.1 * abs(target), 2000)  # noqa: E731  (for naming a mistake)
+    if exact(p, measured) if measured > 0 else p == 0:
         ok = report(name, True)
         print(f"   measured: {measured:,} bytes of scales and zero points ({channels:,} output channels in {len(layers)} "
               f"Conv2d/Linear layers); the whole INT8 file: {parts['total']:,} bytes")
         return ok
     per_channel = measured > 0
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    conv_and_linear_inputs = conv_channels + sum(m.in_features for m in linears)
+    input_channels = sum(m.in_channels if isinstance(m, nn.Conv2d) else m.in_features for m in layers)
     if measured > 2000 and (near(p * 1e6, measured) or near(p * 1e3, measured)):
         hint = "give the answer in bytes, not megabytes or kilobytes"
     elif per_channel and near(p, channels * 8):
         hint = "the state dict stores each channel's scale as float64 and its zero point as int64: 16 bytes per channel, not 8"
+    elif per_channel and (exact(p, 16 * conv_and_linear_inputs) or exact(p, 16 * input_channels)):
+        hint = ("wrong axis: a per-channel scale belongs to an OUTPUT channel (axis 0 of the weight); "
+                "for a Linear layer that is out_features, not in_features")
     elif not per_channel and near(p, channels * 16):
         hint = "this backend's weights are per-tensor: there are no per-channel scale tensors, only a couple of numbers per layer"
-    elif per_channel and conv_channels != channels and near(p, conv_channels * 16):
+    elif not per_channel:
+        hint = ("per-tensor weights keep their one scale and zero point inside the quantized weight tensor itself "
+                "(q_scale(), q_zero_point()), not as separate tensors; this row counts only separate per-channel tensors")
+    elif conv_channels != channels and near(p, conv_channels * 16):
         hint = "the Linear layer at the end has per-channel scales too: count its output channels"
     elif near(p, int8_weight_bytes(float_model)):
         hint = "that is the INT8 weights themselves, one byte each; the question is the scales and zero points beside them"

@@ -152,7 +152,9 @@ CHECK = dict(threads=1, engine=ENGINE, module="CourseNet", input_shape=(8, 1, 28
 def latencies():
     x = torch.randn(8, 1, 28, 28)
     float_model = qh.load_course_model()
-    int8_model = qh.quantize_course_model(float_model, None, engine=ENGINE)
+    with qh.engine(ENGINE):  # the notebook's course_int8: the shipped INT8 weights
+        int8_model = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+    other_weights = qh.quantize_course_model(float_model, None, engine=ENGINE)  # an INT8 CourseNet, not calibrated
     fast = dict(threads=1, min_run_time=0.01, min_runs=10)
     with qh.engine(ENGINE):
         f = qh.measure_latency(float_model, x, **fast)
@@ -165,12 +167,21 @@ def latencies():
         f_warm1 = qh.measure_latency(float_model, x, **fast, warmup=1)
         f_batch1 = qh.measure_latency(float_model, x[:1], **fast)
         q_few = qh.measure_latency(int8_model, x, threads=1, min_run_time=0.001, min_runs=3)
+        q_other_weights = qh.measure_latency(other_weights, x, **fast)
+        q_untrained = qh.measure_latency(qh.course_net(weights=None, quantize=True, backend=ENGINE), x, **fast)
+    q_qnnpack = None
+    if "qnnpack" in qh.supported_engines() and ENGINE != "qnnpack":
+        # the notebook's course_qnnpack (qnnpack's qconfig, packed for qnnpack), timed with the right engine active
+        course_qnnpack = qh.quantize_course_model(float_model, qh.digits_loader("calib"), engine="qnnpack")
+        with qh.engine(ENGINE):
+            q_qnnpack = qh.measure_latency(course_qnnpack, x, **fast)
     other = next(e for e in qh.supported_engines() if e != ENGINE) if len(qh.supported_engines()) > 1 else None
     q_other = None
     if other is not None:
         with qh.engine(other):  # the INT8 model timed on an engine it was not packed for
             q_other = qh.measure_latency(int8_model, x, **fast)
     return {"float": f, "int8": q, "float again": f2, "int8 batch 1": q_small, "int8 two threads": q_two,
+            "other weights": q_other_weights, "untrained": q_untrained, "qnnpack model": q_qnnpack,
             "identity": identity, "float cold": f_cold, "float warmup 1": f_warm1, "float batch 1": f_batch1, "int8 few runs": q_few, "int8 other engine": q_other,
             "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01})}
 
@@ -196,6 +207,26 @@ def test_ex3_rejects_the_int8_model_on_another_engine(capsys, latencies):
     f = latencies["float"]
     ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **CHECK)
     assert not ok and f"packed for {ENGINE!r}" in out
+
+
+@pytest.mark.parametrize("key", ["qnnpack model", "other weights", "untrained"])
+def test_ex3_rejects_another_int8_course_model(capsys, latencies, key):
+    """Timing course_qnnpack (or any INT8 CourseNet other than course_int8) with the right engine active."""
+    f, q = latencies["float"], latencies[key]
+    if q is None:
+        pytest.skip("no qnnpack here")
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **CHECK)
+    assert not ok and "other weights than the one the task names" in out and "course_int8" in out
+
+
+def test_ex3_compares_with_a_given_int8_model(capsys, latencies):
+    f, q = latencies["float"], latencies["other weights"]
+    other = qh.quantize_course_model(qh.load_course_model(), None, engine=ENGINE)
+    ok, _ = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": other})
+    assert ok
+    shipped = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": shipped})
+    assert not ok and "other weights than the one the task names" in out and "course_int8" not in out
 
 
 ANSWERS = {  # the learner's number from the two Latency results a (float) and b (INT8)
@@ -277,6 +308,10 @@ EX4_WRONG = [
     ("megabytes", "bytes, not megabytes"),
     ("eight_per_channel", "16 bytes per channel"),
     ("convolutions_only", "Linear layer"),
+    ("linear_in_features", "wrong axis"),  # 16 x (conv output channels + the Linear's in_features): 0.5 % off
+    ("input_channels", "wrong axis"),
+    ("one_percent_over", "too many"),  # a miscount inside the old 10 % window
+    ("one_percent_under", "too few"),
     ("int8_weights", "INT8 weights themselves"),
     ("whole_file", "whole INT8 file"),
     ("too_many", "too many"),
@@ -294,6 +329,11 @@ def test_ex4_rejects_per_channel_mistakes(capsys, shufflenet, wrong, words):
         "megabytes": 16 * channels / 1e6,
         "eight_per_channel": 8 * channels,
         "convolutions_only": 16 * _channels(f, linear=False),
+        "linear_in_features": 16 * (_channels(f, linear=False) + f.fc.in_features),
+        "input_channels": 16 * sum(m.weight.shape[1] * m.groups if isinstance(m, nn.Conv2d) else m.in_features
+                                   for m in f.modules() if isinstance(m, (nn.Conv2d, nn.Linear))),
+        "one_percent_over": 16 * channels * 1.01,
+        "one_percent_under": 16 * channels * 0.99,
         "int8_weights": qh.int8_weight_bytes(f),
         "whole_file": qh.model_size_bytes(q),
         "too_many": 40 * channels,
@@ -309,8 +349,12 @@ def test_ex4_per_tensor_backend(capsys):
     f, q = _shufflenet("qnnpack")
     ok, out = run(qh.check_scale_bytes_prediction, capsys, 16 * _channels(f), f, q)
     assert not ok and "per-tensor" in out
-    ok, _ = run(qh.check_scale_bytes_prediction, capsys, 2 * 8 * 57, f, q)  # two numbers per layer: passes
-    assert ok
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, 0, f, q)  # the row counts separate tensors only
+    assert ok and "measured: 0 bytes" in out
+    layers = sum(1 for m in f.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    for wrong in (2 * 8 * layers, 1000, 16):  # two numbers per layer; the fc's output channels; one channel's bytes
+        ok, out = run(qh.check_scale_bytes_prediction, capsys, wrong, f, q)
+        assert not ok and "inside the quantized weight tensor" in out, (wrong, out)
 
 
 def test_ex4_blank_and_not_a_number(capsys, shufflenet):
