@@ -3,7 +3,7 @@
 Introduced in notebooks/03_post_training_quantization.ipynb.
 
 * ``find_fusable_groups`` traces a model with ``torch.fx`` and lists the
-  Conv+BN(+ReLU), Conv+ReLU, Linear+BN, Linear+ReLU and BN+ReLU chains that
+  Conv+BN(+ReLU), Conv+ReLU, Linear+BN, Linear+ReLU and BN2d/3d+ReLU chains that
   ``torch.ao.quantization.fuse_modules`` can merge (only chains where each
   intermediate result feeds the next module alone, and no module is reused).
 * ``make_qconfig`` / ``qconfig_variants`` build qconfigs that differ in one
@@ -79,7 +79,9 @@ __all__ = [
 ]
 
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
-_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# torch's fuser table (torch/ao/quantization/fuser_method_mappings.py, _DEFAULT_OP_LIST_TO_FUSER_METHOD) has
+# BatchNorm+ReLU for BatchNorm2d and BatchNorm3d only: fuse_modules refuses BatchNorm1d+ReLU
+_BN_RELU = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 # --------------------------------------------------------------------------- fusion
@@ -104,7 +106,7 @@ def find_fusable_groups(model: nn.Module) -> list[list[str]]:
     only by the next one and no module of the chain is called twice
     (fusing a shared ReLU would remove it from its other uses). Patterns:
     Conv{1,2,3}d+BatchNorm(+ReLU), Conv+ReLU, Linear+BatchNorm1d, Linear+ReLU,
-    BatchNorm+ReLU. Raises ``TypeError`` for a non-module and ``ValueError``
+    BatchNorm{2,3}d+ReLU (torch has no fuser for BatchNorm1d+ReLU). Raises ``TypeError`` for a non-module and ``ValueError``
     when the model cannot be traced.
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
@@ -144,7 +146,7 @@ def find_fusable_groups(model: nn.Module) -> list[list[str]]:
                     nxt_mod = None
             if nxt_mod is not None and type(nxt_mod) is nn.ReLU:
                 group.append(nxt.target)
-        elif type(first) in _BNS and nxt_mod is not None and type(nxt_mod) is nn.ReLU:
+        elif type(first) in _BN_RELU and nxt_mod is not None and type(nxt_mod) is nn.ReLU:
             group.append(nxt.target)
         if len(group) > 1:
             groups.append(group)
@@ -541,7 +543,7 @@ def sensitivity_table(float_model: nn.Module, quantized_model: nn.Module, exampl
 # --------------------------------------------------------------------------- exercise checks
 
 
-_FUSE_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_FUSE_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @_blank_safe
@@ -577,8 +579,9 @@ def check_fusable_groups(groups: Any, model: nn.Module) -> bool:
         if not isinstance(modules[g[0]], _FUSE_FIRST):
             return report(
                 "fusable groups", False,
-                f"{list(g)} starts with a {type(modules[g[0]]).__name__}: a group starts with a Conv, Linear or BatchNorm "
-                "(a ReLU after pooling has nothing to fuse into)",
+                f"{list(g)} starts with a {type(modules[g[0]]).__name__}: a group starts with a Conv, a Linear, or a "
+                "BatchNorm2d/3d followed by a ReLU (a ReLU after pooling has nothing to fuse into, and torch has no fuser for "
+                "BatchNorm1d+ReLU)",
             )
         if any(set(g) <= set(e) and g != e for e in expected):
             return report("fusable groups", False, f"{list(g)} is cut short: fuse the whole chain (is there a ReLU right after it?)")
@@ -775,11 +778,30 @@ def check_prediction(name: str, low: Any, high: Any, measured: float, *, max_wid
     and ``too_high`` are hints (naming the likely mistake, not the answer) for
     a range entirely below or above the measurement.
 
+    The first range judged under ``name`` in this Python process is remembered (``_FIRST_PREDICTIONS``): a
+    prediction that missed shows the measurement, so a *different* range given afterwards is not judged again
+    but refused (the same range again gets the same verdict). A fresh kernel starts with no memory.
+
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
     lo, hi = read_range(name, (low, high), max_width=max_width, unit="")
-    if measured < lo:
+    first = _FIRST_PREDICTIONS.get(name)
+    if first is not None and not first[2] and (lo, hi) != first[:2]:
+        return report(
+            name, False,
+            f"your first prediction, {first[0]:g} to {first[1]:g}, missed, and the measurement has been shown since: a range "
+            "written after seeing it is not a prediction. Keep the first one and work out what it missed. "
+            f"{too_high if first[3] else too_low}".strip(),
+        )
+    below, above = measured < lo, measured > hi
+    _FIRST_PREDICTIONS.setdefault(name, (lo, hi, not (below or above), below))
+    if below:
         return report(name, False, f"measured {measured:.3g}, below your range. {too_high}".strip())
-    if measured > hi:
+    if above:
         return report(name, False, f"measured {measured:.3g}, above your range. {too_low}".strip())
     return report(name, True)
+
+
+# name -> (low, high, whether it contained the measurement, whether the measurement was below it) of the first
+# prediction check_prediction judged under that name in this process
+_FIRST_PREDICTIONS: dict[str, tuple[float, float, bool, bool]] = {}

@@ -294,6 +294,25 @@ def test_ex4_rejects_a_range_too_wide_and_swapped(one_digit_sqnr, capsys):
     rejected(capsys, check_ex4(18.0, 8.0, one_digit_sqnr), "swap")
 
 
+def test_ex4_rejects_a_second_range_after_a_miss(one_digit_sqnr, capsys):
+    # the check cell prints the measurement after every judged range: a range written afterwards is a copy, not a prediction
+    rejected(capsys, check_ex4(25.0, 33.0, one_digit_sqnr), "below your range")
+    rejected(capsys, check_ex4(8.0, 18.0, one_digit_sqnr), "first prediction, 25 to 33, missed", "not a prediction", "clip")
+    rejected(capsys, check_ex4(10.0, 15.0, one_digit_sqnr), "not a prediction")
+    rejected(capsys, check_ex4(25.0, 33.0, one_digit_sqnr), "below your range")  # the same range: the same verdict
+
+
+def test_ex4_rejects_a_second_range_after_a_range_too_low(one_digit_sqnr, capsys):
+    rejected(capsys, check_ex4(0.0, 5.0, one_digit_sqnr), "above your range")
+    rejected(capsys, check_ex4(8.0, 18.0, one_digit_sqnr), "first prediction, 0 to 5, missed", "worst single random images")
+
+
+def test_ex4_a_right_first_range_is_judged_again(one_digit_sqnr, capsys):
+    assert check_ex4(8.0, 18.0, one_digit_sqnr)
+    assert check_ex4(8.0, 18.0, one_digit_sqnr)  # re-running the cell
+    rejected(capsys, check_ex4(25.0, 33.0, one_digit_sqnr), "below your range")  # after a hit, ranges are judged as usual
+
+
 def test_ex4_blank_is_not_filled_in(one_digit_sqnr, capsys):
     assert not check_ex4(..., ..., one_digit_sqnr)
     assert "not filled in yet" in capsys.readouterr().out

@@ -96,7 +96,36 @@ def test_fusable_groups_respects_shared_modules_and_branches():
 
 def test_fusable_groups_linear_patterns():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.ReLU())
-    assert ptq.find_fusable_groups(model.eval()) == [["0", "1"], ["3", "4"], ["5", "6"]]
+    # BatchNorm1d+ReLU is not a group: torch's fuser table has BatchNorm+ReLU for BatchNorm2d/3d only
+    assert ptq.find_fusable_groups(model.eval()) == [["0", "1"], ["3", "4"]]
+
+
+_EVERY_PATTERN = {  # each model holds the patterns find_fusable_groups knows, and a near miss or two
+    "conv1d": (nn.Sequential(nn.Conv1d(4, 4, 1), nn.BatchNorm1d(4), nn.ReLU(), nn.Conv1d(4, 4, 1), nn.BatchNorm1d(4),
+                             nn.Conv1d(4, 4, 1), nn.ReLU(), nn.BatchNorm1d(4), nn.ReLU()),
+               [["0", "1", "2"], ["3", "4"], ["5", "6"]]),
+    "conv2d": (nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4),
+                             nn.Conv2d(4, 4, 1), nn.ReLU(), nn.BatchNorm2d(4), nn.ReLU()),
+               [["0", "1", "2"], ["3", "4"], ["5", "6"], ["7", "8"]]),
+    "conv3d": (nn.Sequential(nn.Conv3d(4, 4, 1), nn.BatchNorm3d(4), nn.ReLU(), nn.Conv3d(4, 4, 1), nn.BatchNorm3d(4),
+                             nn.Conv3d(4, 4, 1), nn.ReLU(), nn.BatchNorm3d(4), nn.ReLU()),
+               [["0", "1", "2"], ["3", "4"], ["5", "6"], ["7", "8"]]),
+    "linear": (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4),
+                             nn.ReLU(), nn.Linear(4, 4), nn.BatchNorm1d(4)),
+               [["0", "1"], ["3", "4"], ["7", "8"]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EVERY_PATTERN))
+def test_every_group_found_is_accepted_by_fuse_modules(name):
+    model, want = _EVERY_PATTERN[name]
+    model.eval()
+    groups = ptq.find_fusable_groups(model)
+    assert groups == want
+    for group in groups:  # each group alone, then all at once: fuse_modules must accept every one
+        fuse_modules(copy.deepcopy(model), [group])
+    fused = fuse_modules(copy.deepcopy(model), groups)
+    assert ptq.is_fused(fused)
 
 
 def test_fusable_groups_bad_input():
@@ -260,6 +289,16 @@ def test_checks(capsys):
     assert not ptq.check_fusable_groups([["0", "1"]], model)
     assert not ptq.check_fusable_groups(..., model)
     assert "not filled in yet" in capsys.readouterr().out
+    # a BatchNorm1d+ReLU chain is not a group (fuse_modules has no fuser for it): the right answer leaves it out ...
+    bn1d = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.ReLU()).eval()
+    assert ptq.check_fusable_groups([["0", "1"]], bn1d)
+    fuse_modules(copy.deepcopy(bn1d), [["0", "1"]])
+    # ... and an answer that lists it is refused with a hint naming BatchNorm1d
+    capsys.readouterr()
+    assert not ptq.check_fusable_groups([["0", "1"], ["2", "3"]], bn1d)
+    assert "no fuser for BatchNorm1d+ReLU" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="did not find fuser method"):
+        fuse_modules(copy.deepcopy(bn1d), [["2", "3"]])
     assert ptq.check_qconfig(ptq.make_qconfig("moving_average", True), "moving_average", True)
     assert not ptq.check_qconfig(ptq.make_qconfig("minmax", True), "moving_average", True)
     assert not ptq.check_qconfig(ptq.make_qconfig("moving_average", False), "moving_average", True)
