@@ -916,11 +916,16 @@ def check_dequantized_weights(weights: Any, graph_module: torch.fx.GraphModule) 
     Each such node's first three arguments are ``get_attr`` nodes: the stored int8 weight,
     its per-output-channel scales and its zero points (``getattr(graph_module, arg.target)``
     is the tensor each names). The answer is a list of ``(weight, scales)`` pairs; both are
-    compared with ``torch.equal``, in order. A filter over the state dict or the buffers
-    finds the int8 weights but not which scales go with which weight: that pairing is
-    what the graph's nodes say. Hints: a count; tensors instead of pairs; float tensors
-    (the float model's weights); the zero points instead of the scales; scales paired with
-    the wrong weight; one short; another order.
+    compared with ``torch.equal``, in order. The pairing is what the graph's nodes say; the
+    check compares tensors, not how they were found. On a ``convert_pt2e`` graph the stored
+    weights and scales are registered in graph order (``_frozen_param0, ...``,
+    ``_scale_0, ...``), so zipping a dtype filter over ``named_buffers()`` (int8 tensors with
+    1-D float32 ones) also gives the right pairs and passes: this check cannot tell that from
+    a graph walk. A state-dict filter for int8 alone gets the weights without their scales
+    and is rejected. The exercise's questions (which float tensors, how many scales) are
+    not checked here. Hints: a count; tensors instead of pairs; float tensors (the float
+    model's weights); the zero points instead of the scales; scales paired with the wrong
+    weight; one short; another order; not a list (the hint names the idea, never the code).
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
@@ -940,7 +945,8 @@ def check_dequantized_weights(weights: Any, graph_module: torch.fx.GraphModule) 
     if isinstance(weights, (int, float)):
         return report(name, False, "that is a count; give a list of (weight, scales) pairs, one per dequantize_per_channel node")
     if not isinstance(weights, (list, tuple)):
-        return report(name, False, "give a list of (weight, scales) pairs: (getattr(resnet_pt2e, node.args[0].target), getattr(resnet_pt2e, node.args[1].target))")
+        return report(name, False, f"give a list of (weight, scales) pairs, not a {type(weights).__name__}: one pair per dequantize_per_channel node, "
+                                   "in graph order, the tensors its first two arguments name")
     if weights and all(isinstance(w, torch.Tensor) for w in weights):
         if same_list(list(weights), [e[0] for e in expected]):
             return report(name, False, "the int8 weights are right; pair each with its scales, the tensor named by the node's second argument")
@@ -1050,8 +1056,9 @@ def weight_only_sqnr(model: nn.Module, inputs: torch.Tensor, *, bits: int = 8) -
 def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.Tensor, *, bits: int = 4, reference_bits: int = 8) -> bool:
     """Exercise (predict first): a range (dB, at most 6 wide) for the weight-only SQNR at ``bits``, given the one at ``reference_bits``.
 
-    Measures both with ``weight_only_sqnr`` after reading the prediction, prints them, and says what the
-    prediction missed.
+    Measures both with ``weight_only_sqnr`` after reading the prediction. The measurement is printed
+    only when the range holds it (above the verdict); a wrong range gets a hint that names the
+    mistake and no number, so that a second try is still a prediction.
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.
     """
@@ -1059,8 +1066,8 @@ def check_bits_prediction(low: Any, high: Any, model: nn.Module, inputs: torch.T
     lo, hi = read_range(name, (low, high), max_width=6.0, unit="dB")
     measured = weight_only_sqnr(model, inputs, bits=bits)
     reference = weight_only_sqnr(model, inputs, bits=reference_bits)
-    print(f"measured: {reference_bits}-bit weights {reference:.1f} dB, {bits}-bit weights {measured:.1f} dB")
     if lo <= measured <= hi:
+        print(f"measured: {reference_bits}-bit weights {reference:.1f} dB, {bits}-bit weights {measured:.1f} dB")
         return report(name, True)
     proportional = reference * bits / reference_bits
     if lo > measured and lo <= proportional <= hi:

@@ -499,12 +499,16 @@ def requantize(acc: torch.Tensor, acc_scale: torch.Tensor, out_qparams: QParams,
     or a single ``acc_scale``; ``out_qparams`` is per-tensor. Shared by
     ``int8_linear`` here and the int8 convolution of notebooks/05.
 
-    ``fixed_point=True`` does it the way integer kernels do (gemmlowp, QNNPACK,
-    TFLite; Jacob et al. 2018, section 2.2): the multiplier
+    ``fixed_point=True`` is a single-rounding version of what integer kernels do
+    (gemmlowp, QNNPACK, TFLite; Jacob et al. 2018, section 2.2; TFLite's
+    ``MultiplyByQuantizedMultiplier`` rounds twice, a rounding high multiply then a
+    rounding shift, and can differ by one code near a half): the multiplier
     ``M = acc_scale / out_scale`` is stored as an int32 ``M0`` in [2**30, 2**31)
     and a right shift ``n`` (``M = M0 * 2**-n``); the product ``acc * M0`` is
     formed in int64 and shifted right by ``n`` with rounding half away from
-    zero. No float is touched; the result is within 1 code of the float form.
+    zero. No float is touched; the result is within 1 code of the float form, which
+    rounds the product to float32 first: they differ only where ``acc * M`` is within
+    float32 rounding of a half (or on an exact half: half to even against half away).
     Introduced (fixed point) in notebooks/05_beyond_eager_mode.ipynb.
 
     Introduced in notebooks/05_beyond_eager_mode.ipynb.

@@ -191,6 +191,23 @@ def test_ex2_rejects_what_avoids_the_graph(pt2e_graph, wrong, hint, capsys):
     assert hint in capsys.readouterr().out, hint
 
 
+@pytest.mark.parametrize("answer", ["weights", {"stem": 1}, torch.zeros(3)], ids=["str", "dict", "tensor"])
+def test_ex2_rejects_a_non_list_without_printing_the_solution(pt2e_graph, answer, capsys):
+    assert not qh.check_dequantized_weights(answer, pt2e_graph)
+    out = capsys.readouterr().out
+    assert "give a list of (weight, scales) pairs" in out and "first two arguments" in out
+    assert "getattr" not in out and ".target" not in out and "args[" not in out  # the idea, not the solution's code
+
+
+def test_ex2_buffer_zip_passes_as_the_docstring_says(pt2e_graph, capsys):
+    """convert_pt2e registers the weights and scales in graph order: zipping a dtype filter gives the same pairs."""
+    ws = [b for _, b in pt2e_graph.named_buffers() if b.dtype == torch.int8]
+    ss = [b for _, b in pt2e_graph.named_buffers() if b.dtype == torch.float32 and b.dim() == 1]
+    assert qh.check_dequantized_weights(list(zip(ws, ss)), pt2e_graph)
+    assert "buffers()``" in qh.check_dequantized_weights.__doc__ and "cannot tell" in qh.check_dequantized_weights.__doc__
+    capsys.readouterr()
+
+
 def test_ex2_rejects_a_blank(pt2e_graph, capsys):
     assert not qh.check_dequantized_weights(..., pt2e_graph)
     assert "not filled in yet" in capsys.readouterr().out
@@ -275,6 +292,15 @@ def test_ex4_rejects_too_pessimistic(mlp, capsys):
 def test_ex4_rejects_range_too_wide(mlp, capsys):
     assert not qh.check_bits_prediction(0, 45, *mlp, bits=4)
     assert "predicts little" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("low, high", [(40, 46), (30, 36), (2, 8), (24, 30)])
+def test_ex4_rejects_without_printing_the_measurement(mlp, low, high, capsys):
+    """A wrong range gets a hint and no number: printing 20.6 dB would make the second try a copy."""
+    assert not qh.check_bits_prediction(low, high, *mlp, bits=4)
+    out = capsys.readouterr().out
+    assert "measured" not in out and "dB," not in out
+    assert f"{qh.weight_only_sqnr(*mlp, bits=4):.1f}" not in out and f"{qh.weight_only_sqnr(*mlp, bits=8):.1f}" not in out
 
 
 def test_ex4_rejects_swapped_bounds(mlp, capsys):
