@@ -278,6 +278,11 @@ def _scale_zero_point_mistakes(scale: Any, zero_point: Any, x: torch.Tensor, sig
     return scale_hint, zp_hint
 
 
+_ALL_ZERO = "an all-zero tensor (max - min = 0, like a dead ReLU channel's output)"
+_EPS_HINT = ("max - min is 0 here: floor the scale at torch.finfo(torch.float32).eps, as torch's observers do "
+             "(section 2), so that it is never 0")
+
+
 def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """``x`` and tensors built from it whose range excludes 0 from either side (where widening to 0 matters)."""
     x = x.detach().float()
@@ -293,6 +298,7 @@ def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         ("a tensor whose values are all negative", -positive),
         ("a tensor whose min is -0.7 steps (its zero point must be rounded, not truncated)", fractional),
         ("a tensor whose min is -254.3 steps (its zero point must be rounded, not taken up)", -fractional),
+        (_ALL_ZERO, torch.zeros_like(x)),  # max - min = 0: torch's observers floor the scale at float32 eps
     ]
 
 
@@ -302,9 +308,11 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
 
     Runs it on ``x``, on two tensors whose range excludes 0 (all
     positive, all negative), where skipping the widening to include 0 gives
-    a different answer, and on two whose ``-min/scale`` is 0.7 and 254.3,
+    a different answer, on two whose ``-min/scale`` is 0.7 and 254.3,
     where truncating, flooring or ceiling the zero point differs from
-    rounding it; on the first probe it gets wrong it names the
+    rounding it, and on an all-zero tensor, where the scale must be
+    floored at ``torch.finfo(torch.float32).eps`` as torch's observers do
+    (expected: ``(eps, 0)``); on the first probe it gets wrong it names the
     mistake and says which probe it was.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
@@ -318,10 +326,15 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
         try:
             out = qparams_fn(t.clone())
         except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-            return report(name, False, f"your function raised {type(exc).__name__} on {what}: {exc}")
+            hint = f"; {_EPS_HINT}" if what == _ALL_ZERO else ""
+            return report(name, False, f"your function raised {type(exc).__name__} on {what}: {exc}{hint}")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             return report(name, False, f"on {what} it returned {type(out).__name__}; return the pair (scale, zero_point)")
         try:
+            if what == _ALL_ZERO:  # a scale of 0 (its zero point 0/0 = nan), or a stand-in such as 1.0
+                s = _number(out[0], "scale")
+                if s != torch.finfo(torch.float32).eps:
+                    return report(name, False, f"on {what}: got a scale of {s:.6g}; {_EPS_HINT}")
             scale_hint, zp_hint = _scale_zero_point_mistakes(out[0], out[1], t, signed)
         except WrongAnswer as wrong:
             return report(name, False, f"on {what}: {wrong.hint}")
@@ -458,27 +471,37 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     """Exercise (predict first): a ``(low, high)`` range in dB for the SQNR at ``bits_to`` bits, knowing ``reference_db`` at ``bits_from``.
 
     Accepts a range at most ``max_width`` dB wide that contains the measured
-    value (the reasoning: about 6 dB per bit); names the typical wrong
-    reasonings: no change with fewer bits, SQNR proportional to the bit count,
-    a range too wide to predict anything.
+    value (the reasoning: about 6 dB per bit) and none of the values the
+    typical wrong reasonings give: no change with fewer bits, SQNR
+    proportional to the bit count, 5 dB per bit (too few); a range that holds
+    one of those as well as the measurement does not tell the reasoning from
+    the mistake. Names the wrong reasoning a range holds, or else which side
+    it missed on; a range too wide to predict anything is refused.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     name = "prediction"
     low, high = read_range(name, prediction, max_width=max_width, unit="dB")
-    if low <= measured_db <= high:
-        return report(name, True)
     proportional = reference_db * bits_to / bits_from
-    if low <= reference_db <= high:
+    five_per_bit = reference_db - 5.0 * (bits_from - bits_to)
+    holds = lambda v: low <= v <= high  # noqa: E731
+    if holds(reference_db):
         hint = "you expected about the same SQNR: fewer bits mean a coarser grid and more noise"
-    elif low <= proportional <= high:  # also where too few dB per bit lands (5 dB per bit: 19 dB)
+    elif holds(proportional):
         hint = (f"your range holds {proportional:.1f} dB, what an SQNR proportional to the bit count would give, but it is"
                 " not proportional: each removed bit halves the step and costs a fixed 20 log10 2 = 6.02 dB")
+    elif holds(five_per_bit):
+        hint = (f"your range holds {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit halves"
+                " the step and costs 20 log10 2 = 6.02 dB")
+    elif holds(measured_db):
+        return report(name, True)
     elif high < measured_db:
         hint = "you expected more noise than the grid gives: count the dB that each removed bit costs"
     else:
         hint = ("you expected less noise than the grid gives: count the dB that each removed bit costs"
                 " (each bit halves the step: 20 log10 2 = 6.02 dB)")
+    if holds(measured_db):  # right, and wrong too: the range does not tell them apart
+        return report(name, False, f"measured {measured_db:.1f} dB, inside your range, and so is a wrong reasoning's value: {hint}; narrow it")
     return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")
 
 

@@ -51,6 +51,20 @@ def test_ex1_rejects_sqnr_proportional_to_bits(capsys):
     rejected(capsys, _predict((18.0, 21.0)), "not proportional")
 
 
+def test_ex1_rejects_a_range_holding_the_measurement_and_the_proportional_mistake(capsys):
+    # 6 dB wide and holding 14.4: but also 19.5 (proportional) and 19.0 (5 dB per bit), so it tells nothing apart
+    out = rejected(capsys, _predict((14.0, 20.0)), "inside your range", "19.5 dB", "not proportional", "narrow it")
+    assert "correct" not in out
+
+
+def test_ex1_rejects_a_range_holding_the_measurement_and_5_db_per_bit(capsys):
+    rejected(capsys, _predict((14.0, 19.1)), "inside your range", "19.0 dB", "5 dB per removed bit", "narrow it")
+
+
+def test_ex1_rejects_5_db_per_bit_alone(capsys):
+    rejected(capsys, _predict((18.5, 19.2)), "outside your range", "19.0 dB", "5 dB per removed bit", "6.02 dB")
+
+
 def test_ex1_rejects_a_range_too_wide(capsys):
     rejected(capsys, _predict((0.0, 40.0)), "predicts little")
 
@@ -65,16 +79,17 @@ def test_ex1_rejects_reversed_bounds_and_blank(capsys):
 
 def right_qparams(t):
     lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
-    scale = (hi - lo) / 255
+    scale = max((hi - lo) / 255, torch.finfo(torch.float32).eps)  # the floor torch's observers apply
     return scale, 0 - round(lo / scale)
 
 
 def test_ex2_accepts_right_answer(capsys, x):
     assert qh.check_qparams_function(right_qparams, x)
-    as_tensors = lambda t: (  # noqa: E731  torch scalars and a tensor min/max are fine too
-        (torch.clamp(t.max(), min=0) - torch.clamp(t.min(), max=0)) / 255,
-        int(-torch.round(torch.clamp(t.min(), max=0) / ((torch.clamp(t.max(), min=0) - torch.clamp(t.min(), max=0)) / 255))),
-    )
+    def as_tensors(t):  # torch scalars and a tensor min/max are fine too
+        lo, hi = torch.clamp(t.min(), max=0), torch.clamp(t.max(), min=0)
+        scale = torch.clamp((hi - lo) / 255, min=torch.finfo(torch.float32).eps)
+        return scale, int(-torch.round(lo / scale))
+
     assert qh.check_qparams_function(as_tensors, x)
 
 
@@ -285,3 +300,34 @@ def test_ex2_solution_with_the_eps_floor_passes_and_survives_zeros(capsys, x):
     assert scale == s.item() and zero_point == int(z)
 
 
+
+
+def test_ex2_rejects_no_eps_floor_that_divides_by_zero(capsys, x):
+    # right on every probe with a range, but max - min = 0 on an all-zero tensor: 0 / 0
+    rejected(capsys, qh.check_qparams_function(_no_floor, x), "raised ZeroDivisionError", "all-zero tensor",
+             "torch.finfo(torch.float32).eps")
+
+
+def _no_floor(t):
+    lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+    scale = (hi - lo) / 255
+    return scale, 0 - round(lo / scale)
+
+
+def test_ex2_rejects_a_zero_scale_in_tensor_arithmetic(capsys, x):
+    # with tensors 0 / 0 does not raise: the scale is 0 and the zero point nan
+    def tensor_no_floor(t):
+        lo, hi = t.min().clamp(max=0), t.max().clamp(min=0)
+        scale = (hi - lo) / 255
+        return scale, 0 - torch.round(lo / scale)
+
+    rejected(capsys, qh.check_qparams_function(tensor_no_floor, x), "all-zero tensor", "got a scale of 0", "eps")
+
+
+def test_ex2_rejects_a_scale_of_one_for_an_empty_range(capsys, x):
+    def one_instead(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        scale = (hi - lo) / 255 or 1.0
+        return scale, 0 - round(lo / scale)
+
+    rejected(capsys, qh.check_qparams_function(one_instead, x), "all-zero tensor", "got a scale of 1", "eps")
