@@ -280,7 +280,8 @@ def measure_bandwidth(*, megabytes: int = 64, threads: int = 1, min_run_time: fl
     """Memory bandwidth in GB/s: the rate ``torch.sum`` reads a float32 tensor far larger than the caches.
 
     A read-only stream, like a weight read by a matmul at batch 1. With ``threads=1`` it is one core's
-    rate, the most a one-thread kernel can use; all cores together reach more. With one thread the time is
+    rate; all cores together reach more. It is a reference rate, not a ceiling: another one-thread kernel
+    (a matrix-vector product, for one) can read faster than ``torch.sum`` does. With one thread the time is
     that thread's CPU time (as in ``interleaved_times``: a busy machine's waits for the core are left out).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
@@ -777,8 +778,9 @@ def simulate_w8a8(model: nn.Module) -> nn.Module:
 
 def w8a8_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``linear(x)`` with 8-bit activations (one symmetric scale for the whole tensor, computed from ``x``
-    itself: per-tensor and dynamic; a calibrated static scale behaves the same on these inputs) and 8-bit
-    weights (symmetric, per output channel), simulated in float (fake quantization)."""
+    itself: per-tensor and dynamic, so the scale, and each row's result, depend on every row of ``x``, the
+    whole batch the model is called with; no calibrated static scale is simulated) and 8-bit weights
+    (symmetric, per output channel), simulated in float (fake quantization)."""
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
     x = _check_float_tensor(x, "x").detach()
