@@ -280,7 +280,8 @@ def measure_bandwidth(*, megabytes: int = 64, threads: int = 1, min_run_time: fl
     """Memory bandwidth in GB/s: the rate ``torch.sum`` reads a float32 tensor far larger than the caches.
 
     A read-only stream, like a weight read by a matmul at batch 1. With ``threads=1`` it is one core's
-    rate, the most a one-thread kernel can use; all cores together reach more. With one thread the time is
+    rate; all cores together reach more. It is a reference rate, not a ceiling: another one-thread kernel
+    (a matrix-vector product, for one) can read faster than ``torch.sum`` does. With one thread the time is
     that thread's CPU time (as in ``interleaved_times``: a busy machine's waits for the core are left out).
 
     Introduced in notebooks/06_linear_layers_and_transformers.ipynb.
@@ -777,8 +778,9 @@ def simulate_w8a8(model: nn.Module) -> nn.Module:
 
 def w8a8_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``linear(x)`` with 8-bit activations (one symmetric scale for the whole tensor, computed from ``x``
-    itself: per-tensor and dynamic; a calibrated static scale behaves the same on these inputs) and 8-bit
-    weights (symmetric, per output channel), simulated in float (fake quantization)."""
+    itself: per-tensor and dynamic, so the scale, and each row's result, depend on every row of ``x``, the
+    whole batch the model is called with; no calibrated static scale is simulated) and 8-bit weights
+    (symmetric, per output channel), simulated in float (fake quantization)."""
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
     x = _check_float_tensor(x, "x").detach()
@@ -877,7 +879,9 @@ def check_int4_pack(pack_byte: Any) -> bool:
     return report(name, True)
 
 
-INT4_BYTES_CASES = ((4096, 4096, 128, 2), (4096, 11008, 64, 2), (1024, 4096, 32, 4), (256, 1024, 1024, 4))
+# 96 x 4096 at groups of 64: the group size does not divide out_features, so groups counted along the outputs
+# give another number (where it divides both, out * (in / g) == in * (out / g))
+INT4_BYTES_CASES = ((4096, 4096, 128, 2), (4096, 11008, 64, 2), (1024, 4096, 32, 4), (96, 4096, 64, 2), (256, 1024, 1024, 4))
 
 
 @_blank_safe
@@ -901,6 +905,8 @@ def check_int4_weight_bytes(int4_bytes: Any) -> bool:
             (out_f * in_f + groups * sb, "a 4-bit code takes half a byte once packed, not a whole byte"),
             (codes + out_f * sb, "one scale per group, not one per row: count the groups of each row"),
             (codes + (in_f // g) * sb, "every row has its own groups: out_features * (in_features / group_size) scales"),
+            (codes + in_f * (out_f // g) * sb, "a group is group_size consecutive inputs of one row, so each row has "
+                                               "in_features / group_size groups: out_features * (in_features / group_size) scales"),
             (codes + groups * (4 if sb != 4 else 2), "each scale takes scale_bytes bytes (2 for float16, 4 for float32)"),
         ]
         for value, hint in hints:
@@ -952,8 +958,8 @@ def check_roofline_speedup(
                                    "the FLOPs decide: the roofline takes the slower of FLOP time and byte time")
     narrow_acts = {c: roof(c, 32) / roof(c, weight_bits, act_bits=weight_bits) for c in cases}
     if all(abs(got[c] - narrow_acts[c]) < 0.02 * narrow_acts[c] for c in cases):
-        return report(name, False, f"{where}: you count the activations in {weight_bits} bits too; here only the weight "
-                                   "is quantized, the input and output stay float32 (activation_bits=32)")
+        return report(name, False, f"{where}: the activations' bytes are off: they are float32 here (activation_bits=32), "
+                                   f"to be counted, neither in {weight_bits} bits (only the weight is quantized) nor left out")
     first = (1, in_features, out_features)
     if abs(got[first] - 1.0) < 0.05 and expected[first] > 1.3:
         return report(name, False, f"{where}: at batch 1 the layer is limited by memory, not arithmetic: fewer weight bytes help")

@@ -85,6 +85,13 @@ def test_ex2_rejects_the_groups_of_one_row_only(capsys):
     assert "every row has its own groups" in capsys.readouterr().out
 
 
+def test_ex2_rejects_groups_along_the_outputs(capsys):
+    # equal to the right count wherever group_size divides out_features too; 96 x 4096 at groups of 64 tells them apart
+    assert not qh.check_int4_weight_bytes(lambda o, i, g, sb: o * i // 2 + i * (o // g) * sb)
+    out = capsys.readouterr().out
+    assert "96 x 4096" in out and "consecutive inputs of one row" in out
+
+
 def test_ex2_rejects_float32_scales_always(capsys):
     # 4096 x 4096 with groups of 256 and float32 scales gives the same total as groups of 128 and float16:
     # a single number could not tell them apart; the other shapes do
@@ -173,6 +180,17 @@ def test_ex3_rejects_int8_activations(capsys):
     assert not check3(w8a8)
     out = capsys.readouterr().out
     assert "16 x 16" in out and "activation_bits=32" in out
+
+
+def test_ex3_rejects_activations_left_out(capsys):
+    # weight bytes and FLOPs only: on the 16 x 16 layer it gives the same 4.0 as 8-bit activations, so one hint names both
+    def weights_only(b, i, o):
+        t = lambda c: max(c.flops / (GFLOPS * 1e9), c.weight_bytes / (GBPS * 1e9))
+        return t(qh.linear_cost(i, o, b)) / t(qh.linear_cost(i, o, b, weight_bits=8))
+
+    assert not check3(weights_only)
+    out = capsys.readouterr().out
+    assert "16 x 16" in out and "nor left out" in out
 
 
 def test_ex3_rejects_a_function_of_the_batch_alone(capsys):
