@@ -187,7 +187,7 @@ def recommend(
     if model_kind == "linear":
         arm_how = ("on a phone or board, Linear layers go through PT2E with XNNPACKQuantizer's dynamic config "
                    "(get_symmetric_quantization_config(is_dynamic=True)), run by ExecuTorch's XNNPACK backend (notebook 08); "
-                   "XNNPACKQuantizer has no LSTM/GRU pattern and leaves those layers float, so an LSTM/GRU is quantized by "
+                   "XNNPACKQuantizer's default patterns do not quantize LSTM/GRU and leave those layers float, so an LSTM/GRU is quantized by "
                    "eager quantize_dynamic on engine 'qnnpack' (notebook 06), or rewritten with nn.Linear gates; measure "
                    "it on the device")
         if ptq_drop_acceptable is True:  # INT8 was tried and kept the accuracy
@@ -307,9 +307,9 @@ _EXPECTED: dict[str, dict[str, str]] = {
 
 _HINTS: dict[str, str] = {
     "pre_quantized": "does the story mention a ready-made INT8 model for this task? Leave pre_quantized False unless it does",
-    "has_calibration_data": "does the story give you representative inputs, whatever the method then does with them? Unlabelled inputs count, so does a training set, and so do inputs kept to measure accuracy",
+    "has_calibration_data": "does the story give you representative inputs, whatever the method then does with them? Unlabelled inputs count, so does a training set, and so do inputs kept to measure accuracy (split them: calibrate on one part, measure on the rest)",
     "can_train": "is there time and data to fine-tune? 'Ship tomorrow' or 'no way to retrain' says one thing, 'a week of GPU time' another",
-    "ptq_drop_acceptable": "has PTQ been tried yet? Leave it None until the story says how PTQ did",
+    "ptq_drop_acceptable": "has PTQ been tried yet? Leave it None until the story says how PTQ did; once it has, a loss beyond the 1-2 points of the rule is too much (False)",
     "arm_device": "where does the model run: a server/x86 CPU or a phone?",
     "model_kind": "what is the model made of: convolutions (a CNN) or Linear/LSTM layers?",
 }
@@ -414,10 +414,13 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
     """Exercise (notebook 00): a predicted ``(low, high)`` range of INT8 accuracy in percent, checked against the measurement.
 
     First the tests of ``int8_prediction_ready`` (a range of at least ``2 * NOISE_PT`` and at most ``max_width``
-    points that reaches at most ``ABOVE_FLOAT_PT`` above ``float_acc``); then the measured ``int8_acc`` must fall in
-    the range, or miss it by at most ``NOISE_PT`` points (three of 1,000 test images; a borderline range can still
-    pass with one engine and fail with another). A range clearly on the wrong side gets a hint that names the miss
-    in points and images.
+    points that reaches at most ``ABOVE_FLOAT_PT`` above ``float_acc``); then the range is judged against both
+    measured values. A range that holds ``int8_acc`` is a hit. A range that reaches ``float_acc`` (the rule's
+    "within a few test images of float, either side") may also miss ``int8_acc`` by at most ``NOISE_PT`` points
+    (three of 1,000 test images: calibration draws and engines move INT8 by that much). A range whose top stays
+    below ``float_acc`` predicts a loss of at least ``float_acc - high`` points: it is a hit only if INT8 lost at
+    least that much, i.e. it must hold ``int8_acc`` itself (a borderline range can still pass with one engine and
+    fail with another). Each miss gets a hint that names it in points and images.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
@@ -430,12 +433,20 @@ def check_int8_accuracy_prediction(prediction: Any, float_acc: float, int8_acc: 
     change = int8_acc - float_acc
     measured = (f"INT8 came out {_images(change)} {'above' if change > 0 else 'below'} float" if round(abs(change) * 10)
                 else "INT8 matched float") + f" (measured {int8_acc:.1f} %, float {float_acc:.1f} %)"
-    if high < int8_acc - NOISE_PT - eps:
+    if high < float_acc - eps and int8_acc > high + eps:  # a predicted loss that INT8 does not have
         return report(
             name,
             False,
-            f"you expected INT8 to lose at least {float_acc - high:.1f} points; {measured}. The 1-2 points of the rule "
-            "bound the loss of ImageNet CNNs; on an easy task like this one INT8 often loses nothing measurable",
+            f"you expected INT8 to lose at least {float_acc - high:.1f} points ({_images(float_acc - high)}); {measured}. "
+            "The 1-2 points of the rule bound the loss of ImageNet CNNs; on an easy task like this one INT8 often "
+            "loses nothing measurable, so a range should reach float",
+        )
+    if int8_acc > high + NOISE_PT + eps:  # the range reaches float, and INT8 beat it by more than the noise
+        return report(
+            name,
+            False,
+            f"you expected at most {high:.1f} %; {measured}, more than {NOISE_PT:g} points above your range: INT8 "
+            f"can land above float as well as below, and a range may reach {ABOVE_FLOAT_PT:g} points above float",
         )
     if low > int8_acc + NOISE_PT + eps:
         return report(
