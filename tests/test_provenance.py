@@ -31,6 +31,7 @@ NOT_IN_NOTEBOOKS = {
     "cpu_has_vnni": ("qhelpers/environment.py", "env_report's cpu_vnni entry (the notebooks measure with int8_pairs_saturate)"),
     "linear_qat_int8": ("qhelpers/modern.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
+    "outputs_kind": ("qhelpers/notebooks.py", "execute records the CPU kind of a notebook's outputs; tests/nbval_cpu_kind.py compares on that kind only"),
     "requantize": ("qhelpers/modern.py", "the fixed-point requantization step plain_int8_forward uses"),
     "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
     "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
