@@ -95,6 +95,10 @@ def _check_bits(bits: object, name: str = "bits") -> int:
     return bits
 
 
+_MADE_BY_HELPER = "_qhelpers_made_by"  # attribute on a with_args factory: which helper built it
+_CALIBRATED_STATE = "_qhelpers_calibrated_state"  # attribute on a fake quant / BatchNorm: its state when calibration ended
+
+
 def low_bit_qconfig(bits: int = 4, *, per_channel: bool = True, activation_bits: Optional[int] = None) -> QConfig:
     """A QAT qconfig that simulates ``bits``-bit weights and ``activation_bits``-bit activations (default: same).
 
@@ -131,6 +135,8 @@ def low_bit_qconfig(bits: int = 4, *, per_channel: bool = True, activation_bits:
     else:
         weight_kind = dict(observer=MovingAverageMinMaxObserver, qscheme=torch.per_tensor_symmetric)
     weight = FakeQuantize.with_args(quant_min=-limit, quant_max=limit, dtype=torch.qint8, **weight_kind)
+    for factory in (activation, weight):  # lets notebook 04's Exercise 2 check tell this helper's factories from the learner's
+        setattr(factory, _MADE_BY_HELPER, "qh.low_bit_qconfig")
     return QConfig(activation=activation, weight=weight)
 
 
@@ -287,7 +293,41 @@ def calibrate_fake_quant(prepared: nn.Module, calib_loader: Iterable, *, num_bat
     prepared.apply(enable_observer)
     calibrate(prepared, calib_loader, num_batches=num_batches)  # the same loop as PTQ's calibration (notebook 03)
     prepared.apply(disable_observer)
+    _record_calibrated_state(prepared)
     return prepared
+
+
+def _range_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors that data passing through ``module`` can move: a fake quant's scale, zero point and its observer's
+    min/max; a BatchNorm's running statistics."""
+    if isinstance(module, FakeQuantizeBase):
+        obs = getattr(module, "activation_post_process", None)
+        tensors = {"scale": module.scale, "zero_point": module.zero_point,
+                   "min_val": getattr(obs, "min_val", None), "max_val": getattr(obs, "max_val", None)}
+    else:
+        tensors = {"running_mean": getattr(module, "running_mean", None), "running_var": getattr(module, "running_var", None)}
+    return {k: v.detach().clone() for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+
+
+def _record_calibrated_state(prepared: nn.Module) -> None:
+    """Remember, on each fake quant and BatchNorm, its state when its first calibration ended (a later call keeps the
+    first record), so that ``check_frozen`` can tell whether data moved it afterwards."""
+    for module in prepared.modules():
+        if isinstance(module, (FakeQuantizeBase, nn.modules.batchnorm._BatchNorm)) and not hasattr(module, _CALIBRATED_STATE):
+            object.__setattr__(module, _CALIBRATED_STATE, _range_state(module))
+
+
+def _moved_since_calibration(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the fake quants and of the BatchNorms whose state differs from the one recorded when calibration ended."""
+    moved_fq, moved_bn = [], []
+    for name, module in model.named_modules():
+        before = getattr(module, _CALIBRATED_STATE, None)
+        if before is None:
+            continue
+        now = _range_state(module)
+        if now.keys() != before.keys() or any(now[k].shape != v.shape or not torch.equal(now[k], v) for k, v in before.items()):
+            (moved_fq if isinstance(module, FakeQuantizeBase) else moved_bn).append(name)
+    return moved_fq, moved_bn
 
 
 def fake_quant_ptq(model: nn.Module, calib_loader: Iterable, qconfig: QConfig) -> nn.Module:
@@ -1022,7 +1062,11 @@ def check_ste(y: Any, grad: Any, x: torch.Tensor, scale: float, zero_point: int,
         return a.shape == b.shape and torch.allclose(a, b.double(), atol=1e-6)
 
     ok_y = same(ya, expected.detach())
-    if ok_y:
+    grad_fn = type(y.grad_fn).__name__ if isinstance(y, torch.Tensor) and y.grad_fn is not None else ""
+    if ok_y and "FakeQuantize" in grad_fn:
+        ok_y = report("fake-quantized values", False, f"y's autograd history ends in {grad_fn}: torch's fake-quant op computed "
+                      "these values. Compute them yourself with torch.round, torch.clamp and arithmetic")
+    elif ok_y:
         report("fake-quantized values", True)
     elif same(ya, (codes - zero_point) * scale):
         report("fake-quantized values", False, "values outside the range must clamp to [quant_min, quant_max] before going back to float")
@@ -1035,6 +1079,9 @@ def check_ste(y: Any, grad: Any, x: torch.Tensor, scale: float, zero_point: int,
     low, high = (quant_min - zero_point) * scale, (quant_max - zero_point) * scale
     expected_grad = xr.grad.double()
     ok_g = ga.shape == expected_grad.shape and torch.equal(ga, expected_grad)
+    if ok_g and (x.grad is not None or (isinstance(grad, torch.Tensor) and grad.grad_fn is not None)):
+        return report("STE gradient", False, "x has a .grad (or grad an autograd history): backward() computed this "
+                      "gradient. Build the mask yourself with comparisons on the rounded codes")
     if ok_g:
         return report("STE gradient", True) and ok_y
     clamped = torch.clamp(codes, quant_min, quant_max)
@@ -1128,6 +1175,10 @@ def check_low_bit_qconfig(qconfig: Any, bits: int, *, per_channel: bool = True) 
         ok_a = report("activation range", True)
     else:  # quant_min < 0 cannot reach here: FakeQuantize asserts quant_min >= iinfo(quint8).min = 0 (fake_quantize.py __init__)
         ok_a = report("activation range", False, f"[{act.quant_min}, {act.quant_max}] is not an unsigned {bits}-bit range: count the levels")
+    helper = getattr(qconfig.weight, _MADE_BY_HELPER, None) or getattr(qconfig.activation, _MADE_BY_HELPER, None)
+    if ok_w and ok_s and ok_a and helper:
+        return report("qconfig", False, f"these factories were built by {helper}: the exercise asks you to build them "
+                      "yourself with FakeQuantize.with_args(observer=..., quant_min=..., ...)")
     return ok_w and ok_s and ok_a
 
 
@@ -1149,7 +1200,10 @@ def check_ptq_accuracy(name: str, accuracy: Any, expected: float) -> bool:
 def check_frozen(model: Any) -> bool:
     """Exercise: a prepared model ready for the last QAT epochs: fake quantization on, every observer disabled after
     it saw data, every
-    fused Conv-BN using frozen statistics (``freeze_bn`` set and its BatchNorm out of training mode).
+    fused Conv-BN using frozen statistics (``freeze_bn`` set and its BatchNorm out of training mode), and every range
+    and BatchNorm statistic still the one its first ``calibrate_fake_quant`` left (the exercise runs no data between
+    calibrating and freezing, so a change means data moved them; modules never calibrated by that helper are not
+    compared).
 
     Introduced in notebooks/04_quantization_aware_training.ipynb.
     """
@@ -1172,16 +1226,33 @@ def check_frozen(model: Any) -> bool:
             "its default scale 1.0 (and a per-channel one cannot even run); run data through the model with the observers "
             "on first (qh.calibrate_fake_quant), then freeze",
         )
-    ok_obs = report(
-        "observers frozen", observers_frozen(model),
-        "some FakeQuantize still has its observer enabled (model.eval() does not stop observers): use disable_observer",
-    )
+    moved_fq, moved_bn = _moved_since_calibration(model)
+    if moved_fq:
+        ok_obs = report(
+            "observers frozen", False,
+            f"{len(moved_fq)} range(s) are no longer the ones calibration left (e.g. {moved_fq[0]}): data went through the "
+            "model while its observers were on (model.eval() does not stop them; calibrating again moves them too), so "
+            "that data chose the ranges the last epochs would train with. Re-run the cell above to rebuild ex_model, then "
+            "freeze before anything runs through it",
+        )
+    else:
+        ok_obs = report(
+            "observers frozen", observers_frozen(model),
+            "some FakeQuantize still has its observer enabled (model.eval() does not stop observers): use disable_observer",
+        )
     fused = [m for m in model.modules() if hasattr(m, "freeze_bn")]
     if fused and all(m.freeze_bn for m in fused) and any(m.bn.training for m in fused):
         report(
             "BatchNorm frozen", False,
             "freeze_bn is set but BatchNorm is still in training mode (its running statistics keep changing): freeze_bn_stats "
             "sets both, use model.apply(freeze_bn_stats)",
+        )
+        return False
+    if moved_bn:
+        report(
+            "BatchNorm frozen", False,
+            f"{len(moved_bn)} BatchNorm(s) have other running statistics than when calibration ended (e.g. {moved_bn[0]}): "
+            "data went through the model in training mode before freeze_bn_stats. Re-run the cell above, then freeze first",
         )
         return False
     ok_bn = report(

@@ -97,6 +97,29 @@ def test_ex1_rejects_strict_comparisons_on_clamped_codes(capsys):
     rejected(capsys, ok, "before clamping", "strict")
 
 
+def test_ex1_rejects_torchs_fake_quant_op_with_autograd(capsys):
+    x = X_EX.clone().requires_grad_(True)  # the shortcut the exercise forbids: torch's op, gradient by backward()
+    y = torch.fake_quantize_per_tensor_affine(x, SCALE, ZP, 0, 15)
+    y.sum().backward()
+    out = rejected(capsys, qh.check_ste(y, x.grad, x, SCALE, ZP, 0, 15), "FakeQuantize", "torch.round", "x has a .grad", "backward()")
+    assert "✅" not in out
+    x = X_EX.clone().requires_grad_(True)  # the module form of the same op leaves its own autograd history
+    fq = FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=15, dtype=torch.quint8)
+    fq.scale.fill_(SCALE), fq.zero_point.fill_(ZP), fq.disable_observer()
+    y = fq(x)
+    rejected(capsys, qh.check_ste(y, right_answer()[1], x, SCALE, ZP, 0, 15), "FakeQuantize", "torch's fake-quant op")
+
+
+def test_ex1_rejects_a_gradient_that_autograd_computed(capsys):
+    y_hand, mask = right_answer()  # a straight-through trick on x_ex itself: backward() hands out the mask
+    x = X_EX.clone().requires_grad_(True)
+    y = x * mask + (y_hand - x * mask).detach()
+    y.sum().backward()
+    assert torch.equal(x.grad, mask) and torch.equal(y.detach(), y_hand)
+    out = rejected(capsys, qh.check_ste(y, x.grad, x, SCALE, ZP, 0, 15), "x has a .grad", "comparisons")
+    assert "✅ fake-quantized values" in out
+
+
 def test_ex1_blank_is_not_filled_in(capsys):
     assert not check_ex1(..., ...)
     assert "not filled in yet" in capsys.readouterr().out
@@ -112,7 +135,18 @@ RIGHT_WEIGHT = FakeQuantize.with_args(
 
 def test_ex2_accepts_right_answer(capsys):
     assert qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=RIGHT_WEIGHT), 3)
-    assert qh.check_low_bit_qconfig(qh.low_bit_qconfig(3), 3)  # the helper agrees with the exercise
+    helper = qh.low_bit_qconfig(3)  # the helper builds the modules the exercise describes
+    for mine, its in ((RIGHT_ACTIVATION(), helper.activation()), (RIGHT_WEIGHT(), helper.weight())):
+        assert (type(mine), type(mine.activation_post_process), mine.quant_min, mine.quant_max, mine.dtype, mine.qscheme, mine.ch_axis) == (
+            type(its), type(its.activation_post_process), its.quant_min, its.quant_max, its.dtype, its.qscheme, its.ch_axis)
+
+
+def test_ex2_rejects_the_helpers_qconfig(capsys):
+    out = rejected(capsys, qh.check_low_bit_qconfig(qh.low_bit_qconfig(3), 3), "qh.low_bit_qconfig", "yourself", "FakeQuantize.with_args")
+    assert out.count("✅") == 3  # its modules are right: the hint says where they came from
+    helper = qh.low_bit_qconfig(3)  # the helper's weight factory next to a hand-built activation one
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=RIGHT_ACTIVATION, weight=helper.weight), 3), "qh.low_bit_qconfig")
+    rejected(capsys, qh.check_low_bit_qconfig(QConfig(activation=helper.activation, weight=RIGHT_WEIGHT), 3), "qh.low_bit_qconfig")
 
 
 def test_ex2_rejects_plain_observers(capsys):
@@ -266,6 +300,38 @@ def test_ex3_rejects_setting_the_freeze_bn_flag_by_hand(capsys):
         if hasattr(m, "freeze_bn"):
             m.freeze_bn = True  # the flag alone: BatchNorm stays in training mode and keeps updating
     rejected(capsys, qh.check_frozen(model), "still in training mode", "freeze_bn_stats")
+
+
+def test_ex3_rejects_ranges_that_data_moved_before_freezing(capsys):
+    model = broken_net().apply(enable_fake_quant)
+    with torch.no_grad():
+        model(5.0 * torch.randn(2, 1, 6, 6))  # "check it still works": eval mode, observers still on
+    model.apply(disable_observer).apply(freeze_bn_stats)
+    rejected(capsys, qh.check_frozen(model), "no longer the ones calibration left", "model.eval() does not stop them", "re-run the cell")
+
+
+def test_ex3_rejects_calibrating_again_before_freezing(capsys):
+    model = broken_net().apply(enable_fake_quant)
+    torch.manual_seed(1)
+    qh.calibrate_fake_quant(model, [torch.randn(8, 1, 6, 6)])  # moves the moving averages the first calibration left
+    model.apply(freeze_bn_stats)
+    rejected(capsys, qh.check_frozen(model), "calibrating again moves them too")
+
+
+def test_ex3_rejects_batchnorm_statistics_that_data_moved(capsys):
+    model = broken_net().apply(enable_fake_quant).apply(disable_observer).train()
+    with torch.no_grad():
+        model(torch.randn(2, 1, 6, 6))  # training mode, observers off: only BatchNorm's running statistics move
+    model.apply(freeze_bn_stats)
+    out = rejected(capsys, qh.check_frozen(model), "running statistics", "training mode before freeze_bn_stats")
+    assert "✅ observers frozen" in out
+
+
+def test_ex3_accepts_running_data_after_freezing(capsys):
+    model = broken_net().apply(enable_fake_quant).apply(disable_observer).apply(freeze_bn_stats)
+    with torch.no_grad():
+        model(5.0 * torch.randn(2, 1, 6, 6))  # frozen first: nothing moves
+    assert qh.check_frozen(model)
 
 
 def test_ex3_rejects_a_float_model_and_a_blank(capsys):
