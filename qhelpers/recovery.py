@@ -32,6 +32,7 @@ Every function takes a *folded* float model (BatchNorm folded into the convs,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -147,6 +148,23 @@ def _fq(w: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
     return torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
 
 
+# The MSE clipping values ``weight_clip`` has returned to a caller in this process, as (bits, grid, value): notebook 07's
+# exercise "MSE clipping by hand" asks for the search without ``weight_clip``, and ``check_mse_clip`` tells a value
+# handed out here from the same value found by hand. The library's own calls (``quantize_weight``, ``adaround``, the
+# check itself) run inside ``_not_handed_out()`` and are not recorded.
+_MSE_CLIPS_HANDED_OUT: set[tuple[int, int, float]] = set()
+_QUIET = [0]
+
+
+@contextlib.contextmanager
+def _not_handed_out():
+    _QUIET[0] += 1
+    try:
+        yield
+    finally:
+        _QUIET[0] -= 1
+
+
 def weight_clip(
     weight: torch.Tensor, *, bits: int = 8, per_channel: bool = False, method: str = "minmax", percentile: float = 99.9, grid: int = 100
 ) -> torch.Tensor:
@@ -157,6 +175,8 @@ def weight_clip(
     ``"minmax"`` c = max|w|; ``"percentile"`` c = that percentile of |w|;
     ``"mse"`` the c among ``grid`` candidates ``max|w| * k / grid`` (k = 1..grid) that minimises
     the quantization MSE of the weights (min/max is one candidate, so MSE clipping is never worse).
+    The MSE values it returns are remembered (bits, grid, value), so that ``check_mse_clip`` can
+    reject them in an exercise that asks for the search by hand.
 
     Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
@@ -185,6 +205,8 @@ def weight_clip(
         scales = (cands / qmax)[:, :, None]  # (C, G, 1)
         err = ((_fq(flat[:, None, :], scales, qmax) - flat[:, None, :]) ** 2).sum(dim=2)  # (C, G)
         clip = cands.gather(1, err.argmin(dim=1, keepdim=True)).squeeze(1)
+        if not _QUIET[0]:
+            _MSE_CLIPS_HANDED_OUT.update((bits, grid, v) for v in clip.tolist())
     return clip if per_channel else clip.reshape(())
 
 
@@ -198,7 +220,8 @@ def quantize_weight(
 
     Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
-    clip = weight_clip(weight, bits=bits, per_channel=per_channel, method=method, percentile=percentile)
+    with _not_handed_out():
+        clip = weight_clip(weight, bits=bits, per_channel=per_channel, method=method, percentile=percentile)
     qmax = 2 ** (bits - 1) - 1
     scale = clip / qmax
     s = scale.reshape(-1, *([1] * (weight.dim() - 1))) if per_channel else scale
@@ -1104,7 +1127,8 @@ def _adaround(model: nn.Module, calib_loader: Iterable, *, bits: int, per_channe
         x_q, x_f = x_q[keep], x_f[keep]
         w = ref.weight.detach().float()
         target, e_target = out_of(x_f, w), out_of(e_f, w)
-        scale = weight_clip(w, bits=bits, per_channel=per_channel, method=method) / qmax
+        with _not_handed_out():
+            scale = weight_clip(w, bits=bits, per_channel=per_channel, method=method) / qmax
         s = scale.reshape(-1, *([1] * (w.dim() - 1))) if per_channel else scale
         w_floor = torch.floor(w / s)
         rest = (w / s - w_floor).clamp(1e-6, 1 - 1e-6)
@@ -1322,7 +1346,9 @@ def check_mse_clip(clip: Any, weight: torch.Tensor, *, bits: int = 4, grid: int 
 
     Compared with ``weight_clip(weight, bits=bits, method="mse", grid=grid)``;
     the hints name the usual slips (min/max, a scale instead of a clip, a
-    candidate that is not the best, another candidate grid).
+    candidate that is not the best, another candidate grid). The exercise asks
+    for the search by hand: the right value is rejected when ``qh.weight_clip``
+    itself returned it (same ``bits`` and ``grid``) earlier in this process.
 
     Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
@@ -1334,10 +1360,18 @@ def check_mse_clip(clip: Any, weight: torch.Tensor, *, bits: int = 4, grid: int 
         got = float(torch.as_tensor(clip).reshape(()))
     except Exception:
         raise WrongAnswer("MSE clip", f"my_clip must be one number (one clipping value for the whole tensor), got a {type(clip).__name__}") from None
-    expected = float(weight_clip(weight, bits=bits, method="mse", grid=grid))
+    with _not_handed_out():
+        expected = float(weight_clip(weight, bits=bits, method="mse", grid=grid))
+        default_grid = float(weight_clip(weight, bits=bits, method="mse"))
     amax = float(weight.abs().max())
     qmax = 2 ** (bits - 1) - 1
     if math.isclose(got, expected, rel_tol=1e-4):
+        if (bits, grid, expected) in _MSE_CLIPS_HANDED_OUT:
+            return report(
+                "MSE clip", False,
+                f"that value came from qh.weight_clip(..., method=\"mse\", grid={grid}) in this session: the exercise asks for the "
+                "search by hand (if you only called it to compare, restart the kernel and run your own search)",
+            )
         return report("MSE clip", True)
     if math.isclose(got, amax, rel_tol=1e-4):
         return report("MSE clip", False, "that is min/max (no clipping): try smaller clipping values too and keep the one with the lowest MSE")
@@ -1350,6 +1384,6 @@ def check_mse_clip(clip: Any, weight: torch.Tensor, *, bits: int = 4, grid: int 
             f"that is one of the candidates (k = {round(k)}), not the one with the smallest MSE: round w / (c / {qmax}), clamp to "
             f"[-{qmax}, {qmax}], multiply back by c / {qmax}, and compare the mean squared errors",
         )
-    if grid != 100 and math.isclose(got, float(weight_clip(weight, bits=bits, method="mse")), rel_tol=1e-4):
+    if grid != 100 and math.isclose(got, default_grid, rel_tol=1e-4):
         return report("MSE clip", False, f"that is the best of 100 candidates (qh.weight_clip's default); the exercise's candidates are max|w| * k / {grid}")
     return report("MSE clip", False, f"the answer is one of the {grid} candidates max|w| * k / {grid} (k = 1 .. {grid}), the one whose grid c / {qmax} * [-{qmax} .. {qmax}] has the smallest MSE")

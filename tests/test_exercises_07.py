@@ -19,6 +19,14 @@ def course_scan():
     return folded, calib, probe, right
 
 
+@pytest.fixture(autouse=True)
+def no_clip_handed_out_yet():
+    """Each test starts as a fresh kernel would: no MSE clipping value handed out by qh.weight_clip yet (Exercise 3's check)."""
+    qh.recovery._MSE_CLIPS_HANDED_OUT.clear()
+    yield
+    qh.recovery._MSE_CLIPS_HANDED_OUT.clear()
+
+
 @pytest.fixture(scope="module")
 def pair():
     folded = qh.fuse(qh.load_course_model())
@@ -216,3 +224,33 @@ def test_ex3_64_candidates_right_and_the_helpers_default_rejected(pair, capsys):
     assert "max|w| * k / 64" in capsys.readouterr().out
     with pytest.raises(ValueError, match="grid"):
         qh.check_mse_clip(_right_clip_64(w), w, bits=4, grid=0)
+
+
+def test_ex3_rejects_the_helper_the_exercise_asks_not_to_use(pair, capsys):
+    """The one-line route: qh.weight_clip with the exercise's own arguments, as a tensor, a float, or per channel on one row."""
+    w = pair[2]
+    helper = qh.weight_clip(w, bits=4, method="mse", grid=64)
+    assert torch.isclose(helper, _right_clip_64(w))                           # the same value as the search by hand
+    for answer in (helper, float(helper), qh.weight_clip(w.reshape(1, -1), bits=4, per_channel=True, method="mse", grid=64)):
+        assert not qh.check_mse_clip(answer, w, bits=4, grid=64)
+        assert "came from qh.weight_clip" in capsys.readouterr().out
+    assert not qh.check_mse_clip(_right_clip_64(w), w, bits=4, grid=64)      # the value is judged, not how it was typed
+    assert "restart the kernel" in capsys.readouterr().out
+
+
+def test_ex3_accepts_the_search_by_hand_after_the_notebooks_own_helper_calls(pair, capsys):
+    """What notebook 07 runs before the exercise (MSE weight grids at 100 candidates, an 8-bit clip, the check itself)
+    hands out no 4-bit 64-candidate value, so the search by hand still passes; a 100-candidate helper value does not
+    collide with the 64-candidate exercise either."""
+    w = pair[2]
+    folded = qh.fuse(qh.load_course_model())
+    qh.quantize_weights(folded, bits=4, method="mse")
+    qh.quantize_weights(folded, bits=4, method="mse", per_channel=True)
+    qh.quantize_weight(w, bits=4, method="mse")
+    qh.weight_clip(w, bits=8, method="mse")
+    qh.weight_clip(w, bits=4, method="mse")                                    # the default grid: another value
+    assert qh.check_mse_clip(_right_clip_64(w), w, bits=4, grid=64)
+    assert qh.check_mse_clip(_right_clip_64(w), w, bits=4, grid=64)            # the check's own search is not recorded
+    assert "✅" in capsys.readouterr().out
+    assert not qh.check_mse_clip(qh.weight_clip(w, bits=4, method="mse"), w, bits=4)   # ... but it is the 100-candidate answer
+    assert "came from qh.weight_clip" in capsys.readouterr().out
