@@ -279,6 +279,9 @@ def _scale_zero_point_mistakes(scale: Any, zero_point: Any, x: torch.Tensor, sig
 
 
 _ALL_ZERO = "an all-zero tensor (max - min = 0, like a dead ReLU channel's output)"
+_TINY = "a tensor from 0 to 1e-6 (its scale (max - min) / 255 is below float32 eps)"
+_TINY_HINT = ("(max - min) / 255 is below torch.finfo(torch.float32).eps here: torch's observers floor every scale at "
+              "eps (max(scale, eps)), not only a scale of 0")
 _EPS_HINT = ("max - min is 0 here: floor the scale at torch.finfo(torch.float32).eps, as torch's observers do "
              "(section 2), so that it is never 0")
 
@@ -299,6 +302,7 @@ def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         ("a tensor whose min is -0.7 steps (its zero point must be rounded, not truncated)", fractional),
         ("a tensor whose min is -254.3 steps (its zero point must be rounded, not taken up)", -fractional),
         (_ALL_ZERO, torch.zeros_like(x)),  # max - min = 0: torch's observers floor the scale at float32 eps
+        (_TINY, torch.linspace(0.0, 1e-6, x.numel()).reshape(x.shape)),  # (max - min) / 255 below eps: floored too
     ]
 
 
@@ -312,7 +316,9 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
     where truncating, flooring or ceiling the zero point differs from
     rounding it, and on an all-zero tensor, where the scale must be
     floored at ``torch.finfo(torch.float32).eps`` as torch's observers do
-    (expected: ``(eps, 0)``); on the first probe it gets wrong it names the
+    (expected: ``(eps, 0)``), and on one from 0 to 1e-6, whose (max - min) / 255
+    is below eps and is floored too (a floor applied only to a scale of 0
+    fails there); on the first probe it gets wrong it names the
     mistake and says which probe it was.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
@@ -335,6 +341,10 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
                 s = _number(out[0], "scale")
                 if s != torch.finfo(torch.float32).eps:
                     return report(name, False, f"on {what}: got a scale of {s:.6g}; {_EPS_HINT}")
+            if what == _TINY:  # a floor applied only when max == min passes the all-zero probe but not this one
+                s = _number(out[0], "scale")
+                if abs(s - torch.finfo(torch.float32).eps) > 1e-6 * torch.finfo(torch.float32).eps:
+                    return report(name, False, f"on {what}: got a scale of {s:.6g}; {_TINY_HINT}")
             scale_hint, zp_hint = _scale_zero_point_mistakes(out[0], out[1], t, signed)
         except WrongAnswer as wrong:
             return report(name, False, f"on {what}: {wrong.hint}")

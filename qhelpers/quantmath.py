@@ -474,7 +474,9 @@ def int8_linear(
         y = torch.round(y / out_qparams.scale.to(torch.float32).reshape(())) + out_qparams.zero_point.reshape(())
         return torch.clamp(y, out_qparams.quant_min, out_qparams.quant_max).to(out_qparams.dtype)
     if bias is not None:
-        acc = acc + torch.round(bias.detach().float() / acc_scale).to(torch.int32)
+        # bias * (1 / scale), as torch rounds a bias to qint32 (its quantize_val multiplies by the inverse scale):
+        # at an exact float32 tie, dividing instead can round to the neighbouring code
+        acc = acc + torch.round(bias.detach().float() * (1.0 / acc_scale)).to(torch.int32)
     return requantize(acc, acc_scale, out_qparams)
 
 

@@ -331,3 +331,17 @@ def test_ex2_rejects_a_scale_of_one_for_an_empty_range(capsys, x):
         return scale, 0 - round(lo / scale)
 
     rejected(capsys, qh.check_qparams_function(one_instead, x), "all-zero tensor", "got a scale of 1", "eps")
+
+
+def test_ex2_rejects_a_floor_applied_only_to_an_empty_range(capsys, x):
+    # right wherever max > min and on the all-zero tensor, but torch floors every scale below eps (MinMaxObserver on
+    # values 0..1e-6 gives eps), not only a scale of 0
+    def floor_only_at_zero(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        scale = (hi - lo) / 255 if hi > lo else torch.finfo(torch.float32).eps
+        return scale, 0 - round(lo / scale)
+
+    observer = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8)
+    observer(torch.linspace(0.0, 1e-6, 64))
+    assert observer.calculate_qparams()[0].item() == torch.finfo(torch.float32).eps
+    rejected(capsys, qh.check_qparams_function(floor_only_at_zero, x), "from 0 to 1e-6", "not only a scale of 0")
