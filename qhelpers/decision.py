@@ -39,10 +39,10 @@ DECISION_TREE_TEXT = """\
        (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled
                                              with torch.compile (needs a C++ compiler: qh.compile_available())
                                              measure faster than float on a layer large enough that its weights
-                                             come from memory, and slower on a small model whose weights stay in
-                                             cache (notebook 06): measure yours; without AVX512-VNNI, torchao's
-                                             needs reduce_range=True (notebook 05). An LSTM/GRU has only eager
-                                             quantize_dynamic. On an ARM device: Linear layers via PT2E with
+                                             come from memory (torchao's only with AVX512-VNNI: without it its
+                                             torch._int_mm is an exact but slow loop, notebook 05), and slower on a
+                                             small model whose weights stay in cache (notebook 06): measure yours.
+                                             An LSTM/GRU has only eager quantize_dynamic. On an ARM device: Linear layers via PT2E with
                                              XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
                                              LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic on 'qnnpack'.
                                              Weight-only INT8 for size. Static INT8 only where it measures better
@@ -211,7 +211,8 @@ def recommend(
             "(notebook 06 measures both faster than float on a layer large enough that its weights come from memory, "
             "slower on its small digit transformer whose weights stay in cache, and torchao's eager paths slower: "
             "measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
-            "quantize_dynamic; without AVX512-VNNI, torchao's dynamic INT8 needs reduce_range=True, notebook 05); an "
+            "quantize_dynamic; torchao's is fast only with AVX512-VNNI: without it torch._int_mm is an exact but slow "
+            "loop, notebook 05); an "
             "LSTM/GRU has only eager quantize_dynamic; static INT8 only where it measures better",
         )
     if ptq_drop_acceptable is False:
