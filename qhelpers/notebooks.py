@@ -215,7 +215,7 @@ def execute_notebook(path: Path, timeout: int = 600) -> float:
         cell.metadata.pop("execution", None)
     from .cpu import outputs_kind
 
-    # which kind of CPU printed these outputs: make test compares them strictly only on the same kind (tests/conftest.py)
+    # which kind of CPU printed these outputs: make test compares them strictly only on the same kind (tests/nbval_cpu_kind.py)
     nb.metadata.setdefault("qhelpers", {})["outputs_recorded_on"] = outputs_kind()
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(path.parent)}}

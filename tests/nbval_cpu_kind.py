@@ -16,13 +16,7 @@ _OTHER_KIND: list[str] = []  # notebooks whose committed outputs another kind of
 
 
 def _compare_only_on_the_same_cpu_kind(config, items) -> None:
-    """Strict nbval compares a notebook's outputs only on the kind of CPU that printed them.
-
-    ``python -m qhelpers.notebooks execute`` records ``qhelpers.cpu.outputs_kind()`` (machine, float ISA, engines, which
-    engines saturate 16-bit pair sums) in each notebook's metadata. On another kind of CPU the INT8 kernels
-    compute other numbers (an AVX2 CPU saturates where AVX512-VNNI is exact), so there a notebook's cells run
-    with their asserts only, as in ``make test-cpus``, and the run says so at the top and in its summary.
-    """
+    """Turn off output comparison for the cells of notebooks recorded on another CPU kind (see the module docstring)."""
     _OTHER_KIND.clear()
     cells = [item for item in items if type(item).__name__ == "IPyNbCell" and item.options.get("check")]
     if not cells:
