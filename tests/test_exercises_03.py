@@ -271,8 +271,8 @@ def check_ex4(low, high, measured):
         "logit SQNR calibrated on one digit (dB)", low, high, measured, max_width=6.0,
         too_low="fifty images of one digit are still many images: compare with section 5's draws of several images, "
                 "not only with the worst single ones",
-        too_high="one digit is not a sample of all ten: the observers see only that digit's strokes; "
-                 "the accuracy hides what that costs, the logits do not",
+        too_high="one digit is not a sample of all ten, and some digits alone give far worse logits than "
+                 "all the images together; the accuracy hides what that costs, the logits do not",
     )
 
 
