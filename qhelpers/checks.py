@@ -281,7 +281,10 @@ def _scale_zero_point_mistakes(scale: Any, zero_point: Any, x: torch.Tensor, sig
 _ALL_ZERO = "an all-zero tensor (max - min = 0, like a dead ReLU channel's output)"
 _TINY = "a tensor from 0 to 1e-6 (its scale (max - min) / 255 is below float32 eps)"
 _TINY_HINT = ("(max - min) / 255 is below torch.finfo(torch.float32).eps here: torch's observers floor every scale at "
-              "eps (max(scale, eps)), not only a scale of 0")
+              "eps (max(scale, eps)), not only a scale of 0, and not from a threshold of your own")
+_ABOVE_FLOOR_HINT = ("(max - min) / 255 is above torch.finfo(torch.float32).eps here, so it is the scale: the floor is "
+                     "max((max - min) / 255, eps), which replaces a scale only where it is below eps, not below a "
+                     "threshold of your own")
 _EPS_HINT = ("max - min is 0 here: floor the scale at torch.finfo(torch.float32).eps, as torch's observers do "
              "(section 2), so that it is never 0")
 
@@ -303,7 +306,20 @@ def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         ("a tensor whose min is -254.3 steps (its zero point must be rounded, not taken up)", -fractional),
         (_ALL_ZERO, torch.zeros_like(x)),  # max - min = 0: torch's observers floor the scale at float32 eps
         (_TINY, torch.linspace(0.0, 1e-6, x.numel()).reshape(x.shape)),  # (max - min) / 255 below eps: floored too
+    ] + [
+        # widths on both sides of 255 eps (3.04e-5), where (max - min) / 255 and eps cross: only max(scale, eps)
+        # gives every one, a floor applied below a threshold of one's own (1e-6, 1e-5, 3e-5) misses one of them
+        (_near_floor(f), torch.linspace(0.0, f * _FLOOR_WIDTH, x.numel()).reshape(x.shape)) for f in _FLOOR_FACTORS
     ]
+
+
+_FLOOR_WIDTH = 255 * torch.finfo(torch.float32).eps  # the range at which (max - min) / 255 equals eps: 3.04e-5
+_FLOOR_FACTORS = (0.1, 0.5, 0.9, 0.99, 1.01, 1.1, 1.3)  # probe widths, in units of _FLOOR_WIDTH (all within 0..4e-5)
+
+
+def _near_floor(factor: float) -> str:
+    where = "below" if factor < 1 else "above"
+    return f"a tensor from 0 to {factor * _FLOOR_WIDTH:.3g} (its (max - min) / 255 is {factor:g} eps, {where} eps)"
 
 
 @_blank_safe
@@ -316,10 +332,13 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
     where truncating, flooring or ceiling the zero point differs from
     rounding it, and on an all-zero tensor, where the scale must be
     floored at ``torch.finfo(torch.float32).eps`` as torch's observers do
-    (expected: ``(eps, 0)``), and on one from 0 to 1e-6, whose (max - min) / 255
+    (expected: ``(eps, 0)``), on one from 0 to 1e-6, whose (max - min) / 255
     is below eps and is floored too (a floor applied only to a scale of 0
-    fails there); on the first probe it gets wrong it names the
-    mistake and says which probe it was.
+    fails there), and on tensors from 0 to widths just below and just above
+    255 eps (3.04e-5), where (max - min) / 255 and eps cross (a floor applied
+    below a threshold of one's own, such as ``hi - lo > 1e-6``, fails one of
+    them); on the first probe it gets wrong it names the mistake and says
+    which probe it was.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
@@ -341,10 +360,13 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
                 s = _number(out[0], "scale")
                 if s != torch.finfo(torch.float32).eps:
                     return report(name, False, f"on {what}: got a scale of {s:.6g}; {_EPS_HINT}")
-            if what == _TINY:  # a floor applied only when max == min passes the all-zero probe but not this one
-                s = _number(out[0], "scale")
-                if abs(s - torch.finfo(torch.float32).eps) > 1e-6 * torch.finfo(torch.float32).eps:
+            elif t.max() > t.min():  # a range of its own: floored at eps where (max - min) / 255 is below it, only there
+                eps = torch.finfo(torch.float32).eps
+                s, floored = _number(out[0], "scale"), (t.max() - t.min()).item() / 255 < eps
+                if floored and abs(s - eps) > 1e-6 * eps:  # a floor only at max == min, or below a threshold of one's own
                     return report(name, False, f"on {what}: got a scale of {s:.6g}; {_TINY_HINT}")
+                if not floored and abs(s - eps) <= 1e-6 * eps:  # floored below a threshold of one's own, above 255 eps
+                    return report(name, False, f"on {what}: got a scale of eps; {_ABOVE_FLOOR_HINT}")
             scale_hint, zp_hint = _scale_zero_point_mistakes(out[0], out[1], t, signed)
         except WrongAnswer as wrong:
             return report(name, False, f"on {what}: {wrong.hint}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import qhelpers as qh
+from qhelpers import checks
 from verdicts import rejected
 
 
@@ -345,3 +346,45 @@ def test_ex2_rejects_a_floor_applied_only_to_an_empty_range(capsys, x):
     observer(torch.linspace(0.0, 1e-6, 64))
     assert observer.calculate_qparams()[0].item() == torch.finfo(torch.float32).eps
     rejected(capsys, qh.check_qparams_function(floor_only_at_zero, x), "from 0 to 1e-6", "not only a scale of 0")
+
+
+@pytest.mark.parametrize("threshold", [1e-6, 1e-5, 3e-5])
+def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own_under_255_eps(capsys, x, threshold):
+    # eps only where max - min is below an invented threshold: right on 0..1e-6 when the threshold is 1e-6 (its
+    # float32 max is 9.99999997e-07), wrong on a range between the threshold and 255 eps, where (max - min) / 255 is
+    # still below eps and must be floored
+    eps = torch.finfo(torch.float32).eps
+
+    def floor_below(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        scale = (hi - lo) / 255 if hi - lo > threshold else eps
+        return scale, 0 - round(lo / scale)
+
+    rejected(capsys, qh.check_qparams_function(floor_below, x), "below eps", "not from a threshold of your own")
+
+
+@pytest.mark.parametrize("threshold", [3.1e-5, 4e-5, 1e-4])
+def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own_above_255_eps(capsys, x, threshold):
+    # eps up to a threshold above 255 eps (3.04e-5): on a range just above 255 eps the scale (max - min) / 255 is
+    # above eps, and the floor must leave it alone
+    eps = torch.finfo(torch.float32).eps
+
+    def floor_below(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        scale = (hi - lo) / 255 if hi - lo > threshold else eps
+        return scale, 0 - round(lo / scale)
+
+    rejected(capsys, qh.check_qparams_function(floor_below, x), "above eps", "got a scale of eps", "not below a threshold of your own")
+
+
+def test_ex2_floor_probes_straddle_255_eps_and_match_torchs_observer(x):
+    # the probes' widths lie on both sides of 255 eps, within 0..4e-5, and torch's observer floors exactly those below
+    eps = torch.finfo(torch.float32).eps
+    probes = [(what, t) for what, t in checks._qparams_probes(x) if what.startswith("a tensor from 0 to ") and "eps)" in what]
+    widths = [(t.max() - t.min()).item() for _, t in probes]
+    assert max(widths) <= 4e-5 and any(w / 255 < eps for w in widths) and any(w / 255 > eps for w in widths)
+    assert min(w for w in widths if w / 255 > eps) < 1.02 * 255 * eps and max(w for w in widths if w / 255 < eps) > 0.98 * 255 * eps
+    for _, t in probes:
+        observer = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8)
+        observer(t)
+        assert observer.calculate_qparams()[0].item() == pytest.approx(max((t.max() - t.min()).item() / 255, eps), rel=1e-6)
