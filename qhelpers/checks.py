@@ -8,7 +8,7 @@ raises ``TypeError`` only when the answer is of the wrong kind altogether.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -498,7 +498,65 @@ def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
     return report(name, False, f"row {worst}: got {a[worst].item():.6g}; compare with section 5's symmetric scale")
 
 
+# key -> (the answer as given, whether it passed, its hint) of the first filled prediction a predict-first check judged
+# in this Python process (a kernel); see _first_prediction_scored
+_FIRST_JUDGED: dict[str, tuple[Any, bool, str]] = {}
+
+
+def _as_given(prediction: Any) -> Any:
+    """A filled prediction in a form that compares equal when the learner gives the same answer again."""
+    if isinstance(prediction, (tuple, list)):
+        try:
+            return tuple(float(v) for v in prediction)
+        except (TypeError, ValueError):
+            pass
+    return repr(prediction)
+
+
+def _shown(given: Any) -> str:
+    return f"({given[0]:g}, {given[1]:g})" if isinstance(given, tuple) and len(given) == 2 else str(given)
+
+
+def _first_prediction_scored(key: Callable[..., str]):
+    """Make a predict-first check score the first filled prediction it judges in this process (per ``key(...)``).
+
+    For a notebook cell that shows the measurement as soon as any prediction is filled in: once a first prediction
+    has missed (or was refused as malformed), a *different* one is refused with a hint that the first is the one
+    scored, since it was written after the measurement was shown; the same one again gets the same verdict, and a
+    first prediction that passed leaves later ones to be judged as usual. A blank is never remembered; a fresh
+    kernel starts with no memory.
+    """
+    import functools
+
+    def decorate(check):
+        @functools.wraps(check)
+        def wrapper(prediction: Any, *args: Any, **kwargs: Any):
+            if not_filled(prediction) or (isinstance(prediction, (tuple, list)) and not_filled(*prediction)):
+                raise NotFilledIn("prediction")
+            memory, given = key(*args, **kwargs), _as_given(prediction)
+            first = _FIRST_JUDGED.get(memory)
+            if first is not None and not first[1] and given != first[0]:
+                return report(
+                    "prediction", False,
+                    f"your first prediction, {_shown(first[0])}, is the one scored: it missed ({first[2]}), and the cell "
+                    "has shown the measurement since, so a range written after it is not a prediction. Keep the first "
+                    "one and work out what it missed",
+                )
+            try:
+                result = check(prediction, *args, **kwargs)
+            except WrongAnswer as wrong:
+                _FIRST_JUDGED.setdefault(memory, (given, False, wrong.hint))
+                raise
+            _FIRST_JUDGED.setdefault(memory, (given, bool(result), getattr(result, "detail", "")))
+            return result
+
+        return wrapper
+
+    return decorate
+
+
 @_blank_safe
+@_first_prediction_scored(lambda measured_db, *, reference_db, bits_from, bits_to, max_width=6.0: f"sqnr {bits_from}->{bits_to} bits from {reference_db!r} dB")
 def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: float, bits_from: int, bits_to: int, max_width: float = 6.0) -> bool:
     """Exercise (predict first): a ``(low, high)`` range in dB for the SQNR at ``bits_to`` bits, knowing ``reference_db`` at ``bits_from``.
 
@@ -509,6 +567,11 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     one of those as well as the measurement does not tell the reasoning from
     the mistake. Names the wrong reasoning a range holds, or else which side
     it missed on; a range too wide to predict anything is refused.
+
+    The notebook shows the measurement once any prediction is filled in, so
+    the first filled prediction judged in this process is the one scored:
+    after it missed, a different range is refused with a hint saying so (the
+    same range again gets the same verdict; a fresh kernel starts afresh).
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """

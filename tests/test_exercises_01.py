@@ -75,6 +75,40 @@ def test_ex1_rejects_reversed_bounds_and_blank(capsys):
     rejected(capsys, _predict(...), "not filled in yet")
 
 
+def test_ex1_scores_the_first_prediction_a_second_range_is_refused(capsys):
+    # the cell prints the measurement once any range is filled in: a range written after a miss is not a prediction
+    rejected(capsys, _predict((18.0, 21.0)), "not proportional")
+    out = rejected(capsys, _predict((12.0, 17.0)), "your first prediction, (18, 21), is the one scored", "not proportional",
+                   "measurement", "Keep the first one")
+    assert "correct" not in out
+    rejected(capsys, _predict((18.0, 21.0)), "outside your range", "not proportional")  # the same range: the same verdict
+
+
+def test_ex1_scores_the_first_prediction_even_when_it_was_malformed(capsys):
+    # a single number, swapped or too wide bounds fill the blank, so the cell has shown the measurement
+    rejected(capsys, _predict(14.0), "not one value")
+    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, 14.0, is the one scored", "not one value")
+    rejected(capsys, _predict((0.0, 40.0)), "your first prediction, 14.0, is the one scored")
+
+
+def test_ex1_a_right_first_prediction_leaves_later_ones_judged_as_usual(capsys):
+    assert _predict((12.0, 17.0))
+    rejected(capsys, _predict((14.0, 20.0)), "inside your range", "narrow it")
+    assert _predict((13.0, 16.0))
+
+
+def test_ex1_a_blank_is_not_remembered(capsys):
+    rejected(capsys, _predict(...), "not filled in yet")
+    rejected(capsys, _predict((..., ...)), "not filled in yet")
+    assert _predict((12.0, 17.0))
+
+
+def test_ex1_memory_is_per_measurement(capsys):
+    # another bit count (or another reference) is another prediction, scored on its own
+    rejected(capsys, _predict((18.0, 21.0)), "not proportional")
+    assert qh.check_sqnr_prediction((24.0, 28.5), 27.0, reference_db=REF_8BIT, bits_from=8, bits_to=6)
+
+
 # ----------------------------------------------------------------------------- exercise 2: a function t -> (scale, zero_point)
 
 
