@@ -24,6 +24,7 @@ import contextlib
 import copy
 import io
 import json
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -517,30 +518,74 @@ def check_weights_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any)
 
 @_blank_safe
 def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, int8_model: Optional[nn.Module] = None) -> bool:
-    """Exercise: an INT8 model's weight bytes in MB (1e6 bytes), one byte per Conv2d/Linear weight of ``float_model``.
+    """Exercise: ``predicted_int8_mb(model)``, a float model's INT8 weight bytes in MB (1e6 bytes), one byte per Conv2d/Linear weight.
 
-    With ``int8_model`` (the same architecture quantized), the size of its
-    whole state dict, a number printed in notebook 02's size table, is
-    named as the mistake it is.
+    The answer is a function of a float model, counted from that model: the check runs it on ``float_model`` and
+    then on a float model the learner never built (torchvision's MNASNet 0.5, random weights), so a number measured
+    on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only. A
+    plain number is refused (it could have been measured rather than counted), with the mistake it holds named
+    where it is a known one. With ``int8_model`` (``float_model``'s architecture quantized), the size of its whole
+    state dict, a number printed in notebook 02's size table, is named as the mistake it is.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
-    p = _number(predicted_int8_mb, "predicted_int8_mb")
-    expected = int8_weight_bytes(float_model) / 1e6
     name = "predicted_int8_mb"
+    if not_filled(predicted_int8_mb):
+        raise NotFilledIn(name)
+    if not callable(predicted_int8_mb):
+        mistake = _int8_size_mistake(_number(predicted_int8_mb, name), float_model, int8_model)
+        return report(name, False, (
+            "write predicted_int8_mb as a function of a float model, model -> MB, that counts that model's weights (the "
+            "check runs it on mnv2_float and on a model you have not built): a number could be measured, not counted"
+            + (f"; and this number is wrong: {mistake}" if mistake else "")
+        ))
+    second = _unseen_float_model()
+    for model, which in ((float_model, "the float model you were given"), (second, _UNSEEN)):
+        try:
+            p = _number(predicted_int8_mb(copy.deepcopy(model)), name)
+        except TypeError as exc:
+            return report(name, False, f"on {which}: {exc}")
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+        if model is float_model:
+            mistake = _int8_size_mistake(p, float_model, int8_model)
+            if mistake:
+                return report(name, False, mistake)
+        elif not _near(p, int8_weight_bytes(model) / 1e6, rtol=2e-4):
+            return report(name, False, (
+                f"right on the float model you were given, but on {which} it gives {p:.6g} MB, not "
+                f"{int8_weight_bytes(model) / 1e6:.6g}: count the weights of the model passed in (a number measured on "
+                "an INT8 model fits that model only)"
+            ))
+    return report(name, True)
+
+
+_UNSEEN = "a float model you have not built (torchvision's MNASNet 0.5, random weights)"
+
+
+def _unseen_float_model() -> nn.Module:
+    """A float torchvision model notebook 02 never builds: the second model ``check_int8_size_prediction`` counts."""
+    import torchvision
+
+    return torchvision.models.mnasnet0_5(weights=None).eval()
+
+
+def _int8_size_mistake(p: float, float_model: nn.Module, int8_model: Optional[nn.Module]) -> str:
+    """What is wrong with ``p`` MB as ``float_model``'s INT8 weight bytes ("" when it is right)."""
+    expected = int8_weight_bytes(float_model) / 1e6
     if _near(p, expected, rtol=2e-4):
-        return report(name, True)
+        return ""
     if int8_model is not None and _near(p, model_size_bytes(int8_model) / 1e6, rtol=2e-3):
-        return report(name, False, "that is the whole INT8 state dict (scales, zero points, float biases and the container too); count only the INT8 weights")
+        return "that is the whole INT8 state dict (scales, zero points, float biases and the container too); count only the INT8 weights"
     if _near(p, count_parameters(float_model) / 1e6, rtol=2e-4):
-        return report(name, False, "you counted every parameter: BatchNorm's are folded into the convolutions and biases stay float32; count only the Conv2d and Linear weights")
+        return "you counted every parameter: BatchNorm's are folded into the convolutions and biases stay float32; count only the Conv2d and Linear weights"
     if _near(p, 4 * expected, rtol=2e-3) or _near(p, 4 * count_parameters(float_model) / 1e6, rtol=2e-3):
-        return report(name, False, "that is the float32 size (4 bytes per weight); INT8 stores one byte per weight")
+        return "that is the float32 size (4 bytes per weight); INT8 stores one byte per weight"
     if _near(p, expected * 1e6 / 2**20, rtol=2e-3) or _near(p, count_parameters(float_model) / 2**20, rtol=2e-3):
-        return report(name, False, "1 MB here is 1e6 bytes, not 2**20 (that is a MiB)")
+        return "1 MB here is 1e6 bytes, not 2**20 (that is a MiB)"
     if _near(p, 8 * expected, rtol=2e-3):
-        return report(name, False, "that counts bits; a size in bytes counts one per INT8 weight")
-    return report(name, False, "not one byte per Conv2d/Linear weight of the float model, in units of 1e6 bytes")
+        return "that counts bits; a size in bytes counts one per INT8 weight"
+    return "not one byte per Conv2d/Linear weight of the float model, in units of 1e6 bytes"
 
 
 @_blank_safe
@@ -647,16 +692,22 @@ def _conv_linear(model: nn.Module) -> list[nn.Module]:
 
 @_blank_safe
 def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
-    """Exercise: the bytes an INT8 state dict spends on per-channel weight scales and zero points, from the float model's layers.
+    """Exercise: ``predicted_bytes(model)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model.
 
-    The expected value is ``int8_size_breakdown(int8_model)["scales and zero
+    The expected value for ``float_model`` is ``int8_size_breakdown(int8_model)["scales and zero
     points"]``: per-channel weights store a float64 scale and an int64 zero
     point per output channel of every Conv2d and Linear (16 bytes each);
     per-tensor weights (``qnnpack``) store no per-channel tensors, only a
     couple of numbers per layer, kept inside each quantized weight tensor
     (``q_scale()``, ``q_zero_point()``), so the row is 0. The count is exact:
     accepts a number less than one channel's 16 bytes from it (per-channel),
-    and only 0 on a per-tensor backend. Names the typical mistakes:
+    and only 0 on a per-tensor backend. The answer is a function of a float
+    model: the check then runs it on a float model the learner never built
+    (torchvision's ShuffleNetV2 x1.0), whose expected count is that rule
+    (16 bytes per output channel where ``int8_model``'s weights are
+    per-channel, else 0), so a number measured on an INT8 model fits the
+    first model only; a plain number is refused (with its mistake named
+    where it is a known one). Names the typical mistakes:
     megabytes or kilobytes instead of bytes; 8 bytes per channel (float32
     and int32); the input axis counted (the Linear layer's ``in_features``,
     or every layer's input channels) instead of the output channels;
@@ -669,14 +720,60 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     name = "predicted_bytes"
     if not_filled(predicted_bytes):
         raise NotFilledIn(name)
-    if isinstance(predicted_bytes, bool) or not isinstance(predicted_bytes, (int, float)):
-        return report(name, False, f"expected one number of bytes, got {type(predicted_bytes).__name__}")
     if not isinstance(float_model, nn.Module) or not isinstance(int8_model, nn.Module):
         raise TypeError("float_model and int8_model must be torch.nn.Module")
     if is_quantized(float_model) or not is_quantized(int8_model):
         raise ValueError("pass the float model first and the INT8 model second")
-    p = float(predicted_bytes)
     parts = int8_size_breakdown(int8_model)
+    measured = parts["scales and zero points"]
+    if not callable(predicted_bytes):
+        if isinstance(predicted_bytes, bool) or not isinstance(predicted_bytes, (int, float)):
+            return report(name, False, f"expected a function model -> bytes, got {type(predicted_bytes).__name__}")
+        mistake = _scale_bytes_mistake(float(predicted_bytes), float_model, parts)
+        return report(name, False, (
+            "write predicted_bytes as a function of a float model, model -> bytes, that counts that model's layers "
+            "(the check runs it on shuffle_float and on a model you have not built): a number could be measured, "
+            "not counted" + (f"; and this number is wrong: {mistake}" if mistake else "")
+        ))
+    unseen = _unseen_shufflenet()
+    unseen_expected = 16 * sum(m.weight.shape[0] for m in _conv_linear(unseen)) if measured > 0 else 0
+    for model, which in ((float_model, "the float model you were given"), (unseen, _UNSEEN_SHUFFLENET)):
+        try:
+            p = predicted_bytes(copy.deepcopy(model))
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):  # int, float, numpy's scalars
+            return report(name, False, f"on {which} your function returned {type(p).__name__}; return one number of bytes")
+        if model is float_model:
+            mistake = _scale_bytes_mistake(float(p), float_model, parts)
+            if mistake:
+                return report(name, False, mistake)
+        elif not (abs(p - unseen_expected) < 16 if unseen_expected else p == 0):
+            return report(name, False, (
+                f"right on the float model you were given, but on {which} it gives {p:,.0f} bytes, not "
+                f"{unseen_expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
+                "fits that model only)"
+            ))
+    layers = _conv_linear(float_model)
+    channels = sum(m.weight.shape[0] for m in layers)
+    ok = report(name, True)
+    print(f"   measured: {measured:,} bytes of scales and zero points ({channels:,} output channels in {len(layers)} "
+          f"Conv2d/Linear layers); the whole INT8 file: {parts['total']:,} bytes")
+    return ok
+
+
+_UNSEEN_SHUFFLENET = "a float model you have not built (torchvision's ShuffleNetV2 x1.0, random weights)"
+
+
+def _unseen_shufflenet() -> nn.Module:
+    """A float torchvision model notebook 02 never builds: the second model ``check_scale_bytes_prediction`` counts."""
+    import torchvision
+
+    return torchvision.models.shufflenet_v2_x1_0(weights=None).eval()
+
+
+def _scale_bytes_mistake(p: float, float_model: nn.Module, parts: dict) -> str:
+    """What is wrong with ``p`` as ``float_model``'s bytes of weight scales and zero points ("" when it is right)."""
     measured = parts["scales and zero points"]
     layers = _conv_linear(float_model)
     channels = sum(m.weight.shape[0] for m in layers)
@@ -684,34 +781,29 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     exact = lambda value, target: abs(value - target) < 16  # noqa: E731  (less than one channel's bytes)
     near = lambda value, target: abs(value - target) <= max(0.1 * abs(target), 2000)  # noqa: E731  (for naming a mistake)
     if exact(p, measured) if measured > 0 else p == 0:
-        ok = report(name, True)
-        print(f"   measured: {measured:,} bytes of scales and zero points ({channels:,} output channels in {len(layers)} "
-              f"Conv2d/Linear layers); the whole INT8 file: {parts['total']:,} bytes")
-        return ok
+        return ""
     per_channel = measured > 0
     linears = [m for m in layers if isinstance(m, nn.Linear)]
     conv_and_linear_inputs = conv_channels + sum(m.in_features for m in linears)
     input_channels = sum(m.in_channels if isinstance(m, nn.Conv2d) else m.in_features for m in layers)
     if measured > 2000 and (near(p * 1e6, measured) or near(p * 1e3, measured)):
-        hint = "give the answer in bytes, not megabytes or kilobytes"
-    elif per_channel and near(p, channels * 8):
-        hint = "the state dict stores each channel's scale as float64 and its zero point as int64: 16 bytes per channel, not 8"
-    elif per_channel and (exact(p, 16 * conv_and_linear_inputs) or exact(p, 16 * input_channels)):
-        hint = ("wrong axis: a per-channel scale belongs to an OUTPUT channel (axis 0 of the weight); "
+        return "give the answer in bytes, not megabytes or kilobytes"
+    if per_channel and near(p, channels * 8):
+        return "the state dict stores each channel's scale as float64 and its zero point as int64: 16 bytes per channel, not 8"
+    if per_channel and (exact(p, 16 * conv_and_linear_inputs) or exact(p, 16 * input_channels)):
+        return ("wrong axis: a per-channel scale belongs to an OUTPUT channel (axis 0 of the weight); "
                 "for a Linear layer that is out_features, not in_features")
-    elif not per_channel and near(p, channels * 16):
-        hint = "this backend's weights are per-tensor: there are no per-channel scale tensors, only a couple of numbers per layer"
-    elif not per_channel:
-        hint = ("per-tensor weights keep their one scale and zero point inside the quantized weight tensor itself "
+    if not per_channel and near(p, channels * 16):
+        return "this backend's weights are per-tensor: there are no per-channel scale tensors, only a couple of numbers per layer"
+    if not per_channel:
+        return ("per-tensor weights keep their one scale and zero point inside the quantized weight tensor itself "
                 "(q_scale(), q_zero_point()), not as separate tensors; this row counts only separate per-channel tensors")
-    elif conv_channels != channels and near(p, conv_channels * 16):
-        hint = "the Linear layer at the end has per-channel scales too: count its output channels"
-    elif near(p, int8_weight_bytes(float_model)):
-        hint = "that is the INT8 weights themselves, one byte each; the question is the scales and zero points beside them"
-    elif near(p, parts["total"]):
-        hint = "that is the whole INT8 file; the question is only its scales and zero points"
-    elif p > measured:
-        hint = "too many: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
-    else:
-        hint = "too few: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
-    return report(name, False, hint)
+    if conv_channels != channels and near(p, conv_channels * 16):
+        return "the Linear layer at the end has per-channel scales too: count its output channels"
+    if near(p, int8_weight_bytes(float_model)):
+        return "that is the INT8 weights themselves, one byte each; the question is the scales and zero points beside them"
+    if near(p, parts["total"]):
+        return "that is the whole INT8 file; the question is only its scales and zero points"
+    if p > measured:
+        return "too many: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
+    return "too few: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"

@@ -186,7 +186,8 @@ def test_weights_meta_numbers_of_the_wrong_kind_and_blank(capsys):
 
 def test_int8_size_prediction_another_size(capsys):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
-    rejected(capsys, qh.check_int8_size_prediction(123.0, model), "not one byte per Conv2d/Linear weight")
+    rejected(capsys, qh.check_int8_size_prediction(lambda m: 123.0, model), "not one byte per Conv2d/Linear weight")
+    rejected(capsys, qh.check_int8_size_prediction(123.0, model), "function of a float model", "not one byte per Conv2d/Linear weight")
 
 
 def _latency(median_ms, min_ms, quantized):

@@ -98,46 +98,81 @@ def mnv2():
     return torchvision.models.mobilenet_v2(weights=None).eval(), int8
 
 
+def _count(model):
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))) / 1e6
+
+
 def test_ex2_accepts_right_answer(capsys, mnv2):
-    weights = sum(m.weight.numel() for m in mnv2[0].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-    ok, out = run(qh.check_int8_size_prediction, capsys, weights / 1e6, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, _count, *mnv2)  # the solution: a function of the float model
     assert ok and "✅" in out
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.int8_weight_bytes(m) / 1e6, *mnv2)  # conceded
+    assert ok
+
+
+def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_use(capsys, mnv2):
+    # the "int8 weights" row of int8_size_breakdown(mnv2_int8) is MobileNetV2's right number, measured, not counted:
+    # as a number it is refused, and as a function it is right on mnv2_float only
+    measured = qh.int8_size_breakdown(mnv2[1])["int8 weights"] / 1e6
+    assert measured == pytest.approx(_count(mnv2[0]))
+    ok, out = run(qh.check_int8_size_prediction, capsys, measured, *mnv2)
+    assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
+    assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
+
+
+def test_ex2_rejects_counting_mnv2_float_whatever_the_model(capsys, mnv2):
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: _count(mnv2[0]), *mnv2)
+    assert not ok and "count the weights of the model passed in" in out
+
+
+def test_ex2_a_wrong_number_gets_its_mistake_named_too(capsys, mnv2):
+    ok, out = run(qh.check_int8_size_prediction, capsys, qh.model_size_bytes(mnv2[1]) / 1e6, *mnv2)
+    assert not ok and "function of a float model" in out and "whole INT8 state dict" in out
 
 
 def test_ex2_rejects_counting_batchnorm_and_biases(capsys, mnv2):
     # every parameter, BatchNorm and biases included (what meta["num_params"] counts)
-    ok, out = run(qh.check_int8_size_prediction, capsys, qh.count_parameters(mnv2[0]) / 1e6, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.count_parameters(m) / 1e6, *mnv2)
     assert not ok and "BatchNorm" in out
 
 
 def test_ex2_rejects_the_whole_int8_state_dict_printed_in_the_size_table(capsys, mnv2):
-    ok, out = run(qh.check_int8_size_prediction, capsys, qh.model_size_bytes(mnv2[1]) / 1e6, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.model_size_bytes(mnv2[1]) / 1e6, *mnv2)
     assert not ok and "whole INT8 state dict" in out
 
 
 def test_ex2_rejects_resnet50s_number_from_section_7(capsys, mnv2):
     r50 = torchvision.models.resnet50(weights=None)
-    ok, out = run(qh.check_int8_size_prediction, capsys, qh.int8_weight_bytes(r50) / 1e6, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.int8_weight_bytes(r50) / 1e6, *mnv2)
     assert not ok and "not one byte per Conv2d/Linear weight" in out
 
 
 def test_ex2_rejects_four_bytes_per_weight(capsys, mnv2):
-    ok, out = run(qh.check_int8_size_prediction, capsys, 4 * qh.int8_weight_bytes(mnv2[0]) / 1e6, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: 4 * _count(m), *mnv2)
     assert not ok and "float32 size" in out
 
 
 def test_ex2_rejects_mebibytes(capsys, mnv2):
-    ok, out = run(qh.check_int8_size_prediction, capsys, qh.int8_weight_bytes(mnv2[0]) / 2**20, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: _count(m) * 1e6 / 2**20, *mnv2)
     assert not ok and "MiB" in out
 
 
 def test_ex2_rejects_bits(capsys, mnv2):
-    ok, out = run(qh.check_int8_size_prediction, capsys, 8 * qh.int8_weight_bytes(mnv2[0]) / 1e6, *mnv2)
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: 8 * _count(m), *mnv2)
     assert not ok and "bits" in out
 
 
+def test_ex2_a_function_that_fails_or_returns_no_number(capsys, mnv2):
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: m.nope, *mnv2)
+    assert not ok and "raised AttributeError on the float model you were given" in out
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: "3.5 MB", *mnv2)
+    assert not ok and "on the float model you were given" in out and "must be a number" in out
+    ok, out = run(qh.check_int8_size_prediction, capsys, ..., *mnv2)
+    assert not ok and "not filled in yet" in out
+
+
 def test_ex2_without_the_int8_model_still_checks(capsys, mnv2):
-    ok, _ = run(qh.check_int8_size_prediction, capsys, qh.int8_weight_bytes(mnv2[0]) / 1e6, mnv2[0])
+    ok, _ = run(qh.check_int8_size_prediction, capsys, _count, mnv2[0])
     assert ok
 
 
@@ -299,9 +334,38 @@ def _channels(model, linear=True):
 def test_ex4_accepts_right_answer(capsys, shufflenet):
     f, q = shufflenet
     per_channel = qh.int8_size_breakdown(q)["scales and zero points"] > 0
-    right = 16 * _channels(f) if per_channel else 0
-    ok, out = run(qh.check_scale_bytes_prediction, capsys, right, f, q)
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: 16 * _channels(m) if per_channel else 0, f, q)
     assert ok and "✅" in out and "measured" in out
+
+
+def test_ex4_rejects_a_number_measured_on_the_int8_model(capsys, shufflenet):
+    # building the INT8 model and reading int8_size_breakdown gives the right number for shuffle_float, measured, not
+    # counted: as a number it is refused, and as a constant function it is right on shuffle_float only
+    f, q = shufflenet
+    measured = qh.int8_size_breakdown(q)["scales and zero points"]
+    if measured == 0:
+        pytest.skip("this machine's backend has per-tensor weights: the measured 0 is also every model's count")
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, measured, f, q)
+    assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model: measured, f, q)
+    assert not ok and "right on the float model you were given" in out and "ShuffleNetV2 x1.0" in out and "model passed in" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model: 16 * _channels(f), f, q)  # counts shuffle_float
+    assert not ok and "model passed in" in out
+
+
+def test_ex4_a_wrong_number_gets_its_mistake_named_too(capsys, shufflenet):
+    f, q = shufflenet
+    if qh.int8_size_breakdown(q)["scales and zero points"] == 0:
+        pytest.skip("this machine's backend has per-tensor weights")
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, 8 * _channels(f), f, q)
+    assert not ok and "function of a float model" in out and "16 bytes per channel" in out
+
+
+def test_ex4_a_function_that_fails_or_returns_no_number(capsys, shufflenet):
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: m.nope, *shufflenet)
+    assert not ok and "raised AttributeError on the float model you were given" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: "80 kB", *shufflenet)
+    assert not ok and "returned str" in out and "one number of bytes" in out
 
 
 EX4_WRONG = [
@@ -339,7 +403,7 @@ def test_ex4_rejects_per_channel_mistakes(capsys, shufflenet, wrong, words):
         "too_many": 40 * channels,
         "too_few": 4 * channels,
     }[wrong]
-    ok, out = run(qh.check_scale_bytes_prediction, capsys, answer, f, q)
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: answer, f, q)
     assert not ok and words in out, (answer, out)
 
 
@@ -347,13 +411,13 @@ def test_ex4_per_tensor_backend(capsys):
     if "qnnpack" not in qh.supported_engines():
         pytest.skip("no qnnpack here")
     f, q = _shufflenet("qnnpack")
-    ok, out = run(qh.check_scale_bytes_prediction, capsys, 16 * _channels(f), f, q)
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: 16 * _channels(m), f, q)
     assert not ok and "per-tensor" in out
-    ok, out = run(qh.check_scale_bytes_prediction, capsys, 0, f, q)  # the row counts separate tensors only
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: 0, f, q)  # the row counts separate tensors only
     assert ok and "measured: 0 bytes" in out
     layers = sum(1 for m in f.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     for wrong in (2 * 8 * layers, 1000, 16):  # two numbers per layer; the fc's output channels; one channel's bytes
-        ok, out = run(qh.check_scale_bytes_prediction, capsys, wrong, f, q)
+        ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m, wrong=wrong: wrong, f, q)
         assert not ok and "inside the quantized weight tensor" in out, (wrong, out)
 
 
@@ -361,6 +425,6 @@ def test_ex4_blank_and_not_a_number(capsys, shufflenet):
     ok, out = run(qh.check_scale_bytes_prediction, capsys, ..., *shufflenet)
     assert not ok and "not filled in yet" in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, "80 kB", *shufflenet)
-    assert not ok and "one number of bytes" in out
+    assert not ok and "a function model -> bytes, got str" in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, True, *shufflenet)
-    assert not ok and "one number of bytes" in out
+    assert not ok and "a function model -> bytes, got bool" in out
