@@ -382,11 +382,19 @@ def test_ex2_rejects_a_floor_applied_only_to_an_empty_range(capsys, x):
     rejected(capsys, qh.check_qparams_function(floor_only_at_zero, x), "from 0 to 1e-6", "not only a scale of 0")
 
 
-@pytest.mark.parametrize("threshold", [1e-6, 1e-5, 3e-5])
-def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own_under_255_eps(capsys, x, threshold):
-    # eps only where max - min is below an invented threshold: right on 0..1e-6 when the threshold is 1e-6 (its
-    # float32 max is 9.99999997e-07), wrong on a range between the threshold and 255 eps, where (max - min) / 255 is
-    # still below eps and must be floored
+_BELOW_255_EPS = ("below eps", "not from a threshold of your own")
+_ABOVE_255_EPS = ("above eps", "got a scale of eps", "not below a threshold of your own")
+
+
+@pytest.mark.parametrize("threshold, words", [
+    # below 255 eps (3.04e-5): right on 0..1e-6 when the threshold is 1e-6 (its float32 max is 9.99999997e-07), wrong
+    # on a range between the threshold and 255 eps, where (max - min) / 255 is still below eps and must be floored
+    (1e-6, _BELOW_255_EPS), (1e-5, _BELOW_255_EPS), (3e-5, _BELOW_255_EPS),
+    # above 255 eps: on a range just above it the scale (max - min) / 255 is above eps, and the floor must leave it
+    (3.1e-5, _ABOVE_255_EPS), (4e-5, _ABOVE_255_EPS), (1e-4, _ABOVE_255_EPS),
+])
+def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own(capsys, x, threshold, words):
+    # eps only where max - min is below an invented threshold instead of max((max - min) / 255, eps)
     eps = torch.finfo(torch.float32).eps
 
     def floor_below(t):
@@ -394,21 +402,7 @@ def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own_under_255_eps(capsys,
         scale = (hi - lo) / 255 if hi - lo > threshold else eps
         return scale, 0 - round(lo / scale)
 
-    rejected(capsys, qh.check_qparams_function(floor_below, x), "below eps", "not from a threshold of your own")
-
-
-@pytest.mark.parametrize("threshold", [3.1e-5, 4e-5, 1e-4])
-def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own_above_255_eps(capsys, x, threshold):
-    # eps up to a threshold above 255 eps (3.04e-5): on a range just above 255 eps the scale (max - min) / 255 is
-    # above eps, and the floor must leave it alone
-    eps = torch.finfo(torch.float32).eps
-
-    def floor_below(t):
-        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
-        scale = (hi - lo) / 255 if hi - lo > threshold else eps
-        return scale, 0 - round(lo / scale)
-
-    rejected(capsys, qh.check_qparams_function(floor_below, x), "above eps", "got a scale of eps", "not below a threshold of your own")
+    rejected(capsys, qh.check_qparams_function(floor_below, x), *words)
 
 
 def test_ex2_floor_probes_straddle_255_eps_and_match_torchs_observer(x):
