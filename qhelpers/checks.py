@@ -360,7 +360,7 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
                 s = _number(out[0], "scale")
                 if s != torch.finfo(torch.float32).eps:
                     return report(name, False, f"on {what}: got a scale of {s:.6g}; {_EPS_HINT}")
-            elif t.max() > t.min():  # a range of its own: floored at eps where (max - min) / 255 is below it, only there
+            else:  # every other probe has a range: floored at eps where (max - min) / 255 is below it, only there
                 eps = torch.finfo(torch.float32).eps
                 s, floored = _number(out[0], "scale"), (t.max() - t.min()).item() / 255 < eps
                 if floored and abs(s - eps) > 1e-6 * eps:  # a floor only at max == min, or below a threshold of one's own

@@ -91,6 +91,11 @@ def test_ex1_scores_the_first_prediction_even_when_it_was_malformed(capsys):
     rejected(capsys, _predict((0.0, 40.0)), "your first prediction, 14.0, is the one scored")
 
 
+def test_ex1_a_first_pair_of_words_is_remembered_as_given(capsys):
+    rejected(capsys, _predict(("twelve", "eighteen")), "pair of numbers")
+    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, ('twelve', 'eighteen'), is the one scored", "pair of numbers")
+
+
 def test_ex1_a_right_first_prediction_leaves_later_ones_judged_as_usual(capsys):
     assert _predict((12.0, 17.0))
     rejected(capsys, _predict((14.0, 20.0)), "inside your range", "narrow it")
