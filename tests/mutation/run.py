@@ -16,6 +16,7 @@ run): a test that fails already would make every mutation look caught.
     .venv/bin/python tests/mutation/run.py              # every row (about 10 minutes on 2 busy cores)
     .venv/bin/python tests/mutation/run.py CK3 LAT1     # some rows
     .venv/bin/python tests/mutation/run.py --no-baseline CK3
+    .venv/bin/python tests/mutation/run.py --jobs 2     # two rows at a time, each in its own copy (CI)
 
 The copy lives in a temporary folder (the worktree is never modified); ``data/``, ``notebooks/`` and the other
 top-level entries are symlinked into it. Exit 0 only when every row selected is CAUGHT.
@@ -30,7 +31,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ids", nargs="*", help="mutation ids to run (default: all)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selected rows' tests")
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at a time, each in its own copy (default 1)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, not {args.jobs}")
     rows = load_table()
     if args.ids:
         unknown = sorted(set(args.ids) - {r["id"] for r in rows})
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown mutation ids {unknown}; the table has {[r['id'] for r in rows]}")
         rows = [r for r in rows if r["id"] in args.ids]
     copy = make_copy()
+    copies: list[Path] = []  # the extra copies of --jobs
     results: list[tuple[str, str, float, str]] = []
     try:
         if not args.no_baseline:
@@ -127,25 +134,39 @@ def main(argv: list[str] | None = None) -> int:
                 print(out[-3000:])
                 print("the tests fail without any mutation: fix them first")
                 return 2
-        for r in rows:
-            reason = stale_reason(r, copy)
-            if reason:
-                results.append((r["id"], "STALE", 0.0, reason))
-                print(f"{r['id']}: STALE ({reason})", flush=True)
-                continue
-            target = copy / r["path"]
-            original = target.read_text()
-            target.write_text(original.replace(r["old"], r["new"]))
+        spare = [copy] + [make_copy() for _ in range(min(args.jobs, len(rows)) - 1)]
+        copies.extend(spare[1:])
+        lock = threading.Lock()
+
+        def one(r: dict) -> tuple[str, str, float, str]:
+            with lock:
+                mine = spare.pop()
             try:
-                rc, out, secs = run_pytest(copy, r["tests"])
+                reason = stale_reason(r, mine)
+                if reason:
+                    res = (r["id"], "STALE", 0.0, reason)
+                    print(f"{r['id']}: STALE ({reason})", flush=True)
+                    return res
+                target = mine / r["path"]
+                original = target.read_text()
+                target.write_text(original.replace(r["old"], r["new"]))
+                try:
+                    rc, out, secs = run_pytest(mine, r["tests"])
+                finally:
+                    target.write_text(original)
+                verdict = {0: "SURVIVED", 1: "CAUGHT"}.get(rc, "ERROR")
+                detail = _first_failure(out) if rc else "every selected test passed"
+                print(f"{r['id']}: {verdict} in {secs:.0f} s: {detail}", flush=True)
+                return (r["id"], verdict, secs, detail)
             finally:
-                target.write_text(original)
-            verdict = {0: "SURVIVED", 1: "CAUGHT"}.get(rc, "ERROR")
-            detail = _first_failure(out) if rc else "every selected test passed"
-            results.append((r["id"], verdict, secs, detail))
-            print(f"{r['id']}: {verdict} in {secs:.0f} s: {detail}", flush=True)
+                with lock:
+                    spare.append(mine)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            results.extend(pool.map(one, rows))  # in the table's order, whatever order they finish in
     finally:
-        shutil.rmtree(copy, ignore_errors=True)
+        for c in [copy, *copies]:
+            shutil.rmtree(c, ignore_errors=True)
     print("\n| id | mutation | result | caught by / why |\n|---|---|---|---|")
     what = {r["id"]: r["what"] for r in rows}
     for mid, verdict, _, detail in results:
