@@ -555,6 +555,7 @@ def check_speedup(
     input_shape: Optional[tuple] = None,
     min_warmup: int = 1,
     int8_model: Optional[nn.Module] = None,
+    float_model: Optional[nn.Module] = None,
 ) -> bool:
     """Exercise: two ``qh.measure_latency`` results with ``threads`` threads, and the INT8 speedup from their medians.
 
@@ -572,7 +573,14 @@ def check_speedup(
     ``"CourseNet"``, the reference is the course's shipped INT8 model
     (``course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)``),
     so that timing another INT8 CourseNet (one calibrated with qnnpack's
-    qconfig, or an untrained one) is rejected.
+    qconfig, or an untrained one) is rejected. When ``int8_model`` is given,
+    the INT8 measurement must also have timed that very object
+    (``Latency.model_id``): a copy with the same weights loaded while
+    another engine was active is packed for that engine, which neither the
+    digest nor the active engine shows. Likewise the float measurement must
+    have timed the weights of ``float_model`` (when given; for
+    ``"CourseNet"`` by default the trained ``load_course_model()``), not an
+    untrained model.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -622,6 +630,27 @@ def check_speedup(
             + (" (course_int8, the shipped INT8 course model)" if int8_model is None else "")
             + ": a model quantized with another qconfig (such as qnnpack's, packed for qnnpack) or an untrained one "
             "runs other kernels; time that model itself",
+        )
+    if int8_model is not None and int8_latency.model_id != id(int8_model):
+        return report(
+            "int8_latency",
+            False,
+            "it timed a copy of the INT8 model the task names: the same weights, but a copy loaded while another engine "
+            "was active is packed for that engine (section 5's repack_for); time the model object itself",
+        )
+    if float_model is not None:
+        float_reference = weights_digest(float_model)
+    elif module == "CourseNet":  # the trained float weights, as qh.load_course_model() returns them
+        float_reference = weights_digest(load_course_model())
+    else:
+        float_reference = None
+    if float_reference is not None and float_latency.weights_digest != float_reference:
+        return report(
+            "float_latency",
+            False,
+            "it timed a float model with other weights than the one the task names"
+            + (" (qh.load_course_model(), the trained float course model)" if float_model is None else "")
+            + ", such as an untrained one: time that model itself",
         )
     if float_latency.input_shape != int8_latency.input_shape:
         return report("measurements", False, f"the two models ran on different inputs ({float_latency.input_shape} vs {int8_latency.input_shape}): time both on the same batch")
