@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from ._validate import positive_int
-from .data import digits_dataset, digits_loader
+from .data import digits_dataset
 from .models import load_course_model
-from .pretrained import CourseNet_QuantizedWeights, _quiet_torch_internals, course_net, is_quantized, quantize_course_model
+from .environment import set_engine
+from .pretrained import CourseNet_QuantizedWeights, _int8_from_state_dict, _quiet_torch_internals, course_net, is_quantized
 
 __all__ = ["MODELS", "PATHS", "QUICK_MODELS", "TORCHVISION_ENGINES", "check_model", "build_float", "build_int8", "example_input", "calibration_images"]
 
@@ -58,8 +59,11 @@ def build_float(name: str) -> nn.Module:
 def build_int8(name: str, engine: str) -> nn.Module:
     """The eager INT8 model quantized for ``engine`` (which is left active, as torchvision's builders do).
 
-    course: the shipped artifact for its backend, otherwise the trained model
-    quantized on the calibration split. torchvision: ``weights=None,
+    course: the shipped INT8 weights on every engine, their state dict loaded
+    with ``engine`` active (so packed for it; the integer weights and scales
+    are the same), as ``course_net(weights=DEFAULT, quantize=True)`` does
+    where the weights' own backend is missing: every engine times the same
+    model. torchvision: ``weights=None,
     quantize=True, backend=engine`` (random weights, calibrated by torchvision
     on one random image). Raises ``RuntimeError`` if the result is not
     quantized (torchvision with ``backend="x86"``).
@@ -70,8 +74,9 @@ def build_int8(name: str, engine: str) -> nn.Module:
     if name == "course":
         if engine == CourseNet_QuantizedWeights.DEFAULT.meta["backend"]:
             model = course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)
-        else:
-            model = quantize_course_model(load_course_model(), digits_loader("calib"), engine=engine)
+        else:  # the same state dict, packed for `engine` (not a model calibrated with that engine's qconfig)
+            set_engine(engine)
+            model = _int8_from_state_dict(CourseNet_QuantizedWeights.DEFAULT.get_state_dict(), engine)
     else:
         from torchvision.models import quantization as qmodels
 

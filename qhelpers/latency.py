@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import timeit
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -84,9 +84,12 @@ class Latency:
     fields say what was measured: ``module`` (the model's class name, or the
     function's name), ``quantized`` (whether the model contains quantized
     modules; None for a function), ``input_shape`` and ``engine`` (the
-    quantized engine active during the timing), and ``weights_digest``
-    (``weights_digest(model)`` of a quantized model, "" otherwise: which
-    INT8 weights were timed).
+    quantized engine active during the timing), ``weights_digest``
+    (``weights_digest(model)`` of a model, float or quantized, "" for a
+    function or a ScriptModule: which weights were timed) and ``model_id``
+    (``id(model)``, 0 where the digest is "": which object was timed, so that a copy of a model with
+    the same weights, perhaps packed for another engine, can be told apart;
+    not compared by ``==``).
     """
 
     median_ms: float
@@ -102,6 +105,7 @@ class Latency:
     input_shape: tuple = ()
     engine: str = ""
     weights_digest: str = ""
+    model_id: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         return (
@@ -226,5 +230,6 @@ def measure_latency(
         quantized=quantized,
         input_shape=tuple(example.shape),
         engine=torch.backends.quantized.engine,
-        weights_digest=weights_digest(fn) if quantized else "",
+        weights_digest=weights_digest(fn) if quantized is not None else "",
+        model_id=id(fn) if quantized is not None else 0,
     )

@@ -588,6 +588,16 @@ def _int8_size_mistake(p: float, float_model: nn.Module, int8_model: Optional[nn
     return "not one byte per Conv2d/Linear weight of the float model, in units of 1e6 bytes"
 
 
+def _other_weights(lat: Latency, model: Optional[nn.Module], default: Optional[Any], kind: str, default_name: str, rest: str) -> str:
+    """check_speedup's hint when ``lat`` timed other weights than ``model``'s (or, without it, ``default()``'s digest); "" if the same or nothing to compare."""
+    if model is None and default is None:
+        return ""
+    reference = weights_digest(model) if model is not None else default()
+    if lat.weights_digest == reference:
+        return ""
+    return f"it timed {kind} with other weights than the one the task names" + (f" ({default_name})" if model is None else "") + rest
+
+
 @_blank_safe
 def check_speedup(
     float_latency: Any,
@@ -600,6 +610,7 @@ def check_speedup(
     input_shape: Optional[tuple] = None,
     min_warmup: int = 1,
     int8_model: Optional[nn.Module] = None,
+    float_model: Optional[nn.Module] = None,
 ) -> bool:
     """Exercise: two ``qh.measure_latency`` results with ``threads`` threads, and the INT8 speedup from their medians.
 
@@ -617,7 +628,14 @@ def check_speedup(
     ``"CourseNet"``, the reference is the course's shipped INT8 model
     (``course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)``),
     so that timing another INT8 CourseNet (one calibrated with qnnpack's
-    qconfig, or an untrained one) is rejected.
+    qconfig, or an untrained one) is rejected. When ``int8_model`` is given,
+    the INT8 measurement must also have timed that very object
+    (``Latency.model_id``): a copy with the same weights loaded while
+    another engine was active is packed for that engine, which neither the
+    digest nor the active engine shows. Likewise the float measurement must
+    have timed the weights of ``float_model`` (when given; for
+    ``"CourseNet"`` by default the trained ``load_course_model()``), not an
+    untrained model.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -653,21 +671,31 @@ def check_speedup(
             f"the INT8 model ran on engine {int8_latency.engine!r}, but its weights were packed for {engine!r}: "
             f"set that engine (qh.set_engine(...)) before timing it",
         )
-    if int8_model is not None:
-        reference = weights_digest(int8_model)
-    elif module == "CourseNet":  # the shipped INT8 weights, hashed from their file (the same digest as the loaded model's)
-        reference = state_dict_digest(CourseNet_QuantizedWeights.DEFAULT.get_state_dict())
-    else:
-        reference = None
-    if reference is not None and int8_latency.weights_digest != reference:
+    course = module == "CourseNet"
+    hint = _other_weights(
+        int8_latency, int8_model,
+        # the shipped INT8 weights, hashed from their file (the same digest as the loaded model's)
+        (lambda: state_dict_digest(CourseNet_QuantizedWeights.DEFAULT.get_state_dict())) if course else None,
+        "an INT8 model", "course_int8, the shipped INT8 course model",
+        ": a model quantized with another qconfig (such as qnnpack's, packed for qnnpack) or an untrained one "
+        "runs other kernels; time that model itself",
+    )
+    if hint:
+        return report("int8_latency", False, hint)
+    if int8_model is not None and int8_latency.model_id != id(int8_model):
         return report(
             "int8_latency",
             False,
-            "it timed an INT8 model with other weights than the one the task names"
-            + (" (course_int8, the shipped INT8 course model)" if int8_model is None else "")
-            + ": a model quantized with another qconfig (such as qnnpack's, packed for qnnpack) or an untrained one "
-            "runs other kernels; time that model itself",
+            "it timed a copy of the INT8 model the task names: the same weights, but a copy loaded while another engine "
+            "was active is packed for that engine (section 5's repack_for); time the model object itself",
         )
+    hint = _other_weights(
+        float_latency, float_model, (lambda: weights_digest(load_course_model())) if course else None,
+        "a float model", "qh.load_course_model(), the trained float course model",
+        ", such as an untrained one: time that model itself",
+    )
+    if hint:
+        return report("float_latency", False, hint)
     if float_latency.input_shape != int8_latency.input_shape:
         return report("measurements", False, f"the two models ran on different inputs ({float_latency.input_shape} vs {int8_latency.input_shape}): time both on the same batch")
     if input_shape is not None and tuple(float_latency.input_shape) != tuple(input_shape):

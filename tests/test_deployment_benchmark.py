@@ -118,6 +118,22 @@ def test_build_int8_refuses_a_float_result(monkeypatch):
         bench.build_int8("shufflenet_v2_x0_5", "x86")
 
 
+def test_build_int8_times_the_shipped_course_weights_on_every_engine():
+    """Every engine gets the same shipped INT8 state dict, packed for it (notebook 02, section 7 against section 6)."""
+    import qhelpers as qh
+    from qhelpers.latency import state_dict_digest, weights_digest
+
+    shipped = state_dict_digest(qh.CourseNet_QuantizedWeights.DEFAULT.get_state_dict())
+    saved = torch.backends.quantized.engine
+    try:
+        for engine in [e for e in bench.MODELS["course"]["engines"] if e in qh.supported_engines()]:
+            model = bench.build_int8("course", engine)
+            assert torch.backends.quantized.engine == engine  # left active, as torchvision's builders do
+            assert weights_digest(model) == shipped, engine
+    finally:
+        torch.backends.quantized.engine = saved
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="model must be one of"):
         bench.build_float("vgg16")

@@ -4,6 +4,8 @@ Each check is called with values, as the notebook's check cell calls it; the hin
 answer must name the mistake and must not contain the expected value.
 """
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -204,6 +206,15 @@ def latencies():
         q_few = qh.measure_latency(int8_model, x, threads=1, min_run_time=0.001, min_runs=3)
         q_other_weights = qh.measure_latency(other_weights, x, **fast)
         q_untrained = qh.measure_latency(qh.course_net(weights=None, quantize=True, backend=ENGINE), x, **fast)
+        f_untrained = qh.measure_latency(qh.course_net(weights=None), x, **fast)  # the float architecture, untrained
+    # a copy of course_int8 with its weights loaded while another engine is active (section 5's repack_for),
+    # timed with the right engine active: the same digest, other packing
+    repack_engine = next((e for e in qh.supported_engines() if e != ENGINE), ENGINE)
+    with qh.engine(repack_engine):
+        copy_int8 = copy.deepcopy(int8_model)
+        copy_int8.load_state_dict(int8_model.state_dict())
+    with qh.engine(ENGINE):
+        q_copy = qh.measure_latency(copy_int8, x, **fast)
     q_qnnpack = None
     if "qnnpack" in qh.supported_engines() and ENGINE != "qnnpack":
         # the notebook's course_qnnpack (qnnpack's qconfig, packed for qnnpack), timed with the right engine active
@@ -218,7 +229,9 @@ def latencies():
     return {"float": f, "int8": q, "float again": f2, "int8 batch 1": q_small, "int8 two threads": q_two,
             "other weights": q_other_weights, "untrained": q_untrained, "qnnpack model": q_qnnpack,
             "identity": identity, "float cold": f_cold, "float warmup 1": f_warm1, "float batch 1": f_batch1, "int8 few runs": q_few, "int8 other engine": q_other,
-            "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01})}
+            "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01}),
+            "float untrained": f_untrained, "int8 copy": q_copy,
+            "models": {"float": float_model, "int8": int8_model, "other weights": other_weights}}
 
 
 def test_ex3_accepts_right_answer(capsys, latencies):
@@ -256,12 +269,46 @@ def test_ex3_rejects_another_int8_course_model(capsys, latencies, key):
 
 def test_ex3_compares_with_a_given_int8_model(capsys, latencies):
     f, q = latencies["float"], latencies["other weights"]
-    other = qh.quantize_course_model(qh.load_course_model(), None, engine=ENGINE)
+    other = latencies["models"]["other weights"]
     ok, _ = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": other})
     assert ok
+    same_weights = qh.quantize_course_model(qh.load_course_model(), None, engine=ENGINE)  # equal digest, another object
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": same_weights})
+    assert not ok and "a copy of the INT8 model the task names" in out
     shipped = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
     ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": shipped})
     assert not ok and "other weights than the one the task names" in out and "course_int8" not in out
+
+
+def test_ex3_accepts_course_int8_itself_when_the_check_names_it(capsys, latencies):
+    """The notebook's check cell passes int8_model=course_int8."""
+    f, q = latencies["float"], latencies["int8"]
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": latencies["models"]["int8"]})
+    assert ok and "❌" not in out
+
+
+def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, latencies):
+    """The review's case: repack_for("qnnpack", course_int8, ...) timed with course_engine active; same digest."""
+    f, q = latencies["float"], latencies["int8 copy"]
+    assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": latencies["models"]["int8"]})
+    assert not ok and "a copy of the INT8 model the task names" in out and "repack_for" in out
+
+
+def test_ex3_rejects_an_untrained_float_model(capsys, latencies):
+    f, q = latencies["float untrained"], latencies["int8"]
+    assert f.module == "CourseNet" and f.quantized is False
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **CHECK)
+    assert not ok and "float model with other weights" in out and "qh.load_course_model()" in out
+
+
+def test_ex3_compares_with_a_given_float_model(capsys, latencies):
+    f, q = latencies["float untrained"], latencies["int8"]
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "float_model": latencies["models"]["float"]})
+    assert not ok and "float model with other weights" in out and "qh.load_course_model()" not in out
+    ok, _ = run(qh.check_speedup, capsys, latencies["float"], q, latencies["float"].median_ms / q.median_ms,
+                **{**CHECK, "float_model": qh.load_course_model()})
+    assert ok
 
 
 ANSWERS = {  # the learner's number from the two Latency results a (float) and b (INT8)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import qhelpers as qh
-from qhelpers.latency import latency_statistics
+from qhelpers.latency import latency_statistics, weights_digest
 
 
 def test_accuracy_counts_correct_predictions():
@@ -35,13 +35,17 @@ def test_size_and_parameters_of_a_linear_layer():
 
 
 def test_latency_measurement_is_well_formed():
-    lat = qh.measure_latency(torch.nn.Linear(8, 8), torch.randn(2, 8), threads=1, min_run_time=0.05)
+    model = torch.nn.Linear(8, 8)
+    lat = qh.measure_latency(model, torch.randn(2, 8), threads=1, min_run_time=0.05)
     assert lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.runs >= qh.MIN_RUNS and lat.threads == 1
     assert lat.min_ms <= lat.median_ms and lat.calls_per_run >= 1
     assert "ms median" in str(lat) and "IQR" in str(lat) and "runs" in str(lat)
     assert {"median_ms", "iqr_ms", "runs", "threads", "label"} <= set(lat.as_dict())
     assert lat.module == "Linear" and lat.quantized is False and lat.input_shape == (2, 8)
     assert lat.engine == torch.backends.quantized.engine
+    # which weights and which object were timed, for a float model too (the exercise of notebook 02 checks both)
+    assert lat.weights_digest == weights_digest(model) and lat.model_id == id(model)
+    assert qh.Latency(**{**lat.as_dict(), "model_id": 0}) == lat  # the object is not part of equality
 
 
 class FakeClock:
@@ -106,7 +110,7 @@ def test_latency_takes_at_least_min_runs_samples_of_a_slow_call():
     clock = FakeClock([100.0])
     lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.001, warmup=1, timer=clock)
     assert lat.runs == qh.MIN_RUNS and lat.calls_per_run == 1 and lat.median_ms == pytest.approx(100.0)
-    assert lat.module == "fn" and lat.quantized is None
+    assert lat.module == "fn" and lat.quantized is None and lat.weights_digest == "" and lat.model_id == 0
     # The sizing call was fast and the timed calls slow: the Timer stops early and the missing samples are added.
     clock = FakeClock([100.0], cold_ms=10.0, cold_calls=2)
     lat = qh.measure_latency(clock.fn, torch.zeros(1), min_run_time=0.001, warmup=1, min_runs=4, timer=clock)

@@ -38,6 +38,7 @@ SLOW: dict[str, float] = {
     "tests/test_decision_checks_widgets.py::test_widgets_build_without_a_browser": 2.9,
     "tests/test_deployment_benchmark.py::test_a_failing_path_is_a_row_with_its_reason_and_the_others_still_run": 8.9,
     "tests/test_deployment_benchmark.py::test_build_int8_refuses_a_float_result": 3.4,
+    "tests/test_deployment_benchmark.py::test_build_int8_times_the_shipped_course_weights_on_every_engine": 7.5,  # measured at load average 12
     "tests/test_deployment_benchmark.py::test_quick_command_line_writes_results": 10.3,
     "tests/test_deployment_benchmark.py::test_run_bench_measures_the_chosen_paths_and_skips_a_missing_engine": 14.4,
     "tests/test_environment.py::test_show_warnings_prints_the_quantized_dtype_deprecation_once_without_paths": 39.7,
