@@ -1,8 +1,8 @@
 """The 2-minute laptop check of a workshop morning: ``python -m qhelpers.doctor`` says OK or what is wrong.
 
 Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
-It checks, in order: the Python version, every package pinned in requirements.txt (executorch
-included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
+It checks, in order: the OS and CPU (a line for the teacher), the Python version, every package pinned in
+requirements.txt (executorch included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
 ``torch.compile`` can build code (a C++ compiler), whether the Jupyter kernel imports qhelpers, free disk space, the bundled data and models
 against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
 something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import os
 import platform
 import shutil
 import subprocess
@@ -45,6 +46,25 @@ class Finding:
     def line(self) -> str:
         text = f"{self.status:<4}  {self.what}: {self.message}"
         return text + (f"\n      fix: {self.fix}" if self.fix and self.status != "OK" else "")
+
+
+def check_system() -> Finding:
+    """The OS, its version and the CPU: the teacher plans wheelhouses and pairs from this line of each reply."""
+    system, machine = platform.system(), platform.machine()
+    if system == "Darwin":
+        release = "macOS " + (platform.mac_ver()[0] or platform.release())
+    elif system == "Windows":
+        release = f"Windows {platform.release()} ({platform.version()})"
+    else:
+        release = f"{system} {platform.release()}"
+        try:
+            os_release = platform.freedesktop_os_release()
+            release += f" ({os_release.get('PRETTY_NAME', os_release.get('NAME', ''))})"
+        except (OSError, AttributeError):
+            pass
+    from .versions import _cpu_name
+
+    return Finding("OK", "system", f"{release}, {machine}, {_cpu_name()}, {os.cpu_count()} logical CPUs")
 
 
 def check_python(version: Optional[tuple[int, int]] = None) -> Finding:
@@ -274,7 +294,7 @@ def check_int8_smoke() -> Finding:
 
 def run_checks() -> list[Finding]:
     """All checks, in the order printed."""
-    findings = [check_python()]
+    findings = [check_system(), check_python()]
     findings += check_versions()
     findings += check_engines()
     findings.append(check_compiler())
