@@ -17,7 +17,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
+.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html slides wheelhouse clean
 
 setup: $(STAMP)
 
@@ -165,6 +165,11 @@ student: $(STAMP)
 # Static pages of the notebooks (committed outputs) in build/html/, index.html first.
 html: $(DEVSTAMP)
 	$(PY) scripts/build_html.py
+
+# A short reveal.js deck per notebook (the cells each notebook marks for slides, committed outputs) in build/slides/,
+# index.html first; reveal.js is copied from scripts/reveal.js/, so the decks open with no network.
+slides: $(STAMP)
+	$(PY) scripts/build_slides.py
 
 # Every dependency as a wheel in wheelhouse/ (about 3 GB), for installing with no internet:
 #   pip install --no-index --find-links wheelhouse -r requirements.txt
