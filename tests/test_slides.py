@@ -65,7 +65,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.mark.browser
 def test_in_chromium_offline_each_deck_has_its_slides_and_shows_its_figure(tmp_path):
-    from test_html import _chromium_or_skip
+    from test_html import _chromium_or_skip, offline_route
 
     playwright_api = _chromium_or_skip()
     decks = bs.build(NOTEBOOKS, tmp_path)
@@ -74,15 +74,7 @@ def test_in_chromium_offline_each_deck_has_its_slides_and_shows_its_figure(tmp_p
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-
-            def offline(route):  # the deck must need nothing but its folder
-                if route.request.url.startswith(("file:", "data:")):
-                    route.continue_()
-                else:
-                    blocked.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", offline)
+            page.route("**/*", offline_route(blocked))  # the deck must need nothing but its folder
             for deck, _, n in decks:
                 page.goto(deck.as_uri(), wait_until="load")
                 assert page.evaluate("typeof Reveal !== 'undefined' && Reveal.isReady()"), deck.name
