@@ -2,7 +2,7 @@
 
 Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
 It checks, in order: the OS and CPU (a line for the teacher), the Python version, every package pinned in
-requirements.txt (executorch included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
+requirements.txt and requirements-deploy.txt (executorch, which only notebook 08 needs: a WARN when missing), the quantized engines and what the CPU's INT8 kernels do (measured), whether
 ``torch.compile`` can build code (a C++ compiler), whether the Jupyter kernel imports qhelpers, free disk space, the bundled data and models
 against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
 something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
@@ -116,7 +116,8 @@ def check_versions(installed: Optional[Callable[[str], str]] = None, requirement
     if missing:
         out.append(Finding("FAIL", "packages", "missing: " + ", ".join(missing), "pip install -r requirements.txt (or from the wheelhouse: triage: no internet)"))
     if optional_missing:
-        out.append(Finding("WARN", "packages", "missing (notebook 08, make bench): " + ", ".join(optional_missing), "pip install 'qhelpers[deploy]'"))
+        out.append(Finding("WARN", "packages", "missing (only notebook 08 and `qhelpers quantize --target xnnpack` need it): "
+                            + ", ".join(optional_missing), DEPLOY_FIX if course.exact else "pip install 'qhelpers[deploy]'"))
     if wrong:
         core = any(name in CORE_PACKAGES for name, _ in wrong)
         out.append(Finding("FAIL" if core else "WARN", "versions", "; ".join(text for _, text in wrong), fix))
@@ -175,6 +176,8 @@ def check_compiler() -> Finding:
                    compile_fix() + " (triage: no C++ compiler)")
 
 
+DEPLOY_FIX = ("make setup-08 (Windows: .venv\\Scripts\\pip install -r requirements-deploy.txt); where pip finds no wheel "
+              "for this laptop, follow notebook 08 from build/html (triage: no ExecuTorch)")
 KERNEL_FIX = ("start JupyterLab from the course's venv: `make lab`, or .venv/bin/jupyter lab (Windows: .venv\\Scripts\\jupyter lab); "
               "in VS Code pick the .venv interpreter as the notebook's kernel (triage: No module named 'qhelpers')")
 

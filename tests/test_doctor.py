@@ -70,14 +70,31 @@ def test_every_pinned_package_is_checked():
     assert seen == names
 
 
-def test_a_package_missing_from_this_venv_fails_with_the_install_command(tmp_path):
-    """The real installed versions (no stand-in): a pinned package that is not installed FAILs with the install command."""
+def test_a_package_missing_from_this_venv_fails_and_executorch_only_warns(tmp_path):
+    """The real installed versions (no stand-in): a pinned package that is not installed FAILs with the install command;
+    requirements-deploy.txt's pins (ExecuTorch: notebook 08 only) are checked too, a missing one only WARNs with
+    make setup-08; the doctor reads both files beside each other."""
     req = tmp_path / "requirements.txt"
     req.write_text(f"torch=={md.version('torch')}\nno-such-course-package==1.0\n-e .\n")
     lines = doctor.check_versions(requirements=req)
     assert [f.status for f in lines] == ["FAIL"], [f.line() for f in lines]
     assert "missing: no-such-course-package" in lines[0].message and "pip install -r requirements.txt" in lines[0].fix
-    assert not doctor.doctor_report(lines)[1]
+    req.write_text(f"torch=={md.version('torch')}\n")
+    (tmp_path / "requirements-deploy.txt").write_text("-r requirements.txt\nno-such-runtime==2.0\n")
+    course = course_requirements(req)
+    assert set(course.requirements) == {"torch", "no-such-runtime"} and course.optional == {"no-such-runtime"}
+    warn, ok = doctor.check_versions(requirements=req)
+    assert warn.status == "WARN" and "no-such-runtime" in warn.message and "only notebook 08" in warn.message, warn.line()
+    assert "make setup-08" in warn.fix and "requirements-deploy.txt" in warn.fix and "triage: no ExecuTorch" in warn.fix
+    assert ok.status == "OK" and ok.message == f"torch {md.version('torch')}"
+    assert doctor.doctor_report([warn, ok])[1], "a missing ExecuTorch does not make the laptop NOT READY"
+
+
+def test_the_course_pins_executorch_for_notebook_08_only():
+    """requirements.txt (notebooks 00-07) has no ExecuTorch; requirements-deploy.txt adds exactly its pin."""
+    course = course_requirements()
+    assert course.optional == {"executorch"} and str(course.requirements["executorch"].specifier) == "==1.5.1"
+    assert "requirements-deploy.txt" in course.source
 
 
 def test_the_system_line_names_the_os_version_and_cpu(monkeypatch):
