@@ -57,7 +57,7 @@ def test_versions_against_the_pins(tmp_path):
 
 
 def test_every_pinned_package_is_checked():
-    """requirements.txt is the one list: each of its pins is checked (executorch and numpy among them)."""
+    """requirements.txt and requirements-deploy.txt are the one list: each of their pins is checked (executorch and numpy among them)."""
     names = list(course_requirements().requirements)
     assert {"torch", "torchvision", "torchao", "executorch", "numpy", "scipy", "jupyterlab"} <= set(names)
     seen = []
