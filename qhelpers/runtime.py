@@ -61,7 +61,7 @@ __all__ = [
     "check_agreement",
 ]
 
-EXECUTORCH_PIN = pip_spec("executorch")  # from requirements.txt (qhelpers.versions)
+EXECUTORCH_PIN = pip_spec("executorch")  # from requirements-deploy.txt (qhelpers.versions)
 
 # What load_pte drops from the runtime's C++ log, each by its pattern and nothing else:
 RUNTIME_LOG_NOISE: dict[str, str] = {

@@ -26,13 +26,17 @@ from .files import _package_course_folder, course_root
 __all__ = ["CourseRequirements", "course_requirements", "pip_spec", "machine_info"]
 
 REQUIREMENTS_NAME = "requirements.txt"
+# Beside it: what only notebook 08, ``--target xnnpack`` and the benchmark's ExecuTorch rows need (``-r requirements.txt``
+# plus the ExecuTorch pin); its pins are the course's too, marked optional.
+DEPLOY_REQUIREMENTS_NAME = "requirements-deploy.txt"
 
 
 @dataclass(frozen=True)
 class CourseRequirements:
     """``requirements``: canonical package name -> ``Requirement``; ``source``: where they were read;
     ``exact``: True for the pins of ``requirements.txt``, False for the installed package's version ranges;
-    ``optional``: names that only an extra needs (``qhelpers[deploy]``), when read from the installed metadata."""
+    ``optional``: names that only notebook 08's extra needs (``requirements-deploy.txt`` beside ``requirements.txt``,
+    or ``qhelpers[deploy]`` in the installed metadata)."""
 
     requirements: dict[str, Requirement]
     source: str
@@ -63,11 +67,16 @@ def _requirements_file() -> Optional[Path]:
 
 def course_requirements(requirements: Optional[Path] = None) -> CourseRequirements:
     """The course's requirements: ``requirements`` (a file) if given, else the course folder's
-    ``requirements.txt``, else the installed ``qhelpers`` distribution's declared dependencies (extras
-    ``deploy`` included, marked optional; ``dev`` and ``docs`` left out)."""
+    ``requirements.txt``, each with the pins of ``requirements-deploy.txt`` beside it (marked optional), else the
+    installed ``qhelpers`` distribution's declared dependencies (extras ``deploy`` included, marked optional;
+    ``dev`` and ``docs`` left out)."""
     path = Path(requirements) if requirements is not None else _requirements_file()
     if path is not None:
-        return CourseRequirements(parse_requirements(path.read_text()), str(path), exact=True)
+        found = parse_requirements(path.read_text())
+        deploy = path.with_name(DEPLOY_REQUIREMENTS_NAME)
+        extra = {k: v for k, v in parse_requirements(deploy.read_text()).items() if k not in found} if deploy.is_file() else {}
+        source = str(path) + (f" and {deploy.name}" if extra else "")
+        return CourseRequirements({**found, **extra}, source, exact=True, optional=frozenset(extra))
     found: dict[str, Requirement] = {}
     optional = set()
     try:
@@ -87,7 +96,7 @@ def course_requirements(requirements: Optional[Path] = None) -> CourseRequiremen
 
 def pip_spec(name: str) -> str:
     """What to ``pip install`` for ``name`` at the course's version, e.g. ``"executorch==1.5.1"`` (the bare
-    name when the course does not pin it)."""
+    name when the course does not pin it; ExecuTorch's pin is in ``requirements-deploy.txt``)."""
     req = course_requirements().requirements.get(canonicalize_name(name))
     return f"{name}{req.specifier}" if req is not None and req.specifier else name
 

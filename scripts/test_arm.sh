@@ -74,7 +74,7 @@ if [ ! -f "$WHEELS/.complete" ]; then
     # Pure-Python dependencies published as source only, built into wheels here: hydra-core (executorch) needs
     # antlr4-python3-runtime 4.9.*.
     python3 -m pip wheel --quiet --no-deps --wheel-dir "$WHEELS" "antlr4-python3-runtime==4.9.3"
-    ET_PIN=$(grep -E '^executorch==' requirements.txt || true)
+    ET_PIN=$(grep -E '^executorch==' requirements-deploy.txt)  # notebook 08's ExecuTorch (the install split)
     if [ -n "$ET_PIN" ]; then
         download --no-deps "$ET_PIN"
         # executorch's own dependencies, with their markers evaluated for aarch64 Linux (not for this host).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import platform
 import shutil
 import sys
 
@@ -19,7 +20,7 @@ def test_this_machine_is_ready(capsys):
     assert doctor.main([]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("OK")
-    for what in ("python", "packages", "engines", "cpu", "compiler", "disk", "data", "int8"):
+    for what in ("system", "python", "packages", "engines", "cpu", "compiler", "disk", "data", "int8"):
         assert f"  {what}: " in out or f"{what}: " in out
 
 
@@ -56,7 +57,7 @@ def test_versions_against_the_pins(tmp_path):
 
 
 def test_every_pinned_package_is_checked():
-    """requirements.txt is the one list: each of its pins is checked (executorch and numpy among them)."""
+    """requirements.txt and requirements-deploy.txt are the one list: each of their pins is checked (executorch and numpy among them)."""
     names = list(course_requirements().requirements)
     assert {"torch", "torchvision", "torchao", "executorch", "numpy", "scipy", "jupyterlab"} <= set(names)
     seen = []
@@ -67,6 +68,64 @@ def test_every_pinned_package_is_checked():
 
     doctor.check_versions(get)
     assert seen == names
+
+
+def test_a_package_missing_from_this_venv_fails_and_executorch_only_warns(tmp_path):
+    """The real installed versions (no stand-in): a pinned package that is not installed FAILs with the install command;
+    requirements-deploy.txt's pins (ExecuTorch: notebook 08 only) are checked too, a missing one only WARNs with
+    make setup-08; the doctor reads both files beside each other."""
+    req = tmp_path / "requirements.txt"
+    req.write_text(f"torch=={md.version('torch')}\nno-such-course-package==1.0\n-e .\n")
+    lines = doctor.check_versions(requirements=req)
+    assert [f.status for f in lines] == ["FAIL"], [f.line() for f in lines]
+    assert "missing: no-such-course-package" in lines[0].message and "pip install -r requirements.txt" in lines[0].fix
+    req.write_text(f"torch=={md.version('torch')}\n")
+    (tmp_path / "requirements-deploy.txt").write_text("-r requirements.txt\nno-such-runtime==2.0\n")
+    course = course_requirements(req)
+    assert set(course.requirements) == {"torch", "no-such-runtime"} and course.optional == {"no-such-runtime"}
+    warn, ok = doctor.check_versions(requirements=req)
+    assert warn.status == "WARN" and "no-such-runtime" in warn.message and "only notebook 08" in warn.message, warn.line()
+    assert "make setup-08" in warn.fix and "requirements-deploy.txt" in warn.fix and "triage: no ExecuTorch" in warn.fix
+    assert ok.status == "OK" and ok.message == f"torch {md.version('torch')}"
+    assert doctor.doctor_report([warn, ok])[1], "a missing ExecuTorch does not make the laptop NOT READY"
+
+
+def test_the_course_pins_executorch_for_notebook_08_only():
+    """requirements.txt (notebooks 00-07) has no ExecuTorch; requirements-deploy.txt adds exactly its pin."""
+    course = course_requirements()
+    assert course.optional == {"executorch"} and str(course.requirements["executorch"].specifier) == "==1.5.1"
+    assert "requirements-deploy.txt" in course.source
+
+
+def test_the_system_line_names_the_os_version_and_cpu(monkeypatch):
+    """The first line of a reply tells the teacher which wheelhouse and which triage rows a laptop needs."""
+    line = doctor.check_system()
+    assert line.status == "OK" and platform.machine() in line.message and "logical CPUs" in line.message
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "mac_ver", lambda: ("13.6.1", ("", "", ""), "arm64"))
+    assert doctor.check_system().message.startswith("macOS 13.6.1, ")
+    monkeypatch.setattr(platform, "system", lambda: "Windows")
+    monkeypatch.setattr(platform, "release", lambda: "11")
+    monkeypatch.setattr(platform, "version", lambda: "10.0.22631")
+    assert doctor.check_system().message.startswith("Windows 11 (10.0.22631), ")
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_compiler_line_warns_with_the_fix():
+    """A PATH without cc, c++, gcc, g++ or clang and an empty Inductor cache (scripts/cpu_kind.sh nocc, as on most
+    Windows laptops): torch.compile really fails, and the doctor's line says so with this OS's fix."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    code = "from qhelpers import doctor; print(doctor.check_compiler().line())"
+    done = subprocess.run([str(repo / "scripts" / "cpu_kind.sh"), "nocc", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=600, cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert out.startswith("WARN  compiler: torch.compile cannot build code here (") and "compiler" in out.split("(", 1)[1].lower(), out
+    assert "fix: install a C++ compiler: `sudo apt install g++`" in out and "(triage: no C++ compiler)" in out, out
 
 
 def test_without_requirements_txt_the_installed_ranges_are_checked_and_said(monkeypatch, tmp_path):

@@ -141,6 +141,19 @@ def _chromium_or_skip():
     return pytest.importorskip("playwright.sync_api", reason="pip install -r requirements.txt (playwright)")
 
 
+def offline_route(blocked: list[str]):
+    """A Playwright route handler that lets a page load only itself (file: and data: URLs) and records the rest."""
+
+    def offline(route):
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    return offline
+
+
 @pytest.mark.browser
 def test_in_chromium_offline_the_formula_renders_and_the_widget_figure_shows(tmp_path):
     playwright_api = _chromium_or_skip()
@@ -152,15 +165,7 @@ def test_in_chromium_offline_the_formula_renders_and_the_widget_figure_shows(tmp
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
-
-            def offline(route):  # the page must need nothing but itself
-                if route.request.url.startswith(("file:", "data:")):
-                    route.continue_()
-                else:
-                    blocked.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", offline)
+            page.route("**/*", offline_route(blocked))  # the page must need nothing but itself
             page.goto(page_url, wait_until="load")
             math = page.locator('math[display="block"]').first
             math.scroll_into_view_if_needed()

@@ -46,7 +46,7 @@ def test_every_pin_lies_in_the_declared_range():
     """requirements*.txt pin what pyproject.toml declares (dependencies or an extra), each pin inside its range:
     the ranges are the tested ones because the pins are what the tests run with."""
     declared = _declared()
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in ("requirements.txt", "requirements-deploy.txt", "requirements-dev.txt"):
         pins = parse_requirements((REPO / name).read_text())
         for pkg, pin in pins.items():
             if pkg in ("jupyterlab", "coverage", "ruff"):  # the lab itself, and tools the package never imports
@@ -79,6 +79,7 @@ def test_non_editable_install_writes_into_the_course_folder_never_site_packages(
     (course / "notebooks").mkdir(parents=True)
     shutil.copytree(REPO / "data", course / "data")
     shutil.copy(REPO / "requirements.txt", course / "requirements.txt")
+    shutil.copy(REPO / "requirements-deploy.txt", course / "requirements-deploy.txt")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("QHELPERS_DATA", "QHELPERS_HOME", "PYTHONPATH", "PYTEST_CURRENT_TEST")}

@@ -40,6 +40,14 @@ def test_split_requirements_reads_the_course_file():
     assert bw.build_requirements(REPO) == ["setuptools>=77"]
 
 
+def test_the_deploy_file_is_the_course_plus_executorch():
+    """requirements-deploy.txt (notebook 08: what make wheelhouse builds from) holds every pin of requirements.txt and ExecuTorch's."""
+    core, _ = bw.split_requirements(REPO / "requirements.txt")
+    deploy, local = bw.split_requirements(REPO / "requirements-deploy.txt")
+    assert local == [Path(".")] and set(core) < set(deploy)
+    assert [r for r in deploy if r not in core] == ["executorch==1.5.1"] and not any(r.startswith("executorch") for r in core)
+
+
 def test_split_requirements_rejects_index_options(tmp_path):
     req = tmp_path / "req.txt"
     req.write_text("tqdm==4.70.1\n--index-url http://example.invalid/simple\n")

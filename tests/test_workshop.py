@@ -89,3 +89,32 @@ def test_the_day_before_has_the_pre_install_message_and_the_fall_behind_rule():
     # the doctor runs with the course's venv, never a bare `python` (the system one has no qhelpers)
     assert ".venv/bin/python -m qhelpers.doctor" in message and ".venv\\Scripts\\python -m qhelpers.doctor" in message
     assert not re.search(r"^\s*python -m qhelpers\.doctor", message, re.MULTILINE)
+
+
+def test_every_notebook_has_a_timing_line_and_00_to_05_add_up_to_their_slot():
+    """Each notebook's section has a **Timing.** line; for 00-05 (measured with scripts/section_times.py) the minutes
+    per section add up to the notebook's slot in the full day."""
+    slots = {nb: int(m) for nb, m in re.findall(r"^\| (0\d) · [^|]+\|[^|]+\|[^|]+\| (\d+) min \|", TEXT, re.MULTILINE)}
+    for nb in ("00", "01", "02", "03", "04", "05", "06", "07", "08"):
+        start = TEXT.index(f"\n### {nb} · ")
+        section = TEXT[start:TEXT.index("\n### ", start + 1)]
+        timing = re.search(r"^\*\*Timing\.\*\* (.+)$", section, re.MULTILINE)
+        assert timing, f"notebook {nb} has no timing line"
+        if nb in slots:
+            parts = [int(m) for m in re.findall(r"(\d+) min (?!\()", timing.group(1).split(":", 1)[1])]
+            assert sum(parts) == slots[nb], (nb, parts, slots[nb])
+    assert "scripts/section_times.py" in TEXT and (REPO / "scripts" / "section_times.py").is_file()
+
+
+def test_the_exit_quiz_has_ten_questions_and_a_key():
+    quiz = TEXT[TEXT.index("## Exit quiz"):TEXT.index("### Key (for the teacher)")]
+    key = TEXT[TEXT.index("### Key (for the teacher)"):TEXT.index("\n## ", TEXT.index("### Key (for the teacher)"))]
+    questions = re.findall(r"^ ?(\d+)\. ", quiz, re.MULTILINE)
+    assert questions == [str(i) for i in range(1, 11)], questions
+    for q in range(1, 11):
+        text = quiz[quiz.index(f"{q}. "):]
+        assert all(f"{letter}: " in text[:900] for letter in "ABCD"), q
+    answers = re.findall(r"^\| (\d+) \| ([ABCD]) \| .+ \|$", key, re.MULTILINE)
+    assert [int(q) for q, _ in answers] == list(range(1, 11))
+    assert len({a for _, a in answers}) >= 3, "the key is not one letter throughout"
+    assert "[Exit quiz](#exit-quiz)" in _section("### A full day") and "docs/ANSWERS.md" not in key

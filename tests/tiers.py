@@ -14,6 +14,7 @@ CI: dict[str, str] = {
     "tests/test_browser.py": "drives Chromium through JupyterLab, runs notebooks 00 and 01 a second time",
     "tests/test_html.py::test_in_chromium_offline_the_formula_renders_and_the_widget_figure_shows": "Chromium",
     "tests/test_html.py::test_in_chromium_a_self_check_verdict_reads_without_an_emoji_font": "Chromium",
+    "tests/test_slides.py::test_in_chromium_offline_each_deck_has_its_slides_and_shows_its_figure": "Chromium, every deck",
     "tests/test_packaging.py::test_non_editable_install_writes_into_the_course_folder_never_site_packages": "pip install --target, then the benchmark and the doctor from it",
     "tests/test_cli.py::test_killed_run_leaves_no_output": "starts the CLI in new processes and kills them",
     "tests/test_cli.py::test_quantize_target_xnnpack_writes_a_pte_and_its_report": "ExecuTorch lowering",
