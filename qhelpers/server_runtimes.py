@@ -1,6 +1,7 @@
 """Server CPU runtimes fed from the same PyTorch model: ONNX Runtime and OpenVINO, float and INT8.
 
-Introduced in notebooks/09_server_runtimes.ipynb.
+Used by ``make bench`` (``qhelpers.bench``: the ONNX Runtime and OpenVINO rows) and by a learner's own
+deployment script (``from qhelpers import server_runtimes``); not part of ``qh``'s namespace.
 
 * ``export_onnx`` writes a model to an ``.onnx`` file with ``torch.onnx.export(..., dynamo=True)`` (the
   ``torch.export`` based exporter, torch's default since 2.9) at the exporter's recommended opset
@@ -82,8 +83,6 @@ _PIP_NAMES = {"onnxruntime": "onnxruntime", "onnx": "onnx", "onnxscript": "onnxs
 def server_install_command() -> str:
     """The one command that installs the server runtimes at the course's pins: ``pip install -r
     requirements-server.txt`` from the course folder (its absolute path when the folder is found).
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     root = course_root(required=False)
     if root is not None and (root / SERVER_REQUIREMENTS).is_file():
@@ -104,8 +103,6 @@ def _missing(runtime: str) -> list[str]:
 def server_runtimes_available() -> dict[str, bool]:
     """``{"onnxruntime": bool, "openvino": bool}``: whether each runtime (with the packages its path needs:
     onnx and onnxscript for the export, nncf for OpenVINO's INT8) can be imported.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     return {runtime: not _missing(runtime) for runtime in _PACKAGES}
 
@@ -145,8 +142,6 @@ def calibration_batches(calib: Any, *, batch_size: int = 50) -> list[torch.Tenso
 
     ``calib``: a float tensor of images (cut into ``batch_size`` batches), a ``DataLoader`` or any iterable
     of ``(images, labels)`` or of image tensors (``qh.digits_loader("calib")``).
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     positive_int("batch_size", batch_size)
     if isinstance(calib, torch.Tensor):
@@ -173,8 +168,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path | str, *, dy
     the ``torch.export`` based exporter (torch's default), the opset it recommends, the weights in the
     one file; with ``dynamic_batch`` the first dimension is dynamic (``dynamic_shapes``), so the file
     runs any batch size.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     _require("onnxruntime")
     if not isinstance(model, nn.Module):
@@ -199,8 +192,6 @@ def onnx_reduce_range_default() -> bool:
     ``qh.int8_pairs_saturate`` in PyTorch's ``x86`` engine, else ``fbgemm``: AVX2 or AVX-512
     without VNNI), which is where ONNX Runtime's documentation says per-channel U8S8 needs it;
     False with VNNI and on ARM.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     if not is_x86_machine():
         return False
@@ -227,8 +218,6 @@ def quantize_onnx(
     uint8 activations whose MinMax ranges come from ``calib`` (``calibration_batches``: a tensor, or
     a loader of ``(images, labels)``). ``reduce_range``: 7-bit weights; None asks
     ``onnx_reduce_range_default()`` (True on x86 without VNNI).
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     _require("onnxruntime")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -299,8 +288,6 @@ class OnnxRuntimeModel(_RuntimeModel):
     """An ONNX file in an ONNX Runtime ``InferenceSession`` (CPU execution provider).
 
     ``path``: the ``.onnx`` file; ``session``: the session; ``input_name``: its input.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
 
     kind = "ONNX Runtime"
@@ -318,8 +305,6 @@ def onnxruntime_model(path: Path | str, *, threads: int = 1, precision: Optional
     """Load the ONNX file ``path`` into an ``OnnxRuntimeModel`` with ``threads`` intra-op threads (one inter-op).
 
     ``precision`` is a label (``"float"``/``"INT8"``; None: INT8 when the file has QuantizeLinear nodes).
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     _require("onnxruntime")
     import onnxruntime as ort
@@ -343,8 +328,6 @@ def onnxruntime_model(path: Path | str, *, threads: int = 1, precision: Optional
 
 def onnxruntime_float(model: nn.Module, example: torch.Tensor, folder: Path | str, *, threads: int = 1, name: str = "model") -> OnnxRuntimeModel:
     """``model`` exported to ``folder/<name>.onnx`` and loaded in ONNX Runtime (float32).
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     t0 = time.perf_counter()
     path = export_onnx(model, example, Path(folder) / f"{name}.onnx")
@@ -364,8 +347,6 @@ def onnxruntime_int8(
 ) -> OnnxRuntimeModel:
     """``model`` exported to ``folder/<name>.onnx``, quantized by ``quantize_onnx`` to ``<name>_int8.onnx``
     (QDQ, per-channel, calibrated on ``calib``) and loaded in ONNX Runtime; ``seconds`` covers all three.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     t0 = time.perf_counter()
     float_path = export_onnx(model, example, Path(folder) / f"{name}.onnx")
@@ -376,8 +357,6 @@ def onnxruntime_int8(
 class OpenVinoModel(_RuntimeModel):
     """An OpenVINO model compiled for the CPU: ``model`` (the ``ov.Model``), ``compiled`` (the
     ``CompiledModel``); ``size_bytes`` is what ``ov.save_model`` writes (the .xml and .bin files).
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
 
     kind = "OpenVINO"
@@ -419,8 +398,6 @@ def openvino_model(
     of the predictions agree), False 98.8 % (every prediction agrees). ``calib`` is cut into single
     images (``calibration_batches`` with batch 1) and ``subset_size`` of them are used (None: all).
     The compiled model's ``INFERENCE_PRECISION_HINT`` is f32.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
     """
     _require("openvino")
     import openvino as ov

@@ -15,8 +15,6 @@ import torch
 import qhelpers as qh
 from qhelpers import server_runtimes as sr
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def course():
@@ -47,6 +45,7 @@ def onnx_models(course, tmp_path_factory):
     return sr.onnxruntime_float(model, images[:1], folder), sr.onnxruntime_int8(model, images[:1], calib, folder)
 
 
+@pytest.mark.slow
 def test_onnxruntime_float_is_the_pytorch_model(course, onnx_models):
     model, images, labels, logits = course
     float_model, _ = onnx_models
@@ -56,6 +55,7 @@ def test_onnxruntime_float_is_the_pytorch_model(course, onnx_models):
     assert isinstance(float_model, torch.nn.Module) and qh.accuracy(float_model, qh.digits_loader("test")) == _accuracy(model, images, labels)
 
 
+@pytest.mark.slow
 def test_onnxruntime_int8_is_qdq_per_channel_and_within_a_point_of_float(course, onnx_models):
     model, images, labels, logits = course
     _, int8 = onnx_models
@@ -82,6 +82,7 @@ def test_reduce_range_follows_the_measured_saturation():
         assert sr.onnx_reduce_range_default() is qh.int8_pairs_saturate(engine)
 
 
+@pytest.mark.slow
 def test_openvino_float_and_int8_within_a_point_of_float(course):
     model, images, labels, logits = course
     float_model = sr.openvino_model(model, images[:1])
@@ -113,6 +114,7 @@ def test_calibration_batches_take_tensors_and_loaders():
         sr.calibration_batches(images, batch_size=0)
 
 
+@pytest.mark.slow
 def test_bad_arguments_name_themselves(course, tmp_path):
     model, images, _, _ = course
     with pytest.raises(TypeError, match="example must be a float tensor"):
