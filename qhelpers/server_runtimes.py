@@ -131,7 +131,12 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _check_example(example: Any) -> torch.Tensor:
+def _check_model(model: Any, example: Any, doing: str) -> torch.Tensor:
+    """``example`` if ``model`` is an ``nn.Module`` in eval mode and ``example`` a float tensor (N, ...); else the error."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ValueError(f"model is in training mode; call model.eval() before {doing}")
     if not isinstance(example, torch.Tensor) or not example.is_floating_point() or example.dim() < 2:
         raise TypeError(f"example must be a float tensor (N, ...) such as one input batch, got {example!r:.80}")
     return example
@@ -170,11 +175,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path | str, *, dy
     runs any batch size.
     """
     _require("onnxruntime")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise ValueError("model is in training mode; call model.eval() before exporting")
-    example = _check_example(example)
+    example = _check_model(model, example, "exporting")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
@@ -402,11 +403,7 @@ def openvino_model(
     _require("openvino")
     import openvino as ov
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise ValueError("model is in training mode; call model.eval() before converting")
-    example = _check_example(example)
+    example = _check_model(model, example, "converting")
     positive_int("threads", threads)
     positive_int("subset_size", subset_size, allow_none=True)
     if not isinstance(fast_bias_correction, bool):
