@@ -35,6 +35,18 @@ def fastest_paths(result: dict) -> dict[str, dict]:
     return fastest
 
 
+def _load_warning(machine: dict) -> str:
+    """A sentence when the load average (at start or end) exceeded the cores: other programs shared them during the run."""
+    loads = [machine.get(k) for k in ("load_average_1min", "load_average_1min_end")]
+    loads = [v for v in loads if isinstance(v, (int, float))]
+    cores = machine.get("cpu_count")
+    if not loads or not cores or max(loads) <= cores:
+        return ""
+    return (f" The load average ({max(loads):g}) exceeded the {cores} cores: other programs competed for them during this run, so "
+            "each time carries that noise (see the IQR) and a ratio can be off by more than the difference it shows; "
+            "rerun `make bench` on a quiet machine before relying on one.")
+
+
 def _ratio(value: Optional[float]) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
@@ -69,7 +81,7 @@ def markdown_table(result: dict) -> str:
     lines = [
         machine_line(result["machine"], f"batch {st['batch']}, {st['threads']} thread(s), at least {st['min_samples']} timed samples per cell")
         + " The ratios are the headline (float median / path median: above 1x is faster); absolute times belong to this machine. "
-        "torchvision models have random weights.",
+        "torchvision models have random weights." + _load_warning(result["machine"]),
         "",
         "| model | path | median ms | IQR ms | samples | vs float eager | vs float compiled | MB | size ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

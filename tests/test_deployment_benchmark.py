@@ -223,3 +223,13 @@ def test_committed_readme_section_is_an_unedited_full_run_of_the_current_bench()
                 continue
             assert int(cells[4]) >= bench.MIN_SAMPLES
             assert float(cells[5].rstrip("x")) == pytest.approx(float_ms / float(cells[2]), rel=0.02, abs=0.01)
+
+
+def test_a_run_on_a_machine_loaded_beyond_its_cores_says_so():
+    quiet = {"cpu_count": 2, "load_average_1min": 0.4, "load_average_1min_end": 1.0}
+    assert bench_report._load_warning(quiet) == "" and bench_report._load_warning({"cpu_count": 2}) == ""
+    loaded = bench_report._load_warning({**quiet, "load_average_1min_end": 13.6})
+    assert loaded.startswith(" The load average (13.6) exceeded the 2 cores") and "rerun `make bench` on a quiet machine" in loaded
+    result = {"machine": {"date_utc": "d", "cpu": "c", "cpu_capability": "AVX2", "torch": "t", **quiet, "load_average_1min": 16.4},
+              "settings": {"batch": 1, "threads": 1, "min_samples": 10}, "rows": [], "compile": []}
+    assert "The load average (16.4) exceeded the 2 cores" in bench.markdown_table(result).splitlines()[0]
