@@ -43,7 +43,7 @@ $(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 setup-08: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -r requirements-deploy.txt
 
-$(DEVSTAMP): $(STAMP) requirements-dev.txt
+$(DEVSTAMP): $(STAMP) requirements-dev.txt requirements-server.txt
 	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
 	@# Debian's qemu-user: the emulated Haswell of make test-cpus (installed as root with apt, else a hint)
 	@command -v qemu-x86_64 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q >/dev/null \

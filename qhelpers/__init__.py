@@ -30,7 +30,8 @@ Each helper's docstring names the notebook that introduced it. Not star-imported
 ``qhelpers.X``): ``registry`` (the ``ModelSpec`` of each model in ``data/``: load, metadata, train, rebuild),
 ``versions`` (the pins of requirements.txt, ``machine_info()``), and the tooling: ``qhelpers.cli`` with
 ``cli_common``/``cli_inspect``/``cli_quantize`` (the command-line tool, ``python -m qhelpers``),
-``qhelpers.deployment_benchmark`` with ``bench_models``/``bench``/``bench_report`` (the benchmark command),
+``qhelpers.deployment_benchmark`` with ``bench_models``/``bench``/``bench_report`` (the benchmark command) and
+``server_runtimes`` (its ONNX Runtime and OpenVINO rows: the ``server`` extra, ``requirements-server.txt``),
 ``qhelpers.notebooks`` (execute notebooks, hygiene checks, student copies), ``qhelpers.rebuild`` (rebuild
 ``data/``), ``qhelpers.doctor`` (the laptop check) and ``qhelpers.progress`` (the self-check log).
 

@@ -2,7 +2,7 @@
 
 ``run_bench`` builds a ``_ModelRun`` per model (its input, float model, calibration images and the rows
 measured so far) and hands it to ``_bench_float``, ``_bench_eager_int8``, ``_bench_pt2e`` and
-``_bench_executorch`` in turn; each appends rows (a measured latency, or ``skipped`` with the reason)
+``_bench_executorch`` and ``_bench_server`` (ONNX Runtime, OpenVINO) in turn; each appends rows (a measured latency, or ``skipped`` with the reason)
 and compile times. The command, its options and the result files are ``qhelpers.deployment_benchmark``.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ._validate import positive_int
-from .bench_models import MODELS, PATHS, build_float, build_int8, calibration_images, check_model, example_input
+from .bench_models import MODELS, PATHS, SERVER_PATHS, build_float, build_int8, calibration_images, check_model, example_input, server_calibration
 from .bench_report import add_ratios
 from .cpu import is_x86_machine
 from .environment import supported_engines
@@ -150,7 +150,7 @@ def _bench_eager_int8(run: _ModelRun, engines: Sequence[str]) -> None:
             continue
         torch.backends.quantized.engine = engine
         try:
-            run.timed("eager_int8", int8, engine, size=model_size_bytes(int8))
+            _agreement(run, run.timed("eager_int8", int8, engine, size=model_size_bytes(int8)), int8)
         finally:
             torch.backends.quantized.engine = saved
 
@@ -203,6 +203,52 @@ def _bench_executorch(run: _ModelRun, path: str, strict: bool, pool_threads: Opt
             r["label"] += f" [{pool_threads} threads]"
 
 
+def _agreement(run: _ModelRun, row: Optional[dict], model: nn.Module) -> None:
+    """On the course model: ``row``'s accuracy on the test split and how many of its predictions agree with float's."""
+    if row is None or run.name != "course":
+        return
+    from .data import digits_dataset
+
+    images, labels = digits_dataset("test").tensors
+    with torch.inference_mode():
+        reference = run.float_model(images).argmax(1)
+        preds = torch.cat([model(images[i : i + 250]) for i in range(0, len(images), 250)]).argmax(1)
+    row.update(accuracy_pct=round(100.0 * int((preds == labels).sum()) / len(labels), 2),
+               float_accuracy_pct=round(100.0 * int((reference == labels).sum()) / len(labels), 2),
+               agreement_pct=round(100.0 * int((preds == reference).sum()) / len(labels), 2))
+
+
+def _bench_server(run: _ModelRun, path: str, subset_size: int) -> None:
+    """ONNX Runtime (``torch.onnx.export`` + static QDQ INT8) or OpenVINO (``convert_model`` + ``nncf.quantize``), float
+    or INT8 (``qhelpers.server_runtimes``): built (timed into ``compile``), timed, and on the course model its
+    accuracy and agreement with float on the test split. ``subset_size``: OpenVINO's calibration images."""
+    from . import server_runtimes as sr
+
+    runtime = "onnxruntime" if path.startswith("ort") else "openvino"
+    if not sr.server_runtimes_available()[runtime]:
+        run.row(path, skipped=f"{runtime} is not installed ({sr.server_install_command()})")
+        return
+    run.say(f"{run.name}: {LABELS[path]}: building")
+    calib = server_calibration(run.name) if path.endswith("int8") else None
+    try:
+        if path == "ort_float":
+            model = sr.onnxruntime_float(run.float_model, run.x, run.tmp, threads=run.threads, name=f"{run.name}_ort")
+        elif path == "ort_int8":
+            model = sr.onnxruntime_int8(run.float_model, run.x, calib, run.tmp, threads=run.threads, name=f"{run.name}_ort")
+        else:
+            model = sr.openvino_model(run.float_model, run.x, calib, threads=run.threads, subset_size=subset_size)
+    except Exception as exc:
+        run.row(path, skipped=_skip_reason(exc))
+        return
+    step = {"ort_float": "ONNX Runtime float: torch.onnx.export + session",
+            "ort_int8": "ONNX Runtime INT8: export + quantize_static (QDQ) + session",
+            "ov_float": "OpenVINO float: convert_model + compile",
+            "ov_int8": "OpenVINO INT8: convert_model + nncf.quantize + compile"}[path]
+    run.compile.append({"model": run.name, "step": step, "seconds": round(model.seconds, 2)})
+    r = run.timed(path, model, size=model.size_bytes)
+    _agreement(run, r, model)
+
+
 def _chosen_paths(paths: Optional[Sequence[str]]) -> list[str]:
     keys = [k for k, _ in PATHS]
     chosen = list(paths) if paths is not None else keys
@@ -219,13 +265,16 @@ def run_bench(
     min_run_time: float = 0.5,
     warmup: int = 2,
     progress: Optional[Callable[[str], None]] = None,
+    server_subset: int = 300,
 ) -> dict:
     """Measure every path of ``PATHS`` (or the keys in ``paths``) for each model; returns a JSON-ready dict.
 
     ``rows``: one per (model, path[, engine]) with ``median_ms``, ``iqr_ms``,
     ``runs`` (at least ``qh.MIN_RUNS``), ``size_bytes`` (where a file or state_dict exists), the ratios
     ``vs_float_eager`` and ``vs_float_compiled`` (float median / this median;
-    above 1 is faster), or ``skipped`` with the reason. ``compile``: seconds
+    above 1 is faster), or ``skipped`` with the reason; on the course model the eager INT8 and server rows
+    also have ``accuracy_pct``, ``float_accuracy_pct`` and ``agreement_pct`` (the test split's predictions that
+    agree with float's). ``server_subset``: OpenVINO INT8's calibration images (NNCF's default 300). ``compile``: seconds
     spent compiling or lowering, per model and step. ``engines`` overrides the
     eager INT8 engines per model. The quantized engine, Inductor's freezing flag,
     torch's and ExecuTorch's thread counts are restored at the end.
@@ -257,6 +306,9 @@ def run_bench(
                         if pool_threads is None:
                             pool_threads = _executorch_pool(threads)  # once, before the first program is loaded
                         _bench_executorch(run, path, spec["strict"], pool_threads)
+                for path in SERVER_PATHS:
+                    if path in chosen:
+                        _bench_server(run, path, server_subset)
                 torch._dynamo.reset()
                 add_ratios(run.rows)
                 result["rows"].extend(run.rows)

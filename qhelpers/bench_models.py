@@ -15,7 +15,7 @@ from .models import load_course_model
 from .environment import set_engine
 from .pretrained import CourseNet_QuantizedWeights, _int8_from_state_dict, _quiet_torch_internals, course_net, is_quantized
 
-__all__ = ["MODELS", "PATHS", "QUICK_MODELS", "TORCHVISION_ENGINES", "check_model", "build_float", "build_int8", "example_input", "calibration_images"]
+__all__ = ["MODELS", "PATHS", "SERVER_PATHS", "server_calibration", "QUICK_MODELS", "TORCHVISION_ENGINES", "check_model", "build_float", "build_int8", "example_input", "calibration_images"]
 
 TORCHVISION_ENGINES = ("fbgemm", "qnnpack")  # torchvision's quantize=True knows only these two
 MODELS: dict[str, dict] = {
@@ -35,7 +35,13 @@ PATHS: tuple[tuple[str, str], ...] = (
     ("pt2e_compiled", "PT2E x86 + torch.compile"),
     ("et_float", "ExecuTorch XNNPACK float"),
     ("et_int8", "ExecuTorch XNNPACK INT8"),
+    # the server CPU runtimes fed from the same PyTorch model (qhelpers.server_runtimes)
+    ("ort_float", "ONNX Runtime float"),
+    ("ort_int8", "ONNX Runtime INT8 (QDQ)"),
+    ("ov_float", "OpenVINO float"),
+    ("ov_int8", "OpenVINO INT8 (NNCF)"),
 )
+SERVER_PATHS = ("ort_float", "ort_int8", "ov_float", "ov_int8")
 CALIB_IMAGES = 8  # calibration images for the PT2E paths (latency does not depend on calibration quality)
 
 
@@ -100,3 +106,11 @@ def calibration_images(name: str) -> list[torch.Tensor]:
         images = digits_dataset("calib", CALIB_IMAGES)
         return [images[i][0].unsqueeze(0) for i in range(len(images))]
     return [example_input(name, 1, seed=1 + i) for i in range(2)]
+
+
+def server_calibration(name: str) -> torch.Tensor:
+    """Calibration images (N, C, H, W) for the ONNX Runtime and OpenVINO INT8 paths: the course's whole calibration
+    split (500 digits), or the same seeded noise as ``calibration_images`` for a torchvision model (random weights)."""
+    if name == "course":
+        return digits_dataset("calib").tensors[0]
+    return torch.cat(calibration_images(name))

@@ -12,7 +12,7 @@ from typing import Optional
 from .bench_models import PATHS
 from .files import atomic_write_bytes
 
-__all__ = ["add_ratios", "machine_line", "markdown_table", "plot_bench", "log_ratio_axis", "write_results", "update_readme", "readme_section", "README_START", "README_END"]
+__all__ = ["add_ratios", "fastest_paths", "machine_line", "markdown_table", "plot_bench", "log_ratio_axis", "write_results", "update_readme", "readme_section", "README_START", "README_END"]
 
 def add_ratios(rows: list[dict]) -> None:
     """``vs_float_eager`` and ``vs_float_compiled`` (float median / row median) and ``size_ratio`` on each measured row."""
@@ -24,6 +24,27 @@ def add_ratios(rows: list[dict]) -> None:
             r[key] = round(base[path]["median_ms"] / r["median_ms"], 3) if path in base else None
         float_size, size = base.get("float", {}).get("size_bytes"), r.get("size_bytes")
         r["size_ratio"] = round(float_size / size, 3) if float_size and size else None
+
+
+def fastest_paths(result: dict) -> dict[str, dict]:
+    """Per model, the measured row with the lowest median (the path a deployment on this machine would pick for speed)."""
+    fastest: dict[str, dict] = {}
+    for r in result["rows"]:
+        if "median_ms" in r and (r["model"] not in fastest or r["median_ms"] < fastest[r["model"]]["median_ms"]):
+            fastest[r["model"]] = r
+    return fastest
+
+
+def _load_warning(machine: dict) -> str:
+    """A sentence when the load average (at start or end) exceeded the cores: other programs shared them during the run."""
+    loads = [machine.get(k) for k in ("load_average_1min", "load_average_1min_end")]
+    loads = [v for v in loads if isinstance(v, (int, float))]
+    cores = machine.get("cpu_count")
+    if not loads or not cores or max(loads) <= cores:
+        return ""
+    return (f" The load average ({max(loads):g}) exceeded the {cores} cores: other programs competed for them during this run, so "
+            "each time carries that noise (see the IQR) and a ratio can be off by more than the difference it shows; "
+            "rerun `make bench` on a quiet machine before relying on one.")
 
 
 def _ratio(value: Optional[float]) -> str:
@@ -54,12 +75,13 @@ def log_ratio_axis(ax, ylabel: str) -> None:
 
 
 def markdown_table(result: dict) -> str:
-    """The result as markdown: a machine line, the latency table with the ratios, and the compile-time table."""
+    """The result as markdown: a machine line, the latency table with the ratios, the compile-time table, and the
+    accuracy and agreement with float of the rows that have them (the course model's INT8 and server rows)."""
     st = result["settings"]
     lines = [
         machine_line(result["machine"], f"batch {st['batch']}, {st['threads']} thread(s), at least {st['min_samples']} timed samples per cell")
         + " The ratios are the headline (float median / path median: above 1x is faster); absolute times belong to this machine. "
-        "torchvision models have random weights.",
+        "torchvision models have random weights." + _load_warning(result["machine"]),
         "",
         "| model | path | median ms | IQR ms | samples | vs float eager | vs float compiled | MB | size ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -71,9 +93,19 @@ def markdown_table(result: dict) -> str:
         mb = f"{r['size_bytes'] / 1e6:.3f}" if r.get("size_bytes") else "-"
         lines.append(f"| {r['model']} | {r['label']} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} | {r['runs']} | "
                      f"{_ratio(r.get('vs_float_eager'))} | {_ratio(r.get('vs_float_compiled'))} | {mb} | {_ratio(r.get('size_ratio'))} |")
+    fastest = fastest_paths(result)
+    if fastest:
+        lines += ["", "Fastest path per model on this machine (lowest median): " + "; ".join(
+            f"{model}: {r['label']} ({_ratio(r.get('vs_float_eager'))} float eager)" for model, r in fastest.items()) + "."]
     if result["compile"]:
         lines += ["", "Compile and lowering times (paid once, not in the latencies above; a cold compile: Inductor's on-disk cache is off while the benchmark compiles):", "", "| model | step | seconds |", "|---|---|---:|"]
         lines += [f"| {c['model']} | {c['step']} | {c['seconds']:.1f} |" for c in result["compile"]]
+    agreement = [r for r in result["rows"] if "agreement_pct" in r]
+    if agreement:
+        lines += ["", "Accuracy on the course model's test split (1,000 digits; torchvision models have random weights, so no accuracy), "
+                  "and the share of predictions that agree with float's:", "",
+                  "| model | path | accuracy % | float accuracy % | agrees with float % |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['label']} | {r['accuracy_pct']:.1f} | {r['float_accuracy_pct']:.1f} | {r['agreement_pct']:.1f} |" for r in agreement]
     return "\n".join(lines) + "\n"
 
 

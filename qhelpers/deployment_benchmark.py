@@ -10,9 +10,13 @@ For each model, at batch 1 and a fixed thread count (``--threads``, default 1),
 the paths (``PATHS``): float eager; float ``torch.compile`` (Inductor, freezing);
 eager INT8 on each quantized engine of the model (x86/fbgemm, qnnpack); PT2E with
 ``X86InductorQuantizer``, not compiled and compiled (freezing); ExecuTorch with the
-XNNPACK delegate, float and INT8 (``XNNPACKQuantizer``). A path that cannot run here
-(an engine this CPU lacks, ExecuTorch not installed, a compile error) is a row that
-says why, never a crash.
+XNNPACK delegate, float and INT8 (``XNNPACKQuantizer``); ONNX Runtime float and static
+QDQ INT8, and OpenVINO float and INT8 (``nncf.quantize``), both fed from the same PyTorch
+model (``qhelpers.server_runtimes``; the ``server`` extra, ``requirements-server.txt``;
+their conversion and quantization times in the second table). On the course model the INT8
+and server rows also report accuracy on the test split and agreement with float (a third
+table). A path that cannot run here (an engine this CPU lacks, ExecuTorch or a server
+runtime not installed, a compile error) is a row that says why, never a crash.
 
 Each latency is ``qh.measure_latency`` (warm-up, then at least ``qh.MIN_RUNS`` timed samples:
 median and interquartile range). The headline numbers are ratios: float eager
@@ -383,7 +387,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     silence_known_deprecations()
     silence_pt2e_noise()
     models = args.models or (QUICK_MODELS if args.quick else tuple(MODELS))
-    timing = {"min_run_time": 0.1, "warmup": 1} if args.quick else {"min_run_time": 1.0, "warmup": 3}
+    # quick: shorter timing, and 100 calibration images for OpenVINO's NNCF instead of its default 300
+    timing = {"min_run_time": 0.1, "warmup": 1, "server_subset": 100} if args.quick else {"min_run_time": 1.0, "warmup": 3, "server_subset": 300}
     result = run_bench(models, paths=args.paths, threads=args.threads, **timing, progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     result["mode"] = "quick" if args.quick else "full"
     out = args.out if args.out is not None else (course_root(required=False) or Path.cwd()) / "results"

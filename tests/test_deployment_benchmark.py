@@ -44,11 +44,43 @@ def test_run_bench_measures_the_chosen_paths_and_skips_a_missing_engine(tmp_path
     assert rows[0]["vs_float_compiled"] is None  # float compiled was not measured: no ratio, not a made-up one
     table = bench.markdown_table(result)
     assert "| course | eager INT8 (arm64) | skipped: engine 'arm64' is not available" in table
-    assert table.count("| course |") == len(rows) and "vs float eager" in table and "vs float compiled" in table
+    assert rows[1]["agreement_pct"] >= 98.0 and rows[1]["float_accuracy_pct"] == rows[0].get("float_accuracy_pct", rows[1]["float_accuracy_pct"])
+    agreeing = [r for r in rows if "agreement_pct" in r]  # the course model's INT8 rows: a third table
+    assert agreeing == [rows[1]] and "| course | eager INT8 (qnnpack) | 98." in table.split("agrees with float %")[1]
+    assert table.count("| course |") == len(rows) + len(agreeing) and "vs float eager" in table and "vs float compiled" in table
+    assert "Fastest path per model on this machine (lowest median): course: " in table
     paths = bench.write_results(result, tmp_path, "t")
     assert json.loads(paths["json"].read_text()) == result
     assert paths["md"].read_text() == table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_server_runtime_paths_report_times_conversion_and_agreement():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    result = bench.run_bench(["course"], paths=["ort_float", "ort_int8", "ov_float", "ov_int8"], server_subset=50, **FAST)
+    by_path = _check_rows(result, "course")
+    assert set(by_path) == {"float", "ort_float", "ort_int8", "ov_float", "ov_int8"} and not [r for r in result["rows"] if "skipped" in r]
+    for path in ("ort_float", "ov_float"):
+        assert by_path[path]["agreement_pct"] == 100.0 and 0.8 < by_path[path]["size_ratio"] < 1.2
+    for path in ("ort_int8", "ov_int8"):  # INT8: within two points of float here (the tests of server_runtimes bound it tighter)
+        r = by_path[path]
+        assert r["agreement_pct"] >= 97.0 and abs(r["accuracy_pct"] - r["float_accuracy_pct"]) <= 2.0 and r["size_ratio"] > 1.8
+    steps = [c["step"] for c in result["compile"]]
+    assert len(steps) == 4 and steps[1].startswith("ONNX Runtime INT8") and steps[3].startswith("OpenVINO INT8")
+    assert all(c["seconds"] > 0 for c in result["compile"])
+    table = bench.markdown_table(result)
+    assert "| course | ONNX Runtime INT8 (QDQ) |" in table and "| course | OpenVINO INT8 (NNCF) |" in table.split("agrees with float %")[1]
+
+
+def test_a_missing_server_runtime_is_a_skipped_row(monkeypatch):
+    from qhelpers import server_runtimes
+
+    monkeypatch.setattr(server_runtimes, "server_runtimes_available", lambda: {"onnxruntime": False, "openvino": True})
+    result = bench.run_bench(["course"], paths=["ort_int8"], **FAST)
+    (row,) = [r for r in result["rows"] if r["path"] == "ort_int8"]
+    assert row["skipped"].startswith("onnxruntime is not installed (pip install ") and "median_ms" not in row
 
 
 @pytest.mark.slow
@@ -151,7 +183,8 @@ def test_bad_inputs():
 
 def test_every_model_of_the_issue_is_measured_on_every_path():
     assert set(bench.MODELS) == {"course", "mobilenet_v2", "resnet18", "resnet50"}
-    assert [k for k, _ in bench.PATHS] == ["float", "float_compiled", "eager_int8", "pt2e", "pt2e_compiled", "et_float", "et_int8"]
+    assert [k for k, _ in bench.PATHS] == ["float", "float_compiled", "eager_int8", "pt2e", "pt2e_compiled", "et_float", "et_int8",
+                                          "ort_float", "ort_int8", "ov_float", "ov_int8"]
     assert bench.MODELS["resnet18"]["strict"] and bench.MODELS["resnet50"]["strict"]
 
 
@@ -206,3 +239,13 @@ def test_committed_readme_section_is_an_unedited_full_run_of_the_current_bench()
                 continue
             assert int(cells[4]) >= bench.MIN_SAMPLES
             assert float(cells[5].rstrip("x")) == pytest.approx(float_ms / float(cells[2]), rel=0.02, abs=0.01)
+
+
+def test_a_run_on_a_machine_loaded_beyond_its_cores_says_so():
+    quiet = {"cpu_count": 2, "load_average_1min": 0.4, "load_average_1min_end": 1.0}
+    assert bench_report._load_warning(quiet) == "" and bench_report._load_warning({"cpu_count": 2}) == ""
+    loaded = bench_report._load_warning({**quiet, "load_average_1min_end": 13.6})
+    assert loaded.startswith(" The load average (13.6) exceeded the 2 cores") and "rerun `make bench` on a quiet machine" in loaded
+    result = {"machine": {"date_utc": "d", "cpu": "c", "cpu_capability": "AVX2", "torch": "t", **quiet, "load_average_1min": 16.4},
+              "settings": {"batch": 1, "threads": 1, "min_samples": 10}, "rows": [], "compile": []}
+    assert "The load average (16.4) exceeded the 2 cores" in bench.markdown_table(result).splitlines()[0]
