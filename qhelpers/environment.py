@@ -198,8 +198,8 @@ def env_report(print_it: bool = True) -> dict:
     engines whose INT8 kernels add u8 x s8 products in saturating 16-bit pairs
     here, measured by ``qh.int8_pairs_saturate`` (empty with AVX512-VNNI and
     on ARM); ``int8_exact`` the engines that sum in 32 bits. ``cpu_flags``
-    is a label only (``qh.cpu_flags_label``). ``cpu_vnni`` is the older name
-    of "the ``x86`` engine sums exactly" (``qh.cpu_has_vnni``). ``emulated``
+    is a label only (``qh.cpu_flags_label``). ``x86_int8_exact`` says
+    whether the ``x86`` engine sums exactly (``qh.cpu_has_vnni``; not a CPU flag). ``emulated``
     is True under a CPU emulator, where timings mean nothing
     (``qh.emulated``). Whether ``torch.compile`` works is
     ``qh.compile_available()`` (not probed here: it takes seconds).
@@ -220,7 +220,7 @@ def env_report(print_it: bool = True) -> dict:
         "quantized_engines": engines,
         "int8_exact": [e for e in engines if saturates[e] is False],
         "int8_16bit_pairs": [e for e in engines if saturates[e] is True],
-        "cpu_vnni": cpu_has_vnni(),
+        "x86_int8_exact": cpu_has_vnni(),
         "active_engine": torch.backends.quantized.engine,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

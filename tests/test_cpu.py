@@ -125,7 +125,7 @@ def test_cpu_facts_and_the_environment_report_say_the_same():
     report = qh.env_report(print_it=False)
     assert report["int8_16bit_pairs"] == [e for e in report["quantized_engines"] if e in facts.saturating_engines]
     assert report["int8_exact"] == [e for e in report["quantized_engines"] if e in facts.exact_engines]
-    assert report["cpu_vnni"] == qh.cpu_has_vnni() and report["emulated"] == qh.emulated() == facts.emulated
+    assert report["x86_int8_exact"] == qh.cpu_has_vnni() and report["emulated"] == qh.emulated() == facts.emulated
     assert facts.isa == torch.backends.cpu.get_cpu_capability() and facts.compile_ok is None
     assert facts.as_dict()["engines"] == tuple(qh.supported_engines())
     with pytest.raises(TypeError, match="probe_compile"):

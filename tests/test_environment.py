@@ -67,7 +67,7 @@ def test_env_report_has_what_results_depend_on(capsys):
     assert r["torch"].startswith("2.14.1") and r["torchvision"].startswith("0.29.1")
     assert r["active_engine"] in r["quantized_engines"]
     assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert r["cpu_vnni"] == qh.cpu_has_vnni() and r["emulated"] == qh.emulated()
+    assert r["x86_int8_exact"] == qh.cpu_has_vnni() and r["emulated"] == qh.emulated()
     assert set(r["int8_exact"]) | set(r["int8_16bit_pairs"]) <= set(r["quantized_engines"])  # the probes: tests/test_cpu.py
     assert "cpu_capability" in capsys.readouterr().out
 

@@ -28,7 +28,7 @@ NOT_IN_NOTEBOOKS = {
     "check_requant_multiplier": ("qhelpers/modern.py", "check_layer_multiplier (notebook 05's exercise 1) gives its hints with it"),
     "compile_fix": ("qhelpers/doctor.py", "the doctor's fix line when torch.compile cannot build code"),
     "cpu_flags_label": ("qhelpers/doctor.py", "the doctor's CPU line names the flags beside the measured probe"),
-    "cpu_has_vnni": ("qhelpers/environment.py", "env_report's cpu_vnni entry (the notebooks measure with int8_pairs_saturate)"),
+    "cpu_has_vnni": ("qhelpers/environment.py", "env_report's x86_int8_exact entry (the notebooks measure with int8_pairs_saturate)"),
     "linear_qat_int8": ("qhelpers/modern.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
     "outputs_kind": ("qhelpers/notebooks.py", "execute records the CPU kind of a notebook's outputs; tests/nbval_cpu_kind.py compares on that kind only"),
