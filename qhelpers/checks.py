@@ -282,6 +282,10 @@ _ALL_ZERO = "an all-zero tensor (max - min = 0, like a dead ReLU channel's outpu
 _TINY = "a tensor from 0 to 1e-6 (its scale (max - min) / 255 is below float32 eps)"
 _TINY_HINT = ("(max - min) / 255 is below torch.finfo(torch.float32).eps here: torch's observers floor every scale at "
               "eps (max(scale, eps)), not only a scale of 0, and not from a threshold of your own")
+_TINY_NEGATIVE = "a tensor from -1e-6 to 0 (its (max - min) / 255 is below float32 eps, and its min is negative)"
+_TINY_AROUND_ZERO = "a tensor from -5e-7 to 5e-7 (its (max - min) / 255 is below float32 eps, and 0 is inside)"
+_FLOORED_ZP_HINT = ("the zero point must come from the floored scale: compute scale = max((max - min) / 255, eps) first, "
+                    "then the zero point with that scale, as torch's observers do (yours used (max - min) / 255)")
 _ABOVE_FLOOR_HINT = ("(max - min) / 255 is above torch.finfo(torch.float32).eps here, so it is the scale: the floor is "
                      "max((max - min) / 255, eps), which replaces a scale only where it is below eps, not below a "
                      "threshold of your own")
@@ -306,6 +310,9 @@ def _qparams_probes(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         ("a tensor whose min is -254.3 steps (its zero point must be rounded, not taken up)", -fractional),
         (_ALL_ZERO, torch.zeros_like(x)),  # max - min = 0: torch's observers floor the scale at float32 eps
         (_TINY, torch.linspace(0.0, 1e-6, x.numel()).reshape(x.shape)),  # (max - min) / 255 below eps: floored too
+        # below the floor with a negative min: the zero point must come from the floored scale (torch: (eps, 8), (eps, 4))
+        (_TINY_NEGATIVE, torch.linspace(-1e-6, 0.0, x.numel()).reshape(x.shape)),
+        (_TINY_AROUND_ZERO, torch.linspace(-5e-7, 5e-7, x.numel()).reshape(x.shape)),
     ] + [
         # widths on both sides of 255 eps (3.04e-5), where (max - min) / 255 and eps cross: only max(scale, eps)
         # gives every one, a floor applied below a threshold of one's own (1e-6, 1e-5, 3e-5) misses one of them
@@ -367,6 +374,9 @@ def check_qparams_function(qparams_fn: Any, x: torch.Tensor, signed: bool = Fals
                     return report(name, False, f"on {what}: got a scale of {s:.6g}; {_TINY_HINT}")
                 if not floored and abs(s - eps) <= 1e-6 * eps:  # floored below a threshold of one's own, above 255 eps
                     return report(name, False, f"on {what}: got a scale of eps; {_ABOVE_FLOOR_HINT}")
+                lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+                if floored and lo < 0 and _number(out[1], "zero_point") == quant_range(8, signed)[0] - round(lo / ((hi - lo) / 255)):
+                    return report(name, False, f"on {what}: got a zero point of {_number(out[1], 'zero_point'):g}; {_FLOORED_ZP_HINT}")
             scale_hint, zp_hint = _scale_zero_point_mistakes(out[0], out[1], t, signed)
         except WrongAnswer as wrong:
             return report(name, False, f"on {what}: {wrong.hint}")
@@ -384,10 +394,11 @@ _TIE = 1e-3  # values this close to a rounding boundary may round either way bet
 def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, signed: bool = False) -> bool:
     """Exercise: the integer codes of ``x`` for the given scale and zero point (8 bits).
 
-    ``codes`` is either the tensor of codes of ``x``, or a function
-    ``codes(t)`` that quantizes any tensor ``t``; a function is also probed
-    with values outside the range (far below the smallest and above the
-    largest representable value), so a missing clamp or zero point fails.
+    ``codes`` is a function ``codes(t)`` that quantizes any tensor ``t``;
+    it runs on ``x`` and on values outside the range (far below the smallest
+    and above the largest representable value), so a missing clamp or zero
+    point fails. A tensor of codes is refused: ``x`` fits the range of its
+    own scale and zero point, so its codes cannot show a missing clamp.
     Names the typical mistakes: no rounding (truncation), no zero point, no
     clamp (codes that wrapped around in uint8), a float dtype, another
     integer dtype than the 8-bit one asked for, a zero point that is not an
@@ -405,16 +416,16 @@ def check_codes(codes: Any, x: torch.Tensor, scale: float, zero_point: int, sign
     qp = QParams(torch.tensor([float(scale)]), torch.tensor([int(zp_value)]), qmin, qmax, 8, signed, "affine")
     lo_real, hi_real = (qmin - int(zero_point)) * float(scale), (qmax - int(zero_point)) * float(scale)
     probe = torch.tensor([lo_real - 10 * abs(lo_real) - 1.0, lo_real - float(scale), 0.0, hi_real + float(scale), hi_real + 10 * abs(hi_real) + 1.0])
-    if callable(codes) and not isinstance(codes, torch.Tensor):
-        inputs = [("the tensor", x.detach()), ("values outside the range", probe)]
-        outputs = []
-        for what, t in inputs:
-            try:
-                outputs.append(codes(t.clone()))
-            except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-                return report("codes", False, f"your function raised {type(exc).__name__} on {what}: {exc}")
-    else:
-        inputs, outputs = [("the tensor", x.detach())], [codes]
+    if not callable(codes) or isinstance(codes, torch.Tensor):  # x fits its own range: only a function shows the clamp
+        return report("codes", False, f"the task asks for a function t -> codes (e.g. lambda t: ...), got {type(codes).__name__}: "
+                      "codes of the tensor alone cannot show what happens to values outside the range your scale covers")
+    inputs = [("the tensor", x.detach()), ("values outside the range", probe)]
+    outputs = []
+    for what, t in inputs:
+        try:
+            outputs.append(codes(t.clone()))
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            return report("codes", False, f"your function raised {type(exc).__name__} on {what}: {exc}")
     for (what, t), out in zip(inputs, outputs):
         c = _as_tensor(out, "codes")
         if c.is_floating_point():
@@ -520,11 +531,12 @@ def _shown(given: Any) -> str:
 def _first_prediction_scored(key: Callable[..., str]):
     """Make a predict-first check score the first filled prediction it judges in this process (per ``key(...)``).
 
-    For a notebook cell that shows the measurement as soon as any prediction is filled in: once a first prediction
-    has missed (or was refused as malformed), a *different* one is refused with a hint that the first is the one
+    For a notebook cell that shows the measurement as soon as a well-formed prediction is filled in: once a first
+    well-formed prediction has missed, a *different* one is refused with a hint that the first is the one
     scored, since it was written after the measurement was shown; the same one again gets the same verdict, and a
-    first prediction that passed leaves later ones to be judged as usual. A blank is never remembered; a fresh
-    kernel starts with no memory.
+    first prediction that passed leaves later ones to be judged as usual. A blank, and a malformed answer (the check
+    raises ``WrongAnswer``: one number, swapped or too wide bounds), is never remembered; a fresh kernel starts with
+    no memory.
     """
     import functools
 
@@ -542,17 +554,33 @@ def _first_prediction_scored(key: Callable[..., str]):
                     "has shown the measurement since, so a range written after it is not a prediction. Keep the first "
                     "one and work out what it missed",
                 )
-            try:
-                result = check(prediction, *args, **kwargs)
-            except WrongAnswer as wrong:
-                _FIRST_JUDGED.setdefault(memory, (given, False, wrong.hint))
-                raise
+            result = check(prediction, *args, **kwargs)  # a malformed answer raises WrongAnswer: not remembered
             _FIRST_JUDGED.setdefault(memory, (given, bool(result), getattr(result, "detail", "")))
             return result
 
         return wrapper
 
     return decorate
+
+
+@_blank_safe
+def sqnr_prediction_ready(prediction: Any, *, max_width: float = 6.0, quiet: bool = False) -> bool:
+    """Exercise (predict first), before measuring: True when ``prediction`` is a ``(low, high)`` range in dB the
+    measurement can judge (``read_range``'s tests: two numbers, low not above high, at most ``max_width`` dB wide).
+
+    Otherwise shows what to change (or "not filled in yet") and returns False, so that the notebook measures and
+    prints the SQNR only after a well-formed prediction is written; prints nothing when it returns True. With
+    ``quiet=True`` it shows nothing either way (a later cell that must not reveal the answer before the prediction).
+
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
+    """
+    try:
+        read_range("prediction", prediction, max_width=max_width, unit="dB")
+    except (NotFilledIn, WrongAnswer):
+        if quiet:
+            return False
+        raise
+    return True
 
 
 @_blank_safe
@@ -568,8 +596,9 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     the mistake. Names the wrong reasoning a range holds, or else which side
     it missed on; a range too wide to predict anything is refused.
 
-    The notebook shows the measurement once any prediction is filled in, so
-    the first filled prediction judged in this process is the one scored:
+    The notebook shows the measurement once a well-formed prediction is
+    filled in (``sqnr_prediction_ready``), so the first well-formed
+    prediction judged in this process is the one scored:
     after it missed, a different range is refused with a hint saying so (the
     same range again gets the same verdict; a fresh kernel starts afresh).
 
@@ -600,4 +629,4 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")
 
 
-__all__ += ["check_sqnr_prediction"]
+__all__ += ["check_sqnr_prediction", "sqnr_prediction_ready"]

@@ -87,14 +87,15 @@ def test_qparams_function_rejects_another_code_as_zero_point(x01, capsys):
 def test_codes_accept_a_different_rounding_of_an_exact_tie(capsys):
     # 0.25 / 0.5 = 0.5 exactly: torch rounds half to even (0), a learner's round-half-up gives 1; both are right here.
     x = torch.tensor([0.25, 1.0, -0.5])
-    assert qh.check_codes(torch.tensor([2, 3, 0], dtype=torch.uint8), x, 0.5, 1)  # torch: [1, 3, 0]
+    half_up = lambda t: torch.clamp(torch.floor(t / 0.5 + 0.5) + 1, 0, 255).to(torch.uint8)  # noqa: E731
+    assert torch.equal(half_up(x), torch.tensor([2, 3, 0], dtype=torch.uint8))
+    assert qh.check_codes(half_up, x, 0.5, 1)  # torch: [1, 3, 0]
     assert "✅ codes: correct" in capsys.readouterr().out
 
 
 def test_codes_name_how_many_differ_when_no_known_mistake_explains_them(x01, capsys):
     scale, zp = _right_scale(x01)
-    right = torch.clamp(torch.round(x01 / scale) + zp, 0, 255)
-    wrong = torch.clamp(right + 3, 0, 255).to(torch.uint8)
+    wrong = lambda t: torch.clamp(torch.clamp(torch.round(t / scale) + zp, 0, 255) + 3, 0, 255).to(torch.uint8)  # noqa: E731
     rejected(capsys, qh.check_codes(wrong, x01, scale, zp), "codes of the tensor differ", "divide by the scale, round, add the zero point, clamp to 0..255")
 
 

@@ -88,10 +88,10 @@ def test_checks_accept_right_and_reject_wrong_answers(capsys):
     assert qh.check_qparams_function(right, x)
     assert not qh.check_qparams_function(lambda t: (right(t)[0] * 1.01, right(t)[1]), x)
     assert not qh.check_qparams_function(lambda t: (right(t)[0], right(t)[1] + 0.5), x)
-    codes = qh.quantize(x, qp)
+    codes = lambda t: qh.quantize(t, qp)  # noqa: E731
     assert qh.check_codes(codes, x, qp.scale.item(), int(qp.zero_point))
-    assert not qh.check_codes(codes.float(), x, qp.scale.item(), int(qp.zero_point))
-    assert not qh.check_codes(codes[:-1], x, qp.scale.item(), int(qp.zero_point))
+    assert not qh.check_codes(lambda t: codes(t).float(), x, qp.scale.item(), int(qp.zero_point))
+    assert not qh.check_codes(lambda t: codes(t)[:-1], x, qp.scale.item(), int(qp.zero_point))
     w = torch.randn(4, 3)
     assert qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric", axis=0).scale, w)
     assert not qh.check_per_channel_scales(qh.qparams_from_tensor(w, 8, True, "symmetric").scale.expand(4), w)

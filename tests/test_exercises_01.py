@@ -84,16 +84,39 @@ def test_ex1_scores_the_first_prediction_a_second_range_is_refused(capsys):
     rejected(capsys, _predict((18.0, 21.0)), "outside your range", "not proportional")  # the same range: the same verdict
 
 
-def test_ex1_scores_the_first_prediction_even_when_it_was_malformed(capsys):
-    # a single number, swapped or too wide bounds fill the blank, so the cell has shown the measurement
+def test_ex1_a_malformed_first_answer_is_not_remembered(capsys):
+    # the cell measures only after sqnr_prediction_ready: a malformed answer has seen no measurement, so its fix counts
+    rejected(capsys, _predict((17.0, 12.0)), "swap them")
+    assert _predict((12.0, 17.0))
+
+
+def test_ex1_one_number_or_a_too_wide_first_answer_is_not_remembered(capsys):
     rejected(capsys, _predict(14.0), "not one value")
-    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, 14.0, is the one scored", "not one value")
-    rejected(capsys, _predict((0.0, 40.0)), "your first prediction, 14.0, is the one scored")
+    rejected(capsys, _predict((0.0, 40.0)), "predicts little")
+    assert _predict((12.0, 17.0))
 
 
-def test_ex1_a_first_pair_of_words_is_remembered_as_given(capsys):
+def test_ex1_a_first_pair_of_words_is_not_remembered(capsys):
     rejected(capsys, _predict(("twelve", "eighteen")), "pair of numbers")
-    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, ('twelve', 'eighteen'), is the one scored", "pair of numbers")
+    assert _predict((12.0, 17.0))
+
+
+def test_ex1_ready_shows_what_to_change_and_nothing_for_a_well_formed_range(capsys):
+    # the check cell measures (and prints the 4-bit SQNR) only when sqnr_prediction_ready is true
+    assert qh.sqnr_prediction_ready((12.0, 17.0))
+    assert capsys.readouterr().out == ""
+    rejected(capsys, qh.sqnr_prediction_ready(14.0), "not one value")
+    rejected(capsys, qh.sqnr_prediction_ready((17.0, 12.0)), "swap them")
+    rejected(capsys, qh.sqnr_prediction_ready((0.0, 40.0)), "predicts little")
+    rejected(capsys, qh.sqnr_prediction_ready(...), "not filled in yet")
+
+
+def test_ex1_ready_quiet_says_nothing_either_way(capsys):
+    # section 9's sweep shows its 4-bit row (exercise 1's answer) only after a well-formed prediction, silently
+    assert qh.sqnr_prediction_ready((12.0, 17.0), quiet=True)
+    assert not qh.sqnr_prediction_ready(..., quiet=True)
+    assert not qh.sqnr_prediction_ready((17.0, 12.0), quiet=True)
+    assert capsys.readouterr().out == ""
 
 
 def test_ex1_a_right_first_prediction_leaves_later_ones_judged_as_usual(capsys):
@@ -199,9 +222,17 @@ def test_ex3_accepts_right_answer(capsys, x):
     _, _, scale, zp = _by_hand(x)
     right = lambda t: torch.clamp(torch.round(t / scale) + zp, 0, 255).to(torch.uint8)  # noqa: E731
     assert qh.check_codes(right, x, scale, zp)
-    assert qh.check_codes(right(x), x, scale, zp)  # a tensor of codes is accepted too
     as_torch = lambda t: torch.clamp(torch.round(t * (1.0 / torch.tensor(scale))) + zp, 0, 255).to(torch.uint8)  # noqa: E731
     assert qh.check_codes(as_torch, x, scale, zp)
+
+
+def test_ex3_refuses_a_tensor_of_codes_even_a_right_one(capsys, x):
+    # x fits the range of its own scale and zero point: codes without a clamp would pass on it alone
+    _, _, scale, zp = _by_hand(x)
+    no_clamp = (torch.round(x / scale) + zp).to(torch.uint8)
+    rejected(capsys, qh.check_codes(no_clamp, x, scale, zp), "asks for a function", "outside the range")
+    right = torch.clamp(torch.round(x / scale) + zp, 0, 255).to(torch.uint8)
+    rejected(capsys, qh.check_codes(right, x, scale, zp), "asks for a function")
 
 
 def test_ex3_rejects_no_zero_point_and_no_clamp(capsys, x):
@@ -421,3 +452,28 @@ def test_ex2_floor_probes_straddle_255_eps_and_match_torchs_observer(x):
         observer = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8)
         observer(t)
         assert observer.calculate_qparams()[0].item() == pytest.approx(max((t.max() - t.min()).item() / 255, eps), rel=1e-6)
+
+
+def test_ex2_rejects_a_zero_point_from_the_unfloored_scale(capsys, x):
+    # the scale floored, but the zero point computed before the floor: every probe from 0 gives 0 either way, a probe
+    # from -1e-6 to 0 does not (torch's MinMaxObserver: (eps, 8); this function: (eps, 255))
+    eps = torch.finfo(torch.float32).eps
+
+    def zp_before_floor(t):
+        lo, hi = min(t.min().item(), 0.0), max(t.max().item(), 0.0)
+        s = (hi - lo) / 255
+        return max(s, eps), (0 - round(lo / s) if s > 0 else 0)
+
+    rejected(capsys, qh.check_qparams_function(zp_before_floor, x), "from -1e-6 to 0", "zero point of 255", "floored scale")
+
+
+def test_ex2_sub_floor_probes_with_negative_values_match_torchs_observer(x):
+    eps = torch.finfo(torch.float32).eps
+    expected = {"from -1e-6 to 0": 8, "from -5e-7 to 5e-7": 4}
+    probes = {key: t for what, t in checks._qparams_probes(x) for key in expected if key in what}
+    assert probes.keys() == expected.keys()
+    for key, t in probes.items():
+        observer = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8)
+        observer(t)
+        scale, zero_point = observer.calculate_qparams()
+        assert (scale.item(), int(zero_point)) == (eps, expected[key])
