@@ -61,7 +61,14 @@ from .qat import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
-from .recovery import *  # noqa: F401,F403
+from .range_setting import *  # noqa: F401,F403
+from .wa_simulation import *  # noqa: F401,F403
+from .equalization import *  # noqa: F401,F403
+from .empirical_bias_correction import *  # noqa: F401,F403
+from .adaptive_rounding import *  # noqa: F401,F403
+from .pt2e_debug import *  # noqa: F401,F403
+from .recovery_checks import *  # noqa: F401,F403
+from . import recovery  # noqa: F401  (notebook 07's flow gathered from the seven modules above: qh.recovery)
 from .runtime import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

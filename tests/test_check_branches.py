@@ -317,7 +317,7 @@ def test_frozen_blank(capsys):
     rejected(capsys, qh.check_frozen(...), "model", "not filled in yet")
 
 
-# ----------------------------------------------------------------------------- qhelpers/recovery.py (notebook 07)
+# ----------------------------------------------------------------------------- qhelpers/recovery_checks.py (notebook 07)
 
 
 def _cle(w1, w2):

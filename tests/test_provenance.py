@@ -42,7 +42,7 @@ NOT_IN_NOTEBOOKS = {
     "course_int8_metadata": ("qhelpers/pretrained.py", "the INT8 artifact's metadata (the weights enum's meta reads it)"),
     "course_root": ("qhelpers/deployment_benchmark.py", "where outputs go: results/, progress/, student/, the README"),
     "data_dir": ("qhelpers/models.py", "where the course's data lives, used by every loader"),
-    "equalize_pair": ("qhelpers/recovery.py", "the one-pair step of cross_layer_equalization, tested on its own"),
+    "equalize_pair": ("qhelpers/equalization.py", "the one-pair step of cross_layer_equalization, tested on its own"),
     "explore": ("qhelpers/widgets.py", "the explorer's computation, behind the widget notebook 01 shows"),
     "fake_quant_range": ("qhelpers/qat.py", "reads a FakeQuantize's range (tests, plots)"),
     "is_fused": ("qhelpers/ptq.py", "fuse() uses it to refuse fusing twice"),
