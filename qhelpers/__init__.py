@@ -57,7 +57,11 @@ from .widgets import *  # noqa: F401,F403
 # --- later modules below ---
 from .pretrained import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
+from .fake_quant import *  # noqa: F401,F403
+from .fake_quant_repair import *  # noqa: F401,F403
 from .qat import *  # noqa: F401,F403
+from .straight_through import *  # noqa: F401,F403
+from .qat_checks import *  # noqa: F401,F403
 from .modern import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403

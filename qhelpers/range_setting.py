@@ -163,7 +163,7 @@ def mse_activation_ranges(
 
     Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
-    from .qat import fake_quant_modules
+    from .fake_quant import fake_quant_modules
 
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"grid must be a positive int, got {grid!r}")

@@ -182,7 +182,7 @@ def quantize_activations(
     """
     from torch.ao.quantization import prepare_qat
 
-    from .qat import calibrate_fake_quant, fake_quant_modules, low_bit_qconfig
+    from .fake_quant import calibrate_fake_quant, fake_quant_modules, low_bit_qconfig
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -260,7 +260,7 @@ def per_layer_sensitivity(
     Introduced in notebooks/07_when_int8_loses_accuracy.ipynb.
     """
     from .metrics import accuracy
-    from .qat import fake_quant_modules
+    from .fake_quant import fake_quant_modules
 
     all_acts = quantize_activations(model, calib_loader, bits=bits, num_batches=num_batches)
     suffix = ".activation_post_process"
@@ -332,7 +332,7 @@ def _leave_one_out(
     model: nn.Module, calib_loader: Iterable, eval_loader: Iterable, *, bits: int, per_channel: bool, method: str, num_batches: Optional[int]
 ) -> list[dict]:
     from .metrics import accuracy
-    from .qat import fake_quant_modules
+    from .fake_quant import fake_quant_modules
 
     layers = weight_layers(model)
     all_w = quantize_weights(model, bits=bits, per_channel=per_channel, method=method)

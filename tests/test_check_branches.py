@@ -278,7 +278,7 @@ def test_engine_ptq_sqnr_that_is_not_a_number(capsys):
     assert "✅ model: correct" in out
 
 
-# ----------------------------------------------------------------------------- qhelpers/qat.py (notebook 04)
+# ----------------------------------------------------------------------------- qhelpers/qat_checks.py (notebook 04)
 
 X_EX = torch.tensor([-2.0, -1.1, -0.3, 0.26, 1.9, 2.8, 5.0])
 SCALE, ZP = 0.25, 4
