@@ -62,7 +62,11 @@ from .fake_quant_repair import *  # noqa: F401,F403
 from .qat import *  # noqa: F401,F403
 from .straight_through import *  # noqa: F401,F403
 from .qat_checks import *  # noqa: F401,F403
-from .modern import *  # noqa: F401,F403
+from .deprecations import *  # noqa: F401,F403
+from .plain_int8 import *  # noqa: F401,F403
+from .torchao_inspect import *  # noqa: F401,F403
+from .pt2e_export import *  # noqa: F401,F403
+from .beyond_eager_checks import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .range_setting import *  # noqa: F401,F403

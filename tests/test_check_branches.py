@@ -130,7 +130,7 @@ def test_accuracy_prediction_above_100_percent(capsys):
     rejected(capsys, qh.check_int8_accuracy_prediction((98.9, 100.5), 98.8, 98.8), "from 0 to 100", "(98.9, 100.5)")
 
 
-# ----------------------------------------------------------------------------- qhelpers/modern.py (notebook 05)
+# ----------------------------------------------------------------------------- qhelpers/beyond_eager_checks.py (notebook 05)
 
 
 def test_requant_multiplier_another_wrong_number(capsys):

@@ -25,14 +25,14 @@ CODE = {p.name: "\n".join("".join(c["source"]) for c in json.loads(p.read_text()
 # Functions that stay public though no notebook calls them: the file (package module, script, notebook or test)
 # that must use each one, and why. test_listed_names_are_used_where_the_list_says checks the file really uses it.
 NOT_IN_NOTEBOOKS = {
-    "check_requant_multiplier": ("qhelpers/modern.py", "check_layer_multiplier (notebook 05's exercise 1) gives its hints with it"),
+    "check_requant_multiplier": ("qhelpers/beyond_eager_checks.py", "check_layer_multiplier (notebook 05's exercise 1) gives its hints with it"),
     "compile_fix": ("qhelpers/doctor.py", "the doctor's fix line when torch.compile cannot build code"),
     "cpu_flags_label": ("qhelpers/doctor.py", "the doctor's CPU line names the flags beside the measured probe"),
     "cpu_has_vnni": ("qhelpers/environment.py", "env_report's cpu_vnni entry (the notebooks measure with int8_pairs_saturate)"),
-    "linear_qat_int8": ("qhelpers/modern.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
+    "linear_qat_int8": ("qhelpers/deprecations.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
     "outputs_kind": ("qhelpers/notebooks.py", "execute records the CPU kind of a notebook's outputs; tests/nbval_cpu_kind.py compares on that kind only"),
-    "requantize": ("qhelpers/modern.py", "the fixed-point requantization step plain_int8_forward uses"),
+    "requantize": ("qhelpers/plain_int8.py", "the fixed-point requantization step plain_int8_forward uses"),
     "atomic_write_bytes": ("qhelpers/registry.py", "every artifact writer (rebuild, CLI, runtime, the benchmark) uses it"),
     "cached_hash_matches": ("notebooks/02_pretrained_quantized_models.ipynb", "notebook 02's text points the learner to it"),
     "calibrate": ("qhelpers/fake_quant.py", "the calibration loop qat and recovery reuse"),
@@ -49,7 +49,7 @@ NOT_IN_NOTEBOOKS = {
     "keep_in_float": ("qhelpers/ptq.py", "post_training_quantize(float_modules=...) calls it"),
     "observers_frozen": ("qhelpers/qat.py", "tells whether a QAT model's observers are frozen (the exercise check)"),
     "plot_histogram_with_grid": ("qhelpers/widgets.py", "the explorer widget draws with it"),
-    "probe_api": ("qhelpers/modern.py", "deprecation_map probes each API with it"),
+    "probe_api": ("qhelpers/deprecations.py", "deprecation_map probes each API with it"),
     "qat_finetune": ("notebooks/04_quantization_aware_training.ipynb", "the package twin of notebook 04's recipe cell, named in its text; tests compare the two"),
     "qat_qconfig": ("qhelpers/qat.py", "quantization_aware_training builds its default qconfig with it"),
     "qparams_from_minmax": ("qhelpers/quantmath.py", "qparams_from_tensor and the observers' twin build on it"),
