@@ -68,7 +68,11 @@ from .torchao_inspect import *  # noqa: F401,F403
 from .pt2e_export import *  # noqa: F401,F403
 from .beyond_eager_checks import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
-from .linear import *  # noqa: F401,F403
+from .group_quant import *  # noqa: F401,F403
+from .roofline import *  # noqa: F401,F403
+from .layer_timing import *  # noqa: F401,F403
+from .smoothquant import *  # noqa: F401,F403
+from .linear_checks import *  # noqa: F401,F403
 from .range_setting import *  # noqa: F401,F403
 from .wa_simulation import *  # noqa: F401,F403
 from .equalization import *  # noqa: F401,F403

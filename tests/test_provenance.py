@@ -62,8 +62,8 @@ NOT_IN_NOTEBOOKS = {
     "storage_dtype": ("qhelpers/quantmath.py", "the smallest integer dtype for a range (quantize uses it)"),
     "train_digit_transformer": ("tests/test_transformer.py", "trains the transformer with its recipe; only tests call it (the rebuild uses the registry)"),
     "verify_file": ("qhelpers/doctor.py", "every loader verifies its file's checksum with it"),
-    "w8a8_linear": ("qhelpers/linear.py", "the simulated W8A8 layer behind SmoothQuant's measurement"),
-    "weight_storage_bytes": ("qhelpers/linear.py", "bytes of a quantized weight with its scales (the per-group table)"),
+    "w8a8_linear": ("qhelpers/smoothquant.py", "the simulated W8A8 layer behind SmoothQuant's measurement"),
+    "weight_storage_bytes": ("qhelpers/linear_checks.py", "bytes of a quantized weight with its scales (the per-group table)"),
 }
 REPO = Path(__file__).resolve().parents[1]
 
