@@ -57,6 +57,8 @@ from .widgets import *  # noqa: F401,F403
 # --- later modules below ---
 from .pretrained import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
+from .ptq_analysis import *  # noqa: F401,F403
+from .ptq_checks import *  # noqa: F401,F403
 from .fake_quant import *  # noqa: F401,F403
 from .fake_quant_repair import *  # noqa: F401,F403
 from .qat import *  # noqa: F401,F403

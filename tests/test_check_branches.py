@@ -217,7 +217,7 @@ def test_scale_bytes_prediction_needs_two_models_in_order():
         qh.check_scale_bytes_prediction(100, int8_model, float_model)
 
 
-# ----------------------------------------------------------------------------- qhelpers/ptq.py (notebook 03)
+# ----------------------------------------------------------------------------- qhelpers/ptq_checks.py (notebook 03)
 
 def _exercise_net():
     return nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 4, 3), bn=nn.BatchNorm2d(4), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1),
@@ -250,7 +250,7 @@ _QuantizedWithoutWeight.__module__ = "torch.ao.nn.quantized.modules.stand_in"
 
 
 def test_quantized_weights_skips_unreadable_and_float_weights():
-    from qhelpers.ptq import _quantized_weights
+    from qhelpers.ptq_checks import _quantized_weights
 
     fp16 = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), dtype=torch.float16)  # weight() is float
     assert _quantized_weights(fp16) == []

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # the course's models and their shipped checkpoints
     ("models", {"models", "models_depthwise", "transformer"}),
     # one module per lesson topic (notebooks 00-08)
-    ("lessons", {"decision", "plotting", "widgets", "ptq", "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks", "pretrained", "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",
+    ("lessons", {"decision", "plotting", "widgets", "ptq", "ptq_analysis", "ptq_checks", "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks", "pretrained", "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",
                  "helper_trap", "group_quant", "roofline", "layer_timing", "smoothquant", "linear_checks", "runtime",
                  "range_setting", "wa_simulation", "equalization", "empirical_bias_correction", "adaptive_rounding", "pt2e_debug",
                  "recovery_checks", "recovery"}),

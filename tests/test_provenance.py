@@ -57,7 +57,7 @@ NOT_IN_NOTEBOOKS = {
     "quantize_xnnpack": ("qhelpers/cli_quantize.py", "the CLI's --target xnnpack and make bench"),
     "random_shift": ("qhelpers/training.py", "the course model's augmentation (make model)"),
     "rebuild_course_int8": ("qhelpers/pretrained.py", "python -m qhelpers.rebuild int8 (the INT8 artifact's ModelSpec)"),
-    "report": ("qhelpers/ptq.py", "prints every self-check's verdict and logs progress"),
+    "report": ("qhelpers/ptq_checks.py", "prints every self-check's verdict and logs progress"),
     "sha256_file": ("qhelpers/registry.py", "checksums of every shipped file"),
     "storage_dtype": ("qhelpers/quantmath.py", "the smallest integer dtype for a range (quantize uses it)"),
     "train_digit_transformer": ("tests/test_transformer.py", "trains the transformer with its recipe; only tests call it (the rebuild uses the registry)"),
