@@ -84,5 +84,6 @@ from .pt2e_debug import *  # noqa: F401,F403
 from .recovery_checks import *  # noqa: F401,F403
 from . import recovery  # noqa: F401  (notebook 07's flow gathered from the seven modules above: qh.recovery)
 from .runtime import *  # noqa: F401,F403
+from .runtime_checks import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

@@ -324,7 +324,7 @@ def _cle(w1, w2):
     return torch.sqrt(w1.flatten(1).abs().amax(1) / w2.transpose(0, 1).flatten(1).abs().amax(1))
 
 
-# ----------------------------------------------------------------------------- qhelpers/runtime.py (notebook 08)
+# ----------------------------------------------------------------------------- qhelpers/runtime_checks.py (notebook 08)
 
 
 def test_bytes_per_weight_needs_the_float_model():

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"models", "models_depthwise", "transformer"}),
     # one module per lesson topic (notebooks 00-08)
     ("lessons", {"decision", "plotting", "widgets", "ptq", "ptq_analysis", "ptq_checks", "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks", "pretrained", "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",
-                 "helper_trap", "group_quant", "roofline", "layer_timing", "smoothquant", "linear_checks", "runtime",
+                 "helper_trap", "group_quant", "roofline", "layer_timing", "smoothquant", "linear_checks", "runtime", "runtime_checks",
                  "range_setting", "wa_simulation", "equalization", "empirical_bias_correction", "adaptive_rounding", "pt2e_debug",
                  "recovery_checks", "recovery"}),
     # tools outside the notebooks: the benchmark, the command line, the laptop check, notebook tooling, rebuilds
