@@ -43,6 +43,7 @@ from .cpu import *  # noqa: F401,F403
 from .environment import *  # noqa: F401,F403
 from .decision import *  # noqa: F401,F403
 from .quantmath import *  # noqa: F401,F403
+from .int8_arithmetic import *  # noqa: F401,F403
 from .files import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantmath import QParams, _fixed_point_multiplier, requantize
+from .int8_arithmetic import _fixed_point_multiplier, requantize
+from .quantmath import QParams
 
 __all__ = [
     "fixed_point_multiplier",
