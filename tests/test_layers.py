@@ -24,11 +24,15 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("building blocks", {"checks", "training", "registry"}),
     # the course's models and their shipped checkpoints
     ("models", {"models", "models_depthwise", "transformer"}),
-    # one module per lesson topic (notebooks 00-08)
-    ("lessons", {"decision", "plotting", "widgets", "ptq", "ptq_analysis", "ptq_checks", "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks", "pretrained", "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",
-                 "helper_trap", "group_quant", "roofline", "layer_timing", "smoothquant", "linear_checks", "runtime", "runtime_checks",
-                 "range_setting", "wa_simulation", "equalization", "empirical_bias_correction", "adaptive_rounding", "pt2e_debug",
-                 "recovery_checks", "recovery"}),
+    # the lessons (notebooks 00-08): each notebook's topics, one module each, and its self-checks (<topic>_checks)
+    ("lessons", {"decision", "plotting", "widgets", "pretrained",
+                 "ptq", "ptq_analysis", "ptq_checks",  # 03
+                 "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks",  # 04
+                 "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",  # 05
+                 "helper_trap", "group_quant", "roofline", "layer_timing", "smoothquant", "linear_checks",  # 06
+                 "range_setting", "wa_simulation", "equalization", "empirical_bias_correction", "adaptive_rounding",  # 07
+                 "pt2e_debug", "recovery_checks", "recovery",
+                 "runtime", "runtime_checks"}),  # 08
     # tools outside the notebooks: the benchmark, the command line, the laptop check, notebook tooling, rebuilds
     ("tools", {"bench_models", "bench_report", "bench", "deployment_benchmark", "cli_common", "cli_inspect", "cli_quantize", "cli",
                "doctor", "notebooks", "rebuild"}),
