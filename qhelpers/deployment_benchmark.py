@@ -382,7 +382,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         except FileNotFoundError as exc:
             parser.error(f"--update-readme: {exc}")
     from .environment import silence_known_deprecations
-    from .modern import silence_pt2e_noise
+    from .pt2e_export import silence_pt2e_noise
 
     silence_known_deprecations()
     silence_pt2e_noise()

@@ -19,9 +19,9 @@ from tiers import CI, SLOW
 def _fixed_threads_and_seed():
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    from qhelpers import checks, ptq
+    from qhelpers import checks, ptq_checks
 
-    ptq._FIRST_PREDICTIONS.clear()  # each test starts as a fresh kernel: no prediction judged yet
+    ptq_checks._FIRST_PREDICTIONS.clear()  # each test starts as a fresh kernel: no prediction judged yet
     checks._FIRST_JUDGED.clear()
     yield
 

@@ -131,7 +131,7 @@ def test_accuracy_prediction_above_100_percent(capsys):
     rejected(capsys, qh.check_int8_accuracy_prediction((98.9, 100.5), 98.8, 98.8), "from 0 to 100", "(98.9, 100.5)")
 
 
-# ----------------------------------------------------------------------------- qhelpers/modern.py (notebook 05)
+# ----------------------------------------------------------------------------- qhelpers/beyond_eager_checks.py (notebook 05)
 
 
 def test_requant_multiplier_another_wrong_number(capsys):
@@ -219,7 +219,7 @@ def test_scale_bytes_prediction_needs_two_models_in_order():
         qh.check_scale_bytes_prediction(100, int8_model, float_model)
 
 
-# ----------------------------------------------------------------------------- qhelpers/ptq.py (notebook 03)
+# ----------------------------------------------------------------------------- qhelpers/ptq_checks.py (notebook 03)
 
 def _exercise_net():
     return nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 4, 3), bn=nn.BatchNorm2d(4), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1),
@@ -252,7 +252,7 @@ _QuantizedWithoutWeight.__module__ = "torch.ao.nn.quantized.modules.stand_in"
 
 
 def test_quantized_weights_skips_unreadable_and_float_weights():
-    from qhelpers.ptq import _quantized_weights
+    from qhelpers.ptq_checks import _quantized_weights
 
     fp16 = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), dtype=torch.float16)  # weight() is float
     assert _quantized_weights(fp16) == []
@@ -280,7 +280,7 @@ def test_engine_ptq_sqnr_that_is_not_a_number(capsys):
     assert "✅ model: correct" in out
 
 
-# ----------------------------------------------------------------------------- qhelpers/qat.py (notebook 04)
+# ----------------------------------------------------------------------------- qhelpers/qat_checks.py (notebook 04)
 
 X_EX = torch.tensor([-2.0, -1.1, -0.3, 0.26, 1.9, 2.8, 5.0])
 SCALE, ZP = 0.25, 4
@@ -319,14 +319,14 @@ def test_frozen_blank(capsys):
     rejected(capsys, qh.check_frozen(...), "model", "not filled in yet")
 
 
-# ----------------------------------------------------------------------------- qhelpers/recovery.py (notebook 07)
+# ----------------------------------------------------------------------------- qhelpers/recovery_checks.py (notebook 07)
 
 
 def _cle(w1, w2):
     return torch.sqrt(w1.flatten(1).abs().amax(1) / w2.transpose(0, 1).flatten(1).abs().amax(1))
 
 
-# ----------------------------------------------------------------------------- qhelpers/runtime.py (notebook 08)
+# ----------------------------------------------------------------------------- qhelpers/runtime_checks.py (notebook 08)
 
 
 def test_bytes_per_weight_needs_the_float_model():

@@ -131,7 +131,7 @@ def test_ex3_accepts_right_answer(capsys):
 
 
 def test_ex3_the_answer_is_not_a_constant():
-    from qhelpers.linear import ROOFLINE_BATCHES
+    from qhelpers.linear_checks import ROOFLINE_BATCHES
 
     values = dict(zip(ROOFLINE_BATCHES, (right_3(b) for b in ROOFLINE_BATCHES)))
     assert values[1] > 3.5 and abs(values[256] - 1.0) < 0.01 and 1.2 < values[4] < 3.5  # batch 4 is neither
@@ -174,7 +174,7 @@ def test_ex3_rejects_int8_activations(capsys):
             qh.linear_cost(i, o, b, weight_bits=8, activation_bits=8), gflops=GFLOPS, gbps=GBPS
         )
 
-    from qhelpers.linear import ROOFLINE_BATCHES
+    from qhelpers.linear_checks import ROOFLINE_BATCHES
 
     assert all(abs(w8a8(b, 4096, 8192) / right_3(b) - 1) < 0.1 for b in ROOFLINE_BATCHES)
     assert not check3(w8a8)
@@ -251,7 +251,7 @@ def test_ex4_blank_is_not_filled(capsys):
 
 
 def test_ex4_rejects_the_helper_under_another_name(capsys):
-    from qhelpers.linear import smoothquant_scales as renamed
+    from qhelpers.smoothquant import smoothquant_scales as renamed
 
     namespace = {"renamed": renamed}
     aliased = eval("lambda a, w, alpha: renamed(a, w, alpha=alpha)", namespace)
@@ -273,9 +273,10 @@ def test_ex2_rejects_the_helper_held_in_a_closure(capsys):
 def test_a_check_leaves_the_forbidden_helper_in_place():
     qh.check_smoothquant_scales(lambda a, w, alpha: qh.smoothquant_scales(a, w, alpha=alpha), ACT, WMAX)
     assert qh.smoothquant_scales(ACT, WMAX, alpha=1.0).allclose(ACT)
-    import qhelpers.linear as lin
+    import qhelpers.linear_checks as checks
+    import qhelpers.smoothquant as lin
 
-    assert lin.smoothquant_scales is qh.smoothquant_scales
+    assert lin.smoothquant_scales is qh.smoothquant_scales is checks.smoothquant_scales
 
 
 def test_each_check_has_a_general_hint_for_other_wrong_answers(capsys):

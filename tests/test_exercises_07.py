@@ -22,9 +22,9 @@ def course_scan():
 @pytest.fixture(autouse=True)
 def no_clip_handed_out_yet():
     """Each test starts as a fresh kernel would: no MSE clipping value handed out by qh.weight_clip yet (Exercise 3's check)."""
-    qh.recovery._MSE_CLIPS_HANDED_OUT.clear()
+    qh.range_setting._MSE_CLIPS_HANDED_OUT.clear()
     yield
-    qh.recovery._MSE_CLIPS_HANDED_OUT.clear()
+    qh.range_setting._MSE_CLIPS_HANDED_OUT.clear()
 
 
 @pytest.fixture(scope="module")

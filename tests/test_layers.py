@@ -17,16 +17,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qhelpers"
 
 LAYERS: list[tuple[str, set[str]]] = [
     # foundations: no import from the package; argument checks, what the CPU does, files, timing, metrics, the math
-    ("foundations", {"_validate", "cpu", "files", "latency", "metrics", "quantmath"}),
+    ("foundations", {"_validate", "cpu", "files", "latency", "metrics", "quantmath", "int8_arithmetic"}),
     # the machine and the course's data: engines and warnings, versions, the progress log, the digits
     ("platform", {"environment", "versions", "progress", "data"}),
     # what lessons build on: the self-check machinery, training loops, the registry of shipped models
     ("building blocks", {"checks", "training", "registry"}),
     # the course's models and their shipped checkpoints
     ("models", {"models", "models_depthwise", "transformer"}),
-    # one module per lesson topic (notebooks 00-08)
-    ("lessons", {"decision", "plotting", "widgets", "ptq", "qat", "pretrained", "linear", "modern", "runtime", "recovery",
-                 "server_runtimes"}),
+    # the lessons (notebooks 00-08): each notebook's topics, one module each, and its self-checks (<topic>_checks)
+    ("lessons", {"decision", "plotting", "widgets", "pretrained",
+                 "ptq", "ptq_analysis", "ptq_checks",  # 03
+                 "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks",  # 04
+                 "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",  # 05
+                 "helper_trap", "group_quant", "roofline", "layer_timing", "smoothquant", "linear_checks",  # 06
+                 "range_setting", "wa_simulation", "equalization", "empirical_bias_correction", "adaptive_rounding",  # 07
+                 "pt2e_debug", "recovery_checks", "recovery",
+                 "runtime", "runtime_checks",  # 08
+                 "server_runtimes"}),  # make bench's server rows
     # tools outside the notebooks: the benchmark, the command line, the laptop check, notebook tooling, rebuilds
     ("tools", {"bench_models", "bench_report", "bench", "deployment_benchmark", "cli_common", "cli_inspect", "cli_quantize", "cli",
                "doctor", "notebooks", "rebuild"}),

@@ -1,4 +1,4 @@
-"""qhelpers.linear against torchao's quant_primitives, plus int4 packing, the roofline and SmoothQuant."""
+"""Notebook 06's modules (group_quant, roofline, layer_timing, smoothquant) against torchao's quant_primitives, plus int4 packing, the roofline and SmoothQuant."""
 
 import time
 from types import SimpleNamespace
@@ -16,7 +16,7 @@ from torchao.quantization.quant_primitives import (
 )
 
 import qhelpers as qh
-import qhelpers.linear
+import qhelpers.roofline
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -273,10 +273,10 @@ def test_interleaved_times_pairs_the_rounds_and_divides_by_layers_per_call(monke
     with pytest.raises(TypeError, match="clock"):
         qh.interleaved_times(fns, torch.zeros(1), clock=5)
     # the default clock: the thread's CPU time where it is fine-grained, the wall clock where it is not (Windows)
-    monkeypatch.setattr(qhelpers.linear.time, "get_clock_info", lambda name: SimpleNamespace(resolution=0.0156))
-    assert qhelpers.linear._thread_clock() is time.perf_counter
-    monkeypatch.setattr(qhelpers.linear.time, "get_clock_info", lambda name: SimpleNamespace(resolution=1e-9))
-    assert qhelpers.linear._thread_clock() is time.thread_time
+    monkeypatch.setattr(qhelpers.roofline.time, "get_clock_info", lambda name: SimpleNamespace(resolution=0.0156))
+    assert qhelpers.roofline._thread_clock() is time.perf_counter
+    monkeypatch.setattr(qhelpers.roofline.time, "get_clock_info", lambda name: SimpleNamespace(resolution=1e-9))
+    assert qhelpers.roofline._thread_clock() is time.thread_time
 
 
 def test_interleaved_ratio_is_paired_and_ranks_only_outside_the_spread():

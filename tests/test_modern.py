@@ -1,4 +1,4 @@
-"""Tests for qhelpers.modern: the deprecation map, plain-int8 inference, PT2E on the course model, save/load."""
+"""Tests for notebook 05's modules (deprecations, plain_int8, torchao_inspect, pt2e_export): the deprecation map, plain-int8 inference, PT2E on the course model, save/load."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules
 
 import qhelpers as qh
-from qhelpers import ptq
+from qhelpers import ptq, ptq_analysis, ptq_checks
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning"),
@@ -257,7 +257,7 @@ def test_sqnr_used_by_sensitivity_matches_torch_ao_ns():
 
 def test_sensitivity_table(course_model, quantized):
     x = next(iter(qh.digits_loader("test", batch_size=64)))[0]
-    rows = ptq.sensitivity_table(course_model, quantized, x)
+    rows = ptq_analysis.sensitivity_table(course_model, quantized, x)
     layers = [r["layer"] for r in rows]
     assert layers[:3] == ["quant", "stem.0", "down1.0"] and "fc2" in layers
     weighted = [r for r in rows if not math.isnan(r["weight_sqnr_db"])]
@@ -270,14 +270,14 @@ def test_sensitivity_table(course_model, quantized):
     broken = copy.deepcopy(quantized)
     w = broken.down1[0].weight()
     broken.down1[0].set_weight_bias(torch.quantize_per_channel(torch.zeros_like(w.dequantize()), w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0, torch.qint8), broken.down1[0].bias())
-    bad = {r["layer"]: r for r in ptq.sensitivity_table(course_model, broken, x)}
+    bad = {r["layer"]: r for r in ptq_analysis.sensitivity_table(course_model, broken, x)}
     assert bad["down1.0"]["weight_sqnr_db"] == pytest.approx(0.0, abs=1e-6)
     assert bad["down1.0"]["output_sqnr_db"] < 5
     assert max(bad.values(), key=lambda r: -math.inf if math.isnan(r["output_drop_db"]) else r["output_drop_db"])["layer"] == "down1.0"
     assert math.isnan(rows[0]["output_drop_db"])
     assert rows[2]["output_drop_db"] == pytest.approx(rows[1]["output_sqnr_db"] - rows[2]["output_sqnr_db"])
     with pytest.raises(TypeError, match="example must be"):
-        ptq.sensitivity_table(course_model, quantized, [x])
+        ptq_analysis.sensitivity_table(course_model, quantized, [x])
 
 
 # ---------------------------------------------------------------- exercise checks
@@ -285,23 +285,23 @@ def test_sensitivity_table(course_model, quantized):
 
 def test_checks(capsys):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2), nn.ReLU()).eval()
-    assert ptq.check_fusable_groups([["0", "1", "2"], ["4", "5"]], model)
-    assert not ptq.check_fusable_groups([["0", "1"]], model)
-    assert not ptq.check_fusable_groups(..., model)
+    assert ptq_checks.check_fusable_groups([["0", "1", "2"], ["4", "5"]], model)
+    assert not ptq_checks.check_fusable_groups([["0", "1"]], model)
+    assert not ptq_checks.check_fusable_groups(..., model)
     assert "not filled in yet" in capsys.readouterr().out
     # a BatchNorm1d+ReLU chain is not a group (fuse_modules has no fuser for it): the right answer leaves it out ...
     bn1d = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.ReLU()).eval()
-    assert ptq.check_fusable_groups([["0", "1"]], bn1d)
+    assert ptq_checks.check_fusable_groups([["0", "1"]], bn1d)
     fuse_modules(copy.deepcopy(bn1d), [["0", "1"]])
     # ... and an answer that lists it is refused with a hint naming BatchNorm1d
     capsys.readouterr()
-    assert not ptq.check_fusable_groups([["0", "1"], ["2", "3"]], bn1d)
+    assert not ptq_checks.check_fusable_groups([["0", "1"], ["2", "3"]], bn1d)
     assert "no fuser for BatchNorm1d+ReLU" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="did not find fuser method"):
         fuse_modules(copy.deepcopy(bn1d), [["2", "3"]])
-    assert ptq.check_qconfig(ptq.make_qconfig("moving_average", True), "moving_average", True)
-    assert not ptq.check_qconfig(ptq.make_qconfig("minmax", True), "moving_average", True)
-    assert not ptq.check_qconfig(ptq.make_qconfig("moving_average", False), "moving_average", True)
+    assert ptq_checks.check_qconfig(ptq.make_qconfig("moving_average", True), "moving_average", True)
+    assert not ptq_checks.check_qconfig(ptq.make_qconfig("minmax", True), "moving_average", True)
+    assert not ptq_checks.check_qconfig(ptq.make_qconfig("moving_average", False), "moving_average", True)
 
 
 # ---------------------------------------------------------------- the depthwise model

@@ -10,7 +10,7 @@ from torch import nn
 from torch.ao.quantization import DeQuantStub, FakeQuantize, MovingAverageMinMaxObserver, QConfig, QuantStub
 
 import qhelpers as qh
-from qhelpers import qat
+from qhelpers import fake_quant, fake_quant_repair
 
 # Shown and explained in notebooks 01 and 03; hidden here by message only.
 pytestmark = [
@@ -416,7 +416,7 @@ def _mse_on_grid(values, low, high, qmin, qmax):
 @example([0.0] * 20 + [5.4659318923950195, 8.390621185302734, 11.386059761047363, 15.952363014221191, 20.0, -5.0], (0, 255))
 def test_mse_range_is_never_worse_than_min_max(values, qrange):
     v = torch.tensor(values)
-    low, high = qat.mse_range(v, *qrange)
+    low, high = fake_quant_repair.mse_range(v, *qrange)
     lo, hi = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
     assert lo - 1e-6 <= low <= 0.0 <= high <= hi + 1e-6
     if hi > lo:  # the histogram search is exact up to half a bin; allow that much
@@ -426,22 +426,22 @@ def test_mse_range_is_never_worse_than_min_max(values, qrange):
 def test_mse_range_clips_a_lone_outlier_and_keeps_a_uniform_range():
     torch.manual_seed(0)
     uniform = torch.rand(10000) * 4
-    low, high = qat.mse_range(uniform, 0, 7)
+    low, high = fake_quant_repair.mse_range(uniform, 0, 7)
     assert low == 0.0 and high > 3.5  # no outlier: about the full range (3-bit rounding makes clipping the top few % pay)
     with_outlier = torch.cat([uniform, torch.tensor([100.0])])
-    assert qat.mse_range(with_outlier, 0, 7)[1] < 10  # the outlier alone is not worth the grid
+    assert fake_quant_repair.mse_range(with_outlier, 0, 7)[1] < 10  # the outlier alone is not worth the grid
     with pytest.raises(TypeError):
-        qat.mse_range(torch.tensor([], dtype=torch.float32), 0, 7)
+        fake_quant_repair.mse_range(torch.tensor([], dtype=torch.float32), 0, 7)
     with pytest.raises(ValueError):
-        qat.mse_range(uniform, 7, 0)
+        fake_quant_repair.mse_range(uniform, 7, 0)
 
 
 def test_mse_activation_ranges_lower_each_error_and_agree_with_convert():
     prepared, batches = _calibrated_tiny()
     choices = qh.set_mse_activation_ranges(prepared, batches)
-    assert list(choices) == list(qat.activation_fake_quants(prepared, batches[0]))  # forward order
+    assert list(choices) == list(fake_quant.activation_fake_quants(prepared, batches[0]))  # forward order
     assert choices["quant.activation_post_process"].clipped > 0.3  # the input outlier is clipped
-    for name, fq in qat.activation_fake_quants(prepared, batches[0]).items():
+    for name, fq in fake_quant.activation_fake_quants(prepared, batches[0]).items():
         assert float(qh.fused_scale_mismatch(fq)) == pytest.approx(1.0)  # calculate_qparams gives the same grid
         assert int(fq.observer_enabled[0]) == 0
     fresh, _ = _calibrated_tiny()
@@ -466,7 +466,7 @@ def test_fake_quant_bias_correction_removes_the_mean_shift():
     shifts = qh.fake_quant_bias_correction(prepared, batches)
     assert set(shifts) == {"conv", "fc"} and any(float(s.abs().max()) > 1e-4 for s in shifts.values())
     with torch.no_grad():
-        before, after = qat._mean_pre_activations(reference, ["conv", "fc"], batches), qat._mean_pre_activations(prepared, ["conv", "fc"], batches)
+        before, after = fake_quant_repair._mean_pre_activations(reference, ["conv", "fc"], batches), fake_quant_repair._mean_pre_activations(prepared, ["conv", "fc"], batches)
     for name in ("conv", "fc"):  # measured again against the float model: nothing left to remove
         assert torch.allclose(after[name], before[name], atol=1e-4), name
 
@@ -495,20 +495,20 @@ def test_requantize_pool_matches_the_integer_kernel():
 def test_train_fake_quant_keeps_frozen_ranges_and_batchnorm():
     prepared, batches = _calibrated_tiny()
     qh.set_mse_activation_ranges(prepared, batches)
-    scales = {n: fq.scale.clone() for n, fq in qat.activation_fake_quants(prepared, batches[0]).items()}
+    scales = {n: fq.scale.clone() for n, fq in fake_quant.activation_fake_quants(prepared, batches[0]).items()}
     running = prepared.conv.bn.running_mean.clone()
     loader = [(x, torch.randint(0, 3, (len(x),))) for x in batches]
     weight_scale = prepared.conv.weight_fake_quant.scale.clone()
     result = qh.train_fake_quant(copy.deepcopy(prepared), loader, 2, lr=1e-3, freeze_observers_after=0, freeze_bn_after=0,
                                  eval_loader=loader, progress=False)
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
-    for n, fq in qat.activation_fake_quants(result.model, batches[0]).items():
+    for n, fq in fake_quant.activation_fake_quants(result.model, batches[0]).items():
         assert torch.equal(fq.scale, scales[n])
     assert torch.equal(result.model.conv.bn.running_mean, running)
     # weights observed for one epoch, activation ranges kept as they were set
     kept = qh.train_fake_quant(prepared, loader, 2, lr=1e-2, freeze_observers_after=1, freeze_bn_after=2,
                                keep_activation_ranges=True, progress=False)
-    for n, fq in qat.activation_fake_quants(kept.model, batches[0]).items():
+    for n, fq in fake_quant.activation_fake_quants(kept.model, batches[0]).items():
         assert torch.equal(fq.scale, scales[n])
     assert not torch.equal(kept.model.conv.weight_fake_quant.scale, weight_scale)
     assert qh.observers_frozen(kept.model)
@@ -529,7 +529,7 @@ def test_fake_quant_breakdown_removes_only_the_rounding_and_restores_the_model()
     with torch.no_grad():
         assert torch.equal(prepared(x), before)  # hooks removed
         fq = prepared.quant.activation_post_process
-        hook = fq.register_forward_hook(qat._unrounded)
+        hook = fq.register_forward_hook(fake_quant_repair._unrounded)
         clipped = fq(x)
         hook.remove()
     low, high = qh.fake_quant_range(fq)

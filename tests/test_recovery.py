@@ -228,13 +228,13 @@ def test_adaround_handles_grouped_convolutions():
 
 @pytest.mark.parametrize("groups,relu", [(1, True), (1, False), (4, True)])
 def test_adaround_steps_match_autograd_and_torch_adam(groups, relu):
-    """The hand-written gradient and Adam of recovery._optimise_rounding equal autograd + torch.optim.Adam, step by step."""
-    from qhelpers import recovery
+    """The hand-written gradient and Adam of adaptive_rounding._optimise_rounding equal autograd + torch.optim.Adam, step by step."""
+    from qhelpers import adaptive_rounding
 
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups)
-    layer = recovery._RowLayer(conv)
-    x = recovery._rows(conv, torch.randn(6, 8, 7, 7))
+    layer = adaptive_rounding._RowLayer(conv)
+    x = adaptive_rounding._rows(conv, torch.randn(6, 8, 7, 7))
     w = conv.weight.detach()
     target = layer.pre(x, w)
     target = torch.relu(target) if relu else target
@@ -243,15 +243,15 @@ def test_adaround_steps_match_autograd_and_torch_adam(groups, relu):
     v0 = torch.randn(w.shape) * 2
     kw = dict(lr=0.05, reg_weight=0.1, beta=(20.0, 2.0), warm=2, batch_size=64)
     by_hand = v0.clone()
-    recovery._optimise_rounding(by_hand, layer, relu, x, target, w_floor, s, 7, iterations=12, generator=torch.Generator().manual_seed(3), **kw)
+    adaptive_rounding._optimise_rounding(by_hand, layer, relu, x, target, w_floor, s, 7, iterations=12, generator=torch.Generator().manual_seed(3), **kw)
     v = v0.clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=kw["lr"])
     gen = torch.Generator().manual_seed(3)
     for it in range(12):
         idx = torch.randint(0, len(x), (64,), generator=gen)
-        h = recovery._rect_sigmoid(v)
+        h = adaptive_rounding._rect_sigmoid(v)
         pre = layer.pre(x[idx], torch.clamp(w_floor + h, -7, 7) * s)
-        loss = recovery._reconstruction(torch.relu(pre) if relu else pre, target[idx])
+        loss = adaptive_rounding._reconstruction(torch.relu(pre) if relu else pre, target[idx])
         if it >= kw["warm"]:
             rel = (it - kw["warm"]) / (12 - kw["warm"])
             b = 2 + 0.5 * 18 * (1 + math.cos(rel * math.pi))
@@ -354,9 +354,9 @@ def test_leave_one_out_reuses_the_last_scan_only_for_the_same_model_and_loaders(
     probe = qh.digits_loader("test", limit=50)
     folded = qh.fuse(qh.load_course_model())
     runs = []
-    real = qh.recovery._leave_one_out
-    monkeypatch.setattr(qh.recovery, "_leave_one_out", lambda *a, **k: runs.append(1) or real(*a, **k))
-    qh.recovery._LOO_CACHE.clear()
+    real = qh.wa_simulation._leave_one_out
+    monkeypatch.setattr(qh.wa_simulation, "_leave_one_out", lambda *a, **k: runs.append(1) or real(*a, **k))
+    qh.wa_simulation._LOO_CACHE.clear()
     first = qh.leave_one_out_sensitivity(folded, calib, probe, bits=4)
     first[0]["weights_float"] = -1.0                               # the caller's copy: the kept scan is not touched
     again = qh.leave_one_out_sensitivity(folded, calib, probe, bits=4)
@@ -374,7 +374,7 @@ def test_leave_one_out_reuses_the_last_scan_only_for_the_same_model_and_loaders(
     qh.leave_one_out_sensitivity(folded, calib, probe, bits=3)     # other bits
     qh.leave_one_out_sensitivity(folded, qh.digits_loader("calib", limit=50), probe, bits=3)   # another loader object
     assert len(runs) == 4
-    qh.recovery._LOO_CACHE.clear()
+    qh.wa_simulation._LOO_CACHE.clear()
 
 
 # --------------------------------------------------------------------------- simulation, the patients

@@ -1,4 +1,4 @@
-"""Tests for the fixed-point form of qhelpers.quantmath.requantize (int32 multiplier M0 and a rounding right shift)."""
+"""Tests for the fixed-point form of qhelpers.int8_arithmetic.requantize (int32 multiplier M0 and a rounding right shift)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qhelpers as qh
-from qhelpers.quantmath import requantize
+from qhelpers.int8_arithmetic import requantize
 
 
 def _out_qp(scale: float, zero_point: int) -> qh.QParams:
