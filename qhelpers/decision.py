@@ -36,16 +36,14 @@ DECISION_TREE_TEXT = """\
      yes                                  -> use it (notebook 02)
 2. What is the model made of?
      mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8. On x86,
-       (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled
-                                             with torch.compile (needs a C++ compiler: qh.compile_available())
-                                             measure faster than float on a layer large enough that its weights
-                                             come from memory (torchao's only with AVX512-VNNI: without it its
-                                             torch._int_mm is an exact but slow loop, notebook 05; once
-                                             x86_inductor_quantizer is imported, oneDNN's kernel instead, which can
-                                             saturate: reduce_range=True). On a small model whose weights stay in
-                                             cache, eager quantize_dynamic measured slower for one input and faster
-                                             for a batch of 256 (notebook 06): measure yours.
-                                             An LSTM/GRU has only eager quantize_dynamic. On an ARM device: Linear layers via PT2E with
+       (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated), or torchao's dynamic INT8 compiled
+                                             with torch.compile (needs a C++ compiler: qh.compile_available();
+                                             fast only with AVX512-VNNI, notebook 05). Measure the speed: in
+                                             notebook 06 (AVX512-VNNI CPU) eager quantize_dynamic was slower than
+                                             float for one input on a small transformer and faster at batch 256,
+                                             and faster at batch 1 and 64 on an LLM-size layer.
+                                             An LSTM/GRU: only torch.ao's deprecated dynamic quantization (eager
+                                             quantize_dynamic, or FX). On an ARM device: Linear layers via PT2E with
                                              XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
                                              LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic on 'qnnpack'.
                                              Weight-only INT8 for size. Static INT8 only where it measures better
@@ -211,13 +209,13 @@ def recommend(
             "notebook 06",
             "INT8 weights need no calibration and are 4x smaller; speed needs a kernel that reads the int8 weights "
             "directly: on x86, eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled with torch.compile "
-            "(notebook 06 measures both faster than float on a layer large enough that its weights come from memory; "
-            "on its small digit transformer whose weights stay in cache, eager quantize_dynamic slower for one image "
-            "and faster for a batch of 256; torchao's eager paths slower: measure yours; torch.compile needs a C++ "
-            "compiler, see qh.compile_available(): without one, eager quantize_dynamic; torchao's is fast only with "
-            "AVX512-VNNI: without it torch._int_mm is an exact but slow loop, notebook 05, or, once "
-            "x86_inductor_quantizer is imported, oneDNN's kernel, which can saturate: reduce_range=True); an "
-            "LSTM/GRU has only eager quantize_dynamic; static INT8 only where it measures better",
+            "(notebook 06, on an AVX512-VNNI CPU: eager quantize_dynamic slower than float for one input on a small "
+            "transformer and faster at batch 256, faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
+            "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
+            "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
+            "exact but slow loop, notebook 05, or, once x86_inductor_quantizer is imported, oneDNN's kernel, which can "
+            "saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
+            "quantization (eager quantize_dynamic, or FX graph mode); static INT8 only where it measures better",
         )
     if ptq_drop_acceptable is False:
         if can_train:
