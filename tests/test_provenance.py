@@ -28,6 +28,7 @@ NOT_IN_NOTEBOOKS = {
     "check_requant_multiplier": ("qhelpers/beyond_eager_checks.py", "check_layer_multiplier (notebook 05's exercise 1) gives its hints with it"),
     "compile_fix": ("qhelpers/doctor.py", "the doctor's fix line when torch.compile cannot build code"),
     "cpu_flags_label": ("qhelpers/doctor.py", "the doctor's CPU line names the flags beside the measured probe"),
+    "not_filled": ("qhelpers/checks.py", "the blank test every self-check runs first (report, read_range, check_qparams_function)"),
     "cpu_has_vnni": ("qhelpers/environment.py", "env_report's x86_int8_exact entry (the notebooks measure with int8_pairs_saturate)"),
     "linear_qat_int8": ("qhelpers/deprecations.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
