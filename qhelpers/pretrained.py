@@ -333,6 +333,63 @@ def is_quantized(model: nn.Module) -> bool:
     return bool(quantized_modules(model))
 
 
+# --------------------------------------------------------------------------- "count it, do not measure it"
+
+# While a learner's counting function runs, the names of the measuring routes it took (see _counting_only).
+_MEASURED: Optional[list[str]] = None
+
+
+class _Measured(BaseException):
+    """Raised inside a learner's counting function that took a measuring route (a BaseException: a bare
+    ``except Exception`` in the learner's code does not swallow it; the route is recorded anyway)."""
+
+
+def _measuring(route: str) -> None:
+    """Refuse ``route`` while a counting function runs (records it and raises _Measured); else do nothing."""
+    if _MEASURED is not None:
+        _MEASURED.append(route)
+        raise _Measured(route)
+
+
+@contextlib.contextmanager
+def _counting_only() -> Any:
+    """Run a learner's "count it from the float model" function with the measuring routes refused.
+
+    Yields the list of routes it took: ``qh.int8_size_breakdown`` and ``qh.int8_weight_bytes`` (by any name they
+    were imported under), and every conversion to INT8: ``torch.ao.quantization.convert`` (which
+    ``quantize``, ``quantize_dynamic`` and torchvision's ``quantize=True`` builders call) and FX's ``convert_fx``
+    (stand-ins replace torch's internal ``_convert`` and ``_convert_fx``, which those look up when called, and
+    are restored afterwards)."""
+    global _MEASURED
+    import importlib
+
+    # the modules (torch.ao.quantization.quantize is also the name of a function there)
+    eager = importlib.import_module("torch.ao.quantization.quantize")
+    fx = importlib.import_module("torch.ao.quantization.quantize_fx")
+
+    def stand_in(route: str) -> Any:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            _measuring(route)
+
+        return refused
+
+    saved = (eager._convert, fx._convert_fx)
+    taken: list[str] = []
+    _MEASURED = taken
+    eager._convert = stand_in("torch.ao.quantization.convert")
+    fx._convert_fx = stand_in("convert_fx")
+    try:
+        yield taken
+    finally:
+        _MEASURED = None
+        eager._convert, fx._convert_fx = saved
+
+
+def _measured_hint(taken: list[str], which: str, what: str) -> str:
+    return (f"on {which} your function called {taken[0]}: that measures an INT8 model (or reads the helper that "
+            f"counts for you); count {what} of the float model passed in, without quantizing it")
+
+
 # --------------------------------------------------------------------------- what an INT8 file is made of
 
 
@@ -345,6 +402,7 @@ def int8_weight_bytes(float_model: nn.Module) -> int:
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
+    _measuring("qh.int8_weight_bytes")
     if not isinstance(float_model, nn.Module):
         raise TypeError(f"float_model must be a torch.nn.Module, got {type(float_model).__name__}")
     if is_quantized(float_model):
@@ -367,6 +425,7 @@ def int8_size_breakdown(model: nn.Module) -> dict[str, int]:
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
+    _measuring("qh.int8_size_breakdown")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not is_quantized(model):
@@ -541,12 +600,21 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
         ))
     second = _unseen_float_model()
     for model, which in ((float_model, "the float model you were given"), (second, _UNSEEN)):
+        given, taken = copy.deepcopy(model), []
         try:
-            p = _number(predicted_int8_mb(copy.deepcopy(model)), name)
+            with _counting_only() as taken:
+                p = predicted_int8_mb(given)
+        except _Measured:
+            pass
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            if not taken:
+                return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+        if taken:
+            return report(name, False, _measured_hint(taken, which, "one byte per Conv2d/Linear weight"))
+        try:
+            p = _number(p, name)
         except TypeError as exc:
             return report(name, False, f"on {which}: {exc}")
-        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-            return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
         if model is float_model:
             mistake = _int8_size_mistake(p, float_model, int8_model)
             if mistake:
@@ -766,10 +834,17 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     unseen = _unseen_shufflenet()
     unseen_expected = 16 * sum(m.weight.shape[0] for m in _conv_linear(unseen)) if measured > 0 else 0
     for model, which in ((float_model, "the float model you were given"), (unseen, _UNSEEN_SHUFFLENET)):
+        given, taken = copy.deepcopy(model), []
         try:
-            p = predicted_bytes(copy.deepcopy(model))
+            with _counting_only() as taken:
+                p = predicted_bytes(given)
+        except _Measured:
+            pass
         except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-            return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+            if not taken:
+                return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+        if taken:
+            return report(name, False, _measured_hint(taken, which, "the output channels"))
         if isinstance(p, bool) or not isinstance(p, numbers.Real):  # int, float, numpy's scalars
             return report(name, False, f"on {which} your function returned {type(p).__name__}; return one number of bytes")
         if model is float_model:

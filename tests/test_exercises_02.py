@@ -107,8 +107,7 @@ def _count(model):
 def test_ex2_accepts_right_answer(capsys, mnv2):
     ok, out = run(qh.check_int8_size_prediction, capsys, _count, *mnv2)  # the solution: a function of the float model
     assert ok and "✅" in out
-    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.int8_weight_bytes(m) / 1e6, *mnv2)  # conceded
-    assert ok
+
 
 
 def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_use(capsys, mnv2):
@@ -120,6 +119,54 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
     assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
+
+
+def _quantize_and_measure(model, row):
+    """A function that measures instead of counting: quantizes the model it is given, reads int8_size_breakdown."""
+    m = copy.deepcopy(model)
+    m.qconfig = torch.ao.quantization.QConfig(activation=torch.ao.quantization.default_observer,
+                                              weight=torch.ao.quantization.default_per_channel_weight_observer)
+    torch.ao.quantization.prepare(m, inplace=True)
+    m(torch.rand(1, 3, 224, 224))
+    torch.ao.quantization.convert(m, inplace=True)
+    return qh.int8_size_breakdown(m)[row]
+
+
+def _via_torchvision(model):
+    saved = torch.backends.quantized.engine
+    try:
+        return qh.int8_size_breakdown(qmodels.mobilenet_v2(weights=None, quantize=True, backend="qnnpack"))["int8 weights"]
+    finally:
+        torch.backends.quantized.engine = saved
+
+
+def _swallows_and_fails(model):
+    try:
+        qh.int8_weight_bytes(model)
+    except BaseException:  # noqa: BLE001 - a learner's catch-all: the route is still seen
+        pass
+    raise ValueError("no")
+
+
+def test_ex2_rejects_a_function_that_measures_a_model_it_quantizes(capsys, mnv2):
+    # such a function fits every model, the unseen one too: the check runs it with the measuring routes refused
+    import importlib
+    eager = importlib.import_module("torch.ao.quantization.quantize")
+    fx = importlib.import_module("torch.ao.quantization.quantize_fx")
+    convert, convert_fx = eager._convert, fx._convert_fx
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: _quantize_and_measure(m, "int8 weights") / 1e6, *mnv2)
+    assert not ok and "called torch.ao.quantization.convert" in out and "without quantizing it" in out
+    assert (eager._convert, fx._convert_fx) == (convert, convert_fx)  # restored
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.int8_weight_bytes(m) / 1e6, *mnv2)
+    assert not ok and "called qh.int8_weight_bytes" in out
+    ok, out = run(qh.check_int8_size_prediction, capsys, _via_torchvision, *mnv2)  # quantize=True converts too
+    assert not ok and "called torch.ao.quantization.convert" in out
+    ok, out = run(qh.check_int8_size_prediction, capsys, _swallows_and_fails, *mnv2)
+    assert not ok and "called qh.int8_weight_bytes" in out
+    fx_measured = lambda m: torch.ao.quantization.quantize_fx.convert_fx(m)  # noqa: E731
+    ok, out = run(qh.check_int8_size_prediction, capsys, fx_measured, *mnv2)
+    assert not ok and "called convert_fx" in out
+    assert qh.int8_weight_bytes(mnv2[0]) > 0 and qh.int8_size_breakdown(mnv2[1])["total"] > 0  # usable again
 
 
 def test_ex2_rejects_counting_mnv2_float_whatever_the_model(capsys, mnv2):
@@ -144,8 +191,8 @@ def test_ex2_rejects_the_whole_int8_state_dict_printed_in_the_size_table(capsys,
 
 
 def test_ex2_rejects_resnet50s_number_from_section_7(capsys, mnv2):
-    r50 = torchvision.models.resnet50(weights=None)
-    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: qh.int8_weight_bytes(r50) / 1e6, *mnv2)
+    r50 = qh.int8_weight_bytes(torchvision.models.resnet50(weights=None)) / 1e6
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: r50, *mnv2)
     assert not ok and "not one byte per Conv2d/Linear weight" in out
 
 
@@ -398,6 +445,17 @@ def test_ex4_rejects_a_number_measured_on_the_int8_model(capsys, shufflenet):
     assert not ok and "right on the float model you were given" in out and "ShuffleNetV2 x1.0" in out and "model passed in" in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model: 16 * _channels(f), f, q)  # counts shuffle_float
     assert not ok and "model passed in" in out
+
+
+def test_ex4_rejects_a_function_that_measures_a_model_it_quantizes(capsys, shufflenet):
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: _quantize_and_measure(m, "scales and zero points"),
+                  *shufflenet)
+    assert not ok and "called torch.ao.quantization.convert" in out and "count the output channels" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: qh.int8_size_breakdown(m)["scales and zero points"],
+                  *shufflenet)
+    assert not ok and "called qh.int8_size_breakdown" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, _swallows_and_fails, *shufflenet)
+    assert not ok and "called qh.int8_weight_bytes" in out
 
 
 def test_ex4_a_wrong_number_gets_its_mistake_named_too(capsys, shufflenet):
