@@ -581,7 +581,9 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
 
     The answer is a function of a float model, counted from that model: the check runs it on ``float_model`` and
     then on a float model the learner never built (torchvision's MNASNet 0.5, random weights), so a number measured
-    on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only. A
+    on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only; the
+    function runs with the measuring routes refused (``int8_size_breakdown``, ``int8_weight_bytes``, torch's eager
+    and FX convert, which torchvision's ``quantize=True`` calls), so one that quantizes its model is refused too. A
     plain number is refused (it could have been measured rather than counted), with the mistake it holds named
     where it is a known one. With ``int8_model`` (``float_model``'s architecture quantized), the size of its whole
     state dict, a number printed in notebook 02's size table, is named as the mistake it is.
@@ -700,7 +702,10 @@ def check_speedup(
     the INT8 measurement must also have timed that very object
     (``Latency.model_id``): a copy with the same weights loaded while
     another engine was active is packed for that engine, which neither the
-    digest nor the active engine shows. Likewise the float measurement must
+    digest nor the active engine shows. What it cannot see: how the
+    weights are packed (torch exposes no packing engine), so the same object
+    re-packed in place (its own state dict loaded back while another engine
+    is active) passes. Likewise the float measurement must
     have timed the weights of ``float_model`` (when given; for
     ``"CourseNet"`` by default the trained ``load_course_model()``), not an
     untrained model.
@@ -803,7 +808,9 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     (16 bytes per output channel where ``int8_model``'s weights are
     per-channel, else 0), so a number measured on an INT8 model fits the
     first model only; a plain number is refused (with its mistake named
-    where it is a known one). Names the typical mistakes:
+    where it is a known one), and so is a function that measures (it runs
+    with ``int8_size_breakdown``, ``int8_weight_bytes`` and torch's convert
+    refused). Names the typical mistakes:
     megabytes or kilobytes instead of bytes; 8 bytes per channel (float32
     and int32); the input axis counted (the Linear layer's ``in_features``,
     or every layer's input channels) instead of the output channels;
