@@ -793,7 +793,12 @@ def _conv_linear(model: nn.Module) -> list[nn.Module]:
 
 @_blank_safe
 def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
-    """Exercise: ``predicted_bytes(model)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model.
+    """Exercise: ``predicted_bytes(model, backend)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model, for ``"fbgemm"`` or ``"qnnpack"``.
+
+    The function is called with both backends on both models: for
+    ``int8_model``'s own backend (``"fbgemm"`` when its weights are
+    per-channel, else ``"qnnpack"``) the expected value is measured, for the
+    other one it is the rule below.
 
     The expected value for ``float_model`` is ``int8_size_breakdown(int8_model)["scales and zero
     points"]``: per-channel weights store a float64 scale and an int64 zero
@@ -831,37 +836,52 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     measured = parts["scales and zero points"]
     if not callable(predicted_bytes):
         if isinstance(predicted_bytes, bool) or not isinstance(predicted_bytes, (int, float)):
-            return report(name, False, f"expected a function model -> bytes, got {type(predicted_bytes).__name__}")
+            return report(name, False, f"expected a function (model, backend) -> bytes, got {type(predicted_bytes).__name__}")
         mistake = _scale_bytes_mistake(float(predicted_bytes), float_model, parts)
         return report(name, False, (
-            "write predicted_bytes as a function of a float model, model -> bytes, that counts that model's layers "
-            "(the check runs it on shuffle_float and on a model you have not built): a number could be measured, "
+            "write predicted_bytes as a function of a float model and a backend, (model, backend) -> bytes, that counts "
+            "that model's layers (the check runs it on shuffle_float and on a model you have not built, with "
+            "'fbgemm' and with 'qnnpack'): a number could be measured, "
             "not counted" + (f"; and this number is wrong: {mistake}" if mistake else "")
         ))
+    own = "fbgemm" if measured > 0 else "qnnpack"  # the backend int8_model was built with: per-channel or not
+    other = "qnnpack" if own == "fbgemm" else "fbgemm"
+    channels_of = lambda m: sum(layer.weight.shape[0] for layer in _conv_linear(m))  # noqa: E731
+    # the other backend's row by the rule (16 bytes per output channel for fbgemm, 0 for qnnpack); no file to compare
+    other_parts = {"int8 weights": int8_weight_bytes(float_model), "total": float("nan"),
+                   "scales and zero points": 16 * channels_of(float_model) if other == "fbgemm" else 0}
     unseen = _unseen_shufflenet()
-    unseen_expected = 16 * sum(m.weight.shape[0] for m in _conv_linear(unseen)) if measured > 0 else 0
-    for model, which in ((float_model, "the float model you were given"), (unseen, _UNSEEN_SHUFFLENET)):
+    cases = [(float_model, "the float model you were given", own, parts),
+             (float_model, "the float model you were given", other, other_parts),
+             (unseen, _UNSEEN_SHUFFLENET, "fbgemm", None), (unseen, _UNSEEN_SHUFFLENET, "qnnpack", None)]
+    for model, which, backend, expected_parts in cases:
+        where = f"with backend={backend!r}, on {which}"
         given, taken = copy.deepcopy(model), []
         try:
             with _counting_only() as taken:
-                p = predicted_bytes(given)
+                p = predicted_bytes(given, backend)
         except _Measured:
             pass
         except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
             if not taken:
-                return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+                return report(name, False, f"your function raised {type(exc).__name__} {where}: {exc}"
+                              + (" (it takes two arguments: predicted_bytes(model, backend))" if isinstance(exc, TypeError) else ""))
         if taken:
-            return report(name, False, _measured_hint(taken, which, "the output channels"))
+            return report(name, False, _measured_hint(taken, where, "the output channels"))
         if isinstance(p, bool) or not isinstance(p, numbers.Real):  # int, float, numpy's scalars
-            return report(name, False, f"on {which} your function returned {type(p).__name__}; return one number of bytes")
-        if model is float_model:
-            mistake = _scale_bytes_mistake(float(p), float_model, parts)
+            return report(name, False, f"{where} your function returned {type(p).__name__}; return one number of bytes")
+        if expected_parts is not None:
+            mistake = _scale_bytes_mistake(float(p), float_model, expected_parts)
             if mistake:
-                return report(name, False, mistake)
-        elif not (abs(p - unseen_expected) < 16 if unseen_expected else p == 0):
+                return report(name, False, mistake if expected_parts is parts else (
+                    f"right with backend={own!r}, but with backend={backend!r} it gives {p:,.0f} bytes: {mistake} "
+                    "(the answer depends on the backend: use the argument)"))
+            continue
+        expected = 16 * channels_of(model) if backend == "fbgemm" else 0
+        if not (abs(p - expected) < 16 if expected else p == 0):
             return report(name, False, (
-                f"right on the float model you were given, but on {which} it gives {p:,.0f} bytes, not "
-                f"{unseen_expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
+                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, not "
+                f"{expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
                 "fits that model only)"
             ))
     layers = _conv_linear(float_model)
