@@ -333,6 +333,63 @@ def is_quantized(model: nn.Module) -> bool:
     return bool(quantized_modules(model))
 
 
+# --------------------------------------------------------------------------- "count it, do not measure it"
+
+# While a learner's counting function runs, the names of the measuring routes it took (see _counting_only).
+_MEASURED: Optional[list[str]] = None
+
+
+class _Measured(BaseException):
+    """Raised inside a learner's counting function that took a measuring route (a BaseException: a bare
+    ``except Exception`` in the learner's code does not swallow it; the route is recorded anyway)."""
+
+
+def _measuring(route: str) -> None:
+    """Refuse ``route`` while a counting function runs (records it and raises _Measured); else do nothing."""
+    if _MEASURED is not None:
+        _MEASURED.append(route)
+        raise _Measured(route)
+
+
+@contextlib.contextmanager
+def _counting_only() -> Any:
+    """Run a learner's "count it from the float model" function with the measuring routes refused.
+
+    Yields the list of routes it took: ``qh.int8_size_breakdown`` and ``qh.int8_weight_bytes`` (by any name they
+    were imported under), and every conversion to INT8: ``torch.ao.quantization.convert`` (which
+    ``quantize``, ``quantize_dynamic`` and torchvision's ``quantize=True`` builders call) and FX's ``convert_fx``
+    (stand-ins replace torch's internal ``_convert`` and ``_convert_fx``, which those look up when called, and
+    are restored afterwards)."""
+    global _MEASURED
+    import importlib
+
+    # the modules (torch.ao.quantization.quantize is also the name of a function there)
+    eager = importlib.import_module("torch.ao.quantization.quantize")
+    fx = importlib.import_module("torch.ao.quantization.quantize_fx")
+
+    def stand_in(route: str) -> Any:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            _measuring(route)
+
+        return refused
+
+    saved = (eager._convert, fx._convert_fx)
+    taken: list[str] = []
+    _MEASURED = taken
+    eager._convert = stand_in("torch.ao.quantization.convert")
+    fx._convert_fx = stand_in("convert_fx")
+    try:
+        yield taken
+    finally:
+        _MEASURED = None
+        eager._convert, fx._convert_fx = saved
+
+
+def _measured_hint(taken: list[str], which: str, what: str) -> str:
+    return (f"on {which} your function called {taken[0]}: that measures an INT8 model (or reads the helper that "
+            f"counts for you); count {what} of the float model passed in, without quantizing it")
+
+
 # --------------------------------------------------------------------------- what an INT8 file is made of
 
 
@@ -345,6 +402,7 @@ def int8_weight_bytes(float_model: nn.Module) -> int:
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
+    _measuring("qh.int8_weight_bytes")
     if not isinstance(float_model, nn.Module):
         raise TypeError(f"float_model must be a torch.nn.Module, got {type(float_model).__name__}")
     if is_quantized(float_model):
@@ -367,6 +425,7 @@ def int8_size_breakdown(model: nn.Module) -> dict[str, int]:
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
+    _measuring("qh.int8_size_breakdown")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not is_quantized(model):
@@ -522,7 +581,9 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
 
     The answer is a function of a float model, counted from that model: the check runs it on ``float_model`` and
     then on a float model the learner never built (torchvision's MNASNet 0.5, random weights), so a number measured
-    on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only. A
+    on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only; the
+    function runs with the measuring routes refused (``int8_size_breakdown``, ``int8_weight_bytes``, torch's eager
+    and FX convert, which torchvision's ``quantize=True`` calls), so one that quantizes its model is refused too. A
     plain number is refused (it could have been measured rather than counted), with the mistake it holds named
     where it is a known one. With ``int8_model`` (``float_model``'s architecture quantized), the size of its whole
     state dict, a number printed in notebook 02's size table, is named as the mistake it is.
@@ -541,12 +602,21 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
         ))
     second = _unseen_float_model()
     for model, which in ((float_model, "the float model you were given"), (second, _UNSEEN)):
+        given, taken = copy.deepcopy(model), []
         try:
-            p = _number(predicted_int8_mb(copy.deepcopy(model)), name)
+            with _counting_only() as taken:
+                p = predicted_int8_mb(given)
+        except _Measured:
+            pass
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            if not taken:
+                return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+        if taken:
+            return report(name, False, _measured_hint(taken, which, "one byte per Conv2d/Linear weight"))
+        try:
+            p = _number(p, name)
         except TypeError as exc:
             return report(name, False, f"on {which}: {exc}")
-        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-            return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
         if model is float_model:
             mistake = _int8_size_mistake(p, float_model, int8_model)
             if mistake:
@@ -632,7 +702,10 @@ def check_speedup(
     the INT8 measurement must also have timed that very object
     (``Latency.model_id``): a copy with the same weights loaded while
     another engine was active is packed for that engine, which neither the
-    digest nor the active engine shows. Likewise the float measurement must
+    digest nor the active engine shows. What it cannot see: how the
+    weights are packed (torch exposes no packing engine), so the same object
+    re-packed in place (its own state dict loaded back while another engine
+    is active) passes. Likewise the float measurement must
     have timed the weights of ``float_model`` (when given; for
     ``"CourseNet"`` by default the trained ``load_course_model()``), not an
     untrained model.
@@ -720,7 +793,12 @@ def _conv_linear(model: nn.Module) -> list[nn.Module]:
 
 @_blank_safe
 def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
-    """Exercise: ``predicted_bytes(model)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model.
+    """Exercise: ``predicted_bytes(model, backend)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model, for ``"fbgemm"`` or ``"qnnpack"``.
+
+    The function is called with both backends on both models: for
+    ``int8_model``'s own backend (``"fbgemm"`` when its weights are
+    per-channel, else ``"qnnpack"``) the expected value is measured, for the
+    other one it is the rule below.
 
     The expected value for ``float_model`` is ``int8_size_breakdown(int8_model)["scales and zero
     points"]``: per-channel weights store a float64 scale and an int64 zero
@@ -735,7 +813,9 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     (16 bytes per output channel where ``int8_model``'s weights are
     per-channel, else 0), so a number measured on an INT8 model fits the
     first model only; a plain number is refused (with its mistake named
-    where it is a known one). Names the typical mistakes:
+    where it is a known one), and so is a function that measures (it runs
+    with ``int8_size_breakdown``, ``int8_weight_bytes`` and torch's convert
+    refused). Names the typical mistakes:
     megabytes or kilobytes instead of bytes; 8 bytes per channel (float32
     and int32); the input axis counted (the Linear layer's ``in_features``,
     or every layer's input channels) instead of the output channels;
@@ -756,30 +836,52 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     measured = parts["scales and zero points"]
     if not callable(predicted_bytes):
         if isinstance(predicted_bytes, bool) or not isinstance(predicted_bytes, (int, float)):
-            return report(name, False, f"expected a function model -> bytes, got {type(predicted_bytes).__name__}")
+            return report(name, False, f"expected a function (model, backend) -> bytes, got {type(predicted_bytes).__name__}")
         mistake = _scale_bytes_mistake(float(predicted_bytes), float_model, parts)
         return report(name, False, (
-            "write predicted_bytes as a function of a float model, model -> bytes, that counts that model's layers "
-            "(the check runs it on shuffle_float and on a model you have not built): a number could be measured, "
+            "write predicted_bytes as a function of a float model and a backend, (model, backend) -> bytes, that counts "
+            "that model's layers (the check runs it on shuffle_float and on a model you have not built, with "
+            "'fbgemm' and with 'qnnpack'): a number could be measured, "
             "not counted" + (f"; and this number is wrong: {mistake}" if mistake else "")
         ))
+    own = "fbgemm" if measured > 0 else "qnnpack"  # the backend int8_model was built with: per-channel or not
+    other = "qnnpack" if own == "fbgemm" else "fbgemm"
+    channels_of = lambda m: sum(layer.weight.shape[0] for layer in _conv_linear(m))  # noqa: E731
+    # the other backend's row by the rule (16 bytes per output channel for fbgemm, 0 for qnnpack); no file to compare
+    other_parts = {"int8 weights": int8_weight_bytes(float_model), "total": float("nan"),
+                   "scales and zero points": 16 * channels_of(float_model) if other == "fbgemm" else 0}
     unseen = _unseen_shufflenet()
-    unseen_expected = 16 * sum(m.weight.shape[0] for m in _conv_linear(unseen)) if measured > 0 else 0
-    for model, which in ((float_model, "the float model you were given"), (unseen, _UNSEEN_SHUFFLENET)):
+    cases = [(float_model, "the float model you were given", own, parts),
+             (float_model, "the float model you were given", other, other_parts),
+             (unseen, _UNSEEN_SHUFFLENET, "fbgemm", None), (unseen, _UNSEEN_SHUFFLENET, "qnnpack", None)]
+    for model, which, backend, expected_parts in cases:
+        where = f"with backend={backend!r}, on {which}"
+        given, taken = copy.deepcopy(model), []
         try:
-            p = predicted_bytes(copy.deepcopy(model))
+            with _counting_only() as taken:
+                p = predicted_bytes(given, backend)
+        except _Measured:
+            pass
         except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-            return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+            if not taken:
+                return report(name, False, f"your function raised {type(exc).__name__} {where}: {exc}"
+                              + (" (it takes two arguments: predicted_bytes(model, backend))" if isinstance(exc, TypeError) else ""))
+        if taken:
+            return report(name, False, _measured_hint(taken, where, "the output channels"))
         if isinstance(p, bool) or not isinstance(p, numbers.Real):  # int, float, numpy's scalars
-            return report(name, False, f"on {which} your function returned {type(p).__name__}; return one number of bytes")
-        if model is float_model:
-            mistake = _scale_bytes_mistake(float(p), float_model, parts)
+            return report(name, False, f"{where} your function returned {type(p).__name__}; return one number of bytes")
+        if expected_parts is not None:
+            mistake = _scale_bytes_mistake(float(p), float_model, expected_parts)
             if mistake:
-                return report(name, False, mistake)
-        elif not (abs(p - unseen_expected) < 16 if unseen_expected else p == 0):
+                return report(name, False, mistake if expected_parts is parts else (
+                    f"right with backend={own!r}, but with backend={backend!r} it gives {p:,.0f} bytes: {mistake} "
+                    "(the answer depends on the backend: use the argument)"))
+            continue
+        expected = 16 * channels_of(model) if backend == "fbgemm" else 0
+        if not (abs(p - expected) < 16 if expected else p == 0):
             return report(name, False, (
-                f"right on the float model you were given, but on {which} it gives {p:,.0f} bytes, not "
-                f"{unseen_expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
+                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, not "
+                f"{expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
                 "fits that model only)"
             ))
     layers = _conv_linear(float_model)
