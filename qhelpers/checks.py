@@ -583,6 +583,9 @@ def sqnr_prediction_ready(prediction: Any, *, max_width: float = 6.0, quiet: boo
     return True
 
 
+_HALF_PRINTED_DIGIT_DB = 0.05  # a number printed or written with one decimal stands for anything within 0.05 of it
+
+
 @_blank_safe
 @_first_prediction_scored(lambda measured_db, *, reference_db, bits_from, bits_to, max_width=6.0: f"sqnr {bits_from}->{bits_to} bits from {reference_db!r} dB")
 def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: float, bits_from: int, bits_to: int, max_width: float = 6.0) -> bool:
@@ -593,7 +596,12 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     typical wrong reasonings give: no change with fewer bits, SQNR
     proportional to the bit count, 5 dB per bit (too few); a range that holds
     one of those as well as the measurement does not tell the reasoning from
-    the mistake. Names the wrong reasoning a range holds, or else which side
+    the mistake. A wrong reasoning's value is taken both from the unrounded
+    reference and from the reference as printed with one decimal, widened by
+    half a printed digit for the printed reference and for the range's own
+    bounds: a range reaching that interval holds the value (so "5 dB per
+    bit" worked from a printed 39.0 dB, (14.0, 19.0) or (13.0, 18.9), is
+    refused). Names the wrong reasoning a range holds, or else which side
     it missed on; a range too wide to predict anything is refused.
 
     The notebook shows the measurement once a well-formed prediction is
@@ -606,25 +614,34 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
     """
     name = "prediction"
     low, high = read_range(name, prediction, max_width=max_width, unit="dB")
+    printed = round(reference_db, 1)  # the reference as the notebook prints it, which a learner may work from
+    # each wrong reasoning's value, from the unrounded reference and from the printed one; ``slope`` is how much
+    # it moves per dB of reference (the printed reference is off by up to half a printed digit)
     proportional = reference_db * bits_to / bits_from
     five_per_bit = reference_db - 5.0 * (bits_from - bits_to)
-    holds = lambda v: low <= v <= high  # noqa: E731
-    if holds(reference_db):
+
+    def holds(value: float, value_printed: float, slope: float) -> bool:
+        # the wrong value as an interval, widened by the rounding of the printed reference and of the range's own
+        # bounds (written with one decimal): a range overlapping it holds that value as far as one can tell
+        rounding = _HALF_PRINTED_DIGIT_DB * slope + _HALF_PRINTED_DIGIT_DB + 1e-9
+        return low <= max(value, value_printed) + rounding and high >= min(value, value_printed) - rounding
+
+    if holds(reference_db, printed, 1.0):
         hint = "you expected about the same SQNR: fewer bits mean a coarser grid and more noise"
-    elif holds(proportional):
-        hint = (f"your range holds {proportional:.1f} dB, what an SQNR proportional to the bit count would give, but it is"
+    elif holds(proportional, printed * bits_to / bits_from, bits_to / bits_from):
+        hint = (f"your range reaches {proportional:.1f} dB, what an SQNR proportional to the bit count would give, but it is"
                 " not proportional: each removed bit halves the step and costs a fixed 20 log10 2 = 6.02 dB")
-    elif holds(five_per_bit):
-        hint = (f"your range holds {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit halves"
+    elif holds(five_per_bit, printed - 5.0 * (bits_from - bits_to), 1.0):
+        hint = (f"your range reaches {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit halves"
                 " the step and costs 20 log10 2 = 6.02 dB")
-    elif holds(measured_db):
+    elif low <= measured_db <= high:
         return report(name, True)
     elif high < measured_db:
         hint = "you expected more noise than the grid gives: count the dB that each removed bit costs"
     else:
         hint = ("you expected less noise than the grid gives: count the dB that each removed bit costs"
                 " (each bit halves the step: 20 log10 2 = 6.02 dB)")
-    if holds(measured_db):  # right, and wrong too: the range does not tell them apart
+    if low <= measured_db <= high:  # right, and wrong too: the range does not tell them apart
         return report(name, False, f"measured {measured_db:.1f} dB, inside your range, and so is a wrong reasoning's value: {hint}; narrow it")
     return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")
 

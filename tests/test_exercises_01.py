@@ -62,6 +62,29 @@ def test_ex1_rejects_a_range_holding_the_measurement_and_5_db_per_bit(capsys):
     rejected(capsys, _predict((14.0, 19.1)), "inside your range", "19.0 dB", "5 dB per removed bit", "narrow it")
 
 
+def test_ex1_rejects_5_db_per_bit_worked_from_the_printed_reference(capsys):
+    # the notebook prints 39.0 dB for an unrounded 39.04: 5 dB per bit gives 19.0 from what is printed, 19.04 from
+    # the unrounded value; a range reaching that interval (widened by one decimal's rounding) holds the mistake
+    for prediction in [(14.0, 19.0), (13.0, 18.9)]:
+        rejected(capsys, qh.check_sqnr_prediction(prediction, MEASURED_4BIT, reference_db=39.04, bits_from=8, bits_to=4),
+                 "inside your range", "19.0 dB", "5 dB per removed bit", "narrow it")
+        qh.checks._FIRST_JUDGED.clear()
+
+
+def test_ex1_rejects_proportional_worked_from_the_printed_reference(capsys):
+    rejected(capsys, qh.check_sqnr_prediction((19.45, 22.0), 20.0, reference_db=39.04, bits_from=8, bits_to=4),
+             "19.5 dB", "not proportional")
+
+
+def test_ex1_accepts_the_right_reasoning_from_either_reference(capsys):
+    # 6.02 dB per bit, give or take 3 dB, from the unrounded 39.04 or the printed 39.0: clear of the 5 dB/bit interval
+    for reference in (39.04, 39.0):
+        assert qh.check_sqnr_prediction((reference - 4 * 6.02 - 3, reference - 4 * 6.02 + 3), MEASURED_4BIT,
+                                        reference_db=reference, bits_from=8, bits_to=4)
+    assert _predict((12.0, 18.0))
+    assert _predict((13.0, 18.8))
+
+
 def test_ex1_rejects_5_db_per_bit_alone(capsys):
     rejected(capsys, _predict((18.5, 19.2)), "outside your range", "19.0 dB", "5 dB per removed bit", "6.02 dB")
 
