@@ -193,9 +193,22 @@ def test_ex4_rejects_predicting_a_loss_int8_does_not_have(capsys):
 def test_ex4_a_top_one_image_below_float_is_inside_the_noise(capsys):
     # a range ending 0.1 points below float misses INT8 = float by one test image: inside the paired noise, a hit
     assert _judge((97.9, 98.7), FLOAT_ACC, INT8_ACC)
-    assert _judge((97.9, 98.5), FLOAT_ACC, INT8_ACC)  # 3 images: still the noise
+    assert _judge((98.0, 98.6), FLOAT_ACC, INT8_ACC)  # 2 images: still the noise
     # a range that stops a hair below float but reaches down to a point of loss is refused for that instead
     rejected(capsys, _judge((97.0, 98.7), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
+
+
+def test_ex4_rejects_a_top_the_noise_below_float_when_int8_lost_less(capsys):
+    # (97.9, 98.5) reaches neither float nor INT8 = float: "INT8 loses 0.3-0.9 points", a scaled-down ImageNet loss.
+    # Its top is only 0.3 below INT8 (the noise), but a range should reach float: a top 3 images or more below it is
+    # refused while INT8 itself lost less than that
+    out = rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, INT8_ACC), "stops 0.3 points (3 test images) below float",
+                   "predicts a loss", "INT8 matched float", "above your range", "should reach float", "at most 2 test images below it")
+    assert "correct" not in out
+    rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, 98.6), "stops 0.3 points", "2 test images below float", "should reach float")
+    # ... unless INT8 itself measured 3 images or more below float: then the usual rules judge it
+    assert _judge((97.9, 98.5), FLOAT_ACC, 98.5)
+    assert _judge((97.9, 98.5), FLOAT_ACC, 98.2)
 
 
 def test_ex4_rejects_a_range_int8_beats_by_more_than_the_noise(capsys):
