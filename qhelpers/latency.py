@@ -32,6 +32,14 @@ def _has_quantized_modules(fn: object) -> Optional[bool]:
 
 
 def _feed(h: "hashlib._Hash", value: object) -> None:
+    if isinstance(value, torch.Tensor) and type(value) is not torch.Tensor and not isinstance(value, torch.nn.Parameter):
+        # a tensor subclass (torchao's quantized weights): its inner tensors, which hold the values; .numpy() refuses it
+        h.update(str((type(value).__name__, tuple(value.shape), value.dtype)).encode())
+        flatten = getattr(value, "__tensor_flatten__", None)
+        if flatten is not None:
+            for name in flatten()[0]:
+                _feed(h, getattr(value, name))
+        return
     if isinstance(value, torch.Tensor):
         t = value.detach()
         if t.is_quantized:

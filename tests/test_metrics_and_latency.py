@@ -317,3 +317,18 @@ def test_paired_test_refuses_bad_input():
         qh.paired_test(y[:0], y[:0], y[:0])
     with pytest.raises(ValueError, match="alpha"):
         qh.paired_test(y, y, y, alpha=1.5)
+
+
+def test_weights_digest_reads_torchao_tensor_subclasses():
+    """torchao's quantized weights are tensor subclasses that refuse .numpy(): the digest hashes their inner tensors
+    (notebook 05 times torchao models with qh.measure_latency)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Sequential(torch.nn.Linear(16, 8)), torch.nn.Sequential(torch.nn.Linear(16, 8))
+    b[0].weight.data[0, 0] += 1.0  # one weight differs
+    for m in (a, b):
+        quantize_(m, Int8WeightOnlyConfig())
+    assert type(a[0].weight) is not torch.Tensor  # the case this guards: a subclass
+    assert weights_digest(a) == weights_digest(a) and weights_digest(a) != weights_digest(b)
+    assert qh.measure_latency(a, torch.randn(2, 16), threads=1, min_run_time=0.01).weights_digest == weights_digest(a)
