@@ -51,7 +51,7 @@ def _feed(h: "hashlib._Hash", value: object) -> None:
                 _feed(h, t.q_per_channel_zero_points())
             t = t.int_repr()
         h.update(str((tuple(t.shape), t.dtype)).encode())
-        h.update(t.contiguous().cpu().numpy().tobytes())
+        h.update(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: bfloat16 has no numpy dtype
     elif isinstance(value, (tuple, list)):
         for v in value:
             _feed(h, v)

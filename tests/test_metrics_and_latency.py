@@ -332,3 +332,23 @@ def test_weights_digest_reads_torchao_tensor_subclasses():
     assert type(a[0].weight) is not torch.Tensor  # the case this guards: a subclass
     assert weights_digest(a) == weights_digest(a) and weights_digest(a) != weights_digest(b)
     assert qh.measure_latency(a, torch.randn(2, 16), threads=1, min_run_time=0.01).weights_digest == weights_digest(a)
+
+
+def test_weights_digest_reads_every_dtype_and_keeps_float32_digests():
+    """measure_latency hashes every module it times (notebook 06 times bfloat16 layers): bfloat16 and float16
+    weights, which numpy cannot hold, are hashed by their bytes; a float32 digest is the bytes numpy gives."""
+    import hashlib
+
+    from qhelpers.latency import state_dict_digest
+
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        a = torch.nn.Linear(4, 4).to(dtype)
+        b = torch.nn.Linear(4, 4).to(dtype)
+        assert weights_digest(a) == weights_digest(a) and weights_digest(a) != weights_digest(b)
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(b"w")
+    h.update(str(((2, 3), torch.float32)).encode())
+    h.update(t.numpy().tobytes())
+    assert state_dict_digest({"w": t}) == h.hexdigest()
