@@ -18,7 +18,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html slides wheelhouse clean
+.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student student-bundle html slides wheelhouse clean
 
 setup: $(STAMP)
 
@@ -172,6 +172,11 @@ bench-quick: $(STAMP)
 # Student copies (no solutions, no outputs) in student/; a test fails when they are stale.
 student: $(STAMP)
 	$(PY) -m qhelpers.notebooks student
+
+# The learner's copy to hand out before a workshop: student/, qhelpers/, data/ and the setup, without notebooks/,
+# docs/ANSWERS.md or docs/WORKSHOP.md, in build/student-bundle/quantization-course/ and its .zip.
+student-bundle: student
+	$(PY) scripts/build_student_bundle.py
 
 # Static pages of the notebooks (committed outputs) in build/html/, index.html first.
 html: $(DEVSTAMP)

@@ -30,12 +30,14 @@ INSTALL_HINT = (
 
 
 def _is_course_folder(path: Path) -> bool:
-    return (path / "notebooks").is_dir() and (path / "data").is_dir()
+    """``data/`` beside ``notebooks/`` (the course) or ``student/`` (the learner's copy, scripts/build_student_bundle.py)."""
+    return (path / "data").is_dir() and ((path / "notebooks").is_dir() or (path / "student").is_dir())
 
 
 def course_root(*, required: bool = True) -> Optional[Path]:
     """The course folder the learner works in: ``$QHELPERS_HOME`` if set, else the nearest folder holding
-    ``notebooks/`` and ``data/`` among the current directory and its parents.
+    ``data/`` and ``notebooks/`` (or ``student/``, in the learner's copy without solutions) among the current
+    directory and its parents.
 
     Outputs go there (``results/``, ``progress/``, ``student/``, the README), never beside the installed
     package. Where no course folder is found: ``FileNotFoundError`` saying how to point at one, or ``None``
@@ -47,7 +49,7 @@ def course_root(*, required: bool = True) -> Optional[Path]:
     if env:
         path = Path(env).expanduser().resolve()
         if not _is_course_folder(path):
-            raise FileNotFoundError(f"{HOME_ENV}={env!r} is not the course folder (it needs notebooks/ and data/)")
+            raise FileNotFoundError(f"{HOME_ENV}={env!r} is not the course folder (it needs data/ and notebooks/ or student/)")
         return path
     cwd = Path.cwd().resolve()
     for path in (cwd, *cwd.parents):
@@ -55,7 +57,7 @@ def course_root(*, required: bool = True) -> Optional[Path]:
             return path
     if required:
         raise FileNotFoundError(
-            f"no course folder (one holding notebooks/ and data/) at or above {cwd}: run this from the course "
+            f"no course folder (one holding data/ and notebooks/ or student/) at or above {cwd}: run this from the course "
             f"folder, or set {HOME_ENV} to it"
         )
     return None

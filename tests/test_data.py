@@ -148,6 +148,16 @@ def test_course_root_is_where_the_learner_works(tmp_path, monkeypatch):
     monkeypatch.setenv("QHELPERS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="QHELPERS_HOME=.*not the course folder"):
         qh.course_root()
+    # the learner's copy without solutions (scripts/build_student_bundle.py): student/ instead of notebooks/
+    bundle = tmp_path / "bundle"
+    (bundle / "student").mkdir(parents=True)
+    (bundle / "data").mkdir()
+    monkeypatch.delenv("QHELPERS_HOME")
+    monkeypatch.chdir(bundle / "student")
+    assert qh.course_root() == bundle.resolve()
+    (bundle / "data").rmdir()  # student/ alone is not a course folder
+    with pytest.raises(FileNotFoundError, match="data/ and notebooks/ or student/"):
+        qh.course_root()
 
 
 @pytest.mark.parametrize("bad", [dict(split="valid"), dict(split="test", limit=0), dict(split="test", batch_size=0)])
