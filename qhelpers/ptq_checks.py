@@ -15,6 +15,7 @@ from torch.ao.quantization import QConfig
 from .checks import _blank_safe, NotFilledIn, not_filled, read_range, report
 from .environment import check_engine
 from .environment import engine as use_engine
+from .latency import state_dict_digest, weights_digest
 from .quantmath import sqnr_db
 from .ptq import _inputs, ACTIVATION_OBSERVERS, find_fusable_groups, post_training_quantize
 
@@ -173,6 +174,26 @@ def _quantized_weights(model: nn.Module) -> list[torch.Tensor]:
     return weights
 
 
+_LAST_LOGITS: dict = {}  # the logits check_engine_ptq measured last, under the key _logits_on gives them
+
+
+def _logits_on(engine: str, float_model: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of ``float_model`` and ``model`` on ``x`` with ``engine`` active.
+
+    Measured again only when a model, its weights, its mode or ``x`` changed since the last call: a check run
+    again with another number (a learner's next try; tests/student_flow.py submits each number printed above
+    the exercise) reuses them.
+    """
+    key = (engine, id(float_model), id(model), float_model.training, model.training,
+           weights_digest(float_model), weights_digest(model), state_dict_digest({"x": x}))
+    if key not in _LAST_LOGITS:
+        with torch.no_grad(), use_engine(engine):
+            logits = (float_model(x), model(x))
+        _LAST_LOGITS.clear()
+        _LAST_LOGITS[key] = logits
+    return _LAST_LOGITS[key]
+
+
 @_blank_safe
 def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader: Iterable, test_loader: Iterable, *, engine: str = "qnnpack") -> bool:
     """Exercise: ``model`` is PTQ for ``engine`` with that engine's default qconfig; ``sqnr`` its logit SQNR (dB) vs float.
@@ -217,13 +238,9 @@ def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader
         report("SQNR", False, f"expected a number in dB, got {type(sqnr).__name__}")
         return False
     x = torch.cat([_inputs(b) for b in test_loader])
-    with torch.no_grad(), use_engine(engine):
-        reference_logits = float_model(x)
-        measured = sqnr_db(reference_logits, model(x))
-        helper = post_training_quantize(float_model, calib_loader, engine=engine, qconfig=get_default_qconfig(engine))
-        expected = sqnr_db(reference_logits, helper(x))
-    with torch.no_grad(), use_engine(engine):
-        swapped = sqnr_db(model(x), reference_logits)
+    reference_logits, test_logits = _logits_on(engine, float_model, model, x)
+    measured = sqnr_db(reference_logits, test_logits)
+    swapped = sqnr_db(test_logits, reference_logits)
     if abs(given - measured) > 1e-3 and abs(given - swapped) <= 1e-3:
         report("SQNR", False, "reference and test are swapped: qh.sqnr_db(reference, test) takes the float model's logits first")
         return False
@@ -236,6 +253,9 @@ def check_engine_ptq(model: Any, sqnr: Any, float_model: nn.Module, calib_loader
             hint = "that is not the SQNR of the model you made: compare its test logits with the float model's, its engine active"
         report("SQNR", False, hint)
         return False
+    with torch.no_grad(), use_engine(engine):  # the helper's PTQ, only for an SQNR that is the learner's model's
+        helper = post_training_quantize(float_model, calib_loader, engine=engine, qconfig=get_default_qconfig(engine))
+        expected = sqnr_db(reference_logits, helper(x))
     ok_sqnr = report(
         "SQNR", abs(measured - expected) <= 0.02,
         "your model's logits differ from this engine's PTQ on all of calib_loader: calibrate on calib_loader, every "

@@ -27,13 +27,15 @@ def _fixed_threads_and_seed():
 
 
 def _tier_keys(item) -> list[str]:
-    """The keys of tests/tiers.py that name ``item``: its file, and its file::name (parametrizations included)."""
+    """The keys of tests/tiers.py that name ``item``: its file, its file::name (parametrizations included), and
+    file::name[id] of a parametrization."""
     path = Path(str(item.fspath)).resolve()
     try:
         rel = path.relative_to(Path(__file__).resolve().parents[1]).as_posix()
     except ValueError:
         return []
-    return [rel, f"{rel}::{getattr(item, 'originalname', None) or item.name.split('[')[0]}"]
+    name = getattr(item, "originalname", None) or item.name.split("[")[0]
+    return [rel, f"{rel}::{name}"] + ([f"{rel}::{item.name}"] if item.name != name else [])
 
 
 def pytest_collection_modifyitems(config, items):

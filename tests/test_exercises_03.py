@@ -252,6 +252,37 @@ def test_ex3_blank_is_not_filled_in(course, right_model, capsys):
     assert "not filled in yet" in capsys.readouterr().out
 
 
+def test_ex3_measures_the_logits_again_only_when_a_model_changed(course, right_model, capsys):
+    """A wrong number tried again reuses the logits (and never runs the helper's PTQ); another float model, or
+    the same one with its weights changed in place, is measured again, and judged on its own logits."""
+    import copy
+
+    calls = {"float": 0, "int8": 0}
+    float_model = copy.deepcopy(course["float"])
+    hooks = [float_model.register_forward_hook(lambda *a: calls.__setitem__("float", calls["float"] + 1)),
+             right_model.register_forward_hook(lambda *a: calls.__setitem__("int8", calls["int8"] + 1))]
+    try:
+        def check(sqnr):
+            return qh.check_engine_ptq(right_model, sqnr, float_model, course["calib"], course["test"], engine="qnnpack")
+
+        for _ in range(3):
+            rejected(capsys, check(12.5), "not the sqnr of the model you made")
+        assert calls == {"float": 1, "int8": 1}  # measured once; no calibration of a copy (its hook would count)
+        saved = copy.deepcopy(float_model.state_dict())
+        with torch.no_grad():
+            float_model.fc2.bias += 1.0  # in place: same object, other weights
+        rejected(capsys, check(12.5), "not the sqnr of the model you made")
+        assert calls == {"float": 2, "int8": 2}
+        float_model.load_state_dict(saved)  # in place, back to the course's weights
+        right = logit_sqnr(right_model, {**course, "float": float_model})
+        assert calls == {"float": 3, "int8": 3}
+        assert check(right) and calls["int8"] == 4  # measured again (other weights than the last call's)
+        assert calls["float"] > 4  # the right number: the helper's PTQ ran (its calibration forwards count: a copy keeps the hook)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 # --------------------------------------------------------------------------- Exercise 4: predict one-digit calibration
 
 

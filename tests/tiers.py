@@ -1,13 +1,14 @@
 """Which tier each expensive test runs in: the one place, read by conftest.py (which adds the markers).
 
-* ``CI``: tests that need more than Python and the venv, or that repeat what the notebooks already run, in
-  ``make test-ci`` (and ``.ci/run``) only: marked ``ci``. ``make test`` leaves them out.
+* ``CI``: tests that need more than Python and the venv, that repeat what the notebooks already run, or that
+  test the test tools themselves (a nested pytest + nbval run), in ``make test-ci`` (and ``.ci/run``) only:
+  marked ``ci``. ``make test`` leaves them out.
 * ``SLOW``: tests of ``make test`` that take half a second or more each on a 2-core machine (measured with
   ``pytest --durations=0``), marked ``slow`` so that ``make quick`` stays under a minute. A test marked
   ``@pytest.mark.slow`` in its own file needs no entry here.
 
-Each key is a test file, or a test in it (``file::name``, every parametrization); a key that names no
-collected test fails the run (conftest.py), so the lists cannot go stale.
+Each key is a test file, a test in it (``file::name``, every parametrization) or one parametrization
+(``file::name[id]``); a key that names no collected test fails the run (conftest.py), so the lists cannot go stale.
 """
 
 CI: dict[str, str] = {
@@ -22,6 +23,17 @@ CI: dict[str, str] = {
     "tests/test_runtime.py": "ExecuTorch lowering and its runtime (notebook 08 runs them in make test)",
     "tests/test_student_bundle.py::test_a_student_copy_runs_from_the_bundle": "starts a kernel on the learner's copy (the course folder's own copies run in make test)",
     "tests/test_wheelhouse.py::test_wheelhouse_installs_offline": "downloads every wheel from the package index",
+    # the test tools' own tests (nested pytest + nbval runs: make test runs both plugins on every notebook)
+    "tests/test_student_flow.py::test_the_student_flow_fails_each_wrong_blank_and_each_wrong_answer": "a nested pytest + nbval run",
+    "tests/test_student_flow.py::test_a_check_that_gives_no_verdict_fails": "a nested pytest + nbval run",
+    "tests/test_student_flow.py::test_an_answer_printed_above_its_exercise_fails": "a nested pytest + nbval run",
+    "tests/test_nbval_cpu_kind.py::test_outputs_are_compared_only_on_the_kind_that_printed_them": "a nested pytest + nbval run",
+    # CPU kinds: scripts/cpu_kind.sh (test_compiler_line_and_its_fix tests the doctor's line in process)
+    "tests/test_doctor.py::test_without_a_c_compiler_the_compiler_line_warns_with_the_fix": "the no-compiler kind (scripts/cpu_kind.sh nocc)",
+    # what make test's notebook runs already run
+    "tests/test_progress.py::test_simulated_learners_in_notebook_00": "notebook 00 four more times, one kernel per learner (nbval runs it)",
+    "tests/test_recipes.py::test_recipe_runs_alone_in_a_fresh_kernel[08_deploy_with_executorch-cell6]":
+        "ExecuTorch lowering in a fresh kernel (notebook 08 runs this recipe in make test)",
 }
 
 # Seconds each took (all its parametrizations) in `pytest --durations=0` on this 2-core machine while it was
