@@ -509,9 +509,10 @@ def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
     return report(name, False, f"row {worst}: got {a[worst].item():.6g}; compare with section 5's symmetric scale")
 
 
-# key -> (the answer as given, whether it passed, its hint) of the first filled prediction a predict-first check judged
-# in this Python process (a kernel); see _first_prediction_scored
-_FIRST_JUDGED: dict[str, tuple[Any, bool, str]] = {}
+# key -> [the answer as given, whether it passed, its hint] of the first filled prediction a predict-first check judged
+# in this Python process (a kernel; a test clears it to start as a fresh one); see _first_prediction_scored and
+# qhelpers.prediction_memory, which also keeps it beside the progress log, for a restarted kernel
+_FIRST_JUDGED: dict[str, list] = {}
 
 
 def _as_given(prediction: Any) -> Any:
@@ -535,10 +536,14 @@ def _first_prediction_scored(key: Callable[..., str]):
     well-formed prediction has missed, a *different* one is refused with a hint that the first is the one
     scored, since it was written after the measurement was shown; the same one again gets the same verdict, and a
     first prediction that passed leaves later ones to be judged as usual. A blank, and a malformed answer (the check
-    raises ``WrongAnswer``: one number, swapped or too wide bounds), is never remembered; a fresh kernel starts with
-    no memory.
+    raises ``WrongAnswer``: one number, swapped or too wide bounds), is never remembered. Where the learner's
+    progress log is kept (a notebook opened in Jupyter) the first prediction is also kept beside it
+    (``qhelpers.prediction_memory``), so that a restarted kernel still scores it; elsewhere (nbval, scripts) a
+    fresh process starts with no memory.
     """
     import functools
+
+    from .prediction_memory import recall, remember
 
     def decorate(check):
         @functools.wraps(check)
@@ -546,7 +551,9 @@ def _first_prediction_scored(key: Callable[..., str]):
             if not_filled(prediction) or (isinstance(prediction, (tuple, list)) and not_filled(*prediction)):
                 raise NotFilledIn("prediction")
             memory, given = key(*args, **kwargs), _as_given(prediction)
-            first = _FIRST_JUDGED.get(memory)
+            first = recall(_FIRST_JUDGED, memory)
+            if first is not None and isinstance(first[0], list):
+                first = [tuple(first[0]), *first[1:]]  # as _as_given gives it (JSON keeps a tuple as a list)
             if first is not None and not first[1] and given != first[0]:
                 return report(
                     "prediction", False,
@@ -555,7 +562,7 @@ def _first_prediction_scored(key: Callable[..., str]):
                     "one and work out what it missed",
                 )
             result = check(prediction, *args, **kwargs)  # a malformed answer raises WrongAnswer: not remembered
-            _FIRST_JUDGED.setdefault(memory, (given, bool(result), getattr(result, "detail", "")))
+            remember(_FIRST_JUDGED, memory, [given, bool(result), getattr(result, "detail", "")])
             return result
 
         return wrapper
