@@ -262,6 +262,17 @@ def latencies():
         copy_int8.load_state_dict(int8_model.state_dict())
     with qh.engine(ENGINE):
         q_copy = qh.measure_latency(copy_int8, x, **fast)
+    # course_int8 itself re-packed in place (its own state dict loaded back while another engine is active, review
+    # 02_r8), timed with the right engine active: the same object, the same digest, other kernels; then packed for
+    # ENGINE again after the timing, which does not change what was timed
+    inplace = {}
+    for e in qh.supported_engines():
+        with qh.engine(ENGINE):
+            model = copy.deepcopy(int8_model)
+        with qh.engine(e):
+            model.load_state_dict(model.state_dict())
+        with qh.engine(ENGINE):
+            inplace[e] = (model, qh.measure_latency(model, x, **fast))
     q_qnnpack = None
     if "qnnpack" in qh.supported_engines() and ENGINE != "qnnpack":
         # the notebook's course_qnnpack (qnnpack's qconfig, packed for qnnpack), timed with the right engine active
@@ -277,7 +288,7 @@ def latencies():
             "other weights": q_other_weights, "untrained": q_untrained, "qnnpack model": q_qnnpack,
             "identity": identity, "float cold": f_cold, "float warmup 1": f_warm1, "float batch 1": f_batch1, "int8 few runs": q_few, "int8 other engine": q_other,
             "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01}),
-            "float untrained": f_untrained, "int8 copy": q_copy,
+            "float untrained": f_untrained, "int8 copy": q_copy, "int8 repacked in place": inplace,
             "models": {"float": float_model, "int8": int8_model, "other weights": other_weights}}
 
 
@@ -340,6 +351,58 @@ def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, l
     assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
     ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": latencies["models"]["int8"]})
     assert not ok and "a copy of the INT8 model the task names" in out and "repack_for" in out
+
+
+def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(capsys, latencies):
+    """Review 02_r8: course_int8.load_state_dict(course_int8.state_dict()) with qnnpack active, then timed with
+    course_engine active: the same object and digest, but qnnpack's kernels (a slowdown). Refused, even when the
+    model is packed right again before the check: the packing recorded is the one timed."""
+    f = latencies["float"]
+    kernels = {e: latencies["int8 repacked in place"][e][1].packing for e in qh.supported_engines()}
+    assert kernels[ENGINE] == latencies["int8"].packing != ""
+    other = [e for e in qh.supported_engines() if kernels[e] != kernels[ENGINE]]
+    if "qnnpack" in qh.supported_engines() and ENGINE != "qnnpack":
+        assert "qnnpack" in other
+    if not other:
+        pytest.skip("every engine here packs the course model alike")
+    for e in other:
+        model, q = latencies["int8 repacked in place"][e]
+        assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
+        ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
+        assert not ok and "packed for another engine than" in out and "re-packs the model in place" in out, (e, out)
+        assert "load_state_dict" in out and "time it again" in out
+        with qh.engine(ENGINE):
+            model.load_state_dict(model.state_dict())  # packed right again, after the timing
+        ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
+        assert not ok and "packed for another engine than" in out
+    # a model packed as ENGINE packs it passes, whichever engine did the packing
+    for e in set(qh.supported_engines()) - set(other):
+        model, q = latencies["int8 repacked in place"][e]
+        ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
+        assert ok, (e, out)
+
+
+def test_packing_digest_tells_the_kernels_apart():
+    from qhelpers.latency import packing_digest
+
+    float_model = qh.load_course_model()
+    assert packing_digest(float_model) == ""
+    with qh.engine(ENGINE):
+        shipped = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+    digests = {}
+    for e in qh.supported_engines():
+        with qh.engine(e):
+            model = copy.deepcopy(shipped)
+            model.load_state_dict(shipped.state_dict())
+        digests[e] = packing_digest(model)
+        assert digests[e] == packing_digest(model) != ""  # the same model, the same digest
+    assert digests[ENGINE] == packing_digest(shipped)
+    kinds = {"qnnpack", "fbgemm", "onednn"} & set(digests)
+    assert len({digests[e] for e in kinds}) == len(kinds)  # three implementations, three digests
+    from qhelpers.latency import _packed_kernel
+
+    transposed = torch.ao.nn.quantized.ConvTranspose2d(2, 2, 3)
+    assert _packed_kernel(transposed._packed_params) == "not probed: weights of shape (2, 2, 3, 3)"
 
 
 def test_ex3_rejects_an_untrained_float_model(capsys, latencies):
