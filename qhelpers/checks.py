@@ -529,8 +529,10 @@ def _shown(given: Any) -> str:
     return f"({given[0]:g}, {given[1]:g})" if isinstance(given, tuple) and len(given) == 2 else str(given)
 
 
-def _first_prediction_scored(key: Callable[..., str]):
+def _first_prediction_scored(key: Callable[..., str], name: str = "prediction"):
     """Make a predict-first check score the first filled prediction it judges in this process (per ``key(...)``).
+
+    ``name``: what its verdict lines are called (the check's own ``report`` name).
 
     For a notebook cell that shows the measurement as soon as a well-formed prediction is filled in: once a first
     well-formed prediction has missed, a *different* one is refused with a hint that the first is the one
@@ -549,14 +551,14 @@ def _first_prediction_scored(key: Callable[..., str]):
         @functools.wraps(check)
         def wrapper(prediction: Any, *args: Any, **kwargs: Any):
             if not_filled(prediction) or (isinstance(prediction, (tuple, list)) and not_filled(*prediction)):
-                raise NotFilledIn("prediction")
+                raise NotFilledIn(name)
             memory, given = key(*args, **kwargs), _as_given(prediction)
             first = recall(_FIRST_JUDGED, memory)
             if first is not None and isinstance(first[0], list):
                 first = [tuple(first[0]), *first[1:]]  # as _as_given gives it (JSON keeps a tuple as a list)
             if first is not None and not first[1] and given != first[0]:
                 return report(
-                    "prediction", False,
+                    name, False,
                     f"your first prediction, {_shown(first[0])}, is the one scored: it missed ({first[2]}), and the cell "
                     "has shown the measurement since, so a range written after it is not a prediction. Keep the first "
                     "one and work out what it missed",
