@@ -193,7 +193,6 @@ def test_ex4_rejects_predicting_a_loss_int8_does_not_have(capsys):
 def test_ex4_a_top_one_image_below_float_is_inside_the_noise(capsys):
     # a range ending 0.1 points below float misses INT8 = float by one test image: inside the paired noise, a hit
     assert _judge((97.9, 98.7), FLOAT_ACC, INT8_ACC)
-    assert _judge((98.0, 98.6), FLOAT_ACC, INT8_ACC)  # 2 images: still the noise
     # a range that stops a hair below float but reaches down to a point of loss is refused for that instead
     rejected(capsys, _judge((97.0, 98.7), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
 
@@ -203,12 +202,26 @@ def test_ex4_rejects_a_top_the_noise_below_float_when_int8_lost_less(capsys):
     # Its top is only 0.3 below INT8 (the noise), but a range should reach float: a top 3 images or more below it is
     # refused while INT8 itself lost less than that
     out = rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, INT8_ACC), "stops 0.3 points (3 test images) below float",
-                   "predicts a loss", "INT8 matched float", "above your range", "should reach float", "at most 2 test images below it")
+                   "predicts a loss", "INT8 matched float", "above your range", "should reach float", "at most 1 test image below it")
     assert "correct" not in out
     rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, 98.6), "stops 0.3 points", "2 test images below float", "should reach float")
     # ... unless INT8 itself measured 3 images or more below float: then the usual rules judge it
     assert _judge((97.9, 98.5), FLOAT_ACC, 98.5)
     assert _judge((97.9, 98.5), FLOAT_ACC, 98.2)
+
+
+@pytest.mark.parametrize("prediction", [(98.0, 98.6), (97.85, 98.55), (97.95, 98.64)])
+def test_ex4_rejects_a_top_two_images_below_float_when_int8_lost_less(capsys, prediction):
+    # review 00_r12 finding 3: moving (97.9, 98.5) up by 0.05-0.1 dodged a refusal at 3 images; a top 2 images or more
+    # below float predicts a loss too (the bounds are read to one decimal)
+    rejected(capsys, _judge(prediction, FLOAT_ACC, INT8_ACC), "test images) below float", "predicts a loss", "should reach float")
+    rejected(capsys, _judge((98.0, 98.6), FLOAT_ACC, INT8_ACC), "stops 0.2 points (2 test images) below float")
+    assert _judge((98.1, 98.7), FLOAT_ACC, INT8_ACC)  # one image below float: reaches it
+
+
+def test_ex4_a_bound_a_hundredth_short_of_a_point_of_loss_holds_it(capsys):
+    # (97.81, 98.81) is read as (97.8, 98.8): it holds the one-point loss
+    rejected(capsys, _judge((97.81, 98.81), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
 
 
 def test_ex4_rejects_a_range_int8_beats_by_more_than_the_noise(capsys):
@@ -302,7 +315,7 @@ def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
 # The accuracy range alone can be written around the printed float accuracy without reasoning; the count of test
 # images whose predicted digit changes cannot: it takes the close-call rule (only inputs whose top two scores nearly
 # tie flip; an accurate model has few; flips both ways cancel in the accuracy). Notebook 00 measures 4 of 1,000 here
-# (2 each way; x86 and qnnpack alike); calibration draws and engines give CHANGED_SPREAD (docs/REFERENCES.md).
+# (2 each way; x86 and qnnpack alike); calibration draws and engines give 0-4 (docs/ANSWERS.md).
 
 CHANGED = 4
 N_IMAGES = 1000
