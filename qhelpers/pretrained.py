@@ -622,10 +622,11 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
             if mistake:
                 return report(name, False, mistake)
         elif not _near(p, int8_weight_bytes(model) / 1e6, rtol=2e-4):
+            # the expected value of the model the learner has not built is not shown: it would be an answer to copy
             return report(name, False, (
-                f"right on the float model you were given, but on {which} it gives {p:.6g} MB, not "
-                f"{int8_weight_bytes(model) / 1e6:.6g}: count the weights of the model passed in (a number measured on "
-                "an INT8 model fits that model only)"
+                f"right on the float model you were given, but on {which} it gives {p:.6g} MB, "
+                f"{'more' if p > int8_weight_bytes(model) / 1e6 else 'less'} than that model's INT8 weights: count the "
+                "weights of the model passed in (a number measured on an INT8 model fits that model only)"
             ))
     return report(name, True)
 
@@ -900,10 +901,11 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
             continue
         expected = 16 * channels_of(model) if backend == "fbgemm" else 0
         if not (abs(p - expected) < 16 if expected else p == 0):
+            # the expected value of the model the learner has not built is not shown: it would be an answer to copy
             return report(name, False, (
-                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, not "
-                f"{expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
-                "fits that model only)"
+                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, "
+                f"{'more' if p > expected else 'less'} than that model's: count the layers of the model passed in (a "
+                "number measured on an INT8 model fits that model only)"
             ))
     layers = _conv_linear(float_model)
     channels = sum(m.weight.shape[0] for m in layers)

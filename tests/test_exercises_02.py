@@ -119,6 +119,10 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
     assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
+    # review 02_r9 finding 2: the hint says which way it is off, never the unseen model's count (an answer to copy)
+    unseen = qh.int8_weight_bytes(qh.pretrained._unseen_float_model()) / 1e6 if hasattr(qh.pretrained, "_unseen_float_model") else None
+    assert "less than that model's INT8 weights" in out or "more than that model's INT8 weights" in out
+    assert unseen is None or f"{unseen:.6g}" not in out
 
 
 def _quantize_and_measure(model, row):
@@ -289,7 +293,7 @@ def latencies():
             "identity": identity, "float cold": f_cold, "float warmup 1": f_warm1, "float batch 1": f_batch1, "int8 few runs": q_few, "int8 other engine": q_other,
             "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01}),
             "float untrained": f_untrained, "int8 copy": q_copy, "int8 repacked in place": inplace,
-            "models": {"float": float_model, "int8": int8_model, "other weights": other_weights}}
+            "models": {"float": float_model, "int8": int8_model, "other weights": other_weights, "int8 copy": copy_int8}}
 
 
 def test_ex3_accepts_right_answer(capsys, latencies):
@@ -380,6 +384,16 @@ def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(cap
         model, q = latencies["int8 repacked in place"][e]
         ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
         assert ok, (e, out)
+
+
+def test_ex3_rejects_the_name_course_int8_rebound_to_a_copy_repacked_for_another_engine(capsys, latencies):
+    """Review 02_r9 finding 1: course_int8 = repack_for("qnnpack", course_int8, ...), then the solution and the check
+    cell's call: int8_model=course_int8 is then the copy itself, so the identity test passes, but its kernels do not."""
+    f, q = latencies["float"], latencies["int8 copy"]
+    copy_model = latencies["models"]["int8 copy"]
+    assert q.model_id == id(copy_model) and q.packing != latencies["int8"].packing
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": copy_model})
+    assert not ok and "packed for another engine than" in out
 
 
 def test_packing_digest_tells_the_kernels_apart():
@@ -510,6 +524,7 @@ def test_ex4_rejects_a_number_measured_on_the_int8_model(capsys, shufflenet):
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: measured if backend == "fbgemm" else 0, f, q)
     assert not ok and "right on the float model you were given" in out and "ShuffleNetV2 x1.0" in out and "model passed in" in out
+    assert ("less than that model's" in out or "more than that model's" in out) and ", not " not in out  # no count shown
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: 16 * _channels(f) if backend == "fbgemm" else 0, f, q)  # counts shuffle_float
     assert not ok and "model passed in" in out
 
@@ -536,7 +551,7 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
     assert not ok and "raised TypeError" in out and "predicted_bytes(model, backend)" in out
     unseen_wrong = lambda m, b: _right(m, b) if b == "fbgemm" or _channels(m) == _channels(f) else 16  # noqa: E731
     ok, out = run(qh.check_scale_bytes_prediction, capsys, unseen_wrong, f, q)  # wrong on the unseen model only
-    assert not ok and "with backend='qnnpack', on a float model you have not built" in out and "not 0" in out
+    assert not ok and "with backend='qnnpack', on a float model you have not built" in out and "more than that model's" in out
 
 
 def test_ex4_a_wrong_number_gets_its_mistake_named_too(capsys, shufflenet):
