@@ -639,17 +639,17 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
         hint = "you expected about the same SQNR: fewer bits mean a coarser grid and more noise"
     elif holds(proportional, printed * bits_to / bits_from, bits_to / bits_from):
         hint = (f"your range reaches {proportional:.1f} dB, what an SQNR proportional to the bit count would give, but it is"
-                " not proportional: each removed bit halves the step and costs a fixed 20 log10 2 = 6.02 dB")
+                " not proportional: each removed bit about halves the step and costs about 20 log10 2 = 6.02 dB")
     elif holds(five_per_bit, printed - 5.0 * (bits_from - bits_to), 1.0):
-        hint = (f"your range reaches {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit halves"
-                " the step and costs 20 log10 2 = 6.02 dB")
+        hint = (f"your range reaches {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit about halves"
+                " the step and costs about 20 log10 2 = 6.02 dB")
     elif low <= measured_db <= high:
         return report(name, True)
     elif high < measured_db:
         hint = "you expected more noise than the grid gives: count the dB that each removed bit costs"
     else:
         hint = ("you expected less noise than the grid gives: count the dB that each removed bit costs"
-                " (each bit halves the step: 20 log10 2 = 6.02 dB)")
+                " (each bit about halves the step: about 20 log10 2 = 6.02 dB)")
     if low <= measured_db <= high:  # right, and wrong too: the range does not tell them apart
         return report(name, False, f"measured {measured_db:.1f} dB, inside your range, and so is a wrong reasoning's value: {hint}; narrow it")
     return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")
