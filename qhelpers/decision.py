@@ -251,8 +251,8 @@ def recommend(
         "collect data, then PTQ",
         ptq_notebooks,
         "quantize_dynamic converts only Linear/LSTM/GRU layers and leaves Conv2d in float, so it leaves a CNN's compute "
-        "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ (notebook 03 "
-        "measures that about thirty suffice for the course model; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
+        "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ (with thirty, "
+        "at least six of eight draws came within 3 dB of the full set in notebook 03; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
         "convolutions: dynamic or weight-only INT8 (notebook 06) reach only its Linear layers (a small share of a CNN's "
         "multiply-adds; notebook 00 counts it), and cross-layer equalization (notebook 07) needs no data but sets "
         "weight ranges, not the activation ranges PTQ calibrates",
