@@ -509,9 +509,10 @@ def check_per_channel_scales(scales: Any, weight: torch.Tensor) -> bool:
     return report(name, False, f"row {worst}: got {a[worst].item():.6g}; compare with section 5's symmetric scale")
 
 
-# key -> (the answer as given, whether it passed, its hint) of the first filled prediction a predict-first check judged
-# in this Python process (a kernel); see _first_prediction_scored
-_FIRST_JUDGED: dict[str, tuple[Any, bool, str]] = {}
+# key -> [the answer as given, whether it passed, its hint] of the first filled prediction a predict-first check judged
+# in this Python process (a kernel; a test clears it to start as a fresh one); see _first_prediction_scored and
+# qhelpers.prediction_memory, which also keeps it beside the progress log, for a restarted kernel
+_FIRST_JUDGED: dict[str, list] = {}
 
 
 def _as_given(prediction: Any) -> Any:
@@ -528,34 +529,42 @@ def _shown(given: Any) -> str:
     return f"({given[0]:g}, {given[1]:g})" if isinstance(given, tuple) and len(given) == 2 else str(given)
 
 
-def _first_prediction_scored(key: Callable[..., str]):
+def _first_prediction_scored(key: Callable[..., str], name: str = "prediction"):
     """Make a predict-first check score the first filled prediction it judges in this process (per ``key(...)``).
+
+    ``name``: what its verdict lines are called (the check's own ``report`` name).
 
     For a notebook cell that shows the measurement as soon as a well-formed prediction is filled in: once a first
     well-formed prediction has missed, a *different* one is refused with a hint that the first is the one
     scored, since it was written after the measurement was shown; the same one again gets the same verdict, and a
     first prediction that passed leaves later ones to be judged as usual. A blank, and a malformed answer (the check
-    raises ``WrongAnswer``: one number, swapped or too wide bounds), is never remembered; a fresh kernel starts with
-    no memory.
+    raises ``WrongAnswer``: one number, swapped or too wide bounds), is never remembered. Where the learner's
+    progress log is kept (a notebook opened in Jupyter) the first prediction is also kept beside it
+    (``qhelpers.prediction_memory``), so that a restarted kernel still scores it; elsewhere (nbval, scripts) a
+    fresh process starts with no memory.
     """
     import functools
+
+    from .prediction_memory import recall, remember
 
     def decorate(check):
         @functools.wraps(check)
         def wrapper(prediction: Any, *args: Any, **kwargs: Any):
             if not_filled(prediction) or (isinstance(prediction, (tuple, list)) and not_filled(*prediction)):
-                raise NotFilledIn("prediction")
+                raise NotFilledIn(name)
             memory, given = key(*args, **kwargs), _as_given(prediction)
-            first = _FIRST_JUDGED.get(memory)
+            first = recall(_FIRST_JUDGED, memory)
+            if first is not None and isinstance(first[0], list):
+                first = [tuple(first[0]), *first[1:]]  # as _as_given gives it (JSON keeps a tuple as a list)
             if first is not None and not first[1] and given != first[0]:
                 return report(
-                    "prediction", False,
+                    name, False,
                     f"your first prediction, {_shown(first[0])}, is the one scored: it missed ({first[2]}), and the cell "
                     "has shown the measurement since, so a range written after it is not a prediction. Keep the first "
                     "one and work out what it missed",
                 )
             result = check(prediction, *args, **kwargs)  # a malformed answer raises WrongAnswer: not remembered
-            _FIRST_JUDGED.setdefault(memory, (given, bool(result), getattr(result, "detail", "")))
+            remember(_FIRST_JUDGED, memory, [given, bool(result), getattr(result, "detail", "")])
             return result
 
         return wrapper
@@ -630,17 +639,17 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
         hint = "you expected about the same SQNR: fewer bits mean a coarser grid and more noise"
     elif holds(proportional, printed * bits_to / bits_from, bits_to / bits_from):
         hint = (f"your range reaches {proportional:.1f} dB, what an SQNR proportional to the bit count would give, but it is"
-                " not proportional: each removed bit halves the step and costs a fixed 20 log10 2 = 6.02 dB")
+                " not proportional: each removed bit about halves the step and costs about 20 log10 2 = 6.02 dB")
     elif holds(five_per_bit, printed - 5.0 * (bits_from - bits_to), 1.0):
-        hint = (f"your range reaches {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit halves"
-                " the step and costs 20 log10 2 = 6.02 dB")
+        hint = (f"your range reaches {five_per_bit:.1f} dB, what 5 dB per removed bit would give: each removed bit about halves"
+                " the step and costs about 20 log10 2 = 6.02 dB")
     elif low <= measured_db <= high:
         return report(name, True)
     elif high < measured_db:
         hint = "you expected more noise than the grid gives: count the dB that each removed bit costs"
     else:
         hint = ("you expected less noise than the grid gives: count the dB that each removed bit costs"
-                " (each bit halves the step: 20 log10 2 = 6.02 dB)")
+                " (each bit about halves the step: about 20 log10 2 = 6.02 dB)")
     if low <= measured_db <= high:  # right, and wrong too: the range does not tell them apart
         return report(name, False, f"measured {measured_db:.1f} dB, inside your range, and so is a wrong reasoning's value: {hint}; narrow it")
     return report(name, False, f"measured {measured_db:.1f} dB, outside your range; {hint}")

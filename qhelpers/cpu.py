@@ -152,11 +152,13 @@ def supported_engines() -> list[str]:
     """Quantized engines this course can use here, e.g. ``['qnnpack', 'onednn', 'x86', 'fbgemm']`` on x86.
 
     Decided in one place for the whole course: torch's own list, minus
-    ``x86``/``fbgemm`` on a CPU that is not x86 (torch lists them on aarch64
-    Linux, but ``convert`` then fails with "unknown architecure"). When the
-    environment variable ``QHELPERS_ENGINE`` names an engine, only that engine
-    is offered: ``QHELPERS_ENGINE=qnnpack`` makes an x86 machine behave like an
-    ARM laptop, where ``qnnpack`` is the only eager-mode engine.
+    ``x86``/``fbgemm`` on a CPU that is not x86 (torch before a fix of April
+    2026, pytorch/pytorch#180679, listed them on aarch64 Linux, where
+    ``convert`` then fails with "unknown architecure"; torch 2.14 registers
+    them on x86-64 only). When the environment variable ``QHELPERS_ENGINE``
+    names an engine, only that engine is offered: ``QHELPERS_ENGINE=qnnpack``
+    gives an x86 machine the course's engine on ARM (ARM Linux builds offer
+    ``onednn`` too), not ARM's speed.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """

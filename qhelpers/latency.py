@@ -81,6 +81,51 @@ def state_dict_digest(state: dict) -> str:
     return h.hexdigest()
 
 
+def packing_digest(model: torch.nn.Module) -> str:
+    """A short hash of which kernels hold ``model``'s packed INT8 weights: FBGEMM's, QNNPACK's or oneDNN's.
+
+    A converted model packs each quantized Conv2d and Linear for the engine active when it was converted or its
+    state dict was loaded, and torch exposes no name for it. Each implementation is told apart by what it does
+    with an input it refuses (signed ``qint8`` activations of the right shape: FBGEMM's and QNNPACK's kernels name
+    themselves as they refuse it, oneDNN's Linear runs it), which runs no arithmetic that matters, so two models
+    packed alike give the same digest, and the same weights packed for another engine give another. "" for a model
+    without packed weights (float, or torchao's tensor subclasses). Used by ``Latency`` to record how the timed
+    weights were packed.
+    """
+    import warnings
+
+    h = hashlib.blake2b(digest_size=8)
+    found = False
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, module in model.named_modules():
+            packed = getattr(module, "_packed_params", None)
+            if packed is None or isinstance(packed, torch.nn.Module):  # a Linear's holder: its own module follows
+                continue
+            found = True
+            h.update(name.encode())
+            h.update(_packed_kernel(packed).encode())
+    return h.hexdigest() if found else ""
+
+
+def _packed_kernel(packed: object) -> str:
+    """What the packed weights ``packed`` do with a signed INT8 input of the right shape (see ``packing_digest``)."""
+    try:
+        weight = packed.unpack()[0]
+        if weight.dim() == 2:
+            x = torch.quantize_per_tensor(torch.zeros(1, weight.shape[1]), 1.0, 0, torch.qint8)
+            torch.ops.quantized.linear(x, packed, 1.0, 0)
+        elif weight.dim() == 4 and not packed.transpose():
+            groups, (kh, kw), (dh, dw) = packed.groups(), weight.shape[2:], packed.dilation()
+            x = torch.quantize_per_tensor(torch.zeros(1, weight.shape[1] * groups, dh * (kh - 1) + 2, dw * (kw - 1) + 2), 1.0, 0, torch.qint8)
+            torch.ops.quantized.conv2d(x, packed, 1.0, 0)
+        else:  # a transposed or 3-d convolution: not in the course's models, told apart by the shape alone
+            return f"not probed: weights of shape {tuple(weight.shape)}"
+        return "runs signed INT8 inputs"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 @dataclass(frozen=True)
 class Latency:
     """One latency measurement; times in milliseconds.
@@ -97,7 +142,8 @@ class Latency:
     function or a ScriptModule: which weights were timed) and ``model_id``
     (``id(model)``, 0 where the digest is "": which object was timed, so that a copy of a model with
     the same weights, perhaps packed for another engine, can be told apart;
-    not compared by ``==``).
+    not compared by ``==``) and ``packing`` (``packing_digest(model)`` when it was timed, "" for a model
+    without packed INT8 weights: how the timed weights were packed; not compared, not shown).
     """
 
     median_ms: float
@@ -114,6 +160,7 @@ class Latency:
     engine: str = ""
     weights_digest: str = ""
     model_id: int = field(default=0, compare=False)
+    packing: str = field(default="", compare=False, repr=False)
 
     def __str__(self) -> str:
         return (
@@ -240,4 +287,5 @@ def measure_latency(
         engine=torch.backends.quantized.engine,
         weights_digest=weights_digest(fn) if quantized is not None else "",
         model_id=id(fn) if quantized is not None else 0,
+        packing=packing_digest(fn) if quantized else "",
     )

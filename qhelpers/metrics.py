@@ -26,7 +26,7 @@ def _check_module(model: object) -> nn.Module:
 def predict(model: nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes and true labels (both int64 (N,)) over a loader of ``(images, labels)``.
 
-    Introduced in notebooks/03_post_training_quantization.ipynb.
+    Introduced in notebooks/00_start_here.ipynb (exercise 4 compares float and INT8 predictions image by image).
     """
     _check_module(model)
     preds, labels = [], []

@@ -36,7 +36,7 @@ from torch import nn
 from torchvision.models import Weights, WeightsEnum
 
 from . import data as _data
-from .latency import MIN_RUNS, Latency, state_dict_digest, weights_digest
+from .latency import MIN_RUNS, Latency, packing_digest, state_dict_digest, weights_digest
 from .checks import NotFilledIn, _blank_safe, not_filled, report
 from .environment import check_engine, default_engine, set_engine, supported_engines
 from .metrics import accuracy, count_parameters, model_size_bytes
@@ -622,10 +622,11 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
             if mistake:
                 return report(name, False, mistake)
         elif not _near(p, int8_weight_bytes(model) / 1e6, rtol=2e-4):
+            # the expected value of the model the learner has not built is not shown: it would be an answer to copy
             return report(name, False, (
-                f"right on the float model you were given, but on {which} it gives {p:.6g} MB, not "
-                f"{int8_weight_bytes(model) / 1e6:.6g}: count the weights of the model passed in (a number measured on "
-                "an INT8 model fits that model only)"
+                f"right on the float model you were given, but on {which} it gives {p:.6g} MB, "
+                f"{'more' if p > int8_weight_bytes(model) / 1e6 else 'less'} than that model's INT8 weights: count the "
+                "weights of the model passed in (a number measured on an INT8 model fits that model only)"
             ))
     return report(name, True)
 
@@ -702,10 +703,12 @@ def check_speedup(
     the INT8 measurement must also have timed that very object
     (``Latency.model_id``): a copy with the same weights loaded while
     another engine was active is packed for that engine, which neither the
-    digest nor the active engine shows. What it cannot see: how the
-    weights are packed (torch exposes no packing engine), so the same object
+    digest nor the active engine shows; and, when ``engine`` is given too,
+    with its weights packed as ``engine`` packs them (``Latency.packing``,
+    recorded when it was timed, against ``packing_digest`` of a copy of
+    ``int8_model`` loaded with ``engine`` active), so that the same object
     re-packed in place (its own state dict loaded back while another engine
-    is active) passes. Likewise the float measurement must
+    is active) is refused. Likewise the float measurement must
     have timed the weights of ``float_model`` (when given; for
     ``"CourseNet"`` by default the trained ``load_course_model()``), not an
     untrained model.
@@ -762,6 +765,15 @@ def check_speedup(
             "it timed a copy of the INT8 model the task names: the same weights, but a copy loaded while another engine "
             "was active is packed for that engine (section 5's repack_for); time the model object itself",
         )
+    if int8_model is not None and engine is not None and int8_latency.packing != _packing_for(int8_model, engine):
+        return report(
+            "int8_latency",
+            False,
+            f"it timed the INT8 model with its weights packed for another engine than {engine!r}: loading a state dict "
+            "while another engine is active re-packs the model in place, so it ran that engine's kernels. Load its "
+            f"state dict again with {engine!r} active (with qh.engine(...): model.load_state_dict(model.state_dict())), "
+            "or build it again, and time it again",
+        )
     hint = _other_weights(
         float_latency, float_model, (lambda: weights_digest(load_course_model())) if course else None,
         "a float model", "qh.load_course_model(), the trained float course model",
@@ -785,6 +797,16 @@ def check_speedup(
     if _near(s, float_latency.min_ms / int8_latency.min_ms):
         return report("speedup", False, "that uses the fastest runs; the task asks for the medians (.median_ms)")
     return report("speedup", False, "not the ratio of the two medians (.median_ms)")
+
+
+def _packing_for(model: nn.Module, engine: str) -> str:
+    """``packing_digest`` of a copy of ``model`` with its own state dict loaded while ``engine`` is active."""
+    from .environment import engine as active_engine
+
+    with active_engine(engine):
+        copied = copy.deepcopy(model)
+        copied.load_state_dict(model.state_dict())
+    return packing_digest(copied)
 
 
 def _conv_linear(model: nn.Module) -> list[nn.Module]:
@@ -879,10 +901,11 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
             continue
         expected = 16 * channels_of(model) if backend == "fbgemm" else 0
         if not (abs(p - expected) < 16 if expected else p == 0):
+            # the expected value of the model the learner has not built is not shown: it would be an answer to copy
             return report(name, False, (
-                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, not "
-                f"{expected:,}: count the layers of the model passed in (a number measured on an INT8 model "
-                "fits that model only)"
+                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, "
+                f"{'more' if p > expected else 'less'} than that model's: count the layers of the model passed in (a "
+                "number measured on an INT8 model fits that model only)"
             ))
     layers = _conv_linear(float_model)
     channels = sum(m.weight.shape[0] for m in layers)

@@ -26,7 +26,9 @@ be written never breaks a check.
     python -m qhelpers.progress collected/           # a teacher's folder of collected logs
     python -m qhelpers.progress a.jsonl b.jsonl
 
-The learner's name is ``QHELPERS_LEARNER`` if set, else ``user@host``.
+The learner's name is ``QHELPERS_LEARNER`` if set, else ``user@host``. Beside the log, the predict-first checks
+keep each exercise's first prediction in ``<learner>.first-predictions.json`` (``qhelpers.prediction_memory``),
+so that a restarted kernel still scores it; the table reads only ``*.jsonl``.
 """
 
 from __future__ import annotations

@@ -285,15 +285,19 @@ def check_prediction(name: str, low: Any, high: Any, measured: float, *, max_wid
     and ``too_high`` are hints (naming the likely mistake, not the answer) for
     a range entirely below or above the measurement.
 
-    The first range judged under ``name`` in this Python process is remembered (``_FIRST_PREDICTIONS``): a
-    prediction that missed shows the measurement, so a *different* range given afterwards is not judged again
-    but refused (the same range again gets the same verdict). A fresh kernel starts with no memory.
+    The first range judged under ``name`` is remembered (``_FIRST_PREDICTIONS`` in this Python process, and beside
+    the learner's progress log where one is kept, so that a restarted kernel remembers it too:
+    ``qhelpers.prediction_memory``): a prediction that missed shows the measurement, so a *different* range given
+    afterwards is not judged again but refused (the same range again gets the same verdict). Where no log is kept
+    (nbval, scripts) a fresh process starts with no memory.
 
     Introduced in notebooks/03_post_training_quantization.ipynb.
     """
+    from .prediction_memory import recall, remember
+
     lo, hi = read_range(name, (low, high), max_width=max_width, unit="")
-    first = _FIRST_PREDICTIONS.get(name)
-    if first is not None and not first[2] and (lo, hi) != first[:2]:
+    first = recall(_FIRST_PREDICTIONS, f"range {name}")
+    if first is not None and not first[2] and (lo, hi) != tuple(first[:2]):
         return report(
             name, False,
             f"your first prediction, {first[0]:g} to {first[1]:g}, missed, and the measurement has been shown since: a range "
@@ -301,7 +305,7 @@ def check_prediction(name: str, low: Any, high: Any, measured: float, *, max_wid
             f"{too_high if first[3] else too_low}".strip(),
         )
     below, above = measured < lo, measured > hi
-    _FIRST_PREDICTIONS.setdefault(name, (lo, hi, not (below or above), below))
+    remember(_FIRST_PREDICTIONS, f"range {name}", [lo, hi, not (below or above), below])
     if below:
         return report(name, False, f"measured {measured:.3g}, below your range. {too_high}".strip())
     if above:
@@ -309,6 +313,7 @@ def check_prediction(name: str, low: Any, high: Any, measured: float, *, max_wid
     return report(name, True)
 
 
-# name -> (low, high, whether it contained the measurement, whether the measurement was below it) of the first
-# prediction check_prediction judged under that name in this process
-_FIRST_PREDICTIONS: dict[str, tuple[float, float, bool, bool]] = {}
+# "range <name>" -> [low, high, whether it contained the measurement, whether the measurement was below it] of the
+# first prediction check_prediction judged under that name in this process (also kept beside the progress log:
+# qhelpers.prediction_memory)
+_FIRST_PREDICTIONS: dict[str, list] = {}

@@ -193,7 +193,6 @@ def test_ex4_rejects_predicting_a_loss_int8_does_not_have(capsys):
 def test_ex4_a_top_one_image_below_float_is_inside_the_noise(capsys):
     # a range ending 0.1 points below float misses INT8 = float by one test image: inside the paired noise, a hit
     assert _judge((97.9, 98.7), FLOAT_ACC, INT8_ACC)
-    assert _judge((98.0, 98.6), FLOAT_ACC, INT8_ACC)  # 2 images: still the noise
     # a range that stops a hair below float but reaches down to a point of loss is refused for that instead
     rejected(capsys, _judge((97.0, 98.7), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
 
@@ -203,12 +202,26 @@ def test_ex4_rejects_a_top_the_noise_below_float_when_int8_lost_less(capsys):
     # Its top is only 0.3 below INT8 (the noise), but a range should reach float: a top 3 images or more below it is
     # refused while INT8 itself lost less than that
     out = rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, INT8_ACC), "stops 0.3 points (3 test images) below float",
-                   "predicts a loss", "INT8 matched float", "above your range", "should reach float", "at most 2 test images below it")
+                   "predicts a loss", "INT8 matched float", "above your range", "should reach float", "at most 1 test image below it")
     assert "correct" not in out
     rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, 98.6), "stops 0.3 points", "2 test images below float", "should reach float")
     # ... unless INT8 itself measured 3 images or more below float: then the usual rules judge it
     assert _judge((97.9, 98.5), FLOAT_ACC, 98.5)
     assert _judge((97.9, 98.5), FLOAT_ACC, 98.2)
+
+
+@pytest.mark.parametrize("prediction", [(98.0, 98.6), (97.85, 98.55), (97.95, 98.64)])
+def test_ex4_rejects_a_top_two_images_below_float_when_int8_lost_less(capsys, prediction):
+    # review 00_r12 finding 3: moving (97.9, 98.5) up by 0.05-0.1 dodged a refusal at 3 images; a top 2 images or more
+    # below float predicts a loss too (the bounds are read to one decimal)
+    rejected(capsys, _judge(prediction, FLOAT_ACC, INT8_ACC), "test images) below float", "predicts a loss", "should reach float")
+    rejected(capsys, _judge((98.0, 98.6), FLOAT_ACC, INT8_ACC), "stops 0.2 points (2 test images) below float")
+    assert _judge((98.1, 98.7), FLOAT_ACC, INT8_ACC)  # one image below float: reaches it
+
+
+def test_ex4_a_bound_a_hundredth_short_of_a_point_of_loss_holds_it(capsys):
+    # (97.81, 98.81) is read as (97.8, 98.8): it holds the one-point loss
+    rejected(capsys, _judge((97.81, 98.81), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
 
 
 def test_ex4_rejects_a_range_int8_beats_by_more_than_the_noise(capsys):
@@ -296,6 +309,105 @@ def test_ex4_gate_measures_only_a_well_formed_prediction(capsys):
 def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
     assert not qh.int8_prediction_ready(blank, FLOAT_ACC)
     assert "not filled in yet" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- exercise 4: how many predictions INT8 changes
+# The accuracy range alone can be written around the printed float accuracy without reasoning; the count of test
+# images whose predicted digit changes cannot: it takes the close-call rule (only inputs whose top two scores nearly
+# tie flip; an accurate model has few; flips both ways cancel in the accuracy). Notebook 00 measures 4 of 1,000 here
+# (2 each way; x86 and qnnpack alike); calibration draws and engines give 0-4 (docs/ANSWERS.md).
+
+CHANGED = 4
+N_IMAGES = 1000
+CHANGED_SPREAD = range(1, 13)
+
+
+def _changed(prediction, changed=CHANGED):
+    """The check in a fresh kernel: each call here is a first prediction."""
+    checks._FIRST_JUDGED.clear()
+    return qh.check_changed_prediction(prediction, changed, N_IMAGES)
+
+
+@pytest.mark.parametrize("changed", CHANGED_SPREAD)
+def test_ex4_count_accepts_the_solution_whatever_the_draw_and_engine(capsys, changed):
+    assert _changed((2, 8), changed)  # the solution
+    assert _changed((1, 9), changed) or changed > 9
+
+
+@pytest.mark.parametrize("prediction", [(3, 5), (4, 4), (2, 6), (1, 5)])
+def test_ex4_count_accepts_a_handful_of_close_calls(capsys, prediction):
+    assert _changed(prediction)
+
+
+def test_ex4_count_rejects_nothing_changes(capsys):
+    # "the accuracy will not move, so no prediction changes": equal accuracies are not equal predictions
+    out = rejected(capsys, _changed((0, 0)), "4 of the 1,000 test images changed", "holds 0",
+                   "equal accuracies do not mean equal predictions", "close calls")
+    assert "narrow the range" not in out
+
+
+def test_ex4_count_rejects_a_range_holding_the_count_and_nothing_changes(capsys):
+    rejected(capsys, _changed((0, 5)), "within a factor of two", "holds 0", "narrow the range")
+    rejected(capsys, _changed((0, 2)), "holds 0", "narrow the range")
+
+
+def test_ex4_count_rejects_imagenets_loss_carried_over(capsys):
+    # a point or two of 1,000 images: 10-20 images
+    out = rejected(capsys, _changed((10, 20)), "reaches 10 images", "ImageNet's 1-2 points", "close calls")
+    assert "narrow the range" not in out
+    rejected(capsys, _changed((3, 12)), "within a factor of two", "reaches 10 images", "narrow the range")
+
+
+def test_ex4_count_rejects_many_changes(capsys):
+    # "INT8 moves every score, so many predictions change"
+    out = rejected(capsys, _changed((100, 110)), "more changes than", "close call")
+    assert "ImageNet" not in out
+    rejected(capsys, _changed((12, 20)), "more changes than")
+
+
+def test_ex4_count_rejects_too_few(capsys):
+    rejected(capsys, _changed((1, 1)), "fewer changes", "right by a small margin")
+    rejected(capsys, _changed((1, 1), 12), "fewer changes")
+
+
+def test_ex4_count_a_wrong_reasonings_value_is_wrong_only_where_the_measurement_is_far_from_it(capsys):
+    # 0 is no mistake where INT8 changed (next to) nothing; 10 is none where it changed about that many
+    assert _changed((0, 2), 0)
+    assert _changed((0, 0), 1)
+    assert _changed((5, 12), 6)
+    assert _changed((10, 20), 12)
+
+
+def test_ex4_count_scores_the_first_prediction(capsys):
+    rejected(capsys, qh.check_changed_prediction((0, 0), CHANGED, N_IMAGES), "holds 0")
+    rejected(capsys, qh.check_changed_prediction((2, 8), CHANGED, N_IMAGES),
+             "changed prediction", "your first prediction, (0, 0), is the one scored", "Keep the first one")
+    rejected(capsys, qh.check_changed_prediction((0, 0), CHANGED, N_IMAGES), "holds 0")  # the same: the same verdict
+    checks._FIRST_JUDGED.clear()
+    rejected(capsys, qh.check_changed_prediction(..., CHANGED, N_IMAGES), "changed prediction: not filled in yet")
+    assert qh.check_changed_prediction((2, 8), CHANGED, N_IMAGES)
+
+
+def test_ex4_count_gate_measures_only_a_well_formed_prediction(capsys):
+    assert qh.changed_prediction_ready((2, 8), N_IMAGES)
+    assert qh.changed_prediction_ready((0, 10), N_IMAGES) and qh.changed_prediction_ready((3.0, 3.0), N_IMAGES)
+    assert capsys.readouterr().out == ""
+    rejected(capsys, qh.changed_prediction_ready(5, N_IMAGES), "two numbers, not one value")
+    rejected(capsys, qh.changed_prediction_ready((2.5, 4), N_IMAGES), "whole numbers")
+    rejected(capsys, qh.changed_prediction_ready((-1, 3), N_IMAGES), "from 0 to 1,000")
+    rejected(capsys, qh.changed_prediction_ready((995, 1001), N_IMAGES), "from 0 to 1,000")
+    rejected(capsys, qh.changed_prediction_ready((8, 2), N_IMAGES), "swap")
+    rejected(capsys, qh.changed_prediction_ready((0, 30), N_IMAGES), "predicts little", "at most 10 images")
+    rejected(capsys, qh.changed_prediction_ready(("two", "eight"), N_IMAGES), "pair of numbers")
+    # the check itself refuses the same, before comparing (and remembers nothing)
+    rejected(capsys, _changed((2.5, 4)), "whole numbers")
+    assert qh.check_changed_prediction((2, 8), CHANGED, N_IMAGES)
+
+
+@pytest.mark.parametrize("blank", [..., None, (..., ...)])
+def test_ex4_count_gate_blank_says_not_filled_in(capsys, blank):
+    assert not qh.changed_prediction_ready(blank, N_IMAGES)
+    assert "changed prediction: not filled in yet" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- recommend() for Linear/LSTM models

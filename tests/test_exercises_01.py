@@ -160,6 +160,133 @@ def test_ex1_memory_is_per_measurement(capsys):
     assert qh.check_sqnr_prediction((24.0, 28.5), 27.0, reference_db=REF_8BIT, bits_from=8, bits_to=6)
 
 
+# ----------------------------------------------------------------------------- exercise 1: the first prediction survives a restart
+# Where the learner's progress log is kept (a notebook in Jupyter; here QHELPERS_PROGRESS on a tmp folder) the first
+# well-formed prediction is also kept beside it (qhelpers.prediction_memory): a restarted kernel still scores it.
+
+
+@pytest.fixture
+def kept(tmp_path, monkeypatch):
+    """A learner's log folder on tmp: the memory file the checks keep there, and nothing said yet in this process."""
+    from qhelpers import prediction_memory
+
+    monkeypatch.setenv("QHELPERS_PROGRESS", str(tmp_path / "logs" / "ada.jsonl"))
+    monkeypatch.setattr(prediction_memory, "_SAID", set())
+    return tmp_path / "logs" / "ada.first-predictions.json"
+
+
+def _restart():
+    """What a kernel restart does to the checks: their in-process memory is gone."""
+    from qhelpers import ptq_checks
+
+    checks._FIRST_JUDGED.clear()
+    ptq_checks._FIRST_PREDICTIONS.clear()
+
+
+def test_ex1_first_prediction_is_kept_beside_the_progress_log(capsys, kept):
+    first = rejected(capsys, _predict((20.0, 25.0)), "outside your range", "less noise")
+    assert kept.exists() and (kept.parent / "ada.jsonl").exists()
+    assert list(kept.parent.glob("*.jsonl")) == [kept.parent / "ada.jsonl"]  # the teacher's table reads *.jsonl only
+    _restart()
+    # the same answer after a restart: judged again, the same verdict, byte for byte (a second "Run All")
+    assert rejected(capsys, _predict((20.0, 25.0)), "outside your range") == first
+    _restart()
+    # a different answer after a restart is a later try, and the verdict says so
+    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, (20, 25), is the one scored", "Keep the first one")
+
+
+def test_ex1_a_right_first_prediction_after_a_restart_leaves_later_ones_judged_as_usual(capsys, kept):
+    assert _predict((12.0, 17.0))
+    out = capsys.readouterr().out
+    _restart()
+    assert _predict((12.0, 17.0))
+    assert capsys.readouterr().out == out
+    _restart()
+    rejected(capsys, _predict((18.0, 21.0)), "not proportional")
+    assert "first prediction" not in capsys.readouterr().out
+
+
+def test_ex1_the_memory_is_per_notebook_file(capsys, kept, monkeypatch):
+    # the solution notebook and the student copy keep their first predictions apart (JupyterLab names the file)
+    monkeypatch.setenv("JPY_SESSION_NAME", "student/01_manual_tensor_quantization.ipynb")
+    rejected(capsys, _predict((20.0, 25.0)), "outside your range")
+    _restart()
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/01_manual_tensor_quantization.ipynb")
+    assert _predict((12.0, 17.0))
+    _restart()
+    monkeypatch.setenv("JPY_SESSION_NAME", "student/01_manual_tensor_quantization.ipynb")
+    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, (20, 25), is the one scored")
+
+
+def test_ex1_an_unwritable_folder_says_so_in_one_line_and_the_check_still_works(capsys, tmp_path, monkeypatch):
+    from qhelpers import prediction_memory
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the log folder should be")
+    monkeypatch.setenv("QHELPERS_PROGRESS", str(blocker / "ada.jsonl"))
+    monkeypatch.setattr(prediction_memory, "_SAID", set())
+    out = rejected(capsys, _predict((20.0, 25.0)), "outside your range")
+    notes = [line for line in out.splitlines() if line.startswith("(note:")]
+    assert len(notes) == 1 and "could not keep your first prediction" in notes[0] and "until this kernel restarts" in notes[0], out
+    # this kernel still remembers it, and the note is not repeated
+    out = rejected(capsys, _predict((12.0, 17.0)), "your first prediction, (20, 25), is the one scored")
+    assert "(note:" not in out
+    assert qh.check_sqnr_prediction((24.0, 28.5), 27.0, reference_db=REF_8BIT, bits_from=8, bits_to=6)
+    assert "(note:" not in capsys.readouterr().out
+
+
+def test_ex1_an_unreadable_memory_file_says_so_and_the_check_still_works(capsys, kept):
+    kept.mkdir(parents=True)  # a folder where the file should be: reading it fails
+    out = rejected(capsys, _predict((20.0, 25.0)), "outside your range", "could not read the first predictions")
+    assert sum(line.startswith("(note:") for line in out.splitlines()) == 2  # cannot read it, cannot write it
+    rejected(capsys, _predict((12.0, 17.0)), "your first prediction, (20, 25), is the one scored")
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]", '{"format": "something else", "first": {}}'])
+def test_ex1_a_damaged_memory_file_is_said_once_and_written_afresh(capsys, kept, damage):
+    kept.parent.mkdir(parents=True)
+    kept.write_text(damage)
+    out = rejected(capsys, _predict((20.0, 25.0)), "outside your range", "is damaged", "written afresh")
+    assert sum(line.startswith("(note:") for line in out.splitlines()) == 1
+    _restart()
+    out = rejected(capsys, _predict((12.0, 17.0)), "your first prediction, (20, 25), is the one scored")
+    assert "(note:" not in out
+
+
+@pytest.mark.slow
+def test_ex1_a_restart_in_a_new_process_still_scores_the_first_prediction(tmp_path):
+    # a real restart: two Python processes, one after the other, with the same log folder
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import qhelpers as qh, sys; qh.check_sqnr_prediction((float(sys.argv[1]), float(sys.argv[2])), 14.4, "
+            "reference_db=39.0, bits_from=8, bits_to=4)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "JPY_SESSION_NAME")}
+    env.update(QHELPERS_PROGRESS=str(tmp_path / "ada.jsonl"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+
+    def run(low, high):
+        return subprocess.run([sys.executable, "-c", code, str(low), str(high)], env=env, capture_output=True,
+                              text=True, timeout=300, check=True).stdout
+
+    first = run(20.0, 25.0)
+    assert "outside your range" in first and "(note:" not in first
+    assert run(20.0, 25.0) == first
+    later = run(12.0, 17.0)
+    assert "your first prediction, (20, 25), is the one scored" in later and "correct" not in later
+
+
+def test_ptq_range_check_keeps_its_first_prediction_across_a_restart(capsys, kept):
+    # notebooks 03 and 04's check_prediction uses the same memory
+    rejected(capsys, qh.check_prediction("sqnr", 10.0, 12.0, 20.0, max_width=6.0, too_low="too low"), "above your range")
+    _restart()
+    rejected(capsys, qh.check_prediction("sqnr", 18.0, 22.0, 20.0, max_width=6.0, too_low="too low"),
+             "your first prediction, 10 to 12, missed", "too low")
+    _restart()
+    rejected(capsys, qh.check_prediction("sqnr", 10.0, 12.0, 20.0, max_width=6.0, too_low="too low"), "above your range")
+
+
 # ----------------------------------------------------------------------------- exercise 2: a function t -> (scale, zero_point)
 
 

@@ -119,6 +119,10 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
     assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
+    # review 02_r9 finding 2: the hint says which way it is off, never the unseen model's count (an answer to copy)
+    unseen = qh.int8_weight_bytes(qh.pretrained._unseen_float_model()) / 1e6 if hasattr(qh.pretrained, "_unseen_float_model") else None
+    assert "less than that model's INT8 weights" in out or "more than that model's INT8 weights" in out
+    assert unseen is None or f"{unseen:.6g}" not in out
 
 
 def _quantize_and_measure(model, row):
@@ -262,6 +266,17 @@ def latencies():
         copy_int8.load_state_dict(int8_model.state_dict())
     with qh.engine(ENGINE):
         q_copy = qh.measure_latency(copy_int8, x, **fast)
+    # course_int8 itself re-packed in place (its own state dict loaded back while another engine is active, review
+    # 02_r8), timed with the right engine active: the same object, the same digest, other kernels; then packed for
+    # ENGINE again after the timing, which does not change what was timed
+    inplace = {}
+    for e in qh.supported_engines():
+        with qh.engine(ENGINE):
+            model = copy.deepcopy(int8_model)
+        with qh.engine(e):
+            model.load_state_dict(model.state_dict())
+        with qh.engine(ENGINE):
+            inplace[e] = (model, qh.measure_latency(model, x, **fast))
     q_qnnpack = None
     if "qnnpack" in qh.supported_engines() and ENGINE != "qnnpack":
         # the notebook's course_qnnpack (qnnpack's qconfig, packed for qnnpack), timed with the right engine active
@@ -277,8 +292,8 @@ def latencies():
             "other weights": q_other_weights, "untrained": q_untrained, "qnnpack model": q_qnnpack,
             "identity": identity, "float cold": f_cold, "float warmup 1": f_warm1, "float batch 1": f_batch1, "int8 few runs": q_few, "int8 other engine": q_other,
             "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01}),
-            "float untrained": f_untrained, "int8 copy": q_copy,
-            "models": {"float": float_model, "int8": int8_model, "other weights": other_weights}}
+            "float untrained": f_untrained, "int8 copy": q_copy, "int8 repacked in place": inplace,
+            "models": {"float": float_model, "int8": int8_model, "other weights": other_weights, "int8 copy": copy_int8}}
 
 
 def test_ex3_accepts_right_answer(capsys, latencies):
@@ -340,6 +355,68 @@ def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, l
     assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
     ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": latencies["models"]["int8"]})
     assert not ok and "a copy of the INT8 model the task names" in out and "repack_for" in out
+
+
+def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(capsys, latencies):
+    """Review 02_r8: course_int8.load_state_dict(course_int8.state_dict()) with qnnpack active, then timed with
+    course_engine active: the same object and digest, but qnnpack's kernels (a slowdown). Refused, even when the
+    model is packed right again before the check: the packing recorded is the one timed."""
+    f = latencies["float"]
+    kernels = {e: latencies["int8 repacked in place"][e][1].packing for e in qh.supported_engines()}
+    assert kernels[ENGINE] == latencies["int8"].packing != ""
+    other = [e for e in qh.supported_engines() if kernels[e] != kernels[ENGINE]]
+    if "qnnpack" in qh.supported_engines() and ENGINE != "qnnpack":
+        assert "qnnpack" in other
+    if not other:
+        pytest.skip("every engine here packs the course model alike")
+    for e in other:
+        model, q = latencies["int8 repacked in place"][e]
+        assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
+        ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
+        assert not ok and "packed for another engine than" in out and "re-packs the model in place" in out, (e, out)
+        assert "load_state_dict" in out and "time it again" in out
+        with qh.engine(ENGINE):
+            model.load_state_dict(model.state_dict())  # packed right again, after the timing
+        ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
+        assert not ok and "packed for another engine than" in out
+    # a model packed as ENGINE packs it passes, whichever engine did the packing
+    for e in set(qh.supported_engines()) - set(other):
+        model, q = latencies["int8 repacked in place"][e]
+        ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": model})
+        assert ok, (e, out)
+
+
+def test_ex3_rejects_the_name_course_int8_rebound_to_a_copy_repacked_for_another_engine(capsys, latencies):
+    """Review 02_r9 finding 1: course_int8 = repack_for("qnnpack", course_int8, ...), then the solution and the check
+    cell's call: int8_model=course_int8 is then the copy itself, so the identity test passes, but its kernels do not."""
+    f, q = latencies["float"], latencies["int8 copy"]
+    copy_model = latencies["models"]["int8 copy"]
+    assert q.model_id == id(copy_model) and q.packing != latencies["int8"].packing
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": copy_model})
+    assert not ok and "packed for another engine than" in out
+
+
+def test_packing_digest_tells_the_kernels_apart():
+    from qhelpers.latency import packing_digest
+
+    float_model = qh.load_course_model()
+    assert packing_digest(float_model) == ""
+    with qh.engine(ENGINE):
+        shipped = qh.course_net(weights=qh.CourseNet_QuantizedWeights.DEFAULT, quantize=True)
+    digests = {}
+    for e in qh.supported_engines():
+        with qh.engine(e):
+            model = copy.deepcopy(shipped)
+            model.load_state_dict(shipped.state_dict())
+        digests[e] = packing_digest(model)
+        assert digests[e] == packing_digest(model) != ""  # the same model, the same digest
+    assert digests[ENGINE] == packing_digest(shipped)
+    kinds = {"qnnpack", "fbgemm", "onednn"} & set(digests)
+    assert len({digests[e] for e in kinds}) == len(kinds)  # three implementations, three digests
+    from qhelpers.latency import _packed_kernel
+
+    transposed = torch.ao.nn.quantized.ConvTranspose2d(2, 2, 3)
+    assert _packed_kernel(transposed._packed_params) == "not probed: weights of shape (2, 2, 3, 3)"
 
 
 def test_ex3_rejects_an_untrained_float_model(capsys, latencies):
@@ -447,6 +524,7 @@ def test_ex4_rejects_a_number_measured_on_the_int8_model(capsys, shufflenet):
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: measured if backend == "fbgemm" else 0, f, q)
     assert not ok and "right on the float model you were given" in out and "ShuffleNetV2 x1.0" in out and "model passed in" in out
+    assert ("less than that model's" in out or "more than that model's" in out) and ", not " not in out  # no count shown
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: 16 * _channels(f) if backend == "fbgemm" else 0, f, q)  # counts shuffle_float
     assert not ok and "model passed in" in out
 
@@ -473,7 +551,7 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
     assert not ok and "raised TypeError" in out and "predicted_bytes(model, backend)" in out
     unseen_wrong = lambda m, b: _right(m, b) if b == "fbgemm" or _channels(m) == _channels(f) else 16  # noqa: E731
     ok, out = run(qh.check_scale_bytes_prediction, capsys, unseen_wrong, f, q)  # wrong on the unseen model only
-    assert not ok and "with backend='qnnpack', on a float model you have not built" in out and "not 0" in out
+    assert not ok and "with backend='qnnpack', on a float model you have not built" in out and "more than that model's" in out
 
 
 def test_ex4_a_wrong_number_gets_its_mistake_named_too(capsys, shufflenet):
