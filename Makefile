@@ -10,6 +10,7 @@
 #   make test-ci  the rest, for CI (.ci/run): browser, Node wrapper, packaging install, killed runs,
 #                 ExecuTorch lowering, the nested nbval runs (the test tools' own tests), the no-compiler kind,
 #                 notebook 00's simulated classroom, the wheelhouse (needs the package index)
+#   make test-recipes  the recipe cells on models they were not written for (counts, SQNR, refusals); in test-ci
 # No test target installs system packages: `make setup-dev` does (Chromium, Debian's qemu-user).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -19,7 +20,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student student-bundle html slides wheelhouse clean
+.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-recipes test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student student-bundle html slides wheelhouse clean
 
 setup: $(STAMP)
 
@@ -80,6 +81,12 @@ test: $(DEVSTAMP)
 test-ci: $(DEVSTAMP)
 	$(PY) -m pytest -q $(TIER_CI) tests
 	bash scripts/run_node_tests.sh
+
+# The recipe cells (tag "recipe") on models they were not written for: torchvision classifiers, a residual `+`,
+# ReLU6, an nn.Conv2d subclass, an LSTM, a Transformer; the counts and SQNR each reports, and each refusal's
+# message. About 5 minutes on 2 cores; part of test-ci (tests/tiers.py).
+test-recipes: $(DEVSTAMP)
+	$(PY) -m pytest -q tests/test_recipe_models.py
 
 # The inner loop, under a minute on 2 cores: no notebooks, nothing slow (tests/tiers.py), no browser or network.
 quick: $(DEVSTAMP)
