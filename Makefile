@@ -18,7 +18,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html slides wheelhouse clean
+.PHONY: setup setup-08 setup-dev lab hub hub-root doctor progress test test-ci test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student html slides wheelhouse clean
 
 setup: $(STAMP)
 
@@ -43,8 +43,11 @@ $(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 setup-08: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -r requirements-deploy.txt
 
-$(DEVSTAMP): $(STAMP) requirements-dev.txt requirements-server.txt
+$(DEVSTAMP): $(STAMP) requirements-dev.txt requirements-server.txt requirements-hub.txt hub/package-lock.json
 	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
+	@# the classroom server's proxy (tests/test_hub.py), into hub/node_modules
+	@if command -v npm >/dev/null; then npm ci --prefix hub --no-audit --no-fund --loglevel=error; \
+	  else echo "setup-dev: npm is missing: tests/test_hub.py (the classroom server) will be skipped (Debian: apt-get install nodejs npm)"; fi
 	@# Debian's qemu-user: the emulated Haswell of make test-cpus (installed as root with apt, else a hint)
 	@command -v qemu-x86_64 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q >/dev/null \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null; } \
@@ -59,6 +62,30 @@ LAB_OPEN  := student/00_start_here.ipynb
 lab: $(STAMP)
 	$(PY) scripts/lab_settings.py
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) --ServerApp.root_dir="$(CURDIR)" $(LAB_OPEN)
+
+# The classroom server (docs/WORKSHOP.md, "A classroom server"): JupyterHub on port 8000 for a room, as root (it
+# creates one system user per learner, qh-<name>, so that no learner can read another's folder; there is no
+# non-root mode, where every learner would be the same user). The room's password is in HUB_PASSWORD_FILE
+# (chmod 600) or QHELPERS_HUB_PASSWORD; learners' folders in HUB_DIR. Installs requirements-hub.txt into the
+# venv and the proxy (hub/package-lock.json) into hub/node_modules with npm.
+HUB_DIR ?= /srv/qhelpers-hub
+HUBSTAMP := $(VENV)/.installed-hub
+hub: hub-root $(HUBSTAMP) hub/node_modules/.bin/configurable-http-proxy
+	$(PY) scripts/lab_settings.py
+	QHELPERS_HUB_DIR="$(HUB_DIR)" $(if $(HUB_PASSWORD_FILE),QHELPERS_HUB_PASSWORD_FILE="$(HUB_PASSWORD_FILE)") \
+	  $(VENV)/bin/jupyterhub -f hub/jupyterhub_config.py
+
+hub-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make hub: run it as root (sudo make hub HUB_PASSWORD_FILE=/root/room-password): the hub creates a system user per learner so that no learner can read another's folder"; exit 1; }
+
+$(HUBSTAMP): $(STAMP) requirements-hub.txt
+	$(PY) -m pip install --disable-pip-version-check -r requirements-hub.txt
+	touch $(HUBSTAMP)
+
+hub/node_modules/.bin/configurable-http-proxy: hub/package.json hub/package-lock.json
+	@command -v npm >/dev/null || { echo "make hub: npm is missing (Debian/Ubuntu: apt-get install nodejs npm; Node 20 or later)"; exit 1; }
+	npm ci --prefix hub --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The 2-minute laptop check of a workshop morning (OK, or what is wrong and how to fix it).
 doctor: $(STAMP)
