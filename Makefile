@@ -7,7 +7,7 @@
 #   make quick    the inner loop, under a minute: the unit tests that take well under a second each
 #   make test     the README's command, about 13.5 minutes on 2 quiet cores with AVX512-VNNI, 18 on an AVX2-only EPYC, after setup (measured; budget 12): every unit test except the
 #                 CI tier, and every notebook run strictly (nbval) with the student flow
-#   make test-ci  the rest, for CI (.ci/run): browser, Node wrapper, packaging install, killed runs,
+#   make test-ci  the rest, for CI (.ci/run): browser, the classroom server (root), Node wrapper, packaging install, killed runs,
 #                 ExecuTorch lowering, the nested nbval run, the wheelhouse (needs the package index)
 # No test target installs system packages: `make setup-dev` does (Chromium, Debian's qemu-user).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

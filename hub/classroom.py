@@ -113,6 +113,7 @@ def learner_env(env: dict, *, name: str, folder: Path, data: Path, threads: int 
     for var in THREAD_VARS:
         env[var] = str(threads)
     env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # torch.compile builds in the kernel, not in a pool of workers
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder) / ".cache" / "torchinductor")  # in the learner's folder, not /tmp
     env["QHELPERS_LEARNER"] = name
     env["QHELPERS_PROGRESS"] = str(Path(folder) / "progress") + os.sep
     env["QHELPERS_DATA"] = str(data)

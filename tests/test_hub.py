@@ -1,4 +1,4 @@
-"""The classroom server (``make hub``, ``hub/``): its parts here; the whole hub in Chromium in test_hub_browser.py."""
+"""The classroom server (``make hub``, ``hub/``): its parts here; the whole hub, in Chromium, in test_hub_browser.py (CI tier)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_closed_folders_on_the_way_are_named(tmp_path):
 def test_learner_env_limits_threads_and_names_the_log(tmp_path):
     env = classroom.learner_env({"PATH": "/bin", "OMP_NUM_THREADS": "16"}, name="ada", folder=tmp_path, data=REPO / "data", threads=2, memory=2**30)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
-    assert env["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
+    assert env["TORCHINDUCTOR_COMPILE_THREADS"] == "1" and env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
     assert env["QHELPERS_LEARNER"] == "ada" and env["QHELPERS_PROGRESS"] == str(tmp_path / "progress") + os.sep
     assert env["QHELPERS_DATA"] == str(REPO / "data") and env["PATH"] == "/bin"
     assert env[classroom.MEMORY_ENV] == str(2**30)
