@@ -112,6 +112,7 @@ def learner_env(env: dict, *, name: str, folder: Path, data: Path, threads: int 
     env = dict(env)
     for var in THREAD_VARS:
         env[var] = str(threads)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # a thread waiting for its pair sleeps: on a shared server spinning burns others' CPU
     env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # torch.compile builds in the kernel, not in a pool of workers
     env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder) / ".cache" / "torchinductor")  # in the learner's folder, not /tmp
     env["QHELPERS_LEARNER"] = name
@@ -173,6 +174,21 @@ def prepare_folder(folder: Path, course: Path, uid: int, gid: int) -> None:
     os.chown(progress, uid, gid)
 
 
+def prepare_learner(name: str, folder: Path, course: Path) -> None:
+    """The learner's system user and folder, before their server starts; a failure says what to tell the teacher.
+
+    JupyterHub shows the message on the learner's spawn page ("Spawn failed: ..."): a full disk, for instance,
+    reads "No space left on device" with the folder, not a bare traceback.
+    """
+    try:
+        account = ensure_system_user(system_user(name), folder)
+        prepare_folder(folder, course, account.pw_uid, account.pw_gid)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"the server could not create the system user for {name!r} ({exc.stderr.strip()}): tell the teacher") from exc
+    except OSError as exc:
+        raise RuntimeError(f"the server could not prepare {name!r}'s folder {folder}: {exc.strerror}: tell the teacher") from exc
+
+
 def make_authenticator_class():
     """``RoomAuthenticator`` (built here so that the functions above import without JupyterHub)."""
     from jupyterhub.auth import Authenticator
@@ -200,6 +216,7 @@ def make_authenticator_class():
 def make_spawner_class():
     """``LearnerSpawner``: JupyterHub's ``LocalProcessSpawner``, as the learner's own system user, in their folder."""
     from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+    from tornado import web
     from traitlets import Integer, Unicode
 
     class LearnerSpawner(LocalProcessSpawner):
@@ -212,8 +229,12 @@ def make_spawner_class():
             return Path(self.hub_dir) / LEARNERS / self.user.name
 
         async def start(self):
-            account = ensure_system_user(system_user(self.user.name), self.folder)
-            prepare_folder(self.folder, Path(self.course_dir), account.pw_uid, account.pw_gid)
+            try:
+                prepare_learner(self.user.name, self.folder, Path(self.course_dir))
+            except RuntimeError as exc:  # shown to the learner as it is (JupyterHub's page, not "Unhandled error")
+                error = web.HTTPError(500, str(exc))
+                error.jupyterhub_message = str(exc)
+                raise error from exc
             return await super().start()
 
         def make_preexec_fn(self, name):

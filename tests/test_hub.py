@@ -65,7 +65,7 @@ def test_closed_folders_on_the_way_are_named(tmp_path):
 def test_learner_env_limits_threads_and_names_the_log(tmp_path):
     env = classroom.learner_env({"PATH": "/bin", "OMP_NUM_THREADS": "16"}, name="ada", folder=tmp_path, data=REPO / "data", threads=2, memory=2**30)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
-    assert env["TORCHINDUCTOR_COMPILE_THREADS"] == "1" and env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["TORCHINDUCTOR_COMPILE_THREADS"] == "1" and env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
     assert env["QHELPERS_LEARNER"] == "ada" and env["QHELPERS_PROGRESS"] == str(tmp_path / "progress") + os.sep
     assert env["QHELPERS_DATA"] == str(REPO / "data") and env["PATH"] == "/bin"
     assert env[classroom.MEMORY_ENV] == str(2**30)
@@ -97,3 +97,24 @@ def test_the_learners_folder_is_private_and_a_restart_keeps_their_work(tmp_path)
     classroom.prepare_folder(folder, course, uid, gid)  # the second start: new notebooks come, work stays
     assert (folder / "student" / "00_start_here.ipynb").read_text() == '{"mine": 1}'
     assert (folder / "student" / "01_manual_tensor_quantization.ipynb").exists()
+
+
+def test_a_full_disk_or_a_failed_useradd_is_a_sentence_for_the_teacher(tmp_path, monkeypatch):
+    import errno
+    import pwd as pwd_module
+
+    monkeypatch.setattr(classroom, "ensure_system_user", lambda user, home: pwd_module.getpwuid(os.getuid()))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "ada" / "student"))
+
+    monkeypatch.setattr(classroom, "prepare_folder", full)
+    with pytest.raises(RuntimeError, match=r"could not prepare 'ada''s folder .*: No space left on device: tell the teacher"):
+        classroom.prepare_learner("ada", tmp_path / "ada", REPO)
+
+    def refused(user, home):
+        raise subprocess.CalledProcessError(1, ["useradd"], stderr="useradd: cannot lock /etc/passwd\n")
+
+    monkeypatch.setattr(classroom, "ensure_system_user", refused)
+    with pytest.raises(RuntimeError, match=r"could not create the system user for 'ada' \(useradd: cannot lock /etc/passwd\): tell the teacher"):
+        classroom.prepare_learner("ada", tmp_path / "ada", REPO)
