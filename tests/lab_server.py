@@ -25,6 +25,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_it_answers(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float, what: str) -> None:
+    """Until ``url`` answers 200; fails the test with the log's end when ``proc`` exits or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{Path(log_path).read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not answer within {timeout_s:g} s:\n{Path(log_path).read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def jupyterlab(root: Path, lab_args: list[str], env: dict, log_path: Path, timeout_s: float = 60) -> Iterator[tuple[str, str]]:
     """Start ``python -m jupyterlab`` serving ``root`` with ``lab_args``; yields ``(base_url, token)`` once it answers."""
@@ -38,19 +55,7 @@ def jupyterlab(root: Path, lab_args: list[str], env: dict, log_path: Path, timeo
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{Path(log_path).read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer within {timeout_s:g} s:\n{Path(log_path).read_text()[-3000:]}")
-                time.sleep(0.3)
+            wait_until_it_answers(proc, f"{base}/api/status?token={token}", log_path, timeout_s, "JupyterLab")
             yield base, token
         finally:
             proc.terminate()

@@ -23,11 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from lab_server import free_port
+from lab_server import free_port, wait_until_it_answers
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
@@ -106,19 +105,7 @@ def hub():
         return proc.returncode
 
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the hub exited with {proc.returncode}:\n{(tmp / 'hub.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/hub/api/", timeout=3) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the hub did not answer within 180 s:\n{(tmp / 'hub.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_it_answers(proc, f"{base}/hub/api/", tmp / "hub.log", 180, "the hub")
         yield {"base": base, "dir": tmp / "hub", "tmp": tmp, "prefix": prefix, "password": password.read_text().strip(), "stop": stop, "pid": proc.pid}
     finally:
         stop()
