@@ -17,7 +17,7 @@
 * **Limits** (``learner_env``, ``memory_limit_preexec``): 2 threads per kernel (``OMP_NUM_THREADS`` and the
   like, which torch follows), torch.compile's C++ builds in the kernel's own process, and a memory limit per
   process (the learner's server and each of its kernels, ``RLIMIT_DATA``): a kernel that goes over it gets a
-  ``MemoryError`` in its cell, not the machine's out-of-memory killer.
+  ``MemoryError`` (torch: ``can't allocate memory``) in its cell, not the machine's out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ MIN_PASSWORD = 8
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,19}")
 LEARNERS = "learners"  # <hub dir>/learners/<name>/: one folder per learner (qhelpers.progress reads the same layout)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-DEFAULT_MEMORY = "4G"  # per process (make hub: HUB_MEMORY); docs/WORKSHOP.md's sizing measured a kernel's peak
+DEFAULT_MEMORY = "6G"  # per process (QHELPERS_HUB_MEMORY): notebook 06's kernel peaked at 3.7 GB (docs/WORKSHOP.md's sizing)
 MEMORY_ENV = "QHELPERS_HUB_MEMORY"  # bytes, set by learner_env; memory_limit_preexec reads it
 
 

@@ -6,8 +6,8 @@
 #   QHELPERS_HUB_DIR      the hub's folder: learners' folders, the hub's database and secret (/srv/qhelpers-hub)
 #   QHELPERS_HUB_IP, QHELPERS_HUB_PORT  where learners connect (all interfaces, 8000); on 127.0.0.1 the hub's
 #   API and the proxy's API listen on QHELPERS_HUB_API_PORT (8081) and QHELPERS_HUB_PROXY_API_PORT (8001)
-#   QHELPERS_HUB_MEMORY   memory per process of a learner (4G), QHELPERS_HUB_THREADS threads per kernel (2)
-#   QHELPERS_HUB_IDLE     seconds before an idle learner's server is stopped (3600); its kernels after 1200
+#   QHELPERS_HUB_MEMORY   memory per process of a learner (6G), QHELPERS_HUB_THREADS threads per kernel (2)
+#   QHELPERS_HUB_IDLE     seconds before an idle learner's server is stopped (3600); its kernels after 2700
 import os
 import sys
 from pathlib import Path
@@ -59,7 +59,10 @@ c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]  # 
 c.Spawner.notebook_dir = "~"  # the learner's folder (their home)
 c.Spawner.default_url = "/lab/tree/student/00_start_here.ipynb"
 c.Spawner.args = [
-    f"--MappingKernelManager.cull_idle_timeout={min(1200, idle)}",  # a notebook left open frees its kernel
+    # A kernel idle 45 minutes is shut down, even with its notebook open in a tab (JupyterLab keeps a closed
+    # notebook's kernel running): a learner holds the busy kernel and at most the previous notebook's.
+    f"--MappingKernelManager.cull_idle_timeout={min(2700, idle)}",
+    "--MappingKernelManager.cull_connected=True",
     "--MappingKernelManager.cull_interval=60",
 ]
 c.Spawner.http_timeout = 120  # a busy room: the server's first start imports a lot
