@@ -1,12 +1,14 @@
-"""A JupyterLab server on loopback for the tests that need a real one (test_browser, test_lab_settings).
+"""A JupyterLab server on loopback for the tests that need a real one (test_browser, test_lab_settings, test_hub_browser).
 
 Free port, random token, log to a file; waits until ``/api/status`` answers, and always stops the
-server (terminate, then kill after 15 s).
+server (terminate, then kill after 15 s). Also what the Chromium tests share: where Chromium is, its flags, and
+JupyterLab's menu and status bar as a learner uses them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import socket
 import subprocess
@@ -17,6 +19,30 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As root, Chromium needs --no-sandbox; the networking flags stop it calling home on a closed network.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def menu(page, top: str, item: str) -> None:
+    """Click ``top`` in JupyterLab's menu bar, then ``item`` in the menu that opens."""
+    page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(top)}$")).click()
+    page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
+
+
+KERNEL_IDLE_JS = """(name) => {
+    const bar = document.querySelector('#jp-main-statusbar');
+    return !!bar && bar.innerText.includes(name) && /\\(ipykernel\\) \\| Idle/.test(bar.innerText);
+}"""
 
 
 def free_port() -> int:
