@@ -7,7 +7,7 @@
 #   make quick    the inner loop, under a minute: the unit tests that take well under a second each
 #   make test     the README's command, about 11.5 minutes on 2 quiet cores with AVX512-VNNI, 15-22 on a loaded AVX2-only EPYC, after setup (estimated from 13.5 and 18-25 measured before the cuts; budget 12): every unit test except the
 #                 CI tier, and every notebook run strictly (nbval) with the student flow
-#   make test-ci  the rest, for CI (.ci/run): browser, Node wrapper, packaging install, killed runs,
+#   make test-ci  the rest, for CI (.ci/run): browser, the classroom server (root), Node wrapper, packaging install, killed runs,
 #                 ExecuTorch lowering, the nested nbval runs (the test tools' own tests), the no-compiler kind,
 #                 notebook 00's simulated classroom, the wheelhouse (needs the package index)
 #   make test-recipes  the recipe cells on models they were not written for (counts, SQNR, refusals); in test-ci
@@ -20,7 +20,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 300
 
-.PHONY: setup setup-08 setup-dev lab doctor progress test test-ci test-recipes test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student student-bundle html slides wheelhouse clean
+.PHONY: setup setup-08 setup-dev lab hub hub-root doctor progress test test-ci test-recipes test-cpus test-cpus-ci test-cpus-haswell test-arm test-checks test-mutation quick test-py nbval node-test bench bench-quick execute data model depthwise int8 transformer student student-bundle html slides wheelhouse clean
 
 setup: $(STAMP)
 
@@ -45,8 +45,11 @@ $(STAMP): requirements.txt requirements-deploy.txt pyproject.toml
 setup-08: $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -r requirements-deploy.txt
 
-$(DEVSTAMP): $(STAMP) requirements-dev.txt requirements-server.txt
+$(DEVSTAMP): $(STAMP) requirements-dev.txt requirements-server.txt requirements-hub.txt hub/package-lock.json
 	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
+	@# the classroom server's proxy (tests/test_hub.py), into hub/node_modules
+	@if command -v npm >/dev/null; then npm ci --prefix hub --no-audit --no-fund --loglevel=error; \
+	  else echo "setup-dev: npm is missing: tests/test_hub.py (the classroom server) will be skipped (Debian: apt-get install nodejs npm)"; fi
 	@# Debian's qemu-user: the emulated Haswell of make test-cpus (installed as root with apt, else a hint)
 	@command -v qemu-x86_64 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q >/dev/null \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null; } \
@@ -61,6 +64,30 @@ LAB_OPEN  := student/00_start_here.ipynb
 lab: $(STAMP)
 	$(PY) scripts/lab_settings.py
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) --ServerApp.root_dir="$(CURDIR)" $(LAB_OPEN)
+
+# The classroom server (docs/WORKSHOP.md, "A classroom server"): JupyterHub on port 8000 for a room, as root (it
+# creates one system user per learner, qh-<name>, so that no learner can read another's folder; there is no
+# non-root mode, where every learner would be the same user). The room's password is in HUB_PASSWORD_FILE
+# (chmod 600) or QHELPERS_HUB_PASSWORD; learners' folders in HUB_DIR. Installs requirements-hub.txt into the
+# venv and the proxy (hub/package-lock.json) into hub/node_modules with npm.
+HUB_DIR ?= /srv/qhelpers-hub
+HUBSTAMP := $(VENV)/.installed-hub
+hub: hub-root $(HUBSTAMP) hub/node_modules/.bin/configurable-http-proxy
+	$(PY) scripts/lab_settings.py
+	QHELPERS_HUB_DIR="$(HUB_DIR)" $(if $(HUB_PASSWORD_FILE),QHELPERS_HUB_PASSWORD_FILE="$(HUB_PASSWORD_FILE)") \
+	  $(VENV)/bin/jupyterhub -f hub/jupyterhub_config.py
+
+hub-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make hub: run it as root (sudo make hub HUB_PASSWORD_FILE=/root/room-password): the hub creates a system user per learner so that no learner can read another's folder"; exit 1; }
+
+$(HUBSTAMP): $(STAMP) requirements-hub.txt
+	$(PY) -m pip install --disable-pip-version-check -r requirements-hub.txt
+	touch $(HUBSTAMP)
+
+hub/node_modules/.bin/configurable-http-proxy: hub/package.json hub/package-lock.json
+	@command -v npm >/dev/null || { echo "make hub: npm is missing (Debian/Ubuntu: apt-get install nodejs npm; Node 20 or later)"; exit 1; }
+	npm ci --prefix hub --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The 2-minute laptop check of a workshop morning (OK, or what is wrong and how to fix it).
 doctor: $(STAMP)

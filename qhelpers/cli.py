@@ -170,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reads progress/*.jsonl (or the files and folders given) and prints each learner's table.",
     )
     p.add_argument("paths", nargs="*", help="progress files or folders (default: the course's progress/ folder)")
-    p.set_defaults(func=lambda args: _run_module_main("progress", list(args.paths)))
+    p.add_argument("--hub", metavar="DIR", help="a classroom server's folder (make hub's HUB_DIR): every learner's log in it, live")
+    p.add_argument("--watch", metavar="SECONDS", help="with --hub: print the table again every SECONDS until Ctrl+C")
+    p.set_defaults(func=lambda args: _run_module_main(
+        "progress", [*(["--hub", args.hub] if args.hub else []), *(["--watch", args.watch] if args.watch else []), *args.paths]))
     return parser
 
 

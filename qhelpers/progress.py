@@ -25,6 +25,7 @@ be written never breaks a check.
     python -m qhelpers.progress                      # this laptop's table (progress/*.jsonl)
     python -m qhelpers.progress collected/           # a teacher's folder of collected logs
     python -m qhelpers.progress a.jsonl b.jsonl
+    python -m qhelpers.progress --hub /srv/qhelpers-hub [--watch 30]   # every learner of a classroom server, live
 
 The learner's name is ``QHELPERS_LEARNER`` if set, else ``user@host``. Beside the log, the predict-first checks
 keep each exercise's first prediction in ``<learner>.first-predictions.json`` (``qhelpers.prediction_memory``),
@@ -46,11 +47,12 @@ from typing import Iterable, Optional
 
 from .files import course_root
 
-__all__ = ["progress_log_path", "learner_name", "record", "read_progress", "exercise_states", "exercise_of_cell", "progress_table"]
+__all__ = ["progress_log_path", "learner_name", "record", "read_progress", "read_hub", "exercise_states", "exercise_of_cell", "progress_table"]
 
 PROGRESS_ENV = "QHELPERS_PROGRESS"
 LEARNER_ENV = "QHELPERS_LEARNER"
 PROGRESS_DIR = "progress"
+HUB_LEARNERS = "learners"  # a classroom server's layout (hub/classroom.py): <hub dir>/learners/<name>/progress/*.jsonl
 
 
 def learner_name() -> str:
@@ -251,6 +253,36 @@ def read_progress(paths: Iterable[Path]) -> tuple[list[dict], int]:
     return entries, bad
 
 
+def read_hub(hub_dir: Path) -> tuple[list[dict], list[str], list[str]]:
+    """Every learner's log on a classroom server (``make hub``): ``(entries, learners, notes)``.
+
+    ``learners``: every learner folder in ``<hub dir>/learners/``, with or without a log; each entry's learner is
+    its folder's name (a learner can write only their own log, but could write any name into it). ``notes``: one
+    line per learner with no self-check yet, a log that could not be read, or unreadable lines (skipped).
+    """
+    root = Path(hub_dir) / HUB_LEARNERS
+    if not root.is_dir():
+        raise ValueError(f"--hub: {str(hub_dir)!r} has no {HUB_LEARNERS}/ folder (the classroom server's folder: make hub's HUB_DIR, /srv/qhelpers-hub by default)")
+    entries, learners, notes = [], [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        name, logs = folder.name, folder / PROGRESS_DIR
+        learners.append(name)
+        try:
+            files = sorted(logs.glob("*.jsonl")) if logs.is_dir() else []
+            mine, bad = read_progress(files)
+        except OSError as exc:
+            notes.append(f"{name}: cannot read {logs} ({exc.strerror}): run this as root on the server")
+            continue
+        if not files:
+            notes.append(f"{name}: signed in, no self-check yet")
+        if bad:
+            notes.append(f"{name}: {bad} unreadable line{'s' if bad != 1 else ''} in {logs} skipped")
+        for e in mine:
+            e["learner"] = name
+        entries.extend(mine)
+    return entries, learners, notes
+
+
 def exercise_states(entries: list[dict]) -> dict[tuple[str, str, str, str], dict]:
     """Each learner's exercises: ``{(learner, notebook, source, exercise): state}``, oldest entry first.
 
@@ -280,18 +312,19 @@ def exercise_states(entries: list[dict]) -> dict[tuple[str, str, str, str], dict
     return states
 
 
-def progress_table(entries: list[dict]) -> str:
-    """The teacher's table, then one table per learner.
+def progress_table(entries: list[dict], learners: Iterable[str] = ()) -> str:
+    """The teacher's table, then one table per learner (``learners``: also those with no entry yet, shown as ``-``).
 
     The summary has one row per learner and one column per notebook: exercises correct / exercises in the notebook
     in the student copy, ``S`` after it when the learner ran the solution notebook's checks (those never count as
     correct), ``-`` for a notebook not started. Each learner's table lists every exercise: where it ran (student
     copy or solution), its latest status, the tries with something filled in, and when it was first correct.
     """
+    learners = sorted({str(e["learner"]) for e in entries} | set(learners))
     if not entries:
-        return "no self-check results yet: run a notebook's exercises and their check cells first"
+        waiting = f" ({len(learners)} learner{'s' if len(learners) != 1 else ''} signed in: {', '.join(learners)})" if learners else ""
+        return f"no self-check results yet{waiting}: run a notebook's exercises and their check cells first\n"
     states = exercise_states(entries)
-    learners = sorted({str(e["learner"]) for e in entries})
     notebooks = sorted({nb for (_, nb, _, _) in states})
     out = []
     if notebooks:
@@ -313,6 +346,10 @@ def progress_table(entries: list[dict]) -> str:
         out.append("")
     for learner in learners:
         mine = sorted((k, v) for k, v in states.items() if k[0] == learner)
+        if not any(str(e["learner"]) == learner for e in entries):
+            out.append(f"{learner}: no self-check yet")
+            out.append("")
+            continue
         correct = sum(v["status"] == "correct" and k[2] != "solution" for k, v in mine)
         out.append(f"{learner}: {correct} exercise{'s' if correct != 1 else ''} correct in the student copies")
         if mine:
@@ -345,7 +382,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         "paths", nargs="*", type=Path,
         help=f"log files or folders of *.jsonl (default: ${PROGRESS_ENV} if set, else the course's {PROGRESS_DIR}/ folder)",
     )
+    parser.add_argument("--hub", type=Path, metavar="DIR", help="a classroom server's folder (make hub's HUB_DIR): every learner's log in it")
+    parser.add_argument("--watch", type=float, metavar="SECONDS", help="with --hub: print the table again every SECONDS until Ctrl+C")
     args = parser.parse_args(argv)
+    if args.hub is not None:
+        if args.paths:
+            parser.error("--hub reads the server's logs: give either --hub or paths")
+        return _hub_main(args.hub, args.watch)
+    if args.watch is not None:
+        parser.error("--watch goes with --hub")
     paths = args.paths
     if not paths:
         explicit = os.environ.get(PROGRESS_ENV, "").strip()
@@ -362,6 +407,30 @@ def main(argv: Optional[list[str]] = None) -> int:
     if bad:
         print(f"({bad} unreadable line{'s' if bad != 1 else ''} skipped)")
     return 0
+
+
+def _hub_main(hub_dir: Path, watch: Optional[float]) -> int:
+    import time
+
+    try:
+        while True:
+            try:
+                entries, learners, notes = read_hub(hub_dir)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            if watch:
+                print("\033[H\033[J", end="")  # clear the terminal
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%H:%M:%S UTC")
+            print(f"{len(learners)} learner{'s' if len(learners) != 1 else ''} on the classroom server {hub_dir}, at {stamp}")
+            print(progress_table(entries, learners), end="")
+            for note in notes:
+                print(note)
+            if not watch:
+                return 0
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

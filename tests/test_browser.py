@@ -23,24 +23,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from lab_server import jupyterlab
+from lab_server import CHROMIUM, CHROMIUM_FLAGS, KERNEL_IDLE_JS, jupyterlab
+from lab_server import menu as _menu
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "results" / "screenshots"
 NOTEBOOK_SRC = Path(os.environ.get("QHELPERS_BROWSER_NOTEBOOKS", REPO / "notebooks"))
 NB01 = "01_manual_tensor_quantization.ipynb"
 NB00 = "00_start_here.ipynb"
-# As root, Chromium needs --no-sandbox; the networking flags stop it calling home on a closed network.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUN_TIMEOUT_S = 90  # one notebook's "Run All" (the course budget is 60 s per notebook)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -121,16 +111,6 @@ def page(lab):
             context.close()
 
 
-def _menu(page, top: str, item: str) -> None:
-    """Click ``top`` in JupyterLab's menu bar, then ``item`` in the menu that opens."""
-    page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(top)}$")).click()
-    page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
-
-
-KERNEL_IDLE_JS = """(name) => {
-    const bar = document.querySelector('#jp-main-statusbar');
-    return !!bar && bar.innerText.includes(name) && /\\(ipykernel\\) \\| Idle/.test(bar.innerText);
-}"""
 CURRENT = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 PROMPTS_JS = """() => Array.from(document.querySelectorAll('%s .jp-CodeCell')).map(cell => {
     const prompt = cell.querySelector('.jp-InputArea-prompt');

@@ -37,10 +37,13 @@ def test_dependencies_cover_what_the_package_imports():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     deps = {canonicalize_name(Requirement(d).name) for d in meta["project"]["dependencies"]}
     assert {"torch", "torchvision", "torchao", "numpy", "scipy", "matplotlib", "ipywidgets", "tqdm", "packaging"} <= deps
-    assert set(meta["project"]["optional-dependencies"]) == {"deploy", "dev", "docs", "server"}
+    assert set(meta["project"]["optional-dependencies"]) == {"deploy", "dev", "docs", "server", "hub"}
     server = {canonicalize_name(Requirement(r).name) for r in meta["project"]["optional-dependencies"]["server"]}
     assert server == set(parse_requirements((REPO / "requirements-server.txt").read_text())), "the server extra is requirements-server.txt"
     assert not server & set(parse_requirements((REPO / "requirements.txt").read_text())), "a learner's install leaves the server runtimes out"
+    hub = {canonicalize_name(Requirement(r).name) for r in meta["project"]["optional-dependencies"]["hub"]}
+    assert hub == set(parse_requirements((REPO / "requirements-hub.txt").read_text())), "the hub extra is requirements-hub.txt"
+    assert not hub & set(parse_requirements((REPO / "requirements.txt").read_text())), "a learner's install leaves the classroom server out"
     assert (REPO / "LICENSE").is_file() and meta["project"]["license"] == "MIT"
     assert any(r.startswith("setuptools>=77") for r in meta["build-system"]["requires"])  # SPDX license string
 
@@ -49,7 +52,7 @@ def test_every_pin_lies_in_the_declared_range():
     """requirements*.txt pin what pyproject.toml declares (dependencies or an extra), each pin inside its range:
     the ranges are the tested ones because the pins are what the tests run with."""
     declared = _declared()
-    for name in ("requirements.txt", "requirements-deploy.txt", "requirements-dev.txt", "requirements-server.txt"):
+    for name in ("requirements.txt", "requirements-deploy.txt", "requirements-dev.txt", "requirements-server.txt", "requirements-hub.txt"):
         pins = parse_requirements((REPO / name).read_text())
         for pkg, pin in pins.items():
             if pkg in ("jupyterlab", "coverage", "ruff"):  # the lab itself, and tools the package never imports

@@ -303,3 +303,64 @@ def test_simulated_learners_in_notebook_00(tmp_path, capsys):
     assert states[("fixer", "00_start_here", "student", "1")]["tries"] == 2
     assert {k[2] for k in states if k[0] == "runall"} == {"solution"}
     (tmp_path / "table.txt").write_text(table)
+
+
+def _hub(tmp_path):
+    """A classroom server's folder (hub/classroom.py's layout), fabricated: four learners, one log each or none."""
+    learners = tmp_path / "hub" / progress.HUB_LEARNERS
+    for name in ("ann", "bob", "cy", "dee"):
+        (learners / name / "student").mkdir(parents=True)
+    for name in ("ann", "bob", "cy"):
+        (learners / name / progress.PROGRESS_DIR).mkdir()
+    ann = [_e("ann", 1, "1", "correct", notebook="01_manual_tensor_quantization"), _e("ann", 2, "2", "wrong", notebook="01_manual_tensor_quantization")]
+    bob = [_e("bob", 3, "1", "wrong", notebook="01_manual_tensor_quantization"), _e("ann", 4, "2", "correct", notebook="01_manual_tensor_quantization")]
+    (learners / "ann" / "progress" / "ann.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ann))
+    # bob's log: one malformed line (a kernel killed mid-write), and a line claiming to be ann's
+    (learners / "bob" / "progress" / "bob.jsonl").write_text(json.dumps(bob[0]) + "\n" + '{"time": "2026-11-30T09:0' + "\n" + json.dumps(bob[1]) + "\n")
+    return tmp_path / "hub"  # cy: an empty progress/ folder; dee: none (signed in, never ran a check)
+
+
+def test_the_teacher_reads_every_learners_log_on_a_classroom_server(tmp_path, capsys):
+    hub = _hub(tmp_path)
+    entries, learners, notes = progress.read_hub(hub)
+    assert learners == ["ann", "bob", "cy", "dee"]
+    assert {e["learner"] for e in entries} == {"ann", "bob"}  # the folder names the learner, not the line
+    assert progress.main(["--hub", str(hub)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"4 learners on the classroom server {hub}, at ")
+    summary = out.split("\n\n")[0].splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in summary[4:]}
+    assert rows == {"ann": ["1/4"], "bob": ["1/4"], "cy": ["-"], "dee": ["-"]}
+    assert "bob: 1 exercise correct in the student copies" in out
+    assert "cy: no self-check yet" in out and "dee: no self-check yet" in out
+    assert "cy: signed in, no self-check yet" in out and "dee: signed in, no self-check yet" in out
+    assert f"bob: 1 unreadable line in {hub / 'learners' / 'bob' / 'progress'} skipped" in out
+
+
+def test_the_hub_view_with_no_checks_yet_a_wrong_folder_and_the_cli(tmp_path, capsys):
+    hub = tmp_path / "hub"
+    (hub / progress.HUB_LEARNERS / "ann").mkdir(parents=True)
+    assert progress.main(["--hub", str(hub)]) == 0
+    out = capsys.readouterr().out
+    assert "no self-check results yet (1 learner signed in: ann)" in out
+    assert progress.main(["--hub", str(tmp_path)]) == 2
+    assert "has no learners/ folder (the classroom server's folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        progress.main(["--watch", "5"])
+    assert "--watch goes with --hub" in capsys.readouterr().err
+    from qhelpers import cli
+
+    assert cli.main(["progress", "--hub", str(_hub(tmp_path / "other"))]) == 0
+    assert "4 learners on the classroom server" in capsys.readouterr().out
+
+
+def test_the_hub_view_says_which_log_it_cannot_read(tmp_path, capsys, monkeypatch):
+    hub = _hub(tmp_path)
+
+    def denied(paths):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(progress, "read_progress", denied)
+    entries, learners, notes = progress.read_hub(hub)
+    assert entries == [] and len(learners) == 4
+    assert f"ann: cannot read {hub / 'learners' / 'ann' / 'progress'} (Permission denied): run this as root on the server" in notes

@@ -13,6 +13,7 @@ Each key is a test file, a test in it (``file::name``, every parametrization) or
 
 CI: dict[str, str] = {
     "tests/test_browser.py": "drives Chromium through JupyterLab, runs notebooks 00 and 01 a second time",
+    "tests/test_hub_browser.py": "the classroom server: root, system users, the Node proxy, two learners in Chromium",
     "tests/test_html.py::test_in_chromium_offline_the_formula_renders_and_the_widget_figure_shows": "Chromium",
     "tests/test_html.py::test_in_chromium_a_self_check_verdict_reads_without_an_emoji_font": "Chromium",
     "tests/test_slides.py::test_in_chromium_offline_each_deck_has_its_slides_and_shows_its_figure": "Chromium, every deck",
