@@ -18,8 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qhelpers"
 LAYERS: list[tuple[str, set[str]]] = [
     # foundations: no import from the package; argument checks, what the CPU does, files, timing, metrics, the math
     ("foundations", {"_validate", "cpu", "files", "latency", "metrics", "quantmath", "int8_arithmetic"}),
-    # the machine and the course's data: engines and warnings, versions, the progress log, the digits
-    ("platform", {"environment", "versions", "progress", "data"}),
+    # the machine and the course's data: engines and warnings, versions, the progress log and the first predictions, the digits
+    ("platform", {"environment", "versions", "progress", "prediction_memory", "data"}),
     # what lessons build on: the self-check machinery, training loops, the registry of shipped models
     ("building blocks", {"checks", "training", "registry"}),
     # the course's models and their shipped checkpoints
