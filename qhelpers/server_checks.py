@@ -15,10 +15,9 @@ from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 
 __all__ = [
     "check_onnx_size_ratio",
-    "worst_pair_sum_reference",
     "check_worst_pair_sum",
     "stored_integer_dq_count",
-    "check_stored_integer_dq_count",
+    "check_stored_integer_dq_function",
 ]
 
 INT16_MAX = 32767  # what a 16-bit pair sum (VPMADDUBSW) can hold
@@ -79,7 +78,7 @@ def check_onnx_size_ratio(ratio: Any, float_path: Path | str, int8_path: Path | 
 # --------------------------------------------------------------------------- exercise 2: the worst pair sum
 
 
-def worst_pair_sum_reference(codes: torch.Tensor) -> int:
+def _worst_pair_sum_reference(codes: torch.Tensor) -> int:
     """The largest magnitude a 16-bit pair sum ``a[2i] * w[2i] + a[2i+1] * w[2i+1]`` can reach, for uint8 activations
     ``a`` (0..255, any values) and the int8 weight ``codes`` (one row per output channel, an even number of columns).
 
@@ -140,8 +139,10 @@ def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
         raise NotFilledIn("worst pair sum")
     if not callable(fn):
         return report("worst pair sum", False, "pass your function itself (worst_pair_sum), not its result")
+    if fn is _worst_pair_sum_reference or getattr(fn, "__wrapped__", None) is _worst_pair_sum_reference:
+        return report("worst pair sum", False, "that is the check's own reference; write the rule yourself")
     for name, case in [*_pair_cases(), ("the codes of the file", codes)]:
-        expected = worst_pair_sum_reference(case)
+        expected = _worst_pair_sum_reference(case)
         got = fn(case.clone())
         got = as_number(got, "worst pair sum")
         if got != expected:
@@ -163,45 +164,101 @@ def _onnx_graph(path: Any) -> Any:
     return onnx.load(str(p)).graph
 
 
-def stored_integer_dq_count(onnx_path: Path | str) -> dict[str, int]:
-    """Counts in a QDQ ONNX file: ``stored`` (DequantizeLinear nodes whose input is an initializer: a weight or a bias
-    stored as integers), ``dq`` (every DequantizeLinear), ``q`` (QuantizeLinear), ``weighted`` (Conv, Gemm and MatMul
-    nodes: one stored weight each), ``initializers``.
+def _crafted_graph() -> Any:
+    """A small QDQ graph unlike the course's files: three Convs without a bias, a Gemm with one, a MatMul whose weight is
+    stored, and one activation DequantizeLinear that follows no QuantizeLinear (an int8 graph input)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
-    Introduced in notebooks/09_server_runtimes.ipynb.
-    """
-    graph = _onnx_graph(onnx_path)
+    init = [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "conv_w_q"), numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "conv2_w_q"),
+            numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "conv3_w_q"), numpy_helper.from_array(np.ones((4, 2), np.int8), "gemm_w_q"),
+            numpy_helper.from_array(np.ones(4, np.int32), "gemm_b_q"), numpy_helper.from_array(np.ones((4, 4), np.int8), "mm_w_q"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0.2, np.float32), "s2"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
+            numpy_helper.from_array(np.array(0, np.int32), "zp32")]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x_q", "s", "zp"], ["x"]),  # an int8 input: an activation, not stored
+        helper.make_node("DequantizeLinear", ["conv_w_q", "s", "zp"], ["conv_w"]),
+        helper.make_node("Conv", ["x", "conv_w"], ["c1"]),  # no bias, and neither have the next two
+        helper.make_node("DequantizeLinear", ["conv2_w_q", "s", "zp"], ["conv2_w"]),
+        helper.make_node("QuantizeLinear", ["c1", "s2", "zp"], ["c1_q"]),
+        helper.make_node("DequantizeLinear", ["c1_q", "s2", "zp"], ["c1_dq"]),
+        helper.make_node("Conv", ["c1_dq", "conv2_w"], ["c2"]),
+        helper.make_node("DequantizeLinear", ["conv3_w_q", "s", "zp"], ["conv3_w"]),
+        helper.make_node("Conv", ["c2", "conv3_w"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("QuantizeLinear", ["f", "s", "zp"], ["f_q"]),
+        helper.make_node("DequantizeLinear", ["f_q", "s", "zp"], ["f_dq"]),
+        helper.make_node("DequantizeLinear", ["gemm_w_q", "s", "zp"], ["gemm_w"]),
+        helper.make_node("DequantizeLinear", ["gemm_b_q", "s", "zp32"], ["gemm_b"]),
+        helper.make_node("Gemm", ["f_dq", "gemm_w", "gemm_b"], ["g"], transB=1),
+        helper.make_node("DequantizeLinear", ["mm_w_q", "s", "zp"], ["mm_w"]),
+        helper.make_node("MatMul", ["g", "mm_w"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "crafted", [helper.make_tensor_value_info("x_q", TensorProto.INT8, [1, 1, 1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], init)
+    return graph
+
+
+def _graph_counts(graph: Any) -> dict[str, int]:
     initializers = {i.name for i in graph.initializer}
     dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    ops = [n.op_type for n in graph.node]
     return {
         "stored": sum(n.input[0] in initializers for n in dq),
         "dq": len(dq),
-        "q": sum(n.op_type == "QuantizeLinear" for n in graph.node),
-        "weighted": sum(n.op_type in ("Conv", "Gemm", "MatMul") for n in graph.node),
+        "q": ops.count("QuantizeLinear"),
+        "dq_minus_q": len(dq) - ops.count("QuantizeLinear"),
+        "weighted": sum(op in ("Conv", "Gemm", "MatMul") for op in ops),
+        "two_per_layer": 2 * sum(op in ("Conv", "Gemm") for op in ops),
         "initializers": len(initializers),
     }
 
 
-@_blank_safe
-def check_stored_integer_dq_count(count: Any, onnx_path: Path | str) -> bool:
-    """Exercise: how many DequantizeLinear nodes of a QDQ file read a stored integer tensor (an initializer).
-
-    Typical wrong counts get a hint: every DequantizeLinear, the QuantizeLinear nodes, the weights only (one per
-    Conv/Gemm: the biases are stored as int32 too), every initializer (scales and zero points are initializers too).
+def stored_integer_dq_count(onnx_path: Path | str) -> dict[str, int]:
+    """Counts in a QDQ ONNX file: ``stored`` (DequantizeLinear nodes whose input is an initializer: a weight or a bias
+    stored as integers), ``dq`` (every DequantizeLinear), ``q`` (QuantizeLinear), ``dq_minus_q``, ``weighted`` (Conv,
+    Gemm and MatMul nodes), ``two_per_layer`` (two per Conv and Gemm: a weight and a bias each), ``initializers``.
 
     Introduced in notebooks/09_server_runtimes.ipynb.
     """
-    c = stored_integer_dq_count(onnx_path)
-    got = as_number(count, "stored integer tensors")
-    if got == c["stored"]:
-        return report("stored integer tensors", True)
-    if got == c["dq"]:
-        return report("stored integer tensors", False, "that is every DequantizeLinear; keep those whose input is an initializer "
-                      "(the others dequantize an activation right after its QuantizeLinear)")
-    if got == c["q"]:
-        return report("stored integer tensors", False, "that counts QuantizeLinear nodes: those quantize activations while the model runs")
-    if got == c["weighted"]:
-        return report("stored integer tensors", False, "that is one per Conv/Gemm: the weights; the biases are stored as int32 with their own DequantizeLinear")
-    if got == c["initializers"]:
-        return report("stored integer tensors", False, "that counts every initializer, scales and zero points included; count DequantizeLinear nodes")
-    return report("stored integer tensors", False, f"got {got:g}; count the DequantizeLinear nodes (graph.node) whose input[0] is the name of an initializer")
+    return _graph_counts(_onnx_graph(onnx_path))
+
+
+_GRAPH_HINTS = {
+    "dq": "that counts every DequantizeLinear; keep those whose input is an initializer (the others dequantize an activation)",
+    "q": "that counts QuantizeLinear nodes: those quantize activations while the model runs",
+    "dq_minus_q": "DequantizeLinear minus QuantizeLinear works only when every activation's DequantizeLinear follows a "
+                  "QuantizeLinear (an int8 graph input does not); test each node's input against the initializer names",
+    "two_per_layer": "a weight and a bias per Conv/Gemm holds only when every layer has a bias and no MatMul carries a "
+                     "weight; look at the DequantizeLinear nodes themselves",
+    "weighted": "that counts one weight per layer: biases are stored as int32 with their own DequantizeLinear",
+    "initializers": "that counts every initializer, scales and zero points included; count DequantizeLinear nodes",
+}
+
+
+@_blank_safe
+def check_stored_integer_dq_function(fn: Any, onnx_path: Path | str) -> bool:
+    """Exercise: a function ``stored_integer_dqs(graph)`` (an ``onnx.GraphProto``) returning how many DequantizeLinear
+    nodes read a stored integer tensor (an initializer) rather than an activation.
+
+    The check runs it on ``onnx_path``'s graph and on a small graph of its own (a Conv without a bias, a Gemm with
+    one, a MatMul with a stored weight, an int8 graph input dequantized without a QuantizeLinear), so a number read
+    off a printed table, or a rule right for one file only, does not pass. Typical wrong rules get a hint.
+
+    Introduced in notebooks/09_server_runtimes.ipynb.
+    """
+    graph = _onnx_graph(onnx_path)
+    if not_filled(fn):
+        raise NotFilledIn("stored integer tensors")
+    if not callable(fn):
+        return report("stored integer tensors", False, "pass your function itself (stored_integer_dqs), not a number")
+    for name, g in (("the course model's file", graph), ("a small graph of the check's own (Convs without a bias, "
+                                                         "a MatMul weight, an int8 graph input)", _crafted_graph())):
+        counts = _graph_counts(g)
+        got = as_number(fn(g), "stored integer tensors")
+        if got != counts["stored"]:
+            hint = next((h for key, h in _GRAPH_HINTS.items() if got == counts[key]), "")
+            return report("stored integer tensors", False, f"on {name} your function returns {got:g}, the right count is "
+                          f"{counts['stored']}" + (f": {hint}" if hint else ": count the DequantizeLinear nodes whose "
+                                                   "input[0] names an initializer"))
+    return report("stored integer tensors", True)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import qhelpers as qh
+from qhelpers import server_checks
 from verdicts import rejected
 
 # --------------------------------------------------------------------------- exercise 1: how much smaller the INT8 file is
@@ -73,15 +74,14 @@ CODES = torch.tensor([[60, -64, 12, 30], [-5, -64, 64, 1]], dtype=torch.int8)  #
 
 def test_ex2_reference_values():
     t = lambda rows: torch.tensor(rows, dtype=torch.int8)  # noqa: E731
-    assert qh.worst_pair_sum_reference(t([[127, 127]])) == 64770
-    assert qh.worst_pair_sum_reference(t([[127, -128]])) == 255 * 128
-    assert qh.worst_pair_sum_reference(t([[63, 63, -64, -64]])) == 255 * 128 == 32640 <= 32767
-    assert qh.worst_pair_sum_reference(CODES) == 255 * 69
+    assert server_checks._worst_pair_sum_reference(t([[127, 127]])) == 64770
+    assert server_checks._worst_pair_sum_reference(t([[127, -128]])) == 255 * 128
+    assert server_checks._worst_pair_sum_reference(t([[63, 63, -64, -64]])) == 255 * 128 == 32640 <= 32767
+    assert server_checks._worst_pair_sum_reference(CODES) == 255 * 69
 
 
 def test_ex2_accepts_a_right_function(capsys):
     assert qh.check_worst_pair_sum(right_2, CODES)
-    assert qh.check_worst_pair_sum(qh.worst_pair_sum_reference, CODES)
     assert qh.check_worst_pair_sum(lambda c: torch.tensor(right_2(c)), CODES)  # a tensor holding the number
     assert "✅" in capsys.readouterr().out
 
@@ -129,6 +129,11 @@ def test_ex2_rejects_typical_mistakes(fn, words, capsys):
     rejected(capsys, qh.check_worst_pair_sum(fn, CODES), *words)
 
 
+def test_ex2_the_checks_own_reference_is_refused(capsys):
+    assert "worst_pair_sum_reference" not in dir(qh)
+    rejected(capsys, qh.check_worst_pair_sum(server_checks._worst_pair_sum_reference, CODES), "the check's own reference")
+
+
 def test_ex2_a_result_instead_of_a_function(capsys):
     rejected(capsys, qh.check_worst_pair_sum(255 * 69, CODES), "pass your function")
 
@@ -164,35 +169,49 @@ def qdq_file(tmp_path_factory):
     return sr.quantize_onnx(float_path, folder / "tiny_int8.onnx", x, reduce_range=True)
 
 
+def right_3(graph):
+    stored = {i.name for i in graph.initializer}
+    return sum(n.op_type == "DequantizeLinear" and n.input[0] in stored for n in graph.node)
+
+
 @pytest.mark.slow  # the fixture exports and quantizes a small model with ONNX Runtime
 def test_ex3_counts_of_the_tiny_file(qdq_file):
     c = qh.stored_integer_dq_count(qdq_file)
     assert c["weighted"] == 3 and c["stored"] == 6, c  # two convs and a linear: a weight and a bias each
-    assert len({c["stored"], c["dq"], c["q"], c["weighted"], c["initializers"]}) == 5  # every wrong count is its own
+    crafted = server_checks._graph_counts(server_checks._crafted_graph())
+    assert len(set(crafted.values())) == len(crafted), crafted  # every wrong rule gives its own count on the check's graph
 
 
-@pytest.mark.slow  # the fixture exports and quantizes a small model with ONNX Runtime
-def test_ex3_accepts_the_count(qdq_file, capsys):
-    assert qh.check_stored_integer_dq_count(qh.stored_integer_dq_count(qdq_file)["stored"], qdq_file)
-    assert qh.check_stored_integer_dq_count(torch.tensor(6), str(qdq_file))
+@pytest.mark.slow
+def test_ex3_accepts_a_right_function(qdq_file, capsys):
+    assert qh.check_stored_integer_dq_function(right_3, qdq_file)
+    assert qh.check_stored_integer_dq_function(lambda g: torch.tensor(right_3(g)), str(qdq_file))
     assert "✅" in capsys.readouterr().out
+
+
+def _rule(key):
+    return lambda graph: server_checks._graph_counts(graph)[key]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key, words", [
-    ("dq", ("every DequantizeLinear",)),
+    ("dq", ("every DequantizeLinear", "course model's file")),
     ("q", ("QuantizeLinear nodes",)),
+    ("dq_minus_q", ("int8 graph input", "small graph")),          # right on ONNX Runtime's files, wrong on the check's
+    ("two_per_layer", ("every layer has a bias", "small graph")),   # right on the course model's file (14 = 2 x 7)
     ("weighted", ("biases",)),
     ("initializers", ("scales and zero points",)),
 ])
-def test_ex3_rejects_typical_mistakes(qdq_file, key, words, capsys):
-    rejected(capsys, qh.check_stored_integer_dq_count(qh.stored_integer_dq_count(qdq_file)[key], qdq_file), *words)
+def test_ex3_rejects_typical_rules(qdq_file, key, words, capsys):
+    rejected(capsys, qh.check_stored_integer_dq_function(_rule(key), qdq_file), *words)
 
 
-@pytest.mark.slow  # the fixture exports and quantizes a small model with ONNX Runtime
-def test_ex3_other_counts_and_bad_paths(qdq_file, tmp_path, capsys):
-    rejected(capsys, qh.check_stored_integer_dq_count(1000, qdq_file), "input[0]")
-    assert not qh.check_stored_integer_dq_count(..., qdq_file)
+@pytest.mark.slow
+def test_ex3_a_number_and_other_wrong_answers(qdq_file, tmp_path, capsys):
+    rejected(capsys, qh.check_stored_integer_dq_function(6, qdq_file), "pass your function")
+    rejected(capsys, qh.check_stored_integer_dq_function(lambda g: 14, qdq_file), "course model's file", "right count is 6")  # a constant
+    rejected(capsys, qh.check_stored_integer_dq_function(lambda g: 1000, qdq_file), "input[0]")
+    assert not qh.check_stored_integer_dq_function(..., qdq_file)
     assert "not filled in" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="onnx_path"):
-        qh.check_stored_integer_dq_count(3, tmp_path / "missing.onnx")
+        qh.check_stored_integer_dq_function(right_3, tmp_path / "missing.onnx")
