@@ -34,7 +34,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
   ``recovery`` gathers them (``qh.recovery``)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
 * ``<topic>_checks`` the self-checks of a notebook's exercises: ``ptq_checks`` (03), ``qat_checks`` (04),
-  ``beyond_eager_checks`` (05), ``linear_checks`` (06), ``recovery_checks`` (07), ``runtime_checks`` (08)
+  ``beyond_eager_checks`` (05), ``linear_checks`` (06), ``recovery_checks`` (07), ``runtime_checks`` (08),
+  ``server_checks`` (09: the exercises of the server runtimes notebook; ``server_runtimes`` itself is not star-imported)
 
 Each helper's docstring names the notebook that introduced it. Not star-imported here (reach them as
 ``qhelpers.X``): ``registry`` (the ``ModelSpec`` of each model in ``data/``: load, metadata, train, rebuild),
@@ -97,5 +98,6 @@ from .recovery_checks import *  # noqa: F401,F403
 from . import recovery  # noqa: F401  (notebook 07's flow gathered from the seven modules above: qh.recovery)
 from .runtime import *  # noqa: F401,F403
 from .runtime_checks import *  # noqa: F401,F403
+from .server_checks import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

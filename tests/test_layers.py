@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("building blocks", {"checks", "training", "registry"}),
     # the course's models and their shipped checkpoints
     ("models", {"models", "models_depthwise", "transformer"}),
-    # the lessons (notebooks 00-08): each notebook's topics, one module each, and its self-checks (<topic>_checks)
+    # the lessons (notebooks 00-09): each notebook's topics, one module each, and its self-checks (<topic>_checks)
     ("lessons", {"decision", "plotting", "widgets", "pretrained",
                  "ptq", "ptq_analysis", "ptq_checks",  # 03
                  "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks",  # 04
@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                  "range_setting", "wa_simulation", "equalization", "empirical_bias_correction", "adaptive_rounding",  # 07
                  "pt2e_debug", "recovery_checks", "recovery",
                  "runtime", "runtime_checks",  # 08
-                 "server_runtimes"}),  # make bench's server rows
+                 "server_runtimes", "server_checks"}),  # make bench's server rows; notebook 09's exercises
     # tools outside the notebooks: the benchmark, the command line, the laptop check, notebook tooling, rebuilds
     ("tools", {"bench_models", "bench_report", "bench", "deployment_benchmark", "cli_common", "cli_inspect", "cli_quantize", "cli",
                "doctor", "notebooks", "rebuild"}),

@@ -49,9 +49,9 @@ def test_the_full_day_has_every_notebook_triage_open_exercises_and_an_exit_quiz(
 
 def test_optional_tracks_and_triage_rows():
     tracks = _section("### Optional tracks")
-    for nb in ("06 ·", "07 ·", "08 ·"):
+    for nb in ("06 ·", "07 ·", "08 ·", "09 ·"):
         assert nb in tracks
-    assert all(30 <= int(m) <= 45 for m in re.findall(r"^\| 0[678] ·[^|]+\| (\d+) \|", tracks, re.MULTILINE))
+    assert all(30 <= int(m) <= 45 for m in re.findall(r"^\| 0[6789] ·[^|]+\| (\d+) \|", tracks, re.MULTILINE))
     triage = _section("### Laptop triage")
     for case in ("Windows", "Apple Silicon", "AVX2", "VNNI", "Python version", "proxy", "CERTIFICATE_VERIFY_FAILED", "disk", "admin"):
         assert case in triage, case
@@ -95,7 +95,7 @@ def test_every_notebook_has_a_timing_line_and_00_to_05_add_up_to_their_slot():
     """Each notebook's section has a **Timing.** line; for 00-05 (measured with scripts/section_times.py) the minutes
     per section add up to the notebook's slot in the full day."""
     slots = {nb: int(m) for nb, m in re.findall(r"^\| (0\d) · [^|]+\|[^|]+\|[^|]+\| (\d+) min \|", TEXT, re.MULTILINE)}
-    for nb in ("00", "01", "02", "03", "04", "05", "06", "07", "08"):
+    for nb in ("00", "01", "02", "03", "04", "05", "06", "07", "08", "09"):
         start = TEXT.index(f"\n### {nb} · ")
         section = TEXT[start:TEXT.index("\n### ", start + 1)]
         timing = re.search(r"^\*\*Timing\.\*\* (.+)$", section, re.MULTILINE)

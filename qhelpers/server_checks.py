@@ -1,0 +1,264 @@
+"""The self-checks of notebook 09's exercises: how much smaller the INT8 ONNX file is, the worst 16-bit pair sum,
+the integer tensors a QDQ file stores.
+
+Introduced in notebooks/09_server_runtimes.ipynb.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
+
+__all__ = [
+    "check_onnx_size_ratio",
+    "check_worst_pair_sum",
+    "stored_integer_dq_count",
+    "check_stored_integer_dq_function",
+]
+
+INT16_MAX = 32767  # what a 16-bit pair sum (VPMADDUBSW) can hold
+
+
+# --------------------------------------------------------------------------- exercise 1: the size of the INT8 file
+
+
+def _file_size(path: Any, name: str) -> int:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}: no file at {p}")
+    return p.stat().st_size
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * abs(b)  # a ratio of two byte counts: float32 answers pass, rounded ones do not
+
+
+@_blank_safe
+def check_onnx_size_ratio(ratio: Any, float_path: Path | str, int8_path: Path | str, *,
+                          others: Optional[dict[str, tuple[Path | str, Path | str]]] = None) -> bool:
+    """Exercise: how many times smaller the INT8 ONNX file is than the float ONNX file the export wrote (float bytes /
+    INT8 bytes, exact to 1e-6 relative).
+
+    The typical wrong answers get a hint: the inverse, a percentage, the BatchNorm-folded float file that
+    ``quant_pre_process`` wrote (``<name>_pre.onnx`` beside the export), 4 (four bytes to one per weight, not a
+    measurement of the files), a number rounded from printed sizes, the ratio of another model's files (``others``:
+    name -> (float path, INT8 path)).
+
+    Introduced in notebooks/09_server_runtimes.ipynb.
+    """
+    f, q = _file_size(float_path, "float_path"), _file_size(int8_path, "int8_path")
+    got = as_number(ratio, "size ratio")
+    expected = f / q
+    if _close(got, expected):
+        return report("size ratio", True)
+    if _close(got, q / f):
+        return report("size ratio", False, "that is INT8 bytes / float bytes; the question asks how many times smaller: float / INT8")
+    if _close(got, 100 * q / f) or _close(got, 100 * expected):
+        return report("size ratio", False, "give a ratio, not a percentage")
+    pre = Path(float_path).with_name(Path(float_path).stem + "_pre.onnx")
+    if pre.is_file() and (_close(got, pre.stat().st_size / q) or _close(got, q / pre.stat().st_size)):
+        return report("size ratio", False, "that uses the pre-processed file (_pre.onnx, BatchNorm folded); "
+                      "compare with the float file the export wrote")
+    for name, (other_f, other_q) in (others or {}).items():
+        of, oq = _file_size(other_f, f"others[{name!r}]"), _file_size(other_q, f"others[{name!r}]")
+        if _close(got, of / oq) or _close(got, oq / of):
+            return report("size ratio", False, f"those are the files of {name}; the question asks about the other model's")
+    if got == 4:
+        return report("size ratio", False, "4 is what one byte instead of four per weight would give; measure the two files "
+                      "(Path(...).stat().st_size)")
+    if abs(got - expected) <= 0.01 * expected:
+        return report("size ratio", False, "close, but compute it from the files' sizes in bytes rather than from rounded numbers")
+    return report("size ratio", False, f"got {got:.4g}; divide the float file's size in bytes by the INT8 file's")
+
+
+# --------------------------------------------------------------------------- exercise 2: the worst pair sum
+
+
+def _worst_pair_sum_reference(codes: torch.Tensor) -> int:
+    """The largest magnitude a 16-bit pair sum ``a[2i] * w[2i] + a[2i+1] * w[2i+1]`` can reach, for uint8 activations
+    ``a`` (0..255, any values) and the int8 weight ``codes`` (one row per output channel, an even number of columns).
+
+    Both activations are free: the sum is largest with 255 on the positive weights of a pair (and 0 on the negative
+    one), or on the negative ones; the answer is the largest of those over every pair of every row.
+
+    Introduced in notebooks/09_server_runtimes.ipynb.
+    """
+    w = codes.to(torch.int64).reshape(codes.shape[0], -1, 2)
+    positive = w.clamp(min=0).sum(dim=2)
+    negative = (-w).clamp(min=0).sum(dim=2)
+    return int(255 * torch.maximum(positive, negative).max())
+
+
+def _pair_cases() -> list[tuple[str, torch.Tensor]]:
+    t = lambda rows: torch.tensor(rows, dtype=torch.int8)  # noqa: E731
+    return [
+        ("two weights of 127", t([[127, 127]])),
+        ("a pair of opposite signs", t([[127, -128]])),
+        ("two weights of -128", t([[-128, -128], [1, 2]])),
+        ("7-bit weights (reduce-range)", t([[63, 63, -64, -64]])),
+        ("the large weights in different pairs", t([[127, 0, 0, 127]])),
+        ("the large weights in another row's pair", t([[100, 0], [0, 100], [3, 3]])),
+    ]
+
+
+def _pair_mistake(fn: Callable[[torch.Tensor], Any], codes: torch.Tensor) -> str:
+    """The hint for the typical wrong rule that gives ``fn``'s answer on ``codes`` (empty: none recognised)."""
+    w = codes.to(torch.int64).reshape(codes.shape[0], -1, 2)
+    flat = codes.to(torch.int64).reshape(codes.shape[0], -1)
+    got = fn(codes)
+    if got == int(255 * w.abs().sum(dim=2).max()):
+        return "an activation is 0..255, never negative: a pair with weights of opposite signs cannot add both magnitudes"
+    if got == int(127 * torch.maximum(w.clamp(min=0).sum(2), (-w).clamp(min=0).sum(2)).max()) or got == int(128 * torch.maximum(w.clamp(min=0).sum(2), (-w).clamp(min=0).sum(2)).max()):
+        return "the activations are uint8 (0..255), not int8: use 255"
+    if got == int(255 * flat.abs().max()):
+        return "that is one product; the instruction adds two of them (a pair) before it stores 16 bits"
+    top2 = flat.clamp(min=0).sort(dim=1, descending=True).values[:, :2].sum(1).max()
+    if got == int(255 * top2):
+        return "the pairs are fixed, neighbours (0, 1), (2, 3), ...: the two largest weights of a row are not always in one pair"
+    return ""
+
+
+@_blank_safe
+def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
+    """Exercise: a function ``worst_pair_sum(codes)`` (int8 weight codes, one row per output channel) that returns the
+    largest magnitude a pair sum of uint8 activations times those weights can reach, as an int.
+
+    The check calls it on ``codes`` and on cases of its own (opposite signs, -128, reduce-range codes, the large
+    weights in different pairs or rows); the typical wrong rules (absolute values, int8 activations, one product,
+    the two largest weights of a row) get their hint.
+
+    Introduced in notebooks/09_server_runtimes.ipynb.
+    """
+    if not isinstance(codes, torch.Tensor) or codes.dtype != torch.int8 or codes.dim() != 2 or codes.shape[1] % 2:
+        raise TypeError(f"codes must be an int8 tensor (out_channels, K) with K even, got {codes!r:.80}")
+    if not_filled(fn):
+        raise NotFilledIn("worst pair sum")
+    if not callable(fn):
+        return report("worst pair sum", False, "pass your function itself (worst_pair_sum), not its result")
+    if fn is _worst_pair_sum_reference or getattr(fn, "__wrapped__", None) is _worst_pair_sum_reference:
+        return report("worst pair sum", False, "that is the check's own reference; write the rule yourself")
+    for name, case in [*_pair_cases(), ("the codes of the file", codes)]:
+        expected = _worst_pair_sum_reference(case)
+        got = fn(case.clone())
+        got = as_number(got, "worst pair sum")
+        if got != expected:
+            hint = _pair_mistake(lambda c: as_number(fn(c.clone()), "worst pair sum"), case)
+            return report("worst pair sum", False, f"on {name} {case.tolist() if case.numel() <= 8 else ''} you return {got:g}, the worst case is "
+                          f"{expected}" + (f": {hint}" if hint else ""))
+    return report("worst pair sum", True)
+
+
+# --------------------------------------------------------------------------- exercise 3: the integers a QDQ file stores
+
+
+def _onnx_graph(path: Any) -> Any:
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"onnx_path: no ONNX file at {p}")
+    return onnx.load(str(p)).graph
+
+
+def _crafted_graph() -> Any:
+    """A small QDQ graph unlike the course's files: three Convs without a bias, a Gemm with one, a MatMul whose weight is
+    stored, and one activation DequantizeLinear that follows no QuantizeLinear (an int8 graph input)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    init = [numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "conv_w_q"), numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "conv2_w_q"),
+            numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "conv3_w_q"), numpy_helper.from_array(np.ones((4, 2), np.int8), "gemm_w_q"),
+            numpy_helper.from_array(np.ones(4, np.int32), "gemm_b_q"), numpy_helper.from_array(np.ones((4, 4), np.int8), "mm_w_q"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0.2, np.float32), "s2"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
+            numpy_helper.from_array(np.array(0, np.int32), "zp32")]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x_q", "s", "zp"], ["x"]),  # an int8 input: an activation, not stored
+        helper.make_node("DequantizeLinear", ["conv_w_q", "s", "zp"], ["conv_w"]),
+        helper.make_node("Conv", ["x", "conv_w"], ["c1"]),  # no bias, and neither have the next two
+        helper.make_node("DequantizeLinear", ["conv2_w_q", "s", "zp"], ["conv2_w"]),
+        helper.make_node("QuantizeLinear", ["c1", "s2", "zp"], ["c1_q"]),
+        helper.make_node("DequantizeLinear", ["c1_q", "s2", "zp"], ["c1_dq"]),
+        helper.make_node("Conv", ["c1_dq", "conv2_w"], ["c2"]),
+        helper.make_node("DequantizeLinear", ["conv3_w_q", "s", "zp"], ["conv3_w"]),
+        helper.make_node("Conv", ["c2", "conv3_w"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("QuantizeLinear", ["f", "s", "zp"], ["f_q"]),
+        helper.make_node("DequantizeLinear", ["f_q", "s", "zp"], ["f_dq"]),
+        helper.make_node("DequantizeLinear", ["gemm_w_q", "s", "zp"], ["gemm_w"]),
+        helper.make_node("DequantizeLinear", ["gemm_b_q", "s", "zp32"], ["gemm_b"]),
+        helper.make_node("Gemm", ["f_dq", "gemm_w", "gemm_b"], ["g"], transB=1),
+        helper.make_node("DequantizeLinear", ["mm_w_q", "s", "zp"], ["mm_w"]),
+        helper.make_node("MatMul", ["g", "mm_w"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "crafted", [helper.make_tensor_value_info("x_q", TensorProto.INT8, [1, 1, 1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], init)
+    return graph
+
+
+def _graph_counts(graph: Any) -> dict[str, int]:
+    initializers = {i.name for i in graph.initializer}
+    dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    ops = [n.op_type for n in graph.node]
+    return {
+        "stored": sum(n.input[0] in initializers for n in dq),
+        "dq": len(dq),
+        "q": ops.count("QuantizeLinear"),
+        "dq_minus_q": len(dq) - ops.count("QuantizeLinear"),
+        "weighted": sum(op in ("Conv", "Gemm", "MatMul") for op in ops),
+        "two_per_layer": 2 * sum(op in ("Conv", "Gemm") for op in ops),
+        "initializers": len(initializers),
+    }
+
+
+def stored_integer_dq_count(onnx_path: Path | str) -> dict[str, int]:
+    """Counts in a QDQ ONNX file: ``stored`` (DequantizeLinear nodes whose input is an initializer: a weight or a bias
+    stored as integers), ``dq`` (every DequantizeLinear), ``q`` (QuantizeLinear), ``dq_minus_q``, ``weighted`` (Conv,
+    Gemm and MatMul nodes), ``two_per_layer`` (two per Conv and Gemm: a weight and a bias each), ``initializers``.
+
+    Introduced in notebooks/09_server_runtimes.ipynb.
+    """
+    return _graph_counts(_onnx_graph(onnx_path))
+
+
+_GRAPH_HINTS = {
+    "dq": "that counts every DequantizeLinear; keep those whose input is an initializer (the others dequantize an activation)",
+    "q": "that counts QuantizeLinear nodes: those quantize activations while the model runs",
+    "dq_minus_q": "DequantizeLinear minus QuantizeLinear works only when every activation's DequantizeLinear follows a "
+                  "QuantizeLinear (an int8 graph input does not); test each node's input against the initializer names",
+    "two_per_layer": "a weight and a bias per Conv/Gemm holds only when every layer has a bias and no MatMul carries a "
+                     "weight; look at the DequantizeLinear nodes themselves",
+    "weighted": "that counts one weight per layer: biases are stored as int32 with their own DequantizeLinear",
+    "initializers": "that counts every initializer, scales and zero points included; count DequantizeLinear nodes",
+}
+
+
+@_blank_safe
+def check_stored_integer_dq_function(fn: Any, onnx_path: Path | str) -> bool:
+    """Exercise: a function ``stored_integer_dqs(graph)`` (an ``onnx.GraphProto``) returning how many DequantizeLinear
+    nodes read a stored integer tensor (an initializer) rather than an activation.
+
+    The check runs it on ``onnx_path``'s graph and on a small graph of its own (a Conv without a bias, a Gemm with
+    one, a MatMul with a stored weight, an int8 graph input dequantized without a QuantizeLinear), so a number read
+    off a printed table, or a rule right for one file only, does not pass. Typical wrong rules get a hint.
+
+    Introduced in notebooks/09_server_runtimes.ipynb.
+    """
+    graph = _onnx_graph(onnx_path)
+    if not_filled(fn):
+        raise NotFilledIn("stored integer tensors")
+    if not callable(fn):
+        return report("stored integer tensors", False, "pass your function itself (stored_integer_dqs), not a number")
+    for name, g in (("the course model's file", graph), ("a small graph of the check's own (Convs without a bias, "
+                                                         "a MatMul weight, an int8 graph input)", _crafted_graph())):
+        counts = _graph_counts(g)
+        got = as_number(fn(g), "stored integer tensors")
+        if got != counts["stored"]:
+            hint = next((h for key, h in _GRAPH_HINTS.items() if got == counts[key]), "")
+            return report("stored integer tensors", False, f"on {name} your function returns {got:g}, the right count is "
+                          f"{counts['stored']}" + (f": {hint}" if hint else ": count the DequantizeLinear nodes whose "
+                                                   "input[0] names an initializer"))
+    return report("stored integer tensors", True)
