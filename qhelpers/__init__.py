@@ -14,9 +14,11 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 * ``training``    training loops (01, 04)
 * ``latency``     latency measured properly: threads, warm-up, median and IQR (01, 02)
 * ``plotting``    histograms with the quantization grid, per-channel error (01)
-* ``checks``      self-checks for the exercises (01 onwards)
+* ``checks``      the self-check machinery: report, blanks, ranges, tolerance (01 onwards); ``tensor_checks``:
+  notebook 01's self-checks
 * ``widgets``     the explorer and the chooser (00, 01)
-* ``pretrained``  pre-quantized models: torchvision offline, the course's INT8 weights enum (02);
+* ``pretrained``  pre-quantized models: torchvision offline, the course's INT8 weights enum, is_quantized (02);
+  ``int8_size``: what an INT8 file is made of, counted (02);
   the benchmark command is ``python -m qhelpers.deployment_benchmark`` (02)
 * ``ptq``         static PTQ: fusion finder, qconfig variants, the recipe; the depthwise model of
   ``models_depthwise`` is re-exported here; ``ptq_analysis``: calibration draws, sensitivity with torch.ao.ns (03)
@@ -33,7 +35,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
   ``empirical_bias_correction``, ``adaptive_rounding`` (AdaRound), ``pt2e_debug`` (PT2E numeric debugger);
   ``recovery`` gathers them (``qh.recovery``)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
-* ``<topic>_checks`` the self-checks of a notebook's exercises: ``ptq_checks`` (03), ``qat_checks`` (04),
+* ``<topic>_checks`` the self-checks of a notebook's exercises: ``tensor_checks`` (01), ``pretrained_checks`` (02),
+  ``ptq_checks`` (03), ``qat_checks`` (04),
   ``beyond_eager_checks`` (05), ``linear_checks`` (06), ``recovery_checks`` (07), ``runtime_checks`` (08),
   ``server_checks`` (09: the exercises of the server runtimes notebook; ``server_runtimes`` itself is not star-imported)
 
@@ -64,11 +67,14 @@ from .training import *  # noqa: F401,F403
 from .latency import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .checks import *  # noqa: F401,F403
+from .tensor_checks import *  # noqa: F401,F403
 from .widgets import *  # noqa: F401,F403
 
 # Modules added by later notebooks (one line each, in course order):
 # --- later modules below ---
 from .pretrained import *  # noqa: F401,F403
+from .int8_size import *  # noqa: F401,F403
+from .pretrained_checks import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
 from .ptq_analysis import *  # noqa: F401,F403
 from .ptq_checks import *  # noqa: F401,F403

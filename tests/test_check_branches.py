@@ -30,11 +30,12 @@ def _quiet():
 _quiet()
 
 
-# ----------------------------------------------------------------------------- qhelpers/checks.py (notebook 01)
+# ----------------------------------------------------------------------------- qhelpers/tensor_checks.py (notebook 01)
 
 
 def test_as_number_and_as_tensor_name_the_argument_of_the_wrong_kind():
-    from qhelpers.checks import _as_tensor, as_number
+    from qhelpers.checks import as_number
+    from qhelpers.tensor_checks import _as_tensor
 
     with pytest.raises(TypeError, match="size ratio must be a single number, got str"):
         as_number("three", "size ratio")
@@ -151,7 +152,7 @@ def test_bits_prediction_that_more_bits_lower_the_sqnr(capsys):
     rejected(capsys, qh.check_bits_prediction(0.0, 5.0, block, tokens, bits=8, reference_bits=4), "fewer bits cannot raise the SQNR")
 
 
-# ----------------------------------------------------------------------------- qhelpers/pretrained.py (notebook 02)
+# ----------------------------------------------------------------------------- qhelpers/pretrained_checks.py (notebook 02)
 
 FAKE_WEIGHTS = SimpleNamespace(meta={
     "backend": "qnnpack",

@@ -19,11 +19,11 @@ def test_the_gate_covers_every_self_check_and_the_helpers_that_judge():
                 decorated.add((path.name, node.name))
     assert len(decorated) >= 30 and decorated <= names
     # helpers a check judges with: private ones of its module, and the shared ones that reject an answer themselves
-    assert {("checks.py", "_codes_mistake"), ("checks.py", "read_range"), ("checks.py", "as_number"), ("pretrained.py", "_near"),
+    assert {("tensor_checks.py", "_codes_mistake"), ("checks.py", "read_range"), ("checks.py", "as_number"), ("pretrained_checks.py", "_near"),
             ("qat_checks.py", "_fake_quant_instance")} <= names
     # not what only shows a verdict, and not a same-named helper of another module the check does not call
     assert not {n for _, n in names} & gate.SHOWN_ONLY
-    assert ("pretrained.py", "_number") in names and ("checks.py", "_number") in names
+    assert ("pretrained_checks.py", "_number") in names and ("tensor_checks.py", "_number") in names
 
 
 def test_the_gate_runs_the_exercise_tests_and_its_own():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import qhelpers as qh
-from qhelpers import checks
+from qhelpers import checks, tensor_checks
 from verdicts import rejected
 
 
@@ -594,7 +594,7 @@ def test_ex2_rejects_a_floor_below_a_threshold_of_ones_own(capsys, x, threshold,
 def test_ex2_floor_probes_straddle_255_eps_and_match_torchs_observer(x):
     # the probes' widths lie on both sides of 255 eps, within 0..4e-5, and torch's observer floors exactly those below
     eps = torch.finfo(torch.float32).eps
-    probes = [(what, t) for what, t in checks._qparams_probes(x) if what.startswith("a tensor from 0 to ") and "eps)" in what]
+    probes = [(what, t) for what, t in tensor_checks._qparams_probes(x) if what.startswith("a tensor from 0 to ") and "eps)" in what]
     widths = [(t.max() - t.min()).item() for _, t in probes]
     assert max(widths) <= 4e-5 and any(w / 255 < eps for w in widths) and any(w / 255 > eps for w in widths)
     assert min(w for w in widths if w / 255 > eps) < 1.02 * 255 * eps and max(w for w in widths if w / 255 < eps) > 0.98 * 255 * eps
@@ -620,7 +620,7 @@ def test_ex2_rejects_a_zero_point_from_the_unfloored_scale(capsys, x):
 def test_ex2_sub_floor_probes_with_negative_values_match_torchs_observer(x):
     eps = torch.finfo(torch.float32).eps
     expected = {"from -1e-6 to 0": 8, "from -5e-7 to 5e-7": 4}
-    probes = {key: t for what, t in checks._qparams_probes(x) for key in expected if key in what}
+    probes = {key: t for what, t in tensor_checks._qparams_probes(x) for key in expected if key in what}
     assert probes.keys() == expected.keys()
     for key, t in probes.items():
         observer = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8)

@@ -120,7 +120,7 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
     assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
     # review 02_r9 finding 2: the hint says which way it is off, never the unseen model's count (an answer to copy)
-    unseen = qh.int8_weight_bytes(qh.pretrained._unseen_float_model()) / 1e6 if hasattr(qh.pretrained, "_unseen_float_model") else None
+    unseen = qh.int8_weight_bytes(qh.pretrained_checks._unseen_float_model()) / 1e6 if hasattr(qh.pretrained_checks, "_unseen_float_model") else None
     assert "less than that model's INT8 weights" in out or "more than that model's INT8 weights" in out
     assert unseen is None or f"{unseen:.6g}" not in out
 

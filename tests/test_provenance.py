@@ -54,7 +54,7 @@ NOT_IN_NOTEBOOKS = {
     "qat_finetune": ("notebooks/04_quantization_aware_training.ipynb", "the package twin of notebook 04's recipe cell, named in its text; tests compare the two"),
     "qat_qconfig": ("qhelpers/qat.py", "quantization_aware_training builds its default qconfig with it"),
     "qparams_from_minmax": ("qhelpers/quantmath.py", "qparams_from_tensor and the observers' twin build on it"),
-    "quant_range": ("qhelpers/checks.py", "the integer range of bits/signed, used across the package"),
+    "quant_range": ("qhelpers/tensor_checks.py", "the integer range of bits/signed, used across the package"),
     "quantize_xnnpack": ("qhelpers/cli_quantize.py", "the CLI's --target xnnpack and make bench"),
     "random_shift": ("qhelpers/training.py", "the course model's augmentation (make model)"),
     "rebuild_course_int8": ("qhelpers/pretrained.py", "python -m qhelpers.rebuild int8 (the INT8 artifact's ModelSpec)"),

@@ -1,0 +1,478 @@
+"""The self-checks of notebook 02's exercises: the weights' metadata, the INT8 size, the speed-up, the scale bytes.
+
+Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from typing import Any, Optional
+
+from torch import nn
+
+from .latency import MIN_RUNS, Latency, packing_digest, state_dict_digest, weights_digest
+from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .metrics import count_parameters, model_size_bytes
+from .models import load_course_model
+from .pretrained import CourseNet_QuantizedWeights, is_quantized
+from .int8_size import _counting_only, _Measured, _measured_hint, int8_size_breakdown, int8_weight_bytes
+
+__all__ = [
+    "check_weights_meta",
+    "check_int8_size_prediction",
+    "check_speedup",
+    "check_scale_bytes_prediction",
+]
+
+
+# --------------------------------------------------------------------------- exercise self-checks
+
+
+def _number(value: Any, name: str) -> float:
+    if not_filled(value):
+        raise NotFilledIn(name)
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+
+
+def _near(a: float, b: float, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+@_blank_safe
+def check_weights_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any) -> bool:
+    """Exercise: a torchvision quantized weights' file-size ratio, published INT8 top-1, and the drop from its float weights.
+
+    ``file_ratio`` is the float weights' ``meta["_file_size"]`` divided by
+    the INT8 weights' (``meta["unquantized"]`` is the float weights).
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    if not_filled(file_ratio):
+        raise NotFilledIn("file_ratio")
+    meta = weights.meta
+    f_size, q_size = meta["unquantized"].meta["_file_size"], meta["_file_size"]
+    r = _number(file_ratio, "file_ratio")
+    if _near(r, f_size / q_size):
+        ok_ratio = report("file_ratio", True)
+    elif _near(r, q_size / f_size):
+        ok_ratio = report("file_ratio", False, "upside down: the task asks float size / INT8 size")
+    elif 3.0 <= r <= 4.0:
+        ok_ratio = report("file_ratio", False, "that is what INT8 usually gives; read the two files' sizes in meta['_file_size']")
+    else:
+        ok_ratio = report("file_ratio", False, "not float meta['_file_size'] / INT8 meta['_file_size'] of these weights")
+    metrics, float_metrics = meta["_metrics"]["ImageNet-1K"], meta["unquantized"].meta["_metrics"]["ImageNet-1K"]
+    top1, float_top1 = metrics["acc@1"], float_metrics["acc@1"]
+    q = _number(int8_top1, "int8_top1")
+    if _near(q, top1):
+        ok_top1 = report("int8_top1", True)
+    elif _near(q, float_top1):
+        ok_top1 = report("int8_top1", False, "that is the float model's top-1 (meta['unquantized']); the INT8 one is in these weights' own meta")
+    elif _near(q, top1 / 100):
+        ok_top1 = report("int8_top1", False, "meta gives accuracies in percent; keep them in percent")
+    elif _near(q, metrics.get("acc@5", float("nan"))):
+        ok_top1 = report("int8_top1", False, "that is top-5 (acc@5); the task asks for top-1")
+    else:
+        ok_top1 = report("int8_top1", False, "not the published INT8 top-1; look in meta['_metrics']")
+    d, expected = _number(drop, "drop"), float_top1 - top1
+    if _near(d, expected):
+        ok_drop = report("drop", True)
+    elif _near(d, -expected):
+        ok_drop = report("drop", False, "sign: the drop is float top-1 minus INT8 top-1 (positive when INT8 is worse)")
+    elif _near(d, 100 * expected / float_top1) or _near(d, expected / float_top1):
+        ok_drop = report("drop", False, "that is a relative drop; the task asks for the difference in percentage points")
+    else:
+        ok_drop = report("drop", False, "not float top-1 minus INT8 top-1 of these weights (float top-1 is in meta['unquantized'])")
+    return ok_ratio and ok_top1 and ok_drop
+
+
+@_blank_safe
+def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, int8_model: Optional[nn.Module] = None) -> bool:
+    """Exercise: ``predicted_int8_mb(model)``, a float model's INT8 weight bytes in MB (1e6 bytes), one byte per Conv2d/Linear weight.
+
+    The answer is a function of a float model, counted from that model: the check runs it on ``float_model`` and
+    then on a float model the learner never built (torchvision's MNASNet 0.5, random weights), so a number measured
+    on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only; the
+    function runs with the measuring routes refused (``int8_size_breakdown``, ``int8_weight_bytes``, torch's eager
+    and FX convert, which torchvision's ``quantize=True`` calls), so one that quantizes its model is refused too. A
+    plain number is refused (it could have been measured rather than counted), with the mistake it holds named
+    where it is a known one. With ``int8_model`` (``float_model``'s architecture quantized), the size of its whole
+    state dict, a number printed in notebook 02's size table, is named as the mistake it is.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    name = "predicted_int8_mb"
+    if not_filled(predicted_int8_mb):
+        raise NotFilledIn(name)
+    if not callable(predicted_int8_mb):
+        mistake = _int8_size_mistake(_number(predicted_int8_mb, name), float_model, int8_model)
+        return report(name, False, (
+            "write predicted_int8_mb as a function of a float model, model -> MB, that counts that model's weights (the "
+            "check runs it on mnv2_float and on a model you have not built): a number could be measured, not counted"
+            + (f"; and this number is wrong: {mistake}" if mistake else "")
+        ))
+    second = _unseen_float_model()
+    for model, which in ((float_model, "the float model you were given"), (second, _UNSEEN)):
+        given, taken = copy.deepcopy(model), []
+        try:
+            with _counting_only() as taken:
+                p = predicted_int8_mb(given)
+        except _Measured:
+            pass
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            if not taken:
+                return report(name, False, f"your function raised {type(exc).__name__} on {which}: {exc}")
+        if taken:
+            return report(name, False, _measured_hint(taken, which, "one byte per Conv2d/Linear weight"))
+        try:
+            p = _number(p, name)
+        except TypeError as exc:
+            return report(name, False, f"on {which}: {exc}")
+        if model is float_model:
+            mistake = _int8_size_mistake(p, float_model, int8_model)
+            if mistake:
+                return report(name, False, mistake)
+        elif not _near(p, int8_weight_bytes(model) / 1e6, rtol=2e-4):
+            # the expected value of the model the learner has not built is not shown: it would be an answer to copy
+            return report(name, False, (
+                f"right on the float model you were given, but on {which} it gives {p:.6g} MB, "
+                f"{'more' if p > int8_weight_bytes(model) / 1e6 else 'less'} than that model's INT8 weights: count the "
+                "weights of the model passed in (a number measured on an INT8 model fits that model only)"
+            ))
+    return report(name, True)
+
+
+_UNSEEN = "a float model you have not built (torchvision's MNASNet 0.5, random weights)"
+
+
+def _unseen_float_model() -> nn.Module:
+    """A float torchvision model notebook 02 never builds: the second model ``check_int8_size_prediction`` counts."""
+    import torchvision
+
+    return torchvision.models.mnasnet0_5(weights=None).eval()
+
+
+def _int8_size_mistake(p: float, float_model: nn.Module, int8_model: Optional[nn.Module]) -> str:
+    """What is wrong with ``p`` MB as ``float_model``'s INT8 weight bytes ("" when it is right)."""
+    expected = int8_weight_bytes(float_model) / 1e6
+    if _near(p, expected, rtol=2e-4):
+        return ""
+    if int8_model is not None and _near(p, model_size_bytes(int8_model) / 1e6, rtol=2e-3):
+        return "that is the whole INT8 state dict (scales, zero points, float biases and the container too); count only the INT8 weights"
+    if _near(p, count_parameters(float_model) / 1e6, rtol=2e-4):
+        return "you counted every parameter: BatchNorm's are folded into the convolutions and biases stay float32; count only the Conv2d and Linear weights"
+    if _near(p, 4 * expected, rtol=2e-3) or _near(p, 4 * count_parameters(float_model) / 1e6, rtol=2e-3):
+        return "that is the float32 size (4 bytes per weight); INT8 stores one byte per weight"
+    if _near(p, expected * 1e6 / 2**20, rtol=2e-3) or _near(p, count_parameters(float_model) / 2**20, rtol=2e-3):
+        return "1 MB here is 1e6 bytes, not 2**20 (that is a MiB)"
+    if _near(p, 8 * expected, rtol=2e-3):
+        return "that counts bits; a size in bytes counts one per INT8 weight"
+    return "not one byte per Conv2d/Linear weight of the float model, in units of 1e6 bytes"
+
+
+def _other_weights(lat: Latency, model: Optional[nn.Module], default: Optional[Any], kind: str, default_name: str, rest: str) -> str:
+    """check_speedup's hint when ``lat`` timed other weights than ``model``'s (or, without it, ``default()``'s digest); "" if the same or nothing to compare."""
+    if model is None and default is None:
+        return ""
+    reference = weights_digest(model) if model is not None else default()
+    if lat.weights_digest == reference:
+        return ""
+    return f"it timed {kind} with other weights than the one the task names" + (f" ({default_name})" if model is None else "") + rest
+
+
+@_blank_safe
+def check_speedup(
+    float_latency: Any,
+    int8_latency: Any,
+    speedup: Any,
+    threads: int = 1,
+    *,
+    engine: Optional[str] = None,
+    module: Optional[str] = None,
+    input_shape: Optional[tuple] = None,
+    min_warmup: int = 1,
+    int8_model: Optional[nn.Module] = None,
+    float_model: Optional[nn.Module] = None,
+) -> bool:
+    """Exercise: two ``qh.measure_latency`` results with ``threads`` threads, and the INT8 speedup from their medians.
+
+    Checks what was measured, not only the ratio: two separate
+    measurements, the float one of a model without quantized modules, the
+    INT8 one of a model with them, both of the class ``module`` (when
+    given: the same architecture, not a stand-in such as ``nn.Identity``),
+    the INT8 one on ``engine`` (when given: the engine its weights were
+    packed for; the check sees the engine active while it ran, not how the
+    weights were packed), each warmed up (``warmup >= min_warmup``) and with
+    at least ``qh.MIN_RUNS`` timed runs, the same input (of ``input_shape``,
+    when given) and thread count. The INT8 measurement must have timed the
+    weights of ``int8_model`` (compared by ``Latency.weights_digest``, a hash
+    of the state dict); when ``int8_model`` is not given and ``module`` is
+    ``"CourseNet"``, the reference is the course's shipped INT8 model
+    (``course_net(weights=CourseNet_QuantizedWeights.DEFAULT, quantize=True)``),
+    so that timing another INT8 CourseNet (one calibrated with qnnpack's
+    qconfig, or an untrained one) is rejected. When ``int8_model`` is given,
+    the INT8 measurement must also have timed that very object
+    (``Latency.model_id``): a copy with the same weights loaded while
+    another engine was active is packed for that engine, which neither the
+    digest nor the active engine shows; and, when ``engine`` is given too,
+    with its weights packed as ``engine`` packs them (``Latency.packing``,
+    recorded when it was timed, against ``packing_digest`` of a copy of
+    ``int8_model`` loaded with ``engine`` active), so that the same object
+    re-packed in place (its own state dict loaded back while another engine
+    is active) is refused. Likewise the float measurement must
+    have timed the weights of ``float_model`` (when given; for
+    ``"CourseNet"`` by default the trained ``load_course_model()``), not an
+    untrained model.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    for name, lat in (("float_latency", float_latency), ("int8_latency", int8_latency)):
+        if not_filled(lat):
+            raise NotFilledIn(name)
+        if not isinstance(lat, Latency):
+            return report(name, False, f"expected the result of qh.measure_latency, got {type(lat).__name__}")
+        if lat.threads != threads:
+            return report(name, False, f"measured with {lat.threads} threads; the task asks for {threads}")
+        if lat.quantized is None:
+            return report(name, False, "measure the model itself (pass the model to qh.measure_latency), so that the check can see what was measured")
+        if lat.warmup < max(1, min_warmup):
+            return report(name, False, f"measured with warmup={lat.warmup}: keep the default warm-up ({max(1, min_warmup)} calls or more) before timing (section 6)")
+        if lat.runs < MIN_RUNS:
+            return report(name, False, f"{lat.runs} timed runs; a median and an IQR need at least {MIN_RUNS} (keep the default min_runs)")
+    if float_latency is int8_latency or float_latency == int8_latency:
+        return report("measurements", False, "you passed the same measurement twice: measure the float model and the INT8 model separately")
+    if float_latency.quantized and not int8_latency.quantized:
+        return report("measurements", False, "swapped: float_latency measured the INT8 model and int8_latency the float one")
+    if not int8_latency.quantized:
+        return report("int8_latency", False, "you measured the float model twice: int8_latency ran a model without quantized modules")
+    if float_latency.quantized:
+        return report("float_latency", False, "you measured the INT8 model twice: float_latency ran a model with quantized modules")
+    if module is not None:
+        for name, lat in (("float_latency", float_latency), ("int8_latency", int8_latency)):
+            if lat.module != module:
+                return report(name, False, f"it measured a {lat.module}, not the {module} the task names: time the float course model itself")
+    if engine is not None and int8_latency.engine != engine:
+        return report(
+            "int8_latency",
+            False,
+            f"the INT8 model ran on engine {int8_latency.engine!r}, but its weights were packed for {engine!r}: "
+            f"set that engine (qh.set_engine(...)) before timing it",
+        )
+    course = module == "CourseNet"
+    hint = _other_weights(
+        int8_latency, int8_model,
+        # the shipped INT8 weights, hashed from their file (the same digest as the loaded model's)
+        (lambda: state_dict_digest(CourseNet_QuantizedWeights.DEFAULT.get_state_dict())) if course else None,
+        "an INT8 model", "course_int8, the shipped INT8 course model",
+        ": a model quantized with another qconfig (such as qnnpack's, packed for qnnpack) or an untrained one "
+        "runs other kernels; time that model itself",
+    )
+    if hint:
+        return report("int8_latency", False, hint)
+    if int8_model is not None and int8_latency.model_id != id(int8_model):
+        return report(
+            "int8_latency",
+            False,
+            "it timed a copy of the INT8 model the task names: the same weights, but a copy loaded while another engine "
+            "was active is packed for that engine (section 5's repack_for); time the model object itself",
+        )
+    if int8_model is not None and engine is not None and int8_latency.packing != _packing_for(int8_model, engine):
+        return report(
+            "int8_latency",
+            False,
+            f"it timed the INT8 model with its weights packed for another engine than {engine!r}: loading a state dict "
+            "while another engine is active re-packs the model in place, so it ran that engine's kernels. Load its "
+            f"state dict again with {engine!r} active (with qh.engine(...): model.load_state_dict(model.state_dict())), "
+            "or build it again, and time it again",
+        )
+    hint = _other_weights(
+        float_latency, float_model, (lambda: weights_digest(load_course_model())) if course else None,
+        "a float model", "qh.load_course_model(), the trained float course model",
+        ", such as an untrained one: time that model itself",
+    )
+    if hint:
+        return report("float_latency", False, hint)
+    if float_latency.input_shape != int8_latency.input_shape:
+        return report("measurements", False, f"the two models ran on different inputs ({float_latency.input_shape} vs {int8_latency.input_shape}): time both on the same batch")
+    if input_shape is not None and tuple(float_latency.input_shape) != tuple(input_shape):
+        return report("measurements", False, f"both ran on an input of shape {tuple(float_latency.input_shape)}; the task names a batch of shape {tuple(input_shape)}")
+    ok = report("measurements", True)
+    s = _number(speedup, "speedup")
+    f_ms, q_ms = float_latency.median_ms, int8_latency.median_ms
+    if _near(s, f_ms / q_ms):
+        return report("speedup", True) and ok
+    if _near(s, q_ms / f_ms):
+        return report("speedup", False, "inverted: the speedup is float time divided by INT8 time (above 1 when INT8 is faster)")
+    if _near(s, f_ms - q_ms) or _near(s, q_ms - f_ms):
+        return report("speedup", False, "that is a difference of times; a speedup is a ratio")
+    if _near(s, float_latency.min_ms / int8_latency.min_ms):
+        return report("speedup", False, "that uses the fastest runs; the task asks for the medians (.median_ms)")
+    return report("speedup", False, "not the ratio of the two medians (.median_ms)")
+
+
+def _packing_for(model: nn.Module, engine: str) -> str:
+    """``packing_digest`` of a copy of ``model`` with its own state dict loaded while ``engine`` is active."""
+    from .environment import engine as active_engine
+
+    with active_engine(engine):
+        copied = copy.deepcopy(model)
+        copied.load_state_dict(model.state_dict())
+    return packing_digest(copied)
+
+
+def _conv_linear(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@_blank_safe
+def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
+    """Exercise: ``predicted_bytes(model, backend)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model, for ``"fbgemm"`` or ``"qnnpack"``.
+
+    The function is called with both backends on both models: for
+    ``int8_model``'s own backend (``"fbgemm"`` when its weights are
+    per-channel, else ``"qnnpack"``) the expected value is measured, for the
+    other one it is the rule below.
+
+    The expected value for ``float_model`` is ``int8_size_breakdown(int8_model)["scales and zero
+    points"]``: per-channel weights store a float64 scale and an int64 zero
+    point per output channel of every Conv2d and Linear (16 bytes each);
+    per-tensor weights (``qnnpack``) store no per-channel tensors, only a
+    couple of numbers per layer, kept inside each quantized weight tensor
+    (``q_scale()``, ``q_zero_point()``), so the row is 0. The count is exact:
+    accepts a number less than one channel's 16 bytes from it (per-channel),
+    and only 0 on a per-tensor backend. The answer is a function of a float
+    model: the check then runs it on a float model the learner never built
+    (torchvision's ShuffleNetV2 x1.0), whose expected count is that rule
+    (16 bytes per output channel where ``int8_model``'s weights are
+    per-channel, else 0), so a number measured on an INT8 model fits the
+    first model only; a plain number is refused (with its mistake named
+    where it is a known one), and so is a function that measures (it runs
+    with ``int8_size_breakdown``, ``int8_weight_bytes`` and torch's convert
+    refused). Names the typical mistakes:
+    megabytes or kilobytes instead of bytes; 8 bytes per channel (float32
+    and int32); the input axis counted (the Linear layer's ``in_features``,
+    or every layer's input channels) instead of the output channels;
+    per-channel counting, or a couple of numbers per layer, on a per-tensor
+    backend; the Linear layer left out; the INT8 weights or the whole file
+    counted instead.
+
+    Introduced in notebooks/02_pretrained_quantized_models.ipynb.
+    """
+    name = "predicted_bytes"
+    if not_filled(predicted_bytes):
+        raise NotFilledIn(name)
+    if not isinstance(float_model, nn.Module) or not isinstance(int8_model, nn.Module):
+        raise TypeError("float_model and int8_model must be torch.nn.Module")
+    if is_quantized(float_model) or not is_quantized(int8_model):
+        raise ValueError("pass the float model first and the INT8 model second")
+    parts = int8_size_breakdown(int8_model)
+    measured = parts["scales and zero points"]
+    if not callable(predicted_bytes):
+        if isinstance(predicted_bytes, bool) or not isinstance(predicted_bytes, (int, float)):
+            return report(name, False, f"expected a function (model, backend) -> bytes, got {type(predicted_bytes).__name__}")
+        mistake = _scale_bytes_mistake(float(predicted_bytes), float_model, parts)
+        return report(name, False, (
+            "write predicted_bytes as a function of a float model and a backend, (model, backend) -> bytes, that counts "
+            "that model's layers (the check runs it on shuffle_float and on a model you have not built, with "
+            "'fbgemm' and with 'qnnpack'): a number could be measured, "
+            "not counted" + (f"; and this number is wrong: {mistake}" if mistake else "")
+        ))
+    own = "fbgemm" if measured > 0 else "qnnpack"  # the backend int8_model was built with: per-channel or not
+    other = "qnnpack" if own == "fbgemm" else "fbgemm"
+    channels_of = lambda m: sum(layer.weight.shape[0] for layer in _conv_linear(m))  # noqa: E731
+    # the other backend's row by the rule (16 bytes per output channel for fbgemm, 0 for qnnpack); no file to compare
+    other_parts = {"int8 weights": int8_weight_bytes(float_model), "total": float("nan"),
+                   "scales and zero points": 16 * channels_of(float_model) if other == "fbgemm" else 0}
+    unseen = _unseen_shufflenet()
+    cases = [(float_model, "the float model you were given", own, parts),
+             (float_model, "the float model you were given", other, other_parts),
+             (unseen, _UNSEEN_SHUFFLENET, "fbgemm", None), (unseen, _UNSEEN_SHUFFLENET, "qnnpack", None)]
+    for model, which, backend, expected_parts in cases:
+        where = f"with backend={backend!r}, on {which}"
+        given, taken = copy.deepcopy(model), []
+        try:
+            with _counting_only() as taken:
+                p = predicted_bytes(given, backend)
+        except _Measured:
+            pass
+        except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+            if not taken:
+                return report(name, False, f"your function raised {type(exc).__name__} {where}: {exc}"
+                              + (" (it takes two arguments: predicted_bytes(model, backend))" if isinstance(exc, TypeError) else ""))
+        if taken:
+            return report(name, False, _measured_hint(taken, where, "the output channels"))
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):  # int, float, numpy's scalars
+            return report(name, False, f"{where} your function returned {type(p).__name__}; return one number of bytes")
+        if expected_parts is not None:
+            mistake = _scale_bytes_mistake(float(p), float_model, expected_parts)
+            if mistake:
+                return report(name, False, mistake if expected_parts is parts else (
+                    f"right with backend={own!r}, but with backend={backend!r} it gives {p:,.0f} bytes: {mistake} "
+                    "(the answer depends on the backend: use the argument)"))
+            continue
+        expected = 16 * channels_of(model) if backend == "fbgemm" else 0
+        if not (abs(p - expected) < 16 if expected else p == 0):
+            # the expected value of the model the learner has not built is not shown: it would be an answer to copy
+            return report(name, False, (
+                f"right on the float model you were given, but {where} it gives {p:,.0f} bytes, "
+                f"{'more' if p > expected else 'less'} than that model's: count the layers of the model passed in (a "
+                "number measured on an INT8 model fits that model only)"
+            ))
+    layers = _conv_linear(float_model)
+    channels = sum(m.weight.shape[0] for m in layers)
+    ok = report(name, True)
+    print(f"   measured: {measured:,} bytes of scales and zero points ({channels:,} output channels in {len(layers)} "
+          f"Conv2d/Linear layers); the whole INT8 file: {parts['total']:,} bytes")
+    return ok
+
+
+_UNSEEN_SHUFFLENET = "a float model you have not built (torchvision's ShuffleNetV2 x1.0, random weights)"
+
+
+def _unseen_shufflenet() -> nn.Module:
+    """A float torchvision model notebook 02 never builds: the second model ``check_scale_bytes_prediction`` counts."""
+    import torchvision
+
+    return torchvision.models.shufflenet_v2_x1_0(weights=None).eval()
+
+
+def _scale_bytes_mistake(p: float, float_model: nn.Module, parts: dict) -> str:
+    """What is wrong with ``p`` as ``float_model``'s bytes of weight scales and zero points ("" when it is right)."""
+    measured = parts["scales and zero points"]
+    layers = _conv_linear(float_model)
+    channels = sum(m.weight.shape[0] for m in layers)
+    conv_channels = sum(m.weight.shape[0] for m in layers if isinstance(m, nn.Conv2d))
+    exact = lambda value, target: abs(value - target) < 16  # noqa: E731  (less than one channel's bytes)
+    near = lambda value, target: abs(value - target) <= max(0.1 * abs(target), 2000)  # noqa: E731  (for naming a mistake)
+    if exact(p, measured) if measured > 0 else p == 0:
+        return ""
+    per_channel = measured > 0
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    conv_and_linear_inputs = conv_channels + sum(m.in_features for m in linears)
+    input_channels = sum(m.in_channels if isinstance(m, nn.Conv2d) else m.in_features for m in layers)
+    if measured > 2000 and (near(p * 1e6, measured) or near(p * 1e3, measured)):
+        return "give the answer in bytes, not megabytes or kilobytes"
+    if per_channel and near(p, channels * 8):
+        return "the state dict stores each channel's scale as float64 and its zero point as int64: 16 bytes per channel, not 8"
+    if per_channel and (exact(p, 16 * conv_and_linear_inputs) or exact(p, 16 * input_channels)):
+        return ("wrong axis: a per-channel scale belongs to an OUTPUT channel (axis 0 of the weight); "
+                "for a Linear layer that is out_features, not in_features")
+    if not per_channel and near(p, channels * 16):
+        return "this backend's weights are per-tensor: there are no per-channel scale tensors, only a couple of numbers per layer"
+    if not per_channel:
+        return ("per-tensor weights keep their one scale and zero point inside the quantized weight tensor itself "
+                "(q_scale(), q_zero_point()), not as separate tensors; this row counts only separate per-channel tensors")
+    if conv_channels != channels and near(p, conv_channels * 16):
+        return "the Linear layer at the end has per-channel scales too: count its output channels"
+    if near(p, int8_weight_bytes(float_model)):
+        return "that is the INT8 weights themselves, one byte each; the question is the scales and zero points beside them"
+    if near(p, parts["total"]):
+        return "that is the whole INT8 file; the question is only its scales and zero points"
+    if p > measured:
+        return "too many: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
+    return "too few: count the output channels of every Conv2d and Linear (16 bytes each with per-channel weights)"
