@@ -529,8 +529,8 @@ def check_changed_prediction(prediction: Any, changed: int, n_images: int) -> bo
 
     The reasoning: INT8's rounding moves every score a little, so a predicted class changes only on a close call
     (an input whose top two scores nearly tie); an easy model has few, but equal accuracies do not mean equal
-    predictions (images flip one way and the other). A range is a hit when it reaches the band from half of
-    ``changed`` to twice it (at least two images above it: calibration draws and engines move the count), and
+    predictions (images flip one way and the other). A range is a hit when its midpoint lies in the band from half
+    of ``changed`` to twice it (at least two images above it: calibration draws and engines move the count), and
     holds none of the values the typical wrong reasonings give: 0 ("the accuracy will not move, so nothing
     changes"; a wrong value where the band does not reach 0) and ``RULE_LOSS_PT`` percent of the images (ImageNet's
     1-2 points carried over: 10 of 1,000; a wrong value where the band stays below it). A range above the band
@@ -547,7 +547,8 @@ def check_changed_prediction(prediction: Any, changed: int, n_images: int) -> bo
     lower, upper = _changed_band(changed)
     rule = round(RULE_LOSS_PT / 100 * n_images)
     measured = f"{changed} of the {n_images:,} test images changed their predicted digit"
-    hit = low <= upper and high >= lower
+    mid = (low + high) / 2  # the range's centre is the predicted count: a wide range cannot touch every count
+    hit = lower <= mid <= upper
     if low == 0 and lower >= 1:
         hint = ("your range holds 0, no image changing: INT8's rounding moves every score a little, and equal "
                 "accuracies do not mean equal predictions (an image can flip from right to wrong while another flips "
@@ -558,7 +559,7 @@ def check_changed_prediction(prediction: Any, changed: int, n_images: int) -> bo
                 "scores nearly tie, and a model this accurate on an easy task has few")
     elif hit:
         return report(name, True)
-    elif low > upper:
+    elif mid > upper:
         hint = ("you expected more changes than INT8's small rounding errors make: every score moves a little, but a "
                 "predicted digit changes only on a close call, whose top two scores nearly tie, and a model this "
                 "accurate on an easy task has few")
@@ -566,8 +567,8 @@ def check_changed_prediction(prediction: Any, changed: int, n_images: int) -> bo
         hint = ("you expected fewer changes: the close calls are not only the images the model gets wrong; an image "
                 "it gets right by a small margin can flip too")
     if hit:  # right, and wrong too: the range does not tell the reasonings apart
-        return report(name, False, f"{measured}, within a factor of two of your range, but {hint}; narrow the range")
-    return report(name, False, f"{measured}, and your range does not come within a factor of two of it: {hint}")
+        return report(name, False, f"{measured}, within a factor of two of your range's middle, but {hint}; narrow the range")
+    return report(name, False, f"{measured}, and your range's middle ({mid:g}) is not within a factor of two of it: {hint}")
 
 
 __all__ += ["check_changed_prediction", "changed_prediction_ready"]
