@@ -309,10 +309,10 @@ _EXPECTED: dict[str, dict[str, str]] = {
 }
 
 _HINTS: dict[str, str] = {
-    "pre_quantized": "does the story mention a ready-made INT8 model for this task? Leave pre_quantized False unless it does",
+    "pre_quantized": "does the story mention a ready-made INT8 model for this task, one you can download or already have?",
     "has_calibration_data": "does the story give you representative inputs, whatever the method then does with them? Unlabelled inputs count, so does a training set, and so do inputs kept to measure accuracy (split them: calibrate on one part, measure on the rest)",
-    "can_train": "is there time and data to fine-tune? 'Ship tomorrow' or 'no way to retrain' says one thing, 'a week of GPU time' another",
-    "ptq_drop_acceptable": "has PTQ been tried yet? Leave it None until the story says how PTQ did; once it has, too much (False) means more than the application tolerates; in these stories, a loss beyond the 1-2 points PTQ usually costs",
+    "can_train": "is there time and data to fine-tune before the model ships? Read what the story says about its deadline and about training",
+    "ptq_drop_acceptable": "has PTQ been tried yet, and if so, did its loss stay within what the application tolerates (in these stories, the 1-2 points PTQ usually costs)? help(qh.recommend) says what this question takes in each case",
     "arm_device": "where does the model run: a server/x86 CPU or a phone?",
     "model_kind": "what is the model made of: convolutions (a CNN) or Linear/LSTM layers?",
 }
