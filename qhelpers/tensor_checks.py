@@ -377,9 +377,11 @@ def check_sqnr_prediction(prediction: Any, measured_db: float, *, reference_db: 
 
     The notebook shows the measurement once a well-formed prediction is
     filled in (``sqnr_prediction_ready``), so the first well-formed
-    prediction judged in this process is the one scored:
+    prediction judged is the one scored:
     after it missed, a different range is refused with a hint saying so (the
-    same range again gets the same verdict; a fresh kernel starts afresh).
+    same range again gets the same verdict). In Jupyter and VS Code the first
+    prediction is kept beside the progress log, so a restarted kernel
+    remembers it; elsewhere only this process remembers it.
 
     Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """

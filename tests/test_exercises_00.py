@@ -151,7 +151,7 @@ def test_ex4_a_range_holding_a_point_of_loss_is_a_hit_where_int8_lost_about_that
 
 
 @pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9])
-@pytest.mark.parametrize("prediction", [(FLOAT_ACC - 0.7, FLOAT_ACC + 0.3), (97.9, FLOAT_ACC), (98.2, 99.3), (98.7, 99.3)])
+@pytest.mark.parametrize("prediction", [(FLOAT_ACC - 0.7, FLOAT_ACC + 0.3), (98.0, FLOAT_ACC), (98.2, 99.3), (98.7, 99.3)])
 def test_ex4_accepts_a_range_reaching_float_on_every_engine(capsys, prediction, int8_acc):
     # calibration draws and engines put INT8 at 98.5-98.9 % against float 98.8 %: a range that reaches float, at most
     # half a point above it, and not down to a point of loss, is a hit on each of them
@@ -186,13 +186,13 @@ def test_ex4_rejects_predicting_a_loss_int8_does_not_have(capsys):
     rejected(capsys, _judge((97.8, 98.4), FLOAT_ACC, INT8_ACC), "lose at least 0.4 points (4 test images)", "INT8 matched float", "reach float")
     rejected(capsys, _judge((97.5, 98.2), FLOAT_ACC, 98.6), "lose at least 0.6 points (6 test images)", "2 test images below float")
     # ... and is a hit when INT8 did lose that much (it holds the measurement)
-    assert _judge((97.9, 98.5), FLOAT_ACC, 98.5)
+    assert _judge((97.9, 98.5), FLOAT_ACC, 98.1)
     assert _judge((96.8, 98.5), FLOAT_ACC, 96.8)
 
 
 def test_ex4_a_top_one_image_below_float_is_inside_the_noise(capsys):
     # a range ending 0.1 points below float misses INT8 = float by one test image: inside the paired noise, a hit
-    assert _judge((97.9, 98.7), FLOAT_ACC, INT8_ACC)
+    assert _judge((98.0, 98.7), FLOAT_ACC, INT8_ACC)
     # a range that stops a hair below float but reaches down to a point of loss is refused for that instead
     rejected(capsys, _judge((97.0, 98.7), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
 
@@ -206,8 +206,8 @@ def test_ex4_rejects_a_top_the_noise_below_float_when_int8_lost_less(capsys):
     assert "correct" not in out
     rejected(capsys, _judge((97.9, 98.5), FLOAT_ACC, 98.6), "stops 0.3 points", "2 test images below float", "should reach float")
     # ... unless INT8 itself measured 3 images or more below float: then the usual rules judge it
-    assert _judge((97.9, 98.5), FLOAT_ACC, 98.5)
-    assert _judge((97.9, 98.5), FLOAT_ACC, 98.2)
+    assert _judge((97.9, 98.5), FLOAT_ACC, 98.1)
+    assert _judge((97.9, 98.5), FLOAT_ACC, 98.0)
 
 
 @pytest.mark.parametrize("prediction", [(98.0, 98.6), (97.85, 98.55), (97.95, 98.64)])
@@ -219,6 +219,14 @@ def test_ex4_rejects_a_top_two_images_below_float_when_int8_lost_less(capsys, pr
     assert _judge((98.1, 98.7), FLOAT_ACC, INT8_ACC)  # one image below float: reaches it
 
 
+@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9])
+def test_ex4_rejects_the_imagenet_rule_moved_by_one_image(capsys, int8_acc):
+    # review 00_r13 finding 4: (97.9, 98.9), "ImageNet loses 1-2 points, this model a bit under one", passed by one image
+    rejected(capsys, _judge((97.9, 98.9), FLOAT_ACC, int8_acc), "also holds 97.8 % within one test image (it reaches 97.9 %)",
+             "ImageNet's 1-2 points", "Narrow the range")
+    assert _judge((98.0, 98.9), FLOAT_ACC, int8_acc)  # two images above the rule's value: a different reasoning
+
+
 def test_ex4_a_bound_a_hundredth_short_of_a_point_of_loss_holds_it(capsys):
     # (97.81, 98.81) is read as (97.8, 98.8): it holds the one-point loss
     rejected(capsys, _judge((97.81, 98.81), FLOAT_ACC, INT8_ACC), "also holds 97.8 %", "Narrow the range")
@@ -226,8 +234,8 @@ def test_ex4_a_bound_a_hundredth_short_of_a_point_of_loss_holds_it(capsys):
 
 def test_ex4_rejects_a_range_int8_beats_by_more_than_the_noise(capsys):
     # the range reaches float, but INT8 came out 4 images above float, 0.4 points above the range
-    rejected(capsys, _judge((97.9, FLOAT_ACC), FLOAT_ACC, 99.2), "at most 98.8 %", "4 test images above float", "reach 0.5 points above float")
-    assert _judge((97.9, FLOAT_ACC), FLOAT_ACC, 99.1)  # 3 images above: inside the noise
+    rejected(capsys, _judge((98.0, FLOAT_ACC), FLOAT_ACC, 99.2), "at most 98.8 %", "4 test images above float", "reach 0.5 points above float")
+    assert _judge((98.0, FLOAT_ACC), FLOAT_ACC, 99.1)  # 3 images above: inside the noise
 
 
 def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
@@ -245,7 +253,7 @@ def test_ex4_rejects_expecting_int8_to_beat_float(capsys):
 def test_ex4_rejects_a_range_reaching_well_above_float(capsys):
     # (98.0, 99.8) holds the measurement, but expects INT8 may beat float by a point
     rejected(capsys, _judge((98.0, 99.8), FLOAT_ACC, INT8_ACC), "1.0 points above float", "at most 0.5 points above float")
-    assert _judge((97.9, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)  # up to half a point above is fine
+    assert _judge((98.0, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)  # up to half a point above is fine
 
 
 def test_ex4_a_miss_inside_the_noise_of_a_few_images_counts(capsys):
@@ -319,7 +327,7 @@ def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
 
 CHANGED = 4
 N_IMAGES = 1000
-CHANGED_SPREAD = range(1, 13)
+CHANGED_SPREAD = range(0, 6)  # calibration draws and engines gave 0 to 4 here (docs/ANSWERS.md)
 
 
 def _changed(prediction, changed=CHANGED):
@@ -330,8 +338,14 @@ def _changed(prediction, changed=CHANGED):
 
 @pytest.mark.parametrize("changed", CHANGED_SPREAD)
 def test_ex4_count_accepts_the_solution_whatever_the_draw_and_engine(capsys, changed):
-    assert _changed((2, 8), changed)  # the solution
-    assert _changed((1, 9), changed) or changed > 9
+    assert _changed((1, 3), changed)  # the solution
+
+
+def test_ex4_count_a_wide_range_does_not_touch_every_count(capsys):
+    # the range's middle must lie within a factor of two of the count: (1, 9) predicts about 5
+    assert _changed((1, 9), 3) and _changed((1, 9), 10)
+    rejected(capsys, _changed((1, 9), 1), "your range's middle (5) is not within a factor of two", "more changes")
+    rejected(capsys, _changed((1, 9), 19), "your range's middle (5) is not within a factor of two", "fewer changes")
 
 
 @pytest.mark.parametrize("prediction", [(3, 5), (4, 4), (2, 6), (1, 5)])
@@ -348,7 +362,8 @@ def test_ex4_count_rejects_nothing_changes(capsys):
 
 def test_ex4_count_rejects_a_range_holding_the_count_and_nothing_changes(capsys):
     rejected(capsys, _changed((0, 5)), "within a factor of two", "holds 0", "narrow the range")
-    rejected(capsys, _changed((0, 2)), "holds 0", "narrow the range")
+    out = rejected(capsys, _changed((0, 2)), "is not within a factor of two", "holds 0")
+    assert "narrow the range" not in out
 
 
 def test_ex4_count_rejects_imagenets_loss_carried_over(capsys):
