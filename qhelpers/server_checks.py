@@ -135,7 +135,8 @@ def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
 
     The check calls it on ``codes`` and on cases of its own (opposite signs, -128, reduce-range codes, the large
     weights in different pairs or rows); the typical wrong rules (absolute values, int8 activations, one product,
-    the two largest weights of a row) get their hint.
+    the two largest weights of a row) get their hint. A function that calls the check's own reference is refused, by
+    behaviour: every call of the reference while the learner's function runs is recorded, however it was reached.
 
     Introduced in notebooks/09_server_runtimes.ipynb.
     """

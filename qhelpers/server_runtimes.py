@@ -29,7 +29,8 @@ Reduce-range (``quantize_onnx(reduce_range=None)``): ONNX Runtime's documentatio
 CPUs with AVX2 or AVX-512 but without VNNI its U8S8 kernels use VPMADDUBSW, whose 16-bit pair sums
 saturate, and that per-channel weights there generally need ``reduce_range`` (7-bit weights); with
 VNNI (and on ARM) there is no such issue. ``None`` decides it from ``qh.int8_pairs_saturate``: the
-same instruction measured in PyTorch's ``x86`` engine (FBGEMM), the course's one measurement of it.
+same instruction measured in PyTorch's ``x86`` engine (FBGEMM). ``onnxruntime_pairs_saturate()`` measures
+ONNX Runtime's own kernels, which also have AVX-VNNI versions (FBGEMM's VNNI kernels need AVX512-VNNI).
 
 The packages are an extra of the course (``pip install -r requirements-server.txt``, or
 ``pip install "qhelpers[server]"``). Without them each function raises ``ModuleNotFoundError`` with
