@@ -29,7 +29,8 @@ Reduce-range (``quantize_onnx(reduce_range=None)``): ONNX Runtime's documentatio
 CPUs with AVX2 or AVX-512 but without VNNI its U8S8 kernels use VPMADDUBSW, whose 16-bit pair sums
 saturate, and that per-channel weights there generally need ``reduce_range`` (7-bit weights); with
 VNNI (and on ARM) there is no such issue. ``None`` decides it from ``qh.int8_pairs_saturate``: the
-same instruction measured in PyTorch's ``x86`` engine (FBGEMM), the course's one measurement of it.
+same instruction measured in PyTorch's ``x86`` engine (FBGEMM). ``onnxruntime_pairs_saturate()`` measures
+ONNX Runtime's own kernels, which also have AVX-VNNI versions (FBGEMM's VNNI kernels need AVX512-VNNI).
 
 The packages are an extra of the course (``pip install -r requirements-server.txt``, or
 ``pip install "qhelpers[server]"``). Without them each function raises ``ModuleNotFoundError`` with
@@ -58,6 +59,7 @@ from .files import course_root
 __all__ = [
     "SERVER_REQUIREMENTS",
     "server_install_command",
+    "onnxruntime_pairs_saturate",
     "server_runtimes_available",
     "export_onnx",
     "quantize_onnx",
@@ -203,6 +205,37 @@ def onnx_reduce_range_default() -> bool:
     return True  # no FBGEMM engine to ask (hidden by QHELPERS_ENGINE): the documented default for x86 without VNNI
 
 
+_ORT_PROBE: dict[str, bool] = {}
+
+
+def onnxruntime_pairs_saturate() -> bool:
+    """True when ONNX Runtime's own U8S8 kernels saturate u8 x s8 pair sums at 16 bits on this CPU (measured).
+
+    Runs a one-node ``MatMulInteger`` model (uint8 activations of 255 times 64 int8 weights of 127, whose exact sum
+    is 64 x 255 x 127 = 2,072,640) on the CPU execution provider; where the pair sums saturate at 32,767 it returns
+    32 x 32,767 = 1,048,544. This asks ONNX Runtime's kernel library (MLAS) itself, which has AVX-VNNI and AVX512-VNNI
+    kernels of its own, rather than PyTorch's FBGEMM (``qh.int8_pairs_saturate``). Measured once per process.
+    """
+    _require("onnxruntime")
+    if "saturates" not in _ORT_PROBE:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        k = 64
+        weight = numpy_helper.from_array(np.full((k, 8), 127, np.int8), "w")
+        graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "probe",
+                                  [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 8])], [weight])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        out = session.run(None, {"a": np.full((4, k), 255, np.uint8)})[0]
+        _ORT_PROBE["saturates"] = bool((out != k * 255 * 127).any())
+    return _ORT_PROBE["saturates"]
+
+
 def quantize_onnx(
     float_path: Path | str,
     out_path: Path | str,
@@ -214,7 +247,8 @@ def quantize_onnx(
 ) -> Path:
     """Quantize the ONNX file ``float_path`` to ``out_path`` with ONNX Runtime's static QDQ INT8; returns ``out_path``.
 
-    ``quant_pre_process`` first (shape inference, ONNX Runtime's graph optimizations: Conv+BN folded),
+    ``quant_pre_process`` first (shape inference and ONNX Runtime's graph optimizations; the dynamo exporter
+    has already folded BatchNorm into the convolutions),
     then ``quantize_static`` with ``QuantFormat.QDQ``, ``per_channel`` weights (int8, symmetric) and
     uint8 activations whose MinMax ranges come from ``calib`` (``calibration_batches``: a tensor, or
     a loader of ``(images, labels)``). ``reduce_range``: 7-bit weights; None asks

@@ -35,7 +35,7 @@ def test_ex1_accepts_the_exact_ratio(files, capsys):
     (260 / 1000, ("INT8 bytes / float bytes",)),             # the inverse (swapped files)
     (26.0, ("percentage",)),                                  # INT8 as a percentage of float
     (100 * 1000 / 260, ("percentage",)),
-    (990 / 260, ("pre-processed",)),                          # the BatchNorm-folded file
+    (990 / 260, ("pre-processed", "quant_pre_process")),     # the file quant_pre_process wrote
     (4, ("one byte instead of four",)),                       # the constant
     (3.85, ("rounded",)),                                     # 3.846..., rounded
     (2.0, ("divide the float file",)),
@@ -134,6 +134,24 @@ def test_ex2_the_checks_own_reference_is_refused(capsys):
     rejected(capsys, qh.check_worst_pair_sum(server_checks._worst_pair_sum_reference, CODES), "the check's own reference")
 
 
+def test_ex2_a_wrapper_around_the_reference_is_refused(capsys):
+    from qhelpers.server_checks import _worst_pair_sum_reference as ref
+
+    rejected(capsys, qh.check_worst_pair_sum(lambda c: server_checks._worst_pair_sum_reference(c), CODES), "calls the check's own reference")
+    rejected(capsys, qh.check_worst_pair_sum(lambda c: int(ref(c.clone())), CODES), "calls the check's own reference")
+    assert not server_checks._WATCHING[0]  # the watch ends with the check
+    assert qh.check_worst_pair_sum(right_2, CODES)  # and a right function after it still passes
+
+
+def test_ex2_the_watch_ends_when_the_function_raises():
+    def broken(codes):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        qh.check_worst_pair_sum(broken, CODES)
+    assert not server_checks._WATCHING[0]
+
+
 def test_ex2_a_result_instead_of_a_function(capsys):
     rejected(capsys, qh.check_worst_pair_sum(255 * 69, CODES), "pass your function")
 
@@ -195,6 +213,7 @@ def _rule(key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key, words", [
+    ("distinct", ("stored tensors, not the nodes", "small graph")),  # right on ONNX Runtime's files, wrong on a shared weight
     ("dq", ("every DequantizeLinear", "course model's file")),
     ("q", ("QuantizeLinear nodes",)),
     ("dq_minus_q", ("int8 graph input", "small graph")),          # right on ONNX Runtime's files, wrong on the check's

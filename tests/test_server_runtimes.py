@@ -74,6 +74,13 @@ def test_onnxruntime_int8_is_qdq_per_channel_and_within_a_point_of_float(course,
     assert int8.precision == "INT8" and int8.size_bytes < 0.5 * onnx_models[0].size_bytes
 
 
+def test_onnxruntime_probe_is_exact_or_saturated():
+    saturates = sr.onnxruntime_pairs_saturate()
+    assert isinstance(saturates, bool) and sr.onnxruntime_pairs_saturate() is saturates  # measured once
+    if not qh.is_x86_machine():
+        assert saturates is False  # MLAS on Arm: exact 32-bit sums
+
+
 def test_reduce_range_follows_the_measured_saturation():
     if not qh.is_x86_machine():
         assert sr.onnx_reduce_range_default() is False
