@@ -494,8 +494,8 @@ CHANGED_MAX_WIDTH = 10  # images: a predicted count of changed predictions at mo
 
 
 def _changed_band(changed: int) -> tuple[int, int]:
-    """The counts a prediction may reach to hit ``changed``: half of it to twice it (at least two images above it)."""
-    return changed // 2, max(2 * changed, changed + 2)
+    """The counts a prediction may reach to hit ``changed``: half of it, rounded up, to twice it (at least two images above it)."""
+    return (changed + 1) // 2, max(2 * changed, changed + 2)
 
 
 def _read_count_range(prediction: Any, n_images: int) -> tuple[int, int]:
@@ -532,9 +532,9 @@ def check_changed_prediction(prediction: Any, changed: int, n_images: int) -> bo
     The reasoning: INT8's rounding moves every score a little, so a predicted class changes only on a close call
     (an input whose top two scores nearly tie); an easy model has few, but equal accuracies do not mean equal
     predictions (images flip one way and the other). A range is a hit when its midpoint lies in the band from half
-    of ``changed`` to twice it (at least two images above it: calibration draws and engines move the count), and
-    holds none of the values the typical wrong reasonings give: 0 ("the accuracy will not move, so nothing
-    changes"; a wrong value where the band does not reach 0) and ``RULE_LOSS_PT`` percent of the images (ImageNet's
+    of ``changed`` (rounded up) to twice it (at least two images above it: calibration draws and engines move the
+    count), and holds none of the values the typical wrong reasonings give: 0 ("the accuracy will not move, so
+    nothing changes"; a wrong value wherever an image changed) and ``RULE_LOSS_PT`` percent of the images (ImageNet's
     1-2 points carried over: 10 of 1,000; a wrong value where the band stays below it). A range above the band
     ("every score moves, so many predictions change") or below it gets a hint naming the close calls.
 
@@ -551,7 +551,7 @@ def check_changed_prediction(prediction: Any, changed: int, n_images: int) -> bo
     measured = f"{changed} of the {n_images:,} test images changed their predicted digit"
     mid = (low + high) / 2  # the range's centre is the predicted count: a wide range cannot touch every count
     hit = lower <= mid <= upper
-    if low == 0 and lower >= 1:
+    if low == 0 and changed >= 1:
         hint = ("your range holds 0, no image changing: INT8's rounding moves every score a little, and equal "
                 "accuracies do not mean equal predictions (an image can flip from right to wrong while another flips "
                 "back); count the close calls, test images whose top two scores nearly tie")

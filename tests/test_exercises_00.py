@@ -327,7 +327,7 @@ def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
 
 CHANGED = 4
 N_IMAGES = 1000
-CHANGED_SPREAD = range(0, 6)  # calibration draws and engines gave 0 to 4 here (docs/ANSWERS.md)
+CHANGED_SPREAD = range(0, 5)  # calibration draws and engines gave 0 to 4 here (docs/ANSWERS.md)
 
 
 def _changed(prediction, changed=CHANGED):
@@ -386,11 +386,23 @@ def test_ex4_count_rejects_too_few(capsys):
 
 
 def test_ex4_count_a_wrong_reasonings_value_is_wrong_only_where_the_measurement_is_far_from_it(capsys):
-    # 0 is no mistake where INT8 changed (next to) nothing; 10 is none where it changed about that many
+    # 0 is no mistake where INT8 changed nothing; 10 is none where it changed about that many
     assert _changed((0, 2), 0)
-    assert _changed((0, 0), 1)
     assert _changed((5, 12), 6)
     assert _changed((10, 20), 12)
+
+
+@pytest.mark.parametrize("prediction", [(0, 0), (0, 1), (0, 2)])
+def test_ex4_count_rejects_nothing_changes_where_one_image_changed(capsys, prediction):
+    # the band's lower end is half the count rounded up: at a count of 1 it does not reach 0, and 0 is refused
+    rejected(capsys, _changed(prediction, 1), "1 of the 1,000 test images changed", "holds 0",
+             "equal accuracies do not mean equal predictions")
+
+
+def test_ex4_count_band_is_a_factor_of_two_rounded_up(capsys):
+    # count 5: the band starts at 3 (half of 5 rounded up), so a middle of 2 (a factor of 2.5) misses
+    rejected(capsys, _changed((1, 3), 5), "your range's middle (2) is not within a factor of two", "fewer changes")
+    assert _changed((2, 4), 5)
 
 
 def test_ex4_count_scores_the_first_prediction(capsys):
