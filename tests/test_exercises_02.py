@@ -523,7 +523,7 @@ def test_ex4_rejects_a_number_measured_on_the_int8_model(capsys, shufflenet):
     ok, out = run(qh.check_scale_bytes_prediction, capsys, measured, f, q)
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: measured if backend == "fbgemm" else 0, f, q)
-    assert not ok and "right on the float model you were given" in out and "ShuffleNetV2 x1.0" in out and "model passed in" in out
+    assert not ok and "right on the float model you were given" in out and "MobileNetV3-Small" in out and "model passed in" in out
     assert ("less than that model's" in out or "more than that model's" in out) and ", not " not in out  # no count shown
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: 16 * _channels(f) if backend == "fbgemm" else 0, f, q)  # counts shuffle_float
     assert not ok and "model passed in" in out
@@ -552,6 +552,31 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
     unseen_wrong = lambda m, b: _right(m, b) if b == "fbgemm" or _channels(m) == _channels(f) else 16  # noqa: E731
     ok, out = run(qh.check_scale_bytes_prediction, capsys, unseen_wrong, f, q)  # wrong on the unseen model only
     assert not ok and "with backend='qnnpack', on a float model you have not built" in out and "more than that model's" in out
+
+
+def _batchnorm_rule(model, backend):
+    """Review 02_r11's wrong idea: scales belong to the BatchNorm layers (folded away) plus the classifier."""
+    bn = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    return 16 * (bn + sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))) if backend == "fbgemm" else 0
+
+
+def _running_var_rule(model, backend):
+    """The same idea as a state-dict walk: every BatchNorm's running_var, and the classifier's bias where it is fc."""
+    sd = model.state_dict()
+    return 16 * sum(v.numel() for k, v in sd.items() if k.endswith("running_var") or k == "fc.bias") if backend == "fbgemm" else 0
+
+
+@pytest.mark.parametrize("rule", [_batchnorm_rule, _running_var_rule])
+def test_ex4_rejects_counting_batchnorm_channels(capsys, shufflenet, rule):
+    # ShuffleNetV2 puts a BatchNorm after every Conv2d, so there BN channels are the output channels; the unseen
+    # MobileNetV3-Small's squeeze-and-excitation convolutions have none (8,944 Conv2d output channels, 6,056 BN)
+    f, q = shufflenet
+    if qh.int8_size_breakdown(q)["scales and zero points"] == 0:
+        pytest.skip("this machine's backend has per-tensor weights")
+    assert rule(f, "fbgemm") == _right(f, "fbgemm")  # right on the model the learner was given
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, rule, f, q)
+    assert not ok and "right on the float model you were given" in out and "on a float model you have not built" in out
+    assert "counts BatchNorm channels" in out and "with or without a BatchNorm after it" in out and "model passed in" not in out
 
 
 def test_ex4_a_wrong_number_gets_its_mistake_named_too(capsys, shufflenet):
