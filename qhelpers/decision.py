@@ -250,7 +250,7 @@ def recommend(
     return rec(
         "collect data, then PTQ",
         ptq_notebooks,
-        "quantize_dynamic converts only Linear/LSTM/GRU layers and leaves Conv2d in float, so it leaves a CNN's compute "
+        "quantize_dynamic converts, by default, Linear and recurrent layers only (LSTM, GRU, LSTMCell, GRUCell, RNNCell) and leaves Conv2d in float, so it leaves a CNN's compute "
         "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ (with thirty, "
         "at least six of eight draws came within 3 dB of the full set in notebook 03; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
         "convolutions: dynamic or weight-only INT8 (notebook 06) reach only its Linear layers (a small share of a CNN's "
