@@ -16,7 +16,6 @@ from .checks import NotFilledIn, _blank_safe, as_number, not_filled, report
 __all__ = [
     "check_onnx_size_ratio",
     "check_worst_pair_sum",
-    "stored_integer_dq_count",
     "check_stored_integer_dq_function",
 ]
 
@@ -231,16 +230,6 @@ def _graph_counts(graph: Any) -> dict[str, int]:
         "two_per_layer": 2 * sum(op in ("Conv", "Gemm") for op in ops),
         "initializers": len(initializers),
     }
-
-
-def stored_integer_dq_count(onnx_path: Path | str) -> dict[str, int]:
-    """Counts in a QDQ ONNX file: ``stored`` (DequantizeLinear nodes whose input is an initializer: a weight or a bias
-    stored as integers), ``dq`` (every DequantizeLinear), ``q`` (QuantizeLinear), ``dq_minus_q``, ``weighted`` (Conv,
-    Gemm and MatMul nodes), ``two_per_layer`` (two per Conv and Gemm: a weight and a bias each), ``initializers``.
-
-    Introduced in notebooks/09_server_runtimes.ipynb.
-    """
-    return _graph_counts(_onnx_graph(onnx_path))
 
 
 _GRAPH_HINTS = {
