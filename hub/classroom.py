@@ -161,8 +161,8 @@ class Cgroups:
         if not self.version:
             return (f"no per-learner memory limit: {self.why}; each process of a learner keeps its own limit of "
                     f"{memory / 2**30:g} GB (RLIMIT_DATA), so a learner with three kernels can hold three times that")  # fmt: skip
-        where = ", ".join(str(base) for base in self.bases)
-        return f"each learner's server and kernels share {memory / 2**30:g} GB (cgroup v{self.version}, in {where}/<name>)"
+        where = " and ".join(str(base / "<name>") for base in self.bases)
+        return f"each learner's server and kernels share {memory / 2**30:g} GB (cgroup v{self.version}: {where})"
 
 
 def find_cgroups(root: Path = CGROUP_ROOT, self_cgroup: Optional[str] = None) -> Cgroups:
@@ -223,12 +223,14 @@ def make_learner_groups(cgroups: Cgroups, name: str, memory: int) -> list[Path]:
         return groups
     for group in groups:
         group.mkdir(parents=True, exist_ok=True)
-    _write(groups[0] / "memory.limit_in_bytes", str(memory))
-    if (groups[0] / "memory.memsw.limit_in_bytes").exists():  # memory and swap together: no more than the memory
-        try:
-            _write(groups[0] / "memory.memsw.limit_in_bytes", str(memory))
-        except OSError:
-            pass
+    limits = [groups[0] / "memory.limit_in_bytes", groups[0] / "memory.memsw.limit_in_bytes"]  # memsw: memory and swap
+    limits = [f for f in limits if f == limits[0] or f.exists()]
+    try:  # the kernel keeps memsw >= memory: a lower limit goes first, a higher one (a group left by a killed hub) last
+        for f in limits:
+            _write(f, str(memory))
+    except OSError:
+        for f in reversed(limits):
+            _write(f, str(memory))
     for group in groups[1:]:
         _write(group / "cpu.shares", "1024")
     return groups
