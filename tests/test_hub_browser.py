@@ -3,7 +3,9 @@
 Starts JupyterHub as root on 127.0.0.1 (free ports) with its folder in a temporary directory and its own prefix for
 the learners' system users; signs in two learners in Chromium (Playwright), each opens their own
 ``student/01_manual_tensor_quantization.ipynb``, runs the cells above exercise 1, answers it (ann right, bob wrong)
-and runs its check; the teacher's view (``qhelpers progress --hub``) shows both. A wrong password and unsafe names
+and runs its check; the teacher's view (``qhelpers progress --hub``) shows both. ann then runs a cell that puts her
+processes together over her memory limit (a cgroup per learner): her kernel is killed and restarted, and JupyterLab's
+dialog and the next cell's NameError say so; bob is untouched. A wrong password and unsafe names
 are refused with their message; bob's system user cannot read ann's folder; the hub stops cleanly, leaving no
 process of the hub, the proxy or a learner, no learner's file outside the test's directory, and no test user.
 
@@ -312,6 +314,8 @@ def test_the_hub_stops_cleanly_and_leaves_nothing_behind(hub):
     running = {pid: cmd for pid, (uid, cmd) in _processes().items() if uid in uids}
     assert running, "the learners' servers should be running before the hub stops"
     groups = {name: classroom.find_cgroups().groups(name) for name in ("ann", "bob")}
+    said = re.findall(r"classroom: (?:each learner's server and kernels share 2.5 GB|no per-learner memory limit).*", (hub["tmp"] / "hub.log").read_text())
+    assert len(said) == 1 and said[0].startswith("classroom: each" if groups["ann"] else "classroom: no"), said  # once, in the hub's log
     for name, gs in groups.items():  # each learner's processes in their own groups (none where the machine has none)
         inside = {int(pid) for g in gs[:1] for pid in (g / "cgroup.procs").read_text().split()}
         uid = pwd.getpwnam(classroom.system_user(name, prefix=hub["prefix"])).pw_uid
