@@ -14,22 +14,40 @@
   the course's ``student/`` (copied once: a restart keeps the learner's work), ``data`` (a link to the course's
   ``data/``, which learners can read and not write), and ``progress/<name>.jsonl``, the self-checks' log that
   ``qhelpers progress --hub <hub dir>`` reads.
-* **Limits** (``learner_env``, ``memory_limit_preexec``): 2 threads per kernel (``OMP_NUM_THREADS`` and the
-  like, which torch follows), torch.compile's C++ builds in the kernel's own process, and a memory limit per
-  process (the learner's server and each of its kernels, ``RLIMIT_DATA``): a kernel that goes over it gets a
-  ``MemoryError`` (torch: ``can't allocate memory``) in its cell, not the machine's out-of-memory killer.
+* **Limits** (``learner_env``, ``Cgroups``, ``memory_limit_preexec``): 2 threads per kernel (``OMP_NUM_THREADS``
+  and the like, which torch follows), torch.compile's C++ builds in the kernel's own process, and
+  ``QHELPERS_HUB_MEMORY`` (6 GB) twice over:
+
+  - **per learner**: the learner's server and all its kernels together, in their own cgroup
+    ``qhelpers-hub/<name>`` (cgroup v2's ``memory.max`` where ``/sys/fs/cgroup`` has the memory controller, else
+    cgroup v1's ``memory.limit_in_bytes`` under the hub's own memory group), made before the server starts, the
+    server moved into it before it becomes the learner, removed when the hub stops the server. Each learner's
+    group also gets an equal CPU share (v2 ``cpu.weight``, v1 ``cpu.shares``), so a learner with three busy
+    kernels gets no more CPU than one with one. When the sum goes over the limit, the kernel's out-of-memory
+    killer kills the learner's largest process (a kernel; the server is far smaller): JupyterLab says the kernel
+    died and restarts it. Other learners are not touched. Without a usable cgroup the hub says so once in its
+    log and keeps the per-process limit alone.
+  - **per process** (``RLIMIT_DATA``, the first line of defence): a kernel that asks for more gets a
+    ``MemoryError`` (torch: ``can't allocate memory``) in its cell, and keeps its variables.
+
+* **After a restart** (``hub/kernel_startup.py``, the kernels' ``PYTHONSTARTUP``): a ``NameError`` keeps its
+  traceback and adds when the kernel started and how many cells it has run since, and that a restart or a stopped
+  server forgets variables, not files (*Run > Run All Above Selected Cell*).
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import pwd
 import re
 import resource
 import shutil
+import signal
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,6 +61,9 @@ LEARNERS = "learners"  # <hub dir>/learners/<name>/: one folder per learner (qhe
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 DEFAULT_MEMORY = "6G"  # per process (QHELPERS_HUB_MEMORY): notebook 06's kernel peaked at 3.7 GB (docs/WORKSHOP.md's sizing)
 MEMORY_ENV = "QHELPERS_HUB_MEMORY"  # bytes, set by learner_env; memory_limit_preexec reads it
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+HUB_GROUP = "qhelpers-hub"  # the learners' cgroups: qhelpers-hub/<name>
+KERNEL_STARTUP = Path(__file__).resolve().parent / "kernel_startup.py"  # the kernels' PYTHONSTARTUP
 
 
 def name_problem(name: str) -> Optional[str]:
@@ -118,16 +139,131 @@ def learner_env(env: dict, *, name: str, folder: Path, data: Path, threads: int 
     env["QHELPERS_LEARNER"] = name
     env["QHELPERS_PROGRESS"] = str(Path(folder) / "progress") + os.sep
     env["QHELPERS_DATA"] = str(data)
+    env["PYTHONSTARTUP"] = str(KERNEL_STARTUP)  # IPython runs it in each kernel: a NameError says when the kernel started
     if memory:
         env[MEMORY_ENV] = str(memory)
     return env
 
 
-def memory_limit_preexec(env: dict, then: Optional[Callable[[], None]] = None) -> Callable[[], None]:
-    """A ``preexec_fn`` that caps the process's memory at ``env[QHELPERS_HUB_MEMORY]`` bytes (inherited by its kernels)."""
+@dataclass(frozen=True)
+class Cgroups:
+    """Where the learners' cgroups go: ``version`` 2 or 1 with the parent folders ``bases``, or 0 and ``why`` not."""
+
+    version: int
+    bases: tuple = ()  # v2: (<root>/qhelpers-hub,); v1: (<memory group of the hub>/qhelpers-hub[, <cpu group>/qhelpers-hub])
+    why: str = ""
+
+    def groups(self, name: str) -> list[Path]:
+        return [base / name for base in self.bases]
+
+    def describe(self, memory: int) -> str:
+        """The hub log's line about the per-learner limit."""
+        if not self.version:
+            return (f"no per-learner memory limit: {self.why}; each process of a learner keeps its own limit of "
+                    f"{memory / 2**30:g} GB (RLIMIT_DATA), so a learner with three kernels can hold three times that")  # fmt: skip
+        where = " and ".join(str(base / "<name>") for base in self.bases)
+        return f"each learner's server and kernels share {memory / 2**30:g} GB (cgroup v{self.version}: {where})"
+
+
+def find_cgroups(root: Path = CGROUP_ROOT, self_cgroup: Optional[str] = None) -> Cgroups:
+    """cgroup v2 at ``root`` with the memory controller, else cgroup v1's memory hierarchy (the hub's own group), else none.
+
+    ``self_cgroup`` is the hub's ``/proc/self/cgroup``. In v1 the learners' groups are children of the hub's own
+    memory group (a limit on the hub's service then covers its learners too); in v2 they are under the root, where
+    a child group can hold processes and the memory controller.
+    """
+    controllers = root / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split() and os.access(root, os.W_OK):
+        return Cgroups(2, (root / HUB_GROUP,))
+    if self_cgroup is None:
+        try:
+            self_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            self_cgroup = ""
+    own = {}
+    for line in self_cgroup.splitlines():  # "4:memory:/system.slice/hub.service"
+        _, kinds, path = line.split(":", 2)
+        for kind in kinds.split(","):
+            own[kind] = path.lstrip("/")
+    bases = []
+    for kind, control in (("memory", "memory.limit_in_bytes"), ("cpu", "cpu.shares")):
+        group = root / kind / own.get(kind, "")
+        if kind in own and (group / control).exists() and os.access(group, os.W_OK):
+            bases.append(group / HUB_GROUP)
+        elif kind == "memory":
+            v2 = "cgroup v2 without the memory controller" if controllers.exists() else "no cgroup v2"
+            return Cgroups(0, why=f"{v2} at {root}, and no cgroup v1 memory group the hub can write ({root / 'memory'})")
+    return Cgroups(1, tuple(bases))
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:  # one write(2): a cgroup file takes one value per write
+        f.write(value)
+
+
+def make_learner_groups(cgroups: Cgroups, name: str, memory: int) -> list[Path]:
+    """The learner's cgroups (made when missing) with their memory limit and an equal CPU share; the folders."""
+    groups = cgroups.groups(name)
+    if cgroups.version == 2:
+        root, base = cgroups.bases[0].parent, cgroups.bases[0]
+        wanted = [c for c in ("memory", "cpu") if c in (root / "cgroup.controllers").read_text().split()]
+        for parent in (root, base):
+            parent.mkdir(exist_ok=True)
+            have = (parent / "cgroup.subtree_control").read_text().split() if (parent / "cgroup.subtree_control").exists() else []
+            missing = " ".join("+" + c for c in wanted if c not in have)
+            if missing:
+                _write(parent / "cgroup.subtree_control", missing)
+        group = groups[0]
+        group.mkdir(exist_ok=True)
+        _write(group / "memory.max", str(memory))
+        if (group / "memory.swap.max").exists():
+            _write(group / "memory.swap.max", "0")  # a learner's kernel swapping slows the whole room
+        if "cpu" in wanted:
+            _write(group / "cpu.weight", "100")
+        return groups
+    for group in groups:
+        group.mkdir(parents=True, exist_ok=True)
+    limits = [groups[0] / "memory.limit_in_bytes", groups[0] / "memory.memsw.limit_in_bytes"]  # memsw: memory and swap
+    limits = [f for f in limits if f == limits[0] or f.exists()]
+    try:  # the kernel keeps memsw >= memory: a lower limit goes first, a higher one (a group left by a killed hub) last
+        for f in limits:
+            _write(f, str(memory))
+    except OSError:
+        for f in reversed(limits):
+            _write(f, str(memory))
+    for group in groups[1:]:
+        _write(group / "cpu.shares", "1024")
+    return groups
+
+
+def remove_learner_groups(groups: list[Path]) -> list[Path]:
+    """Removes the learner's cgroups (and ``qhelpers-hub`` once empty); the groups still busy (processes in them)."""
+    busy = []
+    for group in groups:
+        try:
+            group.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                raise
+            busy.append(group)
+            continue
+        try:
+            group.parent.rmdir()  # qhelpers-hub itself, when it was the last learner's
+        except OSError:
+            pass
+    return busy
+
+
+def memory_limit_preexec(env: dict, then: Optional[Callable[[], None]] = None, groups: tuple = ()) -> Callable[[], None]:
+    """A ``preexec_fn`` that moves the process into the learner's cgroups ``groups`` and caps its memory at
+    ``env[QHELPERS_HUB_MEMORY]`` bytes (its kernels inherit both), then runs ``then`` (the switch to the learner)."""
     limit = int(env.get(MEMORY_ENV) or 0)
 
     def preexec() -> None:
+        for group in groups:
+            _write(Path(group) / "cgroup.procs", str(os.getpid()))
         if limit:
             resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         if then is not None:
@@ -215,6 +351,8 @@ def make_authenticator_class():
 
 def make_spawner_class():
     """``LearnerSpawner``: JupyterHub's ``LocalProcessSpawner``, as the learner's own system user, in their folder."""
+    import asyncio
+
     from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
     from tornado import web
     from traitlets import Integer, Unicode
@@ -223,6 +361,9 @@ def make_spawner_class():
         hub_dir = Unicode(config=True, help="The hub's folder: learners' folders are in its learners/")
         course_dir = Unicode(config=True, help="The course folder (its student/ and data/)")
         threads = Integer(2, config=True, help="Threads per kernel (OMP_NUM_THREADS and the like)")
+
+        cgroups = None  # found at the first start (find_cgroups), said once in the hub's log
+        groups = ()  # this learner's cgroups while their server runs
 
         @property
         def folder(self) -> Path:
@@ -235,10 +376,41 @@ def make_spawner_class():
                 error = web.HTTPError(500, str(exc))
                 error.jupyterhub_message = str(exc)
                 raise error from exc
+            memory = int(self.mem_limit or 0)
+            if memory:
+                cls = type(self)
+                if cls.cgroups is None:
+                    cls.cgroups = find_cgroups()
+                    (self.log.info if cls.cgroups.version else self.log.warning)("classroom: %s", cls.cgroups.describe(memory))
+                if cls.cgroups.version:
+                    try:
+                        self.groups = tuple(make_learner_groups(cls.cgroups, self.user.name, memory))
+                    except OSError as exc:
+                        self.log.warning("classroom: no cgroup for %s (%s): their processes keep the per-process limit alone", self.user.name, exc)
+                        self.groups = ()
             return await super().start()
 
+        async def stop(self, now=False):
+            await super().stop(now=now)
+            if self.groups:  # the server is gone; its kernels follow it within seconds
+                for attempt in range(40):
+                    busy = remove_learner_groups(list(self.groups))
+                    if not busy:
+                        break
+                    if attempt == 10:  # 5 s after the server: what is left of the learner's (a stray kernel) is killed
+                        for group in busy:
+                            for pid in (group / "cgroup.procs").read_text().split():
+                                try:
+                                    os.kill(int(pid), signal.SIGKILL)
+                                except ProcessLookupError:
+                                    pass
+                    await asyncio.sleep(0.5)
+                else:
+                    self.log.warning("classroom: %s's cgroups still hold processes: %s", self.user.name, ", ".join(map(str, busy)))
+                self.groups = ()
+
         def make_preexec_fn(self, name):
-            return memory_limit_preexec(self.get_env(), then=set_user_setuid(system_user(name)))
+            return memory_limit_preexec(self.get_env(), then=set_user_setuid(system_user(name)), groups=self.groups)
 
         def user_env(self, env):
             account = pwd.getpwnam(system_user(self.user.name))

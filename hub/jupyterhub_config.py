@@ -6,7 +6,8 @@
 #   QHELPERS_HUB_DIR      the hub's folder: learners' folders, the hub's database and secret (/srv/qhelpers-hub)
 #   QHELPERS_HUB_IP, QHELPERS_HUB_PORT  where learners connect (all interfaces, 8000); on 127.0.0.1 the hub's
 #   API and the proxy's API listen on QHELPERS_HUB_API_PORT (8081) and QHELPERS_HUB_PROXY_API_PORT (8001)
-#   QHELPERS_HUB_MEMORY   memory per process of a learner (6G), QHELPERS_HUB_THREADS threads per kernel (2)
+#   QHELPERS_HUB_MEMORY   memory of a learner (6G): their server and kernels together (a cgroup, when the server has
+#                         one: see hub/classroom.py) and each process alone; QHELPERS_HUB_THREADS threads per kernel (2)
 #   QHELPERS_HUB_IDLE     seconds before an idle learner's server is stopped (3600); its kernels after 2700
 import os
 import sys
@@ -16,7 +17,7 @@ HUB = Path(__file__).resolve().parent
 COURSE = HUB.parent
 sys.path.insert(0, str(HUB))
 
-from classroom import DEFAULT_MEMORY, closed_to_learners, make_authenticator_class, make_spawner_class, parse_bytes, room_password  # noqa: E402
+from classroom import DEFAULT_MEMORY, KERNEL_STARTUP, closed_to_learners, make_authenticator_class, make_spawner_class, parse_bytes, room_password  # noqa: E402
 
 c = get_config()  # noqa: F821 - JupyterHub defines it when it loads this file
 
@@ -25,7 +26,7 @@ state = hub_dir / "state"  # the hub's database, cookie secret and proxy pid: ro
 state.mkdir(parents=True, exist_ok=True)
 hub_dir.chmod(0o711)
 state.chmod(0o700)
-closed = closed_to_learners([Path(sys.executable).resolve(), COURSE / "student", COURSE / "data", hub_dir])
+closed = closed_to_learners([Path(sys.executable).resolve(), COURSE / "student", COURSE / "data", KERNEL_STARTUP, hub_dir])
 if closed:
     raise SystemExit(
         f"hub: each learner runs as their own user, and no other user can pass through {', '.join(closed)} "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,130 @@ def test_a_full_disk_or_a_failed_useradd_is_a_sentence_for_the_teacher(tmp_path,
     monkeypatch.setattr(classroom, "ensure_system_user", refused)
     with pytest.raises(RuntimeError, match=r"could not create the system user for 'ada' \(useradd: cannot lock /etc/passwd\): tell the teacher"):
         classroom.prepare_learner("ada", tmp_path / "ada", REPO)
+
+
+def _fake_v2(root):
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (root / "cgroup.subtree_control").write_text("cpu\n")
+    return root
+
+
+def test_cgroup_v2_where_it_has_memory_else_v1_else_none_said_once(tmp_path):
+    v2 = classroom.find_cgroups(_fake_v2(tmp_path / "v2"))
+    assert v2 == classroom.Cgroups(2, (tmp_path / "v2" / "qhelpers-hub",))
+    assert v2.groups("ada") == [tmp_path / "v2" / "qhelpers-hub" / "ada"]
+    assert "share 6 GB (cgroup v2" in v2.describe(6 * 2**30)
+    v1 = tmp_path / "v1"  # v2 without memory (this kind of machine: "unified"), v1 memory and cpu under the hub's own group
+    for path in (v1 / "memory" / "hub.service" / "memory.limit_in_bytes", v1 / "cpu" / "hub.service" / "cpu.shares"):
+        path.parent.mkdir(parents=True)
+        path.write_text("0\n")
+    (v1 / "cgroup.controllers").write_text("cpu pids\n")
+    found = classroom.find_cgroups(v1, "4:memory:/hub.service\n2:cpu,cpuacct:/hub.service\n0::/\n")
+    assert found == classroom.Cgroups(1, (v1 / "memory" / "hub.service" / "qhelpers-hub", v1 / "cpu" / "hub.service" / "qhelpers-hub"))
+    none = classroom.find_cgroups(v1, "2:cpu,cpuacct:/\n0::/\n")
+    assert none.version == 0 and none.groups("ada") == []
+    assert "cgroup v2 without the memory controller" in none.why and "no cgroup v1 memory group" in none.why
+    said = none.describe(6 * 2**30)
+    assert said.startswith("no per-learner memory limit") and "6 GB (RLIMIT_DATA)" in said
+
+
+def test_a_learners_cgroup_v2_gets_the_limit_and_goes_when_empty(tmp_path):
+    root = _fake_v2(tmp_path / "cg")
+    cgroups = classroom.find_cgroups(root)
+    groups = classroom.make_learner_groups(cgroups, "ada", 3 * 2**30)
+    assert groups == [root / "qhelpers-hub" / "ada"]
+    assert (groups[0] / "memory.max").read_text() == str(3 * 2**30) and (groups[0] / "cpu.weight").read_text() == "100"
+    assert (root / "cgroup.subtree_control").read_text() == "+memory"  # cpu was there already
+    assert (root / "qhelpers-hub" / "cgroup.subtree_control").read_text() == "+memory +cpu"
+    assert classroom.remove_learner_groups(groups) == [groups[0]]  # the fake's files: like a group with processes
+    for f in [*groups[0].iterdir(), root / "qhelpers-hub" / "cgroup.subtree_control"]:
+        f.unlink()  # a real group's files go with it
+    assert classroom.remove_learner_groups(groups) == [] and not (root / "qhelpers-hub").exists()
+    assert classroom.remove_learner_groups(groups) == []  # already gone
+
+
+MEMORY_HOG = "import sys, time; b = b'x' * (int(sys.argv[1]) << 20); print('holding', flush=True); time.sleep(120)"
+
+
+def _hog(mb: int, env: dict, groups) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", MEMORY_HOG, str(mb)], env=env, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=classroom.memory_limit_preexec(env, groups=tuple(groups)))  # fmt: skip
+    return proc
+
+
+def test_one_learners_kernels_together_over_the_cap_are_killed_and_another_learner_is_untouched():
+    """For real (root, a cgroup with memory): 2 x 400 MB under a 600 MB cap per learner, each under 1 GB per process."""
+    import secrets
+
+    if os.geteuid() != 0:
+        pytest.skip("a learner's cgroup needs root")
+    found = classroom.find_cgroups()
+    if not found.version:
+        pytest.skip(found.why)
+    cgroups = classroom.Cgroups(found.version, tuple(b.parent / f"qhelpers-hub-test-{secrets.token_hex(3)}" for b in found.bases))
+    env = {**os.environ, classroom.MEMORY_ENV: str(2**30)}  # per process: 1 GB
+    cap = 600 * 2**20
+    procs = []
+    groups = {name: classroom.make_learner_groups(cgroups, name, cap) for name in ("ann", "bob")}
+    try:
+        bob = _hog(400, env, groups["bob"])
+        procs.append(bob)
+        assert bob.stdout.readline() == "holding\n"
+        first = _hog(400, env, groups["ann"])
+        procs.append(first)
+        assert first.stdout.readline() == "holding\n"  # one kernel of ann's: under both caps
+        second = _hog(400, env, groups["ann"])
+        procs.append(second)
+        second.stdout.readline()
+        deadline = time.monotonic() + 30
+        while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        codes = sorted(p.returncode for p in (first, second) if p.poll() is not None)
+        assert codes == [-signal.SIGKILL], "ann's two processes (800 MB) should have met her 600 MB cap"
+        assert bob.poll() is None, "bob's process, in his own group, must not be touched"
+        memory_group = groups["ann"][0]
+        if found.version == 1:
+            assert "oom_kill 1" in (memory_group / "memory.oom_control").read_text()
+        else:
+            assert "oom_kill 1" in (memory_group / "memory.events").read_text()
+        assert str(bob.pid) in (groups["bob"][0] / "cgroup.procs").read_text().split()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stdout.close()
+    for name, gs in groups.items():
+        assert classroom.remove_learner_groups(gs) == [], name
+        assert not any(g.exists() for g in gs)
+    assert not any(b.exists() for b in cgroups.bases)
+
+
+def test_a_name_error_in_a_hub_kernel_says_when_the_kernel_started(tmp_path):
+    """A real kernel with the hub's environment: the traceback stays, one sentence is added."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = classroom.learner_env(dict(os.environ), name="ada", folder=tmp_path, data=REPO / "data")
+    assert env["PYTHONSTARTUP"] == str(REPO / "hub" / "kernel_startup.py")
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        replies = {}
+        for code in ("a = 1", "x_undefined + 1", "def f():\n    y += 1\nf()", "a + 1"):
+            replies[code] = kc.execute_interactive(code, timeout=60, output_hook=lambda msg: None)["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    error = replies["x_undefined + 1"]
+    assert error["status"] == "error" and error["ename"] == "NameError"
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in error["traceback"]]
+    assert any("x_undefined + 1" in line for line in lines), lines  # IPython's traceback is kept
+    assert "NameError: name 'x_undefined' is not defined" in lines[-2], lines
+    assert re.fullmatch(
+        r"'x_undefined' is not defined in this kernel, which started at \d\d:\d\d and has run 1 cell since: if a cell above "
+        r"defines it, run the cells above \(Run > Run All Above Selected Cell\); a restart or a stopped server forgets "
+        r"variables, not files\.", error["traceback"][-1]
+    ), error["traceback"][-1]  # fmt: skip
+    assert replies["def f():\n    y += 1\nf()"]["ename"] == "UnboundLocalError"
+    assert "is not defined in this kernel" not in "".join(replies["def f():\n    y += 1\nf()"]["traceback"])
+    assert replies["a + 1"]["status"] == "ok"

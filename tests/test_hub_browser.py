@@ -3,7 +3,9 @@
 Starts JupyterHub as root on 127.0.0.1 (free ports) with its folder in a temporary directory and its own prefix for
 the learners' system users; signs in two learners in Chromium (Playwright), each opens their own
 ``student/01_manual_tensor_quantization.ipynb``, runs the cells above exercise 1, answers it (ann right, bob wrong)
-and runs its check; the teacher's view (``qhelpers progress --hub``) shows both. A wrong password and unsafe names
+and runs its check; the teacher's view (``qhelpers progress --hub``) shows both. ann then runs a cell that puts her
+processes together over her memory limit (a cgroup per learner): her kernel is killed and restarted, and JupyterLab's
+dialog and the next cell's NameError say so; bob is untouched. A wrong password and unsafe names
 are refused with their message; bob's system user cannot read ann's folder; the hub stops cleanly, leaving no
 process of the hub, the proxy or a learner, no learner's file outside the test's directory, and no test user.
 
@@ -15,6 +17,7 @@ the way to the venv's Python that other users cannot pass (pyenv under /root), a
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -36,6 +39,8 @@ PROXY = REPO / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
 NB01 = "01_manual_tensor_quantization.ipynb"
 RIGHT = "sqnr_4bit_prediction = (sqnr_clean - 27, sqnr_clean - 21)"  # 4 bits fewer, about 6 dB each
 WRONG = "sqnr_4bit_prediction = (sqnr_clean - 3, sqnr_clean + 3)"  # as if bits did not matter
+HUB_MEMORY = "2.5G"  # per learner and per process: ann's server and notebook 01's kernel hold 0.75 GB of her group; a 2.1 GB cell fits one process, not the sum
+HOG = "hog = b'x' * (2100 << 20)  # 2.1 GB: under the limit per process (2.3 GB with the kernel), over the learner's with notebook 01's kernel"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -89,6 +94,7 @@ def hub():
         QHELPERS_HUB_DIR=str(tmp / "hub"), QHELPERS_HUB_PASSWORD_FILE=str(password), QHELPERS_HUB_USER_PREFIX=prefix,
         QHELPERS_HUB_IP="127.0.0.1", QHELPERS_HUB_PORT=str(port), QHELPERS_HUB_API_PORT=str(api_port),
         QHELPERS_HUB_PROXY_API_PORT=str(proxy_port), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
+        QHELPERS_HUB_MEMORY=HUB_MEMORY,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     log = open(tmp / "hub.log", "wb")
@@ -238,6 +244,54 @@ def test_two_learners_answer_exercise_1_of_notebook_01_and_the_teacher_sees_both
         page.context.close()
 
 
+def _memory_group(name: str, hub) -> Path:
+    found = classroom.find_cgroups()  # the hub is this process's child: the same cgroups
+    return found.groups(name)[0] if found.version else None
+
+
+def test_a_learner_over_their_memory_sees_the_kernel_die_and_restart_and_then_the_restart_note(browser, hub):
+    """ann (notebook 01's kernel still running) runs a 1.9 GB cell in a second notebook: her cgroup's limit kills it.
+
+    Measured here: what JupyterLab shows then, and the NameError's added sentence in the restarted kernel.
+    """
+    group = _memory_group("ann", hub)
+    if group is None:  # a container without a writable cgroup: the hub runs with the per-process limit alone
+        pytest.skip("no cgroup with memory that root can write here: no per-learner limit to test")
+    account = pwd.getpwnam(classroom.system_user("ann", prefix=hub["prefix"]))
+    notebook = Path(account.pw_dir) / "student" / "hog.ipynb"
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [], "source": src}
+             for i, src in enumerate([HOG, "len(hog)"])]  # fmt: skip
+    notebook.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}))
+    os.chown(notebook, account.pw_uid, account.pw_gid)
+    bob_before = {pid for pid, (uid, _) in _processes().items() if uid == pwd.getpwnam(classroom.system_user("bob", prefix=hub["prefix"])).pw_uid}
+    page = _sign_in(browser, hub, "ann", hub["password"])
+    page.wait_for_url(re.compile(r"/user/ann/lab"), timeout=180_000)
+    page.goto(f"{hub['base']}/user/ann/lab/tree/student/hog.ipynb")
+    page.wait_for_function(KERNEL_IDLE_JS, arg="hog.ipynb", timeout=120_000)
+    page.locator(CELLS).nth(0).locator(".cm-content").click()
+    page.keyboard.press("Shift+Enter")
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(timeout=120_000)
+    said = dialog.inner_text()
+    print(f"\nJupyterLab, when the learner's cgroup kills the kernel: {said!r}")
+    assert "Kernel Restarting" in said and "hog.ipynb appears to have died. It will restart automatically." in said, said
+    oom = (group / "memory.oom_control").read_text() if (group / "memory.oom_control").exists() else (group / "memory.events").read_text()
+    assert re.search(r"oom_kill [1-9]", oom), oom
+    dialog.locator("button", has_text="Ok").click()
+    page.wait_for_function(KERNEL_IDLE_JS, arg="hog.ipynb", timeout=120_000)
+    page.locator(CELLS).nth(1).locator(".cm-content").click()
+    page.keyboard.press("Shift+Enter")  # the variable of the killed kernel's cell is gone
+    out = page.locator(CELLS).nth(1).locator(".jp-OutputArea-output")
+    out.filter(has_text="is not defined in this kernel").wait_for(timeout=60_000)
+    text = out.inner_text()
+    print(f"then, running the next cell: {text.splitlines()[-1]!r}")
+    assert "NameError: name 'hog' is not defined" in text
+    assert re.search(r"'hog' is not defined in this kernel, which started at \d\d:\d\d and has run 0 cells since", text), text
+    bob_uid = pwd.getpwnam(classroom.system_user("bob", prefix=hub["prefix"])).pw_uid
+    assert bob_before <= {pid for pid, (uid, _) in _processes().items() if uid == bob_uid}, "bob's processes must be untouched"
+    page.context.close()
+
+
 def test_a_learner_cannot_read_another_learners_folder(hub):
     ann_folder = hub["dir"] / classroom.LEARNERS / "ann"
     notebook = ann_folder / "student" / NB01
@@ -259,6 +313,13 @@ def test_the_hub_stops_cleanly_and_leaves_nothing_behind(hub):
     assert len(uids) == 2  # ann and bob
     running = {pid: cmd for pid, (uid, cmd) in _processes().items() if uid in uids}
     assert running, "the learners' servers should be running before the hub stops"
+    groups = {name: classroom.find_cgroups().groups(name) for name in ("ann", "bob")}
+    said = re.findall(r"classroom: (?:each learner's server and kernels share 2.5 GB|no per-learner memory limit).*", (hub["tmp"] / "hub.log").read_text())
+    assert len(said) == 1 and said[0].startswith("classroom: each" if groups["ann"] else "classroom: no"), said  # once, in the hub's log
+    for name, gs in groups.items():  # each learner's processes in their own groups (none where the machine has none)
+        inside = {int(pid) for g in gs[:1] for pid in (g / "cgroup.procs").read_text().split()}
+        uid = pwd.getpwnam(classroom.system_user(name, prefix=hub["prefix"])).pw_uid
+        assert not gs or inside == {pid for pid, (u, _) in _processes().items() if u == uid}, (name, inside)
     assert hub["stop"]() == 0, (hub["tmp"] / "hub.log").read_text()[-3000:]
     deadline = time.monotonic() + 30  # the learners' servers were stopped by the hub; their kernels follow
     while True:
@@ -267,5 +328,7 @@ def test_the_hub_stops_cleanly_and_leaves_nothing_behind(hub):
             break
         time.sleep(1)
     assert not left, f"still running after the hub stopped: {left}"
+    kept = [str(g) for gs in groups.values() for g in gs if g.exists()]
+    assert not kept, f"learners' cgroups left after the hub stopped: {kept}"
     stray = [str(p) for top in ("/tmp", "/var/tmp", "/dev/shm") for p in Path(top).iterdir() if p.lstat().st_uid in uids]
     assert not stray, f"learners' files outside the hub's folder: {stray}"
