@@ -100,8 +100,15 @@ progress: $(STAMP)
 TIER_TEST := -m "not ci and not browser and not network"
 TIER_CI   := -m "ci or browser or network"
 
+# make test on TEST_JOBS cores (pytest-xdist; 0 or 1: one process). --dist loadscope keeps each notebook's cells in
+# order on one worker (nbval asks for it) and each test file on one worker (its module fixtures built once); the
+# notebooks come first so that the longest pieces start first. OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep
+# instead of spinning while the other worker computes (thread counts, and so the numbers, are unchanged).
+TEST_JOBS ?= 2
+XDIST := $(if $(filter 0 1,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadscope)
+
 test: $(DEVSTAMP)
-	$(PY) -m pytest -q $(TIER_TEST) tests $(NBVAL) $(NOTEBOOKS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q $(XDIST) $(TIER_TEST) $(NBVAL) $(NOTEBOOKS) tests
 
 # CI's extra tier: pytest first (so its results show even when Node fails), then the Node wrapper's tests.
 # Chromium and Node missing: one line each, or a failure under CI=true (make setup-dev installs Chromium).
