@@ -5,7 +5,8 @@
 #
 # Test tiers (the markers and the list of CI-only tests are in tests/tiers.py):
 #   make quick    the inner loop, under a minute: the unit tests that take well under a second each
-#   make test     the README's command, 31 minutes on a shared 2-core AVX2-only EPYC (load 4-5) with notebook 09; 13.5 on 2 quiet VNNI cores before it and before the cuts (budget 12: see the README): every unit test except the
+#   make test     the README's command, on TEST_JOBS=2 workers (pytest-xdist; 16 min in one process on a quiet 2-core AVX2 EPYC before the
+#                 workers; the README's tier table has the measurements; budget 12): every unit test except the
 #                 CI tier, and every notebook run strictly (nbval) with the student flow
 #   make test-ci  the rest, for CI (.ci/run): browser, the classroom server (root), Node wrapper, packaging install, killed runs,
 #                 ExecuTorch lowering, the nested nbval runs (the test tools' own tests), the no-compiler kind,
@@ -100,8 +101,15 @@ progress: $(STAMP)
 TIER_TEST := -m "not ci and not browser and not network"
 TIER_CI   := -m "ci or browser or network"
 
+# make test on TEST_JOBS cores (pytest-xdist; 0 or 1: one process). --dist loadscope keeps each notebook's cells in
+# order on one worker (nbval asks for it) and each test file on one worker (its module fixtures built once); the
+# notebooks come first so that the longest pieces start first. OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep
+# instead of spinning while the other worker computes (thread counts, and so the numbers, are unchanged).
+TEST_JOBS ?= 2
+XDIST := $(if $(filter 0 1,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadscope)
+
 test: $(DEVSTAMP)
-	$(PY) -m pytest -q $(TIER_TEST) tests $(NBVAL) $(NOTEBOOKS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q $(XDIST) $(TIER_TEST) $(NBVAL) $(NOTEBOOKS) tests
 
 # CI's extra tier: pytest first (so its results show even when Node fails), then the Node wrapper's tests.
 # Chromium and Node missing: one line each, or a failure under CI=true (make setup-dev installs Chromium).

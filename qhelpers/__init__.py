@@ -4,7 +4,8 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
 
 * ``cpu``         what this CPU does with INT8 and torch.compile, measured by probing the kernels (00)
 * ``environment`` setup, environment report, deprecation warnings (notebook 00)
-* ``decision``    the decision tree: PTQ, QAT or dynamic, and which engine (00)
+* ``decision``    the decision tree: PTQ, QAT or dynamic, and which engine (00); ``int8_prediction_checks``:
+  notebook 00's predict-first checks (INT8 accuracy, changed predictions)
 * ``quantmath``   scale/zero point, quantize/dequantize on plain int tensors, errors (01);
   ``int8_arithmetic``: int8 linear with int32 accumulation, requantization (01)
 * ``files``       the course folder, data/, checksums, atomic writes, checkpoints (00)
@@ -57,6 +58,7 @@ which fails on an import that runs up or round.
 from .cpu import *  # noqa: F401,F403
 from .environment import *  # noqa: F401,F403
 from .decision import *  # noqa: F401,F403
+from .int8_prediction_checks import *  # noqa: F401,F403
 from .quantmath import *  # noqa: F401,F403
 from .int8_arithmetic import *  # noqa: F401,F403
 from .files import *  # noqa: F401,F403

@@ -6,6 +6,9 @@ which engines saturate 16-bit pair sums) in each notebook's metadata, and the hy
 On another kind of CPU the INT8 kernels compute other numbers (an AVX2 CPU saturates where AVX512-VNNI is exact),
 so there each of that notebook's cells runs with its asserts only, as in ``make test-cpus``, and the run says so
 when it starts and in its summary. On the kind that printed them, outputs are compared as nbval does.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadscope``) the workers collect and decide; each sends its
+lines to the controller (``workeroutput``), which prints the summary.
 """
 
 from __future__ import annotations
@@ -40,10 +43,30 @@ def _compare_only_on_the_same_cpu_kind(config, items) -> None:
             reporter.write_line(f"nbval: {line}", yellow=True)
 
 
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)  # an xdist worker: hand the lines to the controller
+    if workeroutput is not None:
+        workeroutput["qh_other_kind"] = list(_OTHER_KIND)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_FromWorkers(), "nbval_cpu_kind_from_workers")
+
+
+class _FromWorkers:
+    """The xdist controller's side: the lines each worker found (every worker collects every notebook)."""
+
+    def pytest_testnodedown(self, node, error):
+        for line in getattr(node, "workeroutput", {}).get("qh_other_kind", []):
+            if line not in _OTHER_KIND:
+                _OTHER_KIND.append(line)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _OTHER_KIND:
         terminalreporter.section("notebooks compared with asserts only (another CPU kind)", yellow=True)
-        for line in _OTHER_KIND:
+        for line in sorted(_OTHER_KIND):
             terminalreporter.write_line(line)
 
 

@@ -124,7 +124,7 @@ def test_sqnr_prediction_on_either_side_of_the_measurement(capsys, prediction, w
     rejected(capsys, ok, *words)
 
 
-# ----------------------------------------------------------------------------- qhelpers/decision.py (notebook 00)
+# ----------------------------------------------------------------------------- qhelpers/int8_prediction_checks.py (notebook 00)
 
 
 def test_accuracy_prediction_above_100_percent(capsys):

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # the course's models and their shipped checkpoints
     ("models", {"models", "models_depthwise", "transformer"}),
     # the lessons (notebooks 00-09): each notebook's topics, one module each, and its self-checks (<topic>_checks)
-    ("lessons", {"decision", "plotting", "widgets", "tensor_checks",  # 00, 01
+    ("lessons", {"decision", "int8_prediction_checks", "plotting", "widgets", "tensor_checks",  # 00, 01
                  "pretrained", "int8_size", "pretrained_checks",  # 02
                  "ptq", "ptq_analysis", "ptq_checks",  # 03
                  "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks",  # 04

@@ -153,3 +153,17 @@ def test_only_the_check_calls_are_submitted_again():
     cell = "# NBVAL_IGNORE_OUTPUT\n# (timing)\nacc = qh.accuracy(model, loader)\nprint(acc)\nqh.check_int8_accuracy_prediction(p, 98.8, acc)\n"
     assert check_statements(cell) == "qh.check_int8_accuracy_prediction(p, 98.8, acc)"
     assert check_statements("ok = check(x=(x, 1)) and True\nprint(ok)") == "ok = check(x=(x, 1)) and True\nprint(ok)"  # no check_ call
+
+
+def test_a_check_inside_an_if_keeps_its_if_and_drops_a_measurement_that_does_not_read_the_answer():
+    """Notebook 03's exercise 4: the PTQ run that the range is judged against is made once, not once per candidate;
+    a statement of the branch that reads an answer name is run again with each candidate."""
+    from student_flow import check_statements
+
+    cell = ("name = 'sqnr'\nif qh.prediction_ready(name, low, high):\n    m = qh.post_training_quantize(f, data)\n"
+            "    s = qh.sqnr_db(f(x), m(x))\n    w = high - low\n    qh.check_prediction(name, low, high, s)\n    print(s)\n"
+            "else:\n    print('not yet')\nprint('done')")
+    assert check_statements(cell, ("low", "high")) == (
+        "if qh.prediction_ready(name, low, high):\n    w = high - low\n    qh.check_prediction(name, low, high, s)")
+    assert check_statements("if ok:\n    if ready(p):\n        qh.check_x(p, s)\n        t = 1\nprint(p)", ("p",)) == (
+        "if ok:\n    if ready(p):\n        qh.check_x(p, s)")

@@ -36,6 +36,9 @@ CI: dict[str, str] = {
     "tests/test_progress.py::test_simulated_learners_in_notebook_00": "notebook 00 four more times, one kernel per learner (nbval runs it)",
     "tests/test_recipes.py::test_recipe_runs_alone_in_a_fresh_kernel[08_deploy_with_executorch-cell6]":
         "ExecuTorch lowering in a fresh kernel (notebook 08 runs this recipe in make test)",
+    "tests/test_exercises_01.py::test_ex1_a_restart_in_a_new_process_still_scores_the_first_prediction":
+        "two fresh Python processes (19 s in make test); the in-process restarts of test_exercises_01.py read the same "
+        "memory file back (mutation CK12 is caught without this test)",
 }
 
 # Seconds each took (all its parametrizations) in `pytest --durations=0` on this 2-core machine while it was
