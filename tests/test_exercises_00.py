@@ -394,14 +394,27 @@ def test_ex4_count_a_wrong_reasonings_value_is_wrong_only_where_the_measurement_
 
 @pytest.mark.parametrize("prediction", [(0, 0), (0, 1), (0, 2)])
 def test_ex4_count_rejects_nothing_changes_where_one_image_changed(capsys, prediction):
-    # the band's lower end is half the count rounded up: at a count of 1 it does not reach 0, and 0 is refused
+    # at a count of 1 the band starts at 0.5: (0, 1) is within it, (0, 0) below it, and a range holding 0 is refused either way
     rejected(capsys, _changed(prediction, 1), "1 of the 1,000 test images changed", "holds 0",
              "equal accuracies do not mean equal predictions")
 
 
-def test_ex4_count_band_is_a_factor_of_two_rounded_up(capsys):
-    # count 5: the band starts at 3 (half of 5 rounded up), so a middle of 2 (a factor of 2.5) misses
-    rejected(capsys, _changed((1, 3), 5), "your range's middle (2) is not within a factor of two", "fewer changes")
+@pytest.mark.parametrize("prediction, changed", [((2, 3), 5), ((1, 4), 5), ((1, 2), 3), ((2, 2), 4)])
+def test_ex4_count_a_middle_exactly_half_the_count_is_a_hit(capsys, prediction, changed):
+    # "within a factor of two": 2.5 x 2 = 5, 1.5 x 2 = 3, so these middles hit (the band is not rounded up)
+    assert _changed(prediction, changed)
+
+
+def test_ex4_count_band_is_a_factor_of_two(capsys):
+    # count 5: the band starts at 2.5, half of 5, so a middle of 2 (a factor of 2.5) misses and the hint gives the band
+    rejected(capsys, _changed((1, 3), 5), "your range's middle (2) is not within a factor of two",
+             "a middle from 2.5 to 10", "fewer changes")
+    rejected(capsys, _changed((1, 2), 4), "your range's middle (1.5) is not within a factor of two",
+             "a middle from 2 to 8", "fewer changes")
+    # count 1: at most two images above it, so a middle of 3 hits and one of 3.5 misses
+    assert _changed((2, 4), 1)
+    rejected(capsys, _changed((3, 4), 1), "your range's middle (3.5) is not within a factor of two",
+             "a middle from 0.5 to 3", "or two images above it", "more changes")
     assert _changed((2, 4), 5)
 
 
