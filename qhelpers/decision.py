@@ -213,8 +213,8 @@ def recommend(
             "transformer and faster at batch 256, faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
             "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
             "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
-            "exact but slow loop, notebook 05, or, once x86_inductor_quantizer is imported, oneDNN's kernel, which can "
-            "saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
+            "exact but slow loop, notebook 05, or, compiled with Inductor's freezing in a process that has imported "
+            "x86_inductor_quantizer (both needed), oneDNN's kernel, which can saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
             "quantization (eager quantize_dynamic, or FX graph mode); static INT8 only where it measures better",
         )
     if ptq_drop_acceptable is False:
