@@ -62,13 +62,39 @@ def test_several_questions_read_wrongly_are_counted(capsys):
 
 def test_ex1_accepts_right_answer(capsys):
     assert qh.check_recommendation("camera", _answers("camera"))
-    assert qh.check_recommendation("camera", qh.recommend(True, False))  # defaults that match the story count
+    assert qh.check_recommendation("camera", qh.recommend(True, False, None, False, model_kind="conv", pre_quantized=False))
     assert "✅" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("scenario, call, missing", [
+    ("camera", lambda: qh.recommend(True, False), "ptq_drop_acceptable, arm_device, model_kind, pre_quantized"),
+    ("lstm", lambda: qh.recommend(True, False, model_kind="linear"), "ptq_drop_acceptable, arm_device, pre_quantized"),
+    ("phone", lambda: qh.recommend(True, True, ptq_drop_acceptable=False, arm_device=True), "model_kind, pre_quantized"),
+    ("camera", lambda: qh.recommend(has_calibration_data=True, can_train=False, ptq_drop_acceptable=None, arm_device=False,
+                                    model_kind="conv"), "pre_quantized"),
+])
+def test_ex123_refuse_a_question_left_to_its_default(capsys, scenario, call, missing):
+    # the defaults happen to be these stories' answers: a learner who never read those questions off the story is told
+    out = rejected(capsys, qh.check_recommendation(scenario, call()), "answer all six questions", f"pass {missing} too",
+                   "a default is not an answer")
+    assert "correct" not in out
+
+
+def test_ex123_recommend_records_the_arguments_passed():
+    assert qh.recommend(True, False).given == {"has_calibration_data", "can_train"}
+    assert _answers("phone").given == set(decision.QUESTIONS)
+    assert qh.recommend(True, False) == qh.recommend(True, False, None, False, model_kind="conv", pre_quantized=False)
+
+
+def test_a_recommendation_with_every_answer_but_not_made_by_recommend_is_refused(capsys):
+    right = _answers("camera")
+    copied = qh.Recommendation(right.method, right.engine, right.notebook, right.reason, right.deploy, dict(right.answers))
+    rejected(capsys, qh.check_recommendation("camera", copied), "do not build the result yourself")
+
+
 def test_ex1_rejects_right_outcome_for_a_wrong_reason(capsys):
-    # recommend(True, True): PTQ on x86 as expected, but the story leaves no time to train ("ship tomorrow")
-    rejected(capsys, qh.check_recommendation("camera", qh.recommend(True, True)), "wrong reason", "can_train")
+    # can_train=True: PTQ on x86 as expected, but the story leaves no time to train ("ship tomorrow")
+    rejected(capsys, qh.check_recommendation("camera", _answers("camera", can_train=True)), "wrong reason", "can_train")
 
 
 def test_ex1_rejects_the_wrong_device(capsys):
