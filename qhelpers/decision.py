@@ -383,7 +383,9 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
         return report(name, False, f"answer all six questions: pass {', '.join(missing)} too (read each off the story; "
                       "a default is not an answer)")
     if not mistakes:
-        return report(name, True)
+        result = report(name, True)
+        print(f"   the tree's recommendation: {answer}" + (f"\n   deploy: {answer.deploy}" if answer.deploy else ""))
+        return result
     lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if outcome_matches(scenario, answer) else "")
     question, hint = mistakes[0]
     more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""

@@ -38,6 +38,15 @@ def test_the_digests_match_the_answers_and_the_stories_hold_no_answer():
         assert isinstance(qh.SCENARIOS[name], str)  # a story, nothing to unpack answers from
 
 
+@pytest.mark.parametrize("scenario", list(ANSWERS))
+def test_a_pass_prints_the_recommendation(capsys, scenario):
+    r = _answers(scenario)
+    assert qh.check_recommendation(scenario, r)
+    out = capsys.readouterr().out
+    assert f"the tree's recommendation: {r}" in out and f"deploy: {r.deploy}" in out
+    assert OUTCOMES[scenario][0] in out and OUTCOMES[scenario][2] in out
+
+
 def test_every_scenario_rejects_the_other_device(capsys):
     for name, answers in ANSWERS.items():
         assert qh.check_recommendation(name, _answers(name))
