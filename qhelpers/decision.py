@@ -11,8 +11,10 @@ Notebook 00's predict-first checks (INT8 accuracy, changed predictions) are in `
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
@@ -94,6 +96,8 @@ class Recommendation:
 
     On an ARM device, PTQ and QAT are done in PT2E with ``XNNPACKQuantizer`` (the form ExecuTorch lowers);
     ``engine`` is then the eager engine that runs there (``qnnpack``), for the eager-mode notebooks.
+    ``given`` names the arguments the ``recommend(...)`` call passed (the others took their defaults); None for a
+    ``Recommendation`` not made by ``recommend``.
     """
 
     method: str
@@ -102,12 +106,26 @@ class Recommendation:
     reason: str
     deploy: str = ""
     answers: dict = field(default_factory=dict, compare=False)
+    given: Optional[frozenset] = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         where = "" if "PT2E" in self.method else f" on engine '{self.engine}'"  # PT2E does not run on an eager engine
         return f"{self.method}{where} ({self.notebook}): {self.reason}"
 
 
+def _records_given(walk: Any) -> Any:
+    """``recommend`` with the names of the arguments its caller passed kept in ``Recommendation.given``."""
+    signature = inspect.signature(walk)
+
+    @functools.wraps(walk)
+    def recommend(*args: Any, **kwargs: Any) -> Recommendation:
+        given = frozenset(signature.bind(*args, **kwargs).arguments)  # a wrong call raises TypeError, as the call would
+        return replace(walk(*args, **kwargs), given=given)
+
+    return recommend
+
+
+@_records_given
 def recommend(
     has_calibration_data: bool,
     can_train: bool,
@@ -138,6 +156,8 @@ def recommend(
     PT2E's XNNPACKQuantizer for Linear layers, eager ``quantize_dynamic`` on
     ``qnnpack`` for an LSTM/GRU (XNNPACKQuantizer leaves ``aten.lstm`` float). A
     ``ptq_drop_acceptable`` that is not None means PTQ ran, so data existed.
+    The result records which arguments were passed (``Recommendation.given``): ``check_recommendation`` wants
+    all six answered, none left to its default.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
@@ -213,8 +233,8 @@ def recommend(
             "transformer and faster at batch 256, faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
             "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
             "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
-            "exact but slow loop, notebook 05, or, once x86_inductor_quantizer is imported, oneDNN's kernel, which can "
-            "saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
+            "exact but slow loop, notebook 05, or, compiled with Inductor's freezing in a process that has imported "
+            "x86_inductor_quantizer (both needed), oneDNN's kernel, which can saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
             "quantization (eager quantize_dynamic, or FX graph mode); static INT8 only where it measures better",
         )
     if ptq_drop_acceptable is False:
@@ -337,7 +357,10 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
 
     Compares the reasoning (the answer given to each question of the tree),
     not only the outcome: a right method reached from a wrong reading of the
-    story fails, with a hint that names the question read wrongly.
+    story fails, with a hint that names the question read wrongly. All six
+    questions must be answered in the call (``QUESTIONS``): one left to
+    ``recommend``'s default is refused, naming it. On a pass it prints the
+    recommendation.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
@@ -353,10 +376,16 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
         recomputed = recommend(**answer.answers)
     except Exception:  # answers that recommend() would refuse: the result was not made by it
         recomputed = None
-    if recomputed is None or (answer.method, answer.engine, answer.notebook) != (recomputed.method, recomputed.engine, recomputed.notebook):
+    if answer.given is None or recomputed is None or (answer.method, answer.engine, answer.notebook) != (recomputed.method, recomputed.engine, recomputed.notebook):
         return report(name, False, "call qh.recommend(...) with the story's answers; do not build the result yourself")
+    missing = [q for q in inspect.signature(recommend).parameters if q not in answer.given]  # in the order of the call
+    if missing:  # a default that happens to fit the story is not a reading of it
+        return report(name, False, f"answer all six questions: pass {', '.join(missing)} too (read each off the story; "
+                      "a default is not an answer)")
     if not mistakes:
-        return report(name, True)
+        result = report(name, True)
+        print(f"   the tree's recommendation: {answer}" + (f"\n   deploy: {answer.deploy}" if answer.deploy else ""))
+        return result
     lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if outcome_matches(scenario, answer) else "")
     question, hint = mistakes[0]
     more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""

@@ -250,3 +250,18 @@ def test_a_run_on_a_machine_loaded_beyond_its_cores_says_so():
     result = {"machine": {"date_utc": "d", "cpu": "c", "cpu_capability": "AVX2", "torch": "t", **quiet, "load_average_1min": 16.4},
               "settings": {"batch": 1, "threads": 1, "min_samples": 10}, "rows": [], "compile": []}
     assert "The load average (16.4) exceeded the 2 cores" in bench.markdown_table(result).splitlines()[0]
+
+
+def test_the_course_models_accuracy_is_folded_away_as_a_spoiler_for_notebook_00():
+    """The accuracy table answers notebook 00's exercise 4 (INT8 against float, predictions changed): folded away."""
+    from qhelpers.files import course_root
+
+    row = {"model": "course", "label": "eager INT8 (x86)", "median_ms": 1.0, "iqr_ms": 0.1, "runs": 10, "accuracy_pct": 99.0, "float_accuracy_pct": 98.8, "agreement_pct": 99.6}
+    result = {"machine": {"date_utc": "d", "cpu": "c", "cpu_capability": "AVX2", "torch": "t", "cpu_count": 2, "load_average_1min": 0.4, "load_average_1min_end": 1.0},
+              "settings": {"batch": 1, "threads": 1, "min_samples": 10}, "rows": [row], "compile": []}
+    table = bench.markdown_table(result)
+    folded = table.split(f"<details><summary>{bench_report.SPOILER_NOTE}</summary>")[1].split("</details>")[0]
+    assert "notebook 00's exercise 4" in bench_report.SPOILER_NOTE and "| 99.6 |" in folded
+    section, _ = bench.readme_section(course_root() / "README.md")
+    assert "| agrees with float % |" in section.split("<details>")[1].split("</details>")[0]
+    assert "-> INT8 9" not in (course_root() / "README.md").read_text()

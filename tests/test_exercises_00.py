@@ -38,6 +38,15 @@ def test_the_digests_match_the_answers_and_the_stories_hold_no_answer():
         assert isinstance(qh.SCENARIOS[name], str)  # a story, nothing to unpack answers from
 
 
+@pytest.mark.parametrize("scenario", list(ANSWERS))
+def test_a_pass_prints_the_recommendation(capsys, scenario):
+    r = _answers(scenario)
+    assert qh.check_recommendation(scenario, r)
+    out = capsys.readouterr().out
+    assert f"the tree's recommendation: {r}" in out and f"deploy: {r.deploy}" in out
+    assert OUTCOMES[scenario][0] in out and OUTCOMES[scenario][2] in out
+
+
 def test_every_scenario_rejects_the_other_device(capsys):
     for name, answers in ANSWERS.items():
         assert qh.check_recommendation(name, _answers(name))
@@ -62,13 +71,39 @@ def test_several_questions_read_wrongly_are_counted(capsys):
 
 def test_ex1_accepts_right_answer(capsys):
     assert qh.check_recommendation("camera", _answers("camera"))
-    assert qh.check_recommendation("camera", qh.recommend(True, False))  # defaults that match the story count
+    assert qh.check_recommendation("camera", qh.recommend(True, False, None, False, model_kind="conv", pre_quantized=False))
     assert "✅" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("scenario, call, missing", [
+    ("camera", lambda: qh.recommend(True, False), "ptq_drop_acceptable, arm_device, model_kind, pre_quantized"),
+    ("lstm", lambda: qh.recommend(True, False, model_kind="linear"), "ptq_drop_acceptable, arm_device, pre_quantized"),
+    ("phone", lambda: qh.recommend(True, True, ptq_drop_acceptable=False, arm_device=True), "model_kind, pre_quantized"),
+    ("camera", lambda: qh.recommend(has_calibration_data=True, can_train=False, ptq_drop_acceptable=None, arm_device=False,
+                                    model_kind="conv"), "pre_quantized"),
+])
+def test_ex123_refuse_a_question_left_to_its_default(capsys, scenario, call, missing):
+    # the defaults happen to be these stories' answers: a learner who never read those questions off the story is told
+    out = rejected(capsys, qh.check_recommendation(scenario, call()), "answer all six questions", f"pass {missing} too",
+                   "a default is not an answer")
+    assert "correct" not in out
+
+
+def test_ex123_recommend_records_the_arguments_passed():
+    assert qh.recommend(True, False).given == {"has_calibration_data", "can_train"}
+    assert _answers("phone").given == set(decision.QUESTIONS)
+    assert qh.recommend(True, False) == qh.recommend(True, False, None, False, model_kind="conv", pre_quantized=False)
+
+
+def test_a_recommendation_with_every_answer_but_not_made_by_recommend_is_refused(capsys):
+    right = _answers("camera")
+    copied = qh.Recommendation(right.method, right.engine, right.notebook, right.reason, right.deploy, dict(right.answers))
+    rejected(capsys, qh.check_recommendation("camera", copied), "do not build the result yourself")
+
+
 def test_ex1_rejects_right_outcome_for_a_wrong_reason(capsys):
-    # recommend(True, True): PTQ on x86 as expected, but the story leaves no time to train ("ship tomorrow")
-    rejected(capsys, qh.check_recommendation("camera", qh.recommend(True, True)), "wrong reason", "can_train")
+    # can_train=True: PTQ on x86 as expected, but the story leaves no time to train ("ship tomorrow")
+    rejected(capsys, qh.check_recommendation("camera", _answers("camera", can_train=True)), "wrong reason", "can_train")
 
 
 def test_ex1_rejects_the_wrong_device(capsys):
@@ -150,15 +185,16 @@ def test_ex4_a_range_holding_a_point_of_loss_is_a_hit_where_int8_lost_about_that
     assert _judge((96.8, 98.5), FLOAT_ACC, 98.1)  # 3 images above float - 1: the noise
 
 
-@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9])
+@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9, 99.0])
 @pytest.mark.parametrize("prediction", [(FLOAT_ACC - 0.7, FLOAT_ACC + 0.3), (98.0, FLOAT_ACC), (98.2, 99.3), (98.7, 99.3)])
 def test_ex4_accepts_a_range_reaching_float_on_every_engine(capsys, prediction, int8_acc):
-    # calibration draws and engines put INT8 at 98.5-98.9 % against float 98.8 %: a range that reaches float, at most
+    # calibration draws and engines put INT8 at 98.5-99.0 % against float 98.8 % (9 draws: x86 98.5-98.9, qnnpack
+    # 98.8-99.0, docs/ANSWERS.md): a range that reaches float, at most
     # half a point above it, and not down to a point of loss, is a hit on each of them
     assert _judge(prediction, FLOAT_ACC, int8_acc)
 
 
-@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9])
+@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9, 99.0])
 @pytest.mark.parametrize("prediction", [(FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), (96.8, FLOAT_ACC), (97.8, FLOAT_ACC), (97.3, 99.3)])
 def test_ex4_rejects_a_range_that_also_holds_imagenets_loss(capsys, prediction, int8_acc):
     # the old solution (float - 1.5, float + 0.5) and "at most 1-2 points" as a range: they reach float, but hold a
@@ -219,7 +255,7 @@ def test_ex4_rejects_a_top_two_images_below_float_when_int8_lost_less(capsys, pr
     assert _judge((98.1, 98.7), FLOAT_ACC, INT8_ACC)  # one image below float: reaches it
 
 
-@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9])
+@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9, 99.0])
 def test_ex4_rejects_the_imagenet_rule_moved_by_one_image(capsys, int8_acc):
     # review 00_r13 finding 4: (97.9, 98.9), "ImageNet loses 1-2 points, this model a bit under one", passed by one image
     rejected(capsys, _judge((97.9, 98.9), FLOAT_ACC, int8_acc), "also holds 97.8 % within one test image (it reaches 97.9 %)",
@@ -322,12 +358,18 @@ def test_ex4_gate_blank_says_not_filled_in(capsys, blank):
 # ----------------------------------------------------------------------------- exercise 4: how many predictions INT8 changes
 # The accuracy range alone can be written around the printed float accuracy without reasoning; the count of test
 # images whose predicted digit changes cannot: it takes the close-call rule (only inputs whose top two scores nearly
-# tie flip; an accurate model has few; flips both ways cancel in the accuracy). Notebook 00 measures 4 of 1,000 here
-# (2 each way; x86 and qnnpack alike); calibration draws and engines give 0-4 (docs/ANSWERS.md).
+# tie flip; an accurate model has few; flips both ways cancel in the accuracy). Notebook 00 measures 4 of 1,000 on
+# x86 (2 each way), 3 on qnnpack, with its fixed draw (the first 256 training images). Other calibration draws
+# move the count (docs/ANSWERS.md): 9 draws on an AVX2-only AMD EPYC (torch 2.14.1; draw 0 is the first 256
+# images, then digits_loader("train", 64, shuffle=True, seed=s) for s = 1..8) gave x86 4 3 3 1 6 4 5 3 3 and
+# qnnpack 3 3 0 0 1 0 3 2 2.
 
 CHANGED = 4
 N_IMAGES = 1000
-CHANGED_SPREAD = range(0, 5)  # calibration draws and engines gave 0 to 4 here (docs/ANSWERS.md)
+CHANGED_X86 = (4, 3, 3, 1, 6, 4, 5, 3, 3)  # the 9 draws on x86 (AVX2-only CPU): 1 to 6
+CHANGED_QNNPACK = (3, 3, 0, 0, 1, 0, 3, 2, 2)  # the same draws on qnnpack: 0 to 3
+CHANGED_SPREAD = range(min(CHANGED_X86 + CHANGED_QNNPACK), max(CHANGED_X86 + CHANGED_QNNPACK) + 1)  # 0 to 6
+SOLUTION = (2, 4)  # notebook 00's solution
 
 
 def _changed(prediction, changed=CHANGED):
@@ -336,9 +378,22 @@ def _changed(prediction, changed=CHANGED):
     return qh.check_changed_prediction(prediction, changed, N_IMAGES)
 
 
-@pytest.mark.parametrize("changed", CHANGED_SPREAD)
-def test_ex4_count_accepts_the_solution_whatever_the_draw_and_engine(capsys, changed):
-    assert _changed((1, 3), changed)  # the solution
+@pytest.mark.parametrize("changed", sorted(set(CHANGED_X86) | {c for c in CHANGED_QNNPACK if c}))
+def test_ex4_count_accepts_the_solution_on_every_measured_draw_that_changed_an_image(capsys, changed):
+    assert _changed(SOLUTION, changed)  # every x86 draw (1 to 6), and the notebook's own draw on both engines (4, 3)
+
+
+def test_ex4_count_the_solution_misses_a_draw_that_changed_nothing(capsys):
+    # 3 of the 9 qnnpack draws changed no image; a middle of 3 is then more than two images above it
+    rejected(capsys, _changed(SOLUTION, 0), "0 of the 1,000 test images changed", "a middle from 0 to 2", "more changes")
+
+
+def test_ex4_count_no_single_range_hits_every_measured_draw(capsys):
+    # 0 changed needs a middle of at most 2, 6 changed one of at least 3: no range's middle hits both
+    for low in range(0, 8):
+        for high in range(low, low + 11):
+            assert not (_changed((low, high), 0) and _changed((low, high), max(CHANGED_SPREAD)))
+    capsys.readouterr()
 
 
 def test_ex4_count_a_wide_range_does_not_touch_every_count(capsys):
@@ -394,14 +449,27 @@ def test_ex4_count_a_wrong_reasonings_value_is_wrong_only_where_the_measurement_
 
 @pytest.mark.parametrize("prediction", [(0, 0), (0, 1), (0, 2)])
 def test_ex4_count_rejects_nothing_changes_where_one_image_changed(capsys, prediction):
-    # the band's lower end is half the count rounded up: at a count of 1 it does not reach 0, and 0 is refused
+    # at a count of 1 the band starts at 0.5: (0, 1) is within it, (0, 0) below it, and a range holding 0 is refused either way
     rejected(capsys, _changed(prediction, 1), "1 of the 1,000 test images changed", "holds 0",
              "equal accuracies do not mean equal predictions")
 
 
-def test_ex4_count_band_is_a_factor_of_two_rounded_up(capsys):
-    # count 5: the band starts at 3 (half of 5 rounded up), so a middle of 2 (a factor of 2.5) misses
-    rejected(capsys, _changed((1, 3), 5), "your range's middle (2) is not within a factor of two", "fewer changes")
+@pytest.mark.parametrize("prediction, changed", [((2, 3), 5), ((1, 4), 5), ((1, 2), 3), ((2, 2), 4)])
+def test_ex4_count_a_middle_exactly_half_the_count_is_a_hit(capsys, prediction, changed):
+    # "within a factor of two": 2.5 x 2 = 5, 1.5 x 2 = 3, so these middles hit (the band is not rounded up)
+    assert _changed(prediction, changed)
+
+
+def test_ex4_count_band_is_a_factor_of_two(capsys):
+    # count 5: the band starts at 2.5, half of 5, so a middle of 2 (a factor of 2.5) misses and the hint gives the band
+    rejected(capsys, _changed((1, 3), 5), "your range's middle (2) is not within a factor of two",
+             "a middle from 2.5 to 10", "fewer changes")
+    rejected(capsys, _changed((1, 2), 4), "your range's middle (1.5) is not within a factor of two",
+             "a middle from 2 to 8", "fewer changes")
+    # count 1: at most two images above it, so a middle of 3 hits and one of 3.5 misses
+    assert _changed((2, 4), 1)
+    rejected(capsys, _changed((3, 4), 1), "your range's middle (3.5) is not within a factor of two",
+             "a middle from 0.5 to 3", "or two images above it", "more changes")
     assert _changed((2, 4), 5)
 
 
