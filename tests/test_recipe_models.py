@@ -146,6 +146,18 @@ class TransformerClassifier(nn.Module):
         return self.fc(self.encoder(self.inp(x)).mean(1))
 
 
+def scaled_batchnorms(model: nn.Module) -> nn.Module:
+    """BatchNorms that move and stretch the conv output (else clamping before or after them looks alike)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(0.5 + 2.5 * torch.rand(m.num_features, generator=g))
+                m.bias.copy_(2 * torch.rand(m.num_features, generator=g) - 1)
+                m.momentum = 0.0  # QAT's training steps leave the running statistics as they are
+    return model.eval()
+
+
 def images(n=2, batch=4, size=32, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, 3, size, size, generator=g) * scale for _ in range(n)]
@@ -276,6 +288,21 @@ def test_eager_ptq_lstm_relu6_and_a_wrong_fusion(recipes):
     raises(lambda: ptq(seq, calib, "x86", fuse_groups=[["1", "3"]]), ValueError, "fusion changed the float model")
 
 
+def test_eager_ptq_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(recipes):
+    ptq = recipes["03"]["post_training_quantize"]
+    calib = images(scale=3.0)
+    torch.manual_seed(0)
+    model = scaled_batchnorms(refreshed(ReLU6Net(), calib))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
+        unfused = ptq(model, calib, "x86")  # no fuse_groups, no fuse_model: the BatchNorms stay
+    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 255] * 2 and unfused.c1.scale != 6 / 255
+    # the [0, 6] range on the conv, before the BatchNorm, clamped what the BatchNorm then moves: about 13 dB here
+    report = unfused.quantization_report
+    assert report.sqnr_db > 25 and report.sqnr_db > fused.sqnr_db - 6, (report, fused)
+
+
 # ----------------------------------------------------------------------------------------------- 04: QAT
 
 
@@ -310,6 +337,20 @@ def test_qat_relu6_and_another_loss(recipes):
         mlp = nn.Sequential(QuantStub(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), DeQuantStub())
         report = qat(mlp, regression, epochs=1, loss_fn=F.mse_loss).quantization_report
     assert (report.quantized, report.quantizable) == (2, 2) and report.sqnr_db > 25
+
+
+def test_qat_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(recipes):
+    qat = recipes["04"]["qat_finetune"]
+    data = labelled(images(scale=3.0))
+    torch.manual_seed(0)
+    model = scaled_batchnorms(refreshed(ReLU6Net(), [x for x, _ in data]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=0, fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
+        unfused = qat(model, data, epochs=1, lr=0.0)
+    # the fixed [0, 6] range sits on the BatchNorm's output, which the ReLU6 clamps, not on the conv's before it
+    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 255] * 2 and unfused.c1.scale != 6 / 255
+    assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes
 
 
 # ------------------------------------------------------------------------------------- 06: weight-only INT8
