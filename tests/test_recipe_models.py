@@ -288,6 +288,19 @@ def test_eager_ptq_lstm_relu6_and_a_wrong_fusion(recipes):
     raises(lambda: ptq(seq, calib, "x86", fuse_groups=[["1", "3"]]), ValueError, "fusion changed the float model")
 
 
+def test_eager_ptq_leaves_the_engine_as_it_was_when_fusion_fails(recipes):
+    ptq = recipes["03"]["post_training_quantize"]
+    calib = images()
+    model = Stubbed(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 4))).eval()
+    before = torch.backends.quantized.engine
+    other = next(e for e in ("qnnpack", "x86") if e != before)
+    raises(lambda: ptq(model, calib, other, fuse_groups=[["inner.0", "inner.11", "inner.2"]]), ValueError, "inner.11")
+    assert torch.backends.quantized.engine == before
+    with pytest.raises(Exception):  # torch's fuse_modules has no fusion for a conv followed by a linear
+        ptq(model, calib, other, fuse_groups=[["inner.0", "inner.4"]])
+    assert torch.backends.quantized.engine == before
+
+
 def test_eager_ptq_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(recipes):
     ptq = recipes["03"]["post_training_quantize"]
     calib = images(scale=3.0)
