@@ -134,6 +134,17 @@ class LSTMClassifier(nn.Module):
         return self.dequant(self.fc(self.lstm(x)[0][:, -1]))
 
 
+class OnlyLSTM(nn.Module):
+    """A two-layer LSTM between the stubs: no conv or linear layer at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.lstm, self.dequant = QuantStub(), nn.LSTM(16, 32, num_layers=2, batch_first=True), DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.lstm(self.quant(x))[0])
+
+
 class TransformerClassifier(nn.Module):
     def __init__(self):
         super().__init__()
@@ -275,7 +286,12 @@ def test_eager_ptq_lstm_relu6_and_a_wrong_fusion(recipes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = ptq(LSTMClassifier().eval(), tokens, "x86").quantization_report  # Embedding: float_qparams, given here
-        assert (report.quantized, report.quantizable) == (1, 1) and report.sqnr_db > 20
+        assert (report.quantized, report.quantizable) == (2, 2) and report.sqnr_db > 20  # the LSTM and the Linear
+        seqs = [torch.randn(4, 12, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+        int8 = ptq(OnlyLSTM().eval(), seqs, "x86")  # was refused: "only 0 of 0 conv/linear layers were quantized"
+        report = int8.quantization_report
+        assert (report.quantized, report.quantizable, report.left_float) == (1, 1, {}) and report.sqnr_db > 20
+        assert ".quantized" in type(int8.lstm).__module__
         calib = images(scale=3.0)
         model = refreshed(ReLU6Net(), calib)
         report = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
