@@ -134,6 +134,17 @@ class LSTMClassifier(nn.Module):
         return self.dequant(self.fc(self.lstm(x)[0][:, -1]))
 
 
+class OnlyLSTM(nn.Module):
+    """A two-layer LSTM between the stubs: no conv or linear layer at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.lstm, self.dequant = QuantStub(), nn.LSTM(16, 32, num_layers=2, batch_first=True), DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.lstm(self.quant(x))[0])
+
+
 class TransformerClassifier(nn.Module):
     def __init__(self):
         super().__init__()
@@ -144,6 +155,18 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, x):
         return self.fc(self.encoder(self.inp(x)).mean(1))
+
+
+def scaled_batchnorms(model: nn.Module) -> nn.Module:
+    """BatchNorms that move and stretch the conv output (else clamping before or after them looks alike)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(0.5 + 2.5 * torch.rand(m.num_features, generator=g))
+                m.bias.copy_(2 * torch.rand(m.num_features, generator=g) - 1)
+                m.momentum = 0.0  # QAT's training steps leave the running statistics as they are
+    return model.eval()
 
 
 def images(n=2, batch=4, size=32, seed=0, scale=1.0):
@@ -263,7 +286,12 @@ def test_eager_ptq_lstm_relu6_and_a_wrong_fusion(recipes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = ptq(LSTMClassifier().eval(), tokens, "x86").quantization_report  # Embedding: float_qparams, given here
-        assert (report.quantized, report.quantizable) == (1, 1) and report.sqnr_db > 20
+        assert (report.quantized, report.quantizable) == (2, 2) and report.sqnr_db > 20  # the LSTM and the Linear
+        seqs = [torch.randn(4, 12, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+        int8 = ptq(OnlyLSTM().eval(), seqs, "x86")  # was refused: "only 0 of 0 conv/linear layers were quantized"
+        report = int8.quantization_report
+        assert (report.quantized, report.quantizable, report.left_float) == (1, 1, {}) and report.sqnr_db > 20
+        assert ".quantized" in type(int8.lstm).__module__
         calib = images(scale=3.0)
         model = refreshed(ReLU6Net(), calib)
         report = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
@@ -274,6 +302,34 @@ def test_eager_ptq_lstm_relu6_and_a_wrong_fusion(recipes):
     with torch.no_grad():
         seq[2].bias.fill_(-1.0)
     raises(lambda: ptq(seq, calib, "x86", fuse_groups=[["1", "3"]]), ValueError, "fusion changed the float model")
+
+
+def test_eager_ptq_leaves_the_engine_as_it_was_when_fusion_fails(recipes):
+    ptq = recipes["03"]["post_training_quantize"]
+    calib = images()
+    model = Stubbed(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 4))).eval()
+    before = torch.backends.quantized.engine
+    other = next(e for e in ("qnnpack", "x86") if e != before)
+    raises(lambda: ptq(model, calib, other, fuse_groups=[["inner.0", "inner.11", "inner.2"]]), ValueError, "inner.11")
+    assert torch.backends.quantized.engine == before
+    with pytest.raises(Exception):  # torch's fuse_modules has no fusion for a conv followed by a linear
+        ptq(model, calib, other, fuse_groups=[["inner.0", "inner.4"]])
+    assert torch.backends.quantized.engine == before
+
+
+def test_eager_ptq_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(recipes):
+    ptq = recipes["03"]["post_training_quantize"]
+    calib = images(scale=3.0)
+    torch.manual_seed(0)
+    model = scaled_batchnorms(refreshed(ReLU6Net(), calib))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
+        unfused = ptq(model, calib, "x86")  # no fuse_groups, no fuse_model: the BatchNorms stay
+    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 255] * 2 and unfused.c1.scale != 6 / 255
+    # the [0, 6] range on the conv, before the BatchNorm, clamped what the BatchNorm then moves: about 13 dB here
+    report = unfused.quantization_report
+    assert report.sqnr_db > 25 and report.sqnr_db > fused.sqnr_db - 6, (report, fused)
 
 
 # ----------------------------------------------------------------------------------------------- 04: QAT
@@ -310,6 +366,20 @@ def test_qat_relu6_and_another_loss(recipes):
         mlp = nn.Sequential(QuantStub(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), DeQuantStub())
         report = qat(mlp, regression, epochs=1, loss_fn=F.mse_loss).quantization_report
     assert (report.quantized, report.quantizable) == (2, 2) and report.sqnr_db > 25
+
+
+def test_qat_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(recipes):
+    qat = recipes["04"]["qat_finetune"]
+    data = labelled(images(scale=3.0))
+    torch.manual_seed(0)
+    model = scaled_batchnorms(refreshed(ReLU6Net(), [x for x, _ in data]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=0, fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
+        unfused = qat(model, data, epochs=1, lr=0.0)
+    # the fixed [0, 6] range sits on the BatchNorm's output, which the ReLU6 clamps, not on the conv's before it
+    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 255] * 2 and unfused.c1.scale != 6 / 255
+    assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes
 
 
 # ------------------------------------------------------------------------------------- 06: weight-only INT8
