@@ -127,6 +127,16 @@ def _pair_mistake(fn: Callable[[torch.Tensor], Any], codes: torch.Tensor) -> str
     return ""
 
 
+def _is_integer_answer(value: Any) -> bool:
+    """An int, a numpy integer or a one-element integer tensor; not a float (even a whole one), not a bool. What
+    torch cannot read as a tensor counts as True here, so that ``as_number`` names its type."""
+    try:
+        dtype = torch.as_tensor(value).dtype
+    except Exception:
+        return True
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 @_blank_safe
 def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
     """Exercise: a function ``worst_pair_sum(codes)`` (int8 weight codes, one row per output channel) that returns the
@@ -155,6 +165,9 @@ def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
     if _REFERENCE_CALLS:
         return report("worst pair sum", False, "your function calls the check's own reference; write the rule yourself")
     for (name, case, expected), got in zip(cases, answers):
+        if not not_filled(got) and not _is_integer_answer(got):
+            return report("worst pair sum", False, f"on {name} you return {got!r:.60} ({type(got).__name__}); a pair sum of "
+                          "integer codes is an integer: return an int (e.g. int(...) of your result)")
         got = as_number(got, "worst pair sum")
         if got != expected:
             hint = _pair_mistake(lambda c: as_number(fn(c.clone()), "worst pair sum"), case)

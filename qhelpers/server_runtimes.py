@@ -28,9 +28,9 @@ compilation).
 Reduce-range (``quantize_onnx(reduce_range=None)``): ONNX Runtime's documentation says that on x86
 CPUs with AVX2 or AVX-512 but without VNNI its U8S8 kernels use VPMADDUBSW, whose 16-bit pair sums
 saturate, and that per-channel weights there generally need ``reduce_range`` (7-bit weights); with
-VNNI (and on ARM) there is no such issue. ``None`` decides it from ``qh.int8_pairs_saturate``: the
-same instruction measured in PyTorch's ``x86`` engine (FBGEMM). ``onnxruntime_pairs_saturate()`` measures
-ONNX Runtime's own kernels, which also have AVX-VNNI versions (FBGEMM's VNNI kernels need AVX512-VNNI).
+VNNI (and on ARM) there is no such issue. ``None`` decides it from ``onnxruntime_pairs_saturate()``, which
+measures ONNX Runtime's own kernels; they also have AVX-VNNI versions, so an AVX-VNNI laptop gets 8-bit weights
+there even though PyTorch's FBGEMM (``qh.int8_pairs_saturate``, whose VNNI kernels need AVX512-VNNI) saturates.
 
 The packages are an extra of the course (``pip install -r requirements-server.txt``, or
 ``pip install "qhelpers[server]"``). Without them each function raises ``ModuleNotFoundError`` with
@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ._validate import positive_int
-from .cpu import int8_pairs_saturate, is_x86_machine
+from .cpu import is_x86_machine
 from .files import course_root
 
 __all__ = [
@@ -191,18 +191,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path | str, *, dy
 def onnx_reduce_range_default() -> bool:
     """Whether ``quantize_onnx`` uses 7-bit weights (``reduce_range``) on this CPU when not told.
 
-    True on an x86 CPU whose u8 x s8 pair sums saturate at 16 bits (measured by
-    ``qh.int8_pairs_saturate`` in PyTorch's ``x86`` engine, else ``fbgemm``: AVX2 or AVX-512
-    without VNNI), which is where ONNX Runtime's documentation says per-channel U8S8 needs it;
-    False with VNNI and on ARM.
+    True on an x86 CPU where ONNX Runtime's own U8S8 kernels saturate u8 x s8 pair sums at 16 bits
+    (``onnxruntime_pairs_saturate``, measured: AVX2 or AVX-512 without VNNI), which is where the 8-bit weights
+    lose accuracy in ONNX Runtime's integer kernels (notebook 09); False where they do not (MLAS has AVX-VNNI and
+    AVX512-VNNI kernels of its own, so an AVX-VNNI laptop is False here even where PyTorch's FBGEMM saturates) and
+    on ARM. The notebook's recipe decides the same way.
     """
     if not is_x86_machine():
         return False
-    for engine in ("x86", "fbgemm"):
-        saturates = int8_pairs_saturate(engine)
-        if saturates is not None:
-            return saturates
-    return True  # no FBGEMM engine to ask (hidden by QHELPERS_ENGINE): the documented default for x86 without VNNI
+    return onnxruntime_pairs_saturate()
 
 
 _ORT_PROBE: dict[str, bool] = {}
@@ -252,7 +249,7 @@ def quantize_onnx(
     then ``quantize_static`` with ``QuantFormat.QDQ``, ``per_channel`` weights (int8, symmetric) and
     uint8 activations whose MinMax ranges come from ``calib`` (``calibration_batches``: a tensor, or
     a loader of ``(images, labels)``). ``reduce_range``: 7-bit weights; None asks
-    ``onnx_reduce_range_default()`` (True on x86 without VNNI).
+    ``onnx_reduce_range_default()`` (True where ONNX Runtime's own kernels saturate pair sums).
     """
     _require("onnxruntime")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static

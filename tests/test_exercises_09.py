@@ -1,5 +1,6 @@
 """Notebook 09's self-checks: the right answer passes, the typical wrong answers fail with a hint naming the mistake."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -154,6 +155,22 @@ def test_ex2_the_watch_ends_when_the_function_raises():
 
 def test_ex2_a_result_instead_of_a_function(capsys):
     rejected(capsys, qh.check_worst_pair_sum(255 * 69, CODES), "pass your function")
+
+
+@pytest.mark.parametrize("as_float", [float, np.float64, lambda v: torch.tensor(float(v)), lambda v: np.array(float(v)), bool])
+def test_ex2_refuses_a_float_or_bool_answer(as_float, capsys):
+    """The task asks for an int: a whole float such as 31110.0 (or a float tensor or array) is refused with that hint."""
+    rejected(capsys, qh.check_worst_pair_sum(lambda c: as_float(right_2(c)), CODES), "return an int")
+
+
+def test_ex2_integer_answers_of_other_types_pass():
+    assert qh.check_worst_pair_sum(lambda c: np.int64(right_2(c)), CODES)
+    assert qh.check_worst_pair_sum(lambda c: np.array(right_2(c), dtype=np.int32), CODES)
+
+
+def test_ex2_an_answer_that_is_no_number_is_a_type_error():
+    with pytest.raises(TypeError, match="worst pair sum must be a single number"):
+        qh.check_worst_pair_sum(lambda c: "31110", CODES)
 
 
 def test_ex2_blank_and_bad_codes(capsys):

@@ -81,12 +81,24 @@ def test_onnxruntime_probe_is_exact_or_saturated():
         assert saturates is False  # MLAS on Arm: exact 32-bit sums
 
 
-def test_reduce_range_follows_the_measured_saturation():
+def test_reduce_range_follows_onnxruntimes_own_saturation():
+    # ONNX Runtime's kernels decide, not PyTorch's: the two differ on AVX-VNNI laptops (MLAS uses AVX-VNNI, FBGEMM not)
     if not qh.is_x86_machine():
         assert sr.onnx_reduce_range_default() is False
     else:
-        engine = "x86" if qh.int8_pairs_saturate("x86") is not None else "fbgemm"
-        assert sr.onnx_reduce_range_default() is qh.int8_pairs_saturate(engine)
+        assert sr.onnx_reduce_range_default() is sr.onnxruntime_pairs_saturate()
+
+
+def test_reduce_range_default_does_not_ask_pytorch(monkeypatch):
+    if not qh.is_x86_machine():
+        pytest.skip("x86 only: on ARM the default is False without a probe")
+    monkeypatch.setattr(sr, "onnxruntime_pairs_saturate", lambda: False)
+    import qhelpers.cpu
+
+    monkeypatch.setattr(qhelpers.cpu, "int8_pairs_saturate", lambda engine: True)  # FBGEMM saturating (an AVX-VNNI laptop)
+    assert sr.onnx_reduce_range_default() is False
+    monkeypatch.setattr(sr, "onnxruntime_pairs_saturate", lambda: True)
+    assert sr.onnx_reduce_range_default() is True
 
 
 @pytest.mark.slow
