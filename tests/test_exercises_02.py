@@ -119,7 +119,8 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
     assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
-    # review 02_r9 finding 2: the hint says which way it is off, never the unseen model's count (an answer to copy)
+    # a constant that is right on the model given: the hint says which way it is off on the unseen model, never
+    # that model's count (an answer to copy)
     unseen = qh.int8_weight_bytes(qh.pretrained_checks._unseen_float_model()) / 1e6 if hasattr(qh.pretrained_checks, "_unseen_float_model") else None
     assert "less than that model's INT8 weights" in out or "more than that model's INT8 weights" in out
     assert unseen is None or f"{unseen:.6g}" not in out
@@ -266,8 +267,8 @@ def latencies():
         copy_int8.load_state_dict(int8_model.state_dict())
     with qh.engine(ENGINE):
         q_copy = qh.measure_latency(copy_int8, x, **fast)
-    # course_int8 itself re-packed in place (its own state dict loaded back while another engine is active, review
-    # 02_r8), timed with the right engine active: the same object, the same digest, other kernels; then packed for
+    # course_int8 itself re-packed in place (its own state dict loaded back while another engine is active),
+    # timed with the right engine active: the same object, the same digest, other kernels; then packed for
     # ENGINE again after the timing, which does not change what was timed
     inplace = {}
     for e in qh.supported_engines():
@@ -350,7 +351,7 @@ def test_ex3_accepts_course_int8_itself_when_the_check_names_it(capsys, latencie
 
 
 def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, latencies):
-    """The review's case: repack_for("qnnpack", course_int8, ...) timed with course_engine active; same digest."""
+    """A copy: repack_for("qnnpack", course_int8, ...) timed with course_engine active; same digest."""
     f, q = latencies["float"], latencies["int8 copy"]
     assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
     ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": latencies["models"]["int8"]})
@@ -358,7 +359,7 @@ def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, l
 
 
 def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(capsys, latencies):
-    """Review 02_r8: course_int8.load_state_dict(course_int8.state_dict()) with qnnpack active, then timed with
+    """Re-packed in place: course_int8.load_state_dict(course_int8.state_dict()) with qnnpack active, then timed with
     course_engine active: the same object and digest, but qnnpack's kernels (a slowdown). Refused, even when the
     model is packed right again before the check: the packing recorded is the one timed."""
     f = latencies["float"]
@@ -387,7 +388,7 @@ def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(cap
 
 
 def test_ex3_rejects_the_name_course_int8_rebound_to_a_copy_repacked_for_another_engine(capsys, latencies):
-    """Review 02_r9 finding 1: course_int8 = repack_for("qnnpack", course_int8, ...), then the solution and the check
+    """The name rebound: course_int8 = repack_for("qnnpack", course_int8, ...), then the solution and the check
     cell's call: int8_model=course_int8 is then the copy itself, so the identity test passes, but its kernels do not."""
     f, q = latencies["float"], latencies["int8 copy"]
     copy_model = latencies["models"]["int8 copy"]
@@ -555,7 +556,7 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
 
 
 def _batchnorm_rule(model, backend):
-    """Review 02_r11's wrong idea: scales belong to the BatchNorm layers (folded away) plus the classifier."""
+    """A wrong idea: scales belong to the BatchNorm layers (folded away) plus the classifier."""
     bn = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     return 16 * (bn + sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))) if backend == "fbgemm" else 0
 
