@@ -32,43 +32,88 @@ def run(check, capsys, *args, **kwargs):
 # --------------------------------------------------------------------------- Ex1: reading weights.meta
 
 
+def answers(ratio, top1, drop):
+    """A read_meta that returns these numbers whatever weights it is given (constants copied from a table)."""
+    return lambda weights: (ratio, top1, drop)
+
+
+def read_meta(weights):  # the notebook's solution
+    meta = weights.meta
+    top1 = meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    return (meta["unquantized"].meta["_file_size"] / meta["_file_size"], top1,
+            meta["unquantized"].meta["_metrics"]["ImageNet-1K"]["acc@1"] - top1)
+
+
 def test_ex1_accepts_right_answer(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1, FLOAT_TOP1 - TOP1, MNV2)
-    assert ok and "correct" in out and RATIO < 1
+    ok, out = run(qh.check_weights_meta, capsys, read_meta, MNV2)
+    assert ok and RATIO < 1
+    assert out == "✅ file_ratio: correct\n✅ int8_top1: correct\n✅ drop: correct\n"  # the notebook's printed output
+
+
+def test_ex1_refuses_constants(capsys):
+    # the right numbers for MobileNetV3-Large, as docs/REFERENCES.md's table gives them: as plain numbers ...
+    ok, out = run(qh.check_weights_meta, capsys, (RATIO, TOP1, FLOAT_TOP1 - TOP1), MNV2)
+    assert not ok and "as a function" in out and "copied" in out
+    ok, out = run(qh.check_weights_meta, capsys, RATIO, MNV2)
+    assert not ok and "as a function" in out
+    # ... and returned by a function that ignores its weights: right on MobileNetV3, wrong on the unseen weights
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1, FLOAT_TOP1 - TOP1), MNV2)
+    assert not ok and "not on weights you have not read" in out and "file_ratio, int8_top1, drop" in out
+    assert "✅ drop: correct" in out  # the three verdicts on MobileNetV3 come first
+
+
+def test_ex1_names_which_value_is_constant_on_the_unseen_weights(capsys):
+    def half(weights):  # reads the ratio and top-1 but types the drop in
+        r, t, _ = read_meta(weights)
+        return r, t, FLOAT_TOP1 - TOP1
+    ok, out = run(qh.check_weights_meta, capsys, half, MNV2)
+    assert not ok and "but drop not on weights you have not read" in out
+    for bad in (lambda w: (*read_meta(w)[:2], True), lambda w: (*read_meta(w)[:2], "1.0"), lambda w: (*read_meta(w)[:2], ...)):
+        ok, out = run(qh.check_weights_meta, capsys, lambda w, bad=bad: read_meta(w) if w is MNV2 else bad(w), MNV2)
+        assert not ok and "but drop not on" in out
+
+
+def test_ex1_a_function_that_raises_or_returns_another_shape(capsys):
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: w.meta["no such key"], MNV2)
+    assert not ok and "raised KeyError on the weights you were given" in out
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: read_meta(w)[0], MNV2)
+    assert not ok and "returned float, not three values" in out
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: read_meta(w) if w is MNV2 else None, MNV2)
+    assert not ok and "on weights you have not read it returned NoneType" in out
 
 
 def test_ex1_rejects_the_file_ratio_upside_down_and_the_usual_4x(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, 1 / RATIO, TOP1, FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(1 / RATIO, TOP1, FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "upside down" in out
     for usual in (4.0, 3.62, 3.96):  # the ceiling, and MobileNetV2's / ResNet18's state-dict ratios printed above
-        ok, out = run(qh.check_weights_meta, capsys, usual, TOP1, FLOAT_TOP1 - TOP1, MNV2)
+        ok, out = run(qh.check_weights_meta, capsys, answers(usual, TOP1, FLOAT_TOP1 - TOP1), MNV2)
         assert not ok and "_file_size" in out
     with pytest.raises(TypeError, match="file_ratio must be a number"):  # a word (the old question asked the backend)
-        qh.check_weights_meta("qnnpack", TOP1, FLOAT_TOP1 - TOP1, MNV2)
+        qh.check_weights_meta(answers("qnnpack", TOP1, FLOAT_TOP1 - TOP1), MNV2)
 
 
 def test_ex1_rejects_the_float_top1(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, FLOAT_TOP1, FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, FLOAT_TOP1, FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "float model's top-1" in out and str(TOP1) not in out
 
 
 def test_ex1_rejects_a_fraction_instead_of_percent(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1 / 100, FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1 / 100, FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "percent" in out
 
 
 def test_ex1_rejects_top5(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, META["_metrics"]["ImageNet-1K"]["acc@5"], FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, META["_metrics"]["ImageNet-1K"]["acc@5"], FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "top-5" in out
 
 
 def test_ex1_rejects_the_sign_of_the_drop(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1, TOP1 - FLOAT_TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1, TOP1 - FLOAT_TOP1), MNV2)
     assert not ok and "sign" in out
 
 
 def test_ex1_rejects_a_relative_drop(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1, 100 * (FLOAT_TOP1 - TOP1) / FLOAT_TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1, 100 * (FLOAT_TOP1 - TOP1) / FLOAT_TOP1), MNV2)
     assert not ok and "relative" in out
 
 
@@ -77,12 +122,14 @@ def test_ex1_rejects_the_numbers_of_the_table_above(capsys):
     v2 = MobileNet_V2_QuantizedWeights.DEFAULT.meta
     v2_top1 = v2["_metrics"]["ImageNet-1K"]["acc@1"]
     v2_drop = v2["unquantized"].meta["_metrics"]["ImageNet-1K"]["acc@1"] - v2_top1
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, v2_top1, v2_drop, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, v2_top1, v2_drop), MNV2)
     assert not ok and "not the published INT8 top-1" in out and "float top-1 minus INT8 top-1" in out
 
 
 def test_ex1_blank_is_not_filled_in(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, ..., ..., ..., MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, ..., MNV2)
+    assert not ok and "read_meta" in out and "not filled in yet" in out
+    ok, out = run(qh.check_weights_meta, capsys, answers(..., ..., ...), MNV2)
     assert not ok and "not filled in yet" in out
 
 
