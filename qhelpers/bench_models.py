@@ -63,7 +63,7 @@ def build_float(name: str) -> nn.Module:
 
 
 def build_int8(name: str, engine: str) -> nn.Module:
-    """The eager INT8 model quantized for ``engine`` (which is left active, as torchvision's builders do).
+    """The eager INT8 model quantized for ``engine`` (which is left active, as most of torchvision's builders do).
 
     course: the shipped INT8 weights on every engine, their state dict loaded
     with ``engine`` active (so packed for it; the integer weights and scales

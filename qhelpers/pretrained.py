@@ -263,7 +263,7 @@ def course_net(
 
     * ``weights=DEFAULT, quantize=True``: the shipped INT8 model (sets
       ``torch.backends.quantized.engine`` to ``weights.meta["backend"]``, as
-      torchvision does). On a machine without that engine (an ARM laptop has
+      torchvision's builders that go through ``quantize_model`` do; MobileNetV3's does not). On a machine without that engine (an ARM laptop has
       only ``qnnpack``) it prints why and loads the same state dict with
       ``qh.default_engine()`` active instead, which re-packs the weights for
       that engine (the integer weights and scales are the same).
@@ -283,7 +283,7 @@ def course_net(
         model = CourseNet().eval()
         if not quantize:
             return model
-        backend = set_engine(kwargs.get("backend"))  # like torchvision's quantized builders
+        backend = set_engine(kwargs.get("backend"))  # like most of torchvision's quantized builders
         return quantize_course_model(model, None, engine=backend)
     if not quantize:
         return load_course_model()
@@ -297,7 +297,7 @@ def course_net(
             f"The course's INT8 weights were quantized for the {backend!r} engine, which this machine does not offer "
             f"(available: {', '.join(supported_engines())}); loading them with {run_on!r} active, which re-packs them for {run_on!r}."
         )
-    set_engine(run_on)  # like torchvision's quantized builders: the model runs on the engine it was packed for
+    set_engine(run_on)  # like most of torchvision's quantized builders: the model runs on the engine it was packed for
     return _int8_from_state_dict(weights.get_state_dict(), run_on)
 
 

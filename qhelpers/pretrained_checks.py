@@ -12,7 +12,7 @@ from typing import Any, Optional
 from torch import nn
 
 from .latency import MIN_RUNS, Latency, packing_digest, state_dict_digest, weights_digest
-from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .checks import NotFilledIn, WrongAnswer, _blank_safe, not_filled, report
 from .metrics import count_parameters, model_size_bytes
 from .models import load_course_model
 from .pretrained import CourseNet_QuantizedWeights, is_quantized
@@ -44,15 +44,62 @@ def _near(a: float, b: float, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
     return abs(a - b) <= atol + rtol * abs(b)
 
 
-@_blank_safe
-def check_weights_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any) -> bool:
-    """Exercise: a torchvision quantized weights' file-size ratio, published INT8 top-1, and the drop from its float weights.
+def _unseen_weights() -> Any:
+    from torchvision.models.quantization import ShuffleNet_V2_X1_0_QuantizedWeights
 
-    ``file_ratio`` is the float weights' ``meta["_file_size"]`` divided by
-    the INT8 weights' (``meta["unquantized"]`` is the float weights).
+    return ShuffleNet_V2_X1_0_QuantizedWeights.DEFAULT
+
+
+def _meta_answer(weights: Any) -> tuple[float, float, float]:
+    meta, unquantized = weights.meta, weights.meta["unquantized"].meta
+    top1 = meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    return unquantized["_file_size"] / meta["_file_size"], top1, unquantized["_metrics"]["ImageNet-1K"]["acc@1"] - top1
+
+
+def _read_meta_on(read_meta: Any, weights: Any, which: str) -> tuple[Any, Any, Any]:
+    """``read_meta(weights)`` as three values, or ``WrongAnswer`` saying why not (it raised, or returned another shape)."""
+    try:
+        got = read_meta(weights)
+    except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
+        raise WrongAnswer("read_meta", f"your function raised {type(exc).__name__} on {which}: {exc}") from exc
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise WrongAnswer("read_meta", f"on {which} it returned {type(got).__name__}, not three values (file_ratio, int8_top1, drop)")
+    return tuple(got)
+
+
+@_blank_safe
+def check_weights_meta(read_meta: Any, weights: Any) -> bool:
+    """Exercise: ``read_meta(weights)`` -> (file-size ratio, published INT8 top-1, drop from the float weights).
+
+    ``file_ratio`` is the float weights' ``meta["_file_size"]`` divided by the INT8 weights'
+    (``meta["unquantized"]`` is the float weights). The check runs the function on ``weights`` (each of the three
+    values judged, with the known mistakes named) and then on weights the learner has not read (torchvision's
+    ShuffleNetV2 x1.0), so numbers copied from a table pass on the first only; plain numbers are refused.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
+    if not_filled(read_meta):
+        raise NotFilledIn("read_meta")
+    if not callable(read_meta):
+        raise WrongAnswer("read_meta", (
+            "write read_meta as a function weights -> (file_ratio, int8_top1, drop) that reads weights.meta (the check "
+            "runs it on these weights and on weights you have not read): numbers could be copied from a table, not read"))
+    ok = _judge_meta(*_read_meta_on(read_meta, weights, "the weights you were given"), weights)
+    if not ok:
+        return False
+    unseen = _unseen_weights()
+    got = _read_meta_on(read_meta, unseen, "weights you have not read")
+    wrong = [name for name, g, e in zip(("file_ratio", "int8_top1", "drop"), got, _meta_answer(unseen))
+             if not_filled(g) or isinstance(g, bool) or not isinstance(g, numbers.Real) or not _near(float(g), e)]
+    if wrong:
+        return report("read_meta", False, (
+            f"right on these weights, but {', '.join(wrong)} not on weights you have not read (ShuffleNetV2 x1.0's): "
+            "read every number from the weights passed in (weights.meta), not from a table or these weights"))
+    return True
+
+
+def _judge_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any) -> bool:
+    """The three values judged against ``weights.meta``, one verdict line each, the known mistakes named."""
     if not_filled(file_ratio):
         raise NotFilledIn("file_ratio")
     meta = weights.meta

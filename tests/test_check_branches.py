@@ -165,25 +165,25 @@ RATIO = 21.114 / 21.554
 
 
 def test_weights_meta_a_file_ratio_of_no_known_mistake(capsys):
-    rejected(capsys, qh.check_weights_meta(42, 71.658, DROP, FAKE_WEIGHTS), "not float meta['_file_size'] / INT8 meta['_file_size']")
+    rejected(capsys, qh.check_weights_meta(lambda w: (42, 71.658, DROP), FAKE_WEIGHTS), "not float meta['_file_size'] / INT8 meta['_file_size']")
 
 
 def test_weights_meta_another_top1(capsys):
-    out = rejected(capsys, qh.check_weights_meta(RATIO, 12.3, DROP, FAKE_WEIGHTS), "not the published INT8 top-1")
+    out = rejected(capsys, qh.check_weights_meta(lambda w: (RATIO, 12.3, DROP), FAKE_WEIGHTS), "not the published INT8 top-1")
     assert "✅ file_ratio: correct" in out and "✅ drop: correct" in out
 
 
 def test_weights_meta_another_drop(capsys):
-    rejected(capsys, qh.check_weights_meta(RATIO, 71.658, 5.0, FAKE_WEIGHTS), "not float top-1 minus INT8 top-1")
+    rejected(capsys, qh.check_weights_meta(lambda w: (RATIO, 71.658, 5.0), FAKE_WEIGHTS), "not float top-1 minus INT8 top-1")
 
 
 def test_weights_meta_numbers_of_the_wrong_kind_and_blank(capsys):
     with pytest.raises(TypeError, match="int8_top1 must be a number, got True"):
-        qh.check_weights_meta(RATIO, True, DROP, FAKE_WEIGHTS)
+        qh.check_weights_meta(lambda w: (RATIO, True, DROP), FAKE_WEIGHTS)
     with pytest.raises(TypeError, match="drop must be a number, got str"):
-        qh.check_weights_meta(RATIO, 71.658, "0.2 points", FAKE_WEIGHTS)
+        qh.check_weights_meta(lambda w: (RATIO, 71.658, "0.2 points"), FAKE_WEIGHTS)
     capsys.readouterr()
-    rejected(capsys, qh.check_weights_meta(RATIO, ..., DROP, FAKE_WEIGHTS), "int8_top1", "not filled in yet")
+    rejected(capsys, qh.check_weights_meta(lambda w: (RATIO, ..., DROP), FAKE_WEIGHTS), "int8_top1", "not filled in yet")
 
 
 def test_int8_size_prediction_another_size(capsys):

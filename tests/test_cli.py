@@ -34,7 +34,7 @@ QUICK = ["--calib-limit", "64", "--batch-size", "64", "--no-progress"]
 
 @pytest.fixture(autouse=True)
 def _restore_engine():
-    """The CLI sets torch.backends.quantized.engine (as torchvision's builders do); give other tests theirs back."""
+    """The CLI sets torch.backends.quantized.engine (as most of torchvision's builders do); give other tests theirs back."""
     engine = torch.backends.quantized.engine
     yield
     torch.backends.quantized.engine = engine

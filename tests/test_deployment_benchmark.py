@@ -161,7 +161,7 @@ def test_build_int8_times_the_shipped_course_weights_on_every_engine():
     try:
         for engine in [e for e in bench.MODELS["course"]["engines"] if e in qh.supported_engines()]:
             model = bench.build_int8("course", engine)
-            assert torch.backends.quantized.engine == engine  # left active, as torchvision's builders do
+            assert torch.backends.quantized.engine == engine  # left active, as most of torchvision's builders do
             assert weights_digest(model) == shipped, engine
     finally:
         torch.backends.quantized.engine = saved

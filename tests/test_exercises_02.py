@@ -32,43 +32,88 @@ def run(check, capsys, *args, **kwargs):
 # --------------------------------------------------------------------------- Ex1: reading weights.meta
 
 
+def answers(ratio, top1, drop):
+    """A read_meta that returns these numbers whatever weights it is given (constants copied from a table)."""
+    return lambda weights: (ratio, top1, drop)
+
+
+def read_meta(weights):  # the notebook's solution
+    meta = weights.meta
+    top1 = meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    return (meta["unquantized"].meta["_file_size"] / meta["_file_size"], top1,
+            meta["unquantized"].meta["_metrics"]["ImageNet-1K"]["acc@1"] - top1)
+
+
 def test_ex1_accepts_right_answer(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1, FLOAT_TOP1 - TOP1, MNV2)
-    assert ok and "correct" in out and RATIO < 1
+    ok, out = run(qh.check_weights_meta, capsys, read_meta, MNV2)
+    assert ok and RATIO < 1
+    assert out == "✅ file_ratio: correct\n✅ int8_top1: correct\n✅ drop: correct\n"  # the notebook's printed output
+
+
+def test_ex1_refuses_constants(capsys):
+    # the right numbers for MobileNetV3-Large, as docs/REFERENCES.md's table gives them: as plain numbers ...
+    ok, out = run(qh.check_weights_meta, capsys, (RATIO, TOP1, FLOAT_TOP1 - TOP1), MNV2)
+    assert not ok and "as a function" in out and "copied" in out
+    ok, out = run(qh.check_weights_meta, capsys, RATIO, MNV2)
+    assert not ok and "as a function" in out
+    # ... and returned by a function that ignores its weights: right on MobileNetV3, wrong on the unseen weights
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1, FLOAT_TOP1 - TOP1), MNV2)
+    assert not ok and "not on weights you have not read" in out and "file_ratio, int8_top1, drop" in out
+    assert "✅ drop: correct" in out  # the three verdicts on MobileNetV3 come first
+
+
+def test_ex1_names_which_value_is_constant_on_the_unseen_weights(capsys):
+    def half(weights):  # reads the ratio and top-1 but types the drop in
+        r, t, _ = read_meta(weights)
+        return r, t, FLOAT_TOP1 - TOP1
+    ok, out = run(qh.check_weights_meta, capsys, half, MNV2)
+    assert not ok and "but drop not on weights you have not read" in out
+    for bad in (lambda w: (*read_meta(w)[:2], True), lambda w: (*read_meta(w)[:2], "1.0"), lambda w: (*read_meta(w)[:2], ...)):
+        ok, out = run(qh.check_weights_meta, capsys, lambda w, bad=bad: read_meta(w) if w is MNV2 else bad(w), MNV2)
+        assert not ok and "but drop not on" in out
+
+
+def test_ex1_a_function_that_raises_or_returns_another_shape(capsys):
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: w.meta["no such key"], MNV2)
+    assert not ok and "raised KeyError on the weights you were given" in out
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: read_meta(w)[0], MNV2)
+    assert not ok and "returned float, not three values" in out
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: read_meta(w) if w is MNV2 else None, MNV2)
+    assert not ok and "on weights you have not read it returned NoneType" in out
 
 
 def test_ex1_rejects_the_file_ratio_upside_down_and_the_usual_4x(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, 1 / RATIO, TOP1, FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(1 / RATIO, TOP1, FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "upside down" in out
     for usual in (4.0, 3.62, 3.96):  # the ceiling, and MobileNetV2's / ResNet18's state-dict ratios printed above
-        ok, out = run(qh.check_weights_meta, capsys, usual, TOP1, FLOAT_TOP1 - TOP1, MNV2)
+        ok, out = run(qh.check_weights_meta, capsys, answers(usual, TOP1, FLOAT_TOP1 - TOP1), MNV2)
         assert not ok and "_file_size" in out
     with pytest.raises(TypeError, match="file_ratio must be a number"):  # a word (the old question asked the backend)
-        qh.check_weights_meta("qnnpack", TOP1, FLOAT_TOP1 - TOP1, MNV2)
+        qh.check_weights_meta(answers("qnnpack", TOP1, FLOAT_TOP1 - TOP1), MNV2)
 
 
 def test_ex1_rejects_the_float_top1(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, FLOAT_TOP1, FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, FLOAT_TOP1, FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "float model's top-1" in out and str(TOP1) not in out
 
 
 def test_ex1_rejects_a_fraction_instead_of_percent(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1 / 100, FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1 / 100, FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "percent" in out
 
 
 def test_ex1_rejects_top5(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, META["_metrics"]["ImageNet-1K"]["acc@5"], FLOAT_TOP1 - TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, META["_metrics"]["ImageNet-1K"]["acc@5"], FLOAT_TOP1 - TOP1), MNV2)
     assert not ok and "top-5" in out
 
 
 def test_ex1_rejects_the_sign_of_the_drop(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1, TOP1 - FLOAT_TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1, TOP1 - FLOAT_TOP1), MNV2)
     assert not ok and "sign" in out
 
 
 def test_ex1_rejects_a_relative_drop(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, TOP1, 100 * (FLOAT_TOP1 - TOP1) / FLOAT_TOP1, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, TOP1, 100 * (FLOAT_TOP1 - TOP1) / FLOAT_TOP1), MNV2)
     assert not ok and "relative" in out
 
 
@@ -77,12 +122,14 @@ def test_ex1_rejects_the_numbers_of_the_table_above(capsys):
     v2 = MobileNet_V2_QuantizedWeights.DEFAULT.meta
     v2_top1 = v2["_metrics"]["ImageNet-1K"]["acc@1"]
     v2_drop = v2["unquantized"].meta["_metrics"]["ImageNet-1K"]["acc@1"] - v2_top1
-    ok, out = run(qh.check_weights_meta, capsys, RATIO, v2_top1, v2_drop, MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, answers(RATIO, v2_top1, v2_drop), MNV2)
     assert not ok and "not the published INT8 top-1" in out and "float top-1 minus INT8 top-1" in out
 
 
 def test_ex1_blank_is_not_filled_in(capsys):
-    ok, out = run(qh.check_weights_meta, capsys, ..., ..., ..., MNV2)
+    ok, out = run(qh.check_weights_meta, capsys, ..., MNV2)
+    assert not ok and "read_meta" in out and "not filled in yet" in out
+    ok, out = run(qh.check_weights_meta, capsys, answers(..., ..., ...), MNV2)
     assert not ok and "not filled in yet" in out
 
 
@@ -119,7 +166,8 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
     assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
-    # review 02_r9 finding 2: the hint says which way it is off, never the unseen model's count (an answer to copy)
+    # a constant that is right on the model given: the hint says which way it is off on the unseen model, never
+    # that model's count (an answer to copy)
     unseen = qh.int8_weight_bytes(qh.pretrained_checks._unseen_float_model()) / 1e6 if hasattr(qh.pretrained_checks, "_unseen_float_model") else None
     assert "less than that model's INT8 weights" in out or "more than that model's INT8 weights" in out
     assert unseen is None or f"{unseen:.6g}" not in out
@@ -266,8 +314,8 @@ def latencies():
         copy_int8.load_state_dict(int8_model.state_dict())
     with qh.engine(ENGINE):
         q_copy = qh.measure_latency(copy_int8, x, **fast)
-    # course_int8 itself re-packed in place (its own state dict loaded back while another engine is active, review
-    # 02_r8), timed with the right engine active: the same object, the same digest, other kernels; then packed for
+    # course_int8 itself re-packed in place (its own state dict loaded back while another engine is active),
+    # timed with the right engine active: the same object, the same digest, other kernels; then packed for
     # ENGINE again after the timing, which does not change what was timed
     inplace = {}
     for e in qh.supported_engines():
@@ -350,7 +398,7 @@ def test_ex3_accepts_course_int8_itself_when_the_check_names_it(capsys, latencie
 
 
 def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, latencies):
-    """The review's case: repack_for("qnnpack", course_int8, ...) timed with course_engine active; same digest."""
+    """A copy: repack_for("qnnpack", course_int8, ...) timed with course_engine active; same digest."""
     f, q = latencies["float"], latencies["int8 copy"]
     assert q.weights_digest == latencies["int8"].weights_digest and q.engine == ENGINE
     ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **{**CHECK, "int8_model": latencies["models"]["int8"]})
@@ -358,7 +406,7 @@ def test_ex3_rejects_a_copy_of_course_int8_repacked_for_another_engine(capsys, l
 
 
 def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(capsys, latencies):
-    """Review 02_r8: course_int8.load_state_dict(course_int8.state_dict()) with qnnpack active, then timed with
+    """Re-packed in place: course_int8.load_state_dict(course_int8.state_dict()) with qnnpack active, then timed with
     course_engine active: the same object and digest, but qnnpack's kernels (a slowdown). Refused, even when the
     model is packed right again before the check: the packing recorded is the one timed."""
     f = latencies["float"]
@@ -387,7 +435,7 @@ def test_ex3_rejects_course_int8_itself_repacked_in_place_for_another_engine(cap
 
 
 def test_ex3_rejects_the_name_course_int8_rebound_to_a_copy_repacked_for_another_engine(capsys, latencies):
-    """Review 02_r9 finding 1: course_int8 = repack_for("qnnpack", course_int8, ...), then the solution and the check
+    """The name rebound: course_int8 = repack_for("qnnpack", course_int8, ...), then the solution and the check
     cell's call: int8_model=course_int8 is then the copy itself, so the identity test passes, but its kernels do not."""
     f, q = latencies["float"], latencies["int8 copy"]
     copy_model = latencies["models"]["int8 copy"]
@@ -555,7 +603,7 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
 
 
 def _batchnorm_rule(model, backend):
-    """Review 02_r11's wrong idea: scales belong to the BatchNorm layers (folded away) plus the classifier."""
+    """A wrong idea: scales belong to the BatchNorm layers (folded away) plus the classifier."""
     bn = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     return 16 * (bn + sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))) if backend == "fbgemm" else 0
 

@@ -464,3 +464,22 @@ def test_pretrained_refuses_a_float_builder_and_leaves_the_engine(recipes, tmp_p
         assert model.quantization_report["quantized"] == model.quantization_report["quantizable"] > 50
     finally:
         torch.backends.quantized.engine = engine
+
+
+@pytest.mark.skipif("x86" not in torch.backends.quantized.supported_engines, reason="needs an x86 CPU (torch's default engine x86)")
+def test_pretrained_packs_mobilenet_v3_for_the_backend_asked(recipes):
+    """MobileNetV3's builder sets no engine and converts under the active one: the recipe sets it first."""
+    from qhelpers.latency import _packed_kernel
+
+    load = recipes["02"]["load_pretrained_quantized"]
+    engine = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = "x86"
+        model = load(torchvision.models.quantization.mobilenet_v3_large, None, backend="qnnpack")
+        assert model.quantization_report["engine"] == torch.backends.quantized.engine == "qnnpack"
+        assert "qnnpack" in _packed_kernel(model.features[0][0]._packed_params).lower()  # not "FBGEMM"
+        torch.backends.quantized.engine = "x86"
+        raises(lambda: load(torchvision.models.quantization.mobilenet_v3_large), ValueError, "backend=")
+        assert torch.backends.quantized.engine == "x86"
+    finally:
+        torch.backends.quantized.engine = engine
