@@ -42,9 +42,11 @@ DECISION_TREE_TEXT = """\
        (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated), or torchao's dynamic INT8 compiled
                                              with torch.compile (needs a C++ compiler: qh.compile_available();
                                              fast only with AVX512-VNNI, notebook 05). Measure the speed: in
-                                             notebook 06 (AVX512-VNNI CPU) eager quantize_dynamic was slower than
-                                             float for one input on a small transformer and faster at batch 256,
-                                             and faster at batch 1 and 64 on an LLM-size layer.
+                                             one 10-round run of notebook 06 (AVX512-VNNI CPU) eager
+                                             quantize_dynamic was slower than float for one input on a small
+                                             transformer and faster at batch 256 (its rounds spread widely:
+                                             one run, not a rule), and faster at batch 1 and 64 on an LLM-size
+                                             layer.
                                              An LSTM/GRU: only torch.ao's deprecated dynamic quantization (eager
                                              quantize_dynamic, or FX). On an ARM device: Linear layers via PT2E with
                                              XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
@@ -230,8 +232,8 @@ def recommend(
             "notebook 06",
             "INT8 weights need no calibration and are 4x smaller; speed needs a kernel that reads the int8 weights "
             "directly: on x86, eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled with torch.compile "
-            "(notebook 06, on an AVX512-VNNI CPU: eager quantize_dynamic slower than float for one input on a small "
-            "transformer and faster at batch 256, faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
+            "(notebook 06, one 10-round run on an AVX512-VNNI CPU: eager quantize_dynamic slower than float for one input "
+            "on a small transformer and faster at batch 256, with widely spread rounds, and faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
             "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
             "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
             "exact but slow loop, notebook 05, or, compiled with Inductor's freezing in a process that has imported "
