@@ -410,6 +410,6 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
     more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
     scored = ""
     if first is not None:
-        scored = (f"; the story was scored on your first complete answer, which was "
+        scored = ("; the story was scored on your first complete answer, which was "
                   + ("✅ and stays scored" if first[1] else f"❌ (it read {first[2]} wrongly)"))
     return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}{scored}")
