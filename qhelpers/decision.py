@@ -17,7 +17,8 @@ import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
 
-from .checks import NotFilledIn, _blank_safe, not_filled, report
+from .checks import _FIRST_JUDGED, NotFilledIn, _blank_safe, not_filled, report
+from .prediction_memory import recall, remember
 
 __all__ = [
     "Recommendation",
@@ -41,9 +42,11 @@ DECISION_TREE_TEXT = """\
        (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated), or torchao's dynamic INT8 compiled
                                              with torch.compile (needs a C++ compiler: qh.compile_available();
                                              fast only with AVX512-VNNI, notebook 05). Measure the speed: in
-                                             notebook 06 (AVX512-VNNI CPU) eager quantize_dynamic was slower than
-                                             float for one input on a small transformer and faster at batch 256,
-                                             and faster at batch 1 and 64 on an LLM-size layer.
+                                             one 10-round run of notebook 06 (AVX512-VNNI CPU) eager
+                                             quantize_dynamic was slower than float for one input on a small
+                                             transformer and faster at batch 256 (its rounds spread widely:
+                                             one run, not a rule), and faster at batch 1 and 64 on an LLM-size
+                                             layer.
                                              An LSTM/GRU: only torch.ao's deprecated dynamic quantization (eager
                                              quantize_dynamic, or FX). On an ARM device: Linear layers via PT2E with
                                              XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
@@ -229,8 +232,8 @@ def recommend(
             "notebook 06",
             "INT8 weights need no calibration and are 4x smaller; speed needs a kernel that reads the int8 weights "
             "directly: on x86, eager quantize_dynamic (deprecated) and torchao's dynamic INT8 compiled with torch.compile "
-            "(notebook 06, on an AVX512-VNNI CPU: eager quantize_dynamic slower than float for one input on a small "
-            "transformer and faster at batch 256, faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
+            "(notebook 06, one 10-round run on an AVX512-VNNI CPU: eager quantize_dynamic slower than float for one input "
+            "on a small transformer and faster at batch 256, with widely spread rounds, and faster at batch 1 and 64 on an LLM-size layer; torchao's eager paths "
             "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
             "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
             "exact but slow loop, notebook 05, or, compiled with Inductor's freezing in a process that has imported "
@@ -357,7 +360,11 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
 
     Compares the reasoning (the answer given to each question of the tree),
     not only the outcome: a right method reached from a wrong reading of the
-    story fails, with a hint that names the question read wrongly. All six
+    story fails, with a hint that names the question read wrongly. The first
+    complete answer per story is the one scored (kept beside the progress log,
+    as exercise 4's predictions are, so a restart keeps it): a later, different
+    answer is still said right or wrong, with its hint, but a story whose first
+    answer missed stays ❌. All six
     questions must be answered in the call (``QUESTIONS``): one left to
     ``recommend``'s default is refused, naming it. On a pass it prints the
     recommendation.
@@ -382,11 +389,27 @@ def check_recommendation(scenario: str, answer: Any) -> bool:
     if missing:  # a default that happens to fit the story is not a reading of it
         return report(name, False, f"answer all six questions: pass {', '.join(missing)} too (read each off the story; "
                       "a default is not an answer)")
+    # the first complete answer per story is the one scored (as exercise 4's predictions): the hint names a question,
+    # so toggling the named one until a pass would otherwise pass every story without reading it
+    given = {q: answer.answers.get(q) for q in QUESTIONS}
+    memory = f"recommendation for scenario {scenario}"
+    first = recall(_FIRST_JUDGED, memory)
+    if first is None or first[0] == given:
+        remember(_FIRST_JUDGED, memory, [given, not mistakes, mistakes[0][0] if mistakes else ""])
+        first = None  # the first answer itself (or the same again): judged as usual
     if not mistakes:
+        if first is not None and not first[1]:
+            print(f"   the tree's recommendation: {answer}")
+            return report(name, False, f"this reading of the story is right, but the story was scored on your first "
+                          f"complete answer, which was ❌ (it read {first[2]} wrongly); this one came after its hint")
         result = report(name, True)
         print(f"   the tree's recommendation: {answer}" + (f"\n   deploy: {answer.deploy}" if answer.deploy else ""))
         return result
     lead = f"you got {answer.method} on {answer.engine}" + (", the right outcome for a wrong reason" if outcome_matches(scenario, answer) else "")
     question, hint = mistakes[0]
     more = f" ({len(mistakes) - 1} more question(s) to re-read)" if len(mistakes) > 1 else ""
-    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}")
+    scored = ""
+    if first is not None:
+        scored = ("; the story was scored on your first complete answer, which was "
+                  + ("✅ and stays scored" if first[1] else f"❌ (it read {first[2]} wrongly)"))
+    return report(name, False, f"{lead}; re-read the story for {question}: {hint}{more}{scored}")

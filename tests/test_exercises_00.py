@@ -532,3 +532,75 @@ def test_recommend_linear_model_that_kept_its_accuracy_keeps_it():
 def test_recommend_linear_names_the_compiler_need():
     assert "compile_available" in qh.recommend(True, False, model_kind="linear").reason
     assert "compile_available" in qh.DECISION_TREE_TEXT
+
+
+# ----------------------------------------------------------------------------- exercises 1-3: the first complete answer is scored
+# The hint names the question read wrongly, so toggling the named question until a pass would pass every story without
+# reading it (review r16): the first complete answer per story is the one scored, as exercise 4's predictions are.
+
+
+def _brute_force(capsys, scenario: str) -> list:
+    """The review's trial and error: start from arbitrary answers and flip only the question the hint names."""
+    choices = {"pre_quantized": [False, True], "model_kind": ["conv", "linear"], "has_calibration_data": [True, False],
+               "can_train": [True, False], "ptq_drop_acceptable": [None, True, False], "arm_device": [False, True]}
+    answers, results = {k: v[-1] for k, v in choices.items()}, []
+    for _ in range(20):
+        results.append(qh.check_recommendation(scenario, qh.recommend(**answers)))
+        out = capsys.readouterr().out
+        named = [k for k in choices if f"story for {k}:" in out]
+        if not named:
+            return results
+        values = choices[named[0]]
+        answers[named[0]] = values[(values.index(answers[named[0]]) + 1) % len(values)]
+    raise AssertionError("the trial and error did not stop")
+
+
+@pytest.mark.parametrize("scenario", list(ANSWERS))
+def test_trial_and_error_on_the_hints_ends_scored_wrong(capsys, scenario):
+    results = _brute_force(capsys, scenario)
+    assert len(results) > 1 and not any(results)
+    # the last try is the story's right reading: said so, but the story stays scored on the first answer
+    checks._FIRST_JUDGED.clear()
+    rejected(capsys, qh.check_recommendation(scenario, _answers(scenario, pre_quantized=True)), "pre_quantized")
+    out = rejected(capsys, qh.check_recommendation(scenario, _answers(scenario)), "this reading of the story is right",
+                   "scored on your first complete answer, which was ❌ (it read pre_quantized wrongly)")
+    assert "the tree's recommendation" in out
+
+
+def test_a_later_wrong_answer_after_a_wrong_first_names_its_question_and_the_first_verdict(capsys):
+    rejected(capsys, qh.check_recommendation("phone", _answers("phone", can_train=False)), "can_train")
+    rejected(capsys, qh.check_recommendation("phone", _answers("phone", arm_device=False)), "re-read the story for arm_device",
+             "scored on your first complete answer, which was ❌ (it read can_train wrongly)")
+    # the first answer again is judged again: the same verdict, with no note (a second "Run All")
+    out = rejected(capsys, qh.check_recommendation("phone", _answers("phone", can_train=False)), "can_train")
+    assert "scored on your first" not in out
+
+
+def test_a_right_first_answer_stays_scored_right(capsys):
+    assert qh.check_recommendation("lstm", _answers("lstm"))
+    assert qh.check_recommendation("lstm", _answers("lstm"))  # the same again: the same verdict
+    rejected(capsys, qh.check_recommendation("lstm", _answers("lstm", model_kind="conv")), "what is the model made of",
+             "scored on your first complete answer, which was ✅ and stays scored")
+    assert qh.check_recommendation("lstm", _answers("lstm"))
+
+
+def test_an_incomplete_or_hand_built_answer_is_not_the_first_answer(capsys):
+    rejected(capsys, qh.check_recommendation("camera", qh.recommend(True, False)), "answer all six questions")
+    rejected(capsys, qh.check_recommendation("camera", "PTQ"), "qh.recommend")
+    assert qh.check_recommendation("camera", _answers("camera"))
+
+
+def test_the_first_answer_survives_a_restart(capsys, tmp_path, monkeypatch):
+    from qhelpers import prediction_memory
+
+    monkeypatch.setenv("QHELPERS_PROGRESS", str(tmp_path / "logs" / "ada.jsonl"))
+    monkeypatch.setattr(prediction_memory, "_SAID", set())
+    first = rejected(capsys, qh.check_recommendation("camera", _answers("camera", arm_device=True)), "arm_device")
+    assert (tmp_path / "logs" / "ada.first-predictions.json").exists()
+    checks._FIRST_JUDGED.clear()  # a kernel restart
+    assert rejected(capsys, qh.check_recommendation("camera", _answers("camera", arm_device=True)), "arm_device") == first
+    checks._FIRST_JUDGED.clear()
+    rejected(capsys, qh.check_recommendation("camera", _answers("camera")), "this reading of the story is right",
+             "which was ❌ (it read arm_device wrongly)")
+    # each story keeps its own first answer
+    assert qh.check_recommendation("phone", _answers("phone"))
