@@ -82,14 +82,14 @@ def test_ex1_accepts_right_answer(capsys):
     ("camera", lambda: qh.recommend(has_calibration_data=True, can_train=False, ptq_drop_acceptable=None, arm_device=False,
                                     model_kind="conv"), "pre_quantized"),
 ])
-def test_ex123_refuse_a_question_left_to_its_default(capsys, scenario, call, missing):
+def test_ex1_to_3_refuse_a_question_left_to_its_default(capsys, scenario, call, missing):
     # the defaults happen to be these stories' answers: a learner who never read those questions off the story is told
     out = rejected(capsys, qh.check_recommendation(scenario, call()), "answer all six questions", f"pass {missing} too",
                    "a default is not an answer")
     assert "correct" not in out
 
 
-def test_ex123_recommend_records_the_arguments_passed():
+def test_ex1_to_3_recommend_records_the_arguments_passed():
     assert qh.recommend(True, False).given == {"has_calibration_data", "can_train"}
     assert _answers("phone").given == set(decision.QUESTIONS)
     assert qh.recommend(True, False) == qh.recommend(True, False, None, False, model_kind="conv", pre_quantized=False)
