@@ -423,8 +423,19 @@ def test_cle_refuses_unfolded_batchnorm_relu6_and_a_residual_fan_out(recipes):
     acts = [torch.randn(2, 64, 8, 8).relu()]
     raises(lambda: equalize(block.conv1, block.conv2, acts, model=resnet), ValueError, "fold BatchNorm")
     folded = fuse_modules(copy.deepcopy(resnet), [["layer1.0.conv1", "layer1.0.bn1"], ["layer1.0.conv2", "layer1.0.bn2"]])
-    c1, c2 = equalize(folded.layer1[0].conv1, folded.layer1[0].conv2, [(a, None) for a in acts], model=folded)
-    assert c1.quantization_report.float_sqnr_db > 100 and c1.quantization_report.path_checked
+    conv1, conv2 = folded.layer1[0].conv1, folded.layer1[0].conv2
+    with torch.no_grad():
+        ref = conv2(torch.relu(conv1(acts[0])))
+    for correct_bias in (False, True):  # each report is checked against the pair it is attached to
+        c1, c2 = equalize(conv1, conv2, [(a, None) for a in acts], model=folded, correct_bias=correct_bias)
+        report = c1.quantization_report
+        assert report is c2.quantization_report and report.path_checked and report.equalization_sqnr_db > 100
+        with torch.no_grad():
+            out = c2(torch.relu(c1(acts[0])))
+        returned = min((10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum())).item(), 999.0)
+        assert abs(report.returned_sqnr_db - returned) < 0.5, (correct_bias, report, returned)
+        if not correct_bias:
+            assert report.returned_sqnr_db == report.equalization_sqnr_db
     chain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Conv2d(8, 4, 3)).eval()
     raises(lambda: equalize(chain[0], chain[2], calib, model=chain), ValueError, "ReLU6", "clamps")
     raises(lambda: equalize(chain[0], chain[2], calib, activation=F.relu6), ValueError, "relu6")
