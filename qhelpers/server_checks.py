@@ -242,6 +242,7 @@ def _graph_counts(graph: Any) -> dict[str, int]:
     initializers = {i.name for i in graph.initializer}
     dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
     ops = [n.op_type for n in graph.node]
+    quantized_or_input = {o for n in graph.node if n.op_type == "QuantizeLinear" for o in n.output} | {i.name for i in graph.input}
     return {
         "stored": sum(n.input[0] in initializers for n in dq),
         "distinct": len({n.input[0] for n in dq if n.input[0] in initializers}),
@@ -251,8 +252,7 @@ def _graph_counts(graph: Any) -> dict[str, int]:
         "weighted": sum(op in ("Conv", "Gemm", "MatMul") for op in ops),
         "two_per_layer": 2 * sum(op in ("Conv", "Gemm") for op in ops),
         "initializers": len(initializers),
-        "not_after_q_or_input": sum(n.input[0] not in ({o for m in graph.node if m.op_type == "QuantizeLinear" for o in m.output}
-                                                      | {i.name for i in graph.input}) for n in dq),
+        "not_after_q_or_input": sum(n.input[0] not in quantized_or_input for n in dq),
     }
 
 
