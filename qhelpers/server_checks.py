@@ -190,8 +190,10 @@ def _onnx_graph(path: Any) -> Any:
 
 def _crafted_graph() -> Any:
     """A small QDQ graph unlike the course's files: three Convs without a bias, a Gemm with one, a MatMul whose weight is
-    stored and read by two DequantizeLinear nodes (a shared weight), and two activation DequantizeLinear nodes that
-    follow no QuantizeLinear (int8 graph inputs)."""
+    stored and read by two DequantizeLinear nodes (a shared weight), two activation DequantizeLinear nodes that
+    follow no QuantizeLinear (int8 graph inputs), and two that read the int8 output of another node (a QLinearConv,
+    whose stored weight and bias no DequantizeLinear reads, as in ONNX Runtime's optimized files, and an int8
+    Transpose). Every wrong rule the hints name gives its own count here (tests/test_exercises_09.py asserts it)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -199,7 +201,8 @@ def _crafted_graph() -> Any:
             numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "conv3_w_q"), numpy_helper.from_array(np.ones((4, 2), np.int8), "gemm_w_q"),
             numpy_helper.from_array(np.ones(4, np.int32), "gemm_b_q"), numpy_helper.from_array(np.ones((4, 4), np.int8), "mm_w_q"),
             numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0.2, np.float32), "s2"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
-            numpy_helper.from_array(np.array(0, np.int32), "zp32")]
+            numpy_helper.from_array(np.array(0, np.int32), "zp32"), numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "qconv_w_q"),
+            numpy_helper.from_array(np.ones(2, np.int32), "qconv_b_q")]
     nodes = [
         helper.make_node("DequantizeLinear", ["x_q", "s", "zp"], ["x"]),  # an int8 input: an activation, not stored
         helper.make_node("DequantizeLinear", ["conv_w_q", "s", "zp"], ["conv_w"]),
@@ -208,8 +211,14 @@ def _crafted_graph() -> Any:
         helper.make_node("QuantizeLinear", ["c1", "s2", "zp"], ["c1_q"]),
         helper.make_node("DequantizeLinear", ["c1_q", "s2", "zp"], ["c1_dq"]),
         helper.make_node("Conv", ["c1_dq", "conv2_w"], ["c2"]),
+        helper.make_node("QLinearConv", ["c1_q", "s2", "zp", "qconv_w_q", "s", "zp", "s2", "zp", "qconv_b_q"], ["qc_q"]),  # int8 in and out
+        helper.make_node("DequantizeLinear", ["qc_q", "s2", "zp"], ["qc"]),  # an activation after a QLinearConv, not a QuantizeLinear
+        helper.make_node("Transpose", ["qc_q"], ["qc_t_q"], perm=[0, 1, 3, 2]),  # an int8 Transpose, as ONNX Runtime's layout pass writes
+        helper.make_node("DequantizeLinear", ["qc_t_q", "s2", "zp"], ["qc_t"]),  # an activation after a Transpose
+        helper.make_node("Add", ["c2", "qc"], ["c2_qc"]),
+        helper.make_node("Add", ["c2_qc", "qc_t"], ["c2_sum"]),
         helper.make_node("DequantizeLinear", ["conv3_w_q", "s", "zp"], ["conv3_w"]),
-        helper.make_node("Conv", ["c2", "conv3_w"], ["c"]),
+        helper.make_node("Conv", ["c2_sum", "conv3_w"], ["c"]),
         helper.make_node("Flatten", ["c"], ["f"]),
         helper.make_node("QuantizeLinear", ["f", "s", "zp"], ["f_q"]),
         helper.make_node("DequantizeLinear", ["f_q", "s", "zp"], ["f_dq"]),
@@ -233,6 +242,7 @@ def _graph_counts(graph: Any) -> dict[str, int]:
     initializers = {i.name for i in graph.initializer}
     dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
     ops = [n.op_type for n in graph.node]
+    quantized_or_input = {o for n in graph.node if n.op_type == "QuantizeLinear" for o in n.output} | {i.name for i in graph.input}
     return {
         "stored": sum(n.input[0] in initializers for n in dq),
         "distinct": len({n.input[0] for n in dq if n.input[0] in initializers}),
@@ -242,6 +252,7 @@ def _graph_counts(graph: Any) -> dict[str, int]:
         "weighted": sum(op in ("Conv", "Gemm", "MatMul") for op in ops),
         "two_per_layer": 2 * sum(op in ("Conv", "Gemm") for op in ops),
         "initializers": len(initializers),
+        "not_after_q_or_input": sum(n.input[0] not in quantized_or_input for n in dq),
     }
 
 
@@ -251,11 +262,15 @@ _GRAPH_HINTS = {
     "dq": "that counts every DequantizeLinear; keep those whose input is an initializer (the others dequantize an activation)",
     "q": "that counts QuantizeLinear nodes: those quantize activations while the model runs",
     "dq_minus_q": "DequantizeLinear minus QuantizeLinear works only when every activation's DequantizeLinear follows a "
-                  "QuantizeLinear (an int8 graph input does not); test each node's input against the initializer names",
+                  "QuantizeLinear (an int8 graph input or a QLinearConv's output does not); test each node's input "
+                  "against the initializer names",
     "two_per_layer": "a weight and a bias per Conv/Gemm holds only when every layer has a bias and no MatMul carries a "
                      "weight; look at the DequantizeLinear nodes themselves",
     "weighted": "that counts one weight per layer: biases are stored as int32 with their own DequantizeLinear",
     "initializers": "that counts every initializer, scales and zero points included; count DequantizeLinear nodes",
+    "not_after_q_or_input": "an activation's DequantizeLinear can also read the int8 output of another node (a QLinearConv, "
+                            "an int8 Transpose or Reshape), not only a QuantizeLinear or a graph input; test each node's "
+                            "input against the initializer names",
 }
 
 
@@ -265,7 +280,8 @@ def check_stored_integer_dq_function(fn: Any, onnx_path: Path | str) -> bool:
     nodes read a stored integer tensor (an initializer) rather than an activation.
 
     The check runs it on ``onnx_path``'s graph and on a small graph of its own (a Conv without a bias, a Gemm with
-    one, a MatMul weight read by two DequantizeLinear nodes, int8 graph inputs dequantized without a QuantizeLinear), so a number read
+    one, a MatMul weight read by two DequantizeLinear nodes, int8 graph inputs dequantized without a QuantizeLinear,
+    activations dequantized after a QLinearConv and an int8 Transpose), so a number read
     off a printed table, or a rule right for one file only, does not pass. Typical wrong rules get a hint.
 
     Introduced in notebooks/09_server_runtimes.ipynb.
@@ -276,7 +292,8 @@ def check_stored_integer_dq_function(fn: Any, onnx_path: Path | str) -> bool:
     if not callable(fn):
         return report("stored integer tensors", False, "pass your function itself (stored_integer_dqs), not a number")
     for name, g in (("the course model's file", graph), ("a small graph of the check's own (Convs without a bias, "
-                                                         "a MatMul weight read twice, int8 graph inputs)", _crafted_graph())):
+                                                         "a MatMul weight read twice, int8 graph inputs, a QLinearConv)",
+                                                         _crafted_graph())):
         counts = _graph_counts(g)
         got = as_number(fn(g), "stored integer tensors")
         if got != counts["stored"]:

@@ -237,9 +237,22 @@ def _rule(key):
     ("two_per_layer", ("every layer has a bias", "small graph")),   # right on the course model's file (14 = 2 x 7)
     ("weighted", ("biases",)),
     ("initializers", ("scales and zero points",)),
+    ("not_after_q_or_input", ("int8 output of another node", "QLinearConv", "small graph")),  # right on ONNX Runtime's QDQ files
 ])
 def test_ex3_rejects_typical_rules(qdq_file, key, words, capsys):
     rejected(capsys, qh.check_stored_integer_dq_function(_rule(key), qdq_file), *words)
+
+
+@pytest.mark.slow
+def test_ex3_rejects_every_dq_not_after_a_quantize_or_an_input(qdq_file, capsys):
+    def wrong(graph):  # "an activation's DequantizeLinear follows a QuantizeLinear or a graph input; count the others"
+        q_out = {o for n in graph.node if n.op_type == "QuantizeLinear" for o in n.output}
+        inputs = {i.name for i in graph.input}
+        return sum(n.op_type == "DequantizeLinear" and n.input[0] not in q_out and n.input[0] not in inputs for n in graph.node)
+
+    assert wrong(server_checks._onnx_graph(qdq_file)) == right_3(server_checks._onnx_graph(qdq_file))  # right on the file
+    rejected(capsys, qh.check_stored_integer_dq_function(wrong, qdq_file), "small graph", "returns 9", "right count is 7",
+             "int8 output of another node")
 
 
 @pytest.mark.slow
