@@ -5,8 +5,8 @@
 #
 # Test tiers (the markers and the list of CI-only tests are in tests/tiers.py):
 #   make quick    the inner loop, under a minute: the unit tests that take well under a second each
-#   make test     the README's command, on TEST_JOBS=2 workers (pytest-xdist; 16 min in one process on a quiet 2-core AVX2 EPYC before the
-#                 workers; the README's tier table has the measurements; budget 12): every unit test except the
+#   make test     the README's command, on TEST_JOBS=2 workers (pytest-xdist; 10 min of test time on a quiet 2-core AVX2 EPYC,
+#                 16 min in one process before; the README's tier table has the measurements; budget 12): every unit test except the
 #                 CI tier, and every notebook run strictly (nbval) with the student flow
 #   make test-ci  the rest, for CI (.ci/run): browser, the classroom server (root), Node wrapper, packaging install, killed runs,
 #                 ExecuTorch lowering, the nested nbval runs (the test tools' own tests), the no-compiler kind,

@@ -36,7 +36,7 @@ Every notebook starts with ``import qhelpers as qh``. Modules by topic:
   ``empirical_bias_correction``, ``adaptive_rounding`` (AdaRound), ``pt2e_debug`` (PT2E numeric debugger);
   ``recovery`` gathers them (``qh.recovery``)
 * ``runtime``     deploy to a phone-class runtime: XNNPACKQuantizer, ExecuTorch ``.pte`` export, load and run (08)
-* ``<topic>_checks`` the self-checks of a notebook's exercises: ``tensor_checks`` (01), ``pretrained_checks`` (02),
+* ``<topic>_checks`` the self-checks of a notebook's exercises: ``tensor_checks`` (01), ``pretrained_checks`` and ``speedup_checks`` (02),
   ``ptq_checks`` (03), ``qat_checks`` (04),
   ``beyond_eager_checks`` (05), ``linear_checks`` (06), ``recovery_checks`` (07), ``runtime_checks`` (08),
   ``server_checks`` (09: the exercises of the server runtimes notebook; ``server_runtimes`` itself is not star-imported)
@@ -77,6 +77,7 @@ from .widgets import *  # noqa: F401,F403
 from .pretrained import *  # noqa: F401,F403
 from .int8_size import *  # noqa: F401,F403
 from .pretrained_checks import *  # noqa: F401,F403
+from .speedup_checks import *  # noqa: F401,F403
 from .ptq import *  # noqa: F401,F403
 from .ptq_analysis import *  # noqa: F401,F403
 from .ptq_checks import *  # noqa: F401,F403

@@ -152,7 +152,7 @@ def test_bits_prediction_that_more_bits_lower_the_sqnr(capsys):
     rejected(capsys, qh.check_bits_prediction(0.0, 5.0, block, tokens, bits=8, reference_bits=4), "fewer bits cannot raise the SQNR")
 
 
-# ----------------------------------------------------------------------------- qhelpers/pretrained_checks.py (notebook 02)
+# ----------------------------------------------------------------- qhelpers/pretrained_checks.py and speedup_checks.py (notebook 02)
 
 FAKE_WEIGHTS = SimpleNamespace(meta={
     "backend": "qnnpack",

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"models", "models_depthwise", "transformer"}),
     # the lessons (notebooks 00-09): each notebook's topics, one module each, and its self-checks (<topic>_checks)
     ("lessons", {"decision", "int8_prediction_checks", "plotting", "widgets", "tensor_checks",  # 00, 01
-                 "pretrained", "int8_size", "pretrained_checks",  # 02
+                 "pretrained", "int8_size", "pretrained_checks", "speedup_checks",  # 02
                  "ptq", "ptq_analysis", "ptq_checks",  # 03
                  "fake_quant", "fake_quant_repair", "qat", "straight_through", "qat_checks",  # 04
                  "deprecations", "plain_int8", "torchao_inspect", "pt2e_export", "beyond_eager_checks",  # 05
