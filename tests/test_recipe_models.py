@@ -326,10 +326,63 @@ def test_eager_ptq_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the
         warnings.simplefilter("ignore")
         fused = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
         unfused = ptq(model, calib, "x86")  # no fuse_groups, no fuse_model: the BatchNorms stay
-    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 255] * 2 and unfused.c1.scale != 6 / 255
+    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 127] * 2  # 7-bit, as x86's activations (reduce_range) and unfused.c1.scale != 6 / 255
     # the [0, 6] range on the conv, before the BatchNorm, clamped what the BatchNorm then moves: about 13 dB here
     report = unfused.quantization_report
     assert report.sqnr_db > 25 and report.sqnr_db > fused.sqnr_db - 6, (report, fused)
+
+
+class FunctionalReLU6Net(ReLU6Net):
+    def forward(self, x):
+        x = F.relu6(self.b1(self.c1(self.quant(x))))
+        return self.dequant(self.fc(self.r2(self.b2(self.c2(x))).mean((2, 3))))
+
+
+def _qnnpack_or_skip():
+    if "qnnpack" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch build has no qnnpack")
+
+
+def assert_relu6_is_exact(int8, x):
+    """Its input already has the fixed [0, 6] range: the INT8 ReLU6 must give it back unchanged."""
+    seen = []
+    handle = int8.r1.register_forward_hook(lambda m, args, out: seen.append((args[0].dequantize(), out.dequantize())))
+    before, torch.backends.quantized.engine = torch.backends.quantized.engine, "qnnpack"  # run on the engine it was built for
+    try:
+        with torch.no_grad():
+            int8(x)
+    finally:
+        torch.backends.quantized.engine = before
+        handle.remove()
+    assert (seen[0][0] - seen[0][1]).abs().max().item() == 0.0, "the INT8 ReLU6 changed an input already in [0, 6]"
+
+
+def test_eager_ptq_relu6_on_qnnpack_is_right_and_its_range_follows_the_qconfig(recipes):
+    """qnnpack's quantized ReLU6 is wrong on a channels_last input (a conv's output): the recipe makes it contiguous."""
+    _qnnpack_or_skip()
+    ptq = recipes["03"]["post_training_quantize"]
+    calib = images(scale=3.0)
+    groups = [["c1", "b1"], ["c2", "b2"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = refreshed(ReLU6Net(), calib)
+        int8 = ptq(model, calib, "qnnpack", fuse_groups=groups)
+        x86 = ptq(model, calib, "x86", fuse_groups=groups).quantization_report
+        raises(lambda: ptq(refreshed(FunctionalReLU6Net(), calib), calib, "qnnpack", fuse_groups=groups), ValueError,
+               "qnnpack", "channels_last", "nn.ReLU6", "x86")
+    assert_relu6_is_exact(int8, calib[0])
+    assert [int8.c1.scale, int8.c2.scale] == pytest.approx([6 / 255] * 2)  # qnnpack's activations are 8-bit: so is the fixed range
+    report = int8.quantization_report
+    assert (report.quantized, report.quantizable) == (3, 3) and report.sqnr_db > 25 and report.sqnr_db > x86.sqnr_db - 6, (report, x86)
+
+
+def test_relu6_range_top_code_follows_the_activation_observer(recipes):
+    from torch.ao.quantization import HistogramObserver, get_default_qat_qconfig
+
+    top = recipes["03"]["_relu6_top"]
+    for reduce_range, expected in ((True, 127), (False, 255)):
+        assert top(HistogramObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range)) == expected
+    assert [recipes["04"]["_relu6_top"](get_default_qat_qconfig(e).activation) for e in ("x86", "qnnpack")] == [127, 255]
 
 
 # ----------------------------------------------------------------------------------------------- 04: QAT
@@ -378,8 +431,26 @@ def test_qat_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(
         fused = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=0, fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
         unfused = qat(model, data, epochs=1, lr=0.0)
     # the fixed [0, 6] range sits on the BatchNorm's output, which the ReLU6 clamps, not on the conv's before it
-    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 255] * 2 and unfused.c1.scale != 6 / 255
+    assert [unfused.b1.scale, unfused.b2.scale] == [6 / 127] * 2  # 7-bit, as x86's activations (reduce_range) and unfused.c1.scale != 6 / 255
     assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes
+
+
+def test_qat_relu6_on_qnnpack_is_right(recipes):
+    _qnnpack_or_skip()
+    qat = recipes["04"]["qat_finetune"]
+    data = labelled(images(scale=3.0))
+    groups = [["c1", "b1"], ["c2", "b2"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = refreshed(ReLU6Net(), [x for x, _ in data])
+        int8 = qat(model, data, epochs=1, lr=0.0, engine="qnnpack", fuse_groups=groups)
+        x86 = qat(model, data, epochs=1, lr=0.0, engine="x86", fuse_groups=groups).quantization_report
+        raises(lambda: qat(refreshed(FunctionalReLU6Net(), [x for x, _ in data]), data, engine="qnnpack", fuse_groups=groups),
+               ValueError, "qnnpack", "channels_last", "nn.ReLU6", "x86")
+    assert_relu6_is_exact(int8, data[0][0])
+    assert [int8.c1.scale, int8.c2.scale] == pytest.approx([6 / 255] * 2)
+    report = int8.quantization_report
+    assert (report.quantized, report.quantizable) == (3, 3) and report.sqnr_db > 25 and report.sqnr_db > x86.sqnr_db - 6, (report, x86)
 
 
 # ------------------------------------------------------------------------------------- 06: weight-only INT8
