@@ -429,7 +429,8 @@ def openvino_model(
     (AVX2 AMD EPYC, 300 calibration digits): True 97.9 % on the test split (float 98.8 %, 98.7 %
     of the predictions agree), False 98.8 % (every prediction agrees). ``calib`` is cut into single
     images (``calibration_batches`` with batch 1) and ``subset_size`` of them are used (None: all).
-    The compiled model's ``INFERENCE_PRECISION_HINT`` is f32.
+    The compiled model's ``INFERENCE_PRECISION_HINT`` is f32 and its ``PERFORMANCE_HINT`` LATENCY (notebook 09's
+    recipe sets only the first; ``make bench`` times this one).
     """
     _require("openvino")
     import openvino as ov
