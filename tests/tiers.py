@@ -25,6 +25,7 @@ CI: dict[str, str] = {
     "tests/test_student_bundle.py::test_a_student_copy_runs_from_the_bundle": "starts a kernel on the learner's copy (the course folder's own copies run in make test)",
     "tests/test_recipe_models.py": "every recipe cell on small models it was not written for (PT2E exports, QAT): about 5 min on 2 cores; also `make test-recipes`",
     "tests/test_wheelhouse.py::test_wheelhouse_installs_offline": "downloads every wheel from the package index",
+    "tests/test_probes.py::test_ort_conv_probe_runs": "runs a notebook-09 probe script (ONNX Runtime sessions; 10-25 s under load); make test imports every probe",
     # the test tools' own tests (nested pytest + nbval runs: make test runs both plugins on every notebook)
     "tests/test_student_flow.py::test_the_student_flow_fails_each_wrong_blank_and_each_wrong_answer": "a nested pytest + nbval run",
     "tests/test_student_flow.py::test_a_check_that_gives_no_verdict_fails": "a nested pytest + nbval run",
