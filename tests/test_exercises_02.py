@@ -108,6 +108,30 @@ def test_ex1_refuses_a_lookup_in_a_table(capsys):
     assert not ok and "but file_ratio, int8_top1, drop not on weights you have not read" in out and "ShuffleNet" not in out
 
 
+def test_ex1_refuses_a_drop_that_loses_its_sign_on_every_call(capsys):
+    # MobileNetV3's INT8 top-1 is below float, so abs() is right there; torchvision's GoogLeNet has INT8 above float
+    # (69.826 against 69.778): one stand-in on every call has that, so abs() fails every time, not by chance
+    assert FLOAT_TOP1 > TOP1
+    lost = {"abs": lambda w: (*read_meta(w)[:2], abs(read_meta(w)[2])),
+            "max - min": lambda w: (*read_meta(w)[:2], max(read_meta(w)[1], read_meta(w)[2] + read_meta(w)[1])
+                                    - min(read_meta(w)[1], read_meta(w)[2] + read_meta(w)[1])),
+            "clipped at 0": lambda w: (*read_meta(w)[:2], max(0.0, read_meta(w)[2]))}
+    for how, fn in lost.items():
+        assert fn(MNV2) == pytest.approx(read_meta(MNV2)), how
+        for _ in range(20):
+            ok, out = run(qh.check_weights_meta, capsys, fn, MNV2)
+            assert not ok and "✅ drop: correct" in out, how  # right on MobileNetV3 ...
+            assert "❌ drop" in out and "where INT8 top-1 is above float" in out and "can be negative" in out, how
+            assert "abs()" in out and "read_meta" not in out.split("❌")[-1], how  # ... the mistake named, no number
+
+
+def test_ex1_one_stand_in_has_int8_above_float_the_other_below():
+    for _ in range(50):
+        above = qh.pretrained_checks._meta_answer(qh.pretrained_checks._unseen_weights(MNV2, int8_above=True))[2]
+        below = qh.pretrained_checks._meta_answer(qh.pretrained_checks._unseen_weights(MNV2))[2]
+        assert -0.31 < above < 0 < below < 2.51
+
+
 def test_ex1_the_unseen_weights_are_made_up_afresh_with_the_meta_fields_the_task_reads():
     a, b = (qh.pretrained_checks._unseen_weights(MNV2) for _ in range(2))
     assert read_meta(a) != read_meta(b)  # a new draw on every call ...
@@ -684,6 +708,7 @@ def test_ex4_asks_for_x86_too(capsys, shufflenet):
     old = lambda m, b: 16 * _channels(m) if b == "fbgemm" else 0  # noqa: E731
     ok, out = run(qh.check_scale_bytes_prediction, capsys, old, f, q)
     assert not ok and "with backend='x86' it gives 0 bytes" in out and "per-channel weights, as fbgemm's has" in out
+    assert "get_default_qconfig('x86') in eager mode" in out and "not torchvision's builder" in out
     half = lambda m, b: _right(m, b) if _channels(m) > 4000 or b != "x86" else 8 * _channels(m)  # noqa: E731
     ok, out = run(qh.check_scale_bytes_prediction, capsys, half, f, q)  # x86 right on shuffle_float only
     assert not ok and "with backend='x86', on a float model you have not built" in out and "less than that model's" in out
