@@ -81,6 +81,16 @@ def state_dict_digest(state: dict) -> str:
     return h.hexdigest()
 
 
+def input_digest(example: torch.Tensor) -> str:
+    """A short hash of a tensor's shape, dtype and values: which input a ``Latency`` timed (the same batch gives the
+    same digest; a batch of the same shape with other values, such as ``torch.zeros_like(x)``, another)."""
+    if not isinstance(example, torch.Tensor):
+        raise TypeError(f"example must be a torch.Tensor, got {type(example).__name__}")
+    h = hashlib.blake2b(digest_size=8)
+    _feed(h, example)
+    return h.hexdigest()
+
+
 def packing_digest(model: torch.nn.Module) -> str:
     """A short hash of which kernels hold ``model``'s packed INT8 weights: FBGEMM's, QNNPACK's or oneDNN's.
 
@@ -143,7 +153,8 @@ class Latency:
     (``id(model)``, 0 where the digest is "": which object was timed, so that a copy of a model with
     the same weights, perhaps packed for another engine, can be told apart;
     not compared by ``==``) and ``packing`` (``packing_digest(model)`` when it was timed, "" for a model
-    without packed INT8 weights: how the timed weights were packed; not compared, not shown).
+    without packed INT8 weights: how the timed weights were packed; not compared, not shown) and ``input_digest``
+    (``input_digest(example)``: which input values were timed, "" when not recorded; not compared, not shown).
     """
 
     median_ms: float
@@ -161,6 +172,7 @@ class Latency:
     weights_digest: str = ""
     model_id: int = field(default=0, compare=False)
     packing: str = field(default="", compare=False, repr=False)
+    input_digest: str = field(default="", compare=False, repr=False)
 
     def __str__(self) -> str:
         return (
@@ -288,4 +300,5 @@ def measure_latency(
         weights_digest=weights_digest(fn) if quantized is not None else "",
         model_id=id(fn) if quantized is not None else 0,
         packing=packing_digest(fn) if quantized else "",
+        input_digest=input_digest(example),
     )

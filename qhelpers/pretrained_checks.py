@@ -42,10 +42,39 @@ def _near(a: float, b: float, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
     return abs(a - b) <= atol + rtol * abs(b)
 
 
-def _unseen_weights() -> Any:
-    from torchvision.models.quantization import ShuffleNet_V2_X1_0_QuantizedWeights
+class _WeightsStandIn:
+    """Weights-like stand-in: a ``meta`` shaped like a torchvision quantized weights' (``meta["unquantized"].meta``,
+    ``_metrics``, ``_file_size``), its numbers made up afresh for each check, so that they are in no table."""
 
-    return ShuffleNet_V2_X1_0_QuantizedWeights.DEFAULT
+    def __init__(self, meta: dict) -> None:
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        return "<quantized weights you have not read>"
+
+
+def _unseen_weights(weights: Any, *, int8_above: bool = False) -> Any:
+    """A stand-in for quantized weights the learner has not read: ``weights``' meta with new, plausible numbers
+    (file sizes, top-1 and top-5 of the float and INT8 weights), drawn afresh on every call from the system's entropy
+    (not the seeded ``random`` of ``qh.setup``), so that no table holds them. INT8 top-1 is below float by 0.05 to 2.5
+    points, or with ``int8_above`` above it by 0.02 to 0.3 (real weights have that: torchvision's GoogLeNet, INT8
+    69.826 against float 69.778), so that the drop, float minus INT8, is negative."""
+    import random
+
+    rng = random.Random()  # seeded from os.urandom: a new draw on every call, whatever qh.setup seeded
+    float_mib = round(rng.uniform(5.0, 120.0), 3)
+    float_top1 = round(rng.uniform(60.0, 82.0), 3)
+    int8_top1 = round(float_top1 + rng.uniform(0.02, 0.3) if int8_above else float_top1 - rng.uniform(0.05, 2.5), 3)
+    float_meta = dict(weights.meta["unquantized"].meta)
+    float_meta.update(_file_size=float_mib,
+                      _metrics={"ImageNet-1K": {"acc@1": float_top1, "acc@5": round(rng.uniform(88.0, 96.0), 3)}})
+    meta = dict(weights.meta)
+    meta.update(_file_size=round(float_mib / rng.uniform(3.3, 3.95), 3), unquantized=_WeightsStandIn(float_meta),
+                _metrics={"ImageNet-1K": {"acc@1": int8_top1, "acc@5": round(rng.uniform(87.0, 95.0), 3)}})
+    return _WeightsStandIn(meta)
+
+
+_UNSEEN_WEIGHTS = "weights you have not read (their numbers are made up for each check and are in no table)"
 
 
 def _meta_answer(weights: Any) -> tuple[float, float, float]:
@@ -59,7 +88,8 @@ def _read_meta_on(read_meta: Any, weights: Any, which: str) -> tuple[Any, Any, A
     try:
         got = read_meta(weights)
     except Exception as exc:  # the learner's function failed: say how, do not crash the notebook
-        raise WrongAnswer("read_meta", f"your function raised {type(exc).__name__} on {which}: {exc}") from exc
+        raise WrongAnswer("read_meta", f"your function raised {type(exc).__name__} on {which}" + (f": {exc}" if str(exc) else "")
+                          + ("; read every number from the weights passed in (weights.meta)" if which == _UNSEEN_WEIGHTS else "")) from exc
     if not isinstance(got, (tuple, list)) or len(got) != 3:
         raise WrongAnswer("read_meta", f"on {which} it returned {type(got).__name__}, not three values (file_ratio, int8_top1, drop)")
     return tuple(got)
@@ -71,8 +101,11 @@ def check_weights_meta(read_meta: Any, weights: Any) -> bool:
 
     ``file_ratio`` is the float weights' ``meta["_file_size"]`` divided by the INT8 weights'
     (``meta["unquantized"]`` is the float weights). The check runs the function on ``weights`` (each of the three
-    values judged, with the known mistakes named) and then on weights the learner has not read (torchvision's
-    ShuffleNetV2 x1.0), so numbers copied from a table pass on the first only; plain numbers are refused.
+    values judged, with the known mistakes named) and then on weights the learner has not read: a stand-in with the
+    same ``meta`` fields whose numbers are made up afresh on every call, so that numbers copied or looked up in a
+    table (by the weights' name or type, say) pass on the first only; plain numbers are refused. There are two
+    stand-ins, INT8 top-1 above float on the first and below on the second, so that a drop which loses its sign
+    (``abs()`` of the difference) is refused, with that mistake named, whatever the sign on ``weights``.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -85,14 +118,24 @@ def check_weights_meta(read_meta: Any, weights: Any) -> bool:
     ok = _judge_meta(*_read_meta_on(read_meta, weights, "the weights you were given"), weights)
     if not ok:
         return False
-    unseen = _unseen_weights()
-    got = _read_meta_on(read_meta, unseen, "weights you have not read")
-    wrong = [name for name, g, e in zip(("file_ratio", "int8_top1", "drop"), got, _meta_answer(unseen))
-             if not_filled(g) or isinstance(g, bool) or not isinstance(g, numbers.Real) or not _near(float(g), e)]
-    if wrong:
-        return report("read_meta", False, (
-            f"right on these weights, but {', '.join(wrong)} not on weights you have not read (ShuffleNetV2 x1.0's): "
-            "read every number from the weights passed in (weights.meta), not from a table or these weights"))
+    # two stand-ins, INT8 above float on one and below on the other, so that a drop whose sign is lost
+    # (abs() of the difference, max minus min) is wrong on one of them whatever the given weights' sign
+    for unseen in (_unseen_weights(weights, int8_above=True), _unseen_weights(weights)):
+        got = _read_meta_on(read_meta, unseen, _UNSEEN_WEIGHTS)
+        expected = _meta_answer(unseen)
+        wrong = [name for name, g, e in zip(("file_ratio", "int8_top1", "drop"), got, expected)
+                 if not_filled(g) or isinstance(g, bool) or not isinstance(g, numbers.Real) or not _near(float(g), e)]
+        d = got[2]
+        if (wrong == ["drop"] and expected[2] < 0 and isinstance(d, numbers.Real) and not isinstance(d, bool)
+                and (_near(float(d), -expected[2]) or d == 0)):
+            return report("drop", False, (
+                f"right on these weights, but not on {_UNSEEN_WEIGHTS}, where INT8 top-1 is above float: the drop is "
+                "float top-1 minus INT8 top-1 and can be negative (real weights have that); abs() of the difference, "
+                "the larger minus the smaller, or a drop clipped at 0 loses the sign"))
+        if wrong:
+            return report("read_meta", False, (
+                f"right on these weights, but {', '.join(wrong)} not on {_UNSEEN_WEIGHTS}: "
+                "read every number from the weights passed in (weights.meta), not from a table or these weights"))
     return True
 
 
@@ -141,7 +184,8 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
     """Exercise: ``predicted_int8_mb(model)``, a float model's INT8 weight bytes in MB (1e6 bytes), one byte per Conv2d/Linear weight.
 
     The answer is a function of a float model, counted from that model: the check runs it on ``float_model`` and
-    then on a float model the learner never built (torchvision's MNASNet 0.5, random weights), so a number measured
+    then on a float model the learner never built (``_random_float_model``: a stack of Conv2d and Linear layers of
+    random number and widths, made afresh on every call, so no count of it can be looked up), so a number measured
     on an INT8 model (``qh.int8_size_breakdown`` of the quantized MobileNetV2, say) is right on the first only; the
     function runs with the measuring routes refused (``int8_size_breakdown``, ``int8_weight_bytes``, torch's eager
     and FX convert, which torchvision's ``quantize=True`` calls), so one that quantizes its model is refused too. A
@@ -161,7 +205,7 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
             "check runs it on mnv2_float and on a model you have not built): a number could be measured, not counted"
             + (f"; and this number is wrong: {mistake}" if mistake else "")
         ))
-    second = _unseen_float_model()
+    second = _random_float_model()
     for model, which in ((float_model, "the float model you were given"), (second, _UNSEEN)):
         given, taken = copy.deepcopy(model), []
         try:
@@ -192,14 +236,42 @@ def check_int8_size_prediction(predicted_int8_mb: Any, float_model: nn.Module, i
     return report(name, True)
 
 
-_UNSEEN = "a float model you have not built (torchvision's MNASNet 0.5, random weights)"
+_UNSEEN = "a float model you have not built (random layers and widths, made afresh for each check)"
 
 
-def _unseen_float_model() -> nn.Module:
-    """A float torchvision model notebook 02 never builds: the second model ``check_int8_size_prediction`` counts."""
-    import torchvision
+def _random_float_model() -> nn.Module:
+    """A float model nobody has counted: the second model the counting checks of notebook 02 run the learner's function on.
 
-    return torchvision.models.mnasnet0_5(weights=None).eval()
+    An ``nn.Sequential`` of 3 to 6 Conv2d layers (1x1, 3x3 or depthwise 3x3, widths 4 to 96), at least one of them
+    followed by a BatchNorm2d and at least one not (a convolution without one has a bias instead), then global
+    pooling and one or two Linear layers (up to 1,000 outputs); every choice is drawn afresh on every call from the
+    system's entropy (not the seeded ``random`` of ``qh.setup``), so that no table or type test gives its count.
+    """
+    import random
+
+    rng = random.Random()  # seeded from os.urandom: a new model on every call, whatever qh.setup seeded
+    n = rng.randint(3, 6)
+    with_bn = [rng.random() < 0.5 for _ in range(n)]
+    first, second = rng.sample(range(n), 2)
+    with_bn[first], with_bn[second] = True, False  # BatchNorm channels are never the output channels
+    layers: list[nn.Module] = []
+    channels = 3
+    for bn in with_bn:
+        if channels > 3 and rng.random() < 0.3:
+            conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=not bn)  # depthwise
+        else:
+            k = rng.choice((1, 3))
+            conv = nn.Conv2d(channels, rng.randint(4, 96), k, padding=k // 2, bias=not bn)
+        channels = conv.out_channels
+        layers += [conv, nn.BatchNorm2d(channels)] if bn else [conv]
+        layers.append(nn.ReLU())
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if rng.random() < 0.5:
+        hidden = rng.randint(16, 256)
+        layers += [nn.Linear(channels, hidden), nn.ReLU()]
+        channels = hidden
+    layers.append(nn.Linear(channels, rng.randint(5, 1000)))
+    return nn.Sequential(*layers).eval()
 
 
 def _int8_size_mistake(p: float, float_model: nn.Module, int8_model: Optional[nn.Module]) -> str:
@@ -226,12 +298,17 @@ def _conv_linear(model: nn.Module) -> list[nn.Module]:
 
 @_blank_safe
 def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, int8_model: nn.Module) -> bool:
-    """Exercise: ``predicted_bytes(model, backend)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model, for ``"fbgemm"`` or ``"qnnpack"``.
+    """Exercise: ``predicted_bytes(model, backend)``, the bytes an INT8 state dict will spend on per-channel weight scales and zero points, counted from a float model, for ``"fbgemm"``, ``"x86"`` or ``"qnnpack"``.
 
-    The function is called with both backends on both models: for
+    ``backend`` names the eager-mode qconfig, ``torch.ao.quantization.get_default_qconfig(backend)``, and the
+    engine the weights are packed for; not torchvision's ``backend=`` argument, which refuses ``"x86"`` (it returns
+    a float model with ``weights=None``; notebook 02, section 4).
+
+    The function is called with the three backends on both models: for
     ``int8_model``'s own backend (``"fbgemm"`` when its weights are
     per-channel, else ``"qnnpack"``) the expected value is measured, for the
-    other one it is the rule below.
+    others it is the rule below (``"x86"``'s qconfig has per-channel weights,
+    as ``"fbgemm"``'s has).
 
     The expected value for ``float_model`` is ``int8_size_breakdown(int8_model)["scales and zero
     points"]``: per-channel weights store a float64 scale and an int64 zero
@@ -242,21 +319,22 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     accepts a number less than one channel's 16 bytes from it (per-channel),
     and only 0 on a per-tensor backend. The answer is a function of a float
     model: the check then runs it on a float model the learner never built
-    (torchvision's MobileNetV3-Small, random weights: its squeeze-and-excitation
-    convolutions have no BatchNorm after them, so counting BatchNorm channels
-    instead of output channels fails there), whose expected count is that rule
-    (16 bytes per output channel where ``int8_model``'s weights are
-    per-channel, else 0), so a number measured on an INT8 model fits the
-    first model only; a plain number is refused (with its mistake named
-    where it is a known one), and so is a function that measures (it runs
-    with ``int8_size_breakdown``, ``int8_weight_bytes`` and torch's convert
-    refused). Names the typical mistakes:
-    megabytes or kilobytes instead of bytes; 8 bytes per channel (float32
-    and int32); the input axis counted (the Linear layer's ``in_features``,
-    or every layer's input channels) instead of the output channels;
-    per-channel counting, or a couple of numbers per layer, on a per-tensor
-    backend; the Linear layer left out; the INT8 weights or the whole file
-    counted instead.
+    (``_random_float_model``: random layers and widths, made afresh on every
+    call, with convolutions both with and without a BatchNorm after them, so
+    that counting BatchNorm channels instead of output channels fails there,
+    and so that no table or test of the model's type gives its count), whose
+    expected count is that rule (16 bytes per output channel for
+    ``"fbgemm"`` and ``"x86"``, 0 for ``"qnnpack"``), so a number measured
+    on an INT8 model fits the first model only; a plain number is refused
+    (with its mistake named where it is a known one), and so is a function
+    that measures (it runs with ``int8_size_breakdown``,
+    ``int8_weight_bytes`` and torch's convert refused). Names the typical
+    mistakes: megabytes or kilobytes instead of bytes; 8 bytes per channel
+    (float32 and int32); the input axis counted (the Linear layer's
+    ``in_features``, or every layer's input channels) instead of the output
+    channels; per-channel counting, or a couple of numbers per layer, on a
+    per-tensor backend; 0 for ``"x86"``; the Linear layer left out; the INT8
+    weights or the whole file counted instead.
 
     Introduced in notebooks/02_pretrained_quantized_models.ipynb.
     """
@@ -276,7 +354,7 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
         return report(name, False, (
             "write predicted_bytes as a function of a float model and a backend, (model, backend) -> bytes, that counts "
             "that model's layers (the check runs it on shuffle_float and on a model you have not built, with "
-            "'fbgemm' and with 'qnnpack'): a number could be measured, "
+            "'fbgemm', 'x86' and 'qnnpack'): a number could be measured, "
             "not counted" + (f"; and this number is wrong: {mistake}" if mistake else "")
         ))
     own = "fbgemm" if measured > 0 else "qnnpack"  # the backend int8_model was built with: per-channel or not
@@ -285,10 +363,12 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     # the other backend's row by the rule (16 bytes per output channel for fbgemm, 0 for qnnpack); no file to compare
     other_parts = {"int8 weights": int8_weight_bytes(float_model), "total": float("nan"),
                    "scales and zero points": 16 * channels_of(float_model) if other == "fbgemm" else 0}
-    unseen = _unseen_model()
+    per_channel_parts = parts if own == "fbgemm" else other_parts  # x86's qconfig has per-channel weights too
+    unseen = _random_float_model()
     cases = [(float_model, "the float model you were given", own, parts),
              (float_model, "the float model you were given", other, other_parts),
-             (unseen, _UNSEEN_MODEL, "fbgemm", None), (unseen, _UNSEEN_MODEL, "qnnpack", None)]
+             (float_model, "the float model you were given", "x86", per_channel_parts),
+             (unseen, _UNSEEN, "fbgemm", None), (unseen, _UNSEEN, "x86", None), (unseen, _UNSEEN, "qnnpack", None)]
     for model, which, backend, expected_parts in cases:
         where = f"with backend={backend!r}, on {which}"
         given, taken = copy.deepcopy(model), []
@@ -307,12 +387,18 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
             return report(name, False, f"{where} your function returned {type(p).__name__}; return one number of bytes")
         if expected_parts is not None:
             mistake = _scale_bytes_mistake(float(p), float_model, expected_parts)
+            if mistake and backend == "x86" and p == 0:
+                return report(name, False, (
+                    "right with backend='fbgemm' and 'qnnpack', but with backend='x86' it gives 0 bytes: the x86 qconfig, "
+                    "get_default_qconfig('x86') in eager mode (torch's default engine on x86 CPUs, and the course "
+                    "model's), has per-channel weights, as fbgemm's has; the question is about that qconfig, not "
+                    "torchvision's builder, which returns a float model for backend='x86' (section 4)"))
             if mistake:
                 return report(name, False, mistake if expected_parts is parts else (
                     f"right with backend={own!r}, but with backend={backend!r} it gives {p:,.0f} bytes: {mistake} "
                     "(the answer depends on the backend: use the argument)"))
             continue
-        expected = 16 * channels_of(model) if backend == "fbgemm" else 0
+        expected = 16 * channels_of(model) if backend != "qnnpack" else 0
         if not (abs(p - expected) < 16 if expected else p == 0):
             # the expected value of the model the learner has not built is not shown: it would be an answer to copy
             if _counts_batchnorm(p, model):
@@ -333,21 +419,6 @@ def check_scale_bytes_prediction(predicted_bytes: Any, float_model: nn.Module, i
     print(f"   measured: {measured:,} bytes of scales and zero points ({channels:,} output channels in {len(layers)} "
           f"Conv2d/Linear layers); the whole INT8 file: {parts['total']:,} bytes")
     return ok
-
-
-_UNSEEN_MODEL = "a float model you have not built (torchvision's MobileNetV3-Small, random weights)"
-
-
-def _unseen_model() -> nn.Module:
-    """A float torchvision model notebook 02 never builds: the second model ``check_scale_bytes_prediction`` counts.
-
-    MobileNetV3-Small, unlike the ShuffleNetV2 the learner counts, has convolutions with no BatchNorm after them (its
-    squeeze-and-excitation blocks: Conv2d output channels 8,944, BatchNorm channels 6,056), so a rule that counts
-    BatchNorm channels gives another number there.
-    """
-    import torchvision
-
-    return torchvision.models.mobilenet_v3_small(weights=None).eval()
 
 
 def _counts_batchnorm(p: float, model: nn.Module) -> bool:

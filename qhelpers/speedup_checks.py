@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
 from .checks import NotFilledIn, _blank_safe, not_filled, report
-from .latency import MIN_RUNS, Latency, packing_digest, state_dict_digest, weights_digest
+from .latency import MIN_RUNS, Latency, input_digest, packing_digest, state_dict_digest, weights_digest
 from .models import load_course_model
 from .pretrained import CourseNet_QuantizedWeights
 from .pretrained_checks import _near, _number
@@ -40,6 +41,7 @@ def check_speedup(
     engine: Optional[str] = None,
     module: Optional[str] = None,
     input_shape: Optional[tuple] = None,
+    example: Optional[torch.Tensor] = None,
     min_warmup: int = 1,
     int8_model: Optional[nn.Module] = None,
     float_model: Optional[nn.Module] = None,
@@ -54,7 +56,10 @@ def check_speedup(
     packed for; the check sees the engine active while it ran, not how the
     weights were packed), each warmed up (``warmup >= min_warmup``) and with
     at least ``qh.MIN_RUNS`` timed runs, the same input (of ``input_shape``,
-    when given) and thread count. The INT8 measurement must have timed the
+    when given; the very values of ``example``, when given, compared by
+    ``Latency.input_digest``, a hash of the input: a batch of the right shape
+    with other values, such as ``torch.zeros_like(x)``, is refused) and
+    thread count. The INT8 measurement must have timed the
     weights of ``int8_model`` (compared by ``Latency.weights_digest``, a hash
     of the state dict); when ``int8_model`` is not given and ``module`` is
     ``"CourseNet"``, the reference is the course's shipped INT8 model
@@ -144,8 +149,14 @@ def check_speedup(
         return report("float_latency", False, hint)
     if float_latency.input_shape != int8_latency.input_shape:
         return report("measurements", False, f"the two models ran on different inputs ({float_latency.input_shape} vs {int8_latency.input_shape}): time both on the same batch")
+    if float_latency.input_digest and int8_latency.input_digest and float_latency.input_digest != int8_latency.input_digest:
+        return report("measurements", False, "the two models were timed on different inputs (the same shape, other values): time both on the same batch, the one the task names")
+    if example is not None and input_shape is None:
+        input_shape = tuple(example.shape)
     if input_shape is not None and tuple(float_latency.input_shape) != tuple(input_shape):
         return report("measurements", False, f"both ran on an input of shape {tuple(float_latency.input_shape)}; the task names a batch of shape {tuple(input_shape)}")
+    if example is not None and float_latency.input_digest != input_digest(example):
+        return report("measurements", False, "both ran on a batch of the right shape but with other values than the batch the task names: time both on that batch itself")
     ok = report("measurements", True)
     s = _number(speedup, "speedup")
     f_ms, q_ms = float_latency.median_ms, int8_latency.median_ms

@@ -79,7 +79,74 @@ def test_ex1_a_function_that_raises_or_returns_another_shape(capsys):
     ok, out = run(qh.check_weights_meta, capsys, lambda w: read_meta(w)[0], MNV2)
     assert not ok and "returned float, not three values" in out
     ok, out = run(qh.check_weights_meta, capsys, lambda w: read_meta(w) if w is MNV2 else None, MNV2)
-    assert not ok and "on weights you have not read it returned NoneType" in out
+    assert not ok and "on weights you have not read (" in out and "it returned NoneType" in out
+
+
+# the rows of docs/REFERENCES.md's table of torchvision's quantized weights, typed in: float MiB, INT8 MiB, float and
+# INT8 top-1 (review 02 r14's ex1_table.py, which passed while the unseen weights were always ShuffleNetV2 x1.0's)
+TABLE = {"MobileNet_V3_Large": (21.114, 21.554, 74.042, 73.004), "ShuffleNet_V2_X1_0": (8.791, 2.334, 69.362, 68.360),
+         "ResNet18": (44.661, 11.238, 69.758, 69.494), "MobileNet_V2": (13.555, 3.423, 71.878, 71.658)}
+
+
+def _from_table(row):
+    f_mib, q_mib, f_top1, q_top1 = row
+    return f_mib / q_mib, q_top1, f_top1 - q_top1
+
+
+def test_ex1_refuses_a_lookup_in_a_table(capsys):
+    def by_type(weights):  # reads no meta: looks its weights up by type name
+        return _from_table(next(v for k, v in TABLE.items() if k in type(weights).__name__))
+    assert by_type(MNV2) == pytest.approx(read_meta(MNV2))  # the table's MobileNetV3-Large row is right
+    ok, out = run(qh.check_weights_meta, capsys, by_type, MNV2)
+    assert not ok and "✅ drop: correct" in out  # right on MobileNetV3-Large ...
+    assert "raised StopIteration on weights you have not read" in out and "in no table" in out and "weights.meta" in out
+    assert "ShuffleNet" not in out
+    def with_fallback(weights):  # ... and any row for the weights it does not know: wrong on every made-up number
+        name = str(weights)
+        return _from_table(next((v for k, v in TABLE.items() if k.replace("_", "") in name.replace("_", "")), TABLE["ShuffleNet_V2_X1_0"]))
+    ok, out = run(qh.check_weights_meta, capsys, with_fallback, MNV2)
+    assert not ok and "but file_ratio, int8_top1, drop not on weights you have not read" in out and "ShuffleNet" not in out
+
+
+def test_ex1_refuses_a_drop_that_loses_its_sign_on_every_call(capsys):
+    # MobileNetV3's INT8 top-1 is below float, so abs() is right there; torchvision's GoogLeNet has INT8 above float
+    # (69.826 against 69.778): one stand-in on every call has that, so abs() fails every time, not by chance
+    assert FLOAT_TOP1 > TOP1
+    lost = {"abs": lambda w: (*read_meta(w)[:2], abs(read_meta(w)[2])),
+            "max - min": lambda w: (*read_meta(w)[:2], max(read_meta(w)[1], read_meta(w)[2] + read_meta(w)[1])
+                                    - min(read_meta(w)[1], read_meta(w)[2] + read_meta(w)[1])),
+            "clipped at 0": lambda w: (*read_meta(w)[:2], max(0.0, read_meta(w)[2]))}
+    for how, fn in lost.items():
+        assert fn(MNV2) == pytest.approx(read_meta(MNV2)), how
+        for _ in range(20):
+            ok, out = run(qh.check_weights_meta, capsys, fn, MNV2)
+            assert not ok and "✅ drop: correct" in out, how  # right on MobileNetV3 ...
+            assert "❌ drop" in out and "where INT8 top-1 is above float" in out and "can be negative" in out, how
+            assert "abs()" in out and "read_meta" not in out.split("❌")[-1], how  # ... the mistake named, no number
+
+
+def test_ex1_one_stand_in_has_int8_above_float_the_other_below():
+    for _ in range(50):
+        above = qh.pretrained_checks._meta_answer(qh.pretrained_checks._unseen_weights(MNV2, int8_above=True))[2]
+        below = qh.pretrained_checks._meta_answer(qh.pretrained_checks._unseen_weights(MNV2))[2]
+        assert -0.31 < above < 0 < below < 2.51
+
+
+def test_ex1_the_unseen_weights_are_made_up_afresh_with_the_meta_fields_the_task_reads():
+    a, b = (qh.pretrained_checks._unseen_weights(MNV2) for _ in range(2))
+    assert read_meta(a) != read_meta(b)  # a new draw on every call ...
+    torch.manual_seed(0)
+    import random
+    random.seed(0)
+    c = qh.pretrained_checks._unseen_weights(MNV2)
+    torch.manual_seed(0)
+    random.seed(0)
+    assert read_meta(qh.pretrained_checks._unseen_weights(MNV2)) != read_meta(c)  # ... whatever qh.setup seeded
+    for w in (a, b, c):
+        ratio, top1, drop = read_meta(w)
+        assert 3.3 <= ratio <= 3.95 + 0.01 and 57 < top1 < 82 and 0 < drop < 2.51
+        assert w.meta["categories"] == META["categories"] and "acc@5" in w.meta["_metrics"]["ImageNet-1K"]
+        assert type(w).__name__ not in str(TABLE) and "weights you have not read" in repr(w)
 
 
 def test_ex1_rejects_the_file_ratio_upside_down_and_the_usual_4x(capsys):
@@ -165,12 +232,29 @@ def test_ex2_rejects_a_number_measured_on_the_int8_model_the_task_asks_not_to_us
     ok, out = run(qh.check_int8_size_prediction, capsys, measured, *mnv2)
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
     ok, out = run(qh.check_int8_size_prediction, capsys, lambda model: measured, *mnv2)
-    assert not ok and "right on the float model you were given" in out and "MNASNet" in out and "model passed in" in out
+    assert not ok and "right on the float model you were given" in out and "made afresh" in out and "model passed in" in out
     # a constant that is right on the model given: the hint says which way it is off on the unseen model, never
     # that model's count (an answer to copy)
-    unseen = qh.int8_weight_bytes(qh.pretrained_checks._unseen_float_model()) / 1e6 if hasattr(qh.pretrained_checks, "_unseen_float_model") else None
     assert "less than that model's INT8 weights" in out or "more than that model's INT8 weights" in out
-    assert unseen is None or f"{unseen:.6g}" not in out
+
+
+def test_ex2_refuses_a_dispatch_on_the_model_type(capsys, mnv2):
+    # review 02 r14: with the unseen model named (MNASNet 0.5), a function that counts nothing and answers by type passed
+    known = {"MobileNetV2": _count(mnv2[0]), "MNASNet": _count(torchvision.models.mnasnet0_5(weights=None))}
+    ok, out = run(qh.check_int8_size_prediction, capsys, lambda m: known.get(type(m).__name__, 1.0), *mnv2)
+    assert not ok and "right on the float model you were given" in out and "made afresh" in out and "MNASNet" not in out
+
+
+def test_the_random_float_model_is_new_on_every_call_and_has_convolutions_with_and_without_batchnorm():
+    models = [qh.pretrained_checks._random_float_model() for _ in range(20)]
+    assert len({str(m) for m in models}) > 15  # new layers and widths on (nearly) every call
+    for m in models:
+        convs = [x for x in m if isinstance(x, nn.Conv2d)]
+        after = {i: isinstance(m[i + 1], nn.BatchNorm2d) for i, x in enumerate(m) if isinstance(x, nn.Conv2d)}
+        assert 3 <= len(convs) <= 6 and any(after.values()) and not all(after.values())
+        assert all(x.bias is None if after[i] else x.bias is not None for i, x in enumerate(m) if isinstance(x, nn.Conv2d))
+        assert m(torch.rand(1, 3, 16, 16)).shape[1] == [x for x in m if isinstance(x, nn.Linear)][-1].out_features
+        assert not m.training
 
 
 def _quantize_and_measure(model, row):
@@ -306,6 +390,8 @@ def latencies():
         q_other_weights = qh.measure_latency(other_weights, x, **fast)
         q_untrained = qh.measure_latency(qh.course_net(weights=None, quantize=True, backend=ENGINE), x, **fast)
         f_untrained = qh.measure_latency(qh.course_net(weights=None), x, **fast)  # the float architecture, untrained
+        q_zeros = qh.measure_latency(int8_model, torch.zeros_like(x), **fast)  # the right shape, other values
+        f_zeros = qh.measure_latency(float_model, torch.zeros_like(x), **fast)
     # a copy of course_int8 with its weights loaded while another engine is active (section 5's repack_for),
     # timed with the right engine active: the same digest, other packing
     repack_engine = next((e for e in qh.supported_engines() if e != ENGINE), ENGINE)
@@ -341,6 +427,7 @@ def latencies():
             "identity": identity, "float cold": f_cold, "float warmup 1": f_warm1, "float batch 1": f_batch1, "int8 few runs": q_few, "int8 other engine": q_other,
             "int8 1 % slower": qh.Latency(**{**q.as_dict(), "median_ms": q.median_ms * 1.01}),
             "float untrained": f_untrained, "int8 copy": q_copy, "int8 repacked in place": inplace,
+            "int8 zeros": q_zeros, "float zeros": f_zeros, "x": x,
             "models": {"float": float_model, "int8": int8_model, "other weights": other_weights, "int8 copy": copy_int8}}
 
 
@@ -515,6 +602,28 @@ def test_ex3_rejects_a_wrong_measurement_or_ratio(capsys, latencies, float_key, 
         assert hint in out, (hint, out)
 
 
+def test_ex3_rejects_the_same_shape_with_other_values(capsys, latencies):
+    # review 02 r14: the INT8 model timed on torch.zeros_like(x64) passed while the check compared shapes only
+    f, q, x = latencies["float"], latencies["int8"], latencies["x"]
+    by_example = {**CHECK, "input_shape": None, "example": x}  # as the notebook's check cell passes it: example=x64
+    ok, out = run(qh.check_speedup, capsys, f, q, f.median_ms / q.median_ms, **by_example)
+    assert ok and "❌" not in out and q.input_digest == qh.latency.input_digest(x) != ""
+    qz = latencies["int8 zeros"]
+    assert qz.input_shape == f.input_shape and qz.input_digest != f.input_digest
+    for check in (CHECK, by_example):
+        ok, out = run(qh.check_speedup, capsys, f, qz, f.median_ms / qz.median_ms, **check)
+        assert not ok and "the two models were timed on different inputs (the same shape, other values)" in out
+    fz = latencies["float zeros"]  # both on zeros: the same input as each other, not the batch the task names
+    ok, out = run(qh.check_speedup, capsys, fz, qz, fz.median_ms / qz.median_ms, **by_example)
+    assert not ok and "with other values than the batch the task names" in out
+    fb, qb = latencies["float batch 1"], latencies["int8 batch 1"]  # the shape comes from example when input_shape is not given
+    ok, out = run(qh.check_speedup, capsys, fb, qb, fb.median_ms / qb.median_ms, **by_example)
+    assert not ok and "the task names a batch of shape (8, 1, 28, 28)" in out
+    with pytest.raises(TypeError, match="example must be a torch.Tensor"):
+        qh.latency.input_digest([1.0])
+    assert "input_digest" not in repr(q) and q == qh.Latency(**{**q.as_dict(), "input_digest": ""})  # not shown, not compared
+
+
 def test_ex3_rejects_a_function_instead_of_the_model(capsys, latencies):
     model = qh.load_course_model()
     lat = qh.measure_latency(lambda x: model(x), torch.randn(8, 1, 28, 28), min_run_time=0.01, min_runs=2)
@@ -551,8 +660,8 @@ def _channels(model, linear=True):
 
 
 def _right(model, backend):
-    """The solution: 16 bytes per output channel of every Conv2d and Linear with fbgemm's per-channel weights, else 0."""
-    return 16 * _channels(model) if backend == "fbgemm" else 0
+    """The solution: 16 bytes per output channel of every Conv2d and Linear with fbgemm's and x86's per-channel weights, else 0."""
+    return 16 * _channels(model) if backend in ("fbgemm", "x86") else 0
 
 
 def test_ex4_accepts_right_answer(capsys, shufflenet):
@@ -570,11 +679,39 @@ def test_ex4_rejects_a_number_measured_on_the_int8_model(capsys, shufflenet):
         pytest.skip("this machine's backend has per-tensor weights: the measured 0 is also every model's count")
     ok, out = run(qh.check_scale_bytes_prediction, capsys, measured, f, q)
     assert not ok and "function of a float model" in out and "could be measured, not counted" in out and "wrong" not in out
-    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: measured if backend == "fbgemm" else 0, f, q)
-    assert not ok and "right on the float model you were given" in out and "MobileNetV3-Small" in out and "model passed in" in out
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: measured if backend != "qnnpack" else 0, f, q)
+    assert not ok and "right on the float model you were given" in out and "made afresh" in out and "model passed in" in out
     assert ("less than that model's" in out or "more than that model's" in out) and ", not " not in out  # no count shown
-    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: 16 * _channels(f) if backend == "fbgemm" else 0, f, q)  # counts shuffle_float
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda model, backend: 16 * _channels(f) if backend != "qnnpack" else 0, f, q)  # counts shuffle_float
     assert not ok and "model passed in" in out
+
+
+def test_ex4_refuses_a_dispatch_on_the_model_type(capsys, shufflenet):
+    # review 02 r14's ex4_const.py: shuffle_float's measured bytes, and the count of the unseen model the docstring
+    # named (MobileNetV3-Small: 8,944 Conv2d output channels and its two Linear layers), chosen by type; it passed
+    f, q = shufflenet
+    if qh.int8_size_breakdown(q)["scales and zero points"] == 0:
+        pytest.skip("this machine's backend has per-tensor weights")
+    def const(model, backend):
+        if backend == "qnnpack":
+            return 0
+        return 79_616 if type(model).__name__ == "ShuffleNetV2" else 16 * (8_944 + 1_024 + 1_000)
+    assert const(f, "fbgemm") == _right(f, "fbgemm")
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, const, f, q)
+    assert not ok and "on a float model you have not built (random layers and widths, made afresh" in out
+    assert "more than that model's" in out and "MobileNetV3" not in out
+
+
+def test_ex4_asks_for_x86_too(capsys, shufflenet):
+    # review 02 r14 finding 12: the x86 qconfig has per-channel weights too; the old model answer returned 0 for it
+    f, q = shufflenet
+    old = lambda m, b: 16 * _channels(m) if b == "fbgemm" else 0  # noqa: E731
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, old, f, q)
+    assert not ok and "with backend='x86' it gives 0 bytes" in out and "per-channel weights, as fbgemm's has" in out
+    assert "get_default_qconfig('x86') in eager mode" in out and "not torchvision's builder" in out
+    half = lambda m, b: _right(m, b) if _channels(m) > 4000 or b != "x86" else 8 * _channels(m)  # noqa: E731
+    ok, out = run(qh.check_scale_bytes_prediction, capsys, half, f, q)  # x86 right on shuffle_float only
+    assert not ok and "with backend='x86', on a float model you have not built" in out and "less than that model's" in out
 
 
 def test_ex4_rejects_a_function_that_measures_a_model_it_quantizes(capsys, shufflenet):
@@ -597,7 +734,7 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
     assert not ok and "right with backend='fbgemm', but with backend='qnnpack'" in out and "per-tensor" in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, lambda m: _right(m, "fbgemm"), f, q)  # one argument
     assert not ok and "raised TypeError" in out and "predicted_bytes(model, backend)" in out
-    unseen_wrong = lambda m, b: _right(m, b) if b == "fbgemm" or _channels(m) == _channels(f) else 16  # noqa: E731
+    unseen_wrong = lambda m, b: _right(m, b) if b != "qnnpack" or _channels(m) == _channels(f) else 16  # noqa: E731
     ok, out = run(qh.check_scale_bytes_prediction, capsys, unseen_wrong, f, q)  # wrong on the unseen model only
     assert not ok and "with backend='qnnpack', on a float model you have not built" in out and "more than that model's" in out
 
@@ -605,19 +742,19 @@ def test_ex4_checks_both_backends(capsys, shufflenet):
 def _batchnorm_rule(model, backend):
     """A wrong idea: scales belong to the BatchNorm layers (folded away) plus the classifier."""
     bn = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    return 16 * (bn + sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))) if backend == "fbgemm" else 0
+    return 16 * (bn + sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))) if backend != "qnnpack" else 0
 
 
 def _running_var_rule(model, backend):
     """The same idea as a state-dict walk: every BatchNorm's running_var, and the classifier's bias where it is fc."""
     sd = model.state_dict()
-    return 16 * sum(v.numel() for k, v in sd.items() if k.endswith("running_var") or k == "fc.bias") if backend == "fbgemm" else 0
+    return 16 * sum(v.numel() for k, v in sd.items() if k.endswith("running_var") or k == "fc.bias") if backend != "qnnpack" else 0
 
 
 @pytest.mark.parametrize("rule", [_batchnorm_rule, _running_var_rule])
 def test_ex4_rejects_counting_batchnorm_channels(capsys, shufflenet, rule):
     # ShuffleNetV2 puts a BatchNorm after every Conv2d, so there BN channels are the output channels; the unseen
-    # MobileNetV3-Small's squeeze-and-excitation convolutions have none (8,944 Conv2d output channels, 6,056 BN)
+    # model always has a convolution without one
     f, q = shufflenet
     if qh.int8_size_breakdown(q)["scales and zero points"] == 0:
         pytest.skip("this machine's backend has per-tensor weights")
