@@ -326,6 +326,8 @@ def test_eager_ptq_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the
         warnings.simplefilter("ignore")
         fused = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
         unfused = ptq(model, calib, "x86")  # no fuse_groups, no fuse_model: the BatchNorms stay
+    assert unfused.quantization_report.notes[-1].startswith("nothing was fused"), unfused.quantization_report.notes
+    assert not any(note.startswith("nothing was fused") for note in fused.notes)
     assert [unfused.b1.scale, unfused.b2.scale] == [6 / 127] * 2  # 7-bit, as x86's activations (reduce_range) and unfused.c1.scale != 6 / 255
     # the [0, 6] range on the conv, before the BatchNorm, clamped what the BatchNorm then moves: about 13 dB here
     report = unfused.quantization_report
@@ -336,6 +338,37 @@ class FunctionalReLU6Net(ReLU6Net):
     def forward(self, x):
         x = F.relu6(self.b1(self.c1(self.quant(x))))
         return self.dequant(self.fc(self.r2(self.b2(self.c2(x))).mean((2, 3))))
+
+
+class ClampNet(nn.Module):
+    """Conv, ``x.clamp(0, 6)`` (a common way to write ReLU6), conv: torch's quantized clamp, as relu6's."""
+
+    def __init__(self, untraceable=False):
+        super().__init__()
+        self.quant, self.dequant, self.untraceable = QuantStub(), DeQuantStub(), untraceable
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 8, 3)
+
+    def forward(self, x):
+        y = self.c1(self.quant(x))
+        if not self.untraceable or x.sum() > -1e9:  # data-dependent control flow: torch.fx cannot trace it
+            y = y.clamp(0, 6)
+        return self.dequant(self.c2(y))
+
+
+def _recipe_module(prefix: str, tmp_path):
+    """Notebook ``prefix``'s recipe cell as an imported module: torch.jit.script reads its classes' source."""
+    import importlib.util
+    import sys
+
+    path = next(p for p in notebook_paths() if p.name.startswith(prefix))
+    cell = next(c for c in json.loads(path.read_text())["cells"] if "recipe" in c["metadata"].get("tags", []))
+    file = tmp_path / f"recipe_{prefix}.py"
+    file.write_text("".join(cell["source"]))
+    spec = importlib.util.spec_from_file_location(f"recipe_{prefix}_{tmp_path.name}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _qnnpack_or_skip():
@@ -374,6 +407,64 @@ def test_eager_ptq_relu6_on_qnnpack_is_right_and_its_range_follows_the_qconfig(r
     assert [int8.c1.scale, int8.c2.scale] == pytest.approx([6 / 255] * 2)  # qnnpack's activations are 8-bit: so is the fixed range
     report = int8.quantization_report
     assert (report.quantized, report.quantizable) == (3, 3) and report.sqnr_db > 25 and report.sqnr_db > x86.sqnr_db - 6, (report, x86)
+
+
+def test_eager_recipes_refuse_a_functional_clamp_on_qnnpack(recipes):
+    """x.clamp(0, 6) runs the same quantized clamp kernel as relu6: wrong on qnnpack for a conv's output (about -2 dB)."""
+    _qnnpack_or_skip()
+    ptq, qat = recipes["03"]["post_training_quantize"], recipes["04"]["qat_finetune"]
+    calib = images(scale=3.0)
+    data = labelled(calib)
+    torch.manual_seed(0)
+    model = ClampNet().eval()
+    needles = ("torch's quantized clamp (relu6, hardtanh, clamp) on qnnpack", "channels_last", "nn.ReLU6", "x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raises(lambda: ptq(model, calib, "qnnpack"), ValueError, *needles)
+        raises(lambda: qat(model, data, epochs=1, lr=0.0, engine="qnnpack"), ValueError, *needles)
+        x86 = ptq(model, calib, "x86").quantization_report
+        assert x86.sqnr_db > 20 and x86.notes == [], x86  # x86's clamp is right: nothing to refuse
+        untraceable = ClampNet(untraceable=True).eval()
+        untraceable.load_state_dict(model.state_dict())
+    with pytest.warns(UserWarning, match="cannot trace"):
+        report = ptq(untraceable, calib, "qnnpack").quantization_report
+    assert report.notes and report.notes[0].startswith("not traceable by torch.fx"), report.notes
+
+
+def test_eager_ptq_qnnpack_fix_survives_torchscript_and_a_state_dict_reload(recipes, tmp_path):
+    """The contiguous input is part of the structure: torch.jit.script keeps it, and so does a skeleton the recipe builds."""
+    _qnnpack_or_skip()
+    recipe = _recipe_module("03", tmp_path)
+    calib = images(scale=3.0)
+    groups = [["c1", "b1"], ["c2", "b2"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = refreshed(ReLU6Net(), calib)
+        int8 = recipe.post_training_quantize(model, calib, "qnnpack", fuse_groups=groups)
+        skeleton = recipe.post_training_quantize(model, calib[:1], "qnnpack", fuse_groups=groups)  # as the docstring says
+        hand_built = copy.deepcopy(model)  # notebook 03's own route: fuse, qconfig, prepare, convert, then the wrapper
+        fuse_modules(hand_built, groups, inplace=True)
+        hand_built.qconfig = torch.ao.quantization.QConfig(  # the recipe's, on qnnpack
+            activation=torch.ao.quantization.HistogramObserver.with_args(dtype=torch.quint8),
+            weight=torch.ao.quantization.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
+        before, torch.backends.quantized.engine = torch.backends.quantized.engine, "qnnpack"
+        try:
+            torch.ao.quantization.prepare(hand_built, inplace=True)
+            hand_built(calib[0])
+            torch.ao.quantization.convert(hand_built, inplace=True)
+            recipe.contiguous_clamps(hand_built, "qnnpack")
+            skeleton.load_state_dict(int8.state_dict())  # under the engine that runs it: loading packs the weights for it
+            hand_built.load_state_dict(int8.state_dict())
+            scripted = torch.jit.script(int8)
+            with torch.no_grad():
+                ref, expected = model(calib[0]), int8(calib[0])
+                outs = [scripted(calib[0]), skeleton(calib[0]), hand_built(calib[0])]
+        finally:
+            torch.backends.quantized.engine = before
+    assert int8.quantization_report.sqnr_db > 25
+    for route, out in zip(("torch.jit.script", "the recipe's skeleton", "a hand-built skeleton"), outs):
+        assert torch.equal(out, expected), route
+    assert recipe._sqnr_db(ref, outs[0]) == int8.quantization_report.sqnr_db
 
 
 def test_relu6_range_top_code_follows_the_activation_observer(recipes):
@@ -432,7 +523,22 @@ def test_qat_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(
         unfused = qat(model, data, epochs=1, lr=0.0)
     # the fixed [0, 6] range sits on the BatchNorm's output, which the ReLU6 clamps, not on the conv's before it
     assert [unfused.b1.scale, unfused.b2.scale] == [6 / 127] * 2  # 7-bit, as x86's activations (reduce_range) and unfused.c1.scale != 6 / 255
-    assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes
+    assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes + [
+        "nothing was fused (no fuse_groups, no fuse_model): each BatchNorm stays a separate op; "
+        "fuse Conv-BN(-ReLU) groups for accuracy and speed"]
+
+
+def test_qat_freezes_an_unfused_batchnorm_too(recipes):
+    """freeze_bn_stats acts on fused ConvBn only: the recipe puts an unfused BatchNorm in eval mode at the same epoch."""
+    qat = recipes["04"]["qat_finetune"]
+    data = labelled(images(scale=3.0))
+    model = refreshed(ReLU6Net(), [x for x, _ in data])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=0)  # no fusion: b1, b2 stay BatchNorms
+        moved = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=1)
+    assert torch.equal(int8.b1.running_mean, model.b1.running_mean)
+    assert not torch.equal(moved.b1.running_mean, model.b1.running_mean)
 
 
 def test_qat_relu6_on_qnnpack_is_right(recipes):
