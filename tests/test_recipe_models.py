@@ -223,6 +223,46 @@ def test_pt2e_lstm_and_transformer_report_what_stays_float(recipes):
     assert len(report.left_float) == 4 and all("attention" in why for why in report.left_float.values())
 
 
+class Conv1dNet(nn.Module):
+    """Two Conv1d and a Linear head: X86InductorQuantizer annotates 2-D convolutions only."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv1d(4, 8, 3), nn.Conv1d(8, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean(-1))
+
+
+class TransposedNet(nn.Module):
+    """A decoder-like stack: one Conv2d, three ConvTranspose2d, a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.fc = nn.Conv2d(4, 8, 3), nn.Linear(8, 4)
+        self.t1, self.t2, self.t3 = nn.ConvTranspose2d(8, 8, 3), nn.ConvTranspose2d(8, 8, 3), nn.ConvTranspose2d(8, 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.t3(self.t2(torch.relu(self.t1(torch.relu(self.a(x)))))).mean((-1, -2)))
+
+
+def test_pt2e_counts_conv1d_and_transposed_convolutions_it_leaves_float(recipes):
+    x86, xnnpack = recipes["05"]["quantize_pt2e_x86"], recipes["08"]["quantize_for_xnnpack"]
+    torch.manual_seed(0)
+    seqs = [torch.randn(8, 4, 16) for _ in range(2)]
+    with pytest.warns(UserWarning, match="2 Conv1d/Conv3d/transposed convolutions stay float"):
+        report = x86(Conv1dNet().eval(), (seqs[0][:2],), seqs).quantization_report
+    assert (report.quantized, report.quantizable) == (1, 3), report
+    assert all("2-D (not transposed)" in report.left_float[n] for n in ("a", "b")) and report.notes, report
+    maps = [torch.randn(8, 4, 10, 10) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = x86(TransposedNet().eval(), (maps[0][:2],), maps).quantization_report
+        assert (report.quantized, report.quantizable) == (2, 5) and len(report.left_float) == 3, report
+        report = xnnpack(TransposedNet().eval(), (maps[0][:2],), maps).quantization_report
+    assert (report.quantized, report.quantizable) == (5, 5) and report.sqnr_db > 25, report
+
+
 def test_pt2e_refuses_no_data_and_a_model_without_layers(recipes):
     quantize = recipes["05"]["quantize_pt2e_x86"]
     x = images(1)[0]
