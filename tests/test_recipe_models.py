@@ -607,8 +607,9 @@ def test_weight_only_leaves_attention_out_proj_float_and_the_transformer_runs(re
     model, x = TransformerClassifier().eval(), torch.randn(4, 12, 16)
     names = weight_only(model, example_inputs=(x,))
     report = model.quantization_report
-    assert len(names) == 6 and (report.quantized, report.quantizable) == (6, 8)
-    assert all("out_proj" in name for name in report.left_float) and report.sqnr_db > 30
+    assert len(names) == 6 and (report.quantized, report.quantizable) == (6, 10)  # 2 layers: in_proj_weight, out_proj
+    assert sorted(name.rsplit(".", 1)[-1] for name in report.left_float) == ["in_proj_weight"] * 2 + ["out_proj"] * 2
+    assert report.sqnr_db > 30
     with torch.no_grad():
         model(x)  # F.multi_head_attention_forward reads out_proj.weight itself: it must still be a float Parameter
     model.train()
@@ -621,6 +622,7 @@ def test_weight_only_lstm_and_mobilenet(recipes):
     lstm = LSTMClassifier().eval()
     assert weight_only(lstm, example_inputs=(torch.randint(0, 100, (4, 12)),)) == ["fc"]
     assert "quantize_dynamic" in lstm.quantization_report.left_float["lstm"]
+    assert "quantize_dynamic" not in lstm.quantization_report.left_float["embedding"]
     mobilenet = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).eval()
     weight_only(mobilenet, example_inputs=(images(1)[0],))
     assert (mobilenet.quantization_report.quantized, mobilenet.quantization_report.quantizable) == (2, 2)
