@@ -626,6 +626,10 @@ def test_weight_only_lstm_and_mobilenet(recipes):
     mobilenet = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).eval()
     weight_only(mobilenet, example_inputs=(images(1)[0],))
     assert (mobilenet.quantization_report.quantized, mobilenet.quantization_report.quantizable) == (2, 2)
+    tied = nn.ModuleDict({"emb": nn.Embedding(100, 32), "head": nn.Linear(32, 100), "fc": nn.Linear(32, 32)})
+    tied.head.weight = tied.emb.weight  # an LM-style tie: quantizing the head would untie it
+    assert weight_only(tied) == ["fc"] and tied.head.weight is tied.emb.weight
+    assert "tied" in tied.quantization_report.left_float["head"]
     thin = nn.ModuleList([nn.Linear(32, 32), nn.Linear(8, 4096)])  # most of the weights in a layer with 8 inputs
     with pytest.warns(UserWarning, match="leaves most Linear weights float"):
         assert weight_only(thin, min_features=16) == ["0"]
