@@ -223,6 +223,46 @@ def test_pt2e_lstm_and_transformer_report_what_stays_float(recipes):
     assert len(report.left_float) == 4 and all("attention" in why for why in report.left_float.values())
 
 
+class Conv1dNet(nn.Module):
+    """Two Conv1d and a Linear head: X86InductorQuantizer annotates 2-D convolutions only."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv1d(4, 8, 3), nn.Conv1d(8, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean(-1))
+
+
+class TransposedNet(nn.Module):
+    """A decoder-like stack: one Conv2d, three ConvTranspose2d, a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.fc = nn.Conv2d(4, 8, 3), nn.Linear(8, 4)
+        self.t1, self.t2, self.t3 = nn.ConvTranspose2d(8, 8, 3), nn.ConvTranspose2d(8, 8, 3), nn.ConvTranspose2d(8, 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.t3(self.t2(torch.relu(self.t1(torch.relu(self.a(x)))))).mean((-1, -2)))
+
+
+def test_pt2e_counts_conv1d_and_transposed_convolutions_it_leaves_float(recipes):
+    x86, xnnpack = recipes["05"]["quantize_pt2e_x86"], recipes["08"]["quantize_for_xnnpack"]
+    torch.manual_seed(0)
+    seqs = [torch.randn(8, 4, 16) for _ in range(2)]
+    with pytest.warns(UserWarning, match="2 Conv1d/Conv3d/transposed convolutions stay float"):
+        report = x86(Conv1dNet().eval(), (seqs[0][:2],), seqs).quantization_report
+    assert (report.quantized, report.quantizable) == (1, 3), report
+    assert all("2-D (not transposed)" in report.left_float[n] for n in ("a", "b")) and report.notes, report
+    maps = [torch.randn(8, 4, 10, 10) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = x86(TransposedNet().eval(), (maps[0][:2],), maps).quantization_report
+        assert (report.quantized, report.quantizable) == (2, 5) and len(report.left_float) == 3, report
+        report = xnnpack(TransposedNet().eval(), (maps[0][:2],), maps).quantization_report
+    assert (report.quantized, report.quantizable) == (5, 5) and report.sqnr_db > 25, report
+
+
 def test_pt2e_refuses_no_data_and_a_model_without_layers(recipes):
     quantize = recipes["05"]["quantize_pt2e_x86"]
     x = images(1)[0]
@@ -326,6 +366,8 @@ def test_eager_ptq_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the
         warnings.simplefilter("ignore")
         fused = ptq(model, calib, "x86", fuse_groups=[["c1", "b1"], ["c2", "b2"]]).quantization_report
         unfused = ptq(model, calib, "x86")  # no fuse_groups, no fuse_model: the BatchNorms stay
+    assert unfused.quantization_report.notes[-1].startswith("nothing was fused"), unfused.quantization_report.notes
+    assert not any(note.startswith("nothing was fused") for note in fused.notes)
     assert [unfused.b1.scale, unfused.b2.scale] == [6 / 127] * 2  # 7-bit, as x86's activations (reduce_range) and unfused.c1.scale != 6 / 255
     # the [0, 6] range on the conv, before the BatchNorm, clamped what the BatchNorm then moves: about 13 dB here
     report = unfused.quantization_report
@@ -336,6 +378,37 @@ class FunctionalReLU6Net(ReLU6Net):
     def forward(self, x):
         x = F.relu6(self.b1(self.c1(self.quant(x))))
         return self.dequant(self.fc(self.r2(self.b2(self.c2(x))).mean((2, 3))))
+
+
+class ClampNet(nn.Module):
+    """Conv, ``x.clamp(0, 6)`` (a common way to write ReLU6), conv: torch's quantized clamp, as relu6's."""
+
+    def __init__(self, untraceable=False):
+        super().__init__()
+        self.quant, self.dequant, self.untraceable = QuantStub(), DeQuantStub(), untraceable
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 8, 3)
+
+    def forward(self, x):
+        y = self.c1(self.quant(x))
+        if not self.untraceable or x.sum() > -1e9:  # data-dependent control flow: torch.fx cannot trace it
+            y = y.clamp(0, 6)
+        return self.dequant(self.c2(y))
+
+
+def _recipe_module(prefix: str, tmp_path):
+    """Notebook ``prefix``'s recipe cell as an imported module: torch.jit.script reads its classes' source."""
+    import importlib.util
+    import sys
+
+    path = next(p for p in notebook_paths() if p.name.startswith(prefix))
+    cell = next(c for c in json.loads(path.read_text())["cells"] if "recipe" in c["metadata"].get("tags", []))
+    file = tmp_path / f"recipe_{prefix}.py"
+    file.write_text("".join(cell["source"]))
+    spec = importlib.util.spec_from_file_location(f"recipe_{prefix}_{tmp_path.name}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _qnnpack_or_skip():
@@ -374,6 +447,64 @@ def test_eager_ptq_relu6_on_qnnpack_is_right_and_its_range_follows_the_qconfig(r
     assert [int8.c1.scale, int8.c2.scale] == pytest.approx([6 / 255] * 2)  # qnnpack's activations are 8-bit: so is the fixed range
     report = int8.quantization_report
     assert (report.quantized, report.quantizable) == (3, 3) and report.sqnr_db > 25 and report.sqnr_db > x86.sqnr_db - 6, (report, x86)
+
+
+def test_eager_recipes_refuse_a_functional_clamp_on_qnnpack(recipes):
+    """x.clamp(0, 6) runs the same quantized clamp kernel as relu6: wrong on qnnpack for a conv's output (about -2 dB)."""
+    _qnnpack_or_skip()
+    ptq, qat = recipes["03"]["post_training_quantize"], recipes["04"]["qat_finetune"]
+    calib = images(scale=3.0)
+    data = labelled(calib)
+    torch.manual_seed(0)
+    model = ClampNet().eval()
+    needles = ("torch's quantized clamp (relu6, hardtanh, clamp) on qnnpack", "channels_last", "nn.ReLU6", "x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raises(lambda: ptq(model, calib, "qnnpack"), ValueError, *needles)
+        raises(lambda: qat(model, data, epochs=1, lr=0.0, engine="qnnpack"), ValueError, *needles)
+        x86 = ptq(model, calib, "x86").quantization_report
+        assert x86.sqnr_db > 20 and x86.notes == [], x86  # x86's clamp is right: nothing to refuse
+        untraceable = ClampNet(untraceable=True).eval()
+        untraceable.load_state_dict(model.state_dict())
+    with pytest.warns(UserWarning, match="cannot trace"):
+        report = ptq(untraceable, calib, "qnnpack").quantization_report
+    assert report.notes and report.notes[0].startswith("not traceable by torch.fx"), report.notes
+
+
+def test_eager_ptq_qnnpack_fix_survives_torchscript_and_a_state_dict_reload(recipes, tmp_path):
+    """The contiguous input is part of the structure: torch.jit.script keeps it, and so does a skeleton the recipe builds."""
+    _qnnpack_or_skip()
+    recipe = _recipe_module("03", tmp_path)
+    calib = images(scale=3.0)
+    groups = [["c1", "b1"], ["c2", "b2"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = refreshed(ReLU6Net(), calib)
+        int8 = recipe.post_training_quantize(model, calib, "qnnpack", fuse_groups=groups)
+        skeleton = recipe.post_training_quantize(model, calib[:1], "qnnpack", fuse_groups=groups)  # as the docstring says
+        hand_built = copy.deepcopy(model)  # notebook 03's own route: fuse, qconfig, prepare, convert, then the wrapper
+        fuse_modules(hand_built, groups, inplace=True)
+        hand_built.qconfig = torch.ao.quantization.QConfig(  # the recipe's, on qnnpack
+            activation=torch.ao.quantization.HistogramObserver.with_args(dtype=torch.quint8),
+            weight=torch.ao.quantization.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
+        before, torch.backends.quantized.engine = torch.backends.quantized.engine, "qnnpack"
+        try:
+            torch.ao.quantization.prepare(hand_built, inplace=True)
+            hand_built(calib[0])
+            torch.ao.quantization.convert(hand_built, inplace=True)
+            recipe.contiguous_clamps(hand_built, "qnnpack")
+            skeleton.load_state_dict(int8.state_dict())  # under the engine that runs it: loading packs the weights for it
+            hand_built.load_state_dict(int8.state_dict())
+            scripted = torch.jit.script(int8)
+            with torch.no_grad():
+                ref, expected = model(calib[0]), int8(calib[0])
+                outs = [scripted(calib[0]), skeleton(calib[0]), hand_built(calib[0])]
+        finally:
+            torch.backends.quantized.engine = before
+    assert int8.quantization_report.sqnr_db > 25
+    for route, out in zip(("torch.jit.script", "the recipe's skeleton", "a hand-built skeleton"), outs):
+        assert torch.equal(out, expected), route
+    assert recipe._sqnr_db(ref, outs[0]) == int8.quantization_report.sqnr_db
 
 
 def test_relu6_range_top_code_follows_the_activation_observer(recipes):
@@ -432,7 +563,22 @@ def test_qat_relu6_after_an_unfused_batchnorm_clamps_the_batchnorm_not_the_conv(
         unfused = qat(model, data, epochs=1, lr=0.0)
     # the fixed [0, 6] range sits on the BatchNorm's output, which the ReLU6 clamps, not on the conv's before it
     assert [unfused.b1.scale, unfused.b2.scale] == [6 / 127] * 2  # 7-bit, as x86's activations (reduce_range) and unfused.c1.scale != 6 / 255
-    assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes
+    assert fused.sqnr_db > 25 and unfused.quantization_report.notes == fused.notes + [
+        "nothing was fused (no fuse_groups, no fuse_model): each BatchNorm stays a separate op; "
+        "fuse Conv-BN(-ReLU) groups for accuracy and speed"]
+
+
+def test_qat_freezes_an_unfused_batchnorm_too(recipes):
+    """freeze_bn_stats acts on fused ConvBn only: the recipe puts an unfused BatchNorm in eval mode at the same epoch."""
+    qat = recipes["04"]["qat_finetune"]
+    data = labelled(images(scale=3.0))
+    model = refreshed(ReLU6Net(), [x for x, _ in data])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=0)  # no fusion: b1, b2 stay BatchNorms
+        moved = qat(model, data, epochs=1, lr=0.0, freeze_bn_after=1)
+    assert torch.equal(int8.b1.running_mean, model.b1.running_mean)
+    assert not torch.equal(moved.b1.running_mean, model.b1.running_mean)
 
 
 def test_qat_relu6_on_qnnpack_is_right(recipes):
@@ -461,8 +607,9 @@ def test_weight_only_leaves_attention_out_proj_float_and_the_transformer_runs(re
     model, x = TransformerClassifier().eval(), torch.randn(4, 12, 16)
     names = weight_only(model, example_inputs=(x,))
     report = model.quantization_report
-    assert len(names) == 6 and (report.quantized, report.quantizable) == (6, 8)
-    assert all("out_proj" in name for name in report.left_float) and report.sqnr_db > 30
+    assert len(names) == 6 and (report.quantized, report.quantizable) == (6, 10)  # 2 layers: in_proj_weight, out_proj
+    assert sorted(name.rsplit(".", 1)[-1] for name in report.left_float) == ["in_proj_weight"] * 2 + ["out_proj"] * 2
+    assert report.sqnr_db > 30
     with torch.no_grad():
         model(x)  # F.multi_head_attention_forward reads out_proj.weight itself: it must still be a float Parameter
     model.train()
@@ -475,9 +622,14 @@ def test_weight_only_lstm_and_mobilenet(recipes):
     lstm = LSTMClassifier().eval()
     assert weight_only(lstm, example_inputs=(torch.randint(0, 100, (4, 12)),)) == ["fc"]
     assert "quantize_dynamic" in lstm.quantization_report.left_float["lstm"]
+    assert "quantize_dynamic" not in lstm.quantization_report.left_float["embedding"]
     mobilenet = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).eval()
     weight_only(mobilenet, example_inputs=(images(1)[0],))
     assert (mobilenet.quantization_report.quantized, mobilenet.quantization_report.quantizable) == (2, 2)
+    tied = nn.ModuleDict({"emb": nn.Embedding(100, 32), "head": nn.Linear(32, 100), "fc": nn.Linear(32, 32)})
+    tied.head.weight = tied.emb.weight  # an LM-style tie: quantizing the head would untie it
+    assert weight_only(tied) == ["fc"] and tied.head.weight is tied.emb.weight
+    assert "tied" in tied.quantization_report.left_float["head"]
     thin = nn.ModuleList([nn.Linear(32, 32), nn.Linear(8, 4096)])  # most of the weights in a layer with 8 inputs
     with pytest.warns(UserWarning, match="leaves most Linear weights float"):
         assert weight_only(thin, min_features=16) == ["0"]
