@@ -182,12 +182,12 @@ def test_ex4_accepts_right_answer(capsys):
 
 def test_ex4_a_range_holding_a_point_of_loss_is_a_hit_where_int8_lost_about_that(capsys):
     # holding float - 1 is refused only when INT8 lost less than that by more than the noise: here it lost 0.9
-    assert _judge((97.0, 99.0), FLOAT_ACC, 97.9)
-    assert _judge((96.8, 98.5), FLOAT_ACC, 98.1)  # 3 images above float - 1: the noise
+    assert _judge((97.6, 98.6), FLOAT_ACC, 97.9)
+    assert _judge((97.2, 98.2), FLOAT_ACC, 98.1)  # 3 images above float - 1: the noise
 
 
 @pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9, 99.0])
-@pytest.mark.parametrize("prediction", [(FLOAT_ACC - 0.7, FLOAT_ACC + 0.3), (98.0, FLOAT_ACC), (98.2, 99.3), (98.7, 99.3)])
+@pytest.mark.parametrize("prediction", [(FLOAT_ACC - 0.7, FLOAT_ACC + 0.3), (98.1, 98.9), (98.3, 99.3), (98.7, 99.3)])
 def test_ex4_accepts_a_range_reaching_float_on_every_engine(capsys, prediction, int8_acc):
     # calibration draws and engines put INT8 at 98.5-99.0 % against float 98.8 % (9 draws: x86 98.5-98.9, qnnpack
     # 98.8-99.0, docs/ANSWERS.md): a range that reaches float, at most
@@ -195,11 +195,11 @@ def test_ex4_accepts_a_range_reaching_float_on_every_engine(capsys, prediction, 
     assert _judge(prediction, FLOAT_ACC, int8_acc)
 
 
-@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9, 99.0])
-@pytest.mark.parametrize("prediction", [(FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), (96.8, FLOAT_ACC), (97.8, FLOAT_ACC), (97.3, 99.3)])
+@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8])
+@pytest.mark.parametrize("prediction", [(97.8, FLOAT_ACC), (97.9, FLOAT_ACC), (97.9, 98.9)])
 def test_ex4_rejects_a_range_that_also_holds_imagenets_loss(capsys, prediction, int8_acc):
-    # the old solution (float - 1.5, float + 0.5) and "at most 1-2 points" as a range: they reach float, but hold a
-    # loss of a point too, so they do not tell "loses like an ImageNet CNN" from "loses next to nothing"
+    # "at most 1-2 points" cut to the 1-point width: such a range reaches float, but holds a loss of a point too, so
+    # it does not tell "loses like an ImageNet CNN" from "loses next to nothing"
     out = rejected(capsys, _judge(prediction, FLOAT_ACC, int8_acc),
                    "also holds 97.8 %", "ImageNet's 1-2 points", "close calls", "Narrow the range")
     assert "correct" not in out
@@ -207,15 +207,15 @@ def test_ex4_rejects_a_range_that_also_holds_imagenets_loss(capsys, prediction, 
 
 def test_ex4_scores_the_first_prediction_a_second_range_is_refused(capsys):
     # the cell prints INT8 accuracy once a well-formed range is written: a range written after a miss is no prediction
-    rejected(capsys, qh.check_int8_accuracy_prediction((96.8, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "ImageNet's 1-2 points")
+    rejected(capsys, qh.check_int8_accuracy_prediction((97.8, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "ImageNet's 1-2 points")
     rejected(capsys, qh.check_int8_accuracy_prediction((98.3, 99.1), FLOAT_ACC, INT8_ACC),
-             "your first prediction, (96.8, 98.8), is the one scored", "ImageNet's 1-2 points", "Keep the first one")
-    rejected(capsys, qh.check_int8_accuracy_prediction((96.8, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "Narrow the range")  # same: same verdict
+             "your first prediction, (97.8, 98.8), is the one scored", "ImageNet's 1-2 points", "Keep the first one")
+    rejected(capsys, qh.check_int8_accuracy_prediction((97.8, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "Narrow the range")  # same: same verdict
     # a first hit leaves later ranges judged as usual; a blank is not remembered
     checks._FIRST_JUDGED.clear()
     rejected(capsys, qh.check_int8_accuracy_prediction(..., FLOAT_ACC, INT8_ACC), "not filled in yet")
     assert qh.check_int8_accuracy_prediction((98.3, 99.1), FLOAT_ACC, INT8_ACC)
-    rejected(capsys, qh.check_int8_accuracy_prediction((96.8, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "ImageNet's 1-2 points")
+    rejected(capsys, qh.check_int8_accuracy_prediction((97.8, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "ImageNet's 1-2 points")
 
 
 def test_ex4_rejects_predicting_a_loss_int8_does_not_have(capsys):
@@ -224,10 +224,10 @@ def test_ex4_rejects_predicting_a_loss_int8_does_not_have(capsys):
     rejected(capsys, _judge((97.5, 98.2), FLOAT_ACC, 98.6), "lose at least 0.6 points (6 test images)", "2 test images below float")
     # ... and is a hit when INT8 did lose that much (it holds the measurement)
     assert _judge((97.9, 98.5), FLOAT_ACC, 98.1)
-    assert _judge((96.8, 98.5), FLOAT_ACC, 96.8)
+    assert _judge((97.5, 98.5), FLOAT_ACC, 97.5)
 
 
-@pytest.mark.parametrize("prediction", [(98.1, 98.7), (98.0, 98.7), (97.95, 98.7), (98.0, 98.6), (97.85, 98.55), (97.9, 98.5)])
+@pytest.mark.parametrize("prediction", [(98.1, 98.7), (98.0, 98.7), (97.95, 98.7), (98.0, 98.6), (97.9, 98.7)])
 def test_ex4_rejects_a_range_holding_neither_float_nor_the_measurement(capsys, prediction):
     # review 00_r17 finding 2: (98.1, 98.7) passed with float and INT8 both at 98.8 %, a range predicting a loss of 1 to
     # 7 images, because its top was within the noise of the measurement; a hit must hold one of the two values
@@ -252,13 +252,35 @@ def test_ex4_a_range_below_float_is_a_hit_where_it_holds_the_measurement(capsys)
 
 
 def test_ex4_a_range_holding_float_may_miss_the_measurement_by_the_noise(capsys):
-    # the noise tolerance is for a range that holds float: the calibration draw moves INT8 by a few images
-    assert _judge((98.2, 98.8), FLOAT_ACC, 98.5)  # holds float, 3 images above the measurement
-    assert _judge((98.7, 99.3), FLOAT_ACC, 98.4)
-    rejected(capsys, _judge((98.7, 99.3), FLOAT_ACC, 98.3), "at least 98.7", "5 test images below float")
+    # the slack is for a range that holds float, half of what it is narrower than 1 point (review 00_r18 finding 1:
+    # a fixed slack let a wide range accept almost any measurement): 0.6 wide may miss by 2 images, 0.8 by 1, 1 by none
+    assert _judge((98.7, 99.3), FLOAT_ACC, 98.5)  # 0.6 wide, 2 images above the measurement
+    rejected(capsys, _judge((98.7, 99.3), FLOAT_ACC, 98.4), "at least 98.7", "4 test images below float")
+    assert _judge((98.5, 99.3), FLOAT_ACC, 98.4)  # 0.8 wide, 1 image
+    rejected(capsys, _judge((98.5, 99.3), FLOAT_ACC, 98.3), "at least 98.5", "5 test images below float")
+    assert _judge((98.3, 99.3), FLOAT_ACC, 98.3)  # 1 point wide: it must hold the measurement
+    rejected(capsys, _judge((98.3, 99.3), FLOAT_ACC, 98.2), "at least 98.3", "6 test images below float")
 
 
-@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9, 99.0])
+def test_ex4_the_accuracy_slack_is_half_of_what_a_range_is_narrower_than_a_point():
+    from qhelpers import int8_prediction_checks as ipc
+
+    assert ipc.ACC_WINDOW_PT == 1.0
+    widths = {w: ipc._acc_slack(98.0, 98.0 + w / 10) for w in (6, 7, 8, 9, 10)}
+    assert widths == {6: 0.2, 7: 0.1, 8: 0.1, 9: 0.0, 10: 0.0}
+    # no range accepts more than the window: width plus the slack on both sides is at most 1 point
+    assert all(w / 10 + 2 * slack <= ipc.ACC_WINDOW_PT + 1e-9 for w, slack in widths.items())
+
+
+@pytest.mark.parametrize("int8_acc", [97.7, 97.9, 99.4, 99.6])
+def test_ex4_the_reviews_wide_range_is_refused_before_measuring(capsys, int8_acc):
+    # review 00_r18 finding 1: (98.0, 99.3) passed for every INT8 accuracy from 97.7 to 99.6
+    rejected(capsys, qh.int8_prediction_ready((98.0, 99.3), FLOAT_ACC), "1.3 points wide predicts little", "at most 1 point wide")
+    out = rejected(capsys, _judge((98.0, 99.3), FLOAT_ACC, int8_acc), "predicts little", "at most 1 point wide")
+    assert "correct" not in out
+
+
+@pytest.mark.parametrize("int8_acc", [98.5, 98.6, 98.7, 98.8, 98.9])
 def test_ex4_rejects_the_imagenet_rule_moved_by_one_image(capsys, int8_acc):
     # review 00_r13 finding 4: (97.9, 98.9), "ImageNet loses 1-2 points, this model a bit under one", passed by one image
     rejected(capsys, _judge((97.9, 98.9), FLOAT_ACC, int8_acc), "also holds 97.8 % within one test image (it reaches 97.9 %)",
@@ -274,7 +296,8 @@ def test_ex4_a_bound_a_hundredth_short_of_a_point_of_loss_holds_it(capsys):
 def test_ex4_rejects_a_range_int8_beats_by_more_than_the_noise(capsys):
     # the range reaches float, but INT8 came out 4 images above float, 0.4 points above the range
     rejected(capsys, _judge((98.0, FLOAT_ACC), FLOAT_ACC, 99.2), "at most 98.8 %", "4 test images above float", "reach 0.5 points above float")
-    assert _judge((98.0, FLOAT_ACC), FLOAT_ACC, 99.1)  # 3 images above: inside the noise
+    assert _judge((98.0, FLOAT_ACC), FLOAT_ACC, 98.9)  # 1 image above a range 0.8 wide: its slack
+    rejected(capsys, _judge((98.0, FLOAT_ACC), FLOAT_ACC, 99.0), "at most 98.8 %", "2 test images above float", "0.2 points above your range")
 
 
 def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
@@ -282,7 +305,7 @@ def test_ex4_rejects_a_range_too_wide_to_predict_anything(capsys):
 
 
 def test_ex4_rejects_expecting_a_large_loss(capsys):
-    rejected(capsys, _judge((91.0, 93.0), FLOAT_ACC, INT8_ACC), "lose at least 5.8", "INT8 matched float", "bound the loss")
+    rejected(capsys, _judge((92.0, 93.0), FLOAT_ACC, INT8_ACC), "lose at least 5.8", "INT8 matched float", "bound the loss")
 
 
 def test_ex4_rejects_expecting_int8_to_beat_float(capsys):
@@ -291,15 +314,15 @@ def test_ex4_rejects_expecting_int8_to_beat_float(capsys):
 
 def test_ex4_rejects_a_range_reaching_well_above_float(capsys):
     # (98.0, 99.8) holds the measurement, but expects INT8 may beat float by a point
-    rejected(capsys, _judge((98.0, 99.8), FLOAT_ACC, INT8_ACC), "1.0 points above float", "at most 0.5 points above float")
-    assert _judge((98.0, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)  # up to half a point above is fine
+    rejected(capsys, _judge((98.8, 99.8), FLOAT_ACC, INT8_ACC), "1.0 points above float", "at most 0.5 points above float")
+    assert _judge((98.3, FLOAT_ACC + 0.5), FLOAT_ACC, INT8_ACC)  # up to half a point above is fine
 
 
 def test_ex4_a_miss_inside_the_noise_of_a_few_images_counts(capsys):
     # INT8 98.9 % against float 98.8 % (measured with qnnpack and on an x86 CPU without AVX2): (98.0, 98.8) holds float
     # and misses INT8 by one image of 1,000, which says nothing about the reasoning
     assert _judge((98.0, FLOAT_ACC), FLOAT_ACC, 98.9)
-    assert _judge((98.7, 99.3), FLOAT_ACC, 98.4)  # 3 images below the range
+    assert _judge((98.7, 99.3), FLOAT_ACC, 98.5)  # 2 images below a range 0.6 wide
     rejected(capsys, _judge((97.0, 98.0), FLOAT_ACC, 98.4), "lose at least 0.8")  # 4 images above
 
 
@@ -310,7 +333,8 @@ def test_ex4_rejects_a_range_narrower_than_the_noise(capsys):
 
 
 def test_ex4_rejects_a_range_wider_than_the_rule(capsys):
-    rejected(capsys, _judge((FLOAT_ACC - 3, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "at most 2 points")
+    rejected(capsys, _judge((FLOAT_ACC - 3, FLOAT_ACC), FLOAT_ACC, INT8_ACC), "at most 1 point wide")
+    rejected(capsys, qh.int8_prediction_ready((96.8, 98.8), FLOAT_ACC, max_width=1.5), "at most 1.5 points wide")
 
 
 def test_ex4_rejects_a_fraction_instead_of_percent(capsys):
@@ -335,13 +359,14 @@ def test_ex4_blank_says_not_filled_in(capsys, blank):
 
 def test_ex4_hint_names_a_gain_by_images(capsys):
     # INT8 one image above float (qnnpack): the hint says so instead of "lost -0.1"
-    rejected(capsys, _judge((96.5, 98.5), FLOAT_ACC, 98.9), "1 test image above float")
+    rejected(capsys, _judge((97.5, 98.5), FLOAT_ACC, 98.9), "1 test image above float")
 
 
 def test_ex4_gate_measures_only_a_well_formed_prediction(capsys):
     # the check cell measures (and prints INT8 accuracy) only when int8_prediction_ready is true
-    assert qh.int8_prediction_ready((FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), FLOAT_ACC)
-    assert qh.int8_prediction_ready((97.3, 99.3), FLOAT_ACC)
+    assert qh.int8_prediction_ready((FLOAT_ACC - 0.5, FLOAT_ACC + 0.5), FLOAT_ACC)
+    assert qh.int8_prediction_ready((98.3, 99.3), FLOAT_ACC)
+    rejected(capsys, qh.int8_prediction_ready((FLOAT_ACC - 1.5, FLOAT_ACC + 0.5), FLOAT_ACC), "2 points wide predicts little")
     rejected(capsys, qh.int8_prediction_ready(98.0, FLOAT_ACC), "two numbers, not one value")
     rejected(capsys, qh.int8_prediction_ready("98-99", FLOAT_ACC), "two numbers, not one value")
     rejected(capsys, qh.int8_prediction_ready((90.0, 100.0), FLOAT_ACC), "predicts little")
@@ -373,7 +398,7 @@ CHANGED_X86 = (4, 3, 3, 1, 6, 4, 5, 3, 3)  # the 9 draws on x86 (AVX2-only CPU):
 CHANGED_QNNPACK = (3, 3, 0, 0, 1, 0, 3, 2, 2)  # the same draws on qnnpack: 0 to 3
 CHANGED_ONEDNN = (2, 0, 1, 1)  # an earlier 4-draw run on onednn
 CHANGED_SPREAD = range(min(CHANGED_X86 + CHANGED_QNNPACK), max(CHANGED_X86 + CHANGED_QNNPACK) + 1)  # 0 to 6
-SOLUTION = (2, 4)  # notebook 00's solution
+SOLUTION = (2, 5)  # notebook 00's solution
 
 
 def _changed(prediction, changed=CHANGED):
@@ -382,10 +407,48 @@ def _changed(prediction, changed=CHANGED):
     return qh.check_changed_prediction(prediction, changed, N_IMAGES)
 
 
-@pytest.mark.parametrize("changed", sorted(set(CHANGED_X86 + CHANGED_QNNPACK + CHANGED_ONEDNN)))
-def test_ex4_count_accepts_the_solution_on_every_measured_draw(capsys, changed):
-    # every x86 draw (1 to 6), every qnnpack draw (0 to 3, three of them 0) and every onednn draw: within 2 of (2, 4)
+@pytest.mark.parametrize("changed", sorted(set(CHANGED_X86) | {3}))
+def test_ex4_count_accepts_the_solution_on_every_x86_draw_and_the_notebooks_draw(capsys, changed):
+    # (2, 5) is 3 wide, so it may miss by 1 image: 1 to 6, every x86 draw, and the notebook's own draw (the first 256
+    # training images: 4 on x86, 3 on qnnpack)
     assert _changed(SOLUTION, changed)
+
+
+def test_ex4_count_no_fixed_range_passes_every_measured_draw():
+    # review 00_r18 finding 1: with the window capped, the check judges the learner's own count; no range fits 0 to 6
+    from qhelpers import int8_prediction_checks as ipc
+
+    draws = set(CHANGED_X86 + CHANGED_QNNPACK + CHANGED_ONEDNN)
+    assert draws == set(CHANGED_SPREAD)
+    for low in range(0, 12):
+        for high in range(low, low + ipc.CHANGED_MAX_WIDTH + 1):
+            slack = ipc._changed_slack(low, high)
+            assert (high - low) + 1 + 2 * slack <= 6  # at most six counts accepted
+            assert not all(low - slack <= c <= high + slack for c in draws)
+
+
+def test_ex4_count_the_slack_is_half_of_what_a_range_is_narrower_than_five():
+    from qhelpers import int8_prediction_checks as ipc
+
+    assert [ipc._changed_slack(0, w) for w in range(6)] == [2, 2, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("prediction, changed, hint", [
+    ((2, 7), 1, "1 image below your range"), ((2, 7), 0, "2 images below your range"),
+    ((1, 6), 0, "1 image below your range"), ((1, 6), 7, "1 image above your range"),
+])
+def test_ex4_count_a_range_five_wide_must_hold_the_count(capsys, prediction, changed, hint):
+    # review 00_r18 finding 1: (2, 7) passed for every count from 0 to 9 and (1, 6) for 0 to 8
+    out = rejected(capsys, _changed(prediction, changed), hint, "a range 5 wide must hold the count")
+    assert "correct" not in out
+    assert _changed(prediction, 4)  # 4, the notebook's count, is inside both
+
+
+def test_ex4_count_the_reviews_shifted_wrong_reasonings_are_refused(capsys):
+    # review 00_r18 finding 1: (6, 9) ("many change", moved down one image) and (0, 2) ("nothing changes") passed when 4 changed
+    rejected(capsys, _changed((6, 9), 4), "2 images below your range", "may miss the count by 1 image", "more changes than")
+    rejected(capsys, _changed((0, 2), 4), "2 images above your range", "may miss the count by 1 image", "holds 0",
+             "equal accuracies do not mean equal predictions")
 
 
 def test_ex4_count_the_width_bound_is_the_spread_of_the_draws_on_one_engine():
@@ -401,9 +464,11 @@ def test_ex4_count_rejects_a_range_wider_than_the_draws_spread(capsys, predictio
     # calibration draws on one engine (5: x86 gave 1 to 6) is refused before measuring, and by the check, for any count
     for changed in (1, 3, 4, 5):
         out = rejected(capsys, _changed(prediction, changed), f"{prediction} is {prediction[1] - prediction[0]} images wide",
-                       "at most 5 apart", "Nine calibration draws", "at most 5 images on one engine", "miss the count by 2")
+                       "at most 5 apart", "predicts less than reasoning about the model can")
         assert "correct" not in out
-    rejected(capsys, qh.changed_prediction_ready(prediction, N_IMAGES), "at most 5 apart", "Nine calibration draws")
+    out = rejected(capsys, qh.changed_prediction_ready(prediction, N_IMAGES), "at most 5 apart")
+    # review 00_r18 finding 1: before measuring, nothing says where the count lies or how far a range may miss it
+    assert "every draw" not in out and "miss" not in out and "draws" not in out
 
 
 @pytest.mark.parametrize("prediction", [(1, 6), (0, 5), (2, 4), (4, 4)])
@@ -417,15 +482,17 @@ def test_ex4_count_a_range_as_wide_as_the_spread_is_well_formed(capsys, predicti
 def test_ex4_count_rejects_a_range_above_the_count(capsys, prediction):
     # "every score moves, so many predictions change": (7, 9) passed when 4 changed (review 00_r17 finding 2)
     out = rejected(capsys, _changed(prediction), "4 of the 1,000 test images changed", f"{prediction[0] - 4} images below your range",
-                   "miss the count by at most 2 images", "more changes than", "close call")
+                   "a range", " wide ", "more changes than", "close call")
     assert "ImageNet" not in out and "correct" not in out
 
 
-def test_ex4_count_a_miss_of_two_images_is_a_hit_three_is_not(capsys):
-    assert _changed((6, 8), 4) and _changed((0, 2), 4) and _changed((3, 3), 1)
-    rejected(capsys, _changed((7, 8), 4), "3 images below your range", "more changes")
+def test_ex4_count_a_narrow_range_may_miss_by_two_a_wider_one_by_less(capsys):
+    assert _changed((6, 7), 4) and _changed((0, 2), 3) and _changed((3, 3), 1) and _changed((5, 8), 4)
+    rejected(capsys, _changed((7, 8), 4), "3 images below your range", "may miss the count by 2 images", "more changes")
     rejected(capsys, _changed((0, 1), 4), "3 images above your range", "holds 0")
     rejected(capsys, _changed((1, 1), 4), "3 images above your range", "fewer changes")
+    rejected(capsys, _changed((6, 8), 4), "2 images below your range", "may miss the count by 1 image:", "more changes")
+    rejected(capsys, _changed((0, 4), 5), "1 image above your range", "a range 4 wide must hold the count")
 
 
 def test_ex4_count_rejects_too_few(capsys):
@@ -444,25 +511,29 @@ def test_ex4_count_rejects_nothing_changes_where_several_images_changed(capsys):
 @pytest.mark.parametrize("prediction", [(0, 0), (0, 1), (0, 3), (0, 5)])
 def test_ex4_count_zero_is_no_mistake_where_the_count_is_small(capsys, prediction):
     # review 00_r17 finding 1: qnnpack changed no image on 3 of 9 draws; "maybe none" is a real outcome, so a range
-    # holding 0 is judged like any other (it hits when it holds the count or misses it by 2)
+    # holding 0 is judged like any other (it hits when it holds the count or misses it by its slack)
     for changed in (0, 1, 2):
         assert _changed(prediction, changed)
-    assert _changed((0, 2), 4) and _changed((0, 5), 3)
+    assert _changed((0, 2), 3) and _changed((0, 5), 3)
 
 
 def test_ex4_count_rejects_imagenets_loss_carried_over(capsys):
     # a point of 1,000 images: 10 images. (8, 12) misses the count; (5, 10) is within two images of it but holds 10 too
     out = rejected(capsys, _changed((8, 12)), "4 images below your range", "reaches 10 images", "ImageNet's 1-2 points", "close calls")
     assert "narrow the range" not in out
-    rejected(capsys, _changed((5, 10)), "within 2 images of your range", "reaches 10 images", "narrow the range")
-    rejected(capsys, _changed((5, 10), 7), "within 2 images of your range", "reaches 10 images")
+    out = rejected(capsys, _changed((5, 10)), "1 image below your range", "a range 5 wide must hold the count",
+                   "reaches 10 images", "close calls")
+    assert "narrow the range" not in out
+    rejected(capsys, _changed((5, 10), 7), "inside your range", "reaches 10 images", "narrow the range")
+    rejected(capsys, _changed((8, 10), 7), "within 1 image of your range", "reaches 10 images", "narrow the range")
+    rejected(capsys, _changed((9, 10), 7), "within 2 images of your range", "reaches 10 images", "narrow the range")
 
 
 def test_ex4_count_a_wrong_reasonings_value_is_wrong_only_where_the_measurement_is_far_from_it(capsys):
     # 10 is no mistake where INT8 changed about that many (within 2 images of it)
     assert _changed((5, 10), 8)
     assert _changed((10, 15), 12)
-    assert _changed((8, 12), 9)
+    assert _changed((8, 12), 8)
 
 
 def test_ex4_count_scores_the_first_prediction(capsys):
