@@ -25,10 +25,14 @@ INT16_MAX = 32767  # what a 16-bit pair sum (VPMADDUBSW) can hold
 # --------------------------------------------------------------------------- exercise 1: the size of the INT8 file
 
 
+# notebook 09's clean-up cell deletes its files: a learner back at an exercise after it needs them again
+_RERUN = " (notebook 09's clean-up cell removes its files: re-run its sections 3-4, then the exercise)"
+
+
 def _file_size(path: Any, name: str) -> int:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{name}: no file at {p}")
+        raise FileNotFoundError(f"{name}: no file at {p}{_RERUN}")
     return p.stat().st_size
 
 
@@ -205,7 +209,7 @@ def _onnx_graph(path: Any) -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"onnx_path: no ONNX file at {p}")
+        raise FileNotFoundError(f"onnx_path: no ONNX file at {p}{_RERUN}")
     return onnx.load(str(p)).graph
 
 

@@ -56,7 +56,7 @@ def test_ex1_without_a_preprocessed_file_and_bad_paths(files, tmp_path, capsys):
     rejected(capsys, check1(990 / 260, files), "divide the float file")
     assert not check1(..., files)
     assert "not filled in" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="int8_path"):
+    with pytest.raises(FileNotFoundError, match="int8_path.*re-run its sections 3-4"):
         qh.check_onnx_size_ratio(3.0, files / "m.onnx", files / "missing.onnx")
     with pytest.raises(FileNotFoundError, match="others"):
         check1(2.0, files, others={"x": (files / "nope.onnx", files / "c_int8.onnx")})
@@ -284,5 +284,5 @@ def test_ex3_a_number_and_other_wrong_answers(qdq_file, tmp_path, capsys):
     rejected(capsys, qh.check_stored_integer_dq_function(lambda g: 1000, qdq_file), "input[0]")
     assert not qh.check_stored_integer_dq_function(..., qdq_file)
     assert "not filled in" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="onnx_path"):
+    with pytest.raises(FileNotFoundError, match="onnx_path.*re-run its sections 3-4"):
         qh.check_stored_integer_dq_function(right_3, tmp_path / "missing.onnx")
