@@ -7,7 +7,7 @@ Introduced in notebooks/09_server_runtimes.ipynb.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -25,10 +25,14 @@ INT16_MAX = 32767  # what a 16-bit pair sum (VPMADDUBSW) can hold
 # --------------------------------------------------------------------------- exercise 1: the size of the INT8 file
 
 
+# notebook 09's clean-up cell deletes its files: a learner back at an exercise after it needs them again
+_RERUN = " (notebook 09's clean-up cell removes its files: re-run its sections 3-4, then the exercise)"
+
+
 def _file_size(path: Any, name: str) -> int:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{name}: no file at {p}")
+        raise FileNotFoundError(f"{name}: no file at {p}{_RERUN}")
     return p.stat().st_size
 
 
@@ -110,20 +114,41 @@ def _pair_cases() -> list[tuple[str, torch.Tensor]]:
     ]
 
 
-def _pair_mistake(fn: Callable[[torch.Tensor], Any], codes: torch.Tensor) -> str:
-    """The hint for the typical wrong rule that gives ``fn``'s answer on ``codes`` (empty: none recognised)."""
-    w = codes.to(torch.int64).reshape(codes.shape[0], -1, 2)
-    flat = codes.to(torch.int64).reshape(codes.shape[0], -1)
-    got = fn(codes)
-    if got == int(255 * w.abs().sum(dim=2).max()):
-        return "an activation is 0..255, never negative: a pair with weights of opposite signs cannot add both magnitudes"
-    if got == int(127 * torch.maximum(w.clamp(min=0).sum(2), (-w).clamp(min=0).sum(2)).max()) or got == int(128 * torch.maximum(w.clamp(min=0).sum(2), (-w).clamp(min=0).sum(2)).max()):
-        return "the activations are uint8 (0..255), not int8: use 255"
-    if got == int(255 * flat.abs().max()):
-        return "that is one product; the instruction adds two of them (a pair) before it stores 16 bits"
-    top2 = flat.clamp(min=0).sort(dim=1, descending=True).values[:, :2].sum(1).max()
-    if got == int(255 * top2):
-        return "the pairs are fixed, neighbours (0, 1), (2, 3), ...: the two largest weights of a row are not always in one pair"
+def _pair_mistake(answers: list[tuple[torch.Tensor, Any]]) -> str:
+    """The hint for the typical wrong rule that gives every one of the learner's ``answers`` (case, answer), on all the
+    check's cases at once, so that a rule is named only where the cases tell it apart (empty: none recognised)."""
+
+    def number(value: Any) -> Any:
+        try:
+            return as_number(value, "worst pair sum")
+        except Exception:
+            return None
+
+    def pairs(codes: torch.Tensor) -> torch.Tensor:
+        return codes.to(torch.int64).reshape(codes.shape[0], -1, 2)
+
+    def per_pair(codes: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(pairs(codes).clamp(min=0).sum(2), (-pairs(codes)).clamp(min=0).sum(2))
+
+    rules = [
+        ("an activation is 0..255, never negative: a pair with weights of opposite signs cannot add both magnitudes",
+         lambda c: [int(255 * pairs(c).abs().sum(dim=2).max())]),
+        ("the activations are uint8 (0..255), not int8: use 255",
+         lambda c: [int(127 * per_pair(c).max()), int(128 * per_pair(c).max())]),
+        ("that is one product; the instruction adds two of them (a pair) before it stores 16 bits",
+         lambda c: [int(255 * c.to(torch.int64).abs().max())]),
+        ("in int8, -(-128) is -128 again: cast the codes to a wider integer type (e.g. .to(torch.int64)) before you negate them",
+         lambda c: [int(255 * torch.maximum(pairs(c).clamp(min=0).sum(2),
+                                            (-c).to(torch.int64).reshape(c.shape[0], -1, 2).clamp(min=0).sum(2)).max())]),
+        ("every pair of a row counts, not only the first: take the largest over all pairs and rows",
+         lambda c: [int(255 * per_pair(c)[:, 0].max())]),
+        ("the pairs are fixed, neighbours (0, 1), (2, 3), ...: the two largest weights of a row are not always in one pair",
+         lambda c: [int(255 * c.to(torch.int64).clamp(min=0).sort(dim=1, descending=True).values[:, :2].sum(1).max())]),
+    ]
+    got = [(case, number(answer)) for case, answer in answers]
+    for hint, rule in rules:
+        if all(value is not None and value in rule(case) for case, value in got):
+            return hint
     return ""
 
 
@@ -144,7 +169,7 @@ def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
 
     The check calls it on ``codes`` and on cases of its own (opposite signs, -128, reduce-range codes, the large
     weights in different pairs or rows); the typical wrong rules (absolute values, int8 activations, one product,
-    the two largest weights of a row) get their hint. A function that calls the check's own reference is refused, by
+    int8 negation without a cast, the first pair only, the two largest weights of a row) get their hint. A function that calls the check's own reference is refused, by
     behaviour: every call of the reference while the learner's function runs is recorded, however it was reached.
 
     Introduced in notebooks/09_server_runtimes.ipynb.
@@ -170,7 +195,7 @@ def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
                           "integer codes is an integer: return an int (e.g. int(...) of your result)")
         got = as_number(got, "worst pair sum")
         if got != expected:
-            hint = _pair_mistake(lambda c: as_number(fn(c.clone()), "worst pair sum"), case)
+            hint = _pair_mistake([(c, answer) for (_, c, _), answer in zip(cases, answers)])
             return report("worst pair sum", False, f"on {name} {case.tolist() if case.numel() <= 8 else ''} you return {got:g}, the worst case is "
                           f"{expected}" + (f": {hint}" if hint else ""))
     return report("worst pair sum", True)
@@ -184,7 +209,7 @@ def _onnx_graph(path: Any) -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"onnx_path: no ONNX file at {p}")
+        raise FileNotFoundError(f"onnx_path: no ONNX file at {p}{_RERUN}")
     return onnx.load(str(p)).graph
 
 

@@ -56,7 +56,7 @@ def test_ex1_without_a_preprocessed_file_and_bad_paths(files, tmp_path, capsys):
     rejected(capsys, check1(990 / 260, files), "divide the float file")
     assert not check1(..., files)
     assert "not filled in" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="int8_path"):
+    with pytest.raises(FileNotFoundError, match="int8_path.*re-run its sections 3-4"):
         qh.check_onnx_size_ratio(3.0, files / "m.onnx", files / "missing.onnx")
     with pytest.raises(FileNotFoundError, match="others"):
         check1(2.0, files, others={"x": (files / "nope.onnx", files / "c_int8.onnx")})
@@ -109,6 +109,16 @@ def top_two(codes):  # the two largest weights of a row, wherever they are
     return int(255 * flat.clamp(min=0).sort(dim=1, descending=True).values[:, :2].sum(1).max())
 
 
+def negate_without_cast(codes):  # -(-128) wraps to -128 in int8
+    pairs = codes.reshape(codes.shape[0], -1, 2)
+    return int(255 * torch.maximum(pairs.clamp(min=0).sum(2), (-pairs).clamp(min=0).sum(2)).max())
+
+
+def first_pair_only(codes):
+    pairs = codes.to(torch.int64).reshape(codes.shape[0], -1, 2)
+    return int(255 * torch.maximum(pairs.clamp(min=0).sum(2), (-pairs).clamp(min=0).sum(2))[:, 0].max())
+
+
 def constant(codes):  # the printed limit
     return 32767
 
@@ -123,6 +133,8 @@ def right_on_the_file_only(codes):  # the answer for the file's codes, typed in
     (int8_activations_128, ("uint8",)),
     (one_product, ("one product",)),
     (top_two, ("neighbours",)),
+    (negate_without_cast, ("-(-128) is -128", "wider integer type")),
+    (first_pair_only, ("not only the first",)),
     (constant, ("two weights of 127", "64770")),
     (right_on_the_file_only, ("two weights of 127",)),
 ])
@@ -180,6 +192,16 @@ def test_ex2_blank_and_bad_codes(capsys):
         qh.check_worst_pair_sum(right_2, CODES.float())
     with pytest.raises(TypeError, match="K even"):
         qh.check_worst_pair_sum(right_2, torch.zeros(2, 3, dtype=torch.int8))
+
+
+@pytest.mark.parametrize("fn", [negate_without_cast, first_pair_only])
+def test_ex2_the_neighbours_hint_only_where_it_is_the_mistake(fn, capsys):
+    assert "neighbours" not in rejected(capsys, qh.check_worst_pair_sum(fn, CODES))
+
+
+def test_ex2_no_hint_when_a_later_answer_is_not_a_number(capsys):
+    out = rejected(capsys, qh.check_worst_pair_sum(lambda c: "x" if c.shape == (3, 2) else 32767, CODES), "two weights of 127")
+    assert "neighbours" not in out and "uint8" not in out
 
 
 def test_ex2_a_wrong_rule_the_check_does_not_know_gets_the_numbers(capsys):
@@ -262,5 +284,5 @@ def test_ex3_a_number_and_other_wrong_answers(qdq_file, tmp_path, capsys):
     rejected(capsys, qh.check_stored_integer_dq_function(lambda g: 1000, qdq_file), "input[0]")
     assert not qh.check_stored_integer_dq_function(..., qdq_file)
     assert "not filled in" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="onnx_path"):
+    with pytest.raises(FileNotFoundError, match="onnx_path.*re-run its sections 3-4"):
         qh.check_stored_integer_dq_function(right_3, tmp_path / "missing.onnx")
