@@ -155,7 +155,8 @@ def recommend(
     the task exists (torchvision's ``*_QuantizedWeights``); it is used before
     PTQ has been tried (one that lost too much is not the answer); on ARM it runs
     in eager mode on ``qnnpack`` (an eager model cannot be lowered to ExecuTorch,
-    which the reason says). On ARM a Linear/LSTM model gets ``"dynamic INT8"``:
+    which the reason says). On ARM a Linear/LSTM model gets ``"dynamic INT8"`` (unless INT8 lost too much:
+    then, as on x86, finer scales or outlier handling, deployed the same way):
     PT2E's XNNPACKQuantizer for Linear layers, eager ``quantize_dynamic`` on
     ``qnnpack`` for an LSTM/GRU (XNNPACKQuantizer leaves ``aten.lstm`` float). A
     ``ptq_drop_acceptable`` that is not None means PTQ ran, so data existed.
@@ -217,16 +218,17 @@ def recommend(
         if ptq_drop_acceptable is True:  # INT8 was tried and kept the accuracy
             return rec("dynamic INT8", "notebook 06" if not arm_device else "notebooks 06 and 08",
                        "INT8 kept the accuracy you need: keep it, and deploy it as below" + (f"; {arm_how}" if arm_device else ""))
-        if arm_device:
-            return rec("dynamic INT8", "notebooks 06 and 08", f"INT8 weights need no calibration and are 4x smaller; {arm_how}")
-        if ptq_drop_acceptable is False:
+        if ptq_drop_acceptable is False:  # before the ARM answer: dynamic INT8 is what just lost too much
             return rec(
                 "finer scales or outlier handling",
-                "notebook 06",
+                "notebook 06" if not arm_device else "notebooks 06 and 08",
                 "INT8 lost too much on a Linear/LSTM model: for Linear layers, per-group weight scales or SmoothQuant for "
                 "activation outliers (both act on nn.Linear only); for any layer, the most sensitive ones left in float; "
-                "QAT only if that is not enough and you can train",
+                "QAT only if that is not enough and you can train"
+                + (f"; then deploy as below: {arm_how}" if arm_device else ""),
             )
+        if arm_device:
+            return rec("dynamic INT8", "notebooks 06 and 08", f"INT8 weights need no calibration and are 4x smaller; {arm_how}")
         return rec(
             "dynamic INT8",
             "notebook 06",
