@@ -155,7 +155,8 @@ def recommend(
     the task exists (torchvision's ``*_QuantizedWeights``); it is used before
     PTQ has been tried (one that lost too much is not the answer); on ARM it runs
     in eager mode on ``qnnpack`` (an eager model cannot be lowered to ExecuTorch,
-    which the reason says). On ARM a Linear/LSTM model gets ``"dynamic INT8"``:
+    which the reason says). On ARM a Linear/LSTM model gets ``"dynamic INT8"`` (unless INT8 lost too much:
+    then, as on x86, finer scales or outlier handling, deployed the same way):
     PT2E's XNNPACKQuantizer for Linear layers, eager ``quantize_dynamic`` on
     ``qnnpack`` for an LSTM/GRU (XNNPACKQuantizer leaves ``aten.lstm`` float). A
     ``ptq_drop_acceptable`` that is not None means PTQ ran, so data existed.
@@ -217,16 +218,17 @@ def recommend(
         if ptq_drop_acceptable is True:  # INT8 was tried and kept the accuracy
             return rec("dynamic INT8", "notebook 06" if not arm_device else "notebooks 06 and 08",
                        "INT8 kept the accuracy you need: keep it, and deploy it as below" + (f"; {arm_how}" if arm_device else ""))
-        if arm_device:
-            return rec("dynamic INT8", "notebooks 06 and 08", f"INT8 weights need no calibration and are 4x smaller; {arm_how}")
-        if ptq_drop_acceptable is False:
+        if ptq_drop_acceptable is False:  # before the ARM answer: dynamic INT8 is what just lost too much
             return rec(
                 "finer scales or outlier handling",
-                "notebook 06",
+                "notebook 06" if not arm_device else "notebooks 06 and 08",
                 "INT8 lost too much on a Linear/LSTM model: for Linear layers, per-group weight scales or SmoothQuant for "
                 "activation outliers (both act on nn.Linear only); for any layer, the most sensitive ones left in float; "
-                "QAT only if that is not enough and you can train",
+                "QAT only if that is not enough and you can train"
+                + (f"; then deploy as below: {arm_how}" if arm_device else ""),
             )
+        if arm_device:
+            return rec("dynamic INT8", "notebooks 06 and 08", f"INT8 weights need no calibration and are 4x smaller; {arm_how}")
         return rec(
             "dynamic INT8",
             "notebook 06",
@@ -275,7 +277,7 @@ def recommend(
         ptq_notebooks,
         "quantize_dynamic converts, by default, Linear and recurrent layers only (LSTM, GRU, LSTMCell, GRUCell, RNNCell) and leaves Conv2d in float, so it leaves a CNN's compute "
         "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ (with thirty, "
-        "at least six of eight draws came within 3 dB of the full set in notebook 03; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
+        "8 of 8 draws came within 3 dB of the full set in notebook 03's run, asserted at least six; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
         "convolutions: dynamic or weight-only INT8 (notebook 06) reach only its Linear layers (a small share of a CNN's "
         "multiply-adds; notebook 00 counts it), and cross-layer equalization (notebook 07) needs no data but sets "
         "weight ranges, not the activation ranges PTQ calibrates",

@@ -219,3 +219,17 @@ def test_clip_sweep_finds_the_best_percentile_and_needs_the_full_range():
     assert s8["gain_db"] < s4["gain_db"]  # fine grid: much less to win
     with pytest.raises(ValueError, match="must include 100"):
         qh.clip_sweep(x, 4, percentiles=(99.0, 98.0))
+
+
+def test_arm_linear_model_whose_int8_lost_too_much_is_not_sent_back_to_dynamic_int8():
+    # review 00_r19 finding 1: on ARM the "lost too much" answer was ignored and dynamic INT8 recommended again
+    for train in (True, False):
+        r = qh.recommend(True, train, ptq_drop_acceptable=False, arm_device=True, model_kind="linear")
+        x86 = qh.recommend(True, train, ptq_drop_acceptable=False, model_kind="linear")
+        assert r.method == x86.method == "finer scales or outlier handling"
+        assert r.notebook == "notebooks 06 and 08" and x86.notebook == "notebook 06"
+        assert "lost too much" in r.reason and "XNNPACKQuantizer" in r.reason and "ExecuTorch" in r.reason
+        assert "XNNPACKQuantizer" not in x86.reason
+        assert r.engine == "qnnpack" and "ExecuTorch" in r.deploy
+    assert qh.recommend(True, True, arm_device=True, model_kind="linear").method == "dynamic INT8"
+    assert qh.recommend(True, True, ptq_drop_acceptable=True, arm_device=True, model_kind="linear").method == "dynamic INT8"

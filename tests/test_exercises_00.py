@@ -474,7 +474,7 @@ def test_ex4_count_rejects_a_range_wider_than_the_draws_spread(capsys, predictio
 @pytest.mark.parametrize("prediction", [(1, 6), (0, 5), (2, 4), (4, 4)])
 def test_ex4_count_a_range_as_wide_as_the_spread_is_well_formed(capsys, prediction):
     assert qh.changed_prediction_ready(prediction, N_IMAGES)
-    assert _changed(prediction)
+    assert _changed(prediction, 2 if prediction[0] == 0 else CHANGED)  # (0, 5) holds 0: judged on a count of 2
     assert capsys.readouterr().out.count("correct") == 1
 
 
@@ -487,7 +487,7 @@ def test_ex4_count_rejects_a_range_above_the_count(capsys, prediction):
 
 
 def test_ex4_count_a_narrow_range_may_miss_by_two_a_wider_one_by_less(capsys):
-    assert _changed((6, 7), 4) and _changed((0, 2), 3) and _changed((3, 3), 1) and _changed((5, 8), 4)
+    assert _changed((6, 7), 4) and _changed((0, 2), 2) and _changed((3, 3), 1) and _changed((5, 8), 4)
     rejected(capsys, _changed((7, 8), 4), "3 images below your range", "may miss the count by 2 images", "more changes")
     rejected(capsys, _changed((0, 1), 4), "3 images above your range", "holds 0")
     rejected(capsys, _changed((1, 1), 4), "3 images above your range", "fewer changes")
@@ -514,7 +514,28 @@ def test_ex4_count_zero_is_no_mistake_where_the_count_is_small(capsys, predictio
     # holding 0 is judged like any other (it hits when it holds the count or misses it by its slack)
     for changed in (0, 1, 2):
         assert _changed(prediction, changed)
-    assert _changed((0, 2), 3) and _changed((0, 5), 3)
+
+
+@pytest.mark.parametrize("prediction, changed, where", [
+    ((0, 5), 4, "inside your range"), ((0, 4), 4, "inside your range"), ((0, 3), 4, "within 1 image of your range"),
+    ((0, 2), 3, "within 1 image of your range"), ((0, 5), 3, "inside your range"), ((0, 5), 5, "inside your range"),
+    ((0, 1), 3, "within 2 images of your range"),
+])
+def test_ex4_count_a_range_holding_0_is_refused_when_the_count_is_more_than_the_slack(capsys, prediction, changed, where):
+    # review 00_r19 finding 2: (0, 5) and (0, 4) passed when 4 changed, though they hold 0, the "accuracy will not
+    # move, so nothing changes" answer; 0 is now treated as the rule value 10 is: refused once the count is over 2
+    out = rejected(capsys, _changed(prediction, changed), f"{changed} of the 1,000 test images changed", where,
+                   "holds 0", "equal accuracies do not mean equal predictions", "0 is more than 2 images off",
+                   "narrow the range")
+    assert "correct" not in out
+    assert _changed(SOLUTION, changed)  # the solution (2, 5) still passes
+
+
+def test_ex4_count_a_range_holding_0_still_passes_on_a_run_with_0_1_or_2_changed():
+    for prediction in ((0, 0), (0, 2), (0, 4), (0, 5)):
+        for changed in (0, 1):
+            assert _changed(prediction, changed)
+    assert _changed((0, 4), 2) and _changed((0, 5), 2)  # 2, the slack: 0 is not clearly wrong for this run
 
 
 def test_ex4_count_rejects_imagenets_loss_carried_over(capsys):
