@@ -12,6 +12,7 @@ and a broken one (about 0 dB), not a small loss of accuracy.
 
 import copy
 import json
+import operator
 import warnings
 
 import pytest
@@ -679,6 +680,49 @@ def test_cle_numeric_check_catches_a_clamp_it_was_not_told_about(recipes):
         return t.clamp(max=1.0)
 
     raises(lambda: equalize(a, b, [torch.randn(4, 3, 8, 8)], activation=clamp), ValueError, "changed the float function")
+
+
+class FunctionalLeakyPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        return self.b(F.avg_pool2d(F.leaky_relu(self.a(x), 0.1), 3, 2, padding=1))
+
+
+def test_cle_passes_pooling_and_leaky_relu_between_the_convs(recipes):
+    """Max and average pooling (with padding) and LeakyReLU commute with a positive per-channel scale: accepted."""
+    equalize = recipes["07"]["equalize_and_correct"]
+    torch.manual_seed(0)
+    calib = [torch.randn(4, 3, 12, 12)]
+    spread = torch.logspace(-1.5, 1.5, 8).reshape(8, 1, 1, 1)  # conv1's channel ranges 1000x apart
+    for pool in (nn.MaxPool2d(3, 2, padding=1), nn.AvgPool2d(3, 2, padding=1)):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), pool, nn.Conv2d(8, 4, 3)).eval()
+        with torch.no_grad():
+            model[0].weight.mul_(spread)
+        c1, c2 = equalize(model[0], model[3], calib, model=model, activation=lambda t, pool=pool: pool(torch.relu(t)))
+        report = c1.quantization_report
+        assert report.path_checked and report.equalization_sqnr_db > 100, (pool, report)
+        assert report.channel_range_ratio[1] < report.channel_range_ratio[0] / 10, report
+    leaky = FunctionalLeakyPool().eval()
+    with torch.no_grad():
+        leaky.a.weight.mul_(spread)
+    c1, _ = equalize(leaky.a, leaky.b, calib, model=leaky,
+                     activation=lambda t: F.avg_pool2d(F.leaky_relu(t, 0.1), 3, 2, padding=1))
+    assert c1.quantization_report.path_checked and c1.quantization_report.equalization_sqnr_db > 100
+    silu = nn.Sequential(nn.Conv2d(3, 8, 3), nn.MaxPool2d(2), nn.SiLU(), nn.Conv2d(8, 4, 3)).eval()
+    raises(lambda: equalize(silu[0], silu[3], calib, model=silu), ValueError, "SiLU", "per-channel scale")
+    shifted = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)))
+    graph = shifted.graph
+    relu = next(n for n in graph.nodes if n.op == "call_module" and n.target == "1")
+    with graph.inserting_after(relu):
+        plus = graph.call_function(operator.add, (relu, 1.0))
+    relu.replace_all_uses_with(plus)
+    plus.args = (relu, 1.0)
+    shifted.recompile()
+    raises(lambda: equalize(shifted.get_submodule("0"), shifted.get_submodule("2"), calib, model=shifted),
+           ValueError, "add", "an added constant")
 
 
 # ----------------------------------------------------------------------------------- 02: pretrained INT8
