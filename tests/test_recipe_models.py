@@ -535,6 +535,13 @@ def test_qat_refuses_before_training(recipes):
         raises(lambda: qat(Stubbed(SubclassNet()), data, loss_fn=counting_loss), RuntimeError, "would fail after training")
     assert calls == []  # both refused before the first training step
     raises(lambda: qat(Stubbed(SubclassNet()), data, epochs=0), ValueError, "epochs=0")
+    for frozen in (0, -1):  # observers frozen before the first batch would convert with no range at all
+        raises(lambda: qat(Stubbed(SubclassNet()), data, freeze_observers_after=frozen), ValueError,
+               f"freeze_observers_after={frozen}", "at least one epoch")
+    model = nn.Sequential(QuantStub(), nn.Linear(8, 4), DeQuantStub())
+    regression = [(torch.randn(16, 8), torch.randn(16, 4))]
+    int8 = qat(model, regression, epochs=1, freeze_observers_after=1, loss_fn=F.mse_loss)  # 1: frozen after the first epoch
+    assert int8.quantization_report.quantized == 1 and int8.quantization_report.sqnr_db > 25
     raises(lambda: qat(ReLU6Net(), [], epochs=1), ValueError, "no batches")
 
 
