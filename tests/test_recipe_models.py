@@ -639,8 +639,25 @@ def test_weight_only_lstm_and_mobilenet(recipes):
     assert weight_only(tied) == ["fc"] and tied.head.weight is tied.emb.weight
     assert "tied" in tied.quantization_report.left_float["head"]
     thin = nn.ModuleList([nn.Linear(32, 32), nn.Linear(8, 4096)])  # most of the weights in a layer with 8 inputs
-    with pytest.warns(UserWarning, match="leaves most Linear weights float"):
+    with pytest.warns(UserWarning, match="most Linear weights stay float") as record:
         assert weight_only(thin, min_features=16) == ["0"]
+    assert "float: below min_features=16: 1 matrices, 32768 values" in str(record[0].message)
+
+
+def test_weight_only_warning_names_attention_projections_whatever_min_features(recipes):
+    """The float majority of a TransformerEncoderLayer is nn.MultiheadAttention's: the warning says so, with or
+    without min_features, and does not blame min_features, which left nothing float here."""
+    weight_only = recipes["06"]["int8_weight_only"]
+    for min_features in (0, 1):
+        layer = nn.TransformerEncoderLayer(64, 4, dim_feedforward=64).eval()
+        with pytest.warns(UserWarning, match="most Linear weights stay float") as record:
+            assert weight_only(layer, min_features=min_features) == ["linear1", "linear2"]
+        message = str(record[0].message)
+        assert "(16384 of 24576 values; 2 of 4 weight matrices quantized)" in message, message
+        assert "nn.MultiheadAttention projections: 2 matrices, 16384 values" in message and "min_features" not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # half float (in_proj + out_proj = linear1 + linear2): not most, no warning
+        weight_only(nn.TransformerEncoderLayer(32, 4, 64).eval())
 
 
 # ---------------------------------------------------------------------------------- 07: CLE + bias correction
