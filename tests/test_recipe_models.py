@@ -290,6 +290,18 @@ def test_xnnpack_residual_cnn_and_no_data(recipes):
     raises(lambda: quantize(ResCNN().eval(), (calib[0][:2],), []), ValueError, "calibration_batches is empty")
 
 
+def test_xnnpack_refuses_conv3d_up_front(recipes, tmp_path):
+    """XNNPACK does not delegate a 3-D convolution: the INT8 save failed (missing dequantize_per_channel.out) and a
+    float .pte did not run, so both functions refuse it before exporting."""
+    quantize, save = recipes["08"]["quantize_for_xnnpack"], recipes["08"]["save_pte"]
+    model = nn.Sequential(nn.Conv3d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    clips = [torch.randn(2, 2, 5, 5, 5)]
+    model(clips[0])
+    raises(lambda: quantize(model, (clips[0],), clips), ValueError, "3-D convolution (0)", "not supported")
+    raises(lambda: save(model, (clips[0],), tmp_path / "m.pte"), ValueError, "3-D convolution (0)")
+    assert not (tmp_path / "m.pte").exists()
+
+
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
 
 
