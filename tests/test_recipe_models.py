@@ -302,6 +302,29 @@ def test_xnnpack_refuses_conv3d_up_front(recipes, tmp_path):
     assert not (tmp_path / "m.pte").exists()
 
 
+def test_every_int8_report_notes_a_catastrophic_sqnr(recipes):
+    """Full counts with a broken output: calibration ranges set by a batch 1e6 times larger than the checked one
+    put the checked batch in the zero code (a bias-free MLP, so nothing else carries the output). Each report
+    says so in a note."""
+    g = torch.Generator().manual_seed(0)
+    tiny, huge = torch.randn(16, 16, generator=g) * 1e-3, torch.randn(16, 16, generator=g) * 1e3
+    calib = [tiny, huge]
+    model = nn.Sequential(QuantStub(), nn.Linear(16, 16, bias=False), nn.ReLU(), nn.Linear(16, 8, bias=False), DeQuantStub()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = {
+            "03": recipes["03"]["post_training_quantize"](model, calib, "x86").quantization_report,
+            "04": recipes["04"]["qat_finetune"](model, labelled(calib, 8), epochs=1, lr=0.0).quantization_report,
+            "05": recipes["05"]["quantize_pt2e_x86"](model, (tiny[:2],), calib).quantization_report,
+            "08": recipes["08"]["quantize_for_xnnpack"](model, (tiny[:2],), calib).quantization_report,
+        }
+        healthy = recipes["05"]["quantize_pt2e_x86"](model, (tiny[:2],), [tiny]).quantization_report
+    for key, report in reports.items():
+        assert report.quantized == report.quantizable and report.sqnr_db < 10, (key, report)
+        assert any(note.startswith(f"SQNR {report.sqnr_db:.1f} dB against float") and "whatever the counts" in note
+                   for note in report.notes), (key, report)
+    assert healthy.sqnr_db > 10 and not any("SQNR" in note for note in healthy.notes), healthy
+
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
 
 
