@@ -12,6 +12,7 @@ and a broken one (about 0 dB), not a small loss of accuracy.
 
 import copy
 import json
+import operator
 import warnings
 
 import pytest
@@ -289,6 +290,41 @@ def test_xnnpack_residual_cnn_and_no_data(recipes):
     raises(lambda: quantize(ResCNN().eval(), (calib[0][:2],), []), ValueError, "calibration_batches is empty")
 
 
+def test_xnnpack_refuses_conv3d_up_front(recipes, tmp_path):
+    """XNNPACK does not delegate a 3-D convolution: the INT8 save failed (missing dequantize_per_channel.out) and a
+    float .pte did not run, so both functions refuse it before exporting."""
+    quantize, save = recipes["08"]["quantize_for_xnnpack"], recipes["08"]["save_pte"]
+    model = nn.Sequential(nn.Conv3d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    clips = [torch.randn(2, 2, 5, 5, 5)]
+    model(clips[0])
+    raises(lambda: quantize(model, (clips[0],), clips), ValueError, "3-D convolution (0)", "not supported")
+    raises(lambda: save(model, (clips[0],), tmp_path / "m.pte"), ValueError, "3-D convolution (0)")
+    assert not (tmp_path / "m.pte").exists()
+
+
+def test_every_int8_report_notes_a_catastrophic_sqnr(recipes):
+    """Full counts with a broken output: calibration ranges set by a batch 1e6 times larger than the checked one
+    put the checked batch in the zero code (a bias-free MLP, so nothing else carries the output). Each report
+    says so in a note."""
+    g = torch.Generator().manual_seed(0)
+    tiny, huge = torch.randn(16, 16, generator=g) * 1e-3, torch.randn(16, 16, generator=g) * 1e3
+    calib = [tiny, huge]
+    model = nn.Sequential(QuantStub(), nn.Linear(16, 16, bias=False), nn.ReLU(), nn.Linear(16, 8, bias=False), DeQuantStub()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = {
+            "03": recipes["03"]["post_training_quantize"](model, calib, "x86").quantization_report,
+            "04": recipes["04"]["qat_finetune"](model, labelled(calib, 8), epochs=1, lr=0.0).quantization_report,
+            "05": recipes["05"]["quantize_pt2e_x86"](model, (tiny[:2],), calib).quantization_report,
+            "08": recipes["08"]["quantize_for_xnnpack"](model, (tiny[:2],), calib).quantization_report,
+        }
+        healthy = recipes["05"]["quantize_pt2e_x86"](model, (tiny[:2],), [tiny]).quantization_report
+    for key, report in reports.items():
+        assert report.quantized == report.quantizable and report.sqnr_db < 10, (key, report)
+        assert any(note.startswith(f"SQNR {report.sqnr_db:.1f} dB against float") and "whatever the counts" in note
+                   for note in report.notes), (key, report)
+    assert healthy.sqnr_db > 10 and not any("SQNR" in note for note in healthy.notes), healthy
+
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
 
 
@@ -468,7 +504,9 @@ def test_eager_recipes_refuse_a_functional_clamp_on_qnnpack(recipes):
         untraceable.load_state_dict(model.state_dict())
     with pytest.warns(UserWarning, match="cannot trace"):
         report = ptq(untraceable, calib, "qnnpack").quantization_report
-    assert report.notes and report.notes[0].startswith("not traceable by torch.fx"), report.notes
+    assert any(note.startswith("not traceable by torch.fx") for note in report.notes), report.notes
+    # the skipped check would have refused it: qnnpack's clamp breaks the output, and the SQNR note says so
+    assert report.sqnr_db < 10 and any(note.startswith("SQNR ") for note in report.notes), report
 
 
 def test_eager_ptq_qnnpack_fix_survives_torchscript_and_a_state_dict_reload(recipes, tmp_path):
@@ -534,6 +572,13 @@ def test_qat_refuses_before_training(recipes):
         raises(lambda: qat(Stubbed(SubclassNet()), data, loss_fn=counting_loss), RuntimeError, "would fail after training")
     assert calls == []  # both refused before the first training step
     raises(lambda: qat(Stubbed(SubclassNet()), data, epochs=0), ValueError, "epochs=0")
+    for frozen in (0, -1):  # observers frozen before the first batch would convert with no range at all
+        raises(lambda: qat(Stubbed(SubclassNet()), data, freeze_observers_after=frozen), ValueError,
+               f"freeze_observers_after={frozen}", "at least one epoch")
+    model = nn.Sequential(QuantStub(), nn.Linear(8, 4), DeQuantStub())
+    regression = [(torch.randn(16, 8), torch.randn(16, 4))]
+    int8 = qat(model, regression, epochs=1, freeze_observers_after=1, loss_fn=F.mse_loss)  # 1: frozen after the first epoch
+    assert int8.quantization_report.quantized == 1 and int8.quantization_report.sqnr_db > 25
     raises(lambda: qat(ReLU6Net(), [], epochs=1), ValueError, "no batches")
 
 
@@ -631,8 +676,25 @@ def test_weight_only_lstm_and_mobilenet(recipes):
     assert weight_only(tied) == ["fc"] and tied.head.weight is tied.emb.weight
     assert "tied" in tied.quantization_report.left_float["head"]
     thin = nn.ModuleList([nn.Linear(32, 32), nn.Linear(8, 4096)])  # most of the weights in a layer with 8 inputs
-    with pytest.warns(UserWarning, match="leaves most Linear weights float"):
+    with pytest.warns(UserWarning, match="most Linear weights stay float") as record:
         assert weight_only(thin, min_features=16) == ["0"]
+    assert "float: below min_features=16: 1 matrices, 32768 values" in str(record[0].message)
+
+
+def test_weight_only_warning_names_attention_projections_whatever_min_features(recipes):
+    """The float majority of a TransformerEncoderLayer is nn.MultiheadAttention's: the warning says so, with or
+    without min_features, and does not blame min_features, which left nothing float here."""
+    weight_only = recipes["06"]["int8_weight_only"]
+    for min_features in (0, 1):
+        layer = nn.TransformerEncoderLayer(64, 4, dim_feedforward=64).eval()
+        with pytest.warns(UserWarning, match="most Linear weights stay float") as record:
+            assert weight_only(layer, min_features=min_features) == ["linear1", "linear2"]
+        message = str(record[0].message)
+        assert "(16384 of 24576 values; 2 of 4 weight matrices quantized)" in message, message
+        assert "nn.MultiheadAttention projections: 2 matrices, 16384 values" in message and "min_features" not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # half float (in_proj + out_proj = linear1 + linear2): not most, no warning
+        weight_only(nn.TransformerEncoderLayer(32, 4, 64).eval())
 
 
 # ---------------------------------------------------------------------------------- 07: CLE + bias correction
@@ -679,6 +741,49 @@ def test_cle_numeric_check_catches_a_clamp_it_was_not_told_about(recipes):
         return t.clamp(max=1.0)
 
     raises(lambda: equalize(a, b, [torch.randn(4, 3, 8, 8)], activation=clamp), ValueError, "changed the float function")
+
+
+class FunctionalLeakyPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        return self.b(F.avg_pool2d(F.leaky_relu(self.a(x), 0.1), 3, 2, padding=1))
+
+
+def test_cle_passes_pooling_and_leaky_relu_between_the_convs(recipes):
+    """Max and average pooling (with padding) and LeakyReLU commute with a positive per-channel scale: accepted."""
+    equalize = recipes["07"]["equalize_and_correct"]
+    torch.manual_seed(0)
+    calib = [torch.randn(4, 3, 12, 12)]
+    spread = torch.logspace(-1.5, 1.5, 8).reshape(8, 1, 1, 1)  # conv1's channel ranges 1000x apart
+    for pool in (nn.MaxPool2d(3, 2, padding=1), nn.AvgPool2d(3, 2, padding=1)):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), pool, nn.Conv2d(8, 4, 3)).eval()
+        with torch.no_grad():
+            model[0].weight.mul_(spread)
+        c1, c2 = equalize(model[0], model[3], calib, model=model, activation=lambda t, pool=pool: pool(torch.relu(t)))
+        report = c1.quantization_report
+        assert report.path_checked and report.equalization_sqnr_db > 100, (pool, report)
+        assert report.channel_range_ratio[1] < report.channel_range_ratio[0] / 10, report
+    leaky = FunctionalLeakyPool().eval()
+    with torch.no_grad():
+        leaky.a.weight.mul_(spread)
+    c1, _ = equalize(leaky.a, leaky.b, calib, model=leaky,
+                     activation=lambda t: F.avg_pool2d(F.leaky_relu(t, 0.1), 3, 2, padding=1))
+    assert c1.quantization_report.path_checked and c1.quantization_report.equalization_sqnr_db > 100
+    silu = nn.Sequential(nn.Conv2d(3, 8, 3), nn.MaxPool2d(2), nn.SiLU(), nn.Conv2d(8, 4, 3)).eval()
+    raises(lambda: equalize(silu[0], silu[3], calib, model=silu), ValueError, "SiLU", "per-channel scale")
+    shifted = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)))
+    graph = shifted.graph
+    relu = next(n for n in graph.nodes if n.op == "call_module" and n.target == "1")
+    with graph.inserting_after(relu):
+        plus = graph.call_function(operator.add, (relu, 1.0))
+    relu.replace_all_uses_with(plus)
+    plus.args = (relu, 1.0)
+    shifted.recompile()
+    raises(lambda: equalize(shifted.get_submodule("0"), shifted.get_submodule("2"), calib, model=shifted),
+           ValueError, "add", "an added constant")
 
 
 # ----------------------------------------------------------------------------------- 02: pretrained INT8
