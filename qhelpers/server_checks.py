@@ -111,6 +111,7 @@ def _pair_cases() -> list[tuple[str, torch.Tensor]]:
         ("7-bit weights (reduce-range)", t([[63, 63, -64, -64]])),
         ("the large weights in different pairs", t([[127, 0, 0, 127]])),
         ("the large weights in another row's pair", t([[100, 0], [0, 100], [3, 3]])),
+        ("the large weights side by side across two pairs", t([[0, 127, 127, 0]])),
     ]
 
 
@@ -142,6 +143,9 @@ def _pair_mistake(answers: list[tuple[torch.Tensor, Any]]) -> str:
                                             (-c).to(torch.int64).reshape(c.shape[0], -1, 2).clamp(min=0).sum(2)).max())]),
         ("every pair of a row counts, not only the first: take the largest over all pairs and rows",
          lambda c: [int(255 * per_pair(c)[:, 0].max())]),
+        ("the pairs do not overlap: (0, 1), (2, 3), ..., not (0, 1), (1, 2), ...; codes 1 and 2 sit in different pairs",
+         lambda c: [int(255 * max(int(w.clamp(min=0).sum(2).max()), int((-w).clamp(min=0).sum(2).max())))
+                    for w in [c.to(torch.int64).unfold(1, 2, 1)]]),
         ("the pairs are fixed, neighbours (0, 1), (2, 3), ...: the two largest weights of a row are not always in one pair",
          lambda c: [int(255 * c.to(torch.int64).clamp(min=0).sort(dim=1, descending=True).values[:, :2].sum(1).max())]),
     ]
@@ -168,8 +172,9 @@ def check_worst_pair_sum(fn: Any, codes: torch.Tensor) -> bool:
     largest magnitude a pair sum of uint8 activations times those weights can reach, as an int.
 
     The check calls it on ``codes`` and on cases of its own (opposite signs, -128, reduce-range codes, the large
-    weights in different pairs or rows); the typical wrong rules (absolute values, int8 activations, one product,
-    int8 negation without a cast, the first pair only, the two largest weights of a row) get their hint. A function that calls the check's own reference is refused, by
+    weights in different pairs or rows, or side by side across two pairs); the typical wrong rules (absolute values,
+    int8 activations, one product, int8 negation without a cast, the first pair only, overlapping pairs, the two
+    largest weights of a row) get their hint. A function that calls the check's own reference is refused, by
     behaviour: every call of the reference while the learner's function runs is recorded, however it was reached.
 
     Introduced in notebooks/09_server_runtimes.ipynb.
