@@ -225,14 +225,15 @@ def test_pt2e_lstm_and_transformer_report_what_stays_float(recipes):
 
 
 class Conv1dNet(nn.Module):
-    """Two Conv1d and a Linear head: X86InductorQuantizer annotates 2-D convolutions only."""
+    """Two Conv1d, each followed by a functional relu, and a Linear head: X86InductorQuantizer's only Conv1d
+    pattern is Conv1d -> nn.ReLU module, so both stay float."""
 
-    def __init__(self):
+    def __init__(self, relu=torch.relu):
         super().__init__()
-        self.a, self.b, self.fc = nn.Conv1d(4, 8, 3), nn.Conv1d(8, 8, 3), nn.Linear(8, 4)
+        self.a, self.b, self.fc, self.relu = nn.Conv1d(4, 8, 3), nn.Conv1d(8, 8, 3), nn.Linear(8, 4), relu
 
     def forward(self, x):
-        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean(-1))
+        return self.fc(self.relu(self.b(self.relu(self.a(x)))).mean(-1))
 
 
 class TransposedNet(nn.Module):
@@ -251,10 +252,20 @@ def test_pt2e_counts_conv1d_and_transposed_convolutions_it_leaves_float(recipes)
     x86, xnnpack = recipes["05"]["quantize_pt2e_x86"], recipes["08"]["quantize_for_xnnpack"]
     torch.manual_seed(0)
     seqs = [torch.randn(8, 4, 16) for _ in range(2)]
-    with pytest.warns(UserWarning, match="2 Conv1d/Conv3d/transposed convolutions stay float"):
-        report = x86(Conv1dNet().eval(), (seqs[0][:2],), seqs).quantization_report
-    assert (report.quantized, report.quantizable) == (1, 3), report
-    assert all("2-D (not transposed)" in report.left_float[n] for n in ("a", "b")) and report.notes, report
+    for relu in (torch.relu, F.relu):
+        with pytest.warns(UserWarning, match="2 Conv1d/Conv3d/transposed convolutions stay float"):
+            report = x86(Conv1dNet(relu).eval(), (seqs[0][:2],), seqs).quantization_report
+        assert (report.quantized, report.quantizable) == (1, 3), report
+        assert all("not followed by an nn.ReLU module" in report.left_float[n] for n in ("a", "b")), report
+        assert "only when an nn.ReLU module follows it" in report.notes[0], report
+    # a Conv1d followed by an nn.ReLU module is quantized (the converted graph reads its weight through a dequantize)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Conv1d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 12, 4)).eval()
+    report = x86(model, (seqs[0][:2],), seqs).quantization_report
+    assert (report.quantized, report.quantizable) == (2, 3) and list(report.left_float) == ["2"], report
+    assert "not followed by an nn.ReLU module" in report.left_float["2"] and report.sqnr_db > 25, report
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14, 4)).eval()
+    report = x86(model, (seqs[0][:2],), seqs).quantization_report
+    assert (report.quantized, report.quantizable) == (2, 2) and not report.left_float and not report.notes, report
     maps = [torch.randn(8, 4, 10, 10) for _ in range(2)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
