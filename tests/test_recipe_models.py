@@ -275,6 +275,32 @@ def test_pt2e_counts_conv1d_and_transposed_convolutions_it_leaves_float(recipes)
     assert (report.quantized, report.quantizable) == (5, 5) and report.sqnr_db > 25, report
 
 
+class TwoInputNet(nn.Module):
+    """forward(x, y): two Linear branches added, then a head (a model with two inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(16, 32), nn.Linear(8, 32), nn.Linear(32, 4)
+
+    def forward(self, x, y):
+        return self.fc(torch.relu(self.a(x) + self.b(y)))
+
+
+def test_pt2e_recipes_calibrate_a_model_with_two_inputs(recipes):
+    torch.manual_seed(0)
+    pairs = [(torch.randn(8, 16), torch.randn(8, 8)) for _ in range(2)]
+    labels = torch.zeros(8, dtype=torch.long)
+    for fn in (recipes["05"]["quantize_pt2e_x86"], recipes["08"]["quantize_for_xnnpack"]):
+        # a batch is the pair of inputs, or (inputs, labels) with the pair as inputs
+        for batches in (pairs, [(p, labels) for p in pairs], [list(p) for p in pairs]):
+            model = TwoInputNet().eval()
+            converted = fn(model, tuple(t[:2] for t in pairs[0]), batches)
+            report = converted.quantization_report
+            assert (report.quantized, report.quantizable) == (3, 3) and report.checked_on == 8, report
+            assert report.sqnr_db > 25, report
+            assert converted(*pairs[1]).shape == (8, 4)
+
+
 def test_pt2e_refuses_no_data_and_a_model_without_layers(recipes):
     quantize = recipes["05"]["quantize_pt2e_x86"]
     x = images(1)[0]
