@@ -699,6 +699,22 @@ def test_weight_only_leaves_attention_out_proj_float_and_the_transformer_runs(re
     raises(lambda: weight_only(model), ValueError, "already quantized")
 
 
+def test_weight_only_reports_a_weight_norm_linear_as_parametrized_not_already_quantized(recipes):
+    weight_only = recipes["06"]["int8_weight_only"]
+    torch.manual_seed(0)
+    wn = nn.utils.parametrizations.weight_norm
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), wn(nn.Linear(64, 64))).eval()
+    assert weight_only(model, example_inputs=(torch.randn(4, 64),)) == ["0"]
+    report = model.quantization_report
+    assert (report.quantized, report.quantizable) == (1, 2), report
+    assert report.left_float["2"].startswith("parametrized weight (weight_norm/spectral_norm)"), report
+    assert nn.utils.parametrize.is_parametrized(model[2], "weight") and type(model[0].weight) is not nn.Parameter
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.utils.parametrizations.spectral_norm(nn.Linear(64, 256))).eval()
+    with pytest.warns(UserWarning, match="parametrized: 1 matrices, 16384 values"):
+        weight_only(model)
+    assert "parametrized weight" in model.quantization_report.left_float["2"]
+
+
 def test_weight_only_lstm_and_mobilenet(recipes):
     weight_only = recipes["06"]["int8_weight_only"]
     lstm = LSTMClassifier().eval()
