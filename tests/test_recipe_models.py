@@ -225,14 +225,15 @@ def test_pt2e_lstm_and_transformer_report_what_stays_float(recipes):
 
 
 class Conv1dNet(nn.Module):
-    """Two Conv1d and a Linear head: X86InductorQuantizer annotates 2-D convolutions only."""
+    """Two Conv1d, each followed by a functional relu, and a Linear head: X86InductorQuantizer's only Conv1d
+    pattern is Conv1d -> nn.ReLU module, so both stay float."""
 
-    def __init__(self):
+    def __init__(self, relu=torch.relu):
         super().__init__()
-        self.a, self.b, self.fc = nn.Conv1d(4, 8, 3), nn.Conv1d(8, 8, 3), nn.Linear(8, 4)
+        self.a, self.b, self.fc, self.relu = nn.Conv1d(4, 8, 3), nn.Conv1d(8, 8, 3), nn.Linear(8, 4), relu
 
     def forward(self, x):
-        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean(-1))
+        return self.fc(self.relu(self.b(self.relu(self.a(x)))).mean(-1))
 
 
 class TransposedNet(nn.Module):
@@ -251,10 +252,20 @@ def test_pt2e_counts_conv1d_and_transposed_convolutions_it_leaves_float(recipes)
     x86, xnnpack = recipes["05"]["quantize_pt2e_x86"], recipes["08"]["quantize_for_xnnpack"]
     torch.manual_seed(0)
     seqs = [torch.randn(8, 4, 16) for _ in range(2)]
-    with pytest.warns(UserWarning, match="2 Conv1d/Conv3d/transposed convolutions stay float"):
-        report = x86(Conv1dNet().eval(), (seqs[0][:2],), seqs).quantization_report
-    assert (report.quantized, report.quantizable) == (1, 3), report
-    assert all("2-D (not transposed)" in report.left_float[n] for n in ("a", "b")) and report.notes, report
+    for relu in (torch.relu, F.relu):
+        with pytest.warns(UserWarning, match="2 Conv1d/Conv3d/transposed convolutions stay float"):
+            report = x86(Conv1dNet(relu).eval(), (seqs[0][:2],), seqs).quantization_report
+        assert (report.quantized, report.quantizable) == (1, 3), report
+        assert all("not followed by an nn.ReLU module" in report.left_float[n] for n in ("a", "b")), report
+        assert "only when an nn.ReLU module follows it" in report.notes[0], report
+    # a Conv1d followed by an nn.ReLU module is quantized (the converted graph reads its weight through a dequantize)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Conv1d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 12, 4)).eval()
+    report = x86(model, (seqs[0][:2],), seqs).quantization_report
+    assert (report.quantized, report.quantizable) == (2, 3) and list(report.left_float) == ["2"], report
+    assert "not followed by an nn.ReLU module" in report.left_float["2"] and report.sqnr_db > 25, report
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14, 4)).eval()
+    report = x86(model, (seqs[0][:2],), seqs).quantization_report
+    assert (report.quantized, report.quantizable) == (2, 2) and not report.left_float and not report.notes, report
     maps = [torch.randn(8, 4, 10, 10) for _ in range(2)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -262,6 +273,32 @@ def test_pt2e_counts_conv1d_and_transposed_convolutions_it_leaves_float(recipes)
         assert (report.quantized, report.quantizable) == (2, 5) and len(report.left_float) == 3, report
         report = xnnpack(TransposedNet().eval(), (maps[0][:2],), maps).quantization_report
     assert (report.quantized, report.quantizable) == (5, 5) and report.sqnr_db > 25, report
+
+
+class TwoInputNet(nn.Module):
+    """forward(x, y): two Linear branches added, then a head (a model with two inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(16, 32), nn.Linear(8, 32), nn.Linear(32, 4)
+
+    def forward(self, x, y):
+        return self.fc(torch.relu(self.a(x) + self.b(y)))
+
+
+def test_pt2e_recipes_calibrate_a_model_with_two_inputs(recipes):
+    torch.manual_seed(0)
+    pairs = [(torch.randn(8, 16), torch.randn(8, 8)) for _ in range(2)]
+    labels = torch.zeros(8, dtype=torch.long)
+    for fn in (recipes["05"]["quantize_pt2e_x86"], recipes["08"]["quantize_for_xnnpack"]):
+        # a batch is the pair of inputs, or (inputs, labels) with the pair as inputs
+        for batches in (pairs, [(p, labels) for p in pairs], [list(p) for p in pairs]):
+            model = TwoInputNet().eval()
+            converted = fn(model, tuple(t[:2] for t in pairs[0]), batches)
+            report = converted.quantization_report
+            assert (report.quantized, report.quantizable) == (3, 3) and report.checked_on == 8, report
+            assert report.sqnr_db > 25, report
+            assert converted(*pairs[1]).shape == (8, 4)
 
 
 def test_pt2e_refuses_no_data_and_a_model_without_layers(recipes):
@@ -660,6 +697,22 @@ def test_weight_only_leaves_attention_out_proj_float_and_the_transformer_runs(re
     model.train()
     model(x).sum().backward()
     raises(lambda: weight_only(model), ValueError, "already quantized")
+
+
+def test_weight_only_reports_a_weight_norm_linear_as_parametrized_not_already_quantized(recipes):
+    weight_only = recipes["06"]["int8_weight_only"]
+    torch.manual_seed(0)
+    wn = nn.utils.parametrizations.weight_norm
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), wn(nn.Linear(64, 64))).eval()
+    assert weight_only(model, example_inputs=(torch.randn(4, 64),)) == ["0"]
+    report = model.quantization_report
+    assert (report.quantized, report.quantizable) == (1, 2), report
+    assert report.left_float["2"].startswith("parametrized weight (weight_norm/spectral_norm)"), report
+    assert nn.utils.parametrize.is_parametrized(model[2], "weight") and type(model[0].weight) is not nn.Parameter
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.utils.parametrizations.spectral_norm(nn.Linear(64, 256))).eval()
+    with pytest.warns(UserWarning, match="parametrized: 1 matrices, 16384 values"):
+        weight_only(model)
+    assert "parametrized weight" in model.quantization_report.left_float["2"]
 
 
 def test_weight_only_lstm_and_mobilenet(recipes):
