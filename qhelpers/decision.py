@@ -285,7 +285,10 @@ def recommend(
 
 
 # Exercise scenarios of notebooks/00_start_here.ipynb: the story a learner reads. The answers the story
-# implies are kept only as digests (``_EXPECTED``), so that the object a learner can print holds no answer;
+# implies are kept only as digests (``_EXPECTED``), so that printing an object shows no answer; each question has
+# only two or three possible values, so a learner who reads this file can still recover an answer by hashing the
+# candidates: the key keeps answers out of sight, it does not resist reading the package (any offline key over so
+# small an answer space can be enumerated);
 # for each question a hint points at the words of the story that decide it (shown when the learner answers
 # that question differently; never the answer).
 SCENARIOS: dict[str, str] = {
