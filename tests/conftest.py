@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiers import CI, SLOW
+from tiers import CI, SLOW, SLOW_FIXTURES
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +52,15 @@ def pytest_collection_modifyitems(config, items):
             if key in SLOW:
                 item.add_marker(pytest.mark.slow)
                 used.add(key)
+        keys = _tier_keys(item)
+        for fixture in SLOW_FIXTURES.get(keys[0] if keys else "", ()):
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.slow)
+                used.add((keys[0], fixture))
         if "network" in item.keywords and not wants_network:
             item.add_marker(skip_network)
     tests_dir = Path(__file__).resolve().parent
     if not config.getoption("-k") and {Path(str(a).split("::")[0]).resolve() for a in config.args} >= {tests_dir}:
-        stale = sorted((set(CI) | set(SLOW)) - used)
+        stale = sorted((set(CI) | set(SLOW) | {(f, x) for f, xs in SLOW_FIXTURES.items() for x in xs}) - used, key=str)
         if stale:
             raise pytest.UsageError(f"tests/tiers.py names tests that do not exist (renamed or deleted?): {stale}")
