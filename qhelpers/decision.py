@@ -277,7 +277,7 @@ def recommend(
         ptq_notebooks,
         "quantize_dynamic converts, by default, Linear and recurrent layers only (LSTM, GRU, LSTMCell, GRUCell, RNNCell) and leaves Conv2d in float, so it leaves a CNN's compute "
         "in float; a few hundred unlabelled inputs from where the model will run are enough to calibrate PTQ (with thirty, "
-        "8 of 8 draws came within 3 dB of the full set in notebook 03's run, asserted at least six; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
+        "8 of 8 draws came at most 3 dB of SQNR below the full set in notebook 03's run, asserted at least six; a hundred is a safe margin). Without any inputs, no recipe in this course quantizes a CNN's "
         "convolutions: dynamic or weight-only INT8 (notebook 06) reach only its Linear layers (a small share of a CNN's "
         "multiply-adds; notebook 00 counts it), and cross-layer equalization (notebook 07) needs no data but sets "
         "weight ranges, not the activation ranges PTQ calibrates",
