@@ -42,6 +42,21 @@ def _near(a: float, b: float, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
     return abs(a - b) <= atol + rtol * abs(b)
 
 
+def _right_to_3(a: float, b: float) -> bool:
+    """``a`` is ``b``, or ``b`` rounded to three decimals (0.980 for 21.114 / 21.554): exercise 1 never asks for an
+    unrounded value, and no wrong quantity it names lies that close to the right one."""
+    return _near(a, b) or abs(a - b) <= 5.001e-4
+
+
+def _rounded_too_far(a: float, b: float) -> bool:
+    """``a`` is ``b`` rounded to one or two decimals: the right quantity, rounded too far to judge (a number typed
+    in, right on other weights, is not taken for one)."""
+    return any(_near(a, round(b, k)) for k in (1, 2))
+
+
+_ROUNDED_HINT = "close, but rounded too far to tell: give at least three decimals (or do not round)"
+
+
 class _WeightsStandIn:
     """Weights-like stand-in: a ``meta`` shaped like a torchvision quantized weights' (``meta["unquantized"].meta``,
     ``_metrics``, ``_file_size``), its numbers made up afresh for each check, so that they are in no table."""
@@ -103,7 +118,9 @@ def check_weights_meta(read_meta: Any, weights: Any) -> bool:
     (``meta["unquantized"]`` is the float weights). The check runs the function on ``weights`` (each of the three
     values judged, with the known mistakes named) and then on weights the learner has not read: a stand-in with the
     same ``meta`` fields whose numbers are made up afresh on every call, so that numbers copied or looked up in a
-    table (by the weights' name or type, say) pass on the first only; plain numbers are refused. There are two
+    table (by the weights' name or type, say) pass on the first only; plain numbers are refused. A value right to
+    three decimals passes (the task does not ask for unrounded values); one rounded further is refused with that
+    said, not with a hint that the quantity is wrong. There are two
     stand-ins, INT8 top-1 above float on the first and below on the second, so that a drop which loses its sign
     (``abs()`` of the difference) is refused, with that mistake named, whatever the sign on ``weights``.
 
@@ -124,14 +141,17 @@ def check_weights_meta(read_meta: Any, weights: Any) -> bool:
         got = _read_meta_on(read_meta, unseen, _UNSEEN_WEIGHTS)
         expected = _meta_answer(unseen)
         wrong = [name for name, g, e in zip(("file_ratio", "int8_top1", "drop"), got, expected)
-                 if not_filled(g) or isinstance(g, bool) or not isinstance(g, numbers.Real) or not _near(float(g), e)]
+                 if not_filled(g) or isinstance(g, bool) or not isinstance(g, numbers.Real) or not _right_to_3(float(g), e)]
         d = got[2]
         if (wrong == ["drop"] and expected[2] < 0 and isinstance(d, numbers.Real) and not isinstance(d, bool)
-                and (_near(float(d), -expected[2]) or d == 0)):
+                and (_right_to_3(float(d), -expected[2]) or d == 0)):
             return report("drop", False, (
                 f"right on these weights, but not on {_UNSEEN_WEIGHTS}, where INT8 top-1 is above float: the drop is "
                 "float top-1 minus INT8 top-1 and can be negative (real weights have that); abs() of the difference, "
                 "the larger minus the smaller, or a drop clipped at 0 loses the sign"))
+        if wrong and all(isinstance(g, numbers.Real) and not isinstance(g, bool) and _rounded_too_far(float(g), e)
+                         for name, g, e in zip(("file_ratio", "int8_top1", "drop"), got, expected) if name in wrong):
+            return report(", ".join(wrong), False, f"right on these weights, but not on {_UNSEEN_WEIGHTS}: {_ROUNDED_HINT}")
         if wrong:
             return report("read_meta", False, (
                 f"right on these weights, but {', '.join(wrong)} not on {_UNSEEN_WEIGHTS}: "
@@ -146,10 +166,12 @@ def _judge_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any) -> boo
     meta = weights.meta
     f_size, q_size = meta["unquantized"].meta["_file_size"], meta["_file_size"]
     r = _number(file_ratio, "file_ratio")
-    if _near(r, f_size / q_size):
+    if _right_to_3(r, f_size / q_size):
         ok_ratio = report("file_ratio", True)
-    elif _near(r, q_size / f_size):
+    elif _right_to_3(r, q_size / f_size):
         ok_ratio = report("file_ratio", False, "upside down: the task asks float size / INT8 size")
+    elif _rounded_too_far(r, f_size / q_size):
+        ok_ratio = report("file_ratio", False, _ROUNDED_HINT)
     elif 3.0 <= r <= 4.0:
         ok_ratio = report("file_ratio", False, "that is what INT8 usually gives; read the two files' sizes in meta['_file_size']")
     else:
@@ -157,7 +179,7 @@ def _judge_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any) -> boo
     metrics, float_metrics = meta["_metrics"]["ImageNet-1K"], meta["unquantized"].meta["_metrics"]["ImageNet-1K"]
     top1, float_top1 = metrics["acc@1"], float_metrics["acc@1"]
     q = _number(int8_top1, "int8_top1")
-    if _near(q, top1):
+    if _right_to_3(q, top1):
         ok_top1 = report("int8_top1", True)
     elif _near(q, float_top1):
         ok_top1 = report("int8_top1", False, "that is the float model's top-1 (meta['unquantized']); the INT8 one is in these weights' own meta")
@@ -165,15 +187,19 @@ def _judge_meta(file_ratio: Any, int8_top1: Any, drop: Any, weights: Any) -> boo
         ok_top1 = report("int8_top1", False, "meta gives accuracies in percent; keep them in percent")
     elif _near(q, metrics.get("acc@5", float("nan"))):
         ok_top1 = report("int8_top1", False, "that is top-5 (acc@5); the task asks for top-1")
+    elif _rounded_too_far(q, top1):
+        ok_top1 = report("int8_top1", False, _ROUNDED_HINT)
     else:
         ok_top1 = report("int8_top1", False, "not the published INT8 top-1; look in meta['_metrics']")
     d, expected = _number(drop, "drop"), float_top1 - top1
-    if _near(d, expected):
+    if _right_to_3(d, expected):
         ok_drop = report("drop", True)
-    elif _near(d, -expected):
+    elif _right_to_3(d, -expected):
         ok_drop = report("drop", False, "sign: the drop is float top-1 minus INT8 top-1 (positive when INT8 is worse)")
     elif _near(d, 100 * expected / float_top1) or _near(d, expected / float_top1):
         ok_drop = report("drop", False, "that is a relative drop; the task asks for the difference in percentage points")
+    elif _rounded_too_far(d, expected):
+        ok_drop = report("drop", False, _ROUNDED_HINT)
     else:
         ok_drop = report("drop", False, "not float top-1 minus INT8 top-1 of these weights (float top-1 is in meta['unquantized'])")
     return ok_ratio and ok_top1 and ok_drop

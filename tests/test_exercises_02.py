@@ -841,3 +841,43 @@ def test_ex4_blank_and_not_a_number(capsys, shufflenet):
     assert not ok and "a function (model, backend) -> bytes, got str" in out
     ok, out = run(qh.check_scale_bytes_prediction, capsys, True, *shufflenet)
     assert not ok and "a function (model, backend) -> bytes, got bool" in out
+
+
+def test_ex1_accepts_values_rounded_to_three_decimals(capsys):
+    # docs/ANSWERS.md prints 21.114 / 21.554 = 0.980: the task never asks for an unrounded value (review 02 r18)
+    def rounded(weights):
+        return tuple(round(v, 3) for v in read_meta(weights))
+    assert rounded(MNV2)[0] == 0.98 and rounded(MNV2)[0] != RATIO
+    for _ in range(20):  # on MobileNetV3 and on both stand-ins, every draw
+        ok, out = run(qh.check_weights_meta, capsys, rounded, MNV2)
+        assert ok and out == "✅ file_ratio: correct\n✅ int8_top1: correct\n✅ drop: correct\n"
+
+
+def test_ex1_values_rounded_further_are_refused_with_that_said(capsys):
+    # on MobileNetV3: each value rounded to one decimal is named as rounded, not as the wrong quantity
+    for i, name in enumerate(("file_ratio", "int8_top1", "drop")):
+        def rounded(weights, i=i):
+            values = list(read_meta(weights))
+            values[i] = round(values[i], 1)
+            return tuple(values)
+        ok, out = run(qh.check_weights_meta, capsys, rounded, MNV2)
+        line = next(x for x in out.splitlines() if x.startswith(f"❌ {name}"))
+        assert not ok and "rounded too far" in line and "at least three decimals" in line, name
+        assert "not float" not in out and "not the published" not in out and "is in meta['unquantized'])" not in out
+    # two decimals: 0.98 is also the ratio to three decimals (0.980), so right on MobileNetV3; the stand-ins' ratios
+    # have other third decimals, and there the hint says so, not "read every number from the weights passed in"
+    def two(weights):
+        r, t, d = read_meta(weights)
+        return round(r, 2), t, d
+    seen_refusal = False
+    for _ in range(20):
+        ok, out = run(qh.check_weights_meta, capsys, two, MNV2)
+        assert "✅ file_ratio: correct" in out  # on MobileNetV3
+        if not ok:
+            seen_refusal = True
+            assert "❌ file_ratio: not yet: right on these weights, but not on weights you have not read" in out
+            assert "at least three decimals" in out and "read every number" not in out
+    assert seen_refusal
+    # a value typed in, one decimal off on the stand-ins, is not taken for a rounding: the usual hint
+    ok, out = run(qh.check_weights_meta, capsys, lambda w: (*read_meta(w)[:2], read_meta(w)[2] if w is MNV2 else 0.123456), MNV2)
+    assert not ok and "but drop not on weights you have not read" in out and "rounded" not in out
