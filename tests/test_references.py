@@ -152,3 +152,15 @@ def test_the_checker_catches_what_it_should(tmp_path, monkeypatch):
     assert "REFERENCE-NUMBERS.md" in problems and "seed's" in problems and "the brief" in problems
     assert "notebook-01" not in problems and "WORKSHOP" not in problems and "pytorch.org" not in problems
     assert "seed=0" not in problems
+
+
+def test_notebook_00_section_does_not_give_exercise_4_away():
+    """Notebook 00 links its REFERENCES section above exercise 4, and the workshop bundle ships REFERENCES: the
+    section names no count of changed predictions and no INT8 accuracy of exercise 4's model (those are in
+    docs/ANSWERS.md)."""
+    text = (REPO / "docs" / "REFERENCES.md").read_text(encoding="utf-8")
+    start = text.index("## Notebook 00")
+    section = text[start : text.index("\n## ", start + 1)]
+    assert not re.search(r"\bchanged\s+[1-9]", section), "a count (not the clip-only 0) of changed predictions in notebook 00's section"
+    assert not re.search(r"\b(?:98|99)\.\d\s*%", section), "an INT8 accuracy in notebook 00's section"
+    assert not re.search(r"\b\d+\s+to\s+\d+\s+over\s+nine\s+draws\b", section)
