@@ -277,8 +277,12 @@ def post_training_quantize(
     ``float_modules`` names modules of the *fused* model to leave in float
     (see ``keep_in_float``). ``engine`` (None: ``qh.default_engine()``) is
     active during ``convert`` and restored after; run the result with the
-    same engine set (``with qh.engine(...)``). The result records it as
-    ``quantized_engine``. ``model`` itself is not changed.
+    same engine set (``with qh.engine(...)``). To quantize for another
+    engine, pass ``engine=``: ``None`` means ``qh.default_engine()`` even
+    inside ``with qh.engine(...)``, whose engine this function does not read
+    (``with qh.engine("qnnpack"):`` around a call without ``engine=`` still
+    quantizes for the default engine). The result records the engine it used
+    as ``quantized_engine``. ``model`` itself is not changed.
 
     Introduced in notebooks/00_start_here.ipynb.
     """

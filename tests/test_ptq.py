@@ -176,6 +176,20 @@ def test_ptq_qnnpack_engine(course_model, calib):
         assert qh.accuracy(q, qh.digits_loader("test", limit=250)) > 90
 
 
+def test_ptq_engine_none_is_the_default_not_the_active_engine(course_model, calib):
+    """``engine=None`` means ``qh.default_engine()``, also inside ``with qh.engine(...)``; the docstring says so and
+    that ``engine=`` is how to quantize for another engine."""
+    other = next((e for e in qh.supported_engines() if e in ("qnnpack", "x86") and e != qh.default_engine()), None)
+    if other is None:
+        pytest.skip("one engine only")
+    with qh.engine(other):
+        q = ptq.post_training_quantize(course_model, calib, num_batches=1)
+        assert torch.backends.quantized.engine == other  # the active engine is restored
+    assert q.quantized_engine == qh.default_engine()
+    doc = " ".join(ptq.post_training_quantize.__doc__.split())
+    assert "pass ``engine=``" in doc and "even inside ``with qh.engine(...)``" in doc
+
+
 def test_ptq_bad_inputs(course_model, calib):
     with pytest.raises(ValueError, match="training mode"):
         ptq.post_training_quantize(copy.deepcopy(course_model).train(), calib)
