@@ -750,6 +750,58 @@ def test_weight_only_warning_names_attention_projections_whatever_min_features(r
         weight_only(nn.TransformerEncoderLayer(32, 4, 64).eval())
 
 
+class DictOutput(nn.Module):
+    """Two Linear layers whose forward returns a dict, as a Hugging Face ModelOutput (or a tuple, or argmax ints)."""
+
+    def __init__(self, kind="dict"):
+        super().__init__()
+        self.kind, self.a, self.b = kind, nn.Linear(64, 64), nn.Linear(64, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        logits = self.b(h)
+        if self.kind == "ints":
+            return logits.argmax(1)
+        return {"logits": logits, "hidden": h} if self.kind == "dict" else (logits, h)
+
+
+def test_weight_only_compares_a_dict_or_tuple_output_and_refuses_ints_before_changing_the_model(recipes):
+    weight_only = recipes["06"]["int8_weight_only"]
+    torch.manual_seed(0)
+    x = torch.randn(4, 64)
+    for kind in ("dict", "tuple"):
+        model = DictOutput(kind).eval()
+        assert weight_only(model, example_inputs=(x,)) == ["a", "b"]
+        report = model.quantization_report
+        assert report.sqnr_db > 30 and report.checked_on == 4 and report.notes == [], report
+    model = DictOutput("ints").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    raises(lambda: weight_only(model, example_inputs=(x,)), ValueError, "no floating-point tensor (a Tensor)",
+           "call without example_inputs")
+    assert type(model.a.weight) is nn.Parameter and not hasattr(model, "quantization_report")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_weight_only_measures_in_eval_mode_and_leaves_batchnorm_statistics_alone(recipes):
+    weight_only = recipes["06"]["int8_weight_only"]
+    x = torch.randn(32, 256)
+    sqnr = {}
+    for training in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Dropout(0.1), nn.Linear(512, 256)).train(training)
+        weight_only(model, example_inputs=(x,))
+        sqnr[training] = model.quantization_report.sqnr_db
+        assert model.training == training  # put back as it was
+        assert bool(model.quantization_report.notes) == training, model.quantization_report
+    assert sqnr[True] == sqnr[False] > 30, sqnr  # dropout noise is not reported as quantization error
+    model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 8))  # training mode
+    mean = model[1].running_mean.clone()
+    weight_only(model, example_inputs=x[:, :64])  # one tensor, not a tuple: taken as the one input
+    assert model[1].num_batches_tracked.item() == 0 and torch.equal(model[1].running_mean, mean)
+    assert model.training and model.quantization_report.checked_on == 32
+    raises(lambda: weight_only(model), ValueError, "nothing left to quantize: 2 nn.Linear weights are already quantized")
+
+
 # ---------------------------------------------------------------------------------- 07: CLE + bias correction
 
 
@@ -837,6 +889,50 @@ def test_cle_passes_pooling_and_leaky_relu_between_the_convs(recipes):
     shifted.recompile()
     raises(lambda: equalize(shifted.get_submodule("0"), shifted.get_submodule("2"), calib, model=shifted),
            ValueError, "add", "an added constant")
+
+
+class ReluPoolPair(nn.Module):
+    """Conv -> ReLU -> MaxPool2d(2) -> Conv, conv1's channels 10x apart (review rcp_r7's model)."""
+
+    def __init__(self, functional=False):
+        super().__init__()
+        self.functional = functional
+        self.c1, self.r, self.p, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 16, 3, padding=1)
+        with torch.no_grad():
+            self.c1.weight[:8] *= 10
+
+    def forward(self, x):
+        if self.functional:
+            return self.c2(F.max_pool2d(F.relu(self.c1(x)), 2))
+        return self.c2(self.p(self.r(self.c1(x))))
+
+
+def test_cle_refuses_an_activation_that_is_not_the_models_path(recipes):
+    """With model= given, `activation` must be what the model applies between the convs: the bias correction is
+    fitted to it. ReLU alone where the model has ReLU then MaxPool is refused; the true path passes."""
+    equalize = recipes["07"]["equalize_and_correct"]
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    true_path = lambda t: torch.max_pool2d(torch.relu(t), 2)  # noqa: E731
+    for functional in (False, True):
+        model = ReluPoolPair(functional).eval()
+        raises(lambda: equalize(model.c1, model.c2, calib, bits=4, model=model), ValueError,
+               "activation=relu is not what the model applies between the convs", "max_pool2d" if functional else "MaxPool2d")
+        c1, _ = equalize(model.c1, model.c2, calib, bits=4, model=model, activation=true_path)
+        assert c1.quantization_report.path_checked
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)).eval()  # nothing between: ReLU is wrong too
+    raises(lambda: equalize(plain[0], plain[1], calib, model=plain), ValueError, "(nothing)")
+    equalize(plain[0], plain[1], calib, model=plain, activation=lambda t: t)
+    dropout = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(8, 4, 3)).train()
+    equalize(dropout[0], dropout[3], calib, model=dropout)  # dropout: the identity at inference, left out
+
+
+def test_cle_refuses_linear_and_conv1d_pairs_with_a_sentence(recipes):
+    equalize = recipes["07"]["equalize_and_correct"]
+    raises(lambda: equalize(nn.Linear(8, 16), nn.Linear(16, 4), [torch.randn(4, 8)]), ValueError,
+           "a pair of nn.Conv2d, got Linear and Linear")
+    raises(lambda: equalize(nn.Conv1d(3, 8, 3), nn.Conv1d(8, 8, 3), [torch.randn(4, 3, 16)]), ValueError,
+           "got Conv1d and Conv1d")
 
 
 # ----------------------------------------------------------------------------------- 02: pretrained INT8
