@@ -10,6 +10,7 @@ With random weights the SQNR bounds are loose: they catch a float model passed o
 and a broken one (about 0 dB), not a small loss of accuracy.
 """
 
+import ast
 import copy
 import json
 import operator
@@ -361,6 +362,69 @@ def test_every_int8_report_notes_a_catastrophic_sqnr(recipes):
         assert any(note.startswith(f"SQNR {report.sqnr_db:.1f} dB against float") and "whatever the counts" in note
                    for note in report.notes), (key, report)
     assert healthy.sqnr_db > 10 and not any("SQNR" in note for note in healthy.notes), healthy
+
+
+def test_all_recipe_cells_pasted_into_one_module_keep_their_own_helpers(recipes):
+    """The recipe cells of 01-09 executed into ONE namespace, as one quantization.py holding all of them: no two
+    recipes define the same top-level name with different code (each recipe's private helpers and report class
+    carry its own prefix), and 03's, 05's and 06's reports are the ones each would give alone."""
+    sources = {}
+    for path in notebook_paths():
+        for cell in json.loads(path.read_text())["cells"]:
+            if "recipe" in cell["metadata"].get("tags", []):
+                sources[path.name[:2]] = "".join(cell["source"])
+    assert sorted(sources) == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
+    defined, imported = {}, {}  # top-level def/class/assignment -> the recipes defining it; import -> the recipes
+    for key, source in sources.items():
+        for node in ast.parse(source).body:
+            targets = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
+                [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else []
+            for name in targets:
+                defined.setdefault(name, {})[key] = ast.unparse(node)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    imported.setdefault(alias.asname or alias.name.split(".")[0], set()).add(key)
+    shared = {name: by for name, by in defined.items() if len(by) > 1}
+    assert set(shared) == {"ContiguousClamp", "contiguous_clamps"}, sorted(shared)  # 03's and 04's public helpers:
+    for name, by in shared.items():  # the same code in both (they call each recipe's own private helper)
+        assert len({code.replace("_qat_", "_ptq_") for code in by.values()}) == 1, name
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key in ("01", "03", "04", "05", "08", "06", "07", "02", "09"):
+            exec(compile(sources[key], f"recipe {key}", "exec"), namespace)
+    assert not set(imported) & set(defined), set(imported) & set(defined)
+    for key, source in sources.items():  # an imported name is the same object in every recipe that imports it
+        alone: dict = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(compile(source, f"recipe {key}", "exec"), alone)
+        for name, keys in imported.items():
+            assert key not in keys or alone[name] is namespace[name], (key, name)
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 16) for _ in range(2)]
+    model = nn.Sequential(QuantStub(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), DeQuantStub()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        together = {
+            "03": namespace["post_training_quantize"](model, calib, "x86").quantization_report,
+            "05": namespace["quantize_pt2e_x86"](model, (calib[0],), calib).quantization_report,
+        }
+        alone = {
+            "03": recipes["03"]["post_training_quantize"](model, calib, "x86").quantization_report,
+            "05": recipes["05"]["quantize_pt2e_x86"](model, (calib[0],), calib).quantization_report,
+        }
+    for key in together:
+        assert type(together[key]).__name__ == type(alone[key]).__name__ and repr(together[key]) == repr(alone[key]), key
+        assert together[key].sqnr_db > 25 and together[key].checked_on == 8, together[key]
+    for ns in (namespace, recipes["06"]):
+        mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+        torch.manual_seed(1)
+        mlp.load_state_dict(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).state_dict())
+        ns["int8_weight_only"](mlp, example_inputs=(torch.ones(4, 64),))
+        together["06" if ns is namespace else "06 alone"] = mlp.quantization_report
+    assert repr(together["06"]) == repr(together["06 alone"]) and together["06"].sqnr_db > 30, together["06"]
+
 
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
 
