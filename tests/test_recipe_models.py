@@ -673,6 +673,7 @@ def test_qat_refuses_before_training(recipes):
         raises(lambda: qat(Stubbed(SubclassNet()), data, loss_fn=counting_loss), RuntimeError, "would fail after training")
     assert calls == []  # both refused before the first training step
     raises(lambda: qat(Stubbed(SubclassNet()), data, epochs=0), ValueError, "epochs=0")
+    raises(lambda: qat(Stubbed(SubclassNet()), data, engine="X86"), ValueError, "engine 'X86' is unknown", "valid: [")
     for frozen in (0, -1):  # observers frozen before the first batch would convert with no range at all
         raises(lambda: qat(Stubbed(SubclassNet()), data, freeze_observers_after=frozen), ValueError,
                f"freeze_observers_after={frozen}", "at least one epoch")
@@ -681,6 +682,27 @@ def test_qat_refuses_before_training(recipes):
     int8 = qat(model, regression, epochs=1, freeze_observers_after=1, loss_fn=F.mse_loss)  # 1: frozen after the first epoch
     assert int8.quantization_report.quantized == 1 and int8.quantization_report.sqnr_db > 25
     raises(lambda: qat(ReLU6Net(), [], epochs=1), ValueError, "no batches")
+
+
+class LogBetweenStubs(nn.Module):
+    """torch.log between the stubs: no quantized kernel (the fix is a DeQuantStub/QuantStub pair around it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.fc, self.dequant = QuantStub(), nn.Linear(8, 4), DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(torch.sigmoid(self.fc(self.quant(x))).log())
+
+
+def test_eager_recipes_name_an_op_without_a_quantized_kernel(recipes):
+    x = [torch.randn(16, 8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raises(lambda: recipes["03"]["post_training_quantize"](LogBetweenStubs().eval(), x, "x86"), RuntimeError,
+               "an op with no quantized kernel", "a DeQuantStub before it and a QuantStub after it")
+        raises(lambda: recipes["04"]["qat_finetune"](LogBetweenStubs(), [(x[0], torch.randn(16, 4))], loss_fn=F.mse_loss),
+               RuntimeError, "would fail after training", "an op with no quantized kernel", "a DeQuantStub before it")
 
 
 def test_qat_relu6_and_another_loss(recipes):
