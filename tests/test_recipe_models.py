@@ -307,6 +307,9 @@ def test_pt2e_refuses_no_data_and_a_model_without_layers(recipes):
     x = images(1)[0]
     raises(lambda: quantize(ResCNN().eval(), (x[:2],), []), ValueError, "calibration_batches is empty")
     raises(lambda: quantize(nn.Sequential(nn.ReLU()).eval(), (x[:2],), [x]), RuntimeError, "no conv/linear layer")
+    model = refreshed(ResCNN(), [x])
+    reports = [quantize(model, example, [x]).quantization_report for example in ((x[:2],), x[:2])]  # one tensor: one input
+    assert reports[0] == reports[1] and reports[1].quantized == 3, reports
 
 
 # ------------------------------------------------------------------------------------ 08: XNNPACK (PT2E)
@@ -326,6 +329,8 @@ def test_xnnpack_residual_cnn_and_no_data(recipes):
     report = quantize(refreshed(ResCNN(), calib), (calib[0][:2],), calib).quantization_report
     assert (report.quantized, report.quantizable) == (3, 3) and report.sqnr_db > 30 and report.notes == []
     raises(lambda: quantize(ResCNN().eval(), (calib[0][:2],), []), ValueError, "calibration_batches is empty")
+    bare = quantize(refreshed(ResCNN(), calib), calib[0][:2], calib).quantization_report  # one tensor: one input
+    assert (bare.quantized, bare.quantizable) == (3, 3) and bare.sqnr_db > 30, bare
 
 
 def test_xnnpack_refuses_conv3d_up_front(recipes, tmp_path):
