@@ -431,6 +431,36 @@ def test_all_recipe_cells_pasted_into_one_module_keep_their_own_helpers(recipes)
     assert repr(together["06"]) == repr(together["06 alone"]) and together["06"].sqnr_db > 30, together["06"]
 
 
+class TupleOutput(nn.Module):
+    """Two Linear layers, the logits and the hidden state both returned (a tuple, or a dict as a ModelOutput)."""
+
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.as_dict, self.q, self.a, self.b = as_dict, QuantStub(), nn.Linear(64, 64), nn.Linear(64, 8)
+        self.dq, self.dq2 = DeQuantStub(), DeQuantStub()
+
+    def forward(self, x):
+        h = torch.relu(self.a(self.q(x)))
+        logits, hidden = self.dq(self.b(h)), self.dq2(h)
+        return {"logits": logits, "hidden": hidden} if self.as_dict else (logits, hidden)
+
+
+def test_int8_recipes_compare_every_tensor_of_a_tuple_or_dict_output(recipes):
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 64) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = {
+            "03": recipes["03"]["post_training_quantize"](TupleOutput().eval(), calib, "x86").quantization_report,
+            "04": recipes["04"]["qat_finetune"](TupleOutput(), labelled(calib, 8), epochs=1, lr=0.0,
+                                                loss_fn=lambda out, y: F.cross_entropy(out[0], y)).quantization_report,
+            "05": recipes["05"]["quantize_pt2e_x86"](TupleOutput(as_dict=True).eval(), (calib[0],), calib).quantization_report,
+            "08": recipes["08"]["quantize_for_xnnpack"](TupleOutput().eval(), (calib[0],), calib).quantization_report,
+        }
+    for key, report in reports.items():
+        assert report.quantized == report.quantizable == 2 and 20 < report.sqnr_db < 60, (key, report)
+
+
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
 
 
