@@ -678,16 +678,16 @@ def test_eager_ptq_qnnpack_fix_survives_torchscript_and_a_state_dict_reload(reci
     assert int8.quantization_report.sqnr_db > 25
     for route, out in zip(("torch.jit.script", "the recipe's skeleton", "a hand-built skeleton"), outs):
         assert torch.equal(out, expected), route
-    assert recipe._sqnr_db(ref, outs[0]) == int8.quantization_report.sqnr_db
+    assert recipe._ptq_sqnr_db(ref, outs[0]) == int8.quantization_report.sqnr_db
 
 
 def test_relu6_range_top_code_follows_the_activation_observer(recipes):
     from torch.ao.quantization import HistogramObserver, get_default_qat_qconfig
 
-    top = recipes["03"]["_relu6_top"]
+    top = recipes["03"]["_ptq_relu6_top"]
     for reduce_range, expected in ((True, 127), (False, 255)):
         assert top(HistogramObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range)) == expected
-    assert [recipes["04"]["_relu6_top"](get_default_qat_qconfig(e).activation) for e in ("x86", "qnnpack")] == [127, 255]
+    assert [recipes["04"]["_qat_relu6_top"](get_default_qat_qconfig(e).activation) for e in ("x86", "qnnpack")] == [127, 255]
 
 
 # ----------------------------------------------------------------------------------------------- 04: QAT
