@@ -10,6 +10,7 @@ With random weights the SQNR bounds are loose: they catch a float model passed o
 and a broken one (about 0 dB), not a small loss of accuracy.
 """
 
+import ast
 import copy
 import json
 import operator
@@ -306,6 +307,9 @@ def test_pt2e_refuses_no_data_and_a_model_without_layers(recipes):
     x = images(1)[0]
     raises(lambda: quantize(ResCNN().eval(), (x[:2],), []), ValueError, "calibration_batches is empty")
     raises(lambda: quantize(nn.Sequential(nn.ReLU()).eval(), (x[:2],), [x]), RuntimeError, "no conv/linear layer")
+    model = refreshed(ResCNN(), [x])
+    reports = [quantize(model, example, [x]).quantization_report for example in ((x[:2],), x[:2])]  # one tensor: one input
+    assert reports[0] == reports[1] and reports[1].quantized == 3, reports
 
 
 # ------------------------------------------------------------------------------------ 08: XNNPACK (PT2E)
@@ -325,6 +329,8 @@ def test_xnnpack_residual_cnn_and_no_data(recipes):
     report = quantize(refreshed(ResCNN(), calib), (calib[0][:2],), calib).quantization_report
     assert (report.quantized, report.quantizable) == (3, 3) and report.sqnr_db > 30 and report.notes == []
     raises(lambda: quantize(ResCNN().eval(), (calib[0][:2],), []), ValueError, "calibration_batches is empty")
+    bare = quantize(refreshed(ResCNN(), calib), calib[0][:2], calib).quantization_report  # one tensor: one input
+    assert (bare.quantized, bare.quantizable) == (3, 3) and bare.sqnr_db > 30, bare
 
 
 def test_xnnpack_refuses_conv3d_up_front(recipes, tmp_path):
@@ -361,6 +367,99 @@ def test_every_int8_report_notes_a_catastrophic_sqnr(recipes):
         assert any(note.startswith(f"SQNR {report.sqnr_db:.1f} dB against float") and "whatever the counts" in note
                    for note in report.notes), (key, report)
     assert healthy.sqnr_db > 10 and not any("SQNR" in note for note in healthy.notes), healthy
+
+
+def test_all_recipe_cells_pasted_into_one_module_keep_their_own_helpers(recipes):
+    """The recipe cells of 01-09 executed into ONE namespace, as one quantization.py holding all of them: no two
+    recipes define the same top-level name with different code (each recipe's private helpers and report class
+    carry its own prefix), and 03's, 05's and 06's reports are the ones each would give alone."""
+    sources = {}
+    for path in notebook_paths():
+        for cell in json.loads(path.read_text())["cells"]:
+            if "recipe" in cell["metadata"].get("tags", []):
+                sources[path.name[:2]] = "".join(cell["source"])
+    assert sorted(sources) == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
+    defined, imported = {}, {}  # top-level def/class/assignment -> the recipes defining it; import -> the recipes
+    for key, source in sources.items():
+        for node in ast.parse(source).body:
+            targets = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
+                [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else []
+            for name in targets:
+                defined.setdefault(name, {})[key] = ast.unparse(node)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    imported.setdefault(alias.asname or alias.name.split(".")[0], set()).add(key)
+    shared = {name: by for name, by in defined.items() if len(by) > 1}
+    assert set(shared) == {"ContiguousClamp", "contiguous_clamps"}, sorted(shared)  # 03's and 04's public helpers:
+    for name, by in shared.items():  # the same code in both (they call each recipe's own private helper)
+        assert len({code.replace("_qat_", "_ptq_") for code in by.values()}) == 1, name
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key in ("01", "03", "04", "05", "08", "06", "07", "02", "09"):
+            exec(compile(sources[key], f"recipe {key}", "exec"), namespace)
+    assert not set(imported) & set(defined), set(imported) & set(defined)
+    for key, source in sources.items():  # an imported name is the same object in every recipe that imports it
+        alone: dict = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(compile(source, f"recipe {key}", "exec"), alone)
+        for name, keys in imported.items():
+            assert key not in keys or alone[name] is namespace[name], (key, name)
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 16) for _ in range(2)]
+    model = nn.Sequential(QuantStub(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), DeQuantStub()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        together = {
+            "03": namespace["post_training_quantize"](model, calib, "x86").quantization_report,
+            "05": namespace["quantize_pt2e_x86"](model, (calib[0],), calib).quantization_report,
+        }
+        alone = {
+            "03": recipes["03"]["post_training_quantize"](model, calib, "x86").quantization_report,
+            "05": recipes["05"]["quantize_pt2e_x86"](model, (calib[0],), calib).quantization_report,
+        }
+    for key in together:
+        assert type(together[key]).__name__ == type(alone[key]).__name__ and repr(together[key]) == repr(alone[key]), key
+        assert together[key].sqnr_db > 25 and together[key].checked_on == 8, together[key]
+    for ns in (namespace, recipes["06"]):
+        mlp = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+        torch.manual_seed(1)
+        mlp.load_state_dict(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).state_dict())
+        ns["int8_weight_only"](mlp, example_inputs=(torch.ones(4, 64),))
+        together["06" if ns is namespace else "06 alone"] = mlp.quantization_report
+    assert repr(together["06"]) == repr(together["06 alone"]) and together["06"].sqnr_db > 30, together["06"]
+
+
+class TupleOutput(nn.Module):
+    """Two Linear layers, the logits and the hidden state both returned (a tuple, or a dict as a ModelOutput)."""
+
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.as_dict, self.q, self.a, self.b = as_dict, QuantStub(), nn.Linear(64, 64), nn.Linear(64, 8)
+        self.dq, self.dq2 = DeQuantStub(), DeQuantStub()
+
+    def forward(self, x):
+        h = torch.relu(self.a(self.q(x)))
+        logits, hidden = self.dq(self.b(h)), self.dq2(h)
+        return {"logits": logits, "hidden": hidden} if self.as_dict else (logits, hidden)
+
+
+def test_int8_recipes_compare_every_tensor_of_a_tuple_or_dict_output(recipes):
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 64) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = {
+            "03": recipes["03"]["post_training_quantize"](TupleOutput().eval(), calib, "x86").quantization_report,
+            "04": recipes["04"]["qat_finetune"](TupleOutput(), labelled(calib, 8), epochs=1, lr=0.0,
+                                                loss_fn=lambda out, y: F.cross_entropy(out[0], y)).quantization_report,
+            "05": recipes["05"]["quantize_pt2e_x86"](TupleOutput(as_dict=True).eval(), (calib[0],), calib).quantization_report,
+            "08": recipes["08"]["quantize_for_xnnpack"](TupleOutput().eval(), (calib[0],), calib).quantization_report,
+        }
+    for key, report in reports.items():
+        assert report.quantized == report.quantizable == 2 and 20 < report.sqnr_db < 60, (key, report)
+
 
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
 
@@ -579,16 +678,16 @@ def test_eager_ptq_qnnpack_fix_survives_torchscript_and_a_state_dict_reload(reci
     assert int8.quantization_report.sqnr_db > 25
     for route, out in zip(("torch.jit.script", "the recipe's skeleton", "a hand-built skeleton"), outs):
         assert torch.equal(out, expected), route
-    assert recipe._sqnr_db(ref, outs[0]) == int8.quantization_report.sqnr_db
+    assert recipe._ptq_sqnr_db(ref, outs[0]) == int8.quantization_report.sqnr_db
 
 
 def test_relu6_range_top_code_follows_the_activation_observer(recipes):
     from torch.ao.quantization import HistogramObserver, get_default_qat_qconfig
 
-    top = recipes["03"]["_relu6_top"]
+    top = recipes["03"]["_ptq_relu6_top"]
     for reduce_range, expected in ((True, 127), (False, 255)):
         assert top(HistogramObserver.with_args(dtype=torch.quint8, reduce_range=reduce_range)) == expected
-    assert [recipes["04"]["_relu6_top"](get_default_qat_qconfig(e).activation) for e in ("x86", "qnnpack")] == [127, 255]
+    assert [recipes["04"]["_qat_relu6_top"](get_default_qat_qconfig(e).activation) for e in ("x86", "qnnpack")] == [127, 255]
 
 
 # ----------------------------------------------------------------------------------------------- 04: QAT
@@ -609,6 +708,7 @@ def test_qat_refuses_before_training(recipes):
         raises(lambda: qat(Stubbed(SubclassNet()), data, loss_fn=counting_loss), RuntimeError, "would fail after training")
     assert calls == []  # both refused before the first training step
     raises(lambda: qat(Stubbed(SubclassNet()), data, epochs=0), ValueError, "epochs=0")
+    raises(lambda: qat(Stubbed(SubclassNet()), data, engine="X86"), ValueError, "engine 'X86' is unknown", "valid: [")
     for frozen in (0, -1):  # observers frozen before the first batch would convert with no range at all
         raises(lambda: qat(Stubbed(SubclassNet()), data, freeze_observers_after=frozen), ValueError,
                f"freeze_observers_after={frozen}", "at least one epoch")
@@ -617,6 +717,27 @@ def test_qat_refuses_before_training(recipes):
     int8 = qat(model, regression, epochs=1, freeze_observers_after=1, loss_fn=F.mse_loss)  # 1: frozen after the first epoch
     assert int8.quantization_report.quantized == 1 and int8.quantization_report.sqnr_db > 25
     raises(lambda: qat(ReLU6Net(), [], epochs=1), ValueError, "no batches")
+
+
+class LogBetweenStubs(nn.Module):
+    """torch.log between the stubs: no quantized kernel (the fix is a DeQuantStub/QuantStub pair around it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant, self.fc, self.dequant = QuantStub(), nn.Linear(8, 4), DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(torch.sigmoid(self.fc(self.quant(x))).log())
+
+
+def test_eager_recipes_name_an_op_without_a_quantized_kernel(recipes):
+    x = [torch.randn(16, 8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raises(lambda: recipes["03"]["post_training_quantize"](LogBetweenStubs().eval(), x, "x86"), RuntimeError,
+               "an op with no quantized kernel", "a DeQuantStub before it and a QuantStub after it")
+        raises(lambda: recipes["04"]["qat_finetune"](LogBetweenStubs(), [(x[0], torch.randn(16, 4))], loss_fn=F.mse_loss),
+               RuntimeError, "would fail after training", "an op with no quantized kernel", "a DeQuantStub before it")
 
 
 def test_qat_relu6_and_another_loss(recipes):
@@ -750,6 +871,58 @@ def test_weight_only_warning_names_attention_projections_whatever_min_features(r
         weight_only(nn.TransformerEncoderLayer(32, 4, 64).eval())
 
 
+class DictOutput(nn.Module):
+    """Two Linear layers whose forward returns a dict, as a Hugging Face ModelOutput (or a tuple, or argmax ints)."""
+
+    def __init__(self, kind="dict"):
+        super().__init__()
+        self.kind, self.a, self.b = kind, nn.Linear(64, 64), nn.Linear(64, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        logits = self.b(h)
+        if self.kind == "ints":
+            return logits.argmax(1)
+        return {"logits": logits, "hidden": h} if self.kind == "dict" else (logits, h)
+
+
+def test_weight_only_compares_a_dict_or_tuple_output_and_refuses_ints_before_changing_the_model(recipes):
+    weight_only = recipes["06"]["int8_weight_only"]
+    torch.manual_seed(0)
+    x = torch.randn(4, 64)
+    for kind in ("dict", "tuple"):
+        model = DictOutput(kind).eval()
+        assert weight_only(model, example_inputs=(x,)) == ["a", "b"]
+        report = model.quantization_report
+        assert report.sqnr_db > 30 and report.checked_on == 4 and report.notes == [], report
+    model = DictOutput("ints").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    raises(lambda: weight_only(model, example_inputs=(x,)), ValueError, "no floating-point tensor (a Tensor)",
+           "call without example_inputs")
+    assert type(model.a.weight) is nn.Parameter and not hasattr(model, "quantization_report")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_weight_only_measures_in_eval_mode_and_leaves_batchnorm_statistics_alone(recipes):
+    weight_only = recipes["06"]["int8_weight_only"]
+    x = torch.randn(32, 256)
+    sqnr = {}
+    for training in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Dropout(0.1), nn.Linear(512, 256)).train(training)
+        weight_only(model, example_inputs=(x,))
+        sqnr[training] = model.quantization_report.sqnr_db
+        assert model.training == training  # put back as it was
+        assert bool(model.quantization_report.notes) == training, model.quantization_report
+    assert sqnr[True] == sqnr[False] > 30, sqnr  # dropout noise is not reported as quantization error
+    model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 8))  # training mode
+    mean = model[1].running_mean.clone()
+    weight_only(model, example_inputs=x[:, :64])  # one tensor, not a tuple: taken as the one input
+    assert model[1].num_batches_tracked.item() == 0 and torch.equal(model[1].running_mean, mean)
+    assert model.training and model.quantization_report.checked_on == 32
+    raises(lambda: weight_only(model), ValueError, "nothing left to quantize: 2 nn.Linear weights are already quantized")
+
+
 # ---------------------------------------------------------------------------------- 07: CLE + bias correction
 
 
@@ -837,6 +1010,50 @@ def test_cle_passes_pooling_and_leaky_relu_between_the_convs(recipes):
     shifted.recompile()
     raises(lambda: equalize(shifted.get_submodule("0"), shifted.get_submodule("2"), calib, model=shifted),
            ValueError, "add", "an added constant")
+
+
+class ReluPoolPair(nn.Module):
+    """Conv -> ReLU -> MaxPool2d(2) -> Conv, conv1's channels 10x apart (review rcp_r7's model)."""
+
+    def __init__(self, functional=False):
+        super().__init__()
+        self.functional = functional
+        self.c1, self.r, self.p, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 16, 3, padding=1)
+        with torch.no_grad():
+            self.c1.weight[:8] *= 10
+
+    def forward(self, x):
+        if self.functional:
+            return self.c2(F.max_pool2d(F.relu(self.c1(x)), 2))
+        return self.c2(self.p(self.r(self.c1(x))))
+
+
+def test_cle_refuses_an_activation_that_is_not_the_models_path(recipes):
+    """With model= given, `activation` must be what the model applies between the convs: the bias correction is
+    fitted to it. ReLU alone where the model has ReLU then MaxPool is refused; the true path passes."""
+    equalize = recipes["07"]["equalize_and_correct"]
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    true_path = lambda t: torch.max_pool2d(torch.relu(t), 2)  # noqa: E731
+    for functional in (False, True):
+        model = ReluPoolPair(functional).eval()
+        raises(lambda: equalize(model.c1, model.c2, calib, bits=4, model=model), ValueError,
+               "activation=relu is not what the model applies between the convs", "max_pool2d" if functional else "MaxPool2d")
+        c1, _ = equalize(model.c1, model.c2, calib, bits=4, model=model, activation=true_path)
+        assert c1.quantization_report.path_checked
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)).eval()  # nothing between: ReLU is wrong too
+    raises(lambda: equalize(plain[0], plain[1], calib, model=plain), ValueError, "(nothing)")
+    equalize(plain[0], plain[1], calib, model=plain, activation=lambda t: t)
+    dropout = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(8, 4, 3)).train()
+    equalize(dropout[0], dropout[3], calib, model=dropout)  # dropout: the identity at inference, left out
+
+
+def test_cle_refuses_linear_and_conv1d_pairs_with_a_sentence(recipes):
+    equalize = recipes["07"]["equalize_and_correct"]
+    raises(lambda: equalize(nn.Linear(8, 16), nn.Linear(16, 4), [torch.randn(4, 8)]), ValueError,
+           "a pair of nn.Conv2d, got Linear and Linear")
+    raises(lambda: equalize(nn.Conv1d(3, 8, 3), nn.Conv1d(8, 8, 3), [torch.randn(4, 3, 16)]), ValueError,
+           "got Conv1d and Conv1d")
 
 
 # ----------------------------------------------------------------------------------- 02: pretrained INT8
