@@ -217,8 +217,13 @@ def int8_pairs_saturate(engine: str) -> Optional[bool]:
 
     Measured: exact for every engine on a CPU with AVX512-VNNI; on an AVX2 CPU
     (qemu's Haswell) ``x86``, ``fbgemm`` and ``onednn`` saturate, ``qnnpack``
-    does not. Not probed: oneDNN's depthwise conv, which is exact on AVX2
-    while its Linear and dense conv saturate (FBGEMM's depthwise saturates).
+    does not. Not probed: depthwise convs. oneDNN's is exact on AVX2 while
+    its Linear and dense conv saturate; FBGEMM's (the ``fbgemm`` engine, and
+    ``x86`` with more than 100 groups, asymmetric weights or off Linux)
+    saturated on AVX2 and, from FBGEMM's source (an AVX2-only kernel with
+    ``vpmaddubsw``), saturates on every x86 CPU, AVX512-VNNI included (not
+    measured on a VNNI CPU). So False here does not clear a model's depthwise
+    layers: compare its outputs with ``qnnpack``'s.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
