@@ -1,4 +1,4 @@
-"""scripts/probes/: the scripts behind the results notebooks 00 and 09 quote as "measured outside the notebook".
+"""scripts/probes/: the scripts behind the results notebooks 00, 02 and 09 quote as "measured outside the notebook".
 
 Each must at least import and have a ``main`` and a usage line, so that it cannot rot silently; the fastest one
 (a single ONNX Runtime node, about a second) also runs. The others take tens of seconds to minutes: run them by
