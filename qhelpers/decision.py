@@ -47,10 +47,13 @@ DECISION_TREE_TEXT = """\
                                              transformer and faster at batch 256 (its rounds spread widely:
                                              one run, not a rule), and faster at batch 1 and 64 on an LLM-size
                                              layer.
-                                             An LSTM/GRU: only torch.ao's deprecated dynamic quantization (eager
-                                             quantize_dynamic, or FX). On an ARM device: Linear layers via PT2E with
-                                             XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
-                                             LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic on 'qnnpack'.
+                                             An LSTM: only torch.ao's deprecated APIs, dynamic (eager
+                                             quantize_dynamic, or FX) or static PTQ (prepare/convert map nn.LSTM
+                                             to its quantized LSTM by default); a GRU: dynamic only; torchao's
+                                             quantize_ leaves both float. On an ARM device: Linear layers via
+                                             PT2E with XNNPACKQuantizer (is_dynamic=True, notebook 08), which
+                                             leaves an LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic
+                                             on 'qnnpack'.
                                              Weight-only INT8 for size. Static INT8 only where it measures better
      mostly convolutions (a CNN)          -> go on to 3
 3. A CNN: do you have representative inputs (a hundred or more, no labels needed; training data counts)?
@@ -239,8 +242,10 @@ def recommend(
             "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
             "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
             "exact but slow loop, notebook 05, or, compiled with Inductor's freezing in a process that has imported "
-            "x86_inductor_quantizer (both needed), oneDNN's kernel, which can saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
-            "quantization (eager quantize_dynamic, or FX graph mode); static INT8 only where it measures better",
+            "x86_inductor_quantizer (both needed), oneDNN's kernel, which can saturate: reduce_range=True); an LSTM is converted only by torch.ao's deprecated "
+            "APIs, dynamic quantization (eager quantize_dynamic, or FX graph mode) or static PTQ (prepare/convert map "
+            "nn.LSTM to its quantized LSTM by default), a GRU only by dynamic quantization; static INT8 only where it "
+            "measures better",
         )
     if ptq_drop_acceptable is False:
         if can_train:
