@@ -77,7 +77,10 @@ DECISION_TREE_TEXT = """\
      ARM phone or board                   -> PTQ (or QAT) in PT2E with XNNPACKQuantizer (notebook 05 teaches PT2E),
                                              lowered to ExecuTorch's XNNPACK backend (notebook 08); in eager mode
                                              'qnnpack' is the engine the course uses there (ARM Linux also offers
-                                             'onednn', which the course does not use)"""
+                                             'onednn', which the course does not use)
+     Arm server (Graviton, Axion, Cobalt) -> eager engine 'qnnpack' (qh.recommend: arm_device=True, its ExecuTorch
+                                             line aside), or ONNX Runtime static QDQ INT8 (notebook 09); OpenVINO's
+                                             CPU plugin lists INT8 for x86-64 only"""
 
 # Where a model runs: the eager engine there, how to ship it, and the notebook that does it.
 DEPLOY_TARGETS: dict[str, dict[str, str]] = {
@@ -148,8 +151,10 @@ def recommend(
     fine-tune; training data also calibrates PTQ, so PTQ still comes first.
     ``ptq_drop_acceptable``: how the first post-training INT8 model did
     (``None`` when it has not been tried yet, ``False`` when it lost too
-    much). ``arm_device``: the model runs on an ARM phone or board (else an
-    x86 server or laptop; see ``DEPLOY_TARGETS``). ``model_kind``: ``"conv"``
+    much). ``arm_device``: the model runs on an ARM CPU, a phone or board
+    (else an x86 server or laptop; see ``DEPLOY_TARGETS``); on an Arm server
+    its engine ``qnnpack`` holds but its ExecuTorch line does not: ONNX
+    Runtime static INT8 is the other path there (notebook 09). ``model_kind``: ``"conv"``
     for a CNN, ``"linear"`` for a model whose compute is in Linear/LSTM layers
     (MLP, RNN, transformer), which goes to dynamic INT8 first
     whether or not there is data (PyTorch's quantization docs recommend
@@ -346,7 +351,7 @@ _HINTS: dict[str, str] = {
     "has_calibration_data": "does the story give you representative inputs, whatever the method then does with them? Unlabelled inputs count, so does a training set, and so do inputs kept to measure accuracy (split them: calibrate on one part, measure on the rest)",
     "can_train": "is there time and data to fine-tune before the model ships? Read what the story says about its deadline and about training",
     "ptq_drop_acceptable": "has PTQ been tried yet, and if so, did its loss stay within what the application tolerates (in these stories, the 1-2 points PTQ usually costs)? help(qh.recommend) says what this question takes in each case",
-    "arm_device": "where does the model run: a server/x86 CPU or a phone?",
+    "arm_device": "where does the model run: on an x86 CPU, or on an Arm one (a phone, a board or an Arm server)?",
     "model_kind": "what is the model made of: convolutions (a CNN) or Linear/LSTM layers?",
 }
 
