@@ -47,10 +47,13 @@ DECISION_TREE_TEXT = """\
                                              transformer and faster at batch 256 (its rounds spread widely:
                                              one run, not a rule), and faster at batch 1 and 64 on an LLM-size
                                              layer.
-                                             An LSTM/GRU: only torch.ao's deprecated dynamic quantization (eager
-                                             quantize_dynamic, or FX). On an ARM device: Linear layers via PT2E with
-                                             XNNPACKQuantizer (is_dynamic=True, notebook 08), which leaves an
-                                             LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic on 'qnnpack'.
+                                             An LSTM: only torch.ao's deprecated APIs, dynamic (eager
+                                             quantize_dynamic, or FX) or static PTQ (prepare/convert map nn.LSTM
+                                             to its quantized LSTM by default); a GRU: dynamic only; torchao's
+                                             quantize_ leaves both float. On an ARM device: Linear layers via
+                                             PT2E with XNNPACKQuantizer (is_dynamic=True, notebook 08), which
+                                             leaves an LSTM/GRU float; an LSTM/GRU via eager quantize_dynamic
+                                             on 'qnnpack'.
                                              Weight-only INT8 for size. Static INT8 only where it measures better
      mostly convolutions (a CNN)          -> go on to 3
 3. A CNN: do you have representative inputs (a hundred or more, no labels needed; training data counts)?
@@ -74,7 +77,10 @@ DECISION_TREE_TEXT = """\
      ARM phone or board                   -> PTQ (or QAT) in PT2E with XNNPACKQuantizer (notebook 05 teaches PT2E),
                                              lowered to ExecuTorch's XNNPACK backend (notebook 08); in eager mode
                                              'qnnpack' is the engine the course uses there (ARM Linux also offers
-                                             'onednn', which the course does not use)"""
+                                             'onednn', which the course does not use)
+     Arm server (Graviton, Axion, Cobalt) -> eager engine 'qnnpack' (qh.recommend: arm_device=True, its ExecuTorch
+                                             line aside), or ONNX Runtime static QDQ INT8 (notebook 09); OpenVINO's
+                                             CPU plugin lists INT8 for x86-64 only"""
 
 # Where a model runs: the eager engine there, how to ship it, and the notebook that does it.
 DEPLOY_TARGETS: dict[str, dict[str, str]] = {
@@ -145,8 +151,10 @@ def recommend(
     fine-tune; training data also calibrates PTQ, so PTQ still comes first.
     ``ptq_drop_acceptable``: how the first post-training INT8 model did
     (``None`` when it has not been tried yet, ``False`` when it lost too
-    much). ``arm_device``: the model runs on an ARM phone or board (else an
-    x86 server or laptop; see ``DEPLOY_TARGETS``). ``model_kind``: ``"conv"``
+    much). ``arm_device``: the model runs on an ARM CPU, a phone or board
+    (else an x86 server or laptop; see ``DEPLOY_TARGETS``); on an Arm server
+    its engine ``qnnpack`` holds but its ExecuTorch line does not: ONNX
+    Runtime static INT8 is the other path there (notebook 09). ``model_kind``: ``"conv"``
     for a CNN, ``"linear"`` for a model whose compute is in Linear/LSTM layers
     (MLP, RNN, transformer), which goes to dynamic INT8 first
     whether or not there is data (PyTorch's quantization docs recommend
@@ -239,8 +247,10 @@ def recommend(
             "slower: measure yours; torch.compile needs a C++ compiler, see qh.compile_available(): without one, eager "
             "quantize_dynamic; torchao's compiled path is fast only with AVX512-VNNI: without it torch._int_mm is an "
             "exact but slow loop, notebook 05, or, compiled with Inductor's freezing in a process that has imported "
-            "x86_inductor_quantizer (both needed), oneDNN's kernel, which can saturate: reduce_range=True); an LSTM/GRU is converted only by torch.ao's deprecated dynamic "
-            "quantization (eager quantize_dynamic, or FX graph mode); static INT8 only where it measures better",
+            "x86_inductor_quantizer (both needed), oneDNN's kernel, which can saturate: reduce_range=True); an LSTM is converted only by torch.ao's deprecated "
+            "APIs, dynamic quantization (eager quantize_dynamic, or FX graph mode) or static PTQ (prepare/convert map "
+            "nn.LSTM to its quantized LSTM by default), a GRU only by dynamic quantization; static INT8 only where it "
+            "measures better",
         )
     if ptq_drop_acceptable is False:
         if can_train:
@@ -341,7 +351,7 @@ _HINTS: dict[str, str] = {
     "has_calibration_data": "does the story give you representative inputs, whatever the method then does with them? Unlabelled inputs count, so does a training set, and so do inputs kept to measure accuracy (split them: calibrate on one part, measure on the rest)",
     "can_train": "is there time and data to fine-tune before the model ships? Read what the story says about its deadline and about training",
     "ptq_drop_acceptable": "has PTQ been tried yet, and if so, did its loss stay within what the application tolerates (in these stories, the 1-2 points PTQ usually costs)? help(qh.recommend) says what this question takes in each case",
-    "arm_device": "where does the model run: a server/x86 CPU or a phone?",
+    "arm_device": "where does the model run: on an x86 CPU, or on an Arm one (a phone, a board or an Arm server)?",
     "model_kind": "what is the model made of: convolutions (a CNN) or Linear/LSTM layers?",
 }
 

@@ -109,6 +109,7 @@ def _blank_solution(source: str) -> str:
 # where the answers are instead.
 ANSWERS_DOC = "docs/ANSWERS.md"
 _SOLUTION_PHRASES = [
+    (re.compile(r"in\s+the copies in `notebooks/`, its solution sits in"), "its solution sits in"),
     (re.compile(r"\s*\(click the bar to reveal it\)"), ""),
     (re.compile(r"(?:in |sits in )?the collapsed cell (?:above the check|under the task|above)"), f"is in `{ANSWERS_DOC}` (the answers, with reasoning; in a workshop your teacher has it)"),
 ]

@@ -9,6 +9,7 @@ The scenarios' answers are kept here in the clear (the course keeps only their d
 """
 
 import pytest
+import torch
 
 import qhelpers as qh
 from qhelpers import checks, decision
@@ -628,6 +629,21 @@ def test_recommend_linear_model_on_arm_goes_to_pt2e_dynamic_and_an_lstm_to_eager
     assert "XNNPACKQuantizer" in rec.reason and "is_dynamic=True" in rec.reason
     assert "default patterns do not quantize LSTM/GRU" in rec.reason and "quantize_dynamic on engine 'qnnpack'" in rec.reason
     assert "torch.compile" not in rec.reason
+
+
+def test_recommend_linear_model_on_x86_names_both_torch_ao_paths_for_an_lstm_and_dynamic_only_for_a_gru():
+    # torch/ao/quantization/quantize.py, _DEFAULT_CUSTOM_CONFIG_DICT: static prepare/convert map nn.LSTM to
+    # nn.quantized.LSTM by default; nn.GRU is not in it, so a GRU goes through dynamic quantization only
+    from torch.ao.quantization.quantize import get_default_custom_config_dict
+
+    custom = get_default_custom_config_dict()
+    assert torch.nn.LSTM in custom["float_to_observed_custom_module_class"]
+    assert torch.nn.GRU not in custom["float_to_observed_custom_module_class"]
+    reason = qh.recommend(True, False, model_kind="linear").reason
+    assert "static PTQ (prepare/convert map nn.LSTM to its quantized LSTM by default)" in reason
+    assert "a GRU only by dynamic quantization" in reason
+    assert "LSTM/GRU is converted only by" not in reason
+    assert "static PTQ (prepare/convert map nn.LSTM" in decision.DECISION_TREE_TEXT and "a GRU: dynamic only" in decision.DECISION_TREE_TEXT
 
 
 def test_recommend_cnn_without_data_offers_no_course_recipe_for_its_convolutions():

@@ -106,6 +106,14 @@ def test_student_copy_has_no_solutions_and_no_outputs(path):
     assert "docs/ANSWERS.md" in student["cells"][0]["source"], "the first cell says where the answers are"
 
 
+def test_student_copy_of_notebook_00_does_not_send_the_answers_of_notebooks_copies_to_answers_md():
+    # the full notebook: "in the copies in `notebooks/`, its solution sits in the collapsed cell above the check"
+    nb = json.loads((course_root() / "notebooks" / "00_start_here.ipynb").read_text())
+    markdown = "\n".join(c["source"] for c in student_copy(nb)["cells"] if c["cell_type"] == "markdown")
+    assert "its solution is in `docs/ANSWERS.md`" in markdown
+    assert "copies in `notebooks/`, its solution" not in " ".join(markdown.split())
+
+
 def _solution_block(source: str) -> str:
     return source.split("# BEGIN SOLUTION", 1)[1].split("# END SOLUTION", 1)[0]
 
