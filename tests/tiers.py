@@ -45,6 +45,13 @@ CI: dict[str, str] = {
     "tests/test_cpu.py::test_compile_probe_here": "a real torch.compile build (25 s); notebook 05's compile cells run in make test",
     "tests/test_lab_settings.py::test_jupyterlab_serves_the_news_setting_off_by_default": "starts a JupyterLab server (16 s)",
     "tests/test_lab_settings.py::test_make_lab_serves_student_notebooks_and_docs": "starts a JupyterLab server (9 s)",
+    "tests/test_environment.py::test_show_warnings_prints_the_quantized_dtype_deprecation_once_without_paths":
+        "a fresh Python process (22 s); notebook 00's warnings section shows the deprecation once in make test",
+    "tests/test_cpu.py::test_the_probes_leave_the_deprecation_warning_for_the_notebook":
+        "a fresh Python process (19 s); notebook 00 runs the probes and then shows the warning in make test",
+    "tests/test_doctor.py::test_this_machine_is_ready": "the whole doctor (13 s; `make doctor`), its lines are tested one by one in make test",
+    "tests/test_server_runtimes.py::test_openvino_float_and_int8_within_a_point_of_float":
+        "an OpenVINO build and NNCF calibration (11 s); notebook 09 runs both in make test",
     "tests/test_doctor.py::test_the_jupyter_kernel_imports_qhelpers_or_the_fix_says_how":
         "starts a Jupyter kernel (14 s); every notebook's kernel imports qhelpers in make test",
     "tests/test_exercises_01.py::test_ex1_a_restart_in_a_new_process_still_scores_the_first_prediction":
