@@ -980,6 +980,31 @@ def test_weight_only_measures_in_eval_mode_and_leaves_batchnorm_statistics_alone
     raises(lambda: weight_only(model), ValueError, "nothing left to quantize: 2 nn.Linear weights are already quantized")
 
 
+def test_weight_only_restores_each_submodules_own_mode(recipes):
+    """A frozen BatchNorm under a model in training mode stays frozen, and an MC-dropout under a model in eval
+    mode stays on: each module's own flag is put back, not the root's spread over all."""
+    weight_only = recipes["06"]["int8_weight_only"]
+    torch.manual_seed(0)
+    x = torch.randn(32, 64)
+    frozen = nn.Sequential(nn.Linear(64, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 64))
+    frozen.train()
+    frozen[1].eval()
+    frozen[3].eval()
+    mc = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 64)).eval()
+    mc[2].train()
+    for model in (frozen, mc):
+        before = [m.training for m in model.modules()]
+        mean = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+        weight_only(model, example_inputs=x)
+        assert [m.training for m in model.modules()] == before
+        assert all(torch.equal(a, m.running_mean) for a, m in zip(mean, [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]))
+        report = model.quantization_report
+        assert report.sqnr_db > 30, report  # measured without dropout noise
+        assert any("each module's own training flag was restored" in note for note in report.notes), report
+    assert frozen.quantization_report.notes[0].startswith("4 of 6 modules were in training mode (first: (the model))")
+    assert mc.quantization_report.notes[0].startswith("1 of 5 modules were in training mode (first: 2)")
+
+
 # ---------------------------------------------------------------------------------- 07: CLE + bias correction
 
 
