@@ -366,6 +366,10 @@ def test_every_int8_report_notes_a_catastrophic_sqnr(recipes):
         assert report.quantized == report.quantizable and report.sqnr_db < 10, (key, report)
         assert any(note.startswith(f"SQNR {report.sqnr_db:.1f} dB against float") and "whatever the counts" in note
                    for note in report.notes), (key, report)
+    advice = {"03": "fusion groups", "04": "after training with float before it", "05": "no fusion groups to check",
+              "08": "no fusion groups to check"}  # each note names only causes that exist in its recipe
+    for key, report in reports.items():
+        assert any(advice[key] in note for note in report.notes), (key, report)
     assert healthy.sqnr_db > 10 and not any("SQNR" in note for note in healthy.notes), healthy
 
 
@@ -459,6 +463,63 @@ def test_int8_recipes_compare_every_tensor_of_a_tuple_or_dict_output(recipes):
         }
     for key, report in reports.items():
         assert report.quantized == report.quantizable == 2 and 20 < report.sqnr_db < 60, (key, report)
+
+
+class ForgotDequant(nn.Module):
+    """Defines a DeQuantStub and forgets to call it (``two_out``: calls it on the second output only)."""
+
+    def __init__(self, two_out=False):
+        super().__init__()
+        self.two_out, self.quant, self.dequant = two_out, QuantStub(), DeQuantStub()
+        self.c, self.l = nn.Conv2d(3, 8, 3), nn.Linear(8 * 6 * 6, 4)
+        if two_out:
+            self.l2 = nn.Linear(8 * 6 * 6, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.c(self.quant(x))).flatten(1)
+        return (self.l(h), self.dequant(self.l2(h))) if self.two_out else self.l(h)
+
+
+def test_eager_recipes_refuse_an_output_still_quantized(recipes):
+    """A forward that skips the DeQuantStub on an output used to give sqnr_db=nan with no note (one output) or
+    a float head compared with another INT8 head (two outputs): now a refusal naming the output."""
+    torch.manual_seed(0)
+    calib = [torch.randn(16, 3, 8, 8) for _ in range(2)]
+    for two_out in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raises(lambda: recipes["03"]["post_training_quantize"](ForgotDequant(two_out).eval(), calib, "x86"),
+                   ValueError, "output 0 of the INT8 model", "still quantized", "call self.dequant(...) on every output")
+            raises(lambda: recipes["04"]["qat_finetune"](ForgotDequant(two_out), labelled(calib, 4), epochs=1,
+                                                         freeze_observers_after=1, engine="x86", loss_fn=lambda out, y: F.cross_entropy(out[1] if two_out else out, y)),
+                   ValueError, "output 0 of the INT8 model", "still quantized", "call self.dequant(...) on every output")
+    sqnr_db = recipes["03"]["_ptq_sqnr_db"]
+    raises(lambda: sqnr_db((torch.ones(2), torch.ones(2)), torch.ones(2)), ValueError, "returns 2 floating-point tensors")
+    assert sqnr_db(torch.arange(3), torch.arange(3)) != sqnr_db(torch.arange(3), torch.arange(3))  # NaN: nothing to compare
+
+
+def test_eager_reports_note_an_unmeasured_sqnr(recipes):
+    """An output with no floating-point tensor (here: integer class ids) gives NaN, which a note explains."""
+    class Argmax(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.a, self.dq = QuantStub(), nn.Linear(16, 4), DeQuantStub()
+
+        def forward(self, x):
+            out = self.dq(self.a(self.q(x)))
+            return out if self.training else out.argmax(1)  # trained on logits, measured on class ids
+
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 16) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = {
+            "03": recipes["03"]["post_training_quantize"](Argmax().eval(), calib, "x86").quantization_report,
+            "04": recipes["04"]["qat_finetune"](Argmax(), labelled(calib, 4), epochs=1, lr=0.0,
+                                                loss_fn=F.cross_entropy).quantization_report,
+        }
+    for key, report in reports.items():
+        assert any(note.startswith("SQNR not measured") for note in report.notes), (key, report)
 
 
 # ----------------------------------------------------------------------------------------- 03: eager PTQ
@@ -921,6 +982,31 @@ def test_weight_only_measures_in_eval_mode_and_leaves_batchnorm_statistics_alone
     assert model[1].num_batches_tracked.item() == 0 and torch.equal(model[1].running_mean, mean)
     assert model.training and model.quantization_report.checked_on == 32
     raises(lambda: weight_only(model), ValueError, "nothing left to quantize: 2 nn.Linear weights are already quantized")
+
+
+def test_weight_only_restores_each_submodules_own_mode(recipes):
+    """A frozen BatchNorm under a model in training mode stays frozen, and an MC-dropout under a model in eval
+    mode stays on: each module's own flag is put back, not the root's spread over all."""
+    weight_only = recipes["06"]["int8_weight_only"]
+    torch.manual_seed(0)
+    x = torch.randn(32, 64)
+    frozen = nn.Sequential(nn.Linear(64, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 64))
+    frozen.train()
+    frozen[1].eval()
+    frozen[3].eval()
+    mc = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 64)).eval()
+    mc[2].train()
+    for model in (frozen, mc):
+        before = [m.training for m in model.modules()]
+        mean = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+        weight_only(model, example_inputs=x)
+        assert [m.training for m in model.modules()] == before
+        assert all(torch.equal(a, m.running_mean) for a, m in zip(mean, [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]))
+        report = model.quantization_report
+        assert report.sqnr_db > 30, report  # measured without dropout noise
+        assert any("each module's own training flag was restored" in note for note in report.notes), report
+    assert frozen.quantization_report.notes[0].startswith("4 of 6 modules were in training mode (first: (the model))")
+    assert mc.quantization_report.notes[0].startswith("1 of 5 modules were in training mode (first: 2)")
 
 
 # ---------------------------------------------------------------------------------- 07: CLE + bias correction
