@@ -30,12 +30,21 @@ NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCE
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users|private|var/folders)/[\w.-]+|\b[A-Za-z]:\\{1,2}[\w .-]+")
 
 
-def notebook_paths() -> list[Path]:
-    """The course notebooks, in order (``notebooks/NN_*.ipynb`` of ``qh.course_root()``)."""
-    return sorted((course_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
 STUDENT_DIR = "student"
+_NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+
+
+def _full_notebook_paths() -> list[Path]:
+    """The full notebooks (``notebooks/NN_*.ipynb`` of ``qh.course_root()``), the ones the tooling executes and copies."""
+    return sorted((course_root() / "notebooks").glob(_NOTEBOOK_GLOB))
+
+
+def notebook_paths() -> list[Path]:
+    """The course notebooks the learner has, in order: ``notebooks/NN_*.ipynb`` of ``qh.course_root()``, or
+    ``student/NN_*.ipynb`` where there is no ``notebooks/`` (a workshop's student bundle leaves it out)."""
+    root = course_root()
+    folder = root / "notebooks" if (root / "notebooks").is_dir() else root / STUDENT_DIR
+    return sorted(folder.glob(_NOTEBOOK_GLOB))
 _ASSIGNMENT = re.compile(r"^(?:def\s+(?P<function>[A-Za-z_]\w*)\s*\(|(?P<name>[A-Za-z_]\w*)\s*=(?!=))")  # `name = ...` or `def name(`
 
 
@@ -181,7 +190,7 @@ def write_student_copies(out_dir: Optional[Path] = None, paths: Optional[list[Pa
     """Write student copies of the notebooks to ``out_dir`` (default ``student/`` of ``qh.course_root()``); returns their paths."""
     out_dir = Path(out_dir) if out_dir is not None else course_root() / STUDENT_DIR
     written = []
-    for path in paths or notebook_paths():
+    for path in paths or _full_notebook_paths():
         nb = student_copy(json.loads(Path(path).read_text()))
         target = out_dir / Path(path).name
         atomic_write_bytes(target, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
@@ -289,7 +298,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for p in write_student_copies(args.out):
             print(f"wrote {p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p}")
         return 0
-    paths = args.paths or notebook_paths()
+    paths = args.paths or _full_notebook_paths()
     if args.command == "execute":
         for p in paths:
             seconds = execute_notebook(p)

@@ -61,15 +61,45 @@ def test_missing_target_or_student_copies_are_named(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def _course_map_cell(nb) -> int:
+    """The index, among the code cells of notebook 00, of the course-map cell (the one that lists the notebooks)."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    return next(i for i, c in enumerate(code) if "notebook_paths()" in c.source)
+
+
+def test_the_course_map_cell_runs_where_notebooks_is_left_out(tmp_path, monkeypatch, capsys):
+    """Student/00's course-map cell, in a folder shaped like the bundle (data/ and student/, no notebooks/), lists
+    the student copies and finds each in the map (it raised IndexError when it read notebooks/ only)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "student").mkdir()
+    for path in sorted((REPO / "student").glob("[0-9][0-9]_*.ipynb")):
+        (tmp_path / "student" / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("QHELPERS_HOME", str(tmp_path))
+    nb = nbformat.read(tmp_path / "student" / "00_start_here.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    exec(code[_course_map_cell(nb)].source, {})
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == sorted(p.name for p in (tmp_path / "student").glob("*.ipynb"))
+    assert listed[0].startswith("00_start_here.ipynb") and "Start here" in listed[0]
+    # the course folder's own notebooks/ still comes first where it exists
+    (tmp_path / "notebooks").mkdir()
+    from qhelpers.notebooks import notebook_paths
+
+    assert notebook_paths() == []
+
+
 def test_a_student_copy_runs_from_the_bundle(built):
-    """The first cells of student/00 run in a fresh kernel inside the bundle: the course folder, data/ and the
-    progress log are the bundle's (the package is imported from the bundle, not from this repository)."""
+    """Student/00's cells up to its course map run in a fresh kernel inside the bundle: the course folder, data/
+    and the progress log are the bundle's (the package is imported from the bundle, not from this repository),
+    and the course map lists the bundle's student copies (there is no notebooks/)."""
     nb = nbformat.read(built / "student" / "00_start_here.ipynb", as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"][:2]
+    code = [c for c in nb.cells if c.cell_type == "code"][: _course_map_cell(nb) + 1]
     probe = nbformat.v4.new_code_cell("import qhelpers as qh\nprint(qh.__file__)\nprint(qh.course_root())\nprint(qh.data_dir())")
     env = {**os.environ, "PYTHONPATH": str(built), "QHELPERS_HOME": ""}
     env.pop("QHELPERS_DATA", None)
     run = nbformat.v4.new_notebook(cells=[*code, probe])
     NotebookClient(run, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(built / "student")}}).execute(env=env)
     out = "".join(o.get("text", "") for o in run.cells[-1].outputs)
+    listed = "".join(o.get("text", "") for o in run.cells[-2].outputs)
+    assert listed.startswith("00_start_here.ipynb") and "09_server_runtimes.ipynb" in listed, listed
     assert str(built / "qhelpers") in out and f"{built}\n" in out and str(built / "data") in out, out
