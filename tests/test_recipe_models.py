@@ -498,8 +498,9 @@ def test_eager_recipes_refuse_an_output_still_quantized(recipes):
     assert sqnr_db(torch.arange(3), torch.arange(3)) != sqnr_db(torch.arange(3), torch.arange(3))  # NaN: nothing to compare
 
 
-def test_eager_reports_note_an_unmeasured_sqnr(recipes):
-    """An output with no floating-point tensor (here: integer class ids) gives NaN, which a note explains."""
+def test_reports_note_an_unmeasured_sqnr(recipes):
+    """An output with no floating-point tensor (here: integer class ids) gives NaN, which a note explains: in the
+    eager recipes (03, 04) and in the PT2E ones (05, 08)."""
     class Argmax(nn.Module):
         def __init__(self):
             super().__init__()
@@ -518,7 +519,23 @@ def test_eager_reports_note_an_unmeasured_sqnr(recipes):
             "04": recipes["04"]["qat_finetune"](Argmax(), labelled(calib, 4), epochs=1, lr=0.0,
                                                 loss_fn=F.cross_entropy).quantization_report,
         }
+
+    class ConvArgmax(nn.Module):  # PT2E: a conv and a linear, class ids at the output
+        def __init__(self):
+            super().__init__()
+            self.c, self.a = nn.Conv2d(3, 8, 3), nn.Linear(8 * 6 * 6, 4)
+
+        def forward(self, x):
+            return self.a(torch.relu(self.c(x)).flatten(1)).argmax(1)
+
+    images_calib = [torch.randn(8, 3, 8, 8)]
+    for key, name in (("05", "quantize_pt2e_x86"), ("08", "quantize_for_xnnpack")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reports[key] = recipes[key][name](ConvArgmax().eval(), (images_calib[0][:4],), images_calib).quantization_report
+        assert (reports[key].quantized, reports[key].quantizable) == (2, 2), (key, reports[key])
     for key, report in reports.items():
+        assert report.sqnr_db != report.sqnr_db, (key, report)  # NaN
         assert any(note.startswith("SQNR not measured") for note in report.notes), (key, report)
 
 
