@@ -333,6 +333,30 @@ def test_xnnpack_residual_cnn_and_no_data(recipes):
     assert (bare.quantized, bare.quantizable) == (3, 3) and bare.sqnr_db > 30, bare
 
 
+def test_plain_conv2d_subclasses_need_the_strict_retry_on_x86_only(recipes):
+    """08's docstring: XNNPACKQuantizer quantizes plain nn.Conv2d subclasses on the first, non-strict export (no
+    warning), while 05's X86InductorQuantizer needs the strict=True retry for them (one warning)."""
+    class MyConv(nn.Conv2d):
+        pass
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.c2, self.fc = MyConv(3, 8, 3), MyConv(8, 8, 3), nn.Linear(8 * 4 * 4, 4)
+
+        def forward(self, x):
+            return self.fc(F.relu(self.c2(F.relu(self.c(x)))).flatten(1))
+
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 3, 8, 8)]
+    for key, name, retried in (("05", "quantize_pt2e_x86", True), ("08", "quantize_for_xnnpack", False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = recipes[key][name](Net().eval(), (calib[0][:2],), calib).quantization_report
+        assert (report.quantized, report.quantizable) == (3, 3), (key, report)
+        assert any("exported with strict=True instead" in str(w.message) for w in caught) == retried, key
+
+
 def test_xnnpack_refuses_conv3d_up_front(recipes, tmp_path):
     """XNNPACK does not delegate a 3-D convolution: the INT8 save failed (missing dequantize_per_channel.out) and a
     float .pte did not run, so both functions refuse it before exporting."""
