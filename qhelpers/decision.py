@@ -39,7 +39,7 @@ DECISION_TREE_TEXT = """\
      yes                                  -> use it (notebook 02)
 2. What is the model made of?
      mostly Linear/LSTM layers            -> INT8 weights first, no calibration (notebook 06): dynamic INT8. On x86,
-       (an MLP, an RNN, a transformer)       eager quantize_dynamic (deprecated), or torchao's dynamic INT8 compiled
+       (an MLP, LSTM/GRU, transformer)       eager quantize_dynamic (deprecated), or torchao's dynamic INT8 compiled
                                              with torch.compile (needs a C++ compiler: qh.compile_available();
                                              fast only with AVX512-VNNI, notebook 05). Measure the speed: in
                                              one 10-round run of notebook 06 (AVX512-VNNI CPU) eager
@@ -156,7 +156,7 @@ def recommend(
     its engine ``qnnpack`` holds but its ExecuTorch line does not: ONNX
     Runtime static INT8 is the other path there (notebook 09). ``model_kind``: ``"conv"``
     for a CNN, ``"linear"`` for a model whose compute is in Linear/LSTM layers
-    (MLP, RNN, transformer), which goes to dynamic INT8 first
+    (MLP, LSTM/GRU, transformer; a plain nn.RNN stays float), which goes to dynamic INT8 first
     whether or not there is data (PyTorch's quantization docs recommend
     dynamic quantization for LSTM and transformer models, static for CNNs;
     see docs/REFERENCES.md). ``pre_quantized``: a ready-made INT8 model for
