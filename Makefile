@@ -4,8 +4,8 @@
 # everything with the test tools (requirements-dev.txt, which includes requirements-deploy.txt: every notebook runs).
 #
 # Test tiers (the markers and the list of CI-only tests are in tests/tiers.py):
-#   make quick    the inner loop, under a minute: the unit tests that take well under a second each
-#   make test     the README's command, on TEST_JOBS=2 workers (pytest-xdist; 10 min of test time on a quiet 2-core AVX2 EPYC,
+#   make quick    the inner loop, under a minute (51 s wall on a quiet 2-core AVX2 EPYC): the unit tests that take well under a second each
+#   make test     the README's command, on TEST_JOBS=2 workers (pytest-xdist; 9 min 51 s of test time on a quiet 2-core AVX2 EPYC on 2026-12-07,
 #                 16 min in one process before; the README's tier table has the measurements; budget 12): every unit test except the
 #                 CI tier, and every notebook run strictly (nbval) with the student flow
 #   make test-ci  the rest, for CI (.ci/run): browser, the classroom server (root), Node wrapper, packaging install, killed runs,
