@@ -45,6 +45,8 @@ def notebook_paths() -> list[Path]:
     root = course_root()
     folder = root / "notebooks" if (root / "notebooks").is_dir() else root / STUDENT_DIR
     return sorted(folder.glob(_NOTEBOOK_GLOB))
+
+
 _ASSIGNMENT = re.compile(r"^(?:def\s+(?P<function>[A-Za-z_]\w*)\s*\(|(?P<name>[A-Za-z_]\w*)\s*=(?!=))")  # `name = ...` or `def name(`
 
 

@@ -45,14 +45,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if type(item).__name__ == "IPyNbCell":  # a cell run by nbval
             item.add_marker(pytest.mark.slow)
-        for key in _tier_keys(item):
+        keys = _tier_keys(item)
+        for key in keys:
             if key in CI:
                 item.add_marker(pytest.mark.ci)
                 used.add(key)
             if key in SLOW:
                 item.add_marker(pytest.mark.slow)
                 used.add(key)
-        keys = _tier_keys(item)
         for fixture in SLOW_FIXTURES.get(keys[0] if keys else "", ()):
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.slow)
