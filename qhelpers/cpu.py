@@ -17,7 +17,9 @@ Conv2d over 8 channels likewise (exact answers 64.0 and 72.0, which 16-bit
 pair sums cannot reach), and a one-line compiled function. The conv probe is
 there because the ``x86`` engine sends convs and Linears to different
 libraries (convs to oneDNN only on a CPU with AVX512-VNNI, else to FBGEMM;
-Linears always to FBGEMM). CPU flags (``/proc/cpuinfo``) are read only as a
+Linears always to FBGEMM). A third probe, a 3x3 depthwise conv, is reported
+apart (``depthwise_pairs_saturate``): FBGEMM's depthwise kernel adds 16-bit
+pairs even where its Linear and dense conv are exact. CPU flags (``/proc/cpuinfo``) are read only as a
 label for the report: they do not exist on macOS or Windows, qemu passes the
 host's through, and Intel's AVX-VNNI (12th gen Core and later, no AVX-512)
 is a flag FBGEMM does not use.
@@ -45,6 +47,7 @@ __all__ = [
     "cpu_facts",
     "outputs_kind",
     "int8_pairs_saturate",
+    "depthwise_pairs_saturate",
     "probe_outputs",
     "compile_available",
     "compile_fix",
@@ -55,6 +58,7 @@ __all__ = [
 
 PROBE_K = 64  # inputs of the probe Linear: 64 x 255 x 127 overflows 16-bit pair sums many times over
 CONV_PROBE_CHANNELS = 8  # the probe conv: 3x3 over 8 channels, 72 products per output
+DEPTHWISE_PROBE_CHANNELS = 16  # the depthwise probe: 16 groups, as the course's DepthwiseNet (16 and 32)
 _ENGINES_PROBED = ("x86", "fbgemm", "onednn", "qnnpack")
 _X86_ONLY_ENGINES = ("x86", "fbgemm")  # FBGEMM kernels: x86 CPUs only (torch lists them on aarch64 Linux too)
 
@@ -181,6 +185,64 @@ def _course_engines() -> list[str]:
         return [e for e in torch.backends.quantized.supported_engines if e != "none"]
 
 
+def _depthwise_probe_output(engine: str, channels: int = DEPTHWISE_PROBE_CHANNELS) -> float:
+    """The centre output of a 3x3 depthwise quantized Conv2d (stride 1, padding 1, ``channels`` groups), all codes
+    at their maximum, on ``engine``: exact answer 9.0 (nine products of 1.0 per channel).
+
+    The shape is one FBGEMM's depthwise kernel takes (3x3, stride 1, channels a multiple of 8: its fast path,
+    ``takeDepthWiseFastPath`` in torch's fbgemm conv); 16-bit pair sums that saturate give 5.0 (four pairs of
+    32,767/32,385 and one single product, rounded to steps of 0.5). Per-tensor symmetric weights and 16 groups:
+    on Linux with AVX512-VNNI the ``x86`` engine sends this conv to oneDNN (``should_use_onednn_quant`` in
+    torch's ATen/native/quantized/cpu/OnednnUtils.h: Linux only, AVX512-VNNI, at most 100 groups, symmetric
+    weights), elsewhere to FBGEMM.
+    """
+    from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+    with _probe_context(engine):
+        conv = QuantizedConv2d(channels, channels, 3, padding=1, groups=channels)
+        w = torch.quantize_per_tensor(torch.ones(channels, 1, 3, 3), 1 / 127, 0, torch.qint8)
+        conv.set_weight_bias(w, None)
+        conv.scale, conv.zero_point = 0.5, 0
+        x = torch.quantize_per_tensor(torch.ones(1, channels, 3, 3), 1 / 255, 0, torch.quint8)
+        return float(conv(x).dequantize()[0, 0, 1, 1].item())
+
+
+@functools.lru_cache(maxsize=None)
+def _measure_depthwise(engine: str) -> Optional[float]:
+    """The depthwise probe's output on ``engine`` (measured once per process), or None where it cannot run."""
+    if engine in _X86_ONLY_ENGINES and not is_x86_machine():
+        return None
+    try:
+        return _depthwise_probe_output(engine)
+    except Exception:
+        return None
+
+
+def depthwise_pairs_saturate(engine: str) -> Optional[bool]:
+    """True when ``engine``'s INT8 *depthwise* 3x3 convs (16 groups, as in the course's DepthwiseNet) saturate
+    u8 x s8 pair sums at 16 bits on this CPU (measured); False when exact; None as for ``int8_pairs_saturate``.
+
+    A separate fact because depthwise convs run on kernels of their own: FBGEMM's depthwise kernel is AVX2 code
+    that adds pairs in 16 bits on every x86 CPU, AVX512-VNNI included (measured on an AVX512-VNNI CPU:
+    ``fbgemm`` saturates here while its Linear and dense conv are exact). So on Linux with AVX512-VNNI, ``x86``
+    (oneDNN for up to 100 groups and symmetric weights) is exact and ``fbgemm`` saturates; on Windows and macOS
+    the ``x86`` engine sends every conv to FBGEMM and its depthwise convs saturate although
+    ``int8_pairs_saturate("x86")`` is False; on an AVX2 CPU ``x86`` and ``fbgemm`` saturate and ``onednn``'s
+    depthwise conv is exact (its Linear and dense conv are not). ``qnnpack`` is exact everywhere. More than
+    100 groups or asymmetric weights send ``x86``'s depthwise convs to FBGEMM on Linux too (not probed).
+
+    Introduced in notebooks/00_start_here.ipynb.
+    """
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be a string such as 'x86' or 'qnnpack', got {type(engine).__name__}")
+    if engine not in _course_engines() or engine not in _ENGINES_PROBED:
+        return None
+    out = _measure_depthwise(engine)
+    if out is None:
+        return None
+    return abs(out - 9.0) >= 0.25
+
+
 @functools.lru_cache(maxsize=None)
 def _measure(engine: str) -> Optional[dict]:
     """``{"linear": ..., "conv": ...}``: both probes' outputs on ``engine`` (measured once per process), or None."""
@@ -217,13 +279,11 @@ def int8_pairs_saturate(engine: str) -> Optional[bool]:
 
     Measured: exact for every engine on a CPU with AVX512-VNNI; on an AVX2 CPU
     (qemu's Haswell) ``x86``, ``fbgemm`` and ``onednn`` saturate, ``qnnpack``
-    does not. Not probed: depthwise convs. oneDNN's is exact on AVX2 while
-    its Linear and dense conv saturate; FBGEMM's (the ``fbgemm`` engine, and
-    ``x86`` with more than 100 groups, asymmetric weights or off Linux)
-    saturated on AVX2 and, from FBGEMM's source (an AVX2-only kernel with
-    ``vpmaddubsw``), saturates on every x86 CPU, AVX512-VNNI included (not
-    measured on a VNNI CPU). So False here does not clear a model's depthwise
-    layers: compare its outputs with ``qnnpack``'s.
+    does not. Depthwise convs are not part of this answer: they run on kernels
+    of their own, measured by ``depthwise_pairs_saturate`` (FBGEMM's saturates
+    on AVX512-VNNI too). So False here does not clear a model's depthwise
+    layers: ask ``depthwise_pairs_saturate`` too, or compare the model's
+    outputs with ``qnnpack``'s.
 
     Introduced in notebooks/00_start_here.ipynb.
     """
@@ -324,6 +384,8 @@ class CpuFacts:
     ``saturating_engines``: those whose INT8 kernels saturate 16-bit pair sums
     (``int8_pairs_saturate``); ``exact_engines``: those that do not;
     ``probes``: each engine's probe outputs (``probe_outputs``).
+    ``depthwise_saturating_engines``: those whose depthwise 3x3 convs saturate
+    (``depthwise_pairs_saturate``; on Linux with AVX512-VNNI ``fbgemm``, not ``x86``).
     ``compile_ok``/``compile_reason``: ``compile_available()`` (None and ""
     when not probed). ``isa`` is the vector ISA torch dispatches its float
     kernels to; ``flags`` is ``cpu_flags_label()``; ``emulated`` is
@@ -340,6 +402,7 @@ class CpuFacts:
     emulated: bool
     compile_ok: Optional[bool] = None
     compile_reason: str = ""
+    depthwise_saturating_engines: tuple = ()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -367,6 +430,7 @@ def cpu_facts(*, probe_compile: bool = False) -> CpuFacts:
         emulated=emulated(),
         compile_ok=compile_ok,
         compile_reason=reason,
+        depthwise_saturating_engines=tuple(e for e in engines if depthwise_pairs_saturate(e) is True),
     )
 
 

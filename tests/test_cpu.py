@@ -27,8 +27,10 @@ SATURATED = {"linear": 32.5, "conv": 36.5}  # measured under qemu-x86_64 -cpu Ha
 @pytest.fixture
 def fresh_probes():
     cpu._measure.cache_clear()
+    cpu._measure_depthwise.cache_clear()
     yield
     cpu._measure.cache_clear()
+    cpu._measure_depthwise.cache_clear()
 
 
 def _fake_probes(monkeypatch, linear, conv):
@@ -71,6 +73,45 @@ def test_a_probe_that_cannot_run_gives_none(monkeypatch, fresh_probes):
 
     monkeypatch.setattr(cpu, "_probe_output", broken)
     assert qh.int8_pairs_saturate("qnnpack") is None
+
+
+def test_the_depthwise_probe_is_its_own_fact(monkeypatch, fresh_probes):
+    monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
+    _fake_probes(monkeypatch, **EXACT)  # Linear and dense conv exact (AVX512-VNNI) ...
+    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS: 5.0)
+    assert qh.depthwise_pairs_saturate("qnnpack") is True and qh.int8_pairs_saturate("qnnpack") is False  # ... depthwise not
+    facts = qh.cpu_facts()
+    assert "qnnpack" in facts.depthwise_saturating_engines and "qnnpack" not in facts.saturating_engines
+    assert "qnnpack" in qh.env_report(print_it=False)["depthwise_16bit_pairs"]
+    cpu._measure_depthwise.cache_clear()
+    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS: 9.0)
+    assert qh.depthwise_pairs_saturate("qnnpack") is False
+    cpu._measure_depthwise.cache_clear()
+    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS: 8.5)
+    assert qh.depthwise_pairs_saturate("qnnpack") is True  # one output step off is not exact
+    cpu._measure_depthwise.cache_clear()
+
+    def broken(engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS):
+        raise RuntimeError("unknown architecture")
+
+    monkeypatch.setattr(cpu, "_depthwise_probe_output", broken)
+    assert qh.depthwise_pairs_saturate("qnnpack") is None
+    assert qh.depthwise_pairs_saturate("no-such-engine") is None
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    assert qh.depthwise_pairs_saturate("fbgemm") is None
+    with pytest.raises(TypeError, match="engine must be a string"):
+        qh.depthwise_pairs_saturate(None)
+
+
+def test_the_real_depthwise_probe_here():
+    # qnnpack is exact on every CPU; FBGEMM's depthwise kernel adds 16-bit pairs on every x86 CPU (fbgemm engine);
+    # x86 on Linux with AVX512-VNNI sends 16 groups with symmetric weights to oneDNN (exact).
+    assert cpu._depthwise_probe_output("qnnpack") == 9.0 and qh.depthwise_pairs_saturate("qnnpack") is False
+    if not cpu.is_x86_machine():
+        return
+    assert cpu._depthwise_probe_output("fbgemm") == 5.0 and qh.depthwise_pairs_saturate("fbgemm") is True
+    if sys.platform.startswith("linux"):
+        assert qh.depthwise_pairs_saturate("x86") is qh.int8_pairs_saturate("x86")
 
 
 def test_cpu_has_vnni_is_the_x86_probe(monkeypatch, fresh_probes):
@@ -237,6 +278,8 @@ def test_probes_on_an_emulated_haswell(cpu_kinds_selected):
     for engine in ("x86", "fbgemm", "onednn"):
         assert facts["probes"][engine] == SATURATED, facts["probes"]
     assert facts["probes"]["qnnpack"] == EXACT
+    # depthwise: FBGEMM's kernel (x86, fbgemm) saturates; oneDNN's depthwise conv is exact on AVX2 (its dense ones are not)
+    assert sorted(facts["depthwise_saturating_engines"]) == ["fbgemm", "x86"], facts["depthwise_saturating_engines"]
     assert facts["int_mm"] == 64 * 127 * 127  # eager torch._int_mm takes its exact reference path without VNNI
     # Inductor builds for Haswell (its default -march=native is the host's AVX-512: SIGILL under the emulator),
     # into an empty cache of its own (kernels a native run built must not be loaded).
