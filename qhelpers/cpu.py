@@ -37,7 +37,7 @@ import os
 import platform
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator, Optional
 
 import torch
@@ -48,6 +48,7 @@ __all__ = [
     "outputs_kind",
     "int8_pairs_saturate",
     "depthwise_pairs_saturate",
+    "depthwise_probe_outputs",
     "probe_outputs",
     "compile_available",
     "compile_fix",
@@ -58,7 +59,7 @@ __all__ = [
 
 PROBE_K = 64  # inputs of the probe Linear: 64 x 255 x 127 overflows 16-bit pair sums many times over
 CONV_PROBE_CHANNELS = 8  # the probe conv: 3x3 over 8 channels, 72 products per output
-DEPTHWISE_PROBE_CHANNELS = 16  # the depthwise probe: 16 groups, as the course's DepthwiseNet (16 and 32)
+DEPTHWISE_PROBE_CHANNELS = (16, 128)  # depthwise probes: DepthwiseNet's width, and one over torch's 100-group oneDNN limit
 _ENGINES_PROBED = ("x86", "fbgemm", "onednn", "qnnpack")
 _X86_ONLY_ENGINES = ("x86", "fbgemm")  # FBGEMM kernels: x86 CPUs only (torch lists them on aarch64 Linux too)
 
@@ -185,16 +186,17 @@ def _course_engines() -> list[str]:
         return [e for e in torch.backends.quantized.supported_engines if e != "none"]
 
 
-def _depthwise_probe_output(engine: str, channels: int = DEPTHWISE_PROBE_CHANNELS) -> float:
+def _depthwise_probe_output(engine: str, channels: int = 16) -> float:
     """The centre output of a 3x3 depthwise quantized Conv2d (stride 1, padding 1, ``channels`` groups), all codes
-    at their maximum, on ``engine``: exact answer 9.0 (nine products of 1.0 per channel).
+    at their maximum, on ``engine``: exact answer 9.0 (each output channel sums its own nine products of 1.0).
 
-    The shape is one FBGEMM's depthwise kernel takes (3x3, stride 1, channels a multiple of 8: its fast path,
-    ``takeDepthWiseFastPath`` in torch's fbgemm conv); 16-bit pair sums that saturate give 5.0 (four pairs of
-    32,767/32,385 and one single product, rounded to steps of 0.5). Per-tensor symmetric weights and 16 groups:
-    on Linux with AVX512-VNNI the ``x86`` engine sends this conv to oneDNN (``should_use_onednn_quant`` in
-    torch's ATen/native/quantized/cpu/OnednnUtils.h: Linux only, AVX512-VNNI, at most 100 groups, symmetric
-    weights), elsewhere to FBGEMM.
+    With ``channels`` a multiple of 8 the shape is one FBGEMM's depthwise kernel takes (``takeDepthWiseFastPath``
+    in FBGEMM's src/FbgemmConv.cc: groups = channels, a multiple of 8, 3x3/5x5/7x7, stride 1 or 2, dilation 1);
+    16-bit pair sums that saturate give 5.0 (four pairs of 32,767/32,385 and one single product, on an output
+    scale of 0.5). Symmetric per-tensor weights: on Linux with AVX512-VNNI the ``x86`` engine sends the conv to
+    oneDNN when it has at most 100 groups (``should_use_onednn_quant`` in torch's
+    ATen/native/quantized/cpu/OnednnUtils.h: Linux only, AVX512-VNNI, groups <= 100, symmetric weights), else to
+    FBGEMM.
     """
     from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
@@ -208,39 +210,52 @@ def _depthwise_probe_output(engine: str, channels: int = DEPTHWISE_PROBE_CHANNEL
 
 
 @functools.lru_cache(maxsize=None)
-def _measure_depthwise(engine: str) -> Optional[float]:
-    """The depthwise probe's output on ``engine`` (measured once per process), or None where it cannot run."""
+def _measure_depthwise(engine: str, channels: int) -> Optional[float]:
+    """The depthwise probe's output on ``engine`` at ``channels`` groups (measured once per process), or None."""
     if engine in _X86_ONLY_ENGINES and not is_x86_machine():
         return None
     try:
-        return _depthwise_probe_output(engine)
+        return _depthwise_probe_output(engine, channels)
     except Exception:
         return None
 
 
-def depthwise_pairs_saturate(engine: str) -> Optional[bool]:
-    """True when ``engine``'s INT8 *depthwise* 3x3 convs (16 groups, as in the course's DepthwiseNet) saturate
-    u8 x s8 pair sums at 16 bits on this CPU (measured); False when exact; None as for ``int8_pairs_saturate``.
+def depthwise_probe_outputs(engine: str) -> Optional[dict]:
+    """What the depthwise probe returns on ``engine`` at each of ``DEPTHWISE_PROBE_CHANNELS`` groups, e.g.
+    ``{16: 9.0, 128: 5.0}`` (``x86`` on Linux with AVX512-VNNI); 9.0 is exact, 5.0 what saturated 16-bit pairs
+    give. None when the course does not offer ``engine`` here or the probe cannot run.
 
-    A separate fact because depthwise convs run on kernels of their own: FBGEMM's depthwise kernel is AVX2 code
-    that adds pairs in 16 bits on every x86 CPU, AVX512-VNNI included (measured on an AVX512-VNNI CPU:
-    ``fbgemm`` saturates here while its Linear and dense conv are exact). So on Linux with AVX512-VNNI, ``x86``
-    (oneDNN for up to 100 groups and symmetric weights) is exact and ``fbgemm`` saturates; on Windows and macOS
-    the ``x86`` engine sends every conv to FBGEMM and its depthwise convs saturate although
-    ``int8_pairs_saturate("x86")`` is False; on an AVX2 CPU ``x86`` and ``fbgemm`` saturate and ``onednn``'s
-    depthwise conv is exact (its Linear and dense conv are not). ``qnnpack`` is exact everywhere. More than
-    100 groups or asymmetric weights send ``x86``'s depthwise convs to FBGEMM on Linux too (not probed).
-
-    Introduced in notebooks/00_start_here.ipynb.
+    Introduced in notebooks/01_manual_tensor_quantization.ipynb.
     """
     if not isinstance(engine, str):
         raise TypeError(f"engine must be a string such as 'x86' or 'qnnpack', got {type(engine).__name__}")
     if engine not in _course_engines() or engine not in _ENGINES_PROBED:
         return None
-    out = _measure_depthwise(engine)
-    if out is None:
+    outputs = {c: _measure_depthwise(engine, c) for c in DEPTHWISE_PROBE_CHANNELS}
+    return None if any(v is None for v in outputs.values()) else outputs
+
+
+def depthwise_pairs_saturate(engine: str, channels: Optional[int] = None) -> Optional[bool]:
+    """True when ``engine``'s INT8 *depthwise* 3x3 convs miss their exact sum on this CPU (measured): at
+    ``channels`` groups (16 or 128), or, with ``channels=None``, at either. False when exact; None as for
+    ``int8_pairs_saturate``. ``depthwise_probe_outputs`` gives the values (5.0 is what saturated 16-bit pairs give).
+
+    A fact of its own because depthwise convs run on kernels of their own. FBGEMM's depthwise kernel (for the
+    shapes it takes: channels a multiple of 8, 3x3/5x5/7x7, stride 1 or 2) is AVX2 code that adds pairs in 16 bits
+    on every x86 CPU, AVX512-VNNI included. Measured: on an AVX512-VNNI CPU under Linux, ``fbgemm`` gives 5.0 at 16
+    and 128 groups while its Linear and dense conv are exact, and ``x86`` gives 9.0 at 16 (oneDNN: at most 100
+    groups, symmetric weights) and 5.0 at 128 (FBGEMM); off Linux ``x86`` sends every conv to FBGEMM. On an AVX2
+    CPU (emulated Haswell) ``x86`` and ``fbgemm`` give 5.0, and ``onednn``'s depthwise conv is exact although its
+    Linear and dense conv saturate. ``qnnpack`` is exact everywhere. 16 groups is the course's DepthwiseNet
+    (16 and 32 channels, notebooks 03 and 07); 128 stands for the MobileNets' wide depthwise layers.
+    """
+    if channels is not None and channels not in DEPTHWISE_PROBE_CHANNELS:
+        raise ValueError(f"channels must be one of {DEPTHWISE_PROBE_CHANNELS} or None, got {channels!r}")
+    outputs = depthwise_probe_outputs(engine)
+    if outputs is None:
         return None
-    return abs(out - 9.0) >= 0.25
+    wrong = {c: abs(v - 9.0) >= 0.25 for c, v in outputs.items()}
+    return any(wrong.values()) if channels is None else wrong[channels]
 
 
 @functools.lru_cache(maxsize=None)
@@ -384,8 +399,9 @@ class CpuFacts:
     ``saturating_engines``: those whose INT8 kernels saturate 16-bit pair sums
     (``int8_pairs_saturate``); ``exact_engines``: those that do not;
     ``probes``: each engine's probe outputs (``probe_outputs``).
-    ``depthwise_saturating_engines``: those whose depthwise 3x3 convs saturate
-    (``depthwise_pairs_saturate``; on Linux with AVX512-VNNI ``fbgemm``, not ``x86``).
+    ``depthwise_saturating_engines``: those whose depthwise 3x3 probe misses its sum at 16 or 128 groups
+    (``depthwise_pairs_saturate``; on Linux with AVX512-VNNI ``fbgemm`` at both, ``x86`` at 128 only);
+    ``depthwise_probes``: each engine's outputs (``depthwise_probe_outputs``).
     ``compile_ok``/``compile_reason``: ``compile_available()`` (None and ""
     when not probed). ``isa`` is the vector ISA torch dispatches its float
     kernels to; ``flags`` is ``cpu_flags_label()``; ``emulated`` is
@@ -403,6 +419,7 @@ class CpuFacts:
     compile_ok: Optional[bool] = None
     compile_reason: str = ""
     depthwise_saturating_engines: tuple = ()
+    depthwise_probes: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -431,6 +448,7 @@ def cpu_facts(*, probe_compile: bool = False) -> CpuFacts:
         compile_ok=compile_ok,
         compile_reason=reason,
         depthwise_saturating_engines=tuple(e for e in engines if depthwise_pairs_saturate(e) is True),
+        depthwise_probes={e: p for e in engines if (p := depthwise_probe_outputs(e)) is not None},
     )
 
 

@@ -128,7 +128,7 @@ def check_versions(installed: Optional[Callable[[str], str]] = None, requirement
 
 def check_engines() -> list[Finding]:
     """The quantized engines, the default one, and what the CPU's INT8 kernels do (measured, not read from flags)."""
-    from .cpu import cpu_flags_label, depthwise_pairs_saturate, emulated, int8_pairs_saturate, is_x86_machine
+    from .cpu import cpu_flags_label, depthwise_probe_outputs, emulated, int8_pairs_saturate, is_x86_machine
     from .environment import default_engine, supported_engines
 
     try:
@@ -160,10 +160,12 @@ def check_engines() -> list[Finding]:
         out.append(Finding("WARN", "cpu", f"{capability} without AVX512-VNNI{label}: {default}'s INT8 kernels add 8-bit products "
                                           f"in 16-bit pairs (measured); notebooks take that branch, smaller speed-ups{where}",
                            "nothing to fix; calibrate with reduce_range (the x86 qconfig) as notebook 01 shows (triage: x86 without VNNI)"))
-    elif depthwise_pairs_saturate(default):  # x86 off Linux with AVX512-VNNI: FBGEMM's depthwise kernel (measured)
+    elif (wide := [c for c, v in (depthwise_probe_outputs(default) or {}).items() if abs(v - 9.0) >= 0.25]):
+        # FBGEMM's depthwise kernel: x86 off Linux, or over 100 groups on Linux (measured, not read from flags)
         out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 Linear and dense-conv sums are exact (AVX512-VNNI); its "
-                                        f"depthwise convs add 8-bit products in 16-bit pairs (FBGEMM's depthwise kernel, measured): "
-                                        f"notebooks 03 and 07 take that branch for their depthwise model{where}"))
+                                        f"3x3 depthwise convs of {' and '.join(map(str, wide))} channels miss their exact sum "
+                                        f"(FBGEMM's depthwise kernel adds 16-bit pairs, measured): compare a depthwise model's "
+                                        f"outputs with qnnpack's (notebook 02){where}"))
     else:
         out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (AVX512-VNNI), full-speed INT8{where}"))
     return out

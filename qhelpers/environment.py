@@ -67,7 +67,7 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
-from .cpu import cpu_flags_label, depthwise_pairs_saturate, emulated, int8_pairs_saturate, supported_engines
+from .cpu import cpu_flags_label, depthwise_probe_outputs, emulated, int8_pairs_saturate, supported_engines
 
 # Every eager quantized engine the course knows, in default_engine's order of preference (the CLI's choices too).
 ENGINES = ("x86", "qnnpack", "fbgemm", "onednn")
@@ -198,8 +198,8 @@ def env_report(print_it: bool = True) -> dict:
     engines whose INT8 kernels add u8 x s8 products in saturating 16-bit pairs
     here, measured by ``qh.int8_pairs_saturate`` (empty with AVX512-VNNI and
     on ARM); ``int8_exact`` the engines that sum in 32 bits;
-    ``depthwise_16bit_pairs`` the engines whose depthwise 3x3 convs saturate
-    (``qh.depthwise_pairs_saturate``: ``fbgemm`` even with AVX512-VNNI). ``cpu_flags``
+    ``depthwise_16bit_pairs`` the engines whose depthwise 3x3 probe misses its sum, with the group counts
+    (16, 128) where it does (``qh.depthwise_probe_outputs``: ``fbgemm`` even with AVX512-VNNI). ``cpu_flags``
     is a label only (``qh.cpu_flags_label``). ``x86_int8_exact`` says
     whether the ``x86`` engine sums exactly (``qh.cpu_has_vnni``; not a CPU flag). ``emulated``
     is True under a CPU emulator, where timings mean nothing
@@ -222,7 +222,8 @@ def env_report(print_it: bool = True) -> dict:
         "quantized_engines": engines,
         "int8_exact": [e for e in engines if saturates[e] is False],
         "int8_16bit_pairs": [e for e in engines if saturates[e] is True],
-        "depthwise_16bit_pairs": [e for e in engines if depthwise_pairs_saturate(e) is True],
+        "depthwise_16bit_pairs": {e: [c for c, v in p.items() if abs(v - 9.0) >= 0.25]
+                                  for e in engines if (p := depthwise_probe_outputs(e)) and any(abs(v - 9.0) >= 0.25 for v in p.values())},
         "x86_int8_exact": cpu_has_vnni(),
         "active_engine": torch.backends.quantized.engine,
         "threads": torch.get_num_threads(),

@@ -472,6 +472,8 @@ def _scale_bytes_mistake(p: float, float_model: nn.Module, parts: dict) -> str:
         return "give the answer in bytes, not megabytes or kilobytes"
     if per_channel and near(p, channels * 8):
         return "the state dict stores each channel's scale as float64 and its zero point as int64: 16 bytes per channel, not 8"
+    if per_channel and exact(p, channels * 12):  # a float32 scale beside an int64 zero point
+        return "the state dict stores each channel's scale as float64 (8 bytes), not float32, and its zero point as int64: 16 bytes per channel"
     if per_channel and (exact(p, 16 * conv_and_linear_inputs) or exact(p, 16 * input_channels)):
         return ("wrong axis: a per-channel scale belongs to an OUTPUT channel (axis 0 of the weight); "
                 "for a Linear layer that is out_features, not in_features")

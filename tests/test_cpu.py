@@ -75,27 +75,36 @@ def test_a_probe_that_cannot_run_gives_none(monkeypatch, fresh_probes):
     assert qh.int8_pairs_saturate("qnnpack") is None
 
 
+def _fake_depthwise(monkeypatch, values):
+    """The depthwise probe returns ``values[channels]`` (a dict) on every engine."""
+    cpu._measure_depthwise.cache_clear()
+    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=16: values[channels])
+
+
 def test_the_depthwise_probe_is_its_own_fact(monkeypatch, fresh_probes):
     monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
     _fake_probes(monkeypatch, **EXACT)  # Linear and dense conv exact (AVX512-VNNI) ...
-    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS: 5.0)
-    assert qh.depthwise_pairs_saturate("qnnpack") is True and qh.int8_pairs_saturate("qnnpack") is False  # ... depthwise not
+    _fake_depthwise(monkeypatch, {16: 9.0, 128: 5.0})  # ... depthwise exact at 16 groups, saturated at 128 (x86, Linux)
+    assert qh.int8_pairs_saturate("qnnpack") is False and qh.depthwise_probe_outputs("qnnpack") == {16: 9.0, 128: 5.0}
+    assert qh.depthwise_pairs_saturate("qnnpack") is True  # at either width
+    assert qh.depthwise_pairs_saturate("qnnpack", 16) is False and qh.depthwise_pairs_saturate("qnnpack", 128) is True
     facts = qh.cpu_facts()
     assert "qnnpack" in facts.depthwise_saturating_engines and "qnnpack" not in facts.saturating_engines
-    assert "qnnpack" in qh.env_report(print_it=False)["depthwise_16bit_pairs"]
-    cpu._measure_depthwise.cache_clear()
-    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS: 9.0)
-    assert qh.depthwise_pairs_saturate("qnnpack") is False
-    cpu._measure_depthwise.cache_clear()
-    monkeypatch.setattr(cpu, "_depthwise_probe_output", lambda engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS: 8.5)
-    assert qh.depthwise_pairs_saturate("qnnpack") is True  # one output step off is not exact
+    assert facts.depthwise_probes["qnnpack"] == {16: 9.0, 128: 5.0}
+    assert qh.env_report(print_it=False)["depthwise_16bit_pairs"]["qnnpack"] == [128]
+    _fake_depthwise(monkeypatch, {16: 9.0, 128: 9.0})
+    assert qh.depthwise_pairs_saturate("qnnpack") is False and "qnnpack" not in qh.env_report(print_it=False)["depthwise_16bit_pairs"]
+    _fake_depthwise(monkeypatch, {16: 8.5, 128: 9.0})
+    assert qh.depthwise_pairs_saturate("qnnpack", 16) is True  # one output step off is not exact
+    with pytest.raises(ValueError, match="channels must be one of"):
+        qh.depthwise_pairs_saturate("qnnpack", 32)
     cpu._measure_depthwise.cache_clear()
 
-    def broken(engine, channels=cpu.DEPTHWISE_PROBE_CHANNELS):
+    def broken(engine, channels=16):
         raise RuntimeError("unknown architecture")
 
     monkeypatch.setattr(cpu, "_depthwise_probe_output", broken)
-    assert qh.depthwise_pairs_saturate("qnnpack") is None
+    assert qh.depthwise_pairs_saturate("qnnpack") is None and qh.depthwise_probe_outputs("qnnpack") is None
     assert qh.depthwise_pairs_saturate("no-such-engine") is None
     monkeypatch.setattr("platform.machine", lambda: "arm64")
     assert qh.depthwise_pairs_saturate("fbgemm") is None
@@ -103,15 +112,31 @@ def test_the_depthwise_probe_is_its_own_fact(monkeypatch, fresh_probes):
         qh.depthwise_pairs_saturate(None)
 
 
+def test_the_doctor_names_the_depthwise_widths_that_miss(monkeypatch, fresh_probes):
+    from qhelpers.doctor import check_engines
+
+    monkeypatch.delenv("QHELPERS_ENGINE", raising=False)
+    _fake_probes(monkeypatch, **EXACT)
+    _fake_depthwise(monkeypatch, {16: 5.0, 128: 5.0})  # x86 off Linux with AVX512-VNNI: every depthwise conv on FBGEMM
+    line = [f for f in check_engines() if f.what == "cpu"][0]
+    if cpu.is_x86_machine() and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX"):
+        assert line.status == "OK" and "depthwise convs of 16 and 128 channels miss their exact sum" in line.message
+        assert "compare a depthwise model's outputs with qnnpack's" in line.message
+    _fake_depthwise(monkeypatch, {16: 9.0, 128: 9.0})
+    line = [f for f in check_engines() if f.what == "cpu"][0]
+    assert "depthwise" not in line.message
+
+
 def test_the_real_depthwise_probe_here():
     # qnnpack is exact on every CPU; FBGEMM's depthwise kernel adds 16-bit pairs on every x86 CPU (fbgemm engine);
-    # x86 on Linux with AVX512-VNNI sends 16 groups with symmetric weights to oneDNN (exact).
-    assert cpu._depthwise_probe_output("qnnpack") == 9.0 and qh.depthwise_pairs_saturate("qnnpack") is False
+    # x86 on Linux with AVX512-VNNI sends 16 groups with symmetric weights to oneDNN (exact), 128 to FBGEMM.
+    assert qh.depthwise_probe_outputs("qnnpack") == {16: 9.0, 128: 9.0} and qh.depthwise_pairs_saturate("qnnpack") is False
     if not cpu.is_x86_machine():
         return
-    assert cpu._depthwise_probe_output("fbgemm") == 5.0 and qh.depthwise_pairs_saturate("fbgemm") is True
+    assert qh.depthwise_probe_outputs("fbgemm") == {16: 5.0, 128: 5.0}
     if sys.platform.startswith("linux"):
-        assert qh.depthwise_pairs_saturate("x86") is qh.int8_pairs_saturate("x86")
+        assert qh.depthwise_pairs_saturate("x86", 16) is qh.int8_pairs_saturate("x86")
+        assert qh.depthwise_probe_outputs("x86")[128] == 5.0
 
 
 def test_cpu_has_vnni_is_the_x86_probe(monkeypatch, fresh_probes):
@@ -280,6 +305,7 @@ def test_probes_on_an_emulated_haswell(cpu_kinds_selected):
     assert facts["probes"]["qnnpack"] == EXACT
     # depthwise: FBGEMM's kernel (x86, fbgemm) saturates; oneDNN's depthwise conv is exact on AVX2 (its dense ones are not)
     assert sorted(facts["depthwise_saturating_engines"]) == ["fbgemm", "x86"], facts["depthwise_saturating_engines"]
+    assert facts["depthwise_probes"]["onednn"] == {"16": 9.0, "128": 9.0} and facts["depthwise_probes"]["x86"] == {"16": 5.0, "128": 5.0}
     assert facts["int_mm"] == 64 * 127 * 127  # eager torch._int_mm takes its exact reference path without VNNI
     # Inductor builds for Haswell (its default -march=native is the host's AVX-512: SIGILL under the emulator),
     # into an empty cache of its own (kernels a native run built must not be loaded).

@@ -782,6 +782,7 @@ def test_ex4_a_function_that_fails_or_returns_no_number(capsys, shufflenet):
 EX4_WRONG = [
     ("megabytes", "bytes, not megabytes"),
     ("eight_per_channel", "16 bytes per channel"),
+    ("float32_scales", "float64 (8 bytes), not float32"),  # 12 bytes per channel: within 10 % of the convolutions alone
     ("convolutions_only", "Linear layer"),
     ("linear_in_features", "wrong axis"),  # 16 x (conv output channels + the Linear's in_features): 0.5 % off
     ("input_channels", "wrong axis"),
@@ -803,6 +804,7 @@ def test_ex4_rejects_per_channel_mistakes(capsys, shufflenet, wrong, words):
     answer = {
         "megabytes": 16 * channels / 1e6,
         "eight_per_channel": 8 * channels,
+        "float32_scales": 12 * channels,
         "convolutions_only": 16 * _channels(f, linear=False),
         "linear_in_features": 16 * (_channels(f, linear=False) + f.fc.in_features),
         "input_channels": 16 * sum(m.weight.shape[1] * m.groups if isinstance(m, nn.Conv2d) else m.in_features

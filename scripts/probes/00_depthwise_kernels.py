@@ -4,7 +4,7 @@ Usage: python scripts/probes/00_depthwise_kernels.py   (about half a minute on t
 
 Part 1, the kernels: a 3x3 depthwise quantized Conv2d (stride 1, padding 1, a shape FBGEMM's depthwise kernel
 takes), every input code 255 and every weight code 127, one scale per tensor, on each engine the course offers
-here, with 16, 32 and 128 groups (``qh.depthwise_pairs_saturate`` probes 16). The centre output's exact value is
+here, with 16, 32 and 128 groups (``qh.depthwise_pairs_saturate`` probes 16 and 128). The centre output's exact value is
 9 x 255 x 127 x (1/255) x (1/127) = 9.0; 16-bit pair sums that saturate give 5.0 (four pairs of 32,767/32,385 and
 one single product, on an output scale of 0.5). On the ``x86`` engine, torch sends a convolution to oneDNN only on
 Linux with AVX512-VNNI, at most 100 groups and symmetric weights (``should_use_onednn_quant``,
