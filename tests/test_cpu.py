@@ -122,9 +122,18 @@ def test_the_doctor_names_the_depthwise_widths_that_miss(monkeypatch, fresh_prob
     if cpu.is_x86_machine() and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX"):
         assert line.status == "OK" and "depthwise convs of 16 and 128 channels miss their exact sum" in line.message
         assert "compare a depthwise model's outputs with qnnpack's" in line.message
+    if cpu.is_x86_machine() and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX"):
+        assert "(FBGEMM's depthwise kernel adds 16-bit pairs)" in line.message
+        _fake_depthwise(monkeypatch, {16: 9.0, 128: 7.0})  # wrong, but not what saturated pairs give
+        line = [f for f in check_engines() if f.what == "cpu"][0]
+        assert "of 128 channels miss" in line.message and "cause not identified" in line.message and "16-bit" not in line.message
     _fake_depthwise(monkeypatch, {16: 9.0, 128: 9.0})
     line = [f for f in check_engines() if f.what == "cpu"][0]
     assert "depthwise" not in line.message
+    monkeypatch.setenv("QHELPERS_ENGINE", "qnnpack")  # exact on every CPU: not because of AVX512-VNNI
+    line = [f for f in check_engines() if f.what == "cpu"][0]
+    if cpu.is_x86_machine() and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX"):
+        assert "adds in 32 bits on every CPU" in line.message and "VNNI" not in line.message
 
 
 def test_the_real_depthwise_probe_here():

@@ -19,17 +19,34 @@ and a paired test of each engine against ``qnnpack`` (exact sums on every CPU).
 import warnings
 
 
-def depthwise_output(engine, groups):
+def depthwise_output(engine, groups, k=3, padding=None, code=255, out_scale=0.5):
+    """Centre output of a k x k depthwise conv, input codes ``code`` (values 1.0), weight codes 127 (values 1.0)."""
+    import torch
+    from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+    torch.backends.quantized.engine = engine
+    padding = k // 2 if padding is None else padding
+    conv = QuantizedConv2d(groups, groups, k, padding=padding, groups=groups)
+    conv.set_weight_bias(torch.quantize_per_tensor(torch.ones(groups, 1, k, k), 1 / 127, 0, torch.qint8), None)
+    conv.scale, conv.zero_point = out_scale, 0
+    x = torch.quantize_per_tensor(torch.ones(1, groups, k, k), 1 / code, 0, torch.quint8)
+    with torch.no_grad():
+        y = conv(x).dequantize()
+        return float(y[0, 0, y.shape[2] // 2, y.shape[3] // 2])
+
+
+def raw_depthwise_code(engine, groups, code):
+    """Output code of a 3x3 depthwise conv (padding 1) on scale-1 codes: input ``code``, weight 127, output scale 2000."""
     import torch
     from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
     torch.backends.quantized.engine = engine
     conv = QuantizedConv2d(groups, groups, 3, padding=1, groups=groups)
-    conv.set_weight_bias(torch.quantize_per_tensor(torch.ones(groups, 1, 3, 3), 1 / 127, 0, torch.qint8), None)
-    conv.scale, conv.zero_point = 0.5, 0
-    x = torch.quantize_per_tensor(torch.ones(1, groups, 3, 3), 1 / 255, 0, torch.quint8)
+    conv.set_weight_bias(torch.quantize_per_tensor(torch.full((groups, 1, 3, 3), 127.0), 1.0, 0, torch.qint8), None)
+    conv.scale, conv.zero_point = 2000.0, 0
+    x = torch.quantize_per_tensor(torch.full((1, groups, 3, 3), float(code)), 1.0, 0, torch.quint8)
     with torch.no_grad():
-        return float(conv(x).dequantize()[0, 0, 1, 1])
+        return int(conv(x).int_repr()[0, 0, 1, 1])
 
 
 def main(argv=None):
@@ -47,6 +64,17 @@ def main(argv=None):
     for engine in engines:
         outs = {g: depthwise_output(engine, g) for g in (16, 32, 128)}
         print(f"  {engine:<8} " + ", ".join(f"{g} groups: {v:.1f}" for g, v in outs.items()))
+
+    print("part 1b: other shapes (exact k*k; saturated 5x5 gives 13.0, 7x7 25.5), all codes at their maximum")
+    for engine in engines:
+        rows = {"16 groups 5x5": depthwise_output(engine, 16, 5), "16 groups 7x7": depthwise_output(engine, 16, 7),
+                "12 groups 3x3": depthwise_output(engine, 12, 3), "12 groups 5x5": depthwise_output(engine, 12, 5),
+                "12 groups 7x7": depthwise_output(engine, 12, 7), "16 groups 3x3 padding 0": depthwise_output(engine, 16, 3, 0)}
+        print(f"  {engine:<8} " + ", ".join(f"{k}: {v:.1f}" for k, v in rows.items()))
+    print("part 1c: 128 groups, output scale 2000, as output codes (exact 146 for input codes 255, 73 for 127)")
+    for engine in engines:
+        codes = {c: raw_depthwise_code(engine, 128, c) for c in (255, 127)}
+        print(f"  {engine:<8} input codes 255: code {codes[255]}; input codes 127: code {codes[127]}")
 
     qh.setup(seed=0, threads=min(2, torch.get_num_threads()))
     calib, test = qh.digits_loader("calib"), qh.digits_loader("test")
