@@ -329,5 +329,6 @@ def test_probes_on_an_emulated_haswell(cpu_kinds_selected):
 def test_probes_with_qnnpack_only_and_without_a_compiler(cpu_kinds_selected):
     arm_like = _facts_under("qnnpack")
     assert arm_like["engines"] == ["qnnpack"] and arm_like["exact_engines"] == ["qnnpack"] and arm_like["vnni"] is None
+    assert arm_like["depthwise_probes"] == {"qnnpack": {"16": 9.0, "128": 9.0}} and arm_like["depthwise_saturating_engines"] == []
     no_cc = _facts_under("nocc", probe_compile=True, timeout=600)
     assert no_cc["compile_ok"] is False and "compiler" in no_cc["compile_reason"].lower(), no_cc["compile_reason"]
