@@ -170,7 +170,7 @@ def check_engines() -> list[Finding]:
                                         f"3x3 depthwise convs of {' and '.join(map(str, wide))} channels miss their exact sum "
                                         f"({cause}): compare a depthwise model's outputs with qnnpack's (notebook 02){where}"))
     else:
-        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (AVX512-VNNI), full-speed INT8{where}"))
+        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (AVX512-VNNI: Linear, dense and depthwise probes){where}"))
     return out
 
 

@@ -6,8 +6,8 @@ Usage: python scripts/probes/00_logit_moves.py [x86 qnnpack ...]   (about ten se
 Exercise 4's PTQ (``qh.post_training_quantize`` calibrated on the first 4 x 64 training images, after
 ``qh.setup(seed=0, threads=1)``) on each engine; for the 1,000 test images x 10 classes it prints the median,
 99th percentile and largest |INT8 logit - float logit|, the share above 1, the number of predicted digits that
-change, how many of those were right only in float or only in INT8, and each changed image's float gap between its
-top two logits.
+change, how many of those were right only in float or only in INT8 or are an exact tie of the top two INT8 logits
+(argmax breaks a tie toward the lower class index), and each changed image's float gap between its top two logits.
 """
 import sys
 import warnings
@@ -40,9 +40,12 @@ def main(argv=None):
         changed = torch.nonzero(logits.argmax(1) != float_digits).flatten().tolist()
         right_float = sum(int(float_digits[i] == labels[i]) for i in changed)
         right_int8 = sum(int(logits[i].argmax() == labels[i]) for i in changed)
+        top = logits.topk(2, dim=1).values
+        ties = sum(int(top[i, 0] == top[i, 1]) for i in changed)  # argmax breaks a tie toward the lower class index
         print(f"{engine}: |logit move| median {moves.median():.2f}, 99th percentile {moves.quantile(0.99):.2f}, largest "
               f"{moves.max():.2f}, {100 * (moves > 1).float().mean():.2f} % above 1; {len(changed)} predictions change "
-              f"({right_float} right only in float, {right_int8} right only in INT8), float gaps "
+              f"({right_float} right only in float, {right_int8} right only in INT8; {ties} an exact tie of the top two INT8 "
+              f"logits), float gaps "
               f"{[round(float(gap[i]), 2) for i in changed]}")
 
 
