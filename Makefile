@@ -171,7 +171,7 @@ test-cpus-haswell: $(DEVSTAMP)
 # 02 with qnnpack as the only engine (as on ARM). Measured under the emulator on a VNNI machine at load 5-7 (two at
 # a time, 2026-12-07): 02 441 s, 03 1,447 s, 05 786 s, 06 694 s; 03, 05 and 06 stay in make test-cpus. Which machine CI got is measured, not read from flags: when its own x86 kernel saturates
 # 16-bit pair sums (qh.cpu_facts, as in notebook 00), the machine IS that kind, and make test has just run every
-# notebook's asserts on it natively (a stronger check than the emulator, which it would repeat for two notebooks),
+# notebook's asserts on it natively (a stronger check than the emulator, which it would repeat for three notebooks),
 # so the emulated pass is left out and the run says so; on a VNNI machine the emulator runs.
 X86_SATURATES_HERE := import sys, qhelpers as qh; f = qh.cpu_facts(); sys.exit(0 if "x86" in f.saturating_engines and not f.emulated else 1)
 CI_HASWELL_NOTEBOOKS ?= $(foreach n,02 01 00,$(filter notebooks/$(n)_%,$(NOTEBOOKS)))

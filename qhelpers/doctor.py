@@ -128,7 +128,7 @@ def check_versions(installed: Optional[Callable[[str], str]] = None, requirement
 
 def check_engines() -> list[Finding]:
     """The quantized engines, the default one, and what the CPU's INT8 kernels do (measured, not read from flags)."""
-    from .cpu import cpu_flags_label, depthwise_probe_outputs, emulated, int8_pairs_saturate, is_x86_machine
+    from .cpu import cpu_flags_label, depthwise_missed, depthwise_probe_outputs, emulated, int8_pairs_saturate, is_x86_machine
     from .environment import default_engine, supported_engines
 
     try:
@@ -162,7 +162,7 @@ def check_engines() -> list[Finding]:
                            "nothing to fix; calibrate with reduce_range (the x86 qconfig) as notebook 01 shows (triage: x86 without VNNI)"))
     elif default not in ("x86", "fbgemm", "onednn"):  # qnnpack: 32-bit sums on every CPU, with or without VNNI
         out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (measured; {default} adds in 32 bits on every CPU){where}"))
-    elif (wide := {c: v for c, v in (depthwise_probe_outputs(default) or {}).items() if abs(v - 9.0) >= 0.25}):
+    elif (wide := depthwise_missed(depthwise_probe_outputs(default))):
         # FBGEMM's depthwise kernel: x86 off Linux, or over 100 groups on Linux (measured, not read from flags)
         cause = ("FBGEMM's depthwise kernel adds 16-bit pairs" if all(v == 5.0 for v in wide.values())
                  else f"probe values {wide}, cause not identified")

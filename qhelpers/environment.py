@@ -67,7 +67,7 @@ KNOWN_DEPRECATIONS: dict[str, tuple[str, type[Warning]]] = {
 }
 
 
-from .cpu import cpu_flags_label, depthwise_probe_outputs, emulated, int8_pairs_saturate, supported_engines
+from .cpu import cpu_flags_label, depthwise_missed, depthwise_probe_outputs, emulated, int8_pairs_saturate, supported_engines
 
 # Every eager quantized engine the course knows, in default_engine's order of preference (the CLI's choices too).
 ENGINES = ("x86", "qnnpack", "fbgemm", "onednn")
@@ -222,8 +222,7 @@ def env_report(print_it: bool = True) -> dict:
         "quantized_engines": engines,
         "int8_exact": [e for e in engines if saturates[e] is False],
         "int8_16bit_pairs": [e for e in engines if saturates[e] is True],
-        "depthwise_16bit_pairs": {e: [c for c, v in p.items() if abs(v - 9.0) >= 0.25]
-                                  for e in engines if (p := depthwise_probe_outputs(e)) and any(abs(v - 9.0) >= 0.25 for v in p.values())},
+        "depthwise_16bit_pairs": {e: list(m) for e in engines if (m := depthwise_missed(depthwise_probe_outputs(e)))},
         "x86_int8_exact": cpu_has_vnni(),
         "active_engine": torch.backends.quantized.engine,
         "threads": torch.get_num_threads(),

@@ -32,6 +32,7 @@ NOT_IN_NOTEBOOKS = {
     "cpu_has_vnni": ("qhelpers/environment.py", "env_report's x86_int8_exact entry (the notebooks measure with int8_pairs_saturate)"),
     "linear_qat_int8": ("qhelpers/deprecations.py", "the deprecation map's torchao QAT row runs it (_probe_qat_linear); notebook 05's text names it"),
     "probe_outputs": ("qhelpers/cpu.py", "the raw probe outputs cpu_facts reports"),
+    "depthwise_missed": ("qhelpers/environment.py", "env_report's depthwise_16bit_pairs row and the doctor's depthwise line"),
     "depthwise_pairs_saturate": ("qhelpers/cpu.py", "cpu_facts lists depthwise_saturating_engines with it; the boolean form of depthwise_probe_outputs that notebooks 01 and 02 and the answers name"),
     "outputs_kind": ("qhelpers/notebooks.py", "execute records the CPU kind of a notebook's outputs; tests/nbval_cpu_kind.py compares on that kind only"),
     "requantize": ("qhelpers/plain_int8.py", "the fixed-point requantization step plain_int8_forward uses"),
