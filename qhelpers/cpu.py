@@ -192,7 +192,8 @@ def _depthwise_probe_output(engine: str, channels: int = 16) -> float:
     at their maximum, on ``engine``: exact answer 9.0 (each output channel sums its own nine products of 1.0).
 
     With ``channels`` a multiple of 8 the shape is one FBGEMM's depthwise kernel takes (``takeDepthWiseFastPath``
-    in FBGEMM's src/FbgemmConv.cc: groups = channels, a multiple of 8, 3x3/5x5/7x7, stride 1 or 2, dilation 1);
+    in FBGEMM's src/FbgemmConv.cc: groups = channels, a multiple of 8, 3x3/5x5/7x7, stride 1 or 2, dilation 1,
+    padding (k-1)/2 on every side);
     16-bit pair sums that saturate give 5.0 (four pairs of 32,767/32,385 and one single product, on an output
     scale of 0.5). Symmetric per-tensor weights: on Linux with AVX512-VNNI the ``x86`` engine sends the conv to
     oneDNN when it has at most 100 groups (``should_use_onednn_quant`` in torch's
@@ -248,7 +249,7 @@ def depthwise_pairs_saturate(engine: str, channels: Optional[int] = None) -> Opt
     ``int8_pairs_saturate``. ``depthwise_probe_outputs`` gives the values (5.0 is what saturated 16-bit pairs give).
 
     A fact of its own because depthwise convs run on kernels of their own. FBGEMM's depthwise kernel (for the
-    shapes it takes: channels a multiple of 8, 3x3/5x5/7x7, stride 1 or 2) is AVX2 code that adds pairs in 16 bits
+    shapes it takes: channels a multiple of 8, 3x3/5x5/7x7, stride 1 or 2, dilation 1, padding (k-1)/2) is AVX2 code that adds pairs in 16 bits
     on every x86 CPU, AVX512-VNNI included. Measured: on an AVX512-VNNI CPU under Linux, ``fbgemm`` gives 5.0 at 16
     and 128 groups while its Linear and dense conv are exact, and ``x86`` gives 9.0 at 16 (oneDNN: at most 100
     groups, symmetric weights) and 5.0 at 128 (FBGEMM); off Linux ``x86`` sends every conv to FBGEMM. On an AVX2
@@ -363,10 +364,14 @@ def compile_fix(system: Optional[str] = None) -> str:
 
 
 def emulated() -> bool:
-    """True when the course runs under a CPU emulator (``QHELPERS_EMULATED=1``, set by ``make test-cpus``).
+    """True when the course runs under a CPU emulator (``QHELPERS_EMULATED=1``, set by ``scripts/cpu_kind.sh haswell``
+    and ``scripts/test_arm.sh``: ``make test-cpus``, ``make test-cpus-ci``, ``make test-arm``).
 
     Timings under an emulator mean nothing: notebooks skip their timing work
-    then (saying so in one line), never a code path that computes a lesson.
+    then (saying so in one line), never a code path that computes a lesson. One
+    reference is computed on another kernel there: notebook 06's float LSTM
+    reference runs on ATen's kernel, since qemu computes oneDNN's float LSTM
+    wrongly (measured; see the notebook's section 7).
 
     Introduced in notebooks/00_start_here.ipynb.
     """

@@ -162,15 +162,20 @@ def check_engines() -> list[Finding]:
                            "nothing to fix; calibrate with reduce_range (the x86 qconfig) as notebook 01 shows (triage: x86 without VNNI)"))
     elif default not in ("x86", "fbgemm", "onednn"):  # qnnpack: 32-bit sums on every CPU, with or without VNNI
         out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (measured; {default} adds in 32 bits on every CPU){where}"))
-    elif (wide := depthwise_missed(depthwise_probe_outputs(default))):
+    elif (probes := depthwise_probe_outputs(default)) is None:
+        out.append(Finding("WARN", "cpu", f"{capability}: {default}'s INT8 Linear and dense-conv sums are exact (measured); its "
+                                          f"depthwise probe could not run{where}",
+                           "reinstall torch from requirements.txt (triage: wrong torch build)"))
+    elif (wide := depthwise_missed(probes)):
         # FBGEMM's depthwise kernel: x86 off Linux, or over 100 groups on Linux (measured, not read from flags)
         cause = ("FBGEMM's depthwise kernel adds 16-bit pairs" if all(v == 5.0 for v in wide.values())
                  else f"probe values {wide}, cause not identified")
-        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 Linear and dense-conv sums are exact (AVX512-VNNI); its "
+        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 Linear and dense-conv sums are exact (measured); its "
                                         f"3x3 depthwise convs of {' and '.join(map(str, wide))} channels miss their exact sum "
                                         f"({cause}): compare a depthwise model's outputs with qnnpack's (notebook 02){where}"))
     else:
-        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (AVX512-VNNI: Linear, dense and depthwise probes){where}"))
+        out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 sums are exact (measured: Linear, dense-conv and depthwise "
+                                        f"probes){where}"))
     return out
 
 

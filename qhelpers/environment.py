@@ -134,8 +134,9 @@ def engine(name: Optional[str] = None) -> Iterator[str]:
 def cpu_has_vnni() -> Optional[bool]:
     """Deprecated alias: ``not qh.int8_pairs_saturate("x86")``; ask ``int8_pairs_saturate(engine)`` instead.
 
-    True when the ``x86`` engine's INT8 kernels compute exact 32-bit sums here
-    (a CPU with AVX512-VNNI), False when they add u8 x s8 products in 16-bit
+    True when the ``x86`` engine's INT8 Linear and dense-convolution kernels compute
+    exact 32-bit sums here (a CPU with AVX512-VNNI; FBGEMM's depthwise kernel adds
+    16-bit pairs on every x86 CPU: ``depthwise_pairs_saturate``), False when they add u8 x s8 products in 16-bit
     pairs and saturate (every other x86 CPU, including Intel's 12th gen and
     later with AVX-VNNI, which FBGEMM does not use), None where the course
     offers no ``x86`` engine (ARM, or ``QHELPERS_ENGINE`` set to another
@@ -201,7 +202,8 @@ def env_report(print_it: bool = True) -> dict:
     ``depthwise_16bit_pairs`` the engines whose depthwise 3x3 probe misses its sum, with the group counts
     (16, 128) where it does (``qh.depthwise_probe_outputs``: ``fbgemm`` even with AVX512-VNNI). ``cpu_flags``
     is a label only (``qh.cpu_flags_label``). ``x86_int8_exact`` says
-    whether the ``x86`` engine sums exactly (``qh.cpu_has_vnni``; not a CPU flag). ``emulated``
+    whether the ``x86`` engine's Linear and dense-conv probes sum exactly (``qh.cpu_has_vnni``; not a CPU
+    flag; its depthwise convs are in ``depthwise_16bit_pairs``). ``emulated``
     is True under a CPU emulator, where timings mean nothing
     (``qh.emulated``). Whether ``torch.compile`` works is
     ``qh.compile_available()`` (not probed here: it takes seconds).

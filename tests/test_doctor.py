@@ -188,6 +188,16 @@ def test_cpu_line_follows_the_measured_probe(monkeypatch):
     monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: False)
     line = doctor.check_engines()[1]
     assert line.status == "OK" and "exact" in line.message
+    # the depthwise probe: exact, saturated at 128 channels, or not run (never reported as exact then)
+    monkeypatch.setattr(cpu, "depthwise_probe_outputs", lambda engine: {16: 9.0, 128: 9.0})
+    line = doctor.check_engines()[1]
+    assert line.status == "OK" and "exact (measured: Linear, dense-conv and depthwise probes)" in line.message
+    monkeypatch.setattr(cpu, "depthwise_probe_outputs", lambda engine: {16: 9.0, 128: 5.0})
+    line = doctor.check_engines()[1]
+    assert line.status == "OK" and "of 128 channels miss" in line.message and "adds 16-bit pairs" in line.message
+    monkeypatch.setattr(cpu, "depthwise_probe_outputs", lambda engine: None)
+    line = doctor.check_engines()[1]
+    assert line.status == "WARN" and "depthwise probe could not run" in line.message and "depthwise probes" not in line.message
     monkeypatch.setattr(cpu, "int8_pairs_saturate", lambda engine: None)
     assert doctor.check_engines()[1].status == "WARN"
     monkeypatch.setenv("QHELPERS_EMULATED", "1")
