@@ -139,7 +139,7 @@ quick: $(DEVSTAMP)
 # - ARM-like: qnnpack as the only engine (QHELPERS_ENGINE=qnnpack), every notebook (test-cpus-native);
 # - no C++ compiler (most Windows laptops): the notebooks whose code cells call torch.compile or
 #   qh.compile_available (the others never reach a compiler: measured with a compiler on the PATH that logs).
-HASWELL_NOTEBOOKS ?= $(foreach n,03 02 06 05 01 00,$(filter notebooks/$(n)_%,$(NOTEBOOKS)))
+HASWELL_NOTEBOOKS ?= $(foreach n,03 05 06 02 00 01,$(filter notebooks/$(n)_%,$(NOTEBOOKS)))
 HASWELL_TIMEOUT ?= 1500
 NOCC_NOTEBOOKS ?= $(shell $(PY) -c "import json, re, sys; print(*[f for f in sys.argv[1:] if any(re.search(r'torch\.compile|compile_available', ''.join(c['source'])) for c in json.load(open(f))['cells'] if c['cell_type'] == 'code')])" $(NOTEBOOKS))
 CPUS_JOBS ?= 2
