@@ -370,8 +370,8 @@ def emulated() -> bool:
     Timings under an emulator mean nothing: notebooks skip their timing work
     then (saying so in one line), never a code path that computes a lesson. One
     reference is computed on another kernel there: notebook 06's float LSTM
-    reference runs on ATen's kernel, since qemu computes oneDNN's float LSTM
-    wrongly (measured; see the notebook's section 7).
+    reference runs on ATen's kernel, since qemu's Haswell computes oneDNN's
+    float LSTM wrongly (measured: docs/REFERENCES.md, notebook 06, section 7).
 
     Introduced in notebooks/00_start_here.ipynb.
     """

@@ -167,7 +167,7 @@ def check_engines() -> list[Finding]:
                                           f"depthwise probe could not run{where}",
                            "reinstall torch from requirements.txt (triage: wrong torch build)"))
     elif (wide := depthwise_missed(probes)):
-        # FBGEMM's depthwise kernel: x86 off Linux, or over 100 groups on Linux (measured, not read from flags)
+        # FBGEMM's depthwise kernel: the fbgemm engine always; x86 off Linux, or over 100 groups on Linux (measured)
         cause = ("FBGEMM's depthwise kernel adds 16-bit pairs" if all(v == 5.0 for v in wide.values())
                  else f"probe values {wide}, cause not identified")
         out.append(Finding("OK", "cpu", f"{capability}: {default}'s INT8 Linear and dense-conv sums are exact (measured); its "

@@ -195,6 +195,7 @@ def test_cpu_line_follows_the_measured_probe(monkeypatch):
     monkeypatch.setattr(cpu, "depthwise_probe_outputs", lambda engine: {16: 9.0, 128: 5.0})
     line = doctor.check_engines()[1]
     assert line.status == "OK" and "of 128 channels miss" in line.message and "adds 16-bit pairs" in line.message
+    assert "VNNI" not in line.message  # measured exact, not credited to a CPU feature (oneDNN has an AVX-VNNI level too)
     monkeypatch.setattr(cpu, "depthwise_probe_outputs", lambda engine: None)
     line = doctor.check_engines()[1]
     assert line.status == "WARN" and "depthwise probe could not run" in line.message and "depthwise probes" not in line.message
