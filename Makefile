@@ -174,7 +174,7 @@ test-cpus-haswell: $(DEVSTAMP)
 # CI's share of test-cpus: all of it but notebook 03 under the emulator. The probes on every kind; notebooks 05, 06,
 # 02, 00 and 01 (the longest first) on x86 without VNNI, the ones whose lessons or asserts depend on the ISA and
 # fit CI's budget; every notebook with qnnpack as the only engine and the compiling ones without a compiler
-# (test-cpus-native). Notebook 03 under the emulator takes about 1,000 s more (1,447 s at load 5-7) and stays in
+# (test-cpus-native). Notebook 03 under the emulator takes 1,320-1,447 s (load 4-7; 2026-12-07/08) and stays in
 # make test-cpus by hand, as do 04, 07 and 08. Measured on a quiet 2-core AVX512-VNNI machine (2026-12-08): the whole
 # target 1,063 s (probes 39 s; the emulator, two at a time, 05 477 s, 06 481 s, 02 260 s, 00 137 s, 01 59 s, about
 # 740 s of wall time; qnnpack, every notebook, 203 s on 2 workers; no compiler 49 s). Which machine CI got is measured, not read from flags: when its own x86
